@@ -1,0 +1,1 @@
+"""Hidden grader of the transformer-circuits course: sandboxed extraction, pytest checks, reports."""

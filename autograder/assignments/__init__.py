@@ -1,0 +1,1 @@
+"""Hidden checks, one package per nbgrader assignment."""

@@ -1,0 +1,259 @@
+"""Runs one submission's code cells inside the sandbox and reports what they defined.
+
+Protocol (fd 3 carries frames to the grader, fd 4 frames from it; fds 0-2 belong to the student):
+  grader -> {"type": "job", "cells": [[index, source], ...], "names": [...],
+             "cell_seconds": float, "call_seconds": float, "helpers": path}
+  driver -> {"type": "cell", "index": i}              before each cell (the supervisor times it)
+  driver -> {"type": "cell_done", "index": i, "status": "ok"|"error"|"timeout", "error": str}
+  driver -> {"type": "values", "values": {name: tagged value}, "defined_in": {name: index}}
+  grader -> {"type": "probes", "calls": {function_name: [[arg, ...], ...]}}   (args tagged)
+  driver -> {"type": "calls", "calls": {function_name: [{"result"|"error": ...}, ...]}}
+  driver -> {"type": "done"}
+
+Everything the driver needs is bound before student code runs, so a submission that patches
+numpy, builtins or this module's globals can only spoil its own report. Nothing it sends can
+carry code: see wire.py.
+"""
+import builtins
+import math
+import os
+import signal
+import sys
+import traceback
+
+import numpy
+
+if __package__:  # imported by the grader (for tests and tooling)
+    from . import wire
+else:  # run as a script inside the sandbox, where `python -I` puts no script dir on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import wire
+    del sys.path[0]
+
+_np_asarray = numpy.asarray
+_np_ndarray = numpy.ndarray
+_np_generic = numpy.generic
+_write = os.write
+_read = os.read
+_isinstance = isinstance
+_callable = callable
+_setitimer = signal.setitimer
+_signal = signal.signal
+_pack = wire.pack_frame
+_encode_array = wire.encode_array
+_decode_array = wire.decode_array
+_str = str
+_type = type
+_len = len
+_exc_info = sys.exc_info
+_RESULT_FD = 3
+_REQUEST_FD = 4
+
+
+class CellTimeout(BaseException):
+    """Raised inside student code when a cell or call runs past its soft time limit."""
+
+
+def _on_alarm(signum, frame):
+    raise CellTimeout()
+
+
+def send(message):
+    data = _pack(message)
+    while data:
+        written = _write(_RESULT_FD, data)
+        data = data[written:]
+
+
+def receive():
+    reader = wire.FrameReader()
+    while True:
+        chunk = _read(_REQUEST_FD, 1 << 16)
+        if not chunk:
+            raise SystemExit("grader closed the request channel")
+        frames = reader.feed(chunk)
+        if frames:
+            return frames[0]
+
+
+def _short(text, limit=300):
+    text = _str(text)
+    return text if _len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_exception(error):
+    """'Type: message (line N)' for a student exception, without grader frames."""
+    name = _type(error).__name__
+    line = ""
+    if _isinstance(error, SyntaxError):
+        line = f" (line {error.lineno})" if error.lineno else ""
+    else:
+        tb = traceback.extract_tb(_exc_info()[2])
+        cell_frames = [frame for frame in tb if frame.filename.startswith("<cell")]
+        if cell_frames:
+            line = f" (line {cell_frames[-1].lineno})"
+    return _short(f"{name}: {error}{line}")
+
+
+def encode_value(value):
+    """A tagged, plain-data description of one student value."""
+    if value is None:
+        return {"kind": "none"}
+    if _isinstance(value, bool) or _isinstance(value, numpy.bool_):
+        return {"kind": "bool", "value": bool(value)}
+    if _isinstance(value, (int, float, numpy.integer, numpy.floating)):
+        number = float(value)
+        return {
+            "kind": "number",
+            "value": number if math.isfinite(number) else _str(number),
+            "integer": _isinstance(value, (int, numpy.integer)),
+        }
+    if _isinstance(value, (complex, numpy.complexfloating)):
+        return {"kind": "complex_number", "real": float(value.real), "imag": float(value.imag)}
+    if _isinstance(value, str):
+        return {"kind": "str", "value": value[: wire.MAX_TEXT_CHARS]}
+    if _isinstance(value, (set, frozenset, list, tuple)) and value and all(
+        _isinstance(item, str) for item in list(value)[: wire.MAX_ITEMS + 1]
+    ):
+        items = sorted(value) if _isinstance(value, (set, frozenset)) else list(value)
+        return {"kind": "strs", "items": [item[:200] for item in items[: wire.MAX_ITEMS]]}
+    if _callable(value) and not _isinstance(value, _np_ndarray):
+        return {"kind": "callable", "type": _type(value).__name__}
+    try:
+        array = _np_asarray(value)
+    except BaseException as error:  # noqa: BLE001 - student objects may raise anything
+        return {"kind": "object", "type": _type(value).__name__, "reason": describe_exception(error)}
+    if not _isinstance(array, _np_ndarray):
+        return {"kind": "object", "type": _type(value).__name__}
+    if array.dtype.kind in "biuf":
+        if array.ndim == 0:
+            return encode_value(array.item())
+        return _encode_array(array.astype(numpy.float64), numpy)
+    if array.dtype.kind == "c":
+        return _encode_array(array.astype(numpy.complex128), numpy)
+    return {"kind": "object", "type": _type(value).__name__, "dtype": _str(array.dtype)}
+
+
+def decode_argument(encoded):
+    if encoded.get("kind") == "array":
+        return _decode_array(encoded, numpy)
+    if encoded.get("kind") == "number":
+        value = encoded["value"]
+        return int(value) if encoded.get("integer") else float(value)
+    return encoded.get("value")
+
+
+def run_with_alarm(seconds, function, *args):
+    _setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return function(*args)
+    finally:
+        _setitimer(signal.ITIMER_REAL, 0)
+
+
+def refuse_input(prompt=""):
+    raise RuntimeError("input() cannot be answered during grading; remove the call")
+
+
+class GradingShell:
+    """Stands in for IPython's shell: magics and shell escapes do nothing during grading."""
+
+    user_ns = None
+
+    def run_line_magic(self, name, line, _stack_depth=1):
+        return None
+
+    def run_cell_magic(self, name, line, cell):
+        if name in ("time", "capture", "timeit"):
+            exec(compile(cell, "<cell magic>", "exec"), self.user_ns)
+        return None
+
+    def system(self, command):
+        print(f"[grading] shell command not run: !{command}", file=sys.stderr)
+
+    getoutput = system
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def run_cells(job, namespace):
+    names = job["names"]
+    defined_in = {}
+    before = {name: id(namespace.get(name)) for name in names}
+    for index, source in job["cells"]:
+        send({"type": "cell", "index": index})
+        status, error = "ok", None
+        try:
+            code = compile(source, f"<cell {index}>", "exec")
+            run_with_alarm(job["cell_seconds"], exec, code, namespace)
+        except CellTimeout:
+            status, error = "timeout", f"the cell ran longer than {job['cell_seconds']:g} s"
+        except SystemExit:
+            status, error = "error", "the cell called exit(); grading continued with the next cell"
+        except BaseException as exception:  # noqa: BLE001
+            status, error = "error", describe_exception(exception)
+        for name in names:
+            if id(namespace.get(name)) != before[name]:
+                before[name] = id(namespace.get(name))
+                defined_in[name] = index
+        send({"type": "cell_done", "index": index, "status": status, "error": error})
+    return defined_in
+
+
+def extract(names, namespace, seconds):
+    values = {}
+    for name in names:
+        if name not in namespace:
+            values[name] = {"kind": "missing"}
+            continue
+        try:
+            values[name] = run_with_alarm(seconds, encode_value, namespace[name])
+        except BaseException as error:  # noqa: BLE001
+            values[name] = {"kind": "object", "type": "?", "reason": describe_exception(error)}
+    return values
+
+
+def call_probes(request, namespace, seconds):
+    results = {}
+    for name, arg_lists in request["calls"].items():
+        function = namespace.get(name)
+        records = []
+        for encoded_args in arg_lists:
+            args = [decode_argument(arg) for arg in encoded_args]
+            try:
+                value = run_with_alarm(seconds, function, *args)
+                records.append({"result": run_with_alarm(seconds, encode_value, value)})
+            except CellTimeout:
+                records.append({"error": f"TimeoutError: the call ran longer than {seconds:g} s"})
+            except BaseException as error:  # noqa: BLE001
+                records.append({"error": describe_exception(error)})
+        results[name] = records
+    return results
+
+
+def main():
+    _signal(signal.SIGALRM, _on_alarm)
+    job = receive()
+    sys.path.insert(0, job["helpers"])
+    builtins.input = refuse_input
+    shell = GradingShell()
+    namespace = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": lambda: shell}
+    shell.user_ns = namespace
+    defined_in = run_cells(job, namespace)
+    _signal(signal.SIGALRM, _on_alarm)
+    send({
+        "type": "values",
+        "values": extract(job["names"], namespace, job["call_seconds"]),
+        "defined_in": defined_in,
+    })
+    request = receive()
+    _signal(signal.SIGALRM, _on_alarm)
+    send({"type": "calls", "calls": call_probes(request, namespace, job["call_seconds"])})
+    send({"type": "done"})
+
+
+if __name__ == "__main__":
+    main()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: student atexit hooks and finalizers decide nothing
