@@ -97,6 +97,15 @@ class Submission:
         self._static_hints = static_hints or {}
         # set when the run as a whole failed (timeout, crash): explains every missing name
         self.fatal = fatal
+        self._notes: list[str] = []
+
+    def note(self, text: str) -> None:
+        """Attach an informative line (e.g. a composition score) to the check that is running."""
+        self._notes.append(text)
+
+    def take_notes(self) -> list[str]:
+        notes, self._notes = self._notes, []
+        return notes
 
     def __repr__(self) -> str:  # shown in pytest ids and internal logs, never to students
         return f"Submission({self.id!r})"

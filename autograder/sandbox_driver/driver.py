@@ -1,6 +1,7 @@
 """Runs one submission's code cells inside the sandbox and reports what they defined.
 
-Protocol (fd 3 carries frames to the grader, fd 4 frames from it; fds 0-2 belong to the student):
+Protocol (argv names the fd carrying frames to the grader and the fd carrying frames from it;
+fds 0-2 belong to the student):
   grader -> {"type": "job", "cells": [[index, source], ...], "names": [...],
              "cell_seconds": float, "call_seconds": float, "helpers": path}
   driver -> {"type": "cell", "index": i}              before each cell (the supervisor times it)
@@ -46,8 +47,7 @@ _str = str
 _type = type
 _len = len
 _exc_info = sys.exc_info
-_RESULT_FD = 3
-_REQUEST_FD = 4
+_channels = {"result": 3, "request": 4}  # replaced by the fds named on the command line
 
 
 class CellTimeout(BaseException):
@@ -61,14 +61,14 @@ def _on_alarm(signum, frame):
 def send(message):
     data = _pack(message)
     while data:
-        written = _write(_RESULT_FD, data)
+        written = _write(_channels["result"], data)
         data = data[written:]
 
 
 def receive():
     reader = wire.FrameReader()
     while True:
-        chunk = _read(_REQUEST_FD, 1 << 16)
+        chunk = _read(_channels["request"], 1 << 16)
         if not chunk:
             raise SystemExit("grader closed the request channel")
         frames = reader.feed(chunk)
@@ -177,6 +177,14 @@ class GradingShell:
         return lambda *args, **kwargs: None
 
 
+def _flush_student_streams():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - a replaced stream may be anything
+            pass
+
+
 def run_cells(job, namespace):
     names = job["names"]
     defined_in = {}
@@ -197,6 +205,7 @@ def run_cells(job, namespace):
             if id(namespace.get(name)) != before[name]:
                 before[name] = id(namespace.get(name))
                 defined_in[name] = index
+        _flush_student_streams()
         send({"type": "cell_done", "index": index, "status": status, "error": error})
     return defined_in
 
@@ -233,6 +242,7 @@ def call_probes(request, namespace, seconds):
 
 
 def main():
+    _channels["result"], _channels["request"] = int(sys.argv[1]), int(sys.argv[2])
     _signal(signal.SIGALRM, _on_alarm)
     job = receive()
     sys.path.insert(0, job["helpers"])

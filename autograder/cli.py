@@ -1,0 +1,122 @@
+"""Command line: `python -m autograder {grade,check,release} ...` (run from the course root).
+
+Exit status: 0 whenever every notebook got a report, whatever its score (`check` exits 1 when
+an autograded part fails, for self-learners' scripts); 2 for misuse; 3 for a fault of the grader.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+EXIT_MISUSE = 2
+EXIT_GRADER_FAULT = 3
+
+
+def _add_run_options(parser):
+    parser.add_argument("--jobs", type=int, default=None, help="notebooks run at once (default: all cores)")
+    parser.add_argument("--isolation", choices=("auto", "bubblewrap", "fallback"), default="auto",
+                        help="sandbox to use (default: bubblewrap when it works here)")
+    parser.add_argument("--cell-timeout", type=float, default=None, help="seconds per cell (default 10)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per notebook (default 90)")
+
+
+def _limits(args):
+    from autograder.sandbox import Limits
+
+    changes = {}
+    if args.cell_timeout is not None:
+        changes["cell_seconds"] = args.cell_timeout
+    if args.timeout is not None:
+        changes["total_seconds"] = args.timeout
+    return Limits(**changes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    grade = commands.add_parser("grade", help="grade notebooks, or (with --course) a whole nbgrader class")
+    grade.add_argument("targets", nargs="+", metavar="NOTEBOOK|ASSIGNMENT",
+                       help="notebook files; with --course, the assignment to grade")
+    grade.add_argument("--json", action="store_true", help="one JSON report per notebook per line")
+    grade.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK",
+                       help="grade every notebook as this course notebook (default: recognise it)")
+    grade.add_argument("--course", metavar="ROOT",
+                       help="grade the submitted/ tree of this nbgrader course into its gradebook")
+    grade.add_argument("--force", action="store_true", help="with --course: regrade everything")
+    grade.add_argument("--student", action="append", default=None, help="with --course: only these students")
+    _add_run_options(grade)
+
+    check = commands.add_parser("check", help="a readable per-part report for a self-learner")
+    check.add_argument("notebook")
+    check.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK")
+    _add_run_options(check)
+
+    release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")
+    release.add_argument("assignments", nargs="*", help="default: every assignment")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "grade" and args.course:
+            from autograder import batch
+
+            return batch.main(args, _limits(args))
+        if args.command == "grade":
+            return _grade_files(args)
+        if args.command == "check":
+            from autograder import selfcheck
+
+            return selfcheck.main(args, _limits(args))
+        if args.command == "release":
+            from autograder import build
+
+            build.build(args.assignments or None)
+            return 0
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_MISUSE
+    return EXIT_MISUSE
+
+
+class UsageError(Exception):
+    """The command was used wrongly; the message says how to use it."""
+
+
+def _grade_files(args) -> int:
+    from autograder import engine, specs
+
+    if args.graded_as and "/" not in args.graded_as:
+        raise UsageError("--as takes ASSIGNMENT/NOTEBOOK, e.g. attention_heads/virtual_head")
+    if args.graded_as and specs.find_spec(*args.graded_as.split("/", 1)) is None:
+        known = ", ".join(spec.key for spec in specs.all_specs())
+        raise UsageError(f"--as {args.graded_as}: no such course notebook (known: {known})")
+    requests = [
+        engine.GradeRequest(path, submission_id=f"notebook{number}", expected=args.graded_as)
+        for number, path in enumerate(args.targets)
+    ]
+    reports = engine.grade(requests, jobs=args.jobs, limits=_limits(args), isolation=args.isolation)
+    for report in reports:
+        if args.json:
+            print(json.dumps(report.to_json()), flush=True)
+        else:
+            print(render_text(report), flush=True)
+    return 0
+
+
+def render_text(report) -> str:
+    """A plain-text report: one line per check, grouped by part."""
+    lines = [f"{report.notebook}: {report.score:g} / {report.max_score:g}"
+             + (f" (graded as {report.graded_as})" if report.graded_as else "")]
+    if report.error:
+        lines.append(f"  error: {report.error}")
+    for check in report.checks:
+        mark = "PASS" if check.passed else "FAIL"
+        lines.append(f"  {mark} {check.part} / {check.id} ({check.points:g}/{check.max_points:g})"
+                     + (f": {check.message}" if check.message else ""))
+    for part in report.manual_parts:
+        lines.append(f"  ---- {part.grade_id} ({part.points:g} points) is graded by hand")
+    return "\n".join(lines)

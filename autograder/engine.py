@@ -1,0 +1,231 @@
+"""Grade notebooks: recognise them, run them sandboxed, check what they defined, report.
+
+This is the one grading path. The CLI, the batch grader and nbgrader's autograde preprocessor
+all call `grade`, so they reach the same verdicts from the same checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
+import numpy as np
+
+from autograder import notebook as nbio
+from autograder import sandbox, specs
+from autograder.runner import CheckResult, run_checks
+from autograder.sandbox_driver import driver
+from autograder.submission import CellReport, Submission
+
+
+@dataclasses.dataclass
+class GradeRequest:
+    """One notebook to grade. `expected` ("assignment/notebook") is known in a batch."""
+
+    path: str
+    submission_id: str
+    expected: str | None = None
+
+
+@dataclasses.dataclass
+class Report:
+    notebook: str
+    submission_id: str
+    graded_as: str | None = None
+    spec: specs.NotebookSpec | None = None
+    checks: list[CheckResult] = dataclasses.field(default_factory=list)
+    manual_parts: list[specs.Part] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    isolation: str | None = None
+    cells: list[CellReport] = dataclasses.field(default_factory=list)
+    figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return float(sum(check.points for check in self.checks))
+
+    @property
+    def max_score(self) -> float:
+        if self.spec is not None:
+            return float(sum(part.points for part in self.spec.auto_parts))
+        return float(sum(check.max_points for check in self.checks))
+
+    def part_scores(self) -> dict[str, float]:
+        """Autograded score per grade_id (every autograded part present, failed ones at 0)."""
+        scores = {part.grade_id: 0.0 for part in (self.spec.auto_parts if self.spec else ())}
+        for check in self.checks:
+            scores[check.part] = scores.get(check.part, 0.0) + check.points
+        return scores
+
+    def to_json(self) -> dict:
+        checks = [check.to_json() for check in self.checks]
+        checks += [
+            {"id": part.grade_id, "part": part.grade_id, "points": None, "max_points": part.points,
+             "passed": None, "manual": True, "message": "graded by hand"}
+            for part in self.manual_parts
+        ]
+        return {
+            "notebook": self.notebook,
+            "graded_as": self.graded_as,
+            "score": self.score,
+            "max_score": self.max_score,
+            "checks": checks,
+            "error": self.error,
+            "isolation": self.isolation,
+        }
+
+
+def identify(notebook, path: str, expected: str | None) -> specs.NotebookSpec | None:
+    """Which course notebook this is: as the batch expects, else by file name, else by content."""
+    if expected:
+        assignment, name = expected.split("/", 1)
+        return specs.find_spec(assignment, name)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    by_name = specs.find_spec(None, stem)
+    if by_name is not None:
+        return by_name
+    scored = [(nbio.count_defined(notebook, spec.extract), spec) for spec in specs.all_specs()]
+    best_count, best = max(scored, key=lambda pair: pair[0], default=(0, None))
+    return best if best_count > 0 else None
+
+
+def _missing_hints(notebook, names, cells: list[CellReport]) -> dict[str, str]:
+    """Why a name the checks need may be undefined, read from the notebook text and cell results."""
+    status = {cell.index: cell for cell in cells}
+    hints = {}
+    for name in names:
+        for index, cell_type in nbio.assignment_sites(notebook, name):
+            label = nbio.cell_label(index, notebook["cells"][index]["source"])
+            report = status.get(index)
+            if cell_type == "code" and report is not None and report.status != "ok":
+                hints[name] = f"The cell that assigns it, {label}, stopped with {report.error}, so the assignment never ran."
+                break
+            if cell_type == "raw":
+                hints[name] = f"It is assigned in {label}, a Raw cell, which never runs: change the cell type to Code."
+                break
+            if cell_type == "markdown":
+                hints[name] = f"It appears in {label}, a Markdown cell, which never runs: put the code in a Code cell."
+                break
+            if cell_type == "code" and report is None:
+                hints[name] = f"{label} assigns it, but grading stopped before that cell ran."
+                break
+    return hints
+
+
+def _probe_maker(spec: specs.NotebookSpec, rng: np.random.Generator, drawn: dict):
+    """Draw inputs for the submitted functions only after the student's cells have run."""
+
+    def make(values: dict) -> dict:
+        request = {}
+        for name, draw in spec.probes.items():
+            value = values.get(name) if isinstance(values, dict) else None
+            if isinstance(value, dict) and value.get("kind") == "callable":
+                arg_lists = [tuple(args) for args in draw(rng)]
+                drawn[name] = arg_lists
+                request[name] = [[driver.encode_value(arg) for arg in args] for args in arg_lists]
+        return request
+
+    return make
+
+
+def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, drawn: dict, names) -> Submission:
+    values = result.values if isinstance(result.values, dict) else {}
+    values = {name: value for name, value in values.items() if isinstance(value, dict)}
+    calls = {}
+    for name, records in (result.calls or {}).items():
+        if name in drawn and isinstance(records, list):
+            calls[name] = [
+                {**record, "args": args}
+                for args, record in zip(drawn[name], records)
+                if isinstance(record, dict)
+            ]
+    cells = [
+        CellReport(int(cell["index"]), str(cell["status"]), cell.get("error"))
+        for cell in result.cells
+        if isinstance(cell, dict) and isinstance(cell.get("index"), int)
+    ]
+    return Submission(
+        request.submission_id, values, calls, cells,
+        static_hints=_missing_hints(notebook, [n for n in names if values.get(n, {}).get("kind", "missing") == "missing"], cells),
+        fatal=result.fatal,
+    )
+
+
+def extract(request: GradeRequest, limits: sandbox.Limits, isolation: str):
+    """Read, recognise and run one notebook; returns (report, submission or None)."""
+    report = Report(notebook=request.path, submission_id=request.submission_id)
+    try:
+        notebook = nbio.read_notebook(request.path)
+    except nbio.UnreadableNotebook as error:
+        report.error = f"unreadable notebook: {error}"
+        return report, None
+    spec = identify(notebook, request.path, request.expected)
+    if spec is None:
+        report.error = "could not tell which course notebook this is (it defines none of the names any part asks for)"
+        return report, None
+    report.spec, report.graded_as = spec, spec.key
+    report.manual_parts = [part for part in spec.parts if part.manual]
+    if not spec.helpers_dir.is_dir():
+        raise RuntimeError(f"{spec.helpers_dir} is missing: run `make release` first")
+    drawn: dict = {}
+    rng = np.random.default_rng(secrets.randbits(128))
+    result = sandbox.run_submission(
+        nbio.code_cells(notebook), list(spec.extract), str(spec.helpers_dir),
+        _probe_maker(spec, rng, drawn), limits, isolation,
+    )
+    report.isolation, report.seconds = result.isolation, result.seconds
+    submission = _as_submission(request, notebook, result, drawn, spec.extract)
+    report.cells = submission.cells
+    return report, submission
+
+
+def grade(
+    requests: Iterable[GradeRequest],
+    jobs: int | None = None,
+    limits: sandbox.Limits = sandbox.Limits(),
+    isolation: str = "auto",
+    on_extracted: Callable[[Report], None] | None = None,
+    with_figures: bool = False,
+) -> list[Report]:
+    """Grade notebooks: sandboxed runs in parallel (`jobs` at once), then one pytest session."""
+    requests = list(requests)
+    isolation = sandbox.choose_isolation(isolation)
+    jobs = jobs or os.cpu_count() or 1
+
+    def run_one(request):
+        outcome = extract(request, limits, isolation)
+        if on_extracted:
+            on_extracted(outcome[0])
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        outcomes = list(pool.map(run_one, requests))
+    by_module: dict[str, list[Submission]] = {}
+    for report, submission in outcomes:
+        if submission is not None:
+            by_module.setdefault(str(report.spec.checks_path), []).append(submission)
+    verdicts = run_checks(by_module)
+    reports = []
+    for report, submission in outcomes:
+        if submission is not None:
+            order = {part.grade_id: i for i, part in enumerate(report.spec.parts)}
+            report.checks = sorted(verdicts.get(submission.id, []), key=lambda c: order.get(c.part, len(order)))
+            if with_figures and report.spec.figures is not None:
+                report.figures = _figures(report.spec, submission)
+        reports.append(report)
+    return reports
+
+
+def _figures(spec: specs.NotebookSpec, submission: Submission) -> dict[str, list[str]]:
+    figures = {}
+    for part in spec.auto_parts:
+        try:
+            drawn = spec.figures(submission, part.grade_id) or []
+        except Exception:  # noqa: BLE001 - a picture that cannot be drawn is simply left out
+            drawn = []
+        if drawn:
+            figures[part.grade_id] = list(drawn)
+    return figures

@@ -1,0 +1,133 @@
+"""Run the hidden pytest checks over extracted submissions, in the grader's own process.
+
+One pytest session grades a whole batch: each check module is collected once and its tests are
+parametrised over the submissions of its notebook. Verdicts are read from pytest's reports;
+only `Mistake` messages reach students, any other exception is an internal error of the check.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+
+import pytest
+
+from autograder.checks import Mistake
+from autograder.submission import Submission
+
+
+@dataclasses.dataclass
+class CheckResult:
+    id: str
+    part: str
+    points: float
+    max_points: float
+    passed: bool
+    message: str
+    internal_error: str | None = None  # traceback for instructors; never shown to students
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "part": self.part,
+            "points": self.points,
+            "max_points": self.max_points,
+            "passed": self.passed,
+            "message": self.message,
+        }
+
+
+class _CheckPlugin:
+    def __init__(self, by_module: dict[str, list[Submission]]):
+        self.by_module = by_module  # check module path -> submissions for that notebook
+        self.results: dict[str, list[CheckResult]] = {}
+        self.collection_errors: list[str] = []
+
+    def pytest_configure(self, config):
+        config.addinivalue_line("markers", "part(grade_id, points): the nbgrader part a check belongs to")
+
+    def pytest_generate_tests(self, metafunc):
+        if "sub" not in metafunc.fixturenames:
+            return
+        submissions = self.by_module.get(str(metafunc.module.__file__), [])
+        metafunc.parametrize("sub", submissions, ids=[s.id for s in submissions])
+
+    def pytest_runtest_setup(self, item):
+        submission = item.callspec.params.get("sub") if hasattr(item, "callspec") else None
+        if submission is not None:
+            submission.take_notes()  # notes belong to the check about to run
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.collection_errors.append(str(report.longrepr))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if report.when == "setup" and report.passed:
+            return
+        if report.when == "teardown" and report.passed:
+            return
+        if report.when == "call" or report.failed:
+            self._record(item, call, report)
+
+    def _record(self, item, call, report):
+        marker = item.get_closest_marker("part")
+        submission = item.callspec.params.get("sub") if hasattr(item, "callspec") else None
+        if marker is None or submission is None:
+            return
+        points = float(marker.kwargs["points"])
+        check_id = item.originalname.removeprefix("test_")
+        results = self.results.setdefault(submission.id, [])
+        if any(r.id == check_id and r.part == marker.kwargs["grade_id"] for r in results):
+            return  # a teardown failure after the call was already recorded
+        internal = None
+        if report.passed:
+            message = "; ".join(submission.take_notes())
+        elif call.excinfo is not None and call.excinfo.errisinstance(Mistake):
+            message = str(call.excinfo.value)
+        else:
+            message = "internal grader error in this check; your instructor has been told"
+            internal = str(report.longrepr)
+        results.append(CheckResult(
+            id=check_id,
+            part=marker.kwargs["grade_id"],
+            points=points if report.passed else 0.0,
+            max_points=points,
+            passed=bool(report.passed),
+            message=message,
+            internal_error=internal,
+        ))
+
+
+def run_checks(by_module: dict[str, list[Submission]]) -> dict[str, list[CheckResult]]:
+    """Grade every submission with the checks of its notebook's module; results by submission id."""
+    modules = [module for module, subs in by_module.items() if subs]
+    if not modules:
+        return {}
+    plugin = _CheckPlugin(by_module)
+    args = [
+        "-q", "-p", "no:cacheprovider", "-p", "no:warnings", "-p", "no:unraisableexception",
+        "-c", "/dev/null", "--rootdir", "/", "--import-mode=importlib", "--tb=long", "-s",
+        *modules,
+    ]
+    quiet = io.StringIO()
+    # The checks need no third-party plugins; loading every installed one costs seconds.
+    previous = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    try:
+        with contextlib.redirect_stdout(quiet):
+            exit_code = pytest.main(args, plugins=[plugin])
+    finally:
+        if previous is None:
+            del os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
+        else:
+            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = previous
+    if plugin.collection_errors or exit_code not in (0, 1):
+        raise RuntimeError(
+            f"the hidden checks could not run (pytest exit {exit_code}):\n"
+            + "\n".join(plugin.collection_errors) + quiet.getvalue()[-4000:]
+        )
+    return plugin.results
