@@ -27,6 +27,7 @@ class GradeRequest:
     path: str
     submission_id: str
     expected: str | None = None
+    notebook: dict | None = None  # already read (and sanitised by nbgrader); else read from path
 
 
 @dataclasses.dataclass
@@ -158,7 +159,7 @@ def extract(request: GradeRequest, limits: sandbox.Limits, isolation: str):
     """Read, recognise and run one notebook; returns (report, submission or None)."""
     report = Report(notebook=request.path, submission_id=request.submission_id)
     try:
-        notebook = nbio.read_notebook(request.path)
+        notebook = request.notebook if request.notebook is not None else nbio.read_notebook(request.path)
     except nbio.UnreadableNotebook as error:
         report.error = f"unreadable notebook: {error}"
         return report, None

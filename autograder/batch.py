@@ -1,0 +1,238 @@
+"""Grade a whole class: nbgrader's autograde pipeline with sandboxed, parallel grading.
+
+`python -m autograder grade --course ROOT ASSIGNMENT` does what `nbgrader autograde ASSIGNMENT`
+does (the same sanitising preprocessors, the same SaveAutoGrades reading the same test-cell
+outputs, the same gradebook and autograded/ tree), except that student code runs in the
+sandbox, many notebooks at a time, with no Jupyter kernel. Students are committed one at a
+time, and a marker written last records what was graded, so an interrupted batch loses
+nothing and a rerun grades only what is missing or newer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import sys
+
+from autograder import engine
+from autograder import notebook as nbio
+
+MARKER = ".autograder.json"
+ENGINE_VERSION = 1  # bump when grading changes, so reruns regrade everything
+
+
+@dataclasses.dataclass
+class StudentWork:
+    student: str
+    submitted: pathlib.Path
+    notebooks: dict[str, pathlib.Path | None]  # notebook id -> submitted file (None: missing)
+    fingerprint: str = ""
+
+
+def course_settings(root: pathlib.Path) -> tuple[str, str]:
+    """(db_url, course_id) as the course's nbgrader_config.py sets them (nbgrader's defaults otherwise)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config() if (root / "nbgrader_config.py").exists() else {}
+    coursedir = config.get("CourseDirectory", {})
+    db_url = coursedir.get("db_url") or f"sqlite:///{root / 'gradebook.db'}"
+    return db_url, coursedir.get("course_id") or "default_course"
+
+
+def _fingerprint(work: StudentWork) -> str:
+    digest = hashlib.sha256(f"engine {ENGINE_VERSION}".encode())
+    for path in sorted(work.submitted.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(work.submitted)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def find_work(root: pathlib.Path, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
+    """Every student's submission of `assignment`, with renamed notebooks matched by content."""
+    work = []
+    submitted_root = root / "submitted"
+    for student_dir in sorted(submitted_root.glob(f"*/{assignment}")):
+        student = student_dir.parent.name
+        if only and student not in only:
+            continue
+        notebooks = {nb: student_dir / f"{nb}.ipynb" for nb in notebook_ids}
+        notebooks = {nb: (path if path.exists() else None) for nb, path in notebooks.items()}
+        strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
+        for notebook_id in [nb for nb, path in notebooks.items() if path is None]:
+            notebooks[notebook_id] = _match_renamed(strays, assignment, notebook_id)
+            if notebooks[notebook_id] is not None:
+                strays.remove(notebooks[notebook_id])
+        item = StudentWork(student, student_dir, notebooks)
+        item.fingerprint = _fingerprint(item)
+        work.append(item)
+    return work
+
+
+def _match_renamed(candidates, assignment, notebook_id):
+    from autograder import specs
+
+    spec = specs.find_spec(assignment, notebook_id)
+    best, best_count = None, 0
+    for path in candidates:
+        try:
+            count = nbio.count_defined(nbio.read_notebook(str(path)), spec.extract)
+        except nbio.UnreadableNotebook:
+            continue
+        if count > best_count:
+            best, best_count = path, count
+    return best
+
+
+def _already_graded(root, assignment, work: StudentWork) -> bool:
+    marker = root / "autograded" / work.student / assignment / MARKER
+    try:
+        return json.loads(marker.read_text())["fingerprint"] == work.fingerprint
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+class _Pipeline:
+    """nbgrader's own autograde preprocessors, run in-process around the sandboxed grading."""
+
+    def __init__(self, root: pathlib.Path, db_url: str):
+        from nbgrader.coursedir import CourseDirectory
+        from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,
+                                            DeduplicateIds, OverwriteCells, OverwriteKernelspec,
+                                            SaveAutoGrades)
+
+        self.root, self.db_url = root, db_url
+        self.coursedir = CourseDirectory(root=str(root))
+        self.sanitize = [ClearOutput(), DeduplicateIds(), OverwriteKernelspec(),
+                         OverwriteCells(add_missing_cells=True), CheckCellMetadata()]
+        self.record = [SaveAutoGrades(), AssignLatePenalties(), CheckCellMetadata()]
+
+    def resources(self, student, assignment, notebook_id):
+        return {"nbgrader": {"student": student, "assignment": assignment,
+                             "notebook": notebook_id, "db_url": self.db_url}}
+
+    def run(self, steps, nb, resources):
+        for step in steps:
+            nb, resources = step.preprocess(nb, resources)
+        return nb
+
+
+def main(args, limits) -> int:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from autograder.cli import UsageError
+
+    root = pathlib.Path(args.course).resolve()
+    if len(args.targets) != 1:
+        raise UsageError("with --course, give exactly one assignment name")
+    assignment = args.targets[0]
+    db_url, course_id = course_settings(root)
+    with Gradebook(db_url, course_id) as gradebook:
+        try:
+            notebook_ids = [nb.name for nb in gradebook.find_assignment(assignment).notebooks]
+        except MissingEntry:
+            raise UsageError(
+                f"assignment {assignment!r} is not in the gradebook {db_url}: "
+                f"run `nbgrader generate_assignment {assignment}` first"
+            ) from None
+    work = find_work(root, assignment, notebook_ids, args.student)
+    todo = [item for item in work if args.force or not _already_graded(root, assignment, item)]
+    print(f"{assignment}: {len(work)} submissions, {len(todo)} to grade "
+          f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
+    if not todo:
+        return 0
+    grade_students(root, assignment, todo, db_url, course_id, args.jobs, limits, args.isolation)
+    return 0
+
+
+def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isolation) -> None:
+    from tqdm import tqdm
+
+    pipeline = _Pipeline(root, db_url)
+    jobs = jobs or os.cpu_count() or 1
+    total = sum(len(item.notebooks) for item in todo)
+    chunk_size = max(1, 8 * jobs // max(1, len(todo[0].notebooks)))
+    with tqdm(total=total, unit="notebook", desc=f"grading {assignment}", file=sys.stderr,
+              mininterval=0.5, dynamic_ncols=True) as progress:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            _grade_chunk(pipeline, root, assignment, chunk, course_id, jobs, limits, isolation, progress)
+
+
+def _grade_chunk(pipeline, root, assignment, chunk, course_id, jobs, limits, isolation, progress):
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    prepared = {}  # (student, notebook id) -> sanitized NotebookNode, or an error message
+    with Gradebook(pipeline.db_url, course_id) as gradebook:
+        for item in chunk:
+            timestamp = pipeline.coursedir.get_existing_timestamp(str(item.submitted))
+            gradebook.update_or_create_student(item.student)
+            if timestamp:
+                gradebook.update_or_create_submission(assignment, item.student, timestamp=timestamp)
+            else:
+                gradebook.update_or_create_submission(assignment, item.student)
+    requests = []
+    for item in chunk:
+        for notebook_id, path in item.notebooks.items():
+            key = (item.student, notebook_id)
+            if path is None:
+                prepared[key] = "missing"
+                progress.update(1)
+                continue
+            try:
+                parsed = nbio.read_notebook(str(path))
+                nb = nbformat.from_dict(parsed)
+                nb = pipeline.run(pipeline.sanitize, nb, pipeline.resources(item.student, assignment, notebook_id))
+            except nbio.UnreadableNotebook as error:
+                prepared[key] = f"unreadable notebook: {error}"
+                progress.update(1)
+                continue
+            prepared[key] = nb
+            requests.append(engine.GradeRequest(
+                str(path), f"{item.student}/{assignment}/{notebook_id}",
+                expected=f"{assignment}/{notebook_id}", notebook=json.loads(json.dumps(nb)),
+            ))
+    reports = engine.grade(requests, jobs=jobs, limits=limits, isolation=isolation,
+                           on_extracted=lambda report: progress.update(1), with_figures=True)
+    by_key = {tuple(report.submission_id.split("/")[::2]): report for report in reports}
+    for item in chunk:
+        _record_student(pipeline, root, assignment, item, prepared, by_key, course_id)
+
+
+def _record_student(pipeline, root, assignment, item, prepared, reports, course_id):
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    from autograder.nbgrader_bridge import apply_report
+
+    destination = root / "autograded" / item.student / assignment
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__", MARKER)
+    shutil.copytree(item.submitted, destination, ignore=ignore, dirs_exist_ok=True)
+    source = root / "source" / assignment
+    shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
+    with Gradebook(pipeline.db_url, course_id) as gradebook:
+        for notebook_id in item.notebooks:
+            state = prepared[(item.student, notebook_id)]
+            if isinstance(state, str):
+                # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
+                # files), and the reason is left as the automatic comment of every part.
+                notebook = gradebook.find_submission_notebook(notebook_id, assignment, item.student)
+                reason = "notebook not submitted" if state == "missing" else state
+                for grade in notebook.grades:
+                    grade.auto_score, grade.needs_manual_grade = 0, False
+                for comment in notebook.comments:
+                    comment.auto_comment = reason
+                gradebook.db.commit()
+                continue
+            report = reports[(item.student, notebook_id)]
+            apply_report(state, report)
+            nb = pipeline.run(pipeline.record, state, pipeline.resources(item.student, assignment, notebook_id))
+            nbformat.write(nb, str(destination / f"{notebook_id}.ipynb"))
+    (destination / MARKER).write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))

@@ -1,0 +1,84 @@
+"""Regenerate everything derived from source/: the student release and the reference solutions.
+
+`python -m autograder release` (`make release`) is the one command. The release is produced by
+`nbgrader generate_assignment` itself (against a throwaway gradebook, so an instructor's
+gradebook is untouched) and nothing edits it afterwards: nbgrader's checksums cover its cells.
+Solutions are the instructor notebooks with nbgrader's markers and metadata removed, next to
+links to the public helper files the release ships, so they open and run where they are.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from autograder import course
+
+_MARKER = re.compile(r"^\s*(#+|<!--)?\s*(BEGIN|END) (SOLUTION|HIDDEN TESTS|MARK SCHEME)\b.*$")
+
+
+def source_assignments(root: pathlib.Path) -> list[str]:
+    return sorted(path.name for path in (root / "source").iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+def generate_release(root: pathlib.Path, assignment: str) -> None:
+    """Run nbgrader generate_assignment for one assignment of the course at `root`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [
+            sys.executable, "-m", "nbgrader", "generate_assignment", assignment,
+            "--force", "--create", f"--db=sqlite:///{scratch}/gradebook.db", "--log-level=WARN",
+        ]
+        completed = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment {assignment} failed:\n{completed.stdout}{completed.stderr}")
+
+
+def solution_notebook(source_notebook: dict) -> dict:
+    """The instructor notebook as a plain solution: markers, outputs and nbgrader metadata removed."""
+    notebook = json.loads(json.dumps(source_notebook))
+    for cell in notebook["cells"]:
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        kept = [line for line in text.split("\n") if not _MARKER.match(line)]
+        cell["source"] = "\n".join(kept).strip("\n")
+        cell["metadata"].pop("nbgrader", None)
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    return notebook
+
+
+def generate_solutions(root: pathlib.Path, assignment: str) -> None:
+    source_dir = root / "source" / assignment
+    target = root / "solutions" / assignment
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.iterdir():
+        if stale.suffix == ".ipynb" or stale.is_symlink():
+            stale.unlink()
+    for path in sorted(source_dir.iterdir()):
+        if path.suffix == ".ipynb":
+            notebook = solution_notebook(json.loads(path.read_text(encoding="utf-8")))
+            text = json.dumps(notebook, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
+            (target / path.name).write_text(text, encoding="utf-8")
+        elif path.suffix == ".py":
+            # the public helpers the notebooks import, as the release ships them (one copy, linked)
+            (target / path.name).symlink_to(pathlib.Path("..", "..", "release", assignment, path.name))
+
+
+def build(assignments: list[str] | None = None, root: pathlib.Path = course.COURSE_ROOT) -> None:
+    root = pathlib.Path(root)
+    for assignment in assignments or source_assignments(root):
+        generate_release(root, assignment)
+        generate_solutions(root, assignment)
+        print(f"regenerated release/{assignment} and solutions/{assignment}")
+
+
+def build_copy(destination: pathlib.Path, root: pathlib.Path = course.COURSE_ROOT) -> pathlib.Path:
+    """Build the course into a fresh copy (for the freshness test): source and config only."""
+    destination = pathlib.Path(destination)
+    shutil.copytree(root / "source", destination / "source", symlinks=True)
+    shutil.copy(root / "nbgrader_config.py", destination / "nbgrader_config.py")
+    build(root=destination)
+    return destination

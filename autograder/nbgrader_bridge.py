@@ -1,0 +1,94 @@
+"""nbgrader integration: the sandboxed grader as a drop-in for nbgrader's Execute preprocessor.
+
+`nbgrader autograde` (configured in nbgrader_config.py) and the batch grader both end here:
+the engine's report is written into each autograded test cell as
+  * a display_data output with the part's checks, messages and pictures (what feedback shows),
+  * an execute_result whose text is the part's score, which nbgrader's SaveAutoGrades reads as
+    partial credit (nbgrader.utils.determine_grade),
+so the gradebook, feedback and export see exactly what stock nbgrader would produce, from
+verdicts reached outside the student's kernel.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+
+from nbgrader.preprocessors import NbGraderPreprocessor
+
+from autograder import engine
+
+
+def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
+    """(html, plain text) describing one part's checks for the student."""
+    checks = [check for check in report.checks if check.part == grade_id]
+    rows, plain = [], []
+    if report.error:
+        rows.append(f"<li>&#10060; {html.escape(report.error)}</li>")
+        plain.append(f"ERROR {report.error}")
+    elif not checks:
+        rows.append("<li>&#10060; this part could not be checked</li>")
+    for check in checks:
+        icon = "&#9989;" if check.passed else "&#10060;"
+        text = check.id.replace("_", " ")
+        detail = f": {html.escape(check.message)}" if check.message else ""
+        rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")
+        plain.append(f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
+                     + (f": {check.message}" if check.message else ""))
+    score = sum(check.points for check in checks)
+    maximum = next((part.points for part in report.spec.auto_parts if part.grade_id == grade_id), 0) if report.spec else 0
+    figures = "".join(f'<div style="display:inline-block;margin:4px">{svg}</div>' for svg in report.figures.get(grade_id, []))
+    body = (
+        f'<div class="tc-grading"><p><b>Autograder, part {html.escape(grade_id)}: {score:g} / {maximum:g}</b> '
+        f'<span style="color:#666">(isolation: {html.escape(report.isolation or "none")})</span></p>'
+        f"<ul>{''.join(rows)}</ul>{figures}</div>"
+    )
+    return body, "\n".join([f"Autograder, part {grade_id}: {score:g} / {maximum:g}", *plain])
+
+
+def apply_report(nb, report: engine.Report) -> None:
+    """Write the report into the autograded test cells of `nb` (an nbformat NotebookNode)."""
+    from nbformat.v4 import new_output
+
+    scores = report.part_scores()
+    auto_ids = {part.grade_id for part in report.spec.auto_parts} if report.spec else set()
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        grade_id = meta.get("grade_id")
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution") or grade_id not in auto_ids:
+            continue
+        body, plain = _render_part(grade_id, report)
+        score = scores.get(grade_id, 0.0)
+        cell.outputs = [
+            new_output("display_data", data={"text/html": body, "text/plain": plain}),
+            new_output("execute_result", data={"text/plain": repr(float(score))}, execution_count=1),
+        ]
+        cell.execution_count = 1
+
+
+def grade_notebook_node(nb, assignment: str, notebook_id: str, submission_id: str, **grade_options) -> engine.Report:
+    """Grade an in-memory notebook through the one engine path (the notebook goes via a temp file)."""
+    handle, path = tempfile.mkstemp(suffix=".ipynb", prefix="tc_nbgrader_")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(nb, stream)
+        request = engine.GradeRequest(path, submission_id, expected=f"{assignment}/{notebook_id}")
+        (report,) = engine.grade([request], with_figures=True, **grade_options)
+    finally:
+        os.unlink(path)
+    return report
+
+
+class SandboxedGrading(NbGraderPreprocessor):
+    """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel."""
+
+    def preprocess(self, nb, resources):
+        info = resources["nbgrader"]
+        report = grade_notebook_node(
+            nb, info["assignment"], info["notebook"], f"{info['student']}/{info['assignment']}/{info['notebook']}"
+        )
+        if report.error:
+            self.log.warning("%s: %s", info["notebook"], report.error)
+        apply_report(nb, report)
+        return nb, resources

@@ -1,0 +1,33 @@
+"""nbgrader configuration of the transformer-circuits course (the course root is this folder).
+
+Autograding keeps nbgrader's pipeline but replaces its Execute step: instead of running the
+notebook and its hidden tests in a Jupyter kernel with the grader's rights, the course's
+sandboxed grader runs the student's code in isolation, checks the extracted values in its own
+process, and writes each part's score and messages into the test cells, from which nbgrader's
+SaveAutoGrades reads them as usual.
+"""
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+if _here not in sys.path:
+    sys.path.insert(0, _here)
+
+c = get_config()  # noqa: F821 - provided by traitlets when nbgrader loads this file
+
+c.CourseDirectory.root = _here
+c.CourseDirectory.course_id = "transformer-circuits"
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
+
+c.Autograde.autograde_preprocessors = [
+    "autograder.nbgrader_bridge.SandboxedGrading",  # instead of nbgrader.preprocessors.Execute
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
+# A student who deletes a graded cell still gets that part graded (and listed in feedback).
+c.OverwriteCells.add_missing_cells = True
