@@ -1,0 +1,217 @@
+"""Hidden checks of `induction_heads.ipynb`: Exercises 2 and 3 of the Transformer Circuits exercises.
+
+Every check simulates the student's heads in the course's toy model (the trusted copy of
+`induction_tools`) on sequences drawn here (BOS, distinct letters, the same letters again) and
+judges behaviour: where each head attends, what it writes, what it predicts. Scale never
+matters: the simulator divides W_QK and W_OV by their largest singular value, so re-based,
+rescaled and list-valued answers are graded alike. Layer-2 checks use an idealised layer-1
+pattern with the student's own layer-1 W_OV, so one wrong part costs only its own points.
+"""
+import numpy as np
+
+from autograder.assignments.induction_heads import reference
+from autograder.checks import Mistake, part
+from autograder.course import public_module
+
+tools = reference.tools
+
+NOTEBOOK = "induction_heads"
+EXTRACT = [
+    "W_Q_a", "W_K_a", "W_Q_b", "W_K_b", "W_Q_c", "W_K_c", "W_Q_d", "W_K_d",
+    "W_V_e", "W_O_e", "W_Q_f", "W_K_f",
+    "W_Q_prev", "W_K_prev", "W_V_prev", "W_O_prev",
+    "W_Q_ind", "W_K_ind", "W_V_ind", "W_O_ind",
+]
+PROBES = {}
+
+READ = ("d_head", "d_model")
+WRITE = ("d_model", "d_head")
+
+
+def _reader(sub, name):
+    return sub.array(name, shape=(tools.D_HEAD, tools.D_MODEL), labels=READ)
+
+
+def _writer(sub, name):
+    return sub.array(name, shape=(tools.D_MODEL, tools.D_HEAD), labels=WRITE)
+
+
+def _qk(sub, suffix):
+    return tools.qk(_reader(sub, f"W_Q_{suffix}"), _reader(sub, f"W_K_{suffix}"))
+
+
+def _ov(sub, suffix):
+    return tools.ov(_reader(sub, f"W_V_{suffix}"), _writer(sub, f"W_O_{suffix}"))
+
+
+def _fail_on(message):
+    if message:
+        raise Mistake(message)
+
+
+# --- Exercise 2 ----------------------------------------------------------------------------
+@part("ex2a", points=2)
+def test_a_attends_to_same_token(sub):
+    _fail_on(tools.judge_same_content(_qk(sub, "a"), reference.sequences("a")))
+
+
+@part("ex2b", points=1)
+def test_b_attends_to_present_position(sub):
+    _fail_on(tools.judge_present(_qk(sub, "b"), reference.sequences("b")))
+
+
+@part("ex2c", points=2)
+def test_c_attends_to_previous_position(sub):
+    _fail_on(tools.judge_previous(_qk(sub, "c"), reference.sequences("c")))
+
+
+@part("ex2d", points=2)
+def test_d_attends_to_earlier_copy_not_itself(sub):
+    _fail_on(tools.judge_previous_copy(_qk(sub, "d"), reference.sequences("d")))
+
+
+@part("ex2e", points=1)
+def test_e_writes_only_into_free_dims(sub):
+    _fail_on(tools.judge_writes_free(_ov(sub, "e"), "W_O_e @ W_V_e"))
+
+
+@part("ex2e", points=1)
+def test_e_written_position_is_readable(sub):
+    _fail_on(tools.judge_readable(_ov(sub, "e"), "W_O_e @ W_V_e", "position"))
+
+
+def _ex2_layer1(tokens):
+    return tools.previous_copy_targets(tokens)
+
+
+@part("ex2f", points=2)
+def test_f_attends_after_earlier_copy(sub):
+    _fail_on(tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"), _ex2_layer1,
+                                   reference.sequences("f"), "head (f)"))
+
+
+@part("ex2f", points=1)
+def test_f_uses_q_composition(sub):
+    scores = tools.composition_scores(_qk(sub, "f"), _ov(sub, "e"))
+    sub.note(f"composition of (f) with the layer-1 head: Q {scores['Q']:.2f}, K {scores['K']:.2f}")
+    if scores["Q"] < 0.1 or scores["Q"] <= scores["K"]:
+        raise Mistake(
+            f"Composition of head (f) with the layer-1 head (pattern (d), W_OV = W_O_e @ W_V_e): "
+            f"Q-composition {scores['Q']:.2f}, K-composition {scores['K']:.2f}. In the pointer-"
+            "arithmetic induction head the query reads what layer 1 wrote (the position of the "
+            "earlier copy), so Q-composition should be clearly nonzero (at least 0.10) and larger "
+            "than K-composition."
+        )
+
+
+@part("ex2f", points=1)
+def test_f_needs_layer1_head(sub):
+    _fail_on(tools.judge_ablation(_qk(sub, "f"), _ov(sub, "e"), _ex2_layer1,
+                                  reference.sequences("f"), "head (f)"))
+
+
+# --- Exercise 3 ----------------------------------------------------------------------------
+def _ex3_layer1(tokens):
+    return tools.previous_position_targets(tokens)
+
+
+@part("ex3_prev", points=1)
+def test_prev_attends_to_previous_position(sub):
+    _fail_on(tools.judge_previous(_qk(sub, "prev"), reference.sequences("prev"),
+                                  "the previous-token head"))
+
+
+@part("ex3_prev", points=1)
+def test_prev_writes_only_into_free_dims(sub):
+    _fail_on(tools.judge_writes_free(_ov(sub, "prev"), "W_O_prev @ W_V_prev"))
+
+
+@part("ex3_prev", points=1)
+def test_prev_written_token_is_readable(sub):
+    _fail_on(tools.judge_readable(_ov(sub, "prev"), "W_O_prev @ W_V_prev", "token"))
+
+
+@part("ex3_ind_qk", points=2)
+def test_ind_attends_after_earlier_copy(sub):
+    _fail_on(tools.judge_induction(_qk(sub, "ind"), _ov(sub, "prev"), _ex3_layer1,
+                                   reference.sequences("ind_qk"), "the induction head"))
+
+
+@part("ex3_ind_qk", points=1)
+def test_ind_uses_k_composition(sub):
+    W_QK, W_OV1 = _qk(sub, "ind"), _ov(sub, "prev")
+    scores = tools.composition_scores(W_QK, W_OV1)
+    sub.note(f"composition with the previous-token head: Q {scores['Q']:.2f}, K {scores['K']:.2f}")
+    if scores["K"] < 0.1 or scores["K"] <= scores["Q"]:
+        raise Mistake(
+            f"Composition of the induction head with the previous-token head (W_OV = W_O_prev @ "
+            f"W_V_prev): K-composition {scores['K']:.2f}, Q-composition {scores['Q']:.2f}. In this "
+            "induction head the key reads what the previous-token head wrote, so K-composition "
+            "should be clearly nonzero (at least 0.10) and larger than Q-composition."
+        )
+
+
+@part("ex3_ind_qk", points=1)
+def test_ind_needs_previous_token_head(sub):
+    _fail_on(tools.judge_ablation(_qk(sub, "ind"), _ov(sub, "prev"), _ex3_layer1,
+                                  reference.sequences("ind_qk"), "the induction head"))
+
+
+@part("ex3_ind_ov", points=1)
+def test_ind_copies_attended_token(sub):
+    _fail_on(tools.judge_copies_attended_token(_ov(sub, "ind"), "W_O_ind @ W_V_ind"))
+
+
+@part("ex3_ind_ov", points=1)
+def test_ind_predicts_next_token(sub):
+    W_OV2 = _ov(sub, "ind")
+    W_OV1 = _ov(sub, "prev")
+    sub.note(f"V-composition with the previous-token head: {tools.composition_score(W_OV2, W_OV1):.2f}")
+    _fail_on(tools.judge_predictions(W_OV2, W_OV1, _ex3_layer1, reference.sequences("ind_ov"),
+                                     "the induction head (W_O_ind @ W_V_ind)"))
+
+
+# --- feedback pictures of the student's own heads -------------------------------------------
+_PATTERNS = {  # grade_id -> (suffix, title, layer-1 OV suffix and targets or None)
+    "ex2a": ("a", "your head (a)", None),
+    "ex2b": ("b", "your head (b)", None),
+    "ex2c": ("c", "your head (c)", None),
+    "ex2d": ("d", "your head (d)", None),
+    "ex2f": ("f", "your head (f), after an exact layer-1 pattern (d) with your W_OV (e)", ("e", _ex2_layer1)),
+    "ex3_prev": ("prev", "your previous-token head", None),
+    "ex3_ind_qk": ("ind", "your induction head, after an exact previous-token pattern with your W_OV",
+                   ("prev", _ex3_layer1)),
+}
+
+
+def figures(sub, grade_id):
+    """SVG pictures of the student's own heads for one part (never the expected answer)."""
+    try:
+        heatmaps = public_module("induction_heads", "heatmaps")
+        tokens = reference.sequences("figures")[0]
+        labels = [f"{tools.VOCAB[token]}{i}" for i, token in enumerate(tokens)]
+        if grade_id in _PATTERNS:
+            suffix, title, layer1 = _PATTERNS[grade_id]
+            if layer1 is None:
+                X = tools.embed(tokens)
+            else:
+                X = tools.layer1_residual(_ov(sub, layer1[0]), tokens, layer1[1](tokens))
+            A = tools.attention_pattern(_qk(sub, suffix), X)
+            return [heatmaps.show_attention(A, labels, title=title).svg]
+        if grade_id == "ex2e":
+            W = tools.normalised(_ov(sub, "e"))
+            if W is None:
+                return []
+            return [heatmaps.show_matrix(W, title="your W_O_e @ W_V_e (divided by its largest singular value)",
+                                         row_label="written dim", col_label="read dim").svg]
+        if grade_id == "ex3_ind_ov":
+            W = tools.normalised(_ov(sub, "ind"))
+            if W is None:
+                return []
+            logits = tools.W_U @ W @ tools.W_E  # column j: logits when the head attends to token j
+            return [heatmaps.show_matrix(logits, title="your induction head's logits per attended token",
+                                         row_label="logit of token", col_label="attended token",
+                                         row_ticks=list(tools.VOCAB), col_ticks=list(tools.VOCAB)).svg]
+    except Mistake:
+        return []  # the checks already explain what is missing or malformed
+    return []
