@@ -96,6 +96,15 @@ def identify(notebook, path: str, expected: str | None) -> specs.NotebookSpec | 
 def _missing_hints(notebook, names, cells: list[CellReport]) -> dict[str, str]:
     """Why a name the checks need may be undefined, read from the notebook text and cell results."""
     status = {cell.index: cell for cell in cells}
+    failed = [cell for cell in cells if cell.status != "ok"]
+    failed_note = ""
+    if failed:
+        listed = "; ".join(
+            f"{nbio.cell_label(cell.index, notebook['cells'][cell.index]['source'])}: {cell.error}"
+            for cell in failed[:3]
+        )
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        failed_note = f" Cells that stopped early: {listed}{more}."
     hints = {}
     for name in names:
         for index, cell_type in nbio.assignment_sites(notebook, name):
@@ -113,6 +122,9 @@ def _missing_hints(notebook, names, cells: list[CellReport]) -> dict[str, str]:
             if cell_type == "code" and report is None:
                 hints[name] = f"{label} assigns it, but grading stopped before that cell ran."
                 break
+        else:
+            if failed_note:
+                hints[name] = f"No code cell that ran defines it.{failed_note}"
     return hints
 
 

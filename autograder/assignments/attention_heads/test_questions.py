@@ -1,0 +1,355 @@
+"""Hidden checks of questions.ipynb (Q2-Q6; Q1 and the written answers are graded by hand).
+
+Functions are graded by calling them on inputs the grader draws (PROBES) and comparing with
+reference.py; a wrong result is explained by finding the simplest combination of classic
+mistakes that reproduces every result. Messages never print an expected value.
+"""
+import numpy as np
+
+from autograder.assignments.attention_heads import reference as ref
+from autograder.checks import Mistake, part
+from autograder.course import public_module
+
+tc = public_module("attention_heads", "tc_checks")
+
+NOTEBOOK = "questions"
+EXTRACT = [
+    "attention_pattern", "attention_head",
+    "matrices_that_read", "matrices_that_write", "matrices_that_decide_attention",
+    "attention_head_low_rank", "max_rank_W_QK", "max_rank_W_OV",
+    "W_V2_W_O1", "singular_values_W_V2_W_O1", "rank_W_V2_W_O1", "v_composition_score",
+]
+PROBES = {
+    "attention_pattern": ref.probe_pattern,
+    "attention_head": ref.probe_head,
+    "attention_head_low_rank": ref.probe_low_rank,
+}
+
+
+def _case(number, args):
+    d_model, n_ctx = np.shape(args[0])
+    d_head = int(args[3]) if len(args) == 4 else np.shape(args[1])[0]
+    return f"the grader's input #{number} (d_model={d_model}, d_head={d_head}, n_ctx={n_ctx})"
+
+
+def _args(sub, name):
+    return [call.args for call in sub.calls(name)]
+
+
+def _pattern_results(sub):
+    results = sub.call_results("attention_pattern", shape_of=lambda args: (np.shape(args[0])[1],) * 2,
+                               labels=("n_ctx", "n_ctx"))
+    return results, _args(sub, "attention_pattern")
+
+
+def _head_results(sub, name):
+    """Results of a head function, with the classic shape mistake (no W_O) named first."""
+    calls = sub.calls(name)
+    low_rank = name == "attention_head_low_rank"
+    before_W_O = [
+        call for call in calls
+        if call.error is None and isinstance(call.result, np.ndarray) and not low_rank
+        and call.result.shape == (np.shape(call.args[3])[0], np.shape(call.args[0])[1])
+        and np.shape(call.args[3])[0] != np.shape(call.args[0])[0]
+    ]
+    if before_W_O:
+        raise Mistake(f"{name}(...) returned shape {before_W_O[0].result.shape} = (d_head, n_ctx) "
+                      f"on {_case(calls.index(before_W_O[0]) + 1, before_W_O[0].args)}: "
+                      f"{ref.OUTPUTS['no_W_O']}. It should return (d_model, n_ctx).")
+    results = sub.call_results(name, shape_of=lambda args: np.shape(args[0]), labels=("d_model", "n_ctx"))
+    return results, [call.args for call in calls]
+
+
+def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, options, what):
+    """Raise Mistake naming where results first differ and which mistakes reproduce them."""
+    for number, (result, args) in enumerate(zip(results, arg_lists), start=1):
+        with np.errstate(all="ignore"):
+            expected = expected_fn(*args)
+        report = tc.difference_report(result, expected, "your result", what, reveal=False)
+        if report is None:
+            continue
+        message = f"{name}(...) on {_case(number, args)}: {report}."
+        mistakes = ref.explain(results, arg_lists, explain_fn, options)
+        if mistakes:
+            message += ("\nYour results on every input the grader tried match the correct "
+                        "computation with these mistakes:\n" + tc.bullet_list(mistakes))
+        else:
+            message += ("\nThey do not match any combination of the usual mistakes (mask, "
+                        "scaling, softmax axis, orientation of the pattern, normalisation); go "
+                        "through your steps against the formula in the notebook.")
+        raise Mistake(message)
+
+
+# -- Q2: the pattern ----------------------------------------------------------------------------
+
+@part("q2_attention_pattern", points=1)
+def test_attention_pattern_is_causal(sub):
+    results, arg_lists = _pattern_results(sub)
+    for number, (A, args) in enumerate(zip(results, arg_lists), start=1):
+        problem = tc.causality_problem(A)
+        if problem:
+            raise Mistake(f"attention_pattern(...) on {_case(number, args)}: {problem}.")
+
+
+@part("q2_attention_pattern", points=1)
+def test_attention_pattern_rows_sum_to_one(sub):
+    results, arg_lists = _pattern_results(sub)
+    for number, (A, args) in enumerate(zip(results, arg_lists), start=1):
+        problem = tc.negativity_problem(A) or tc.normalisation_problem(A)
+        if problem:
+            raise Mistake(f"attention_pattern(...) on {_case(number, args)}: {problem}.")
+
+
+@part("q2_attention_pattern", points=2)
+def test_attention_pattern_matches_reference(sub):
+    results, arg_lists = _pattern_results(sub)
+    _compare_with_reference("attention_pattern", results, arg_lists, ref.attention_pattern,
+                            ref.attention_pattern, ref.PATTERN_OPTIONS, "the correct pattern")
+
+
+# -- Q2: the head -------------------------------------------------------------------------------
+
+def _causality(sub, name):
+    results, arg_lists = _head_results(sub, name)
+    for i, j in ref.later_pairs(arg_lists):
+        earlier = tc.difference_report(results[j][:, :-1], results[i][:, :-1],
+                                       "the output at earlier positions", "before the change")
+        if earlier:
+            raise Mistake(
+                f"{name}(...): the grader's inputs #{i + 1} and #{j + 1} differ only in the last "
+                f"position of X, yet {earlier}. Later positions must not influence earlier "
+                "ones: check the causal mask, and that the pattern A[dest, src] multiplies the "
+                "values from the right side (position dest sums over sources src).")
+
+
+def _head_explain_options():
+    return {k: v for k, v in ref.HEAD_OPTIONS.items()
+            if k != "output"} | {"output": {k: v for k, v in ref.OUTPUTS.items() if k != "no_W_O"}}
+
+
+@part("q2_attention_head", points=1)
+def test_attention_head_is_causal(sub):
+    _causality(sub, "attention_head")
+
+
+@part("q2_attention_head", points=3)
+def test_attention_head_matches_reference(sub):
+    results, arg_lists = _head_results(sub, "attention_head")
+    _compare_with_reference("attention_head", results, arg_lists, ref.attention_head,
+                            ref.attention_head, _head_explain_options(), "the head's output")
+
+
+# -- Q3, Q4 -------------------------------------------------------------------------------------
+
+def _choice(sub, name, expected, why_not, missing_hint):
+    chosen = sub.matrix_names(name)
+    wrong = sorted(chosen - expected)
+    if wrong:
+        raise Mistake(f"{name} includes {', '.join(wrong)}:\n"
+                      + tc.bullet_list([why_not[m] for m in wrong]))
+    missing = expected - chosen
+    if missing:
+        matrices = "one matrix" if len(missing) == 1 else f"{len(missing)} matrices"
+        raise Mistake(f"{name} leaves out {matrices}: {missing_hint}")
+
+
+@part("q3_read_write", points=1)
+def test_matrices_that_read(sub):
+    _choice(sub, "matrices_that_read", ref.READ, ref.WHY_NOT_READ,
+            "which matrices are multiplied directly by a residual vector x (d_model entries)?")
+
+
+@part("q3_read_write", points=1)
+def test_matrices_that_write(sub):
+    _choice(sub, "matrices_that_write", ref.WRITE, ref.WHY_NOT_WRITE,
+            "which matrix produces the d_model-dim vector that is added to the residual stream?")
+
+
+@part("q4_decide_attention", points=1)
+def test_matrices_that_decide_attention(sub):
+    _choice(sub, "matrices_that_decide_attention", ref.DECIDE_ATTENTION, ref.WHY_NOT_DECIDE,
+            "your attention_pattern(X, W_Q, W_K) computes where the head looks; which matrices "
+            "does it use?")
+
+
+# -- Q5 -----------------------------------------------------------------------------------------
+
+@part("q5_low_rank_head", points=1)
+def test_low_rank_head_is_causal(sub):
+    _causality(sub, "attention_head_low_rank")
+
+
+@part("q5_low_rank_head", points=2)
+def test_low_rank_head_matches_four_matrix_head(sub):
+    results, arg_lists = _head_results(sub, "attention_head_low_rank")
+    _compare_with_reference("attention_head_low_rank", results, arg_lists,
+                            ref.attention_head_low_rank_four_matrix, ref.attention_head_low_rank,
+                            ref.LOW_RANK_OPTIONS,
+                            "the four-matrix head with the same W_Q^T W_K and W_O W_V")
+
+
+def _max_rank(sub, name, product, inner):
+    value = sub.integer(name)
+    expected = ref.max_rank(tc.D_MODEL, tc.D_HEAD)
+    if value == expected:
+        return
+    if value == tc.D_MODEL:
+        raise Mistake(f"{name} is {value} = d_model: a generic {tc.D_MODEL} x {tc.D_MODEL} matrix "
+                      f"has that rank, but {product} is a product that passes through the "
+                      f"{inner} space; what does that bound?")
+    raise Mistake(f"{name} is {value}. The rank of a product A @ B is at most the rank of A and "
+                  f"at most the rank of B; apply that to {product} with d_model = {tc.D_MODEL}, "
+                  f"d_head = {tc.D_HEAD}.")
+
+
+@part("q5_max_rank", points=1)
+def test_max_rank_W_QK(sub):
+    _max_rank(sub, "max_rank_W_QK", "W_QK = W_Q^T W_K", "d_head-dim query/key")
+
+
+@part("q5_max_rank", points=1)
+def test_max_rank_W_OV(sub):
+    _max_rank(sub, "max_rank_W_OV", "W_OV = W_O W_V", "d_head-dim value")
+
+
+# -- Q6 -----------------------------------------------------------------------------------------
+
+@part("q6_product", points=1)
+def test_W_V2_W_O1(sub):
+    answers = ref.q6_answers()
+    heads = answers["heads"]
+    value = sub.array("W_V2_W_O1")
+    if value.shape == (tc.D_MODEL, tc.D_MODEL):
+        raise Mistake("W_V2_W_O1 has shape (16, 16): that is W_O1 @ W_V2, the product in the other "
+                      "order. Head 1 writes with W_O1 and head 2 then reads with W_V2, so the "
+                      "product is W_V2 @ W_O1 (d_head x d_head).")
+    value = sub.array("W_V2_W_O1", shape=(tc.D_HEAD, tc.D_HEAD), labels=("d_head", "d_head"))
+    expected = answers["product"]
+    if ref.close(value, expected):
+        return
+    if ref.close(value, expected.T):
+        raise Mistake("W_V2_W_O1 is the transpose of W_V2 @ W_O1 (it is W_O1.T @ W_V2.T).")
+    if ref.close(value, heads["W_V1"] @ heads["W_O2"]):
+        raise Mistake("W_V2_W_O1 equals W_V1 @ W_O2: that is head 1 reading what head 2 writes; "
+                      "the question is about head 2 reading head 1.")
+    raise Mistake(tc.difference_report(value, expected, "W_V2_W_O1", "W_V2 @ W_O1 of the given "
+                                       "heads", reveal=False) + ". Use the heads from q6_heads().")
+
+
+@part("q6_singular_values", points=2)
+def test_singular_values(sub):
+    name = "singular_values_W_V2_W_O1"
+    answers = ref.q6_answers()
+    expected = answers["singular_values"]
+    encoded = sub.encoded(name)
+    if encoded.get("kind") == "array" and encoded.get("dtype") == "complex128":
+        raise Mistake(f"{name} has complex entries: eigenvalues (np.linalg.eig, eigvals) can be "
+                      "complex, singular values are real and never negative. Use "
+                      "np.linalg.svd(W_V2_W_O1, compute_uv=False).")
+    array = sub.array(name)
+    if array.ndim == 2 and array.shape[0] > 1 and array.shape[1] > 1:
+        raise Mistake(f"{name} is a {array.shape} matrix; np.linalg.svd returns U, S, Vh and the "
+                      "singular values are the 1-D array S.")
+    values = array.reshape(-1)
+    tol = 1e-6 * expected.max()
+
+    def matches(candidate):
+        candidate = np.asarray(candidate, float).reshape(-1)
+        n = len(values)
+        if n == 0 or n > len(candidate) or (n < len(candidate) and np.abs(candidate[n:]).max() > tol):
+            return False
+        return bool(np.all(np.abs(values - candidate[:n]) <= tol))
+
+    if matches(expected):
+        rank = int(np.sum(expected > tol))
+        if len(values) >= rank:
+            return
+    descending = np.sort(values)[::-1]
+    product = answers["product"]
+    heads = answers["heads"]
+    eigen = np.linalg.eigvals(product)
+    explanations = [
+        (np.sort(expected), "they are in ascending order; list them largest first "
+                            "(np.linalg.svd already does)"),
+        (expected ** 2, "they are the squares of the singular values: the eigenvalues of "
+                        "A.T @ A are sigma squared"),
+        (np.sort(expected ** 2), "they are the squares of the singular values (eigenvalues of "
+                                 "A.T @ A are sigma squared), and in ascending order"),
+        (np.linalg.svd(heads["W_O1"] @ heads["W_V2"], compute_uv=False),
+         "they are the singular values of W_O1 @ W_V2, the product in the other order"),
+        (np.sort(np.abs(eigen))[::-1], "they are the magnitudes of the eigenvalues of W_V2 @ W_O1; "
+                                       "singular values are different for a non-symmetric matrix"),
+    ]
+    for candidate, why in explanations:
+        if matches(candidate):
+            raise Mistake(f"{name}: {why}.")
+    if matches(expected) and len(values) < int(np.sum(expected > tol)):
+        raise Mistake(f"{name} has only {len(values)} values: it leaves out nonzero singular values.")
+    if not np.array_equal(descending, values) and tc.difference_report(descending, expected[:len(values)], "", "") is None:
+        raise Mistake(f"{name} is not in descending order; list the largest first.")
+    raise Mistake(f"{name} are not the singular values of W_V2 @ W_O1 for the given heads "
+                  f"({len(values)} values; "
+                  + (tc.difference_report(values, expected[:len(values)], "yours",
+                                          "the singular values", reveal=False) or "")
+                  + "). Compute them with np.linalg.svd(W_V2_W_O1, compute_uv=False).")
+
+
+@part("q6_rank", points=1)
+def test_rank(sub):
+    answers = ref.q6_answers()
+    value = sub.integer("rank_W_V2_W_O1")
+    if value == answers["rank"]:
+        return
+    singular = answers["singular_values"]
+    if value == int(np.count_nonzero(singular)) and value > answers["rank"]:
+        if sub.has("W_V2_W_O1") and np.shape(sub.array("W_V2_W_O1")) == (tc.D_MODEL, tc.D_MODEL):
+            raise Mistake(f"rank_W_V2_W_O1 is {value}: that is the rank of W_O1 @ W_V2, the product "
+                          "in the other order (see the W_V2_W_O1 check).")
+        raise Mistake(f"rank_W_V2_W_O1 is {value}, the number of singular values that are not "
+                      "exactly 0; some of them are rounding noise (around 1e-16). Count only "
+                      "singular values above a tolerance, as np.linalg.matrix_rank does.")
+    raise Mistake(f"rank_W_V2_W_O1 is {value}; the rank is the number of clearly nonzero singular "
+                  "values of W_V2 @ W_O1 (np.linalg.matrix_rank).")
+
+
+@part("q6_v_composition", points=2)
+def test_v_composition_score(sub):
+    answers = ref.q6_answers()
+    value = sub.number("v_composition_score")
+    expected = answers["score"]
+    if abs(value - expected) <= 1e-6 * max(1.0, abs(expected)):
+        return
+    for candidate, why in ref.q6_score_variants():
+        if abs(value - candidate) <= 1e-6 * max(1.0, abs(candidate)):
+            raise Mistake(f"v_composition_score: {why}.")
+    if abs(value - expected) <= 1e-2:
+        raise Mistake(f"v_composition_score is {tc.fmt(value)}, within {tc.fmt(abs(value - expected))} "
+                      "of the score but not equal to it: do not round it.")
+    raise Mistake(f"v_composition_score is {tc.fmt(value)}, which is not "
+                  "||W_OV2 W_OV1||_F / (||W_OV2||_F ||W_OV1||_F) for the given heads, with "
+                  "W_OV = W_O @ W_V of each head.")
+
+
+# -- feedback pictures --------------------------------------------------------------------------
+
+def figures(sub, grade_id):
+    """SVGs of the student's own results for a part (never the expected ones)."""
+    heatmaps = public_module("attention_heads", "heatmaps")
+    try:
+        if grade_id in ("q2_attention_pattern", "q2_attention_head", "q5_low_rank_head"):
+            name = {"q2_attention_pattern": "attention_pattern", "q2_attention_head": "attention_head",
+                    "q5_low_rank_head": "attention_head_low_rank"}[grade_id]
+            for number, call in enumerate(sub.calls(name), start=1):
+                result = call.result
+                if call.error is None and isinstance(result, np.ndarray) and result.ndim == 2 \
+                        and np.shape(call.args[0])[1] >= 4:
+                    title = f"your {name}(...) on the grader's input #{number}"
+                    if name == "attention_pattern":
+                        return [heatmaps.show_attention(result, title=title).svg]
+                    return [heatmaps.show_matrix(result, title, "residual dim", "position").svg]
+        if grade_id == "q6_product":
+            return [heatmaps.show_matrix(sub.array("W_V2_W_O1"), "your W_V2_W_O1",
+                                         "head 2 value dim", "head 1 result dim").svg]
+    except Mistake:
+        pass
+    return []
