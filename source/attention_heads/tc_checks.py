@@ -191,31 +191,42 @@ def _random_head(rng, d_model, d_head, n_ctx, scale=1.0):
     return X, W_Q, W_K, W_V, W_O
 
 
-def pattern_problems(A: np.ndarray, tol: float = 1e-6) -> list[str]:
-    """What is wrong with A as a causal attention pattern A[dest, src] (empty when nothing)."""
-    problems = []
-    n_ctx = A.shape[0]
+def negativity_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
     if (A < -tol).any():
         dest, src = np.argwhere(A < -tol)[0]
-        problems.append(f"A[{dest}, {src}] = {fmt(A[dest, src])} is negative; attention weights "
-                        "are probabilities")
+        return (f"A[{dest}, {src}] = {fmt(A[dest, src])} is negative; attention weights are "
+                "probabilities")
+    return None
+
+
+def causality_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
+    """Whether a pattern A[dest, src] puts weight on later positions."""
     future = np.triu(np.abs(A), k=1)
-    if (future > tol).any():
-        dest, src = np.unravel_index(np.argmax(future), future.shape)
-        text = (f"position {dest} gives weight {fmt(A[dest, src])} to position {src}, which comes "
-                "later: a causal head looks only at earlier positions and itself (A[dest, src] = 0 "
-                "for src > dest)")
-        if n_ctx > 1 and not (np.tril(np.abs(A), k=-1) > tol).any():
-            text += ("; all your weight sits on or above the diagonal, as if the pattern were "
-                     "stored as A[src, dest]: rows should be destinations")
-        problems.append(text)
+    if not (future > tol).any():
+        return None
+    dest, src = np.unravel_index(np.argmax(future), future.shape)
+    text = (f"position {dest} gives weight {fmt(A[dest, src])} to position {src}, which comes "
+            "later: a causal head looks only at earlier positions and itself (A[dest, src] = 0 "
+            "for src > dest)")
+    if A.shape[0] > 1 and not (np.tril(np.abs(A), k=-1) > tol).any():
+        text += ("; all your weight sits on or above the diagonal, as if the pattern were stored "
+                 "as A[src, dest]: rows should be destinations")
+    return text
+
+
+def normalisation_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
     sums = A.sum(axis=1)
-    off = np.abs(sums - 1) > tol * max(1, n_ctx)
-    if off.any():
-        dest = int(np.argmax(np.abs(sums - 1)))
-        problems.append(f"row {dest} (destination position {dest}) sums to {fmt(sums[dest])}; "
-                        "each row is a probability distribution over source positions and sums to 1")
-    return problems
+    if not (np.abs(sums - 1) > tol * max(1, A.shape[0])).any():
+        return None
+    dest = int(np.argmax(np.abs(sums - 1)))
+    return (f"row {dest} (destination position {dest}) sums to {fmt(sums[dest])}; each row is a "
+            "probability distribution over source positions and sums to 1")
+
+
+def pattern_problems(A: np.ndarray, tol: float = 1e-6) -> list[str]:
+    """What is wrong with A as a causal attention pattern A[dest, src] (empty when nothing)."""
+    found = (negativity_problem(A, tol), causality_problem(A, tol), normalisation_problem(A, tol))
+    return [problem for problem in found if problem]
 
 
 def check_attention_pattern(attention_pattern):
