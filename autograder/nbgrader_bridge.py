@@ -16,6 +16,7 @@ import os
 import tempfile
 
 from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Enum
 
 from autograder import engine
 
@@ -83,10 +84,22 @@ def grade_notebook_node(nb, assignment: str, notebook_id: str, submission_id: st
 class SandboxedGrading(NbGraderPreprocessor):
     """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel."""
 
+    runner = Enum(
+        ["sandbox", "kernel"], default_value="sandbox",
+        help="'sandbox' (always, for real grading) or 'kernel': the unsandboxed kernel-per-notebook "
+             "baseline that `make bench` measures against",
+    ).tag(config=True)
+
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
+        options = {}
+        if self.runner == "kernel":
+            from autograder.kernel_runner import run_in_kernel
+
+            options = {"runner": run_in_kernel, "isolation": "none", "jobs": 1}
         report = grade_notebook_node(
-            nb, info["assignment"], info["notebook"], f"{info['student']}/{info['assignment']}/{info['notebook']}"
+            nb, info["assignment"], info["notebook"], f"{info['student']}/{info['assignment']}/{info['notebook']}",
+            **options,
         )
         if report.error:
             self.log.warning("%s: %s", info["notebook"], report.error)

@@ -1,0 +1,61 @@
+"""`python -m autograder check NOTEBOOK`: the grader's verdict, per part, for a self-learner.
+
+Runs exactly what grading runs (sandbox, hidden checks) and prints a readable report. Exits 1
+when any autograded part is short of full marks, so it can gate a script; points at the
+reference solutions only for parts the learner has attempted.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from autograder import course, engine
+
+_NOT_ATTEMPTED = " is not defined."
+
+
+def attempted_parts(report: engine.Report) -> list[str]:
+    """Parts where the learner defined something (a check failed for another reason than absence)."""
+    parts = []
+    for check in report.checks:
+        if (check.passed or _NOT_ATTEMPTED not in check.message) and check.part not in parts:
+            parts.append(check.part)
+    return parts
+
+
+def render(report: engine.Report, color: bool = False) -> str:
+    good, bad, dim, reset = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if color else ("", "", "", "")
+    lines = [f"{report.notebook}: graded as {report.graded_as or '?'} (isolation: {report.isolation or 'none'})"]
+    if report.error:
+        lines.append(f"{bad}error: {report.error}{reset}")
+        return "\n".join(lines)
+    scores = report.part_scores()
+    for part in report.spec.parts:
+        if part.manual:
+            lines.append(f"{dim}  {part.grade_id:<24} {part.points:g} points, graded by hand{reset}")
+            continue
+        score = scores.get(part.grade_id, 0.0)
+        full = score == part.points
+        lines.append(f"{good if full else bad}{'✔' if full else '✘'} {part.grade_id:<24} {score:g}/{part.points:g}{reset}")
+        for check in report.checks:
+            if check.part == part.grade_id and (not check.passed or check.message):
+                mark = "·" if check.passed else "✘"
+                lines.append(f"    {mark} {check.id}: {check.message}")
+    lines.append(f"autograded total: {report.score:g}/{report.max_score:g} "
+                 "(the same checks run when your work is graded)")
+    attempted = attempted_parts(report)
+    if attempted:
+        solution = course.SOLUTIONS / report.spec.assignment / f"{report.spec.notebook}.ipynb"
+        lines.append(f"reference solutions for the parts you attempted ({', '.join(attempted)}): "
+                     f"{os.path.relpath(solution)}")
+    return "\n".join(lines)
+
+
+def main(args, limits) -> int:
+    request = engine.GradeRequest(args.notebook, "self-check", expected=args.graded_as)
+    (report,) = engine.grade([request], jobs=args.jobs, limits=limits, isolation=args.isolation)
+    print(render(report, color=sys.stdout.isatty()))
+    if report.error:
+        return 1
+    return 0 if all(score == part.points for part in report.spec.auto_parts
+                    for score in [report.part_scores().get(part.grade_id, 0.0)]) else 1

@@ -1,0 +1,109 @@
+"""The real course graded through the engine: reference, blank release, alternatives, mistakes.
+
+Every notebook here is built the way a student builds one, by filling in the committed release
+notebook (autograder.classroom), and all of them are graded in one parallel engine run.
+"""
+import json
+import re
+
+import pytest
+
+from autograder import classroom, engine, specs
+
+
+def _check_marks(spec):
+    """(check id, grade_id, points) of every check in a notebook's hidden module."""
+    import importlib
+
+    module = importlib.import_module(f"autograder.assignments.{spec.assignment}.{spec.checks_path.stem}")
+    marks = []
+    for name, function in vars(module).items():
+        for mark in getattr(function, "pytestmark", []):
+            if name.startswith("test_") and mark.name == "part":
+                marks.append((name.removeprefix("test_"), mark.kwargs["grade_id"], mark.kwargs["points"]))
+    return marks
+
+
+def _cases():
+    """name -> (assignment, notebook, notebook dict, expectation)"""
+    cases = {}
+    for spec in specs.all_specs():
+        a, nb = spec.assignment, spec.notebook
+        cases[f"{a}/{nb}/reference"] = (spec, classroom.filled_notebook(a, nb), {"full": True})
+        cases[f"{a}/{nb}/blank release"] = (spec, classroom.filled_notebook(a, nb, blank=True), {"zero": True})
+        for kind in ("alternatives", "mistakes"):
+            for name, entry in classroom.variants(kind, a).items():
+                if entry["notebook"] == nb:
+                    notebook = classroom.filled_notebook(a, nb, entry["cells"])
+                    expectation = {"full": True} if kind == "alternatives" else entry
+                    cases[f"{a}/{nb}/{kind}/{name}"] = (spec, notebook, expectation)
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """Grade every case in one engine run (parallel sandboxes, one pytest session of checks)."""
+    folder = tmp_path_factory.mktemp("course_cases")
+    requests = []
+    for number, (name, (spec, notebook, _)) in enumerate(CASES.items()):
+        path = folder / f"case{number}.ipynb"
+        path.write_text(json.dumps(notebook))
+        requests.append(engine.GradeRequest(str(path), name, expected=spec.key))
+    return {report.submission_id: report for report in engine.grade(requests)}
+
+
+def _failures(report):
+    return {check.id: check.message for check in report.checks if not check.passed}
+
+
+@pytest.mark.parametrize("case", [name for name, (_, _, e) in CASES.items() if e.get("full")])
+def test_correct_answers_earn_full_marks(reports, case):
+    report = reports[case]
+    assert report.error is None
+    assert _failures(report) == {}
+    assert report.score == report.max_score > 0
+
+
+@pytest.mark.parametrize("case", [name for name, (_, _, e) in CASES.items() if e.get("zero")])
+def test_untouched_release_earns_zero_on_every_autograded_part(reports, case):
+    report = reports[case]
+    assert set(report.part_scores().values()) == {0.0}
+    assert all("is not defined" in check.message or "could not be called" in check.message
+               for check in report.checks), _failures(report)
+
+
+@pytest.mark.parametrize("case", [name for name, (_, _, e) in CASES.items() if "fails" in e])
+def test_each_mistake_fails_the_intended_check_with_the_intended_message(reports, case):
+    _, _, entry = CASES[case]
+    report = reports[case]
+    failures = _failures(report)
+    for check_name, pattern in entry["fails"].items():
+        check_id = check_name.removeprefix("test_")
+        assert check_id in failures, f"{check_id} should fail; failures: {failures}"
+        assert re.search(pattern, failures[check_id]), f"{check_id}: {failures[check_id]!r} !~ {pattern!r}"
+    scores = report.part_scores()
+    full = {part.grade_id: part.points for part in report.spec.auto_parts}
+    for grade_id in entry.get("passes", []):
+        assert scores[grade_id] == full[grade_id], f"{grade_id} should keep full marks: {failures}"
+
+
+@pytest.mark.parametrize("spec", specs.all_specs(), ids=lambda spec: spec.key)
+def test_part_points_match_the_source_test_cells(spec):
+    """A part's points in source/ equal the sum of its checks' points, and vice versa."""
+    declared = {part.grade_id: part.points for part in spec.auto_parts}
+    summed = {}
+    for _, grade_id, points in _check_marks(spec):
+        summed[grade_id] = summed.get(grade_id, 0.0) + points
+    assert summed == declared
+
+
+@pytest.mark.parametrize("spec", specs.all_specs(), ids=lambda spec: spec.key)
+def test_every_graded_name_is_defined_only_inside_solution_regions(spec):
+    """So the untouched release defines none of them, and students cannot miss one."""
+    release = classroom.release_notebook(spec.assignment, spec.notebook)
+    release_code = "\n".join("".join(cell["source"]) for cell in release["cells"] if cell["cell_type"] == "code")
+    for name in spec.extract:
+        assert not re.search(rf"^\s*{re.escape(name)}\s*=|def\s+{re.escape(name)}\b", release_code, re.M), name

@@ -1,0 +1,173 @@
+"""The instructor's nbgrader workflow on the real course, with real nbgrader and a real gradebook.
+
+* release/ and solutions/ are exactly what `make release` regenerates from source/;
+* source notebooks carry valid nbgrader metadata and no hidden code in test cells;
+* `nbgrader autograde` (configured to use the sandboxed grader) and the batch grader record the
+  same scores for the same class, and feedback reveals neither hidden checks nor answers.
+"""
+import html
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from autograder import build, classroom, course, specs
+
+pytestmark = pytest.mark.slow
+
+
+def _tree(root: pathlib.Path) -> dict[str, str]:
+    """relative path -> content description (bytes digest or symlink target)."""
+    tree = {}
+    for path in sorted(root.rglob("*")):
+        relative = str(path.relative_to(root))
+        if "__pycache__" in relative or ".ipynb_checkpoints" in relative:
+            continue
+        if path.is_symlink():
+            tree[relative] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            tree[relative] = path.read_bytes()
+    return tree
+
+
+def test_release_and_solutions_are_fresh(tmp_path):
+    """Regenerating from source/ reproduces the committed release/ and solutions/ exactly."""
+    copy = build.build_copy(tmp_path / "course")
+    for folder in ("release", "solutions"):
+        committed = {k: v for k, v in _tree(course.COURSE_ROOT / folder).items() if not k.endswith("alternatives.json")}
+        regenerated = _tree(copy / folder)
+        stale = sorted(k for k in committed.keys() | regenerated.keys() if committed.get(k) != regenerated.get(k))
+        assert not stale, f"{folder}/ is stale; run `make release` and commit. Differs: {stale}"
+
+
+def test_source_notebooks_have_valid_nbgrader_metadata():
+    from nbgrader.nbgraderformat import MetadataValidator
+
+    validator = MetadataValidator()
+    for path in sorted(course.SOURCE.glob("*/*.ipynb")):
+        notebook = json.loads(path.read_text())
+        ids = []
+        for cell in notebook["cells"]:
+            meta = cell.get("metadata", {}).get("nbgrader")
+            if not meta:
+                continue
+            validator.validate_cell(type("Cell", (dict,), {"__getattr__": dict.__getitem__})(cell))
+            ids.append(meta["grade_id"])
+            source = "".join(cell["source"])
+            if meta.get("grade") and not meta.get("solution"):
+                assert "HIDDEN TESTS" not in source, f"{path.name}:{meta['grade_id']} has hidden code in a test cell"
+                assert meta.get("locked"), f"{path.name}:{meta['grade_id']} test cell must be locked"
+        assert len(ids) == len(set(ids)), f"duplicate grade_ids in {path.name}"
+
+
+def _course_copy(tmp_path: pathlib.Path) -> pathlib.Path:
+    root = tmp_path / "course"
+    root.mkdir()
+    shutil.copytree(course.SOURCE, root / "source", symlinks=True)
+    shutil.copy(course.COURSE_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    os.symlink(course.COURSE_ROOT / "autograder", root / "autograder")
+    return root
+
+
+def _nbgrader(root, *args):
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"],
+                               cwd=root, capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return completed
+
+
+def _scores(root, assignment):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        result = {}
+        for submission in gradebook.assignment_submissions(assignment):
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    result[(submission.student.id, notebook.name, grade.name)] = (grade.auto_score, grade.manual_score)
+        return result
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory):
+    """One class graded twice: by `nbgrader autograde` and by the batch grader."""
+    assignment = "attention_heads"
+    roots = {}
+    for how in ("nbgrader", "batch"):
+        root = _course_copy(tmp_path_factory.mktemp(how))
+        _nbgrader(root, "generate_assignment", assignment, "--force")
+        notebooks = [spec.notebook for spec in specs.all_specs() if spec.assignment == assignment]
+        mistakes = classroom.variants("mistakes", assignment)
+        mistake = {nb: next((e["cells"] for e in mistakes.values() if e["notebook"] == nb), {}) for nb in notebooks}
+        classroom.write_submission(root, "ref", assignment, {nb: classroom.filled_notebook(assignment, nb) for nb in notebooks})
+        classroom.write_submission(root, "wrong", assignment,
+                                   {nb: classroom.filled_notebook(assignment, nb, mistake[nb]) for nb in notebooks})
+        classroom.write_submission(root, "blank", assignment,
+                                   {nb: classroom.filled_notebook(assignment, nb, blank=True) for nb in notebooks})
+        if how == "nbgrader":
+            _nbgrader(root, "autograde", assignment, "--force")
+        else:
+            subprocess.run([sys.executable, "-m", "autograder", "grade", "--course", str(root), assignment],
+                           cwd=course.COURSE_ROOT, check=True, capture_output=True)
+        _nbgrader(root, "generate_feedback", assignment, "--force")
+        roots[how] = root
+    return assignment, roots
+
+
+def test_nbgrader_autograde_and_batch_grader_record_the_same_scores(graded_class):
+    assignment, roots = graded_class
+    by_nbgrader, by_batch = _scores(roots["nbgrader"], assignment), _scores(roots["batch"], assignment)
+    assert by_nbgrader == by_batch
+    auto = {spec.notebook: spec for spec in specs.all_specs() if spec.assignment == assignment}
+    for (student, notebook, grade_id), (score, _) in by_batch.items():
+        part = next(p for p in auto[notebook].parts if p.grade_id == grade_id)
+        if part.manual:
+            continue
+        if student == "ref":
+            assert score == part.points, (notebook, grade_id)
+        if student == "blank":
+            assert score == 0, (notebook, grade_id)
+    assert any(score < max_ for (s, nb, g), (score, _) in by_batch.items() if s == "wrong"
+               for max_ in [next(p.points for p in auto[nb].parts if p.grade_id == g)] if score is not None)
+
+
+def _page_text(page: pathlib.Path) -> str:
+    """What a student reads on a feedback page: tags (incl. syntax-highlighting spans) removed."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+
+
+def test_feedback_reveals_no_hidden_checks_or_answers(graded_class):
+    assignment, roots = graded_class
+    hidden_lines = {
+        line.strip()
+        for path in (course.ASSIGNMENTS_PACKAGE / assignment).glob("*.py")
+        for line in path.read_text().splitlines()
+        if len(line.strip()) > 25 and not line.strip().startswith(("#", '"', "import", "from"))
+    }
+    for how, root in roots.items():
+        pages = list((root / "feedback").rglob("*.html"))
+        assert pages, f"no feedback generated by {how}"
+        for page in pages:
+            text = _page_text(page)
+            assert "BEGIN HIDDEN TESTS" not in text and "def test_" not in text
+            leaked = [line for line in hidden_lines if line in text]
+            assert not leaked, f"{page} shows hidden check code: {leaked[:3]}"
+        for page in (root / "feedback" / "blank").rglob("*.html"):
+            text = _page_text(page)
+            release = "\n".join("".join(c["source"]) for c in classroom.release_notebook(assignment, page.stem)["cells"])
+            for answer in classroom.model_answers(assignment, page.stem).values():
+                for line in answer.splitlines():
+                    if len(line.strip()) > 20 and line.strip() not in release:
+                        assert line.strip() not in text, f"{page} reveals the answer line {line.strip()!r}"
+
+
+def test_feedback_shows_scores_messages_and_pictures(graded_class):
+    assignment, roots = graded_class
+    page = "".join(p.read_text() for p in (roots["batch"] / "feedback" / "wrong").rglob("*.html"))
+    assert "Autograder, part" in page and "&#10060;" in page
+    assert "<svg" in page
