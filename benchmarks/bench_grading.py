@@ -1,0 +1,126 @@
+"""`make bench`: the sandboxed batch grader against a Jupyter kernel per notebook, same run.
+
+For each class size N it builds a class of N submissions of the virtual-head notebook (a mix of
+correct, alternative, wrong, blank and broken work), grades one copy with
+`python -m autograder grade --course` (sandboxed, parallel) and another with
+`nbgrader autograde --SandboxedGrading.runner=kernel` (stock nbgrader's way of running student
+code: one Jupyter kernel per notebook, serially, identical checks), checks that both gradebooks
+hold identical scores, and prints wall time, notebooks per second, peak memory and the ratio.
+
+    python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from autograder import classroom, course  # noqa: E402
+
+ASSIGNMENT, NOTEBOOK = "attention_heads", "virtual_head"
+WORK = ROOT / "build" / "bench"
+
+
+def make_class(root: pathlib.Path, size: int) -> None:
+    """N students, cycling through correct, alternative, wrong, blank and broken submissions."""
+    kinds = [("reference", classroom.filled_notebook(ASSIGNMENT, NOTEBOOK))]
+    for kind in ("alternatives", "mistakes"):
+        for entry in classroom.variants(kind, ASSIGNMENT).values():
+            if entry["notebook"] == NOTEBOOK:
+                kinds.append((kind, classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, entry["cells"])))
+    kinds.append(("blank", classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, blank=True)))
+    kinds.append(("broken", None))
+    for number in range(size):
+        kind, notebook = kinds[number % len(kinds)]
+        folder = classroom.write_submission(root, f"student{number:04d}", ASSIGNMENT,
+                                            {NOTEBOOK: notebook} if notebook else {})
+        if notebook is None:
+            (folder / f"{NOTEBOOK}.ipynb").write_text('{"cells": [')
+
+
+def make_course(name: str, size: int) -> pathlib.Path:
+    root = WORK / name
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    shutil.copytree(course.SOURCE, root / "source", symlinks=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    os.symlink(ROOT / "autograder", root / "autograder")
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force",
+                    "--log-level=ERROR"], cwd=root, check=True, capture_output=True)
+    make_class(root, size)
+    return root
+
+
+def measured(command: list[str], cwd: pathlib.Path) -> dict:
+    """Run a command in a child that reports its own and its children's peak memory."""
+    probe = (
+        "import json, resource, subprocess, sys, time\n"
+        "start = time.monotonic()\n"
+        f"done = subprocess.run({command!r}, cwd={str(cwd)!r}, capture_output=True, text=True)\n"
+        "wall = time.monotonic() - start\n"
+        "if done.returncode: sys.stderr.write(done.stdout + done.stderr); sys.exit(done.returncode)\n"
+        "print(json.dumps({'wall': wall, 'peak_child_kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def scores(root: pathlib.Path) -> dict:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        return {
+            (submission.student.id, notebook.name, grade.name): grade.auto_score
+            for submission in gradebook.assignment_submissions(ASSIGNMENT)
+            for notebook in submission.notebooks
+            for grade in notebook.grades
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200])
+    parser.add_argument("--baseline-sizes", type=int, nargs="*", default=None,
+                        help="sizes at which to run the slow kernel baseline too (default: all)")
+    args = parser.parse_args()
+    baseline_sizes = args.sizes if args.baseline_sizes is None else args.baseline_sizes
+    print(f"machine: {os.cpu_count()} cores; class: N submissions of {ASSIGNMENT}/{NOTEBOOK}")
+    print(f"{'N':>5} {'grader':<28} {'wall s':>8} {'nb/s':>7} {'s/nb':>7} {'peak MiB':>9} {'ratio':>7}")
+    rows = []
+    for size in args.sizes:
+        batch_root = make_course(f"batch-{size}", size)
+        batch = measured([sys.executable, "-m", "autograder", "grade", "--course", str(batch_root), ASSIGNMENT,
+                          "--force"], ROOT)
+        print(f"{size:>5} {'sandboxed batch (2 jobs)':<28} {batch['wall']:>8.1f} {size / batch['wall']:>7.2f} "
+              f"{batch['wall'] / size:>7.3f} {batch['peak_child_kib'] / 1024:>9.0f} {'':>7}", flush=True)
+        row = {"N": size, "batch_wall": batch["wall"], "batch_peak_mib": batch["peak_child_kib"] / 1024}
+        if size in baseline_sizes:
+            kernel_root = make_course(f"kernel-{size}", size)
+            kernel = measured([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force",
+                               "--SandboxedGrading.runner=kernel", "--log-level=ERROR"], kernel_root)
+            identical = scores(batch_root) == scores(kernel_root)
+            ratio = kernel["wall"] / batch["wall"]
+            print(f"{size:>5} {'kernel per notebook (serial)':<28} {kernel['wall']:>8.1f} "
+                  f"{size / kernel['wall']:>7.2f} {kernel['wall'] / size:>7.3f} "
+                  f"{kernel['peak_child_kib'] / 1024:>9.0f} {ratio:>6.1f}x  scores identical: {identical}", flush=True)
+            row.update(kernel_wall=kernel["wall"], ratio=ratio, identical=identical)
+            if not identical:
+                print("ERROR: the two graders disagree", file=sys.stderr)
+                return 1
+        rows.append(row)
+    (WORK / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"results: {WORK / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
