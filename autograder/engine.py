@@ -88,9 +88,15 @@ def identify(notebook, path: str, expected: str | None) -> specs.NotebookSpec | 
     by_name = specs.find_spec(None, stem)
     if by_name is not None:
         return by_name
-    scored = [(nbio.count_defined(notebook, spec.extract), spec) for spec in specs.all_specs()]
-    best_count, best = max(scored, key=lambda pair: pair[0], default=(0, None))
-    return best if best_count > 0 else None
+    # Renamed or pasted: by the names its code defines, then by the nbgrader cell ids it carries
+    # (untrusted metadata, but it only chooses which notebook's checks run, never a score).
+    ids = {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in notebook["cells"]}
+    scored = [
+        (nbio.count_defined(notebook, spec.extract), len(ids & {part.grade_id for part in spec.parts}), spec)
+        for spec in specs.all_specs()
+    ]
+    best = max(scored, key=lambda entry: entry[:2], default=(0, 0, None))
+    return best[2] if best[0] or best[1] else None
 
 
 def _missing_hints(notebook, names, cells: list[CellReport]) -> dict[str, str]:

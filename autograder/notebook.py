@@ -122,6 +122,7 @@ def code_cells(notebook) -> list[tuple[int, str]]:
 
 
 def _assigns(source: str, name: str) -> bool:
+    source = re.sub(r"^\s*#.*$", "", source, flags=re.MULTILINE)  # commented-out code assigns nothing
     pattern = rf"(^|[\s,(;])({re.escape(name)})\s*(=(?!=)|\+=|:)|\bdef\s+{re.escape(name)}\s*\("
     return re.search(pattern, source, flags=re.MULTILINE) is not None
 

@@ -92,7 +92,8 @@ def describe_exception(error):
         cell_frames = [frame for frame in tb if frame.filename.startswith("<cell")]
         if cell_frames:
             line = f" (line {cell_frames[-1].lineno})"
-    return _short(f"{name}: {error}{line}")
+    text = _str(error)
+    return _short(f"{name}: {text}{line}" if text else f"{name}{line}")
 
 
 def encode_value(value):
