@@ -181,13 +181,29 @@ def _colour(t: float) -> str:
 def _number(value: float) -> str:
     if not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value == 0:
-        return "0"
-    if abs(value - round(value)) < 5e-3 and abs(value) < 1000:
+    if abs(value - round(value)) <= 1e-9 * max(1.0, abs(value)) and abs(value) < 1e6:
         return str(int(round(value)))
-    if 0.01 <= abs(value) < 100:
-        return f"{value:.2f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:.1f}"
-    return f"{value:.1e}"
+    if 0.01 <= abs(value) < 1000:
+        return f"{value:.3g}"
+    return f"{value:.2e}"
+
+
+def _short(value: float) -> str:
+    """At most 4 characters, to fit in a cell; the exact value is in the cell's tooltip."""
+    if not math.isfinite(value):
+        return _number(value)
+    if abs(value) < 0.005:
+        return "≈0"
+    if abs(value) < 0.995:  # two decimals without the leading zero: ".88", "-.56"
+        return ("-" if value < 0 else "") + f"{abs(value):.2f}".lstrip("0")
+    text = _number(value)
+    if len(text) <= 4:
+        return text
+    for digits in (3, 2):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 4 and "e" not in text:
+            return text
+    return f"{value:.0e}".replace("e+0", "e")
 
 
 def _text(x, y, content, size=11, anchor="middle", weight="normal", colour="#222", rotate=False) -> str:
@@ -265,7 +281,7 @@ def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row
                        f"</title></rect>")
             if annotate and (value != 0 or not math.isfinite(value)):
                 strong = math.isfinite(value) and abs(value) / vmax > 0.6
-                out.append(_text(x + cell / 2, y + cell / 2 + 3.5, _number(value), size=8,
+                out.append(_text(x + cell / 2, y + cell / 2 + 3.5, _short(value), size=8,
                                  colour="#ffffff" if strong else "#222"))
     out.append(f'<rect x="{left}" y="{top}" width="{grid_w}" height="{grid_h}" fill="none" '
                f'stroke="#666" stroke-width="0.8"/>')

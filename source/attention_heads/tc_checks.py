@@ -356,7 +356,7 @@ def q6_heads() -> dict:
     # Head 2 reads two directions of head 1's output (with gains 2 and 0.5) ...
     reads_head1 = left @ np.diag([2.0, 0.5, 0.0, 0.0]) @ right.T @ W_O1.T
     # ... and, independently, directions head 1 never writes.
-    reads_other = rng.normal(size=(D_HEAD, D_HEAD)) @ basis[:, 4:8].T
+    reads_other = 0.3 * rng.normal(size=(D_HEAD, D_HEAD)) @ basis[:, 4:8].T
     W_V2 = reads_head1 + reads_other
     W_O2 = basis[:, 8:12] @ rng.normal(size=(D_HEAD, D_HEAD))
     return {"W_V1": W_V1, "W_O1": W_O1, "W_V2": W_V2, "W_O2": W_O2}
