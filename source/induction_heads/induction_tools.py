@@ -76,10 +76,15 @@ def positional_code(n_ctx: int) -> np.ndarray:
     return P
 
 
+_P_TABLE = positional_code(N_CTX_MAX)  # computed once: the checks embed many short sequences
+
+
 def embed(tokens) -> np.ndarray:
     """The residual stream X (D_MODEL, n_ctx) of a token sequence: token content + position."""
     tokens = [int(token) for token in tokens]
-    return W_E[:, tokens] + positional_code(len(tokens))
+    n = len(tokens)
+    P = _P_TABLE[:, :n] if n <= N_CTX_MAX else positional_code(n)
+    return W_E[:, tokens] + P
 
 
 def make_sequence(letters) -> list[int]:
@@ -122,24 +127,34 @@ def normalised(W: np.ndarray) -> np.ndarray | None:
 def scores(W_QK: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Normalised scores S[dest, src] = x_dest . (W_QK / sigma_max) x_src (before BETA and the mask)."""
     W = normalised(W_QK)
+    return _scores(W, X)
+
+
+def attention_pattern(W_QK: np.ndarray, X: np.ndarray, beta: float = BETA) -> np.ndarray:
+    """A[dest, src] = causal softmax over src of beta * normalised score."""
+    return _softmax_causal(beta * scores(W_QK, X))
+
+
+def head_output(W_OV: np.ndarray, A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """What the head writes: column t is sum_s A[t, s] (W_OV / sigma_max) x_s."""
+    return _write(normalised(W_OV), A, X)
+
+
+# The same three steps for matrices already divided by sigma_max (the checks normalise once).
+def _scores(W: np.ndarray | None, X: np.ndarray) -> np.ndarray:
     if W is None:
         return np.zeros((X.shape[1], X.shape[1]))
     return X.T @ W @ X
 
 
-def attention_pattern(W_QK: np.ndarray, X: np.ndarray, beta: float = BETA) -> np.ndarray:
-    """A[dest, src] = causal softmax over src of beta * normalised score."""
-    S = beta * scores(W_QK, X)
-    n = X.shape[1]
-    S = np.where(np.tril(np.ones((n, n), dtype=bool)), S, -np.inf)
-    S = S - S.max(axis=1, keepdims=True)
-    A = np.exp(S)
+def _softmax_causal(S: np.ndarray) -> np.ndarray:
+    n = S.shape[0]
+    S = np.where(np.tri(n, dtype=bool), S, -np.inf)
+    A = np.exp(S - S.max(axis=1, keepdims=True))
     return A / A.sum(axis=1, keepdims=True)
 
 
-def head_output(W_OV: np.ndarray, A: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """What the head writes: column t is sum_s A[t, s] (W_OV / sigma_max) x_s."""
-    W = normalised(W_OV)
+def _write(W: np.ndarray | None, A: np.ndarray, X: np.ndarray) -> np.ndarray:
     if W is None:
         return np.zeros_like(X)
     return W @ X @ A.T
@@ -206,8 +221,12 @@ def layer1_residual(W_OV1, tokens, targets) -> np.ndarray:
     The checks of the layer-2 heads use this idealised layer-1 pattern, so a mistake in where
     the layer-1 head looks costs only the points of the part that asks for that pattern.
     """
+    return _layer1(normalised(W_OV1), tokens, targets)
+
+
+def _layer1(W1: np.ndarray | None, tokens, targets) -> np.ndarray:
     X = embed(tokens)
-    return X + head_output(W_OV1, ideal_pattern(len(tokens), targets), X)
+    return X + _write(W1, ideal_pattern(len(tokens), targets), X)
 
 
 # --- describing what went wrong ------------------------------------------------------------
@@ -240,8 +259,9 @@ def _others(failures: list[int], judged: int) -> str:
 def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=None) -> str | None:
     """None if at every judged position the argmax is the target and holds >= MASS_THRESHOLD.
 
-    `S`: normalised scores (for the size of a too-small score gap); `hints(t, target, top)`
-    may add a sentence about a recognisable mistake (it must not reveal anything hidden).
+    `S`: normalised scores (to tell a tie or a too-small gap from a wrong winner);
+    `hints(tokens, t, target, rival, tie)` may add a sentence about a recognisable mistake (it must not
+    reveal anything hidden).
     """
     failures = [t for t, target in targets.items()
                 if int(np.argmax(A[t])) != target or A[t, target] < MASS_THRESHOLD]
@@ -249,36 +269,37 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
         return None
     t = failures[0]
     target = targets[t]
-    top = int(np.argmax(A[t]))
-    where = describe(tokens, t)
-    if top != target:
-        message = (
-            f"{_context(name, tokens)} at {where} the head puts {A[t, top]:.2f} of its attention on "
-            f"{describe(tokens, top, t)} instead of {describe(tokens, target, t)} ({target_words}), "
-            f"which gets {A[t, target]:.2f}."
-        )
+    rivals = [s for s in range(t + 1) if s != target]
+    rival = max(rivals, key=lambda s: (S[t, s], -s))  # the best-scoring other position
+    gap = S[t, target] - S[t, rival]
+    where = (f"{_context(name, tokens)} at {describe(tokens, t)} the head should attend to "
+             f"{target_words}, {describe(tokens, target, t)}, but")
+    if gap < -1e-9:
+        message = (f"{where} it puts {A[t, rival]:.2f} of its attention on {describe(tokens, rival, t)} "
+                   f"and only {A[t, target]:.2f} on position {target}.")
+    elif gap <= 1e-9:
+        message = (f"{where} it cannot tell that position from {describe(tokens, rival, t)}: their scores "
+                   f"are equal, so they share the attention ({A[t, target]:.2f} and {A[t, rival]:.2f}).")
     else:
-        allowed = [s for s in range(t + 1) if s != target]
-        runner = max(allowed, key=lambda s: S[t, s])
-        gap = S[t, target] - S[t, runner]
         message = (
-            f"{_context(name, tokens)} at {where} the head puts only {A[t, target]:.2f} of its "
-            f"attention on {describe(tokens, target, t)} ({target_words}); it should be at least "
-            f"{MASS_THRESHOLD:.2f}. The right position wins, but its score beats "
-            f"{describe(tokens, runner, t)} by only {gap:.3f} (scores measured with W_QK divided by "
+            f"{where} it puts only {A[t, target]:.2f} of its attention there (at least "
+            f"{MASS_THRESHOLD:.2f} is needed). The right position wins, but its score beats "
+            f"{describe(tokens, rival, t)} by only {gap:.3f} (scores measured with W_QK divided by "
             f"its largest singular value), so at BETA = {BETA:g} the attention is not nearly hard: "
             "make the part of W_QK that draws this distinction larger relative to the rest."
         )
     message += _others(failures, len(targets))
-    if hints is not None:
-        extra = hints(tokens, t, target, top)
+    if hints is not None and gap <= 1e-9:
+        extra = hints(tokens, t, target, rival, abs(gap) <= 1e-9)
         if extra:
             message += " " + extra
     return message
 
 
-def _pattern_of(W_QK, X):
-    return attention_pattern(W_QK, X), scores(W_QK, X)
+def _pattern_of(W: np.ndarray, X: np.ndarray):
+    """Pattern and normalised scores for an already normalised W_QK."""
+    S = _scores(W, X)
+    return _softmax_causal(BETA * S), S
 
 
 def _zero_message(what: str) -> str:
@@ -289,10 +310,11 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> str | None:
     """Part (a): at every position, >= MASS_THRESHOLD on positions holding the same token, and a
     fair share (at least half of 1/k) on each of the k such positions: content alone cannot
     tell the copies apart."""
-    if normalised(W_QK) is None:
+    W = normalised(W_QK)
+    if W is None:
         return _zero_message("W_QK")
     for tokens in sequences:
-        A, _ = _pattern_of(W_QK, embed(tokens))
+        A, _ = _pattern_of(W, embed(tokens))
         for t in range(len(tokens)):
             same = [s for s in range(t + 1) if tokens[s] == tokens[t]]
             mass = A[t, same].sum()
@@ -320,7 +342,7 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> str | None:
     return None
 
 
-def _hint_previous(tokens, t, target, top):
+def _hint_previous(tokens, t, target, top, tie):
     if top == t:
         return ("A head that should look one step back but lands on itself is usually rotating the "
                 "wrong way (or has W_Q and W_K swapped): it looks one step ahead, the causal mask "
@@ -333,10 +355,11 @@ def _hint_previous(tokens, t, target, top):
 
 
 def judge_present(W_QK, sequences, name="head (b)") -> str | None:
-    if normalised(W_QK) is None:
+    W = normalised(W_QK)
+    if W is None:
         return _zero_message("W_QK")
     for tokens in sequences:
-        A, S = _pattern_of(W_QK, embed(tokens))
+        A, S = _pattern_of(W, embed(tokens))
         message = judge_targets(A, S, tokens, present_targets(tokens), name, "the present position")
         if message:
             return message
@@ -344,10 +367,11 @@ def judge_present(W_QK, sequences, name="head (b)") -> str | None:
 
 
 def judge_previous(W_QK, sequences, name="head (c)") -> str | None:
-    if normalised(W_QK) is None:
+    W = normalised(W_QK)
+    if W is None:
         return _zero_message("W_QK")
     for tokens in sequences:
-        A, S = _pattern_of(W_QK, embed(tokens))
+        A, S = _pattern_of(W, embed(tokens))
         message = judge_targets(A, S, tokens, previous_position_targets(tokens), name,
                                 "the previous position", _hint_previous)
         if message:
@@ -355,7 +379,7 @@ def judge_previous(W_QK, sequences, name="head (c)") -> str | None:
     return None
 
 
-def _hint_not_self(tokens, t, target, top):
+def _hint_not_self(tokens, t, target, top, tie):
     if top == t:
         return ("Content alone scores a position's own token exactly like its earlier copy; "
                 "something must lower the score of the present position.")
@@ -367,10 +391,11 @@ def _hint_not_self(tokens, t, target, top):
 
 
 def judge_previous_copy(W_QK, sequences, name="head (d)") -> str | None:
-    if normalised(W_QK) is None:
+    W = normalised(W_QK)
+    if W is None:
         return _zero_message("W_QK")
     for tokens in sequences:
-        A, S = _pattern_of(W_QK, embed(tokens))
+        A, S = _pattern_of(W, embed(tokens))
         message = judge_targets(A, S, tokens, previous_copy_targets(tokens), name,
                                 "the earlier copy of the same token", _hint_not_self)
         if message:
@@ -405,22 +430,23 @@ def judge_readable(W_OV, name: str, what: str) -> str | None:
     W = normalised(W_OV)
     if W is None:
         return f"{name} is the zero matrix: the head writes nothing."
-    P = positional_code(N_CTX_MAX)
-    codes = W @ (P if what == "position" else W_E)  # column v: what the head writes for value v
+    by_token, by_position = W @ W_E, W @ _P_TABLE  # what the head writes for each part of x_s
+    codes = by_position if what == "position" else by_token  # column v: its code for value v
     label = (lambda v: f"position {v}") if what == "position" else (lambda v: f"token '{VOCAB[v]}'")
     for j in range(N_VOCAB):
+        written = by_token[:, j:j + 1] + by_position  # column s: reading token j at position s
+        distances = ((written[:, :, None] - codes[:, None, :]) ** 2).sum(axis=0)  # [s, value]
         for s in range(N_CTX_MAX):
-            written = W @ (W_E[:, j] + P[:, s])
             truth = s if what == "position" else j
-            distances = ((codes - written[:, None]) ** 2).sum(axis=0)
-            rivals = np.delete(np.arange(codes.shape[1]), truth)
-            other = int(rivals[np.argmin(distances[rivals])])
-            if distances[other] - distances[truth] < LOGIT_MARGIN:
-                closer = "closer to" if distances[other] < distances[truth] else "about as close to"
+            rivals = np.delete(distances[s], truth)
+            other = int(np.argmin(rivals))
+            other += other >= truth
+            if distances[s, other] - distances[s, truth] < LOGIT_MARGIN:
+                closer = "closer to" if distances[s, other] < distances[s, truth] else "about as close to"
                 return (
                     f"{name}: reading token '{VOCAB[j]}' at position {s}, the head writes a vector "
                     f"that is {closer} what it writes for {label(other)} as for {label(truth)} "
-                    f"(squared distances {distances[other]:.3f} and {distances[truth]:.3f}, with "
+                    f"(squared distances {distances[s, other]:.3f} and {distances[s, truth]:.3f}, with "
                     f"{name} divided by its largest singular value), so a later head cannot tell "
                     f"which {what} was read. Write the {what} of the position the head reads, in a "
                     f"way that does not depend on the {'token' if what == 'position' else 'position'} there."
@@ -431,11 +457,11 @@ def judge_readable(W_OV, name: str, what: str) -> str | None:
 def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
     """Layer-2 head on the residual stream after an (idealised) layer-1 head: second-half
     positions must attend to the position after their token's first copy."""
-    if normalised(W_QK2) is None:
+    W2, W1 = normalised(W_QK2), normalised(W_OV1)
+    if W2 is None:
         return _zero_message("W_QK")
     for tokens in sequences:
-        X1 = layer1_residual(W_OV1, tokens, layer1_targets(tokens))
-        A, S = _pattern_of(W_QK2, X1)
+        A, S = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
         message = judge_targets(A, S, tokens, induction_targets(tokens), name,
                                 "the position after the first copy of its token", _hint_induction)
         if message:
@@ -443,22 +469,22 @@ def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> str |
     return None
 
 
-def _hint_induction(tokens, t, target, top):
+def _hint_induction(tokens, t, target, top, tie):
     n = half_length(tokens)
     if top == t - n:
         return ("It finds the earlier copy of its own token but not the position after it: "
                 "shift by one step somewhere on the way.")
-    if top == t - n - 1 or top == t - 1:
+    if top == t - n - 1 and not tie:
         return "It lands one step before the earlier copy: the shift goes the wrong way."
     return None
 
 
 def induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences) -> float:
     """Mean attention the layer-2 head puts on its induction target (second-half positions)."""
+    W2, W1 = normalised(W_QK2), normalised(W_OV1)
     masses = []
     for tokens in sequences:
-        X1 = layer1_residual(W_OV1, tokens, layer1_targets(tokens))
-        A = attention_pattern(W_QK2, X1)
+        A, _ = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
         masses += [A[t, s] for t, s in induction_targets(tokens).items()]
     return float(np.mean(masses))
 
@@ -502,12 +528,13 @@ def judge_copies_attended_token(W_OV, name: str) -> str | None:
 def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
     """With the layer-2 head attending exactly to the position after the first copy, on the
     residual stream your layer-1 head produces, its logits must predict the next token."""
-    if normalised(W_OV2) is None:
+    W2, W1 = normalised(W_OV2), normalised(W_OV1)
+    if W2 is None:
         return f"{name} is the zero matrix: the head writes nothing."
     for tokens in sequences:
-        X1 = layer1_residual(W_OV1, tokens, layer1_targets(tokens))
+        X1 = _layer1(W1, tokens, layer1_targets(tokens))
         targets = induction_targets(tokens)
-        logits = W_U @ head_output(W_OV2, ideal_pattern(len(tokens), targets), X1)
+        logits = W_U @ _write(W2, ideal_pattern(len(tokens), targets), X1)
         for t, source in targets.items():
             right = int(tokens[source])
             best = int(np.argmax(np.delete(logits[:, t], right)))

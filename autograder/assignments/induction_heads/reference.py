@@ -6,6 +6,8 @@ draws. `reference_answers()` is an independent construction of one correct answe
 course's own tests to confirm that the setting leaves comfortable margins; no check compares a
 submission with it.
 """
+import functools
+
 import numpy as np
 
 from autograder.course import public_module
@@ -20,8 +22,14 @@ SEEDS = {
 COUNT = 12  # sequences per check: every half-length 3..8 twice (see draw_sequences)
 
 
+@functools.lru_cache(maxsize=None)
+def _drawn(check: str) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(tokens) for tokens in tools.draw_sequences(np.random.default_rng(SEEDS[check]), COUNT))
+
+
 def sequences(check: str) -> list[list[int]]:
-    return tools.draw_sequences(np.random.default_rng(SEEDS[check]), COUNT)
+    """The sequences one check family judges on: fixed per family, the same for every submission."""
+    return [list(tokens) for tokens in _drawn(check)]
 
 
 def reference_answers() -> dict[str, np.ndarray]:

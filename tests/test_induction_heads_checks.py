@@ -1,0 +1,232 @@
+"""Fast unit tests of the induction-heads checks, without the sandbox.
+
+Namespaces are built by exec'ing the instructor notebook's setup cell and solution code (with
+each alternative's or mistake's replacement cells), then graded by calling the hidden checks on
+`make_submission` of the extracted names, and by the public checks the test cells call.
+"""
+import json
+import re
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from autograder import course
+from autograder.assignments.induction_heads import reference
+from autograder.assignments.induction_heads import test_induction_heads as hidden
+from autograder.checks import Mistake
+from autograder.testing import make_submission
+
+SOURCE_DIR = course.SOURCE / "induction_heads"
+NOTEBOOK = json.loads((SOURCE_DIR / "induction_heads.ipynb").read_text(encoding="utf-8"))
+ALTERNATIVES = json.loads((course.SOLUTIONS / "induction_heads" / "alternatives.json").read_text(encoding="utf-8"))
+MISTAKES = json.loads((course.COURSE_ROOT / "tests" / "mistakes" / "induction_heads.json").read_text(encoding="utf-8"))
+
+CHECKS = {name: function for name, function in vars(hidden).items()
+          if name.startswith("test_") and callable(function)}
+
+
+def _meta(cell):
+    return cell["metadata"].get("nbgrader", {})
+
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _part_of(check):
+    (mark,) = [mark for mark in check.pytestmark if mark.name == "part"]
+    return mark.kwargs["grade_id"], mark.kwargs["points"]
+
+
+def _solution_code(cell):
+    text = _source(cell)
+    return text.split("### BEGIN SOLUTION\n", 1)[1].split("### END SOLUTION", 1)[0]
+
+
+ANSWER_CELLS = [cell for cell in NOTEBOOK["cells"]
+                if cell["cell_type"] == "code" and _meta(cell).get("solution")]
+SETUP = next(_source(cell) for cell in NOTEBOOK["cells"] if _meta(cell).get("grade_id") == "setup")
+TEST_CELLS = [cell for cell in NOTEBOOK["cells"]
+              if _meta(cell).get("grade") and not _meta(cell).get("solution")]
+
+
+def namespace(replacements=None):
+    """Run the setup cell and every answer cell (or its replacement), in notebook order."""
+    replacements = replacements or {}
+    sys.path.insert(0, str(SOURCE_DIR))
+    try:
+        ns = {"__name__": "__main__"}
+        exec(compile(SETUP, "<setup>", "exec"), ns)
+        for cell in ANSWER_CELLS:
+            grade_id = _meta(cell)["grade_id"]
+            code = replacements.get(grade_id, _solution_code(cell))
+            exec(compile(code, f"<{grade_id}>", "exec"), ns)
+    finally:
+        sys.path.remove(str(SOURCE_DIR))
+    return ns
+
+
+def grade(ns):
+    """check name -> None (passed) or the Mistake message."""
+    sub = make_submission({name: ns[name] for name in hidden.EXTRACT if name in ns})
+    verdicts = {}
+    for name, check in CHECKS.items():
+        try:
+            check(sub)
+            verdicts[name] = None
+        except Mistake as mistake:
+            verdicts[name] = str(mistake)
+    return verdicts
+
+
+def failed(verdicts):
+    return {name: message for name, message in verdicts.items() if message is not None}
+
+
+# --- the notebook and the checks agree --------------------------------------------------------
+def test_points_of_each_test_cell_equal_its_hidden_checks():
+    summed = {}
+    for check in CHECKS.values():
+        grade_id, points = _part_of(check)
+        summed[grade_id] = summed.get(grade_id, 0) + points
+    declared = {_meta(cell)["grade_id"]: _meta(cell)["points"] for cell in TEST_CELLS}
+    assert summed == declared
+
+
+def test_test_cells_only_call_the_public_check():
+    for cell in TEST_CELLS:
+        grade_id = _meta(cell)["grade_id"]
+        assert re.fullmatch(rf"check_{grade_id}\([\w, ]+\)", _source(cell).strip()), _source(cell)
+        assert _meta(cell)["locked"]
+
+
+def test_answer_cells_define_every_extracted_name_inside_solution_regions():
+    defined = set()
+    for cell in ANSWER_CELLS:
+        text = _source(cell)
+        outside = text.split("### BEGIN SOLUTION")[0] + text.split("### END SOLUTION")[1]
+        for name in hidden.EXTRACT:
+            assert not re.search(rf"\b{name}\s*=", outside), (name, _meta(cell)["grade_id"])
+            if re.search(rf"\b{name}\b[^=\n]*=", _solution_code(cell)):
+                defined.add(name)
+    assert defined == set(hidden.EXTRACT)
+
+
+def test_free_text_cells_have_model_answer_and_mark_scheme():
+    written = [cell for cell in NOTEBOOK["cells"] if cell["cell_type"] == "markdown" and _meta(cell).get("solution")]
+    assert {_meta(cell)["grade_id"] for cell in written} == {"q_rotary", "q_composition"}
+    for cell in written:
+        assert _meta(cell)["grade"] and _meta(cell)["points"] > 0
+        assert "Mark scheme:" in _solution_code(cell)
+
+
+# --- grading ------------------------------------------------------------------------------
+def test_reference_solution_earns_full_marks_quickly():
+    ns = namespace()
+    grade(ns)  # warm-up: imports and caches
+    start = time.perf_counter()
+    verdicts = grade(ns)
+    elapsed = time.perf_counter() - start
+    assert failed(verdicts) == {}
+    assert elapsed < 0.5, f"hidden checks took {elapsed:.2f} s for one submission"
+
+
+def test_notebook_solution_matches_the_independent_reference_construction():
+    ns = namespace()
+    tools = reference.tools
+    for name, expected in reference.reference_answers().items():
+        if name.startswith(("W_Q", "W_K")):
+            continue  # compared through W_QK below
+        assert np.allclose(np.asarray(ns[name]), expected), name
+    for suffix in ("a", "b", "c", "d", "f", "prev", "ind"):
+        answers = reference.reference_answers()
+        assert np.allclose(tools.qk(ns[f"W_Q_{suffix}"], ns[f"W_K_{suffix}"]),
+                           tools.qk(answers[f"W_Q_{suffix}"], answers[f"W_K_{suffix}"])), suffix
+
+
+def test_blank_submission_fails_every_check_with_not_defined():
+    sub = make_submission({})
+    for name, check in CHECKS.items():
+        with pytest.raises(Mistake, match="is not defined"):
+            check(sub)
+
+
+@pytest.mark.parametrize("variant", sorted(ALTERNATIVES))
+def test_alternative_answers_earn_full_marks(variant):
+    entry = ALTERNATIVES[variant]
+    assert entry["notebook"] == "induction_heads"
+    assert failed(grade(namespace(entry["cells"]))) == {}
+
+
+@pytest.mark.parametrize("variant", sorted(MISTAKES))
+def test_each_mistake_fails_exactly_the_intended_checks(variant):
+    entry = MISTAKES[variant]
+    failures = failed(grade(namespace(entry["cells"])))
+    assert set(failures) == set(entry["fails"]), failures
+    for name, pattern in entry["fails"].items():
+        assert re.search(pattern, failures[name], re.S), f"{name}: {failures[name]!r} !~ {pattern!r}"
+    broken_parts = {_part_of(CHECKS[name])[0] for name in entry["fails"]}
+    all_parts = {_part_of(check)[0] for check in CHECKS.values()}
+    assert set(entry["passes"]) == all_parts - broken_parts
+
+
+@pytest.mark.parametrize("variant", sorted(MISTAKES))
+def test_mistake_messages_never_show_internal_values(variant):
+    failures = failed(grade(namespace(MISTAKES[variant]["cells"])))
+    for message in failures.values():
+        assert "array(" not in message and "Traceback" not in message
+        assert "nan" not in message.lower().split()
+
+
+# --- public checks ------------------------------------------------------------------------
+def _run_public(ns, cell):
+    code = compile(_source(cell), f"<{_meta(cell)['grade_id']}>", "exec")
+    exec(code, ns)
+
+
+def test_public_checks_pass_on_the_solution_quickly(capsys):
+    ns = namespace()
+    for cell in TEST_CELLS:
+        start = time.perf_counter()
+        _run_public(ns, cell)
+        assert time.perf_counter() - start < 0.5
+    printed = capsys.readouterr().out
+    assert printed.count("public checks passed") == len(TEST_CELLS)
+    assert "all tests passed" not in printed.lower()
+
+
+@pytest.mark.parametrize("variant", sorted(MISTAKES))
+def test_public_checks_catch_each_mistake(variant):
+    entry = MISTAKES[variant]
+    ns = namespace(entry["cells"])
+    broken = {_part_of(CHECKS[name])[0] for name in entry["fails"]}
+    for cell in TEST_CELLS:
+        if _meta(cell)["grade_id"] in broken:
+            with pytest.raises(AssertionError):
+                _run_public(ns, cell)
+        else:
+            _run_public(ns, cell)
+
+
+def test_public_checks_stage_their_input_messages():
+    ns = namespace()
+    tools = ns["check_ex2a"].__globals__
+    with pytest.raises(AssertionError, match="W_Q_a is None"):
+        tools["check_ex2a"](None, ns["W_K_a"])
+    with pytest.raises(AssertionError, match="transpose"):
+        tools["check_ex2a"](ns["W_Q_a"].T, ns["W_K_a"])
+    with pytest.raises(AssertionError, match="NaN"):
+        tools["check_ex2a"](ns["W_Q_a"] * np.nan, ns["W_K_a"])
+    with pytest.raises(AssertionError, match="real numbers"):
+        tools["check_ex2a"](np.array([["x"] * 32] * 16), ns["W_K_a"])
+
+
+# --- feedback pictures --------------------------------------------------------------------
+def test_figures_show_the_students_own_heads():
+    sub = make_submission({name: namespace()[name] for name in hidden.EXTRACT})
+    for cell in TEST_CELLS:
+        pictures = hidden.figures(sub, _meta(cell)["grade_id"])
+        assert pictures and all(picture.startswith("<svg") for picture in pictures)
+    assert hidden.figures(make_submission({}), "ex2a") == []
