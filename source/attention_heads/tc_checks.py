@@ -618,9 +618,15 @@ def composition_problem(value, W_net1, W_net2, which: str) -> str | None:
         ("W_net2 + W_net1", W_net2 + W_net1, "that is one_token_copy: one head acting alone"),
         ("W_net2 @ W_net1", W_net2 @ W_net1, "that is two_token_copy: head 2 reading head 1"),
     ]
-    for formula, matrix, why in mix_ups:
-        if formula != intended[0] and difference_report(value, matrix, "", "", rtol=0, atol=tol) is None:
-            return f"{which} equals {formula}: {why}."
+    # Several mix-ups can coincide (for correct heads W_net1 @ W_net2 and W_net2 * W_net1 are
+    # both zero), so name every one that fits.
+    fits = [f"{formula}: {why}" for formula, matrix, why in mix_ups
+            if formula != intended[0]
+            and difference_report(value, matrix, "", "", rtol=0, atol=tol) is None]
+    if len(fits) == 1:
+        return f"{which} equals {fits[0]}."
+    if fits:
+        return f"{which} equals each of these, and none is what the name asks for:\n" + bullet_list(fits)
     return report
 
 

@@ -323,8 +323,8 @@ def test_v_composition_score(sub):
         if abs(value - candidate) <= 1e-6 * max(1.0, abs(candidate)):
             raise Mistake(f"v_composition_score: {why}.")
     if abs(value - expected) <= 1e-2:
-        raise Mistake(f"v_composition_score is {tc.fmt(value)}, within {tc.fmt(abs(value - expected))} "
-                      "of the score but not equal to it: do not round it.")
+        raise Mistake(f"v_composition_score is {tc.fmt(value)}, close to the score but not equal "
+                      "to it: do not round it.")
     raise Mistake(f"v_composition_score is {tc.fmt(value)}, which is not "
                   "||W_OV2 W_OV1||_F / (||W_OV2||_F ||W_OV1||_F) for the given heads, with "
                   "W_OV = W_O @ W_V of each head.")

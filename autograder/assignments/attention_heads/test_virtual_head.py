@@ -112,8 +112,9 @@ def test_one_token_copy(sub):
 
 # -- ranks --------------------------------------------------------------------------------------
 
-_OWN_PART = {"W_net1": "ex1_head1 and ex1_products", "W_net2": "ex1_head2 and ex1_products",
-             "two_token_copy": "ex1_composition", "one_token_copy": "ex1_composition"}
+_UPSTREAM = {"W_net1": "ex1_head1 or ex1_products", "W_net2": "ex1_head2 or ex1_products",
+             "two_token_copy": "ex1_head1, ex1_head2, ex1_products or ex1_composition",
+             "one_token_copy": "ex1_head1, ex1_head2, ex1_products or ex1_composition"}
 
 
 def _rank(sub, matrix):
@@ -135,8 +136,9 @@ def _rank(sub, matrix):
                           "exactly 0; some are rounding noise. Count singular values above a "
                           "tolerance, as np.linalg.matrix_rank does.")
         if value == np.linalg.matrix_rank(own):
-            raise Mistake(f"{name} is {value}, the rank of your {matrix}, but your {matrix} is not "
-                          f"yet right (see the checks of {_OWN_PART[matrix]}).")
+            raise Mistake(f"{name} is {value}, the rank of your {matrix}; but your {matrix} is not "
+                          "yet what a correct pair of heads gives (see the failing checks of "
+                          f"{_UPSTREAM[matrix]}).")
         raise Mistake(f"{name} is {value}, which is not the rank of your {matrix} either; the rank "
                       "is the number of linearly independent columns (np.linalg.matrix_rank).")
     raise Mistake(f"{name} is {value}, which is not the rank of {matrix} for a correct pair of "

@@ -1,0 +1,323 @@
+"""Unit tests of the attention_heads content: hidden checks, public checks, alternatives, mistakes.
+
+No notebook is executed by Jupyter: the code cells of the instructor notebooks are run in this
+process (answer cells optionally replaced), the names the checks read are turned into a
+`Submission` with `autograder.testing.make_submission` (the driver's own encoder), and every
+check is called directly. So the content is verified without the sandbox, in about a second.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+
+from autograder import course
+from autograder.assignments.attention_heads import reference as ref
+from autograder.assignments.attention_heads import test_questions, test_virtual_head
+from autograder.checks import Mistake
+from autograder.testing import call_function, make_submission
+
+ASSIGNMENT = course.SOURCE / "attention_heads"
+MODULES = {"questions": test_questions, "virtual_head": test_virtual_head}
+ALTERNATIVES = json.loads((course.SOLUTIONS / "attention_heads" / "alternatives.json").read_text())
+MISTAKES = json.loads((course.COURSE_ROOT / "tests" / "mistakes" / "attention_heads.json").read_text())
+SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
+
+
+def _cells(notebook):
+    return json.loads((ASSIGNMENT / f"{notebook}.ipynb").read_text())["cells"]
+
+
+def _meta(cell):
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _source(cell):
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _checks(module):
+    """(name, function, grade_id, points) of every hidden check in a module."""
+    found = []
+    for name in sorted(dir(module)):
+        function = getattr(module, name)
+        if name.startswith("test_") and callable(function):
+            for mark in getattr(function, "pytestmark", []):
+                if mark.name == "part":
+                    found.append((name, function, mark.kwargs["grade_id"], mark.kwargs["points"]))
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _public_helpers_importable():
+    sys.path.insert(0, str(ASSIGNMENT))
+    yield
+    sys.path.remove(str(ASSIGNMENT))
+
+
+def run_notebook(notebook, replacements=None, blank_solutions=False):
+    """Run the notebook's code cells in one namespace, like the sandbox driver does.
+
+    Returns (namespace, {grade_id of a test cell: error message or None}).
+    """
+    replacements = replacements or {}
+    namespace = {"__name__": "__main__"}
+    public = {}
+    for cell in _cells(notebook):
+        if cell["cell_type"] != "code":
+            continue
+        meta = _meta(cell)
+        source = _source(cell)
+        if meta.get("grade_id") in replacements:
+            source = replacements[meta["grade_id"]]
+        elif blank_solutions and meta.get("solution"):
+            source = SOLUTION.sub("raise NotImplementedError()\n", source)
+        error = None
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                exec(compile(source, f"<cell {meta.get('grade_id', '')}>", "exec"), namespace)
+            except Exception as exc:  # noqa: BLE001 - a failing cell does not stop the run
+                error = f"{type(exc).__name__}: {exc}"
+        if meta.get("grade") and not meta.get("solution"):
+            public[meta["grade_id"]] = error
+    return namespace, public
+
+
+def grade(notebook, namespace, seed=0):
+    """{check name: (grade_id, points, None if passed else message)} for one namespace."""
+    module = MODULES[notebook]
+    values = {name: namespace[name] for name in module.EXTRACT if name in namespace}
+    rng = np.random.default_rng(seed)
+    calls = {name: call_function(namespace[name], probes, rng)
+             for name, probes in module.PROBES.items() if callable(namespace.get(name))}
+    sub = make_submission(values, calls)
+    verdicts = {}
+    for name, function, grade_id, points in _checks(module):
+        try:
+            function(sub)
+            verdicts[name] = (grade_id, points, None)
+        except Mistake as mistake:
+            assert str(mistake).strip(), f"{name} raised an empty Mistake"
+            verdicts[name] = (grade_id, points, str(mistake))
+        # Any other exception propagates: it would be an internal grader error.
+    return verdicts
+
+
+def failures(verdicts):
+    return {name: message for name, (_, _, message) in verdicts.items() if message is not None}
+
+
+# -- structure of the notebooks -----------------------------------------------------------------
+
+@pytest.mark.parametrize("notebook", sorted(MODULES))
+def test_points_of_test_cells_equal_points_of_checks(notebook):
+    cell_points = {_meta(c)["grade_id"]: _meta(c)["points"] for c in _cells(notebook)
+                   if _meta(c).get("grade") and not _meta(c).get("solution")}
+    check_points = {}
+    for _, _, grade_id, points in _checks(MODULES[notebook]):
+        check_points[grade_id] = check_points.get(grade_id, 0) + points
+    assert check_points == pytest.approx(cell_points)
+
+
+@pytest.mark.parametrize("notebook", sorted(MODULES))
+def test_cells_follow_the_nbgrader_conventions(notebook):
+    ids = [_meta(c)["grade_id"] for c in _cells(notebook) if _meta(c)]
+    assert len(ids) == len(set(ids)), "grade_ids must be unique"
+    for cell in _cells(notebook):
+        meta, source = _meta(cell), _source(cell)
+        if not meta:
+            continue
+        assert meta["schema_version"] == 3 and meta["task"] is False
+        if meta["solution"]:
+            assert SOLUTION.search(source), meta["grade_id"]
+        if meta["grade"] and meta["solution"]:  # written answer, graded by hand
+            assert cell["cell_type"] == "markdown" and meta["points"] > 0
+            assert "Mark scheme:" in SOLUTION.search(source).group(1), meta["grade_id"]
+        if meta["grade"] and not meta["solution"]:  # autograded part: only a public check
+            assert meta["locked"] and re.fullmatch(r"check_\w+\([\w, ]*\)", source.strip()), source
+        if meta["solution"] and cell["cell_type"] == "code":
+            outside = SOLUTION.sub("", source)
+            assert not re.search(r"^\s*[A-Za-z_]\w*\s*=|^\s*def ", outside, re.M), (
+                f"{meta['grade_id']} defines names outside its solution region")
+
+
+@pytest.mark.parametrize("notebook", sorted(MODULES))
+def test_extract_names_every_name_a_check_reads(notebook):
+    module = MODULES[notebook]
+    text = (course.ASSIGNMENTS_PACKAGE / "attention_heads" / f"test_{notebook}.py").read_text()
+    read = set(re.findall(r'sub\.\w+\("(\w+)"', text)) | set(module.PROBES)
+    assert read <= set(module.EXTRACT), read - set(module.EXTRACT)
+    assert set(module.PROBES) <= set(module.EXTRACT)
+
+
+# -- the reference solution, the blank release, alternatives and mistakes -----------------------
+
+@pytest.mark.parametrize("notebook", sorted(MODULES))
+def test_reference_solution_earns_every_point(notebook):
+    namespace, public = run_notebook(notebook)
+    assert {k: v for k, v in public.items() if v} == {}, "public checks fail on the reference"
+    for seed in (0, 1):  # the grader draws new probes each time
+        assert failures(grade(notebook, namespace, seed)) == {}
+
+
+@pytest.mark.parametrize("notebook", sorted(MODULES))
+def test_blank_release_scores_zero(notebook):
+    namespace, _ = run_notebook(notebook, blank_solutions=True)
+    verdicts = grade(notebook, namespace)
+    passed = [name for name, (_, _, message) in verdicts.items() if message is None]
+    assert passed == []
+    for message in failures(verdicts).values():
+        assert "not defined" in message
+
+
+@pytest.mark.parametrize("variant", sorted(ALTERNATIVES))
+def test_alternative_correct_answer_earns_every_point(variant):
+    spec = ALTERNATIVES[variant]
+    namespace, public = run_notebook(spec["notebook"], spec["cells"])
+    assert {k: v for k, v in public.items() if v} == {}, "public checks reject a correct answer"
+    assert failures(grade(spec["notebook"], namespace)) == {}
+
+
+def _answer_ids(notebook):
+    return {_meta(c)["grade_id"] for c in _cells(notebook) if _meta(c).get("solution")}
+
+
+@pytest.mark.parametrize("library", [ALTERNATIVES, MISTAKES], ids=["alternatives", "mistakes"])
+def test_libraries_replace_only_answer_cells(library):
+    for name, spec in library.items():
+        assert spec["description"].strip(), name
+        assert set(spec["cells"]) <= _answer_ids(spec["notebook"]), name
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_mistake_is_caught_and_named(mistake):
+    spec = MISTAKES[mistake]
+    namespace, _ = run_notebook(spec["notebook"], spec["cells"])
+    verdicts = grade(spec["notebook"], namespace)
+    failed = failures(verdicts)
+    for check, pattern in spec["fails"].items():
+        assert check in failed, f"{check} should fail"
+        assert re.search(pattern, failed[check]), f"{check}: {failed[check]!r} does not match {pattern!r}"
+    for grade_id in spec["passes"]:
+        lost = {n: m for n, m in failed.items() if verdicts[n][0] == grade_id}
+        assert lost == {}, f"{grade_id} should keep full marks"
+
+
+def test_every_graded_part_is_covered_by_a_mistake():
+    covered = {check for spec in MISTAKES.values() for check in spec["fails"]}
+    for module in MODULES.values():
+        for name, _, _, _ in _checks(module):
+            assert name in covered, f"no mistake in the library makes {name} fail"
+
+
+def test_messages_never_print_q6_answers():
+    answers = ref.q6_answers()
+    # Small whole numbers (the rank, a singular value of 2) are everywhere in prose; the score
+    # and the fractional singular values are what a message must never print.
+    values = [answers["score"], *answers["singular_values"][:answers["rank"]]]
+    secrets = {text for v in values if abs(v - round(v)) > 1e-6 for text in (ref.tc.fmt(v), f"{v:.3f}", f"{v:.2f}")}
+    for name, spec in MISTAKES.items():
+        if spec["notebook"] != "questions" or not any(k.startswith("q6") for k in spec["cells"]):
+            continue
+        namespace, _ = run_notebook("questions", spec["cells"])
+        for check, message in failures(grade("questions", namespace)).items():
+            if check in ("test_W_V2_W_O1", "test_singular_values", "test_rank", "test_v_composition_score"):
+                message = re.sub(r"\b\w+ is -?[\d.e+-]+", "", message)  # echoing the student's value is fine
+                for secret in secrets:
+                    assert not re.search(rf"(?<![\w.]){re.escape(secret)}(?![\w])", message), (name, check, secret)
+
+
+# -- public checks ------------------------------------------------------------------------------
+
+def test_public_checks_reject_what_they_should():
+    import tc_checks as tc  # the copy students get
+
+    def fails(function, *args, match):
+        with pytest.raises(AssertionError, match=match):
+            function(*args)
+
+    def no_mask(X, W_Q, W_K):
+        return ref.attention_pattern(X, W_Q, W_K, mask="none")
+
+    fails(tc.check_attention_pattern, no_mask, match="comes later")
+    fails(tc.check_attention_pattern, lambda X, Q, K: ref.attention_pattern(X, Q, K, normalised=False),
+          match="sums to")
+    fails(tc.check_attention_head, lambda X, Q, K, V, O: X + ref.attention_head(X, Q, K, V, O),
+          match="add the residual stream")
+    fails(tc.check_attention_head, lambda X, Q, K, V, O: V @ X @ ref.attention_pattern(X, Q, K).T,
+          match="before W_O")
+    fails(tc.check_attention_head, lambda X, Q, K, V, O: O @ V @ X @ ref.attention_pattern(X, Q, K),
+          match="changed the output at earlier positions")
+    fails(tc.check_decide_attention, {"W_Q"}, match="two")
+    fails(tc.check_read_write, {"W_Q", "W_X"}, {"W_O"}, match="not one of")
+    fails(tc.check_q6_product, np.zeros((16, 16)), match="other order")
+    fails(tc.check_q6_singular_values, np.array([0.5, 2.0, 0, 0]), match="descending")
+    fails(tc.check_q6_rank, 2.5, match="not a whole number")
+    fails(tc.check_q6_v_composition, 3.0, match="between 0 and 1")
+    fails(tc.check_head1, np.zeros((16, 4)), np.zeros((4, 16)), match="transpose")
+    fails(tc.check_capacity, 87.5, 12.5, match="percentage")
+    fails(tc.check_ranks, 5, 4, 1, 8, match="at most 4")
+
+
+def test_public_checks_are_fast():
+    import time
+
+    namespace, _ = run_notebook("questions")
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        namespace["check_attention_pattern"](namespace["attention_pattern"])
+        namespace["check_attention_head"](namespace["attention_head"])
+        namespace["check_attention_head_low_rank"](namespace["attention_head_low_rank"])
+    assert time.perf_counter() - start < 1.0
+
+
+def test_public_checks_print_the_agreed_line():
+    import tc_checks as tc
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        tc.check_q6_rank(2)
+    assert "public checks passed" in out.getvalue() and "all tests passed" not in out.getvalue()
+
+
+# -- pictures -----------------------------------------------------------------------------------
+
+def _parses(svg):
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+
+
+def test_heatmaps_draw_anything_they_are_given():
+    import heatmaps
+
+    for value in ([[1, -2], [np.nan, np.inf]], np.zeros((0, 3)), [1, 2, 3], 5.0, np.ones((40, 70)),
+                  "not a matrix", np.eye(4, dtype=int)):
+        figure = heatmaps.show_matrix(value, "t<i>tle & co", "rows", "cols", highlight_rows=[0, 99])
+        _parses(figure.svg)
+        assert figure._repr_svg_() == figure.svg and figure.svg in figure._repr_html_()
+    _parses(heatmaps.show_attention(np.tril(np.ones((3, 3))) / 3, tokens=["a", "<b>", "c"]).svg)
+    _parses(heatmaps.show_head(np.eye(4, 16), np.eye(16, 4, k=-8), "head").svg)
+    _parses(heatmaps.side_by_side(heatmaps.show_matrix(np.eye(2)), heatmaps.show_head(np.eye(2), np.eye(2))).svg)
+
+
+@pytest.mark.parametrize("notebook", sorted(MODULES))
+def test_feedback_figures_are_svg_of_the_students_values(notebook):
+    namespace, _ = run_notebook(notebook)
+    module = MODULES[notebook]
+    values = {name: namespace[name] for name in module.EXTRACT if name in namespace}
+    calls = {name: call_function(namespace[name], probes, np.random.default_rng(0))
+             for name, probes in module.PROBES.items()}
+    sub = make_submission(values, calls)
+    drawn = 0
+    for _, _, grade_id, _ in _checks(module):
+        for svg in module.figures(sub, grade_id):
+            _parses(svg)
+            drawn += 1
+    assert drawn > 0
+    assert module.figures(make_submission({}), "ex1_head1") == []
