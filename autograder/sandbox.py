@@ -5,8 +5,10 @@ Isolation, strongest available first:
     Python; nothing of the course visible but the driver and the public helper modules the
     release gives every student; private /tmp; scrubbed environment; `python -I`.
   * "fallback": a temporary working directory, scrubbed environment, `python -I`, resource
-    limits and its own session. Weaker (student code can read what the grader's user can);
-    every report says which isolation it got.
+    limits and its own session. Weaker: student code runs as the grader's user, so it can read
+    and write what that user can, reach the network, and signal the grader's processes;
+    without a writable cgroup, a child that leaves the session survives the run. For machines
+    without bubblewrap only; every report says which isolation it got.
 Both run under resource limits (address space, file size, open files, no core dumps) and, where
 the cgroup v1/v2 controllers are writable, a pids and memory cgroup that is killed as a whole.
 
@@ -126,7 +128,7 @@ def bubblewrap_available() -> bool:
     """True when bubblewrap is installed and can create its namespaces on this machine."""
     if shutil.which("bwrap") is None:
         return False
-    probe = bubblewrap_command(str(DRIVER_DIR), Limits()) + [sys.executable, "-I", "-c", "import numpy"]
+    probe = bubblewrap_command(str(DRIVER_DIR), Limits()) + [sys.executable, "-I", "-S", "-c", "pass"]
     try:
         return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -244,16 +246,18 @@ def run_submission(
     request_r, request_w = os.pipe()
     cgroups = _Cgroups(limits)
     workdir = None
-    driver_args = [str(result_w), str(request_r)]
+    # `python -I -S`: isolated mode, and no site hooks (.pth code) run inside the sandbox;
+    # the driver puts the site-packages directories on sys.path itself.
+    driver_args = [str(result_w), str(request_r), *site.getsitepackages()]
     if isolation == "bubblewrap":
         sandbox_helpers = "/course"
-        inner = bubblewrap_command(helpers_dir, limits) + [sys.executable, "-I", "/grader/driver.py"]
+        inner = bubblewrap_command(helpers_dir, limits) + [sys.executable, "-I", "-S", "/grader/driver.py"]
         env = {}
     else:
         sandbox_helpers = helpers_dir
         workdir = tempfile.mkdtemp(prefix="tc_submission_")
         os.makedirs(os.path.join(workdir, "home"))
-        inner = [sys.executable, "-I", str(DRIVER_DIR / "driver.py")]
+        inner = [sys.executable, "-I", "-S", str(DRIVER_DIR / "driver.py")]
         env = {**_sandbox_env(), "HOME": os.path.join(workdir, "home"),
                "MPLCONFIGDIR": os.path.join(workdir, "home"), "IPYTHONDIR": os.path.join(workdir, "home")}
     # nproc counts every process of the user; only meaningful where the run is not root outside.
@@ -310,14 +314,44 @@ def _kill_tree(process: subprocess.Popen) -> None:
             stream.close()
 
 
-def _write_frame(fd: int, message: dict) -> bool:
-    data = wire.pack_frame(message)
-    try:
-        while data:
-            data = data[os.write(fd, data):]
-        return True
-    except (BrokenPipeError, OSError):
-        return False
+class _Outbox:
+    """Frames for the driver, written only when its pipe has room.
+
+    The grader never blocks on a write: a submission that stops reading its request pipe (or
+    makes the grader queue more than the pipe holds) must not stall the deadlines below.
+    """
+
+    def __init__(self, fd: int, selector: selectors.BaseSelector):
+        self.fd, self.selector = fd, selector
+        self.pending = bytearray()
+        os.set_blocking(fd, False)
+
+    def send(self, message: dict) -> None:
+        if not self.pending:
+            self.selector.register(self.fd, selectors.EVENT_WRITE, "request")
+        self.pending.extend(wire.pack_frame(message))
+
+    def flush(self) -> None:
+        try:
+            written = os.write(self.fd, self.pending)
+        except BlockingIOError:
+            return
+        except OSError:  # the driver is gone; nobody will read the rest
+            written = len(self.pending)
+        del self.pending[:written]
+        if not self.pending:
+            self.selector.unregister(self.fd)
+
+
+def _cell_frame(frame: dict, known: set) -> tuple | None:
+    """(index, status, error) of a cell frame, or None when it names no cell the grader sent."""
+    index = frame.get("index")
+    if type(index) is not int or index not in known:
+        return None
+    status = frame.get("status")
+    error = frame.get("error")
+    return (index, status if status in ("ok", "error", "timeout") else "error",
+            None if error is None else str(error)[:1000])
 
 
 def _supervise(process, result_r, request_w, cells, names, helpers, make_probes, limits, result, started):
@@ -334,13 +368,18 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
     selector.register(result_r, selectors.EVENT_READ, "result")
     selector.register(process.stdout, selectors.EVENT_READ, "stdout")
     selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+    outbox = _Outbox(request_w, selector)
     reader = wire.FrameReader()
     total_deadline = started + limits.total_seconds
     cell_deadline = None
     current_cell = None
     cell_status = {}
+    # Frames come from the sandbox, where student code can write anything to this pipe: only
+    # cells the grader sent are recorded, and values and calls are taken once, as dicts.
+    known_cells = {index for index, _ in cells}
+    got_values = got_calls = False
     done = False
-    _write_frame(request_w, job)
+    outbox.send(job)
 
     def fail(message):
         result.fatal = message
@@ -352,7 +391,7 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
             if done:
                 break  # finished; stopped waiting for the last of stdout/stderr
             if cell_deadline is not None and now >= cell_deadline and current_cell is not None:
-                fail(f"cell {current_cell} was still running after "
+                fail(f"cell {current_cell + 1} was still running after "
                      f"{limits.cell_seconds + limits.cell_grace_seconds:g} s and could not be "
                      "interrupted, so grading stopped there")
                 cell_status[current_cell] = {"index": current_cell, "status": "timeout",
@@ -361,6 +400,9 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                 fail(f"the notebook ran longer than {limits.total_seconds:g} s in total, so grading stopped")
             break
         for key, _ in selector.select(timeout=max(0.0, deadline - now)):
+            if key.data == "request":
+                outbox.flush()
+                continue
             try:
                 data = os.read(key.fileobj if isinstance(key.fileobj, int) else key.fileobj.fileno(), 1 << 16)
             except OSError:
@@ -377,25 +419,32 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                 continue
             try:
                 frames = reader.feed(data)
-            except ValueError as error:
-                fail(f"the grading channel was corrupted ({error})")
+            except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deeply
+                fail(f"the grading channel was corrupted ({str(error)[:200]})")
                 done = True
                 break
             for frame in frames:
                 kind = frame.get("type") if isinstance(frame, dict) else None
                 if kind == "cell":
-                    current_cell = frame.get("index")
-                    cell_deadline = time.monotonic() + limits.cell_seconds + limits.cell_grace_seconds
+                    cell = _cell_frame(frame, known_cells)
+                    if cell is not None:
+                        current_cell = cell[0]
+                        cell_deadline = time.monotonic() + limits.cell_seconds + limits.cell_grace_seconds
                 elif kind == "cell_done":
-                    index = frame.get("index")
-                    cell_status[index] = {"index": index, "status": frame.get("status"), "error": frame.get("error")}
-                    current_cell, cell_deadline = None, None
-                elif kind == "values":
-                    result.values = frame.get("values") or {}
-                    result.defined_in = frame.get("defined_in") or {}
-                    _write_frame(request_w, {"type": "probes", "calls": make_probes(result.values)})
-                elif kind == "calls":
-                    result.calls = frame.get("calls") or {}
+                    cell = _cell_frame(frame, known_cells)
+                    if cell is not None:
+                        index, status, error = cell
+                        cell_status[index] = {"index": index, "status": status, "error": error}
+                        current_cell, cell_deadline = None, None
+                elif kind == "values" and not got_values and isinstance(frame.get("values"), dict):
+                    got_values = True
+                    result.values = frame["values"]
+                    defined_in = frame.get("defined_in")
+                    result.defined_in = defined_in if isinstance(defined_in, dict) else {}
+                    outbox.send({"type": "probes", "calls": make_probes(result.values)})
+                elif kind == "calls" and not got_calls and isinstance(frame.get("calls"), dict):
+                    got_calls = True
+                    result.calls = frame["calls"]
                 elif kind == "done":
                     done = True
                     # drain what is left of stdout/stderr for a moment, then stop
@@ -409,12 +458,18 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
             break
     selector.close()
     if not done and result.fatal is None:
-        process.poll()
-        code = process.returncode
-        where = f" in cell {current_cell}" if current_cell is not None else ""
-        if code is not None and code < 0:
+        # The pipes close a moment before the process can be reaped: wait for its status briefly.
+        try:
+            code = process.wait(timeout=max(0.0, min(2.0, total_deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            code = None
+        died_from = -code if code is not None and code < 0 else None
+        if result.isolation == "bubblewrap" and code is not None and code > 128:
+            died_from = code - 128  # bubblewrap exits with 128 + the signal that ended its child
+        where = f" in cell {current_cell + 1}" if current_cell is not None else ""
+        if died_from is not None:
             reason = {signal.SIGSEGV: "crashed (segmentation fault)", signal.SIGKILL: "was killed (out of memory?)"}
-            fail(f"the Python process {reason.get(-code, f'died from signal {-code}')}{where}")
+            fail(f"the Python process {reason.get(died_from, f'died from signal {died_from}')}{where}")
         else:
             fail(f"the Python process ended early{where} (did the notebook call os._exit or close the grader's pipes?)")
     result.cells = [cell_status[index] for index in sorted(cell_status, key=lambda i: (i is None, i))]
