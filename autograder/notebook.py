@@ -14,6 +14,9 @@ import re
 from typing import Iterable
 
 MAX_NOTEBOOK_BYTES = 100 << 20
+# Real notebooks nest a few levels (outputs, widget state); far deeper JSON is built to overflow
+# the recursion of json, nbformat or the validator somewhere in the grader.
+MAX_NESTING = 100
 
 
 class UnreadableNotebook(Exception):
@@ -59,6 +62,19 @@ def _text(source) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
+def _nesting_exceeds(value, limit: int) -> bool:
+    """Whether lists and dicts in `value` nest deeper than `limit` (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 def parse_notebook(text: str) -> dict:
     """A validated nbformat-4 notebook as plain dicts, every cell's source joined into one string."""
     try:
@@ -67,6 +83,10 @@ def parse_notebook(text: str) -> dict:
         raise UnreadableNotebook(
             f"the file is not valid notebook JSON (line {error.lineno}, column {error.colno}: {error.msg})"
         ) from None
+    except RecursionError:
+        notebook = None
+    if notebook is None or _nesting_exceeds(notebook, MAX_NESTING):
+        raise UnreadableNotebook(f"the file's JSON is nested more than {MAX_NESTING} levels deep, so it is not a notebook")
     if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
         raise UnreadableNotebook("the file is JSON but not a notebook (it has no list of cells)")
     if notebook.get("nbformat") != 4:
