@@ -321,7 +321,7 @@ def test_v_composition_score(sub):
         return
     for candidate, why in ref.q6_score_variants():
         if abs(value - candidate) <= 1e-6 * max(1.0, abs(candidate)):
-            raise Mistake(f"v_composition_score: {why}.")
+            raise Mistake(f"v_composition_score = {tc.fmt(value)}: {why}.")
     if abs(value - expected) <= 1e-2:
         raise Mistake(f"v_composition_score is {tc.fmt(value)}, close to the score but not equal "
                       "to it: do not round it.")
