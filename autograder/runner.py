@@ -110,7 +110,7 @@ def run_checks(by_module: dict[str, list[Submission]]) -> dict[str, list[CheckRe
     plugin = _CheckPlugin(by_module)
     args = [
         "-q", "-p", "no:cacheprovider", "-p", "no:warnings", "-p", "no:unraisableexception",
-        "-c", "/dev/null", "--rootdir", "/", "--import-mode=importlib", "--tb=long", "-s",
+        "-c", "/dev/null", "--rootdir", "/", "--import-mode=importlib", "--tb=native", "-s",
         *modules,
     ]
     quiet = io.StringIO()
