@@ -446,8 +446,7 @@ def _head1_core(W, tol, head):
         problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own "
                         "content (dims 0-7)")
     if into_free:
-        problems.append(f"{head} writes into {dims_text(into_free)}, which must stay free for head 2 "
-                        "(dims 12-15)")
+        problems.append(f"{head} writes into {dims_text(into_free)}, which must stay free for head 2")
     other_content = [s for s in cols if s in CONTENT_DIMS and s not in HEAD1_READS]
     empty = [s for s in cols if s not in CONTENT_DIMS]
     if other_content:
@@ -755,7 +754,11 @@ def simulation_problems(coef, tol: float = 1e-6) -> tuple[list[str], list[str]]:
             text += ("; head 2 should copy content dims 4-7 of the previous token, or one of "
                      "dims 0-3 from two tokens back")
         report(text, {k for k, _, _ in got})
-    if len(copies_previous) != 3 or len(set(copies_previous)) != 3:
+    if len(set(copies_previous)) != len(copies_previous):
+        previous.append("dims 12-15 hold exact copies of content dims "
+                        f"{', '.join(str(j) for j in sorted(copies_previous))} of the previous token: "
+                        "the same dim twice; three different ones of dims 4-7 should be copied")
+    elif len(copies_previous) != 3:
         previous.append(f"{len(copies_previous)} of dims 12-15 hold an exact copy of one of content "
                         "dims 4-7 of the previous token (three different ones should)")
     if len(copies_back) != 1:
