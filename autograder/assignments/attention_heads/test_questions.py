@@ -285,13 +285,24 @@ def test_singular_values(sub):
             raise Mistake(f"{name}: {why}.")
     if matches(expected) and len(values) < int(np.sum(expected > tol)):
         raise Mistake(f"{name} has only {len(values)} values: it leaves out nonzero singular values.")
-    if not np.array_equal(descending, values) and tc.difference_report(descending, expected[:len(values)], "", "") is None:
+    if not np.array_equal(descending, values) and \
+            tc.difference_report(descending, expected[:len(values)], "", "", atol=tol) is None:
         raise Mistake(f"{name} is not in descending order; list the largest first.")
-    raise Mistake(f"{name} are not the singular values of W_V2 @ W_O1 for the given heads "
-                  f"({len(values)} values; "
-                  + (tc.difference_report(values, expected[:len(values)], "yours",
-                                          "the singular values", reveal=False) or "")
-                  + "). Compute them with np.linalg.svd(W_V2_W_O1, compute_uv=False).")
+    own = _own_product(sub)
+    if own is not None and own.ndim == 2 and not ref.close(own, product) \
+            and matches(np.linalg.svd(own, compute_uv=False)):
+        raise Mistake(f"{name}: they are the singular values of your W_V2_W_O1, which is not yet "
+                      "W_V2 @ W_O1 (see the q6_product check).")
+    raise Mistake(f"{name} ({len(values)} values) are not the singular values of W_V2 @ W_O1 for "
+                  "the given heads. Compute them with np.linalg.svd(W_V2_W_O1, compute_uv=False).")
+
+
+def _own_product(sub):
+    """The student's W_V2_W_O1 when it is a usable array, else None (its own check explains why)."""
+    try:
+        return sub.array("W_V2_W_O1") if sub.has("W_V2_W_O1") else None
+    except Mistake:
+        return None
 
 
 @part("q6_rank", points=1)
@@ -300,11 +311,12 @@ def test_rank(sub):
     value = sub.integer("rank_W_V2_W_O1")
     if value == answers["rank"]:
         return
-    singular = answers["singular_values"]
-    if value == int(np.count_nonzero(singular)) and value > answers["rank"]:
-        if sub.has("W_V2_W_O1") and np.shape(sub.array("W_V2_W_O1")) == (tc.D_MODEL, tc.D_MODEL):
-            raise Mistake(f"rank_W_V2_W_O1 is {value}: that is the rank of W_O1 @ W_V2, the product "
-                          "in the other order (see the W_V2_W_O1 check).")
+    own = _own_product(sub)
+    if own is not None and own.ndim == 2 and not ref.close(own, answers["product"]):
+        if value == np.linalg.matrix_rank(own):
+            raise Mistake(f"rank_W_V2_W_O1 is {value}, the rank of your W_V2_W_O1; but your W_V2_W_O1 "
+                          "is not yet W_V2 @ W_O1 (see the q6_product check).")
+    elif value == int(np.count_nonzero(answers["singular_values"])) and value > answers["rank"]:
         raise Mistake(f"rank_W_V2_W_O1 is {value}, the number of singular values that are not "
                       "exactly 0; some of them are rounding noise (around 1e-16). Count only "
                       "singular values above a tolerance, as np.linalg.matrix_rank does.")
