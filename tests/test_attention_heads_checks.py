@@ -321,3 +321,37 @@ def test_feedback_figures_are_svg_of_the_students_values(notebook):
             drawn += 1
     assert drawn > 0
     assert module.figures(make_submission({}), "ex1_head1") == []
+
+
+# -- robustness: odd submissions are student mistakes, never grader errors ----------------------
+
+ODD_VALUES = [None, "W_Q", ["a", "b"], {"x": 1}, 3, -1.5, float("nan"), 1 + 2j, np.zeros((0,)),
+              np.ones((2, 3, 4)), np.full((16, 16), np.inf), np.eye(16) * (1 + 1j), [[1, 2], [3]],
+              np.ones((4, 4)), np.ones((16, 16)), np.ones(4), True, print]
+ODD_FUNCTIONS = [lambda *args: None, lambda *args: "text", lambda *args: np.ones((2, 2)),
+                 lambda *args: args[0], lambda *args: np.full(np.shape(args[0]), np.nan),
+                 lambda *args: 1 / 0, lambda *args: np.zeros(np.shape(args[0])[1:] * 2),
+                 lambda *args: np.ones(np.shape(args[0])) * (1 + 1j)]
+
+
+@pytest.mark.parametrize("notebook", sorted(MODULES))
+def test_checks_turn_odd_values_into_mistakes(notebook):
+    module = MODULES[notebook]
+    rng = np.random.default_rng(3)
+    for round_ in range(len(ODD_VALUES)):
+        values, calls = {}, {}
+        for k, name in enumerate(module.EXTRACT):
+            if name in module.PROBES:
+                function = ODD_FUNCTIONS[(round_ + k) % len(ODD_FUNCTIONS)]
+                calls[name] = call_function(function, module.PROBES[name], rng)
+            else:
+                values[name] = ODD_VALUES[(round_ + k) % len(ODD_VALUES)]
+        sub = make_submission(values, calls)
+        for name, function, grade_id, _ in _checks(module):
+            try:
+                function(sub)
+            except Mistake:
+                pass
+        for _, _, grade_id, _ in _checks(module):
+            for svg in module.figures(sub, grade_id):
+                _parses(svg)

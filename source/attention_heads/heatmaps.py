@@ -135,7 +135,10 @@ def show_head(W_V, W_O, name: str = "head") -> Figure:
 
 def _as_2d(M) -> np.ndarray:
     try:
-        array = np.asarray(M, dtype=float)
+        array = np.asarray(M)
+        if array.dtype.kind == "c":  # complex entries are not drawable: grey unless real
+            array = np.where(array.imag == 0, array.real, np.nan)
+        array = array.astype(float)
     except (TypeError, ValueError):
         array = np.full((1, 1), np.nan)
     if array.ndim == 0:
