@@ -355,3 +355,20 @@ def test_checks_turn_odd_values_into_mistakes(notebook):
         for _, _, grade_id, _ in _checks(module):
             for svg in module.figures(sub, grade_id):
                 _parses(svg)
+
+
+def test_public_checks_explain_odd_values_with_assertion_errors():
+    import inspect
+
+    import tc_checks as tc
+
+    checks = [getattr(tc, name) for name in dir(tc) if name.startswith("check_")]
+    for check in checks:
+        arity = len(inspect.signature(check).parameters)
+        for k, odd in enumerate(ODD_VALUES + ODD_FUNCTIONS):
+            args = [odd] + [ODD_VALUES[(k + i) % len(ODD_VALUES)] for i in range(1, arity)]
+            with contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    check(*args)
+                except AssertionError as error:
+                    assert str(error).strip()

@@ -105,6 +105,14 @@ def _shape_text(shape, labels=None) -> str:
     return text + (" (" + " x ".join(labels) + ")" if labels else "")
 
 
+def shape_of(value):
+    """np.shape(value), or None for values numpy cannot read as an array (ragged lists...)."""
+    try:
+        return np.shape(value)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def as_array(value, name: str, shape=None, labels=None) -> np.ndarray:
     """`value` as a finite float64 array of `shape`; AssertionError says what is wrong."""
     if value is None:
@@ -264,9 +272,9 @@ def _head_properties(head, make_args, name: str, signature: str):
         what = f"{name}{signature[signature.index('('):]} with d_model={d_model}, d_head={d_head}, n_ctx={n_ctx}"
         try:
             raw = head(*make_args(X, W_Q, W_K, W_V, W_O))
-            shape = np.shape(raw)
         except Exception as error:  # noqa: BLE001
             _fail(f"{what} raised {type(error).__name__}: {error}")
+        shape = shape_of(raw)
         if shape == (d_head, n_ctx) and d_head != d_model:
             _fail(f"{what} returned shape {shape} (d_head, n_ctx): that is the head's result "
                   "before W_O writes it back into the residual stream; return (d_model, n_ctx).")
@@ -363,7 +371,7 @@ def q6_heads() -> dict:
 
 
 def check_q6_product(W_V2_W_O1):
-    shape = np.shape(W_V2_W_O1)
+    shape = shape_of(W_V2_W_O1)
     if shape == (D_MODEL, D_MODEL):
         _fail(f"W_V2_W_O1 has shape {shape}: that is W_O1 @ W_V2, the product in the other "
               "order. W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with "
@@ -375,7 +383,7 @@ def check_q6_product(W_V2_W_O1):
 def check_q6_singular_values(singular_values_W_V2_W_O1):
     name = "singular_values_W_V2_W_O1"
     values = as_array(singular_values_W_V2_W_O1, name).reshape(-1)
-    if np.ndim(singular_values_W_V2_W_O1) == 2:
+    if len(shape_of(singular_values_W_V2_W_O1) or ()) == 2:
         _fail(f"{name} is a 2-D array; it should be the 1-D array of singular values "
               "(np.linalg.svd returns U, S, Vh: S is the one you want).")
     if not 1 <= values.size <= D_HEAD:
