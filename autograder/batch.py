@@ -98,20 +98,20 @@ def _already_graded(root, assignment, work: StudentWork) -> bool:
 class _Pipeline:
     """nbgrader's own autograde preprocessors, run in-process around the sandboxed grading."""
 
-    def __init__(self, root: pathlib.Path, db_url: str):
+    def __init__(self, root: pathlib.Path, db_url: str, course_id: str, assignment: str):
         from nbgrader.coursedir import CourseDirectory
         from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput,
                                             DeduplicateIds, OverwriteCells, OverwriteKernelspec,
                                             SaveAutoGrades)
 
-        self.root, self.db_url = root, db_url
+        self.root, self.db_url, self.course_id, self.assignment = root, db_url, course_id, assignment
         self.coursedir = CourseDirectory(root=str(root))
         self.sanitize = [ClearOutput(), DeduplicateIds(), OverwriteKernelspec(),
                          OverwriteCells(add_missing_cells=True), CheckCellMetadata()]
         self.record = [SaveAutoGrades(), AssignLatePenalties(), CheckCellMetadata()]
 
-    def resources(self, student, assignment, notebook_id):
-        return {"nbgrader": {"student": student, "assignment": assignment,
+    def resources(self, student, notebook_id):
+        return {"nbgrader": {"student": student, "assignment": self.assignment,
                              "notebook": notebook_id, "db_url": self.db_url}}
 
     def run(self, steps, nb, resources):
@@ -119,8 +119,68 @@ class _Pipeline:
             nb, resources = step.preprocess(nb, resources)
         return nb
 
+    def sanitized(self, path, student, notebook_id):
+        """The submitted notebook as nbgrader's sanitising steps leave it.
+
+        Where the student's nbgrader metadata is broken (nbgrader would refuse the notebook),
+        it is discarded and the graded cells are restored from the gradebook, so the notebook
+        is still graded by what its code defines.
+        """
+        import nbformat
+
+        parsed = nbio.read_notebook(str(path))
+        try:
+            return self.run(self.sanitize, nbformat.from_dict(parsed), self.resources(student, notebook_id))
+        except Exception:  # noqa: BLE001 - nbgrader raises several types for bad metadata
+            for cell in parsed["cells"]:
+                cell.get("metadata", {}).pop("nbgrader", None)
+            return self.run(self.sanitize, nbformat.from_dict(parsed), self.resources(student, notebook_id))
+
+    def prepare(self, chunk, progress):
+        """Record the submissions, sanitise their notebooks; returns (prepared, grade requests)."""
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.db_url, self.course_id) as gradebook:
+            for item in chunk:
+                timestamp = self.coursedir.get_existing_timestamp(str(item.submitted))
+                gradebook.update_or_create_student(item.student)
+                gradebook.update_or_create_submission(self.assignment, item.student,
+                                                      **({"timestamp": timestamp} if timestamp else {}))
+        prepared, requests = {}, []  # (student, notebook id) -> sanitised notebook, or why there is none
+        for item in chunk:
+            for notebook_id, path in item.notebooks.items():
+                key = (item.student, notebook_id)
+                if path is None:
+                    prepared[key] = "missing"
+                    progress.update(1)
+                    continue
+                try:
+                    nb = self.sanitized(path, item.student, notebook_id)
+                except nbio.UnreadableNotebook as error:
+                    prepared[key] = f"unreadable notebook: {error}"
+                    progress.update(1)
+                    continue
+                prepared[key] = nb
+                requests.append(engine.GradeRequest(
+                    str(path), f"{item.student}/{self.assignment}/{notebook_id}",
+                    expected=f"{self.assignment}/{notebook_id}", notebook=json.loads(json.dumps(nb)),
+                ))
+        return prepared, requests
+
+
+def _lighten_imports() -> None:
+    """Start-up cost: with the optional rfc3987_syntax installed, importing jsonschema (which
+    nbgrader does) compiles an IRI grammar, seconds on every run. nbgrader's schemas use no IRI
+    formats, so the batch grader goes without it. Also silence the SQLAlchemy warnings nbgrader's
+    own gradebook code triggers on every submission."""
+    import warnings
+
+    sys.modules.setdefault("rfc3987_syntax", None)
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+
 
 def main(args, limits) -> int:
+    _lighten_imports()
     from nbgrader.api import Gradebook, MissingEntry
 
     from autograder.cli import UsageError
@@ -149,58 +209,37 @@ def main(args, limits) -> int:
 
 
 def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isolation) -> None:
+    """Grade in chunks, pipelined: while one chunk's notebooks run in sandboxes, the main thread
+    checks and records the previous chunk and prepares the next."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    pipeline = _Pipeline(root, db_url)
+    from autograder import sandbox
+
+    pipeline = _Pipeline(root, db_url, course_id, assignment)
     jobs = jobs or os.cpu_count() or 1
+    isolation = sandbox.choose_isolation(isolation)
     total = sum(len(item.notebooks) for item in todo)
     chunk_size = max(1, 8 * jobs // max(1, len(todo[0].notebooks)))
+    chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
     with tqdm(total=total, unit="notebook", desc=f"grading {assignment}", file=sys.stderr,
-              mininterval=0.5, dynamic_ncols=True) as progress:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            _grade_chunk(pipeline, root, assignment, chunk, course_id, jobs, limits, isolation, progress)
-
-
-def _grade_chunk(pipeline, root, assignment, chunk, course_id, jobs, limits, isolation, progress):
-    import nbformat
-    from nbgrader.api import Gradebook
-
-    prepared = {}  # (student, notebook id) -> sanitized NotebookNode, or an error message
-    with Gradebook(pipeline.db_url, course_id) as gradebook:
-        for item in chunk:
-            timestamp = pipeline.coursedir.get_existing_timestamp(str(item.submitted))
-            gradebook.update_or_create_student(item.student)
-            if timestamp:
-                gradebook.update_or_create_submission(assignment, item.student, timestamp=timestamp)
-            else:
-                gradebook.update_or_create_submission(assignment, item.student)
-    requests = []
-    for item in chunk:
-        for notebook_id, path in item.notebooks.items():
-            key = (item.student, notebook_id)
-            if path is None:
-                prepared[key] = "missing"
-                progress.update(1)
-                continue
-            try:
-                parsed = nbio.read_notebook(str(path))
-                nb = nbformat.from_dict(parsed)
-                nb = pipeline.run(pipeline.sanitize, nb, pipeline.resources(item.student, assignment, notebook_id))
-            except nbio.UnreadableNotebook as error:
-                prepared[key] = f"unreadable notebook: {error}"
-                progress.update(1)
-                continue
-            prepared[key] = nb
-            requests.append(engine.GradeRequest(
-                str(path), f"{item.student}/{assignment}/{notebook_id}",
-                expected=f"{assignment}/{notebook_id}", notebook=json.loads(json.dumps(nb)),
-            ))
-    reports = engine.grade(requests, jobs=jobs, limits=limits, isolation=isolation,
-                           on_extracted=lambda report: progress.update(1), with_figures=True)
-    by_key = {tuple(report.submission_id.split("/")[::2]): report for report in reports}
-    for item in chunk:
-        _record_student(pipeline, root, assignment, item, prepared, by_key, course_id)
+              mininterval=0.5, dynamic_ncols=True) as progress, ThreadPoolExecutor(jobs) as pool:
+        running = None
+        for chunk in [*chunks, None]:
+            started = None
+            if chunk is not None:
+                prepared, requests = pipeline.prepare(chunk, progress)
+                futures = engine.submit_extractions(pool, requests, limits, isolation,
+                                                    on_extracted=lambda report: progress.update(1))
+                started = (chunk, prepared, futures)
+            if running is not None:
+                done_chunk, done_prepared, done_futures = running
+                reports = engine.check([future.result() for future in done_futures], with_figures=True)
+                by_key = {tuple(report.submission_id.split("/")[::2]): report for report in reports}
+                for item in done_chunk:
+                    _record_student(pipeline, root, assignment, item, done_prepared, by_key, course_id)
+            running = started
 
 
 def _record_student(pipeline, root, assignment, item, prepared, reports, course_id):
@@ -233,6 +272,6 @@ def _record_student(pipeline, root, assignment, item, prepared, reports, course_
                 continue
             report = reports[(item.student, notebook_id)]
             apply_report(state, report)
-            nb = pipeline.run(pipeline.record, state, pipeline.resources(item.student, assignment, notebook_id))
+            nb = pipeline.run(pipeline.record, state, pipeline.resources(item.student, notebook_id))
             nbformat.write(nb, str(destination / f"{notebook_id}.ipynb"))
     (destination / MARKER).write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))

@@ -214,9 +214,15 @@ def grade(
     runner=None,
 ) -> list[Report]:
     """Grade notebooks: sandboxed runs in parallel (`jobs` at once), then one pytest session."""
-    requests = list(requests)
     isolation = sandbox.choose_isolation(isolation) if runner is None else isolation
-    jobs = jobs or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
+        futures = submit_extractions(pool, requests, limits, isolation, on_extracted, runner)
+        outcomes = [future.result() for future in futures]
+    return check(outcomes, with_figures)
+
+
+def submit_extractions(pool, requests, limits, isolation, on_extracted=None, runner=None):
+    """Start sandboxed runs on `pool`; each future gives (report, submission or None)."""
 
     def run_one(request):
         outcome = extract(request, limits, isolation, runner)
@@ -224,8 +230,11 @@ def grade(
             on_extracted(outcome[0])
         return outcome
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        outcomes = list(pool.map(run_one, requests))
+    return [pool.submit(run_one, request) for request in requests]
+
+
+def check(outcomes, with_figures: bool = False) -> list[Report]:
+    """Run the hidden checks (one pytest session) on extracted submissions; complete the reports."""
     by_module: dict[str, list[Submission]] = {}
     for report, submission in outcomes:
         if submission is not None:
