@@ -262,7 +262,7 @@ def test_public_checks_reject_what_they_should():
     fails(tc.check_q6_v_composition, 3.0, match="between 0 and 1")
     fails(tc.check_head1, np.zeros((16, 4)), np.zeros((4, 16)), match="transpose")
     fails(tc.check_capacity, 87.5, 12.5, match="percentage")
-    fails(tc.check_ranks, 5, 4, 1, 8, match="at most 4")
+    fails(tc.check_ranks, 17, 4, 1, 8, match="rank 0 to 16")
 
 
 def test_public_checks_are_fast():
