@@ -28,6 +28,14 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
-
-# A student who deletes a graded cell still gets that part graded (and listed in feedback).
-c.OverwriteCells.add_missing_cells = True
+# Sanitising starts by replacing whatever nbgrader metadata the student's notebook carries with
+# the course's own (and putting back graded cells the student deleted): nbgrader's own steps
+# raise on malformed metadata, and a mangled notebook must still be graded by what it defines.
+c.Autograde.sanitize_preprocessors = [
+    "autograder.nbgrader_bridge.RestoreCourseMetadata",
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]

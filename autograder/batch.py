@@ -104,10 +104,12 @@ class _Pipeline:
                                             DeduplicateIds, OverwriteCells, OverwriteKernelspec,
                                             SaveAutoGrades)
 
+        from autograder.nbgrader_bridge import RestoreCourseMetadata
+
         self.root, self.db_url, self.course_id, self.assignment = root, db_url, course_id, assignment
         self.coursedir = CourseDirectory(root=str(root))
-        self.sanitize = [ClearOutput(), DeduplicateIds(), OverwriteKernelspec(),
-                         OverwriteCells(add_missing_cells=True), CheckCellMetadata()]
+        self.sanitize = [RestoreCourseMetadata(), ClearOutput(), DeduplicateIds(), OverwriteKernelspec(),
+                         OverwriteCells(), CheckCellMetadata()]
         self.record = [SaveAutoGrades(), AssignLatePenalties(), CheckCellMetadata()]
 
     def resources(self, student, notebook_id):
@@ -120,21 +122,12 @@ class _Pipeline:
         return nb
 
     def sanitized(self, path, student, notebook_id):
-        """The submitted notebook as nbgrader's sanitising steps leave it.
-
-        Where the student's nbgrader metadata is broken (nbgrader would refuse the notebook),
-        it is discarded and the graded cells are restored from the gradebook, so the notebook
-        is still graded by what its code defines.
-        """
+        """The submitted notebook as nbgrader's sanitising steps (the course's, see
+        nbgrader_config.py) leave it."""
         import nbformat
 
-        parsed = nbio.read_notebook(str(path))
-        try:
-            return self.run(self.sanitize, nbformat.from_dict(parsed), self.resources(student, notebook_id))
-        except Exception:  # noqa: BLE001 - nbgrader raises several types for bad metadata
-            for cell in parsed["cells"]:
-                cell.get("metadata", {}).pop("nbgrader", None)
-            return self.run(self.sanitize, nbformat.from_dict(parsed), self.resources(student, notebook_id))
+        nb = nbformat.from_dict(nbio.read_notebook(str(path)))
+        return self.run(self.sanitize, nb, self.resources(student, notebook_id))
 
     def prepare(self, chunk, progress):
         """Record the submissions, sanitise their notebooks; returns (prepared, grade requests)."""

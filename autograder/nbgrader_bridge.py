@@ -81,6 +81,58 @@ def grade_notebook_node(nb, assignment: str, notebook_id: str, submission_id: st
     return report
 
 
+def _release_cells(assignment: str, notebook_id: str) -> list[dict]:
+    from autograder import course
+    from autograder import notebook as nbio
+
+    return nbio.read_notebook(str(course.RELEASE / assignment / f"{notebook_id}.ipynb"))["cells"]
+
+
+def restore_course_metadata(nb, assignment: str, notebook_id: str) -> None:
+    """Make a submitted notebook's nbgrader metadata the course's own, before nbgrader reads it.
+
+    Every cell carrying a grade_id of this notebook gets the release cell's nbgrader metadata
+    (only the first such cell keeps it); every other cell loses any nbgrader metadata; graded
+    cells the student deleted are put back from the release, after the cell that precedes them
+    there. Student metadata therefore never reaches nbgrader's steps, which raise on malformed
+    metadata, and a mangled notebook is still graded by what its code defines.
+    """
+    from nbformat import from_dict
+
+    release = _release_cells(assignment, notebook_id)
+    order = {}
+    for position, cell in enumerate(release):
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if grade_id:
+            order[grade_id] = position
+    seen = set()
+    for cell in nb.cells:
+        meta = cell.get("metadata")
+        if not isinstance(meta, dict):
+            cell["metadata"] = meta = {}
+        claimed = meta.pop("nbgrader", None)
+        grade_id = claimed.get("grade_id") if isinstance(claimed, dict) else None
+        if isinstance(grade_id, str) and grade_id in order and grade_id not in seen:
+            seen.add(grade_id)
+            meta["nbgrader"] = json.loads(json.dumps(release[order[grade_id]]["metadata"]["nbgrader"]))
+    for grade_id, position in sorted(order.items(), key=lambda item: item[1]):
+        meta = release[position]["metadata"]["nbgrader"]
+        if grade_id in seen or not (meta.get("grade") or meta.get("solution")):
+            continue
+        earlier = [i for i, cell in enumerate(nb.cells)
+                   if order.get(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"), len(release)) < position]
+        nb.cells.insert(earlier[-1] + 1 if earlier else 0, from_dict(json.loads(json.dumps(release[position]))))
+        seen.add(grade_id)
+
+
+class RestoreCourseMetadata(NbGraderPreprocessor):
+    """First sanitising step: the course's nbgrader metadata, never the student's (see above)."""
+
+    def preprocess(self, nb, resources):
+        restore_course_metadata(nb, resources["nbgrader"]["assignment"], resources["nbgrader"]["notebook"])
+        return nb, resources
+
+
 class SandboxedGrading(NbGraderPreprocessor):
     """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel."""
 

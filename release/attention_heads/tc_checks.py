@@ -1,0 +1,796 @@
+"""Public checks, given data and shared diagnostics for the `attention_heads` assignment.
+
+Each `check_*` function runs in well under a second on your own answers. It checks the form of
+an answer (present, type, shape, finite) and properties that any correct answer has; when it
+is happy it prints a line saying the public checks passed. Hidden checks, which run when your
+work is graded, test more, so passing here is necessary, not sufficient.
+
+Conventions (the same as in the notebooks): column vectors; W_Q, W_K, W_V are d_head x d_model,
+W_O is d_model x d_head; a sequence X is (d_model, n_ctx) with column t = position t; an
+attention pattern is A[dest, src] with rows summing to 1.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+D_MODEL = 16
+D_HEAD = 4
+CONTENT_DIMS = range(0, 8)  # the token's own content, before layer 1
+HEAD1_READS = range(0, 4)
+HEAD1_WRITES = range(8, 12)
+HEAD2_WRITES = range(12, 16)  # free until head 2 writes them
+MATRIX_NAMES = ("W_Q", "W_K", "W_V", "W_O")
+PASSED = "public checks passed (hidden checks run when your work is graded)"
+WHEN = ("the token itself", "the previous token", "the token two back")
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+def fmt(value: float) -> str:
+    """A number as a person would write it: 2, -1, 0.5, 0.333, 1.2e-07."""
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    if value == round(value) and abs(value) < 1e6:
+        return str(int(round(value)))
+    if 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.3g}"
+
+
+def dims_text(dims) -> str:
+    """'dim 3', 'dims 8-11', 'dims 4, 6-7'."""
+    dims = sorted({int(d) for d in dims})
+    if not dims:
+        return "no dims"
+    runs, start = [], dims[0]
+    for previous, current in zip(dims, dims[1:] + [None]):
+        if current != previous + 1:
+            runs.append(str(start) if start == previous else f"{start}-{previous}")
+            start = current
+    return ("dim " if len(dims) == 1 else "dims ") + ", ".join(runs)
+
+
+def bullet_list(problems, limit: int = 6) -> str:
+    shown = [f"  - {problem}" for problem in problems[:limit]]
+    if len(problems) > limit:
+        shown.append(f"  - ... and {len(problems) - limit} more")
+    return "\n".join(shown)
+
+
+def difference_report(actual, expected, actual_name: str, expected_name: str,
+                      rtol: float = 1e-6, atol: float = 1e-8, reveal: bool = True) -> str | None:
+    """None when the arrays agree; otherwise where and by how much they differ (numpy style).
+
+    With reveal=False the expected entry is not printed (only where and by how much).
+    """
+    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
+    if actual.shape != expected.shape:
+        return f"{actual_name} has shape {actual.shape}, but {expected_name} has shape {expected.shape}"
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    wrong = np.abs(actual - expected) > atol + rtol * scale
+    if not wrong.any():
+        return None
+    gap = np.where(wrong, np.abs(actual - expected), 0)
+    where = tuple(int(i) for i in np.unravel_index(np.argmax(gap), gap.shape))
+    text = (
+        f"{actual_name} differs from {expected_name} in {int(wrong.sum())} of {wrong.size} "
+        f"entries; the largest difference is {fmt(gap[where])} at index {list(where)}"
+    )
+    if reveal:
+        text += f" ({actual_name} has {fmt(actual[where])}, {expected_name} has {fmt(expected[where])})"
+    return text
+
+
+def product_tolerance(W_O, W_V, rtol: float = 1e-6) -> float:
+    """How far from 0 (or 1) an entry of W_O @ W_V may be and still count as 0 (or 1).
+
+    Scaled by the size of the terms summed in each entry, so re-based heads (W_V -> M W_V,
+    W_O -> W_O M^-1 for an ill-conditioned M) are judged fairly despite rounding.
+    """
+    terms = np.abs(np.asarray(W_O, float)) @ np.abs(np.asarray(W_V, float))
+    return rtol * max(1.0, float(terms.max(initial=0.0)))
+
+
+# -- staged conversion (public checks) ----------------------------------------------------------
+
+def _fail(message: str):
+    raise AssertionError(message)
+
+
+def _shape_text(shape, labels=None) -> str:
+    text = str(tuple(shape))
+    return text + (" (" + " x ".join(labels) + ")" if labels else "")
+
+
+def shape_of(value):
+    """np.shape(value), or None for values numpy cannot read as an array (ragged lists...)."""
+    try:
+        return np.shape(value)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def as_array(value, name: str, shape=None, labels=None) -> np.ndarray:
+    """`value` as a finite float64 array of `shape`; AssertionError says what is wrong."""
+    if value is None:
+        _fail(f"{name} is None; assign it an array (did the cell end with a print instead?).")
+    if callable(value):
+        _fail(f"{name} is a function; it should be an array of numbers.")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # noqa: BLE001 - any odd object: explain, do not crash
+        _fail(f"{name} could not be turned into an array ({type(error).__name__}: {error}).")
+    if array.dtype.kind == "c":
+        if np.any(array.imag != 0):
+            _fail(f"{name} has complex entries; every entry should be a real number.")
+        array = array.real
+    if array.dtype.kind not in "biuf":
+        _fail(f"{name} should be an array of real numbers, but it is {type(value).__name__} "
+              f"(numpy makes it an array of dtype {array.dtype}).")
+    array = array.astype(np.float64)
+    if shape is not None and array.shape != tuple(shape):
+        message = f"{name} should have shape {_shape_text(shape, labels)}, but it has shape {array.shape}."
+        if array.shape == tuple(shape)[::-1] and len(shape) == 2 and shape[0] != shape[1]:
+            message += (f" That is the transpose: this course uses column vectors, so {name} is "
+                        f"{_shape_text(shape, labels)}, not the row-vector (x @ W) layout.")
+        _fail(message)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        _fail(f"{name} has {int(bad.sum())} entries that are NaN or infinite (the first at "
+              f"index {list(where)}); every entry should be a finite number.")
+    return array
+
+
+def as_number(value, name: str) -> float:
+    array = as_array(value, name)
+    if array.size != 1:
+        _fail(f"{name} should be a single number, but it has shape {array.shape}.")
+    return float(array.reshape(-1)[0])
+
+
+def as_whole_number(value, name: str) -> int:
+    number = as_number(value, name)
+    if number != round(number):
+        _fail(f"{name} is {fmt(number)}, which is not a whole number.")
+    return int(round(number))
+
+
+def normalise_matrix_names(value, name: str) -> frozenset:
+    """A set of matrix names; spelling is forgiven ('w_q', 'WQ', 'W_Q^T' all mean W_Q)."""
+    if isinstance(value, str):
+        items = [item for item in re.split(r"[,\s;&+]+|\band\b", value) if item]
+    elif isinstance(value, (set, frozenset, list, tuple)):
+        items = list(value)
+    else:
+        _fail(f"{name} should be a set of matrix names such as {{'W_Q', 'W_K'}}, "
+              f"but it is {type(value).__name__}.")
+    chosen = set()
+    for item in items:
+        if not isinstance(item, str):
+            _fail(f"{name} contains {item!r}; write the names as strings, e.g. 'W_Q'.")
+        key = re.sub(r"[^A-Z]", "", item.upper().replace("^T", "").replace("OUT", "O"))
+        match = [option for option in MATRIX_NAMES if option.replace("_", "") == key]
+        if not match:
+            _fail(f"{name} contains {item!r}, which is not one of {', '.join(MATRIX_NAMES)}.")
+        chosen.add(match[0])
+    if not chosen:
+        _fail(f"{name} is empty; it should name at least one matrix.")
+    return frozenset(chosen)
+
+
+# -- one attention head: properties any correct implementation has -----------------------------
+
+def _result(function, args, what: str, shape) -> np.ndarray:
+    try:
+        value = function(*[np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args])
+    except Exception as error:  # noqa: BLE001
+        _fail(f"{what} raised {type(error).__name__}: {error}")
+    return as_array(value, f"the result of {what}", shape=shape)
+
+
+def _random_head(rng, d_model, d_head, n_ctx, scale=1.0):
+    X = rng.normal(size=(d_model, n_ctx))
+    W_Q, W_K, W_V = (rng.normal(size=(d_head, d_model)) * scale / np.sqrt(d_model) for _ in range(3))
+    W_O = rng.normal(size=(d_model, d_head)) / np.sqrt(d_head)
+    return X, W_Q, W_K, W_V, W_O
+
+
+def negativity_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
+    if (A < -tol).any():
+        dest, src = np.argwhere(A < -tol)[0]
+        return (f"A[{dest}, {src}] = {fmt(A[dest, src])} is negative; attention weights are "
+                "probabilities")
+    return None
+
+
+def causality_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
+    """Whether a pattern A[dest, src] puts weight on later positions."""
+    future = np.triu(np.abs(A), k=1)
+    if not (future > tol).any():
+        return None
+    dest, src = np.unravel_index(np.argmax(future), future.shape)
+    text = (f"position {dest} gives weight {fmt(A[dest, src])} to position {src}, which comes "
+            "later: a causal head looks only at earlier positions and itself (A[dest, src] = 0 "
+            "for src > dest)")
+    if A.shape[0] > 1 and not (np.tril(np.abs(A), k=-1) > tol).any():
+        text += ("; all your weight sits on or above the diagonal, as if the pattern were stored "
+                 "as A[src, dest]: rows should be destinations")
+    return text
+
+
+def normalisation_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
+    sums = A.sum(axis=1)
+    if not (np.abs(sums - 1) > tol * max(1, A.shape[0])).any():
+        return None
+    dest = int(np.argmax(np.abs(sums - 1)))
+    return (f"row {dest} (destination position {dest}) sums to {fmt(sums[dest])}; each row is a "
+            "probability distribution over source positions and sums to 1")
+
+
+def pattern_problems(A: np.ndarray, tol: float = 1e-6) -> list[str]:
+    """What is wrong with A as a causal attention pattern A[dest, src] (empty when nothing)."""
+    found = (negativity_problem(A, tol), causality_problem(A, tol), normalisation_problem(A, tol))
+    return [problem for problem in found if problem]
+
+
+def check_attention_pattern(attention_pattern):
+    """Shape, probabilities, causality, and uniform attention when all scores are equal."""
+    if not callable(attention_pattern):
+        _fail("attention_pattern should be a function attention_pattern(X, W_Q, W_K).")
+    rng = np.random.default_rng(2021)
+    for d_model, d_head, n_ctx in [(16, 4, 6), (8, 2, 1), (12, 3, 5)]:
+        X, W_Q, W_K, _, _ = _random_head(rng, d_model, d_head, n_ctx, scale=3.0)
+        what = f"attention_pattern(X, W_Q, W_K) with d_model={d_model}, d_head={d_head}, n_ctx={n_ctx}"
+        A = _result(attention_pattern, (X, W_Q, W_K), what, (n_ctx, n_ctx))
+        problems = pattern_problems(A)
+        if problems:
+            _fail(f"{what}:\n{bullet_list(problems)}")
+    # With W_Q = 0 every score is 0, so each position spreads its attention evenly.
+    X, _, W_K, _, _ = _random_head(rng, 8, 2, 5)
+    W_Q = np.zeros((2, 8))
+    what = "attention_pattern(X, W_Q, W_K) with W_Q = 0 (d_model=8, d_head=2, n_ctx=5)"
+    A = _result(attention_pattern, (X, W_Q, W_K), what, (5, 5))
+    uniform = np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None]
+    report = difference_report(A, uniform, "your pattern", "even attention over positions 0..dest")
+    if report:
+        _fail(f"{what}: all scores are equal, so position t should attend evenly to positions "
+              f"0..t; {report}.")
+    print(f"attention_pattern: {PASSED}")
+
+
+def _head_properties(head, make_args, name: str, signature: str):
+    """Shared by check_attention_head and check_attention_head_low_rank."""
+    if not callable(head):
+        _fail(f"{name} should be a function {signature}.")
+    rng = np.random.default_rng(2022)
+    for d_model, d_head, n_ctx in [(16, 4, 6), (8, 2, 1), (12, 3, 5)]:
+        X, W_Q, W_K, W_V, W_O = _random_head(rng, d_model, d_head, n_ctx, scale=2.0)
+        what = f"{name}{signature[signature.index('('):]} with d_model={d_model}, d_head={d_head}, n_ctx={n_ctx}"
+        try:
+            raw = head(*make_args(X, W_Q, W_K, W_V, W_O))
+        except Exception as error:  # noqa: BLE001
+            _fail(f"{what} raised {type(error).__name__}: {error}")
+        shape = shape_of(raw)
+        if shape == (d_head, n_ctx) and d_head != d_model:
+            _fail(f"{what} returned shape {shape} (d_head, n_ctx): that is the head's result "
+                  "before W_O writes it back into the residual stream; return (d_model, n_ctx).")
+        out = as_array(raw, f"the result of {what}", shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
+
+        # Causality: changing the last position may change only the last output column.
+        X_later = X.copy()
+        X_later[:, -1] = rng.normal(size=d_model) * 3
+        out_later = _result(head, make_args(X_later, W_Q, W_K, W_V, W_O), what, (d_model, n_ctx))
+        report = difference_report(out_later[:, :-1], out[:, :-1],
+                                   "the output at earlier positions after the change", "before")
+        if report:
+            _fail(f"{what}: changing only the last position (n_ctx - 1) changed the output at "
+                  f"earlier positions; {report}. A position may only read from itself and earlier "
+                  "positions: check the causal mask and which side of the values the pattern "
+                  "multiplies (A[dest, src]).")
+
+        # With zero value weights the head moves nothing, so it adds nothing.
+        zero = _result(head, make_args(X, W_Q, W_K, np.zeros_like(W_V), W_O), what, (d_model, n_ctx))
+        if np.abs(zero).max() > 1e-9:
+            hint = (" Your output equals X: does the function add the residual stream X to what "
+                    "the head writes? Return only the head's contribution."
+                    if np.allclose(zero, X) else "")
+            _fail(f"{what} with W_V = 0: the head moves nothing, so its output should be all zero, "
+                  f"but an entry is {fmt(np.abs(zero).max())}.{hint}")
+
+        if n_ctx == 1:  # one position attends to itself with weight 1
+            report = difference_report(out, W_O @ W_V @ X, "your output", "W_O @ W_V @ X")
+            if report:
+                _fail(f"{what}: with one position the head attends to it with weight 1 and "
+                      f"writes W_O @ W_V @ x; {report}.")
+    print(f"{name}: {PASSED}")
+
+
+def check_attention_head(attention_head):
+    """Output shape, causality, zero output when W_V = 0, and the one-position case."""
+    _head_properties(attention_head, lambda X, W_Q, W_K, W_V, W_O: (X, W_Q, W_K, W_V, W_O),
+                     "attention_head", "attention_head(X, W_Q, W_K, W_V, W_O)")
+
+
+def check_attention_head_low_rank(attention_head_low_rank):
+    """The same properties for the head written with W_QK and W_OV only."""
+    _head_properties(
+        attention_head_low_rank,
+        lambda X, W_Q, W_K, W_V, W_O: (X, W_Q.T @ W_K, W_O @ W_V, W_Q.shape[0]),
+        "attention_head_low_rank", "attention_head_low_rank(X, W_QK, W_OV, d_head)")
+
+
+def check_read_write(matrices_that_read, matrices_that_write):
+    """Both answers are sets of the four matrix names (which ones is for the hidden checks)."""
+    normalise_matrix_names(matrices_that_read, "matrices_that_read")
+    normalise_matrix_names(matrices_that_write, "matrices_that_write")
+    print(f"matrices_that_read, matrices_that_write: {PASSED}")
+
+
+def check_decide_attention(matrices_that_decide_attention):
+    chosen = normalise_matrix_names(matrices_that_decide_attention, "matrices_that_decide_attention")
+    if len(chosen) != 2:
+        _fail(f"matrices_that_decide_attention names {len(chosen)} matrices; the question asks "
+              "for two.")
+    print(f"matrices_that_decide_attention: {PASSED}")
+
+
+def check_max_ranks(max_rank_W_QK, max_rank_W_OV):
+    for value, name in ((max_rank_W_QK, "max_rank_W_QK"), (max_rank_W_OV, "max_rank_W_OV")):
+        rank = as_whole_number(value, name)
+        if not 0 <= rank <= D_MODEL:
+            _fail(f"{name} is {rank}, but the rank of a {D_MODEL} x {D_MODEL} matrix is between "
+                  f"0 and {D_MODEL}.")
+    print(f"max_rank_W_QK, max_rank_W_OV: {PASSED}")
+
+
+# -- Q6: given heads ----------------------------------------------------------------------------
+
+def q6_heads() -> dict:
+    """Two heads with d_model = 16, d_head = 4 (the same every time): W_V1, W_O1, W_V2, W_O2.
+
+    Head 2 reads part of what head 1 writes (and other directions as well).
+    """
+    rng = np.random.default_rng(20211222)
+    basis, _ = np.linalg.qr(rng.normal(size=(D_MODEL, D_MODEL)))  # orthonormal directions
+    mix1, _ = np.linalg.qr(rng.normal(size=(D_HEAD, D_HEAD)))
+    W_O1 = basis[:, 0:4] @ mix1  # head 1 writes into span(basis[:, 0:4])
+    W_V1 = rng.normal(size=(D_HEAD, D_MODEL)) / 2
+    left, _ = np.linalg.qr(rng.normal(size=(D_HEAD, D_HEAD)))
+    right, _ = np.linalg.qr(rng.normal(size=(D_HEAD, D_HEAD)))
+    # Head 2 reads two directions of head 1's output (with gains 2 and 0.5) ...
+    reads_head1 = left @ np.diag([2.0, 0.5, 0.0, 0.0]) @ right.T @ W_O1.T
+    # ... and, independently, directions head 1 never writes.
+    reads_other = 0.3 * rng.normal(size=(D_HEAD, D_HEAD)) @ basis[:, 4:8].T
+    W_V2 = reads_head1 + reads_other
+    W_O2 = basis[:, 8:12] @ rng.normal(size=(D_HEAD, D_HEAD))
+    return {"W_V1": W_V1, "W_O1": W_O1, "W_V2": W_V2, "W_O2": W_O2}
+
+
+def check_q6_product(W_V2_W_O1):
+    shape = shape_of(W_V2_W_O1)
+    if shape == (D_MODEL, D_MODEL):
+        _fail(f"W_V2_W_O1 has shape {shape}: that is W_O1 @ W_V2, the product in the other "
+              "order. W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with "
+              f"head 2's W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD}).")
+    as_array(W_V2_W_O1, "W_V2_W_O1", shape=(D_HEAD, D_HEAD), labels=("d_head", "d_head"))
+    print(f"W_V2_W_O1: {PASSED}")
+
+
+def check_q6_singular_values(singular_values_W_V2_W_O1):
+    name = "singular_values_W_V2_W_O1"
+    values = as_array(singular_values_W_V2_W_O1, name).reshape(-1)
+    if len(shape_of(singular_values_W_V2_W_O1) or ()) == 2:
+        _fail(f"{name} is a 2-D array; it should be the 1-D array of singular values "
+              "(np.linalg.svd returns U, S, Vh: S is the one you want).")
+    if not 1 <= values.size <= D_HEAD:
+        _fail(f"{name} has {values.size} values, but a {D_HEAD} x {D_HEAD} matrix has "
+              f"{D_HEAD} singular values.")
+    if (values < -1e-12).any():
+        _fail(f"{name} contains the negative value {fmt(values.min())}; singular values are never "
+              "negative (eigenvalues can be, singular values cannot).")
+    if (np.diff(values) > 1e-12).any():
+        _fail(f"{name} is not in descending order ({', '.join(fmt(v) for v in values)}); list the "
+              "largest first, as np.linalg.svd does.")
+    print(f"{name}: {PASSED}")
+
+
+def check_q6_rank(rank_W_V2_W_O1):
+    rank = as_whole_number(rank_W_V2_W_O1, "rank_W_V2_W_O1")
+    if not 0 <= rank <= D_HEAD:
+        _fail(f"rank_W_V2_W_O1 is {rank}, but a {D_HEAD} x {D_HEAD} matrix has rank 0 to {D_HEAD}.")
+    print(f"rank_W_V2_W_O1: {PASSED}")
+
+
+def check_q6_v_composition(v_composition_score):
+    score = as_number(v_composition_score, "v_composition_score")
+    if not 0 <= score <= 1 + 1e-9:
+        _fail(f"v_composition_score is {fmt(score)}, but the Frobenius norm of a product is at "
+              "most the product of the Frobenius norms, so the score lies between 0 and 1.")
+    print(f"v_composition_score: {PASSED}")
+
+
+# -- Exercise 1: copy maps ----------------------------------------------------------------------
+
+def copy_problems_head1(W_net, tol: float = 1e-6, head: str = "head 1") -> list[str]:
+    """How W_net (= W_O1 @ W_V1) differs from copying dim i into dim 8 + i for i = 0..3."""
+    W = np.asarray(W_net, float)
+    if W.shape != (D_MODEL, D_MODEL):
+        return [f"{head}'s W_O @ W_V has shape {W.shape}, not ({D_MODEL}, {D_MODEL})"]
+    problems = _head1_core(W, tol, head)
+    if problems and not _head1_core(W.T, tol, head):
+        return [f"{head} reads {dims_text(HEAD1_WRITES)} and writes {dims_text(HEAD1_READS)}: it is "
+                "the transpose of the intended copy. With column vectors, entry [dest, src] of "
+                "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
+                "are read)"]
+    return problems
+
+
+def _gain_problem(head, src, dest, gain, tol):
+    if abs(gain - 1) <= tol:
+        return None
+    if abs(gain) <= tol:
+        return f"{head} does not copy dim {src} into dim {dest}"
+    if abs(gain + 1) <= tol:
+        return (f"{head} copies dim {src} into dim {dest} with gain -1: that flips the sign; a "
+                "copy has gain 1")
+    return f"{head} copies dim {src} into dim {dest} with gain {fmt(gain)}; a copy has gain 1"
+
+
+def _head1_core(W, tol, head):
+    big = np.abs(W) > tol
+    if not big.any():
+        return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the "
+                "residual stream"]
+    problems = []
+    rows = np.flatnonzero(big.any(axis=1))
+    cols = np.flatnonzero(big.any(axis=0))
+    into_content = [d for d in rows if d in CONTENT_DIMS]
+    into_free = [d for d in rows if d in HEAD2_WRITES]
+    if into_content:
+        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own "
+                        "content (dims 0-7)")
+    if into_free:
+        problems.append(f"{head} writes into {dims_text(into_free)}, which must stay free for head 2")
+    other_content = [s for s in cols if s in CONTENT_DIMS and s not in HEAD1_READS]
+    empty = [s for s in cols if s not in CONTENT_DIMS]
+    if other_content:
+        problems.append(f"{head} reads {dims_text(other_content)}; head 1 copies dims 0-3 only")
+    if empty:
+        problems.append(f"{head} reads {dims_text(empty)}, which are empty before layer 1; head 1 "
+                        "copies dims 0-3 only")
+    gains = [W[8 + i, i] for i in HEAD1_READS]
+    if all(abs(g - gains[0]) <= tol for g in gains) and abs(gains[0] - 1) > tol and abs(gains[0]) > tol:
+        first = _gain_problem(head, 0, 8, gains[0], tol)
+        problems.append(first.replace("dim 0 into dim 8", "each of dims 0-3 into dims 8-11"))
+    else:
+        for i in HEAD1_READS:
+            problem = _gain_problem(head, i, 8 + i, W[8 + i, i], tol)
+            if problem:
+                problems.append(problem)
+    for i in HEAD1_READS:
+        for k in HEAD1_READS:
+            if k != i and big[8 + k, i]:
+                problems.append(f"{head} puts {fmt(W[8 + k, i])} x dim {i} into dim {8 + k}; dim {i} "
+                                f"should land only in dim {8 + i}")
+    return problems
+
+
+def copy_problems_head2(W_net, tol: float = 1e-6, head: str = "head 2") -> list[str]:
+    """How W_net (= W_O2 @ W_V2) differs from an admissible head 2.
+
+    Admissible: copy three of the content dims 4-7 and one of dims 8-11 (what head 1 wrote),
+    each with gain 1, one-to-one into dims 12-15 in any order.
+    """
+    W = np.asarray(W_net, float)
+    if W.shape != (D_MODEL, D_MODEL):
+        return [f"{head}'s W_O @ W_V has shape {W.shape}, not ({D_MODEL}, {D_MODEL})"]
+    problems = _head2_core(W, tol, head)
+    if problems and not _head2_core(W.T, tol, head):
+        return [f"{head} reads {dims_text(HEAD2_WRITES)} and writes the dims it should read: it is "
+                "the transpose of an admissible copy. With column vectors, entry [dest, src] of "
+                "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
+                "are read)"]
+    return problems
+
+
+def _head2_core(W, tol, head):
+    big = np.abs(W) > tol
+    if not big.any():
+        return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the "
+                "residual stream"]
+    problems = []
+    rows = np.flatnonzero(big.any(axis=1))
+    cols = np.flatnonzero(big.any(axis=0))
+    into_head1 = [d for d in rows if d in HEAD1_WRITES]
+    into_content = [d for d in rows if d in CONTENT_DIMS]
+    if into_head1:
+        problems.append(f"{head} writes into {dims_text(into_head1)}, which head 1 already uses")
+    if into_content:
+        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own "
+                        "content (dims 0-7)")
+    rereads = [s for s in cols if s in HEAD1_READS]
+    own = [s for s in cols if s in HEAD2_WRITES]
+    if rereads:
+        problems.append(f"{head} re-reads {dims_text(rereads)}, which head 1 already copies from the "
+                        "previous token; take content dims head 1 does not copy")
+    if own:
+        problems.append(f"{head} reads {dims_text(own)}, which are still empty when head 2 runs (they "
+                        "are where head 2 writes)")
+    block = W[12:16, 4:12]  # the admissible region: read 4-11, write 12-15
+    block_big = np.abs(block) > tol
+    for d, s in zip(*np.nonzero(block_big)):
+        problem = _gain_problem(head, 4 + s, 12 + d, block[d, s], tol)
+        if problem:
+            problems.append(problem)
+    for s in np.flatnonzero(block_big.sum(axis=0) > 1):
+        targets = [12 + d for d in np.flatnonzero(block_big[:, s])]
+        problems.append(f"{head} copies dim {4 + s} into {dims_text(targets)}; copy each dim into "
+                        "one dim only")
+    for d in np.flatnonzero(block_big.sum(axis=1) > 1):
+        sources = [4 + s for s in np.flatnonzero(block_big[d])]
+        problems.append(f"dim {12 + d} receives a mix of {dims_text(sources)}; each of dims 12-15 "
+                        "should hold a copy of one dim")
+    content_sources = [4 + s for s in np.flatnonzero(block_big[:, 0:4].any(axis=0))]
+    head1_sources = [8 + s for s in np.flatnonzero(block_big[:, 4:8].any(axis=0))]
+    if len(content_sources) != 3:
+        which = f" ({dims_text(content_sources)})" if content_sources else ""
+        problems.append(f"into dims 12-15, {head} copies {len(content_sources)} of the content "
+                        f"dims 4-7{which}; it should copy three of them")
+    if len(head1_sources) != 1:
+        which = f" ({dims_text(head1_sources)})" if head1_sources else ""
+        problems.append(f"into dims 12-15, {head} copies {len(head1_sources)} of the dims head 1 "
+                        f"wrote{which}; it should copy exactly one of dims 8-11")
+    return problems
+
+
+def _matrix_pair(W_V, W_O, number):
+    W_V = as_array(W_V, f"W_V{number}", shape=(D_HEAD, D_MODEL), labels=("d_head", "d_model"))
+    W_O = as_array(W_O, f"W_O{number}", shape=(D_MODEL, D_HEAD), labels=("d_model", "d_head"))
+    return W_V, W_O
+
+
+def check_head1(W_V1, W_O1):
+    W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
+    problems = copy_problems_head1(W_O1 @ W_V1, product_tolerance(W_O1, W_V1))
+    if problems:
+        _fail("head 1 (W_O1 @ W_V1) is not yet a copy of dims 0-3 into dims 8-11:\n"
+              + bullet_list(problems))
+    print(f"head 1: {PASSED}")
+
+
+def check_head2(W_V2, W_O2):
+    W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
+    problems = copy_problems_head2(W_O2 @ W_V2, product_tolerance(W_O2, W_V2))
+    if problems:
+        _fail("head 2 (W_O2 @ W_V2) is not yet an admissible copy into dims 12-15:\n"
+              + bullet_list(problems))
+    print(f"head 2: {PASSED}")
+
+
+def product_problem(W_net, W_V, W_O, number) -> str | None:
+    """Whether W_net<number> is W_O<number> @ W_V<number> (all already-checked arrays)."""
+    name = f"W_net{number}"
+    product = W_O @ W_V
+    tol = product_tolerance(W_O, W_V)
+    report = difference_report(W_net, product, name, f"W_O{number} @ W_V{number}", rtol=0, atol=tol)
+    if report is None:
+        return None
+    if difference_report(W_net, product.T, name, "", rtol=0, atol=tol) is None:
+        return (f"{name} is the transpose of W_O{number} @ W_V{number} (it equals "
+                f"W_V{number}.T @ W_O{number}.T, the row-vector layout). With column vectors "
+                f"{name} = W_O{number} @ W_V{number}, so that {name} @ x is what the head writes "
+                "when it reads x.")
+    return report
+
+
+def check_products(W_net1, W_net2, W_V1, W_O1, W_V2, W_O2):
+    problems = []
+    for number, W_net, W_V, W_O in ((1, W_net1, W_V1, W_O1), (2, W_net2, W_V2, W_O2)):
+        W_net = as_array(W_net, f"W_net{number}", shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
+        W_V, W_O = _matrix_pair(W_V, W_O, number)
+        problem = product_problem(W_net, W_V, W_O, number)
+        if problem:
+            problems.append(problem)
+    if problems:
+        _fail("\n".join(problems))
+    print(f"W_net1, W_net2: {PASSED}")
+
+
+def composition_problem(value, W_net1, W_net2, which: str) -> str | None:
+    """Whether two_token_copy = W_net2 @ W_net1 / one_token_copy = W_net2 + W_net1, naming mix-ups."""
+    identity = np.eye(D_MODEL)
+    intended = {"two_token_copy": ("W_net2 @ W_net1", W_net2 @ W_net1),
+                "one_token_copy": ("W_net2 + W_net1", W_net2 + W_net1)}[which]
+    tol = 1e-6 * max(1.0, np.abs(W_net1).max(initial=0) * np.abs(W_net2).max(initial=0) * D_MODEL,
+                     np.abs(W_net1).max(initial=0) + np.abs(W_net2).max(initial=0))
+    report = difference_report(value, intended[1], which, intended[0], rtol=0, atol=tol)
+    if report is None:
+        return None
+    mix_ups = [
+        ("W_net1 @ W_net2", W_net1 @ W_net2,
+         "that applies head 2 first and head 1 second. A vector goes through head 1 first, and "
+         "with column vectors the first map stands on the right: W_net2 @ W_net1"),
+        ("W_net2 * W_net1", W_net2 * W_net1,
+         "that is the element-wise product (*); composing maps is the matrix product (@)"),
+        ("I + W_net2 + W_net1", identity + W_net2 + W_net1,
+         "that adds the identity, the direct path that carries the token's own content; "
+         "one_token_copy is only what the heads move from the previous token"),
+        ("(I + W_net2) @ (I + W_net1)", (identity + W_net2) @ (identity + W_net1),
+         "that is the whole two-layer map (direct path, both one-token paths and the two-token "
+         "path); keep only the paths the name asks for"),
+        ("W_net2 + W_net1", W_net2 + W_net1, "that is one_token_copy: one head acting alone"),
+        ("W_net2 @ W_net1", W_net2 @ W_net1, "that is two_token_copy: head 2 reading head 1"),
+    ]
+    # Several mix-ups can coincide (for correct heads W_net1 @ W_net2 and W_net2 * W_net1 are
+    # both zero), so name every one that fits.
+    fits = [f"{formula}: {why}" for formula, matrix, why in mix_ups
+            if formula != intended[0]
+            and difference_report(value, matrix, "", "", rtol=0, atol=tol) is None]
+    if len(fits) == 1:
+        return f"{which} equals {fits[0]}."
+    if fits:
+        return f"{which} equals each of these, and none is what the name asks for:\n" + bullet_list(fits)
+    return report
+
+
+def check_composition(two_token_copy, one_token_copy, W_net1, W_net2):
+    W_net1 = as_array(W_net1, "W_net1", shape=(D_MODEL, D_MODEL))
+    W_net2 = as_array(W_net2, "W_net2", shape=(D_MODEL, D_MODEL))
+    problems = []
+    for which, value in (("two_token_copy", two_token_copy), ("one_token_copy", one_token_copy)):
+        value = as_array(value, which, shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
+        problem = composition_problem(value, W_net1, W_net2, which)
+        if problem:
+            problems.append(problem)
+    if problems:
+        _fail("\n".join(problems))
+    print(f"two_token_copy, one_token_copy: {PASSED}")
+
+
+def check_ranks(rank_W_net1, rank_W_net2, rank_two_token_copy, rank_one_token_copy):
+    values = {"rank_W_net1": rank_W_net1, "rank_W_net2": rank_W_net2,
+              "rank_two_token_copy": rank_two_token_copy, "rank_one_token_copy": rank_one_token_copy}
+    for name, value in values.items():
+        rank = as_whole_number(value, name)
+        if not 0 <= rank <= D_MODEL:
+            _fail(f"{name} is {rank}, but a {D_MODEL} x {D_MODEL} matrix has rank 0 to {D_MODEL}.")
+    print(f"ranks: {PASSED}")
+
+
+# -- Exercise 1: the two-layer model with previous-token attention ------------------------------
+
+def previous_token_pattern(n_ctx: int) -> np.ndarray:
+    """A[dest, src] = 1 for src = dest - 1 (position 0, with nothing before it, attends to itself)."""
+    A = np.eye(n_ctx, k=-1)
+    A[0, 0] = 1.0
+    return A
+
+
+def run_two_heads(X0, W_V1, W_O1, W_V2, W_O2):
+    """Residual streams after layer 1 and layer 2, both heads attending to the previous token."""
+    X0 = np.asarray(X0, float)
+    A = previous_token_pattern(X0.shape[1])
+    X1 = X0 + W_O1 @ W_V1 @ X0 @ A.T  # x1_t = x0_t + W_O1 W_V1 x0_{t-1}
+    X2 = X1 + W_O2 @ W_V2 @ X1 @ A.T  # x2_t = x1_t + W_O2 W_V2 x1_{t-1}
+    return X1, X2
+
+
+def example_stream(n_ctx: int = 6) -> np.ndarray:
+    """A readable residual stream: content dim i of position t holds 10 t + i; dims 8-15 are 0."""
+    X0 = np.zeros((D_MODEL, n_ctx))
+    X0[0:8, :] = 10 * np.arange(n_ctx)[None, :] + np.arange(8)[:, None]
+    return X0
+
+
+def trace_two_heads(W_V1, W_O1, W_V2, W_O2, n_ctx: int = 48, seed: int = 0) -> np.ndarray:
+    """Run the model on a random residual stream and measure where each input ends up.
+
+    Returns coef with coef[d, k, j] = how much of content dim j of the token k positions back
+    (k = 0, 1, 2) arrives in dim d of the final residual stream. Measured, not derived: the
+    model is linear, so a least-squares fit over the positions recovers it exactly.
+    """
+    rng = np.random.default_rng(seed)
+    X0 = np.zeros((D_MODEL, n_ctx))
+    X0[0:8] = rng.normal(size=(8, n_ctx))
+    _, X2 = run_two_heads(X0, W_V1, W_O1, W_V2, W_O2)
+    t = np.arange(2, n_ctx)
+    features = np.concatenate([X0[0:8, t - k].T for k in range(3)], axis=1)  # (T, 24)
+    solution, *_ = np.linalg.lstsq(features, X2[:, t].T, rcond=None)
+    return solution.T.reshape(D_MODEL, 3, 8)
+
+
+def _terms_text(terms) -> str:
+    if not terms:
+        return "nothing"
+    return " + ".join(f"{'' if abs(g - 1) < 1e-9 else fmt(g) + ' x '}dim {j} of {WHEN[k]}"
+                      for k, j, g in terms)
+
+
+def simulation_problems(coef, tol: float = 1e-6) -> tuple[list[str], list[str]]:
+    """(problems with what arrives from the previous token, problems with two tokens back).
+
+    A problem goes in the list of every token distance it involves, so one wrong head 2 dim
+    that mixes both can cost both.
+    """
+    previous, two_back = [], []
+
+    def report(text, ks):
+        if ks & {0, 1}:
+            previous.append(text)
+        if 2 in ks:
+            two_back.append(text)
+
+    terms = [[(k, j, float(coef[d, k, j])) for k in range(3) for j in range(8)
+              if abs(coef[d, k, j]) > tol] for d in range(D_MODEL)]
+    for d in range(12):  # the content dims and head 1's dims: one exact term each
+        k0, j0 = (0, d) if d < 8 else (1, d - 8)
+        got = terms[d]
+        if len(got) == 1 and got[0][:2] == (k0, j0) and abs(got[0][2] - 1) <= tol:
+            continue
+        should = (f"the token's own dim {d}" if d < 8
+                  else f"dim {d - 8} of the previous token (head 1's copy)")
+        offending = {k for k, j, g in got if (k, j) != (k0, j0) or abs(g - 1) > tol}
+        if not any((k, j) == (k0, j0) for k, j, _ in got):
+            offending.add(k0)
+        report(f"dim {d} holds {_terms_text(got)}; it should hold exactly {should}", offending)
+    copies_previous, copies_back = [], []
+    for d in HEAD2_WRITES:  # head 2's dims: one exact copy each, from 1 or 2 tokens back
+        got = terms[d]
+        if len(got) == 1 and abs(got[0][2] - 1) <= tol:
+            k, j, _ = got[0]
+            if k == 1 and j in range(4, 8):
+                copies_previous.append(j)
+                continue
+            if k == 2 and j in HEAD1_READS:
+                copies_back.append(j)
+                continue
+        if not got:
+            continue  # an empty dim shows up in the counts below
+        text = f"dim {d} holds {_terms_text(got)}"
+        if len(got) > 1:
+            text += "; each of dims 12-15 should hold one copied dim"
+        elif abs(got[0][2] - 1) > tol:
+            text += "; a copy has gain 1"
+        else:
+            text += ("; head 2 should copy content dims 4-7 of the previous token, or one of "
+                     "dims 0-3 from two tokens back")
+        report(text, {k for k, _, _ in got})
+    if len(set(copies_previous)) != len(copies_previous):
+        previous.append("dims 12-15 hold exact copies of content dims "
+                        f"{', '.join(str(j) for j in sorted(copies_previous))} of the previous token: "
+                        "the same dim twice; three different ones of dims 4-7 should be copied")
+    elif len(copies_previous) != 3:
+        previous.append(f"{len(copies_previous)} of dims 12-15 hold an exact copy of one of content "
+                        "dims 4-7 of the previous token (three different ones should)")
+    if len(copies_back) != 1:
+        two_back.append(f"{len(copies_back)} of dims 12-15 hold an exact copy of a dim from two "
+                        "tokens back (exactly one should)")
+    return previous, two_back
+
+
+def check_simulation(W_V1, W_O1, W_V2, W_O2):
+    W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
+    W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
+    previous, two_back = simulation_problems(trace_two_heads(W_V1, W_O1, W_V2, W_O2))
+    if previous or two_back:
+        _fail("In the two-layer model with previous-token attention (run on a random residual "
+              "stream), at each position:\n" + bullet_list(previous + two_back, limit=8))
+    print(f"simulation: {PASSED}")
+
+
+def check_capacity(fraction_previous_token, fraction_two_tokens_back):
+    a = as_number(fraction_previous_token, "fraction_previous_token")
+    b = as_number(fraction_two_tokens_back, "fraction_two_tokens_back")
+    for value, name in ((a, "fraction_previous_token"), (b, "fraction_two_tokens_back")):
+        if not 0 <= value <= 1:
+            _fail(f"{name} is {fmt(value)}; a fraction of the capacity lies between 0 and 1"
+                  + (" (is it a percentage?)" if 1 < value <= 100 else "") + ".")
+    if abs(a + b - 1) > 1e-6:
+        _fail(f"fraction_previous_token + fraction_two_tokens_back = {fmt(a + b)}; every dim the "
+              "two heads write carries either the previous token or the token two back, so the "
+              "fractions add up to 1.")
+    print(f"fraction_previous_token, fraction_two_tokens_back: {PASSED}")

@@ -1,0 +1,711 @@
+"""The toy model of the induction-heads assignment: its residual stream, a simulator, the checks.
+
+Everything the notebook states about the setting is defined here, once:
+
+* the residual stream (``D_MODEL = 32``): one-hot token content in ``TOK``, an additive
+  sinusoidal positional code in ``POS`` (three (cos, sin) pairs), and ``FREE`` dimensions that
+  only heads write to;
+* the attention rule: causal mask, the scale of ``W_QK`` (and ``W_OV``) divided out, then
+  inverse temperature ``BETA``;
+* the sequences the heads are judged on: BOS, ``n`` distinct letters, the same ``n`` letters again.
+
+The public checks (``check_ex2a`` ... ``check_ex3_ind_ov``) and the hidden grader use the same
+``judge_*`` functions below; each returns ``None`` when the behaviour is right and otherwise a
+message in terms of positions and tokens. Conventions: column vectors; ``W_Q, W_K, W_V`` are
+``D_HEAD x D_MODEL``, ``W_O`` is ``D_MODEL x D_HEAD``; ``W_QK = W_Q.T @ W_K``,
+``W_OV = W_O @ W_V``; a sequence is ``X`` of shape ``(D_MODEL, n_ctx)``; patterns are ``A[dest, src]``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "VOCAB", "BOS", "N_VOCAB", "D_MODEL", "D_HEAD", "TOK", "POS", "FREE", "ALPHAS", "LAMBDAS",
+    "BETA", "MASS_THRESHOLD", "LOGIT_MARGIN", "MAX_HALF", "N_CTX_MAX", "W_E", "W_U",
+    "pos_pair", "pair_rotation", "positional_code", "embed", "make_sequence", "draw_sequences",
+    "EXAMPLE", "qk", "ov", "attention_pattern", "head_output", "composition_score", "composition_scores",
+    "show_pattern", "show_ex2", "show_ex3",
+    "check_ex2a", "check_ex2b", "check_ex2c", "check_ex2d", "check_ex2e", "check_ex2f",
+    "check_ex3_prev", "check_ex3_ind_qk", "check_ex3_ind_ov",
+]
+
+# --- the residual stream ------------------------------------------------------------------
+VOCAB = ("BOS", "A", "B", "C", "D", "E", "F", "G", "H")
+BOS = 0
+N_VOCAB = len(VOCAB)
+D_MODEL = 32
+D_HEAD = 16
+TOK = slice(0, 9)     # token content: token j is the unit vector e_j
+POS = slice(9, 15)    # positional code: pair k is dims 9+2k (cos) and 10+2k (sin)
+FREE = slice(15, 32)  # empty in the embedding; heads may write here
+ALPHAS = np.array([np.pi / 2, 2 * np.pi / 5, np.pi / 5])  # angular frequencies: periods 4, 5, 10
+LAMBDAS = np.array([1.0, 1.0, 1.0])                        # magnitude of each pair
+MAX_HALF = 8                 # at most 8 distinct letters before the repeat
+N_CTX_MAX = 1 + 2 * MAX_HALF
+
+# --- the attention rule and the grading thresholds ----------------------------------------
+BETA = 100.0           # inverse temperature, applied after dividing W_QK by its largest singular value
+MASS_THRESHOLD = 0.9   # a head "attends to" a position when it puts at least this much there
+LOGIT_MARGIN = 0.05    # the predicted token must beat every other by this (normalised W_OV)
+
+W_E = np.zeros((D_MODEL, N_VOCAB))  # token embedding: column j embeds token j
+W_E[TOK, :] = np.eye(N_VOCAB)
+W_U = W_E.T                          # unembedding: logits = W_U @ (what the head writes)
+
+
+def pos_pair(k: int) -> slice:
+    """The two residual dims (cos, sin) of positional pair k."""
+    return slice(POS.start + 2 * k, POS.start + 2 * k + 2)
+
+
+def pair_rotation(angles) -> np.ndarray:
+    """6 x 6 block-diagonal matrix; block k is [[cos a, -sin a], [sin a, cos a]] with a = angles[k]."""
+    R = np.zeros((6, 6))
+    for k, angle in enumerate(np.broadcast_to(np.asarray(angles, dtype=float), (3,))):
+        c, s = np.cos(angle), np.sin(angle)
+        R[2 * k:2 * k + 2, 2 * k:2 * k + 2] = [[c, -s], [s, c]]
+    return R
+
+
+def positional_code(n_ctx: int) -> np.ndarray:
+    """(D_MODEL, n_ctx): column t is lambda_k (cos alpha_k t, sin alpha_k t) in pair k, zero elsewhere."""
+    t = np.arange(n_ctx)
+    P = np.zeros((D_MODEL, n_ctx))
+    for k, (alpha, lam) in enumerate(zip(ALPHAS, LAMBDAS)):
+        P[pos_pair(k), :] = lam * np.stack([np.cos(alpha * t), np.sin(alpha * t)])
+    return P
+
+
+_P_TABLE = positional_code(N_CTX_MAX)  # computed once: the checks embed many short sequences
+
+
+def embed(tokens) -> np.ndarray:
+    """The residual stream X (D_MODEL, n_ctx) of a token sequence: token content + position."""
+    tokens = [int(token) for token in tokens]
+    n = len(tokens)
+    P = _P_TABLE[:, :n] if n <= N_CTX_MAX else positional_code(n)
+    return W_E[:, tokens] + P
+
+
+def make_sequence(letters) -> list[int]:
+    """BOS, the letters, the letters again: 'CAF' -> [0, 3, 1, 6, 3, 1, 6]."""
+    ids = [VOCAB.index(letter) if isinstance(letter, str) else int(letter) for letter in letters]
+    return [BOS, *ids, *ids]
+
+
+def draw_sequences(rng: np.random.Generator, count: int) -> list[list[int]]:
+    """`count` random sequences; their half-lengths cycle through 8, 3, 4, ..., 7 (all lengths early)."""
+    lengths = [MAX_HALF] + list(range(3, MAX_HALF))
+    sequences = []
+    for i in range(count):
+        n = lengths[i % len(lengths)]
+        letters = rng.choice(np.arange(1, N_VOCAB), size=n, replace=False)
+        sequences.append(make_sequence(letters))
+    return sequences
+
+
+EXAMPLE = make_sequence("DACHFB")  # the sequence the notebook plots
+
+
+# --- the simulator -------------------------------------------------------------------------
+def qk(W_Q, W_K) -> np.ndarray:
+    return np.asarray(W_Q, dtype=float).T @ np.asarray(W_K, dtype=float)
+
+
+def ov(W_V, W_O) -> np.ndarray:
+    return np.asarray(W_O, dtype=float) @ np.asarray(W_V, dtype=float)
+
+
+def normalised(W: np.ndarray) -> np.ndarray | None:
+    """W divided by its largest singular value (None for the zero matrix): only its shape counts."""
+    top = np.linalg.norm(W, 2)
+    if not np.isfinite(top) or top <= 1e-300:
+        return None
+    return W / top
+
+
+def scores(W_QK: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Normalised scores S[dest, src] = x_dest . (W_QK / sigma_max) x_src (before BETA and the mask)."""
+    W = normalised(W_QK)
+    return _scores(W, X)
+
+
+def attention_pattern(W_QK: np.ndarray, X: np.ndarray, beta: float = BETA) -> np.ndarray:
+    """A[dest, src] = causal softmax over src of beta * normalised score."""
+    return _softmax_causal(beta * scores(W_QK, X))
+
+
+def head_output(W_OV: np.ndarray, A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """What the head writes: column t is sum_s A[t, s] (W_OV / sigma_max) x_s."""
+    return _write(normalised(W_OV), A, X)
+
+
+# The same three steps for matrices already divided by sigma_max (the checks normalise once).
+def _scores(W: np.ndarray | None, X: np.ndarray) -> np.ndarray:
+    if W is None:
+        return np.zeros((X.shape[1], X.shape[1]))
+    return X.T @ W @ X
+
+
+def _softmax_causal(S: np.ndarray) -> np.ndarray:
+    n = S.shape[0]
+    S = np.where(np.tri(n, dtype=bool), S, -np.inf)
+    A = np.exp(S - S.max(axis=1, keepdims=True))
+    return A / A.sum(axis=1, keepdims=True)
+
+
+def _write(W: np.ndarray | None, A: np.ndarray, X: np.ndarray) -> np.ndarray:
+    if W is None:
+        return np.zeros_like(X)
+    return W @ X @ A.T
+
+
+def composition_score(reader: np.ndarray, W_OV1: np.ndarray) -> float:
+    """||reader @ W_OV1||_F / (||reader||_F ||W_OV1||_F): how much of what head 1 writes the
+    matrix `reader` of a later head reads (0 = none of it, at most 1)."""
+    reader, W_OV1 = np.asarray(reader, dtype=float), np.asarray(W_OV1, dtype=float)
+    denominator = np.linalg.norm(reader) * np.linalg.norm(W_OV1)
+    return float(np.linalg.norm(reader @ W_OV1) / denominator) if denominator > 0 else 0.0
+
+
+def composition_scores(W_QK2, W_OV1, W_OV2=None) -> dict[str, float]:
+    """Q-, K- (and V-) composition of a layer-2 head with a layer-1 head (framework paper).
+
+    Q: ||W_QK2^T W_OV1||_F / (||W_QK2||_F ||W_OV1||_F)   (the query side reads head 1's output)
+    K: ||W_QK2   W_OV1||_F / (||W_QK2||_F ||W_OV1||_F)   (the key side reads it)
+    V: ||W_OV2   W_OV1||_F / (||W_OV2||_F ||W_OV1||_F)   (the value side reads it)
+    """
+    W_QK2 = np.asarray(W_QK2, dtype=float)
+    result = {"Q": composition_score(W_QK2.T, W_OV1), "K": composition_score(W_QK2, W_OV1)}
+    if W_OV2 is not None:
+        result["V"] = composition_score(W_OV2, W_OV1)
+    return result
+
+
+# --- where each head should look ----------------------------------------------------------
+def half_length(tokens) -> int:
+    return (len(tokens) - 1) // 2
+
+
+def previous_position_targets(tokens) -> dict[int, int]:
+    return {t: t - 1 for t in range(1, len(tokens))}
+
+
+def present_targets(tokens) -> dict[int, int]:
+    return {t: t for t in range(len(tokens))}
+
+
+def previous_copy_targets(tokens) -> dict[int, int]:
+    """Second-half positions -> their token's first copy (the first half has no earlier copy)."""
+    n = half_length(tokens)
+    return {t: t - n for t in range(n + 1, 2 * n + 1)}
+
+
+def induction_targets(tokens) -> dict[int, int]:
+    """Second-half positions -> the position right after their token's first copy."""
+    n = half_length(tokens)
+    return {t: t - n + 1 for t in range(n + 1, 2 * n + 1)}
+
+
+def ideal_pattern(n_ctx: int, targets: dict[int, int], default: int = BOS) -> np.ndarray:
+    """Hard attention on `targets`; positions without a target look at `default` (BOS)."""
+    A = np.zeros((n_ctx, n_ctx))
+    for t in range(n_ctx):
+        A[t, targets.get(t, min(default, t))] = 1.0
+    return A
+
+
+def layer1_residual(W_OV1, tokens, targets) -> np.ndarray:
+    """X + what a layer-1 head with this W_OV writes when it attends exactly to `targets`.
+
+    The checks of the layer-2 heads use this idealised layer-1 pattern, so a mistake in where
+    the layer-1 head looks costs only the points of the part that asks for that pattern.
+    """
+    return _layer1(normalised(W_OV1), tokens, targets)
+
+
+def _layer1(W1: np.ndarray | None, tokens, targets) -> np.ndarray:
+    X = embed(tokens)
+    return X + _write(W1, ideal_pattern(len(tokens), targets), X)
+
+
+# --- describing what went wrong ------------------------------------------------------------
+def render(tokens) -> str:
+    return " ".join(VOCAB[int(token)] for token in tokens)
+
+
+def describe(tokens, s: int, dest: int | None = None) -> str:
+    """'position 4 (token 'C', first copy)'; 'position 0 (BOS)'; 'position 9 (itself)'."""
+    if dest is not None and s == dest:
+        return f"position {s} (itself)"
+    if s == 0:
+        return "position 0 (BOS)"
+    n = half_length(tokens)
+    which = "first copy" if s <= n else "second copy"
+    return f"position {s} (token '{VOCAB[int(tokens[s])]}', {which})"
+
+
+def _context(name: str, tokens) -> str:
+    return f"{name} on the sequence {render(tokens)} (positions 0 to {len(tokens) - 1}):"
+
+
+def _others(failures: list[int], judged: int) -> str:
+    if len(failures) <= 1:
+        return ""
+    shown = ", ".join(str(t) for t in failures[1:8]) + (", ..." if len(failures) > 8 else "")
+    return f" The same goes wrong at {len(failures) - 1} more of the {judged} positions judged here (positions {shown})."
+
+
+def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=None) -> str | None:
+    """None if at every judged position the argmax is the target and holds >= MASS_THRESHOLD.
+
+    `S`: normalised scores (to tell a tie or a too-small gap from a wrong winner);
+    `hints(tokens, t, target, rival, tie)` may add a sentence about a recognisable mistake (it must not
+    reveal anything hidden).
+    """
+    failures = [t for t, target in targets.items()
+                if int(np.argmax(A[t])) != target or A[t, target] < MASS_THRESHOLD]
+    if not failures:
+        return None
+    t = failures[0]
+    target = targets[t]
+    rivals = [s for s in range(t + 1) if s != target]
+    rival = max(rivals, key=lambda s: (S[t, s], -s))  # the best-scoring other position
+    gap = S[t, target] - S[t, rival]
+    where = (f"{_context(name, tokens)} at {describe(tokens, t)} the head should attend to "
+             f"{target_words}, {describe(tokens, target, t)}, but")
+    if gap < -1e-9:
+        message = (f"{where} it puts {A[t, rival]:.2f} of its attention on {describe(tokens, rival, t)} "
+                   f"and only {A[t, target]:.2f} on position {target}.")
+    elif gap <= 1e-9:
+        message = (f"{where} it cannot tell that position from {describe(tokens, rival, t)}: their scores "
+                   f"are equal, so they share the attention ({A[t, target]:.2f} and {A[t, rival]:.2f}).")
+    else:
+        message = (
+            f"{where} it puts only {A[t, target]:.2f} of its attention there (at least "
+            f"{MASS_THRESHOLD:.2f} is needed). The right position wins, but its score beats "
+            f"{describe(tokens, rival, t)} by only {gap:.3f} (scores measured with W_QK divided by "
+            f"its largest singular value), so at BETA = {BETA:g} the attention is not nearly hard: "
+            "make the part of W_QK that draws this distinction larger relative to the rest."
+        )
+    message += _others(failures, len(targets))
+    if hints is not None and gap <= 1e-9:
+        extra = hints(tokens, t, target, rival, abs(gap) <= 1e-9)
+        if extra:
+            message += " " + extra
+    return message
+
+
+def _pattern_of(W: np.ndarray, X: np.ndarray):
+    """Pattern and normalised scores for an already normalised W_QK."""
+    S = _scores(W, X)
+    return _softmax_causal(BETA * S), S
+
+
+def _zero_message(what: str) -> str:
+    return f"{what} is the zero matrix, so the head attends uniformly and cannot pick out any position."
+
+
+def judge_same_content(W_QK, sequences, name="head (a)") -> str | None:
+    """Part (a): at every position, >= MASS_THRESHOLD on positions holding the same token, and a
+    fair share (at least half of 1/k) on each of the k such positions: content alone cannot
+    tell the copies apart."""
+    W = normalised(W_QK)
+    if W is None:
+        return _zero_message("W_QK")
+    for tokens in sequences:
+        A, _ = _pattern_of(W, embed(tokens))
+        for t in range(len(tokens)):
+            same = [s for s in range(t + 1) if tokens[s] == tokens[t]]
+            mass = A[t, same].sum()
+            token = VOCAB[tokens[t]]
+            if mass < MASS_THRESHOLD:
+                top = int(np.argmax(A[t]))
+                return (
+                    f"{_context(name, tokens)} at {describe(tokens, t)} the head puts only {mass:.2f} "
+                    f"of its attention on positions holding '{token}' (positions "
+                    f"{', '.join(map(str, same))}); the largest share, {A[t, top]:.2f}, goes to "
+                    f"{describe(tokens, top, t)}. It should put at least {MASS_THRESHOLD:.2f} on "
+                    f"positions with the same token."
+                )
+            fair = 0.5 / len(same)
+            starved = [s for s in same if A[t, s] < fair]
+            if starved:
+                s = starved[0]
+                shares = ", ".join(f"{A[t, u]:.2f} on {describe(tokens, u, t)}" for u in same)
+                return (
+                    f"{_context(name, tokens)} at {describe(tokens, t)} the head puts {shares}. "
+                    f"A head that attends by content alone cannot tell the copies of '{token}' apart, "
+                    f"so each should get a fair share (at least {fair:.2f} here); {describe(tokens, s, t)} "
+                    "is nearly ignored, so this head also looks at position."
+                )
+    return None
+
+
+def _hint_previous(tokens, t, target, top, tie):
+    if top == t:
+        return ("A head that should look one step back but lands on itself is usually rotating the "
+                "wrong way (or has W_Q and W_K swapped): it looks one step ahead, the causal mask "
+                "hides the future, and the nearest allowed position is itself.")
+    lag = t - top
+    if lag > 1 and ((lag - 1) % 4 == 0 or (lag - 1) % 5 == 0):
+        return ("Offsets that differ by 4 (or 5) look alike to the pair of period 4 (or 5) alone: "
+                "it takes the pairs together to single out one offset.")
+    return None
+
+
+def judge_present(W_QK, sequences, name="head (b)") -> str | None:
+    W = normalised(W_QK)
+    if W is None:
+        return _zero_message("W_QK")
+    for tokens in sequences:
+        A, S = _pattern_of(W, embed(tokens))
+        message = judge_targets(A, S, tokens, present_targets(tokens), name, "the present position")
+        if message:
+            return message
+    return None
+
+
+def judge_previous(W_QK, sequences, name="head (c)") -> str | None:
+    W = normalised(W_QK)
+    if W is None:
+        return _zero_message("W_QK")
+    for tokens in sequences:
+        A, S = _pattern_of(W, embed(tokens))
+        message = judge_targets(A, S, tokens, previous_position_targets(tokens), name,
+                                "the previous position", _hint_previous)
+        if message:
+            return message
+    return None
+
+
+def _hint_not_self(tokens, t, target, top, tie):
+    if top == t:
+        return ("Content alone scores a position's own token exactly like its earlier copy; "
+                "something must lower the score of the present position.")
+    if tokens[top] != tokens[t]:
+        return ("The head prefers a position with a different token: whatever lowers the score "
+                "of the present position also moves the scores of other positions, by more than "
+                "the content match adds.")
+    return None
+
+
+def judge_previous_copy(W_QK, sequences, name="head (d)") -> str | None:
+    W = normalised(W_QK)
+    if W is None:
+        return _zero_message("W_QK")
+    for tokens in sequences:
+        A, S = _pattern_of(W, embed(tokens))
+        message = judge_targets(A, S, tokens, previous_copy_targets(tokens), name,
+                                "the earlier copy of the same token", _hint_not_self)
+        if message:
+            return message
+    return None
+
+
+def judge_writes_free(W_OV, name: str) -> str | None:
+    """The head may write only into FREE: writing into TOK or POS would change the destination's
+    own token or position as later heads see them."""
+    W = normalised(W_OV)
+    if W is None:
+        return f"{name} is the zero matrix: the head writes nothing."
+    for label, rows in (("token", TOK), ("positional", POS)):
+        block = W[rows, :]
+        if np.abs(block).max() > 1e-6:
+            i, j = np.unravel_index(np.argmax(np.abs(block)), block.shape)
+            return (
+                f"{name} writes into the {label} subspace (dims {rows.start}-{rows.stop - 1}): for "
+                f"example it maps residual dim {j} into dim {rows.start + i} with weight "
+                f"{block[i, j]:.2f} (after dividing {name} by its largest singular value). That "
+                f"would change the destination's own {label} code as later heads see it; write "
+                f"only into the free dims {FREE.start}-{FREE.stop - 1}."
+            )
+    return None
+
+
+def judge_readable(W_OV, name: str, what: str) -> str | None:
+    """What the head writes, reading any token at any position, must identify `what`
+    ('position' or 'token') of the position it reads: it must be nearer (by LOGIT_MARGIN, in
+    squared distance) to the head's own code for that value than to its code for any other."""
+    W = normalised(W_OV)
+    if W is None:
+        return f"{name} is the zero matrix: the head writes nothing."
+    by_token, by_position = W @ W_E, W @ _P_TABLE  # what the head writes for each part of x_s
+    codes = by_position if what == "position" else by_token  # column v: its code for value v
+    label = (lambda v: f"position {v}") if what == "position" else (lambda v: f"token '{VOCAB[v]}'")
+    for j in range(N_VOCAB):
+        written = by_token[:, j:j + 1] + by_position  # column s: reading token j at position s
+        distances = ((written[:, :, None] - codes[:, None, :]) ** 2).sum(axis=0)  # [s, value]
+        for s in range(N_CTX_MAX):
+            truth = s if what == "position" else j
+            rivals = np.delete(distances[s], truth)
+            other = int(np.argmin(rivals))
+            other += other >= truth
+            if distances[s, other] - distances[s, truth] < LOGIT_MARGIN:
+                closer = "closer to" if distances[s, other] < distances[s, truth] else "about as close to"
+                return (
+                    f"{name}: reading token '{VOCAB[j]}' at position {s}, the head writes a vector "
+                    f"that is {closer} what it writes for {label(other)} as for {label(truth)} "
+                    f"(squared distances {distances[s, other]:.3f} and {distances[s, truth]:.3f}, with "
+                    f"{name} divided by its largest singular value), so a later head cannot tell "
+                    f"which {what} was read. Write the {what} of the position the head reads, in a "
+                    f"way that does not depend on the {'token' if what == 'position' else 'position'} there."
+                )
+    return None
+
+
+def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
+    """Layer-2 head on the residual stream after an (idealised) layer-1 head: second-half
+    positions must attend to the position after their token's first copy."""
+    W2, W1 = normalised(W_QK2), normalised(W_OV1)
+    if W2 is None:
+        return _zero_message("W_QK")
+    for tokens in sequences:
+        A, S = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
+        message = judge_targets(A, S, tokens, induction_targets(tokens), name,
+                                "the position after the first copy of its token", _hint_induction)
+        if message:
+            return message
+    return None
+
+
+def _hint_induction(tokens, t, target, top, tie):
+    n = half_length(tokens)
+    if top == t - n:
+        return ("It finds the earlier copy of its own token but not the position after it: "
+                "shift by one step somewhere on the way.")
+    if top == t - n - 1 and not tie:
+        return "It lands one step before the earlier copy: the shift goes the wrong way."
+    return None
+
+
+def induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences) -> float:
+    """Mean attention the layer-2 head puts on its induction target (second-half positions)."""
+    W2, W1 = normalised(W_QK2), normalised(W_OV1)
+    masses = []
+    for tokens in sequences:
+        A, _ = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
+        masses += [A[t, s] for t, s in induction_targets(tokens).items()]
+    return float(np.mean(masses))
+
+
+def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
+    """Zeroing the layer-1 head's output must destroy the induction pattern (mean mass < 0.5)."""
+    if normalised(W_QK2) is None:
+        return _zero_message("W_QK")
+    with_head = induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences)
+    ablated = induction_attention_mass(W_QK2, np.zeros((D_MODEL, D_MODEL)), layer1_targets, sequences)
+    if ablated >= 0.5:
+        return (
+            f"With the layer-1 head's output set to zero, {name} still puts on average {ablated:.2f} "
+            f"of its attention on the position after the first copy of its token (with the layer-1 "
+            f"head: {with_head:.2f}). An induction head has to learn from layer 1 where the earlier "
+            "copy is; this one does not depend on it."
+        )
+    return None
+
+
+def judge_copies_attended_token(W_OV, name: str) -> str | None:
+    """Reading letter j, the head's logits W_U (W_OV / sigma_max) e_j must favour j by LOGIT_MARGIN."""
+    W = normalised(W_OV)
+    if W is None:
+        return f"{name} is the zero matrix: the head writes nothing."
+    for j in range(1, N_VOCAB):
+        logits = W_U @ W @ W_E[:, j]
+        best = int(np.argmax(np.delete(logits, j)))
+        best += best >= j
+        if logits[j] - logits[best] < LOGIT_MARGIN:
+            return (
+                f"{name}: when the head attends to a position holding '{VOCAB[j]}', its output gives "
+                f"'{VOCAB[j]}' a logit of {logits[j]:.2f} and '{VOCAB[best]}' {logits[best]:.2f} "
+                f"(W_U = W_E.T, {name} divided by its largest singular value). To predict the token it "
+                f"attends to, the head must raise that token's logit above every other by at least "
+                f"{LOGIT_MARGIN:g}."
+            )
+    return None
+
+
+def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
+    """With the layer-2 head attending exactly to the position after the first copy, on the
+    residual stream your layer-1 head produces, its logits must predict the next token."""
+    W2, W1 = normalised(W_OV2), normalised(W_OV1)
+    if W2 is None:
+        return f"{name} is the zero matrix: the head writes nothing."
+    for tokens in sequences:
+        X1 = _layer1(W1, tokens, layer1_targets(tokens))
+        targets = induction_targets(tokens)
+        logits = W_U @ _write(W2, ideal_pattern(len(tokens), targets), X1)
+        for t, source in targets.items():
+            right = int(tokens[source])
+            best = int(np.argmax(np.delete(logits[:, t], right)))
+            best += best >= right
+            if logits[right, t] - logits[best, t] < LOGIT_MARGIN:
+                hint = ""
+                if best == tokens[t]:
+                    hint = (" It predicts the present token again: the head copies what was written "
+                            "at the attended position about the token before it, not the token there.")
+                return (
+                    f"{_context(name, tokens)} when the head attends to {describe(tokens, source)}, "
+                    f"at {describe(tokens, t)} its logits favour '{VOCAB[best]}' ({logits[best, t]:.2f}) "
+                    f"over '{VOCAB[right]}' ({logits[right, t]:.2f}), the token that followed the first "
+                    f"'{VOCAB[tokens[t]]}'.{hint}"
+                )
+    return None
+
+
+# --- plots ---------------------------------------------------------------------------------
+def _heatmaps():
+    import heatmaps  # noqa: PLC0415 - shipped next to this file; imported only when plotting
+    return heatmaps
+
+
+def show_pattern(W_Q, W_K, tokens=EXAMPLE, title="attention pattern", X=None):
+    """The pattern of the head (W_Q, W_K) on `tokens` (or on a given residual stream X)."""
+    X = embed(tokens) if X is None else X
+    A = attention_pattern(qk(W_Q, W_K), X)
+    return _heatmaps().show_attention(A, [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)], title=title)
+
+
+def show_ex2(W_Q_d, W_K_d, W_V_e, W_O_e, W_Q_f, W_K_f, tokens=EXAMPLE):
+    """Your two-layer pointer-arithmetic model: layer 1 = (d) pattern + (e) output, layer 2 = (f)."""
+    X = embed(tokens)
+    A1 = attention_pattern(qk(W_Q_d, W_K_d), X)
+    X1 = X + head_output(ov(W_V_e, W_O_e), A1, X)
+    hm = _heatmaps()
+    return hm.side_by_side(
+        show_pattern(W_Q_d, W_K_d, tokens, "layer 1: pattern (d)"),
+        show_pattern(W_Q_f, W_K_f, tokens, "layer 2: pattern (f)", X=X1),
+        caption="your heads, with your own layer-1 pattern",
+    )
+
+
+def show_ex3(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, W_Q_ind, W_K_ind, W_V_ind, W_O_ind, tokens=EXAMPLE):
+    """Your K-composition model: patterns of both heads and the induction head's logits."""
+    X = embed(tokens)
+    A1 = attention_pattern(qk(W_Q_prev, W_K_prev), X)
+    X1 = X + head_output(ov(W_V_prev, W_O_prev), A1, X)
+    A2 = attention_pattern(qk(W_Q_ind, W_K_ind), X1)
+    logits = W_U @ head_output(ov(W_V_ind, W_O_ind), A2, X1)
+    labels = [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)]
+    hm = _heatmaps()
+    return hm.side_by_side(
+        show_pattern(W_Q_prev, W_K_prev, tokens, "layer 1: previous-token head"),
+        show_pattern(W_Q_ind, W_K_ind, tokens, "layer 2: induction head", X=X1),
+        hm.show_matrix(logits, title="induction head logits", row_label="predicted token",
+                       col_label="position", row_ticks=list(VOCAB), col_ticks=labels),
+        caption="your heads, with your own layer-1 pattern",
+    )
+
+
+# --- public checks -------------------------------------------------------------------------
+PUBLIC_SEQUENCES = draw_sequences(np.random.default_rng(2021), 6)
+
+
+def _matrix(name: str, value, shape, labels) -> np.ndarray:
+    """Staged input checks: present, type, shape, finite."""
+    if value is None or value is Ellipsis:
+        raise AssertionError(f"{name} is {value!r}: assign your matrix to {name} in the answer cell.")
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # noqa: BLE001 - any object may come in
+        raise AssertionError(f"{name} cannot be read as an array ({type(error).__name__}).") from None
+    if array.dtype.kind not in "biuf":
+        raise AssertionError(f"{name} should be an array of real numbers, but its dtype is {array.dtype}.")
+    if array.shape != shape:
+        message = f"{name} should have shape {shape} ({' x '.join(labels)}), but it has shape {array.shape}."
+        if array.shape == shape[::-1]:
+            message += (f" That is the transpose: this course uses column vectors, so {name} is "
+                        f"{' x '.join(labels)}, not the row-vector (x @ W) layout.")
+        raise AssertionError(message)
+    if not np.all(np.isfinite(array)):
+        raise AssertionError(f"{name} has NaN or infinite entries.")
+    return array.astype(float)
+
+
+def _read(names_values: dict) -> dict:
+    out = {}
+    for name, value in names_values.items():
+        if name.startswith("W_O"):
+            out[name] = _matrix(name, value, (D_MODEL, D_HEAD), ("d_model", "d_head"))
+        else:
+            out[name] = _matrix(name, value, (D_HEAD, D_MODEL), ("d_head", "d_model"))
+    return out
+
+
+def _verdict(messages, part: str):
+    for message in messages:
+        if message:
+            raise AssertionError(message)
+    print(f"({part}) public checks passed (hidden checks run on more sequences when your work is graded)")
+
+
+def _ex2_layer1(tokens):
+    return previous_copy_targets(tokens)
+
+
+def _ex3_layer1(tokens):
+    return previous_position_targets(tokens)
+
+
+def check_ex2a(W_Q_a, W_K_a):
+    m = _read({"W_Q_a": W_Q_a, "W_K_a": W_K_a})
+    _verdict([judge_same_content(qk(m["W_Q_a"], m["W_K_a"]), PUBLIC_SEQUENCES)], "a")
+
+
+def check_ex2b(W_Q_b, W_K_b):
+    m = _read({"W_Q_b": W_Q_b, "W_K_b": W_K_b})
+    _verdict([judge_present(qk(m["W_Q_b"], m["W_K_b"]), PUBLIC_SEQUENCES)], "b")
+
+
+def check_ex2c(W_Q_c, W_K_c):
+    m = _read({"W_Q_c": W_Q_c, "W_K_c": W_K_c})
+    _verdict([judge_previous(qk(m["W_Q_c"], m["W_K_c"]), PUBLIC_SEQUENCES)], "c")
+
+
+def check_ex2d(W_Q_d, W_K_d):
+    m = _read({"W_Q_d": W_Q_d, "W_K_d": W_K_d})
+    _verdict([judge_previous_copy(qk(m["W_Q_d"], m["W_K_d"]), PUBLIC_SEQUENCES)], "d")
+
+
+def check_ex2e(W_V_e, W_O_e):
+    m = _read({"W_V_e": W_V_e, "W_O_e": W_O_e})
+    W_OV = ov(m["W_V_e"], m["W_O_e"])
+    _verdict([judge_writes_free(W_OV, "W_O_e @ W_V_e"),
+              judge_readable(W_OV, "W_O_e @ W_V_e", "position")], "e")
+
+
+def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
+    m = _read({"W_Q_f": W_Q_f, "W_K_f": W_K_f, "W_V_e": W_V_e, "W_O_e": W_O_e})
+    W_QK, W_OV = qk(m["W_Q_f"], m["W_K_f"]), ov(m["W_V_e"], m["W_O_e"])
+    _verdict([judge_induction(W_QK, W_OV, _ex2_layer1, PUBLIC_SEQUENCES, "head (f)"),
+              judge_ablation(W_QK, W_OV, _ex2_layer1, PUBLIC_SEQUENCES, "head (f)")], "f")
+    c = composition_scores(W_QK, W_OV)
+    print(f"    composition of (f) with the layer-1 head: Q {c['Q']:.2f}, K {c['K']:.2f}")
+
+
+def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev):
+    m = _read({"W_Q_prev": W_Q_prev, "W_K_prev": W_K_prev, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
+    W_OV = ov(m["W_V_prev"], m["W_O_prev"])
+    _verdict([judge_previous(qk(m["W_Q_prev"], m["W_K_prev"]), PUBLIC_SEQUENCES, "the previous-token head"),
+              judge_writes_free(W_OV, "W_O_prev @ W_V_prev"),
+              judge_readable(W_OV, "W_O_prev @ W_V_prev", "token")], "previous-token head")
+
+
+def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
+    m = _read({"W_Q_ind": W_Q_ind, "W_K_ind": W_K_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
+    W_QK, W_OV = qk(m["W_Q_ind"], m["W_K_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
+    name = "the induction head"
+    _verdict([judge_induction(W_QK, W_OV, _ex3_layer1, PUBLIC_SEQUENCES, name),
+              judge_ablation(W_QK, W_OV, _ex3_layer1, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K")
+    c = composition_scores(W_QK, W_OV)
+    print(f"    composition with the previous-token head: Q {c['Q']:.2f}, K {c['K']:.2f}")
+
+
+def check_ex3_ind_ov(W_V_ind, W_O_ind, W_V_prev, W_O_prev):
+    m = _read({"W_V_ind": W_V_ind, "W_O_ind": W_O_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
+    W_OV2, W_OV1 = ov(m["W_V_ind"], m["W_O_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
+    name = "the induction head's W_O_ind @ W_V_ind"
+    _verdict([judge_copies_attended_token(W_OV2, "W_O_ind @ W_V_ind"),
+              judge_predictions(W_OV2, W_OV1, _ex3_layer1, PUBLIC_SEQUENCES, name)],
+             "induction head W_V, W_O")
+    print(f"    V-composition with the previous-token head: {composition_score(W_OV2, W_OV1):.2f}")

@@ -1,0 +1,1 @@
+../../release/induction_heads/induction_tools.py
