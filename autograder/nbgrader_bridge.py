@@ -21,17 +21,22 @@ from traitlets import Enum
 from autograder import engine
 
 
+# Words, not emoji: feedback is often read where no emoji font is installed.
+_PASSED = '<b style="color:#1a7f37">passed</b>'
+_FAILED = '<b style="color:#cf222e">failed</b>'
+
+
 def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
     """(html, plain text) describing one part's checks for the student."""
     checks = [check for check in report.checks if check.part == grade_id]
     rows, plain = [], []
     if report.error:
-        rows.append(f"<li>&#10060; {html.escape(report.error)}</li>")
+        rows.append(f"<li>{_FAILED} {html.escape(report.error)}</li>")
         plain.append(f"ERROR {report.error}")
     elif not checks:
-        rows.append("<li>&#10060; this part could not be checked</li>")
+        rows.append(f"<li>{_FAILED} this part could not be checked</li>")
     for check in checks:
-        icon = "&#9989;" if check.passed else "&#10060;"
+        icon = _PASSED if check.passed else _FAILED
         text = check.id.replace("_", " ")
         detail = f": {html.escape(check.message)}" if check.message else ""
         rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")

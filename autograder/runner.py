@@ -40,7 +40,8 @@ class CheckResult:
 
 class _CheckPlugin:
     def __init__(self, by_module: dict[str, list[Submission]]):
-        self.by_module = by_module  # check module path -> submissions for that notebook
+        # real check-module path -> submissions (the module may be imported through a symlink)
+        self.by_module = {os.path.realpath(path): subs for path, subs in by_module.items()}
         self.results: dict[str, list[CheckResult]] = {}
         self.collection_errors: list[str] = []
 
@@ -50,7 +51,7 @@ class _CheckPlugin:
     def pytest_generate_tests(self, metafunc):
         if "sub" not in metafunc.fixturenames:
             return
-        submissions = self.by_module.get(str(metafunc.module.__file__), [])
+        submissions = self.by_module.get(os.path.realpath(metafunc.module.__file__), [])
         metafunc.parametrize("sub", submissions, ids=[s.id for s in submissions])
 
     def pytest_runtest_setup(self, item):
@@ -130,4 +131,7 @@ def run_checks(by_module: dict[str, list[Submission]]) -> dict[str, list[CheckRe
             f"the hidden checks could not run (pytest exit {exit_code}):\n"
             + "\n".join(plugin.collection_errors) + quiet.getvalue()[-4000:]
         )
+    unchecked = [sub.id for subs in by_module.values() for sub in subs if sub.id not in plugin.results]
+    if unchecked:
+        raise RuntimeError(f"the hidden checks did not run for {len(unchecked)} submissions, e.g. {unchecked[0]}")
     return plugin.results

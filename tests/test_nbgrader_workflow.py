@@ -169,5 +169,5 @@ def test_feedback_reveals_no_hidden_checks_or_answers(graded_class):
 def test_feedback_shows_scores_messages_and_pictures(graded_class):
     assignment, roots = graded_class
     page = "".join(p.read_text() for p in (roots["batch"] / "feedback" / "wrong").rglob("*.html"))
-    assert "Autograder, part" in page and "&#10060;" in page
+    assert "Autograder, part" in page and ">failed</b>" in page
     assert "<svg" in page
