@@ -62,7 +62,13 @@ _KIND_WORDS = {
 def _describe(encoded: dict) -> str:
     kind = encoded.get("kind")
     if kind == "object":
-        return f"an object of type {encoded.get('type', '?')}"
+        dtype = encoded.get("dtype")
+        if dtype == "object":
+            return "an array of dtype object (some entries are not numbers, e.g. None, strings or lists)"
+        if dtype is not None:
+            return f"an array of dtype {dtype}, not of numbers"
+        reason = encoded.get("reason")
+        return f"an object of type {encoded.get('type', '?')}" + (f" (converting it raised {reason})" if reason else "")
     if kind == "array":
         return f"an array of shape {tuple(encoded['shape'])}"
     if kind == "number":
@@ -240,7 +246,7 @@ class Submission:
             raise Mistake(f"{name} should be a function, but it is {_describe(encoded)}.")
         records = self._calls.get(name)
         if not records:
-            raise Mistake(f"{name} could not be called during grading.")
+            raise Mistake(f"{name} could not be called during grading." + (f" {self.fatal}" if self.fatal else ""))
         return [
             Call(
                 args=tuple(record.get("args", ())),
