@@ -378,6 +378,7 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
     # cells the grader sent are recorded, and values and calls are taken once, as dicts.
     known_cells = {index for index, _ in cells}
     got_values = got_calls = False
+    ended_code = None
     done = False
     outbox.send(job)
 
@@ -445,6 +446,11 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                 elif kind == "calls" and not got_calls and isinstance(frame.get("calls"), dict):
                     got_calls = True
                     result.calls = frame["calls"]
+                elif kind == "ended" and isinstance(frame.get("exit_code"), int):
+                    ended_code = frame["exit_code"]  # the relay's word on how the student half ended
+                    if frame.get("corrupted"):
+                        fail("the notebook wrote into the grader's internal pipe, so nothing more it "
+                             "defined could be read" + (f" (in cell {current_cell + 1})" if current_cell is not None else ""))
                 elif kind == "done":
                     done = True
                     # drain what is left of stdout/stderr for a moment, then stop
@@ -466,6 +472,8 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
         died_from = -code if code is not None and code < 0 else None
         if result.isolation == "bubblewrap" and code is not None and code > 128:
             died_from = code - 128  # bubblewrap exits with 128 + the signal that ended its child
+        if ended_code is not None and ended_code < 0:
+            died_from = -ended_code  # the student half died; the relay reported it
         where = f" in cell {current_cell + 1}" if current_cell is not None else ""
         if died_from is not None:
             reason = {signal.SIGSEGV: "crashed (segmentation fault)", signal.SIGKILL: "was killed (out of memory?)"}

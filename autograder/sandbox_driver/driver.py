@@ -1,7 +1,8 @@
 """Runs one submission's code cells inside the sandbox and reports what they defined.
 
-Protocol (argv names the fd carrying frames to the grader and the fd carrying frames from it;
-fds 0-2 belong to the student):
+Two processes: a relay that holds the channels to the grader (argv names the fd carrying frames
+to the grader and the fd carrying frames from it) and never runs student code, and a forked
+student half that runs the cells (fds 0-2 belong to the student). Protocol, as the grader sees it:
   grader -> {"type": "job", "cells": [[index, source], ...], "names": [...],
              "cell_seconds": float, "call_seconds": float, "helpers": path}
   driver -> {"type": "cell", "index": i}              before each cell (the supervisor times it)
@@ -10,6 +11,7 @@ fds 0-2 belong to the student):
   grader -> {"type": "probes", "calls": {function_name: [[arg, ...], ...]}}   (args tagged)
   driver -> {"type": "calls", "calls": {function_name: [{"result"|"error": ...}, ...]}}
   driver -> {"type": "done"}
+  driver -> {"type": "ended", "exit_code": int, "corrupted": bool}   when it ended without "done"
 
 Everything the driver needs is bound before student code runs, so a submission that patches
 numpy, builtins or this module's globals can only spoil its own report. Nothing it sends can
@@ -247,10 +249,10 @@ def call_probes(request, namespace, seconds):
     return results
 
 
-def main():
-    _channels["result"], _channels["request"] = int(sys.argv[1]), int(sys.argv[2])
+def serve(job):
+    """The student half: runs the cells, then answers the grader's requests. Runs in a child
+    process that holds no channel to the supervisor, only pipes to the relay."""
     _signal(signal.SIGALRM, _on_alarm)
-    job = receive()
     sys.path.insert(0, job["helpers"])
     builtins.input = refuse_input
     shell = GradingShell()
@@ -269,7 +271,75 @@ def main():
     send({"type": "done"})
 
 
+# Frame types the relay forwards from the student half, and the fields it keeps of each.
+RELAYED = {
+    "cell": ("index",),
+    "cell_done": ("index", "status", "error"),
+    "values": ("values", "defined_in"),
+    "calls": ("calls",),
+    "done": (),
+}
+
+
+def relay(child, from_child, to_child, supervisor, requests):
+    """The trusted half: never runs student code. Forwards well-formed frames of the known types
+    from the student half to the supervisor, passes the grader's probe request down, and reports
+    how the student half ended. Student code cannot write the supervisor's channel: its process
+    closed that fd before running anything, and this process is not dumpable (no ptrace, no
+    /proc/<pid>/fd)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    _channels["result"] = supervisor
+    reader = wire.FrameReader()
+    corrupted = False
+    while True:
+        try:
+            chunk = _read(from_child, 1 << 16)
+            frames = reader.feed(chunk) if chunk else None
+        except (OSError, ValueError, RecursionError):
+            corrupted, frames = True, None
+            os.kill(child, signal.SIGKILL)  # it wrote into the relay's pipe: nothing it says can be read
+        if not frames:
+            if frames is None:
+                break
+            continue
+        for frame in frames:
+            kind = frame.get("type") if isinstance(frame, dict) else None
+            if kind not in RELAYED:
+                continue
+            send({"type": kind, **{field: frame.get(field) for field in RELAYED[kind]}})
+            if kind == "values":
+                _channels["request"] = requests
+                request = receive()
+                data = _pack(request)
+                while data:
+                    data = data[_write(to_child, data):]
+    _, status = os.waitpid(child, 0)
+    send({"type": "ended", "exit_code": os.waitstatus_to_exitcode(status), "corrupted": corrupted})
+
+
+def main():
+    supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
+    _channels["request"] = requests
+    job = receive()
+    up_read, up_write = os.pipe()
+    down_read, down_write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        for fd in (supervisor, requests, up_read, down_write):
+            os.close(fd)
+        _channels["result"], _channels["request"] = up_write, down_read
+        try:
+            serve(job)
+            _flush_student_streams()
+        finally:
+            os._exit(0)  # skip teardown: student atexit hooks and finalizers decide nothing
+    os.close(up_write)
+    os.close(down_read)
+    relay(child, up_read, down_write, supervisor, requests)
+
+
 if __name__ == "__main__":
     main()
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown: student atexit hooks and finalizers decide nothing
+    os._exit(0)

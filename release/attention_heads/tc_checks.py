@@ -11,9 +11,23 @@ attention pattern is A[dest, src] with rows summing to 1.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
+
+
+def public_check(function):
+    """Show a failing public check as its message alone, not a traceback through this module."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        __tracebackhide__ = True  # noqa: F841 - IPython hides frames that set this
+        try:
+            return function(*args, **kwargs)
+        except AssertionError as failure:
+            raise AssertionError(str(failure)) from None
+    return run
+
 
 D_MODEL = 16
 D_HEAD = 4
@@ -237,6 +251,7 @@ def pattern_problems(A: np.ndarray, tol: float = 1e-6) -> list[str]:
     return [problem for problem in found if problem]
 
 
+@public_check
 def check_attention_pattern(attention_pattern):
     """Shape, probabilities, causality, and uniform attention when all scores are equal."""
     if not callable(attention_pattern):
@@ -309,12 +324,14 @@ def _head_properties(head, make_args, name: str, signature: str):
     print(f"{name}: {PASSED}")
 
 
+@public_check
 def check_attention_head(attention_head):
     """Output shape, causality, zero output when W_V = 0, and the one-position case."""
     _head_properties(attention_head, lambda X, W_Q, W_K, W_V, W_O: (X, W_Q, W_K, W_V, W_O),
                      "attention_head", "attention_head(X, W_Q, W_K, W_V, W_O)")
 
 
+@public_check
 def check_attention_head_low_rank(attention_head_low_rank):
     """The same properties for the head written with W_QK and W_OV only."""
     _head_properties(
@@ -323,6 +340,7 @@ def check_attention_head_low_rank(attention_head_low_rank):
         "attention_head_low_rank", "attention_head_low_rank(X, W_QK, W_OV, d_head)")
 
 
+@public_check
 def check_read_write(matrices_that_read, matrices_that_write):
     """Both answers are sets of the four matrix names (which ones is for the hidden checks)."""
     normalise_matrix_names(matrices_that_read, "matrices_that_read")
@@ -330,6 +348,7 @@ def check_read_write(matrices_that_read, matrices_that_write):
     print(f"matrices_that_read, matrices_that_write: {PASSED}")
 
 
+@public_check
 def check_decide_attention(matrices_that_decide_attention):
     chosen = normalise_matrix_names(matrices_that_decide_attention, "matrices_that_decide_attention")
     if len(chosen) != 2:
@@ -338,6 +357,7 @@ def check_decide_attention(matrices_that_decide_attention):
     print(f"matrices_that_decide_attention: {PASSED}")
 
 
+@public_check
 def check_max_ranks(max_rank_W_QK, max_rank_W_OV):
     for value, name in ((max_rank_W_QK, "max_rank_W_QK"), (max_rank_W_OV, "max_rank_W_OV")):
         rank = as_whole_number(value, name)
@@ -370,6 +390,7 @@ def q6_heads() -> dict:
     return {"W_V1": W_V1, "W_O1": W_O1, "W_V2": W_V2, "W_O2": W_O2}
 
 
+@public_check
 def check_q6_product(W_V2_W_O1):
     shape = shape_of(W_V2_W_O1)
     if shape == (D_MODEL, D_MODEL):
@@ -380,6 +401,7 @@ def check_q6_product(W_V2_W_O1):
     print(f"W_V2_W_O1: {PASSED}")
 
 
+@public_check
 def check_q6_singular_values(singular_values_W_V2_W_O1):
     name = "singular_values_W_V2_W_O1"
     values = as_array(singular_values_W_V2_W_O1, name).reshape(-1)
@@ -398,6 +420,7 @@ def check_q6_singular_values(singular_values_W_V2_W_O1):
     print(f"{name}: {PASSED}")
 
 
+@public_check
 def check_q6_rank(rank_W_V2_W_O1):
     rank = as_whole_number(rank_W_V2_W_O1, "rank_W_V2_W_O1")
     if not 0 <= rank <= D_HEAD:
@@ -405,6 +428,7 @@ def check_q6_rank(rank_W_V2_W_O1):
     print(f"rank_W_V2_W_O1: {PASSED}")
 
 
+@public_check
 def check_q6_v_composition(v_composition_score):
     score = as_number(v_composition_score, "v_composition_score")
     if not 0 <= score <= 1 + 1e-9:
@@ -553,6 +577,7 @@ def _matrix_pair(W_V, W_O, number):
     return W_V, W_O
 
 
+@public_check
 def check_head1(W_V1, W_O1):
     W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
     problems = copy_problems_head1(W_O1 @ W_V1, product_tolerance(W_O1, W_V1))
@@ -562,6 +587,7 @@ def check_head1(W_V1, W_O1):
     print(f"head 1: {PASSED}")
 
 
+@public_check
 def check_head2(W_V2, W_O2):
     W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
     problems = copy_problems_head2(W_O2 @ W_V2, product_tolerance(W_O2, W_V2))
@@ -587,6 +613,7 @@ def product_problem(W_net, W_V, W_O, number) -> str | None:
     return report
 
 
+@public_check
 def check_products(W_net1, W_net2, W_V1, W_O1, W_V2, W_O2):
     problems = []
     for number, W_net, W_V, W_O in ((1, W_net1, W_V1, W_O1), (2, W_net2, W_V2, W_O2)):
@@ -637,6 +664,7 @@ def composition_problem(value, W_net1, W_net2, which: str) -> str | None:
     return report
 
 
+@public_check
 def check_composition(two_token_copy, one_token_copy, W_net1, W_net2):
     W_net1 = as_array(W_net1, "W_net1", shape=(D_MODEL, D_MODEL))
     W_net2 = as_array(W_net2, "W_net2", shape=(D_MODEL, D_MODEL))
@@ -651,6 +679,7 @@ def check_composition(two_token_copy, one_token_copy, W_net1, W_net2):
     print(f"two_token_copy, one_token_copy: {PASSED}")
 
 
+@public_check
 def check_ranks(rank_W_net1, rank_W_net2, rank_two_token_copy, rank_one_token_copy):
     values = {"rank_W_net1": rank_W_net1, "rank_W_net2": rank_W_net2,
               "rank_two_token_copy": rank_two_token_copy, "rank_one_token_copy": rank_one_token_copy}
@@ -772,6 +801,7 @@ def simulation_problems(coef, tol: float = 1e-6) -> tuple[list[str], list[str]]:
     return previous, two_back
 
 
+@public_check
 def check_simulation(W_V1, W_O1, W_V2, W_O2):
     W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
     W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
@@ -782,6 +812,7 @@ def check_simulation(W_V1, W_O1, W_V2, W_O2):
     print(f"simulation: {PASSED}")
 
 
+@public_check
 def check_capacity(fraction_previous_token, fraction_two_tokens_back):
     a = as_number(fraction_previous_token, "fraction_previous_token")
     b = as_number(fraction_two_tokens_back, "fraction_two_tokens_back")

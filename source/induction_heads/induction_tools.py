@@ -17,7 +17,22 @@ message in terms of positions and tokens. Conventions: column vectors; ``W_Q, W_
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+
+def public_check(function):
+    """Show a failing public check as its message alone, not a traceback through this module."""
+    @functools.wraps(function)
+    def run(*args, **kwargs):
+        __tracebackhide__ = True  # noqa: F841 - IPython hides frames that set this
+        try:
+            return function(*args, **kwargs)
+        except AssertionError as failure:
+            raise AssertionError(str(failure)) from None
+    return run
+
 
 __all__ = [
     "VOCAB", "BOS", "N_VOCAB", "D_MODEL", "D_HEAD", "TOK", "POS", "FREE", "ALPHAS", "LAMBDAS",
@@ -647,26 +662,31 @@ def _ex3_layer1(tokens):
     return previous_position_targets(tokens)
 
 
+@public_check
 def check_ex2a(W_Q_a, W_K_a):
     m = _read({"W_Q_a": W_Q_a, "W_K_a": W_K_a})
     _verdict([judge_same_content(qk(m["W_Q_a"], m["W_K_a"]), PUBLIC_SEQUENCES)], "a")
 
 
+@public_check
 def check_ex2b(W_Q_b, W_K_b):
     m = _read({"W_Q_b": W_Q_b, "W_K_b": W_K_b})
     _verdict([judge_present(qk(m["W_Q_b"], m["W_K_b"]), PUBLIC_SEQUENCES)], "b")
 
 
+@public_check
 def check_ex2c(W_Q_c, W_K_c):
     m = _read({"W_Q_c": W_Q_c, "W_K_c": W_K_c})
     _verdict([judge_previous(qk(m["W_Q_c"], m["W_K_c"]), PUBLIC_SEQUENCES)], "c")
 
 
+@public_check
 def check_ex2d(W_Q_d, W_K_d):
     m = _read({"W_Q_d": W_Q_d, "W_K_d": W_K_d})
     _verdict([judge_previous_copy(qk(m["W_Q_d"], m["W_K_d"]), PUBLIC_SEQUENCES)], "d")
 
 
+@public_check
 def check_ex2e(W_V_e, W_O_e):
     m = _read({"W_V_e": W_V_e, "W_O_e": W_O_e})
     W_OV = ov(m["W_V_e"], m["W_O_e"])
@@ -674,6 +694,7 @@ def check_ex2e(W_V_e, W_O_e):
               judge_readable(W_OV, "W_O_e @ W_V_e", "position")], "e")
 
 
+@public_check
 def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
     m = _read({"W_Q_f": W_Q_f, "W_K_f": W_K_f, "W_V_e": W_V_e, "W_O_e": W_O_e})
     W_QK, W_OV = qk(m["W_Q_f"], m["W_K_f"]), ov(m["W_V_e"], m["W_O_e"])
@@ -683,6 +704,7 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
     print(f"    composition of (f) with the layer-1 head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
 
+@public_check
 def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev):
     m = _read({"W_Q_prev": W_Q_prev, "W_K_prev": W_K_prev, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV = ov(m["W_V_prev"], m["W_O_prev"])
@@ -691,6 +713,7 @@ def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev):
               judge_readable(W_OV, "W_O_prev @ W_V_prev", "token")], "previous-token head")
 
 
+@public_check
 def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
     m = _read({"W_Q_ind": W_Q_ind, "W_K_ind": W_K_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_QK, W_OV = qk(m["W_Q_ind"], m["W_K_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
@@ -701,6 +724,7 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
     print(f"    composition with the previous-token head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
 
+@public_check
 def check_ex3_ind_ov(W_V_ind, W_O_ind, W_V_prev, W_O_prev):
     m = _read({"W_V_ind": W_V_ind, "W_O_ind": W_O_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV2, W_OV1 = ov(m["W_V_ind"], m["W_O_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
