@@ -81,16 +81,23 @@ def _nbgrader(root, *args):
     return completed
 
 
-def _scores(root, assignment):
+def _gradebook_state(root, assignment):
+    """Everything autograding records: per graded cell its scores, review flag and comment, and
+    per notebook its late penalty."""
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
-        result = {}
+        state = {}
         for submission in gradebook.assignment_submissions(assignment):
             for notebook in submission.notebooks:
+                comments = {comment.name: comment.auto_comment for comment in notebook.comments}
                 for grade in notebook.grades:
-                    result[(submission.student.id, notebook.name, grade.name)] = (grade.auto_score, grade.manual_score)
-        return result
+                    state[(submission.student.id, notebook.name, grade.name)] = {
+                        "auto_score": grade.auto_score, "manual_score": grade.manual_score,
+                        "needs_manual_grade": grade.needs_manual_grade, "comment": comments.get(grade.name),
+                    }
+                state[(submission.student.id, notebook.name, "late penalty")] = notebook.late_submission_penalty
+        return state
 
 
 @pytest.fixture(scope="module")
@@ -119,21 +126,23 @@ def graded_class(tmp_path_factory):
     return assignment, roots
 
 
-def test_nbgrader_autograde_and_batch_grader_record_the_same_scores(graded_class):
+def test_nbgrader_autograde_and_batch_grader_record_the_same_gradebook_state(graded_class):
     assignment, roots = graded_class
-    by_nbgrader, by_batch = _scores(roots["nbgrader"], assignment), _scores(roots["batch"], assignment)
-    assert by_nbgrader == by_batch
-    auto = {spec.notebook: spec for spec in specs.all_specs() if spec.assignment == assignment}
-    for (student, notebook, grade_id), (score, _) in by_batch.items():
-        part = next(p for p in auto[notebook].parts if p.grade_id == grade_id)
-        if part.manual:
+    by_batch = _gradebook_state(roots["batch"], assignment)
+    assert _gradebook_state(roots["nbgrader"], assignment) == by_batch
+    parts = {(spec.notebook, part.grade_id): part for spec in specs.all_specs() if spec.assignment == assignment
+             for part in spec.parts}
+    wrong_lost_points = False
+    for (student, notebook, grade_id), record in by_batch.items():
+        part = parts.get((notebook, grade_id))
+        if part is None or part.manual:
             continue
         if student == "ref":
-            assert score == part.points, (notebook, grade_id)
+            assert record["auto_score"] == part.points, (notebook, grade_id)
         if student == "blank":
-            assert score == 0, (notebook, grade_id)
-    assert any(score < max_ for (s, nb, g), (score, _) in by_batch.items() if s == "wrong"
-               for max_ in [next(p.points for p in auto[nb].parts if p.grade_id == g)] if score is not None)
+            assert record["auto_score"] == 0, (notebook, grade_id)
+        wrong_lost_points |= student == "wrong" and record["auto_score"] < part.points
+    assert wrong_lost_points
 
 
 def _page_text(page: pathlib.Path) -> str:
