@@ -286,10 +286,7 @@ def relay(child, from_child, to_child, supervisor, requests):
     from the student half to the supervisor, passes the grader's probe request down, and reports
     how the student half ended. Student code cannot write the supervisor's channel: its process
     closed that fd before running anything, and this process is not dumpable (no ptrace, no
-    /proc/<pid>/fd)."""
-    import ctypes
-
-    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    /proc/<pid>/fd; set in main before the fork)."""
     _channels["result"] = supervisor
     reader = wire.FrameReader()
     corrupted = False
@@ -323,6 +320,13 @@ def main():
     supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
     _channels["request"] = requests
     job = receive()
+    # Not dumpable before the student half exists: done after the fork, the first cell could
+    # open /proc/<relay>/fd/<supervisor fd> while the relay was still starting. The child
+    # inherits the flag, which costs it nothing.
+    import ctypes
+
+    if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 0
+        raise SystemExit("the driver could not protect its channels (prctl failed)")
     up_read, up_write = os.pipe()
     down_read, down_write = os.pipe()
     child = os.fork()
