@@ -151,13 +151,14 @@ def kill_leftovers(marker: str) -> None:
             pass
 
 
-# Student-side helper for writing raw frames to the driver's result pipe (sys.argv[1]).
+# Student-side helper for writing raw frames into the student half's own pipe to the relay
+# (the driver's trusted half, which alone talks to the grader; see driver.py).
 FORGE = '''
 import json, os, struct, sys
 def frame(message):
     body = json.dumps(message).encode()
     return struct.pack(">I", len(body)) + body
-channel = int(sys.argv[1])
+channel = sys.modules["__main__"]._channels["result"]
 '''
 
 
@@ -277,6 +278,53 @@ driver.describe_exception = lambda error: "passed"
 """
     report = grade(tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
     assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
+
+
+GRADER_CHANNEL_ATTACK = """
+import json, os, stat, struct, sys
+def frame(message):
+    body = json.dumps(message).encode()
+    return struct.pack(">I", len(body)) + body
+forged = frame({"type": "values", "defined_in": {},
+                "values": {"W": {"kind": "array", "dtype": "float64", "shape": [2, 2],
+                                 "data": "AAAAAAAA8D8AAAAAAAAAAAAAAAAAAAAAAAAAAAAA8D8="},
+                           "k": {"kind": "number", "value": 3, "integer": True}}}) + frame({"type": "done"})
+own = set(sys.modules["__main__"]._channels.values())  # this process's pipes to the relay
+supervisor = [int(fd) for fd in sys.argv[1:3]]
+for fd in set(supervisor) | set(range(3, 256)):
+    try:
+        if fd not in own and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, forged)
+    except OSError:
+        pass
+for fd in supervisor:  # reopen the relay's ends through /proc
+    try:
+        reopened = os.open(f"/proc/{os.getppid()}/fd/{fd}", os.O_WRONLY)
+        os.write(reopened, forged)
+    except OSError:
+        pass
+"""
+
+
+@pytest.mark.parametrize("isolation", [
+    BWRAP,
+    pytest.param("fallback", marks=pytest.mark.skipif(
+        os.geteuid() == 0, reason="as root, fallback student code may ptrace the driver (documented)")),
+])
+def test_student_code_cannot_reach_the_graders_channel(tmp_path, mini_course, isolation):
+    """The driver's relay alone holds the grader's pipes; the student half closed them before
+    running anything and cannot reopen them through /proc (the relay is not dumpable from
+    before the fork). A forged frame claiming W = identity would raise the score."""
+    first = notebook(mini_course, {"mini_matrix_answer": W_WRONG}, mutate=lambda nb: nb["cells"].insert(0, {
+        "cell_type": "code", "id": "first", "execution_count": None, "metadata": {}, "outputs": [],
+        "source": GRADER_CHANNEL_ATTACK}))  # the very first cell: racing the relay's start-up
+    reports = grade(tmp_path, {"first": first, "later": cheat(mini_course, GRADER_CHANNEL_ATTACK)}, isolation)
+    for report in reports.values():
+        assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
+    # The race above is won or lost in microseconds; this is deterministic: the student half
+    # inherits the relay's dumpable flag at the fork, so 0 means the relay was protected first.
+    _, values = run_code(mini_course, "import ctypes\nresult = str(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))", isolation)
+    assert values["result"] == "0"  # PR_GET_DUMPABLE
 
 
 @pytest.mark.parametrize("isolation", BOTH)
@@ -933,7 +981,7 @@ def test_forged_frames_cannot_crash_the_grader(tmp_path, mini_course, isolation)
         assert reports[name].score <= 2.0, name
     assert reports["verdict_like_frames"].score == 2.0
     for name in ("deeply_nested_json", "oversized_frame_header", "not_utf8"):
-        assert "grading channel was corrupted" in checks(reports[name])["w_is_identity"].message, name
+        assert "wrote into the grader's internal pipe" in checks(reports[name])["w_is_identity"].message, name
 
 
 @pytest.mark.slow
@@ -952,6 +1000,53 @@ def test_a_submission_that_stops_reading_cannot_stall_the_grader(tmp_path, mini_
     assert time.monotonic() - started < 15
     assert_full_marks(reports["correct"])
     assert reports["stuffer"].score == 0.0 and reports["stuffer"].seconds < 5
+
+
+# The driver's relay validates frames before the grader sees them; the supervisor must not rely
+# on it. A stand-in driver plays a compromised relay (e.g. under fallback as root, where student
+# code may ptrace it) and writes straight into the grader's channel.
+COMPROMISED_DRIVER = {
+    "deeply_nested_json": "body = b'[' * 200000 + b']' * 200000\nos.write(out, struct.pack('>I', len(body)) + body)\n"
+                          "time.sleep(60)\n",
+    "malformed_frames": (
+        "for index in ([0], {'a': 1}, 999, -1, None, 'x'):\n"
+        "    os.write(out, frame({'type': 'cell', 'index': index}))\n"
+        "    os.write(out, frame({'type': 'cell_done', 'index': index, 'status': ['ok'], 'error': {'e': 1}}))\n"
+        "os.write(out, frame({'type': 'values', 'values': [], 'defined_in': 5}))\n"
+        "os.write(out, frame({'type': 'values', 'values': {'W': 5}, 'defined_in': 5}))\n"
+        "os.write(out, frame({'type': 'calls', 'calls': [1, 2]}))\n"
+        "os.write(out, frame({'type': 'ended', 'exit_code': 'x', 'corrupted': 1}))\n"
+        "os.write(out, frame({'type': 'done'}))\n"),
+    # each 'values' frame used to make the grader write probes with a blocking write; with
+    # nobody reading, the pipe filled and every deadline froze
+    "stops_reading": ("for _ in range(3000):\n"
+                      "    os.write(out, frame({'type': 'values', 'values': {'double': {'kind': 'callable'}}}))\n"
+                      "time.sleep(60)\n"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(COMPROMISED_DRIVER))
+def test_a_compromised_driver_cannot_crash_or_stall_the_supervisor(tmp_path, mini_course, attack, monkeypatch):
+    fake = tmp_path / "driver"
+    fake.mkdir()
+    (fake / "driver.py").write_text(
+        "import json, os, struct, sys, time\n"
+        "out = int(sys.argv[1])\n"
+        "def frame(message):\n"
+        "    body = json.dumps(message).encode()\n"
+        "    return struct.pack('>I', len(body)) + body\n" + COMPROMISED_DRIVER[attack])
+    monkeypatch.setattr(sandbox, "DRIVER_DIR", fake)
+    limits = sandbox.Limits(cell_seconds=1, cell_grace_seconds=1, total_seconds=2, memory_bytes=512 << 20)
+    big_probes = lambda values: {"double": [[{"kind": "str", "value": "x" * 20000}]] * 4}  # noqa: E731
+    result = sandbox.run_submission([(0, "W = 1")], ["W"], str(mini_course / "release" / "mini"), big_probes,
+                                    limits, "fallback")
+    assert result.seconds < limits.total_seconds + 2
+    assert all(type(cell["index"]) is int and cell["index"] == 0 for cell in result.cells)
+    assert isinstance(result.values, dict) and isinstance(result.calls, dict)
+    if attack == "malformed_frames":
+        assert result.values == {"W": 5} and result.calls == {} and result.fatal is None
+    else:
+        assert result.fatal
 
 
 # -- careless work: a clear message and the points the rest earns ----------------------------
