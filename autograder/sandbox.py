@@ -6,9 +6,10 @@ Isolation, strongest available first:
     release gives every student; private /tmp; scrubbed environment; `python -I`.
   * "fallback": a temporary working directory, scrubbed environment, `python -I`, resource
     limits and its own session. Weaker: student code runs as the grader's user, so it can read
-    and write what that user can, reach the network, and signal the grader's processes;
-    without a writable cgroup, a child that leaves the session survives the run. For machines
-    without bubblewrap only; every report says which isolation it got.
+    and write what that user can, reach the network, and signal (as root, ptrace) the grader's
+    processes, the driver's relay included; without a writable cgroup, a child that leaves the
+    session survives the run. For machines without bubblewrap only; every report says which
+    isolation it got.
 Both run under resource limits (address space, file size, open files, no core dumps) and, where
 the cgroup v1/v2 controllers are writable, a pids and memory cgroup that is killed as a whole.
 

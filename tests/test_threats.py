@@ -16,15 +16,19 @@ Isolation modes:
     gradebook, other submissions, the network and the grader's processes out of reach.
   * "fallback" is for machines without bubblewrap and is weaker by design: student code runs
     as the grader's user, so it CAN read and write that user's files, reach the network and
-    signal the grader's processes, and without a writable cgroup a daemon that leaves the
-    session survives. Those are documented, not tested (testing them would mean attacking the
-    machine running the tests). What fallback does guarantee is tested: the driver decides
-    nothing, time limits and kills, a scrubbed environment, `python -I` in a fresh temporary
-    directory that is removed afterwards, resource limits, and (with a cgroup) no leftovers.
-Forging frames on the driver's pipe is possible in both modes (student code runs in the
-driver's process), and gains nothing: a forged value is just a submitted value, and function
-results are checked on inputs drawn after the cells ran. What matters, and is tested, is that
-forged or malformed frames cannot crash or stall the grader.
+    signal (as root, ptrace) the grader's processes, and without a writable cgroup a daemon
+    that leaves the session survives. Those are documented, not tested (testing them would
+    mean attacking the machine running the tests). What fallback does guarantee is tested:
+    the driver decides nothing, time limits and kills, a scrubbed environment, `python -I` in
+    a fresh temporary directory that is removed afterwards, resource limits, and (with a
+    cgroup) no leftovers.
+The driver is split in two: a relay that alone holds the grader's channel and never runs
+student code, and a forked student half. Student code can write frames into its own pipe to
+the relay (that is how its values travel anyway), which gains nothing: a forged value is just a
+submitted value, and function results are checked on inputs drawn after the cells ran. Tested:
+student code cannot reach the grader's channel itself (under fallback as root it could ptrace
+the relay, documented), and neither malformed frames through the relay nor a compromised relay
+can crash or stall the grader.
 """
 from __future__ import annotations
 
@@ -392,6 +396,7 @@ def _lying_cases(mini_course, marker: pathlib.Path) -> dict[str, tuple[dict, flo
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", BOTH)
 def test_lying_objects_earn_only_their_plain_values(tmp_path, mini_course, isolation):
     marker = tmp_path / "unpickled"
@@ -971,6 +976,7 @@ FORGERIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isolation", BOTH)
 def test_forged_frames_cannot_crash_the_grader(tmp_path, mini_course, isolation):
     notebooks = {"correct": notebook(mini_course)}
@@ -1025,6 +1031,7 @@ COMPROMISED_DRIVER = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", sorted(COMPROMISED_DRIVER))
 def test_a_compromised_driver_cannot_crash_or_stall_the_supervisor(tmp_path, mini_course, attack, monkeypatch):
     fake = tmp_path / "driver"
@@ -1095,6 +1102,7 @@ CARELESS = {
 }
 
 
+@pytest.mark.slow
 def test_careless_work_gets_a_clear_message_and_the_rest_of_its_points(tmp_path, mini_course):
     """All careless notebooks graded together, as one class."""
     notebooks = {name: notebook(mini_course, replacements, mutate=mutate)
