@@ -993,8 +993,9 @@ def test_forged_frames_cannot_crash_the_grader(tmp_path, mini_course, isolation)
 @pytest.mark.slow
 @pytest.mark.parametrize("isolation", BOTH)
 def test_a_submission_that_stops_reading_cannot_stall_the_grader(tmp_path, mini_course, isolation):
-    """Each forged 'values' frame made the grader write probes into the driver's request pipe;
-    with the pipe full and nothing reading it, a blocking write froze every deadline."""
+    """A cell floods the driver with 'values' frames, stops reading and ignores every signal:
+    the grader still ends it at the cell's hard limit (once, each such frame made the grader
+    write probes with a blocking write, and a full pipe froze every deadline)."""
     stuffer = FORGE + (
         "import signal, time\n"
         "signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
