@@ -17,10 +17,12 @@ import os
 import pathlib
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -67,26 +69,52 @@ class PostgresServer:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
 
-    def _run(self, *command):
-        prefix = []
+    def _as_server_user(self, die_with_us: bool = False) -> list[str]:
+        options = ["--pdeathsig=QUIT"] if die_with_us else []
         if self.user is not None:
-            prefix = ["setpriv", f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--clear-groups"]
-        completed = subprocess.run(prefix + [str(self.bin_dir / command[0]), *command[1:]],
+            options += [f"--reuid={self.user.pw_uid}", f"--regid={self.user.pw_gid}", "--clear-groups"]
+        return ["setpriv", *options] if options and shutil.which("setpriv") else []
+
+    def _run(self, *command):
+        completed = subprocess.run(self._as_server_user() + [str(self.bin_dir / command[0]), *command[1:]],
                                    capture_output=True, text=True, cwd=self.base)
         if completed.returncode != 0:
-            log = (self.base / "server.log").read_text() if (self.base / "server.log").exists() else ""
-            raise RuntimeError(f"{command[0]} failed:\n{completed.stdout}{completed.stderr}{log}")
+            raise RuntimeError(f"{command[0]} failed:\n{completed.stdout}{completed.stderr}")
 
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.superuser, "--no-sync",
                   "-E", "UTF8", "--locale=C")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "server.log"), "-w", "-t", "30",
-                  "-o", f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        # The postmaster runs as our child, not daemonised by pg_ctl, and gets SIGQUIT (immediate
+        # shutdown) if this process dies: a killed test session leaves no server behind.
+        self.log = open(self.base / "server.log", "wb")
+        self.process = subprocess.Popen(
+            self._as_server_user(die_with_us=True) + [str(self.bin_dir / "postgres"),
+             "-D", str(self.data), "-p", str(self.port), "-k", str(self.base),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.base)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.query("SELECT 1")
+                return
+            except Exception:  # noqa: BLE001 - not accepting connections yet
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("PostgreSQL did not start:\n" + (self.base / "server.log").read_text()) from None
+                time.sleep(0.1)
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if getattr(self, "process", None) is not None and self.process.poll() is None:
+                self.process.send_signal(signal.SIGQUIT)  # immediate shutdown: the data is thrown away
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
         finally:
+            if getattr(self, "log", None) is not None:
+                self.log.close()
             shutil.rmtree(self.base, ignore_errors=True)
 
     def url(self, database: str) -> str:
@@ -120,11 +148,9 @@ def postgres():
     server = PostgresServer(bin_dir)
     try:
         server.start()
-    except Exception:
-        shutil.rmtree(server.base, ignore_errors=True)
-        raise
-    yield server
-    server.stop()
+        yield server
+    finally:
+        server.stop()
 
 
 def _write_config(root: pathlib.Path, url: str) -> None:
