@@ -1,7 +1,7 @@
 """`make bench`: the sandboxed batch grader against a Jupyter kernel per notebook, same run.
 
 For each class size N it builds a class of N submissions of the virtual-head notebook (a mix of
-correct, alternative, wrong, blank and broken work), grades one copy with
+correct, alternative, wrong, blank and broken work, cycling), grades one copy with
 `python -m autograder grade --course` (sandboxed, parallel) and another with
 `nbgrader autograde --SandboxedGrading.runner=kernel` (stock nbgrader's way of running student
 code: one Jupyter kernel per notebook, serially, identical checks), checks that both gradebooks
@@ -37,13 +37,15 @@ def make_class(root: pathlib.Path, size: int) -> None:
             if entry["notebook"] == NOTEBOOK:
                 kinds.append((kind, classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, entry["cells"])))
     kinds.append(("blank", classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, blank=True)))
-    kinds.append(("broken", None))
+    # Broken code (a syntax error, a crash). Not broken JSON: stock nbgrader stops on that
+    # student with an error, so the baseline could not be compared.
+    answers = classroom.model_answers(ASSIGNMENT, NOTEBOOK)
+    first, second = list(answers)[:2]
+    kinds.append(("broken", classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, {
+        first: answers[first] + "\nW_V1 = [[1, 2]\n", second: "raise RuntimeError('oops')\n" + answers[second]})))
     for number in range(size):
         kind, notebook = kinds[number % len(kinds)]
-        folder = classroom.write_submission(root, f"student{number:04d}", ASSIGNMENT,
-                                            {NOTEBOOK: notebook} if notebook else {})
-        if notebook is None:
-            (folder / f"{NOTEBOOK}.ipynb").write_text('{"cells": [')
+        classroom.write_submission(root, f"student{number:04d}", ASSIGNMENT, {NOTEBOOK: notebook})
 
 
 def make_course(name: str, size: int) -> pathlib.Path:
