@@ -1,11 +1,11 @@
-"""Grade a whole class: nbgrader's autograde pipeline with sandboxed, parallel grading.
+"""Grade a whole class: nbgrader's autograde workflow with sandboxed, parallel grading.
 
-`python -m autograder grade --course ROOT ASSIGNMENT` does what `nbgrader autograde ASSIGNMENT`
-does (the same sanitising preprocessors, the same SaveAutoGrades reading the same test-cell
-outputs, the same gradebook and autograded/ tree), except that student code runs in the
-sandbox, many notebooks at a time, with no Jupyter kernel. Students are committed one at a
-time, and a marker written last records what was graded, so an interrupted batch loses
-nothing and a rerun grades only what is missing or newer.
+`python -m autograder grade --course ROOT ASSIGNMENT` leaves what `nbgrader autograde
+ASSIGNMENT` leaves (the gradebook's scores, review flags, comments and late penalties, and the
+autograded/ tree that generate_feedback, export and the formgrader read; a test compares the
+two), except that student code runs in the sandbox, many notebooks at a time, with no Jupyter
+kernel. Students are committed one at a time, and a marker written last records what was
+graded, so an interrupted batch loses nothing and a rerun grades only what is missing or newer.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from autograder import engine
 from autograder import notebook as nbio
 
 MARKER = ".autograder.json"
+CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
 ENGINE_VERSION = 1  # bump when grading changes, so reruns regrade everything
 
 
@@ -247,7 +248,7 @@ def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isol
     jobs = jobs or os.cpu_count() or 1
     isolation = sandbox.choose_isolation(isolation)
     total = sum(len(item.notebooks) for item in todo)
-    chunk_size = max(1, 8 * jobs // max(1, len(todo[0].notebooks)))
+    chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * jobs // max(1, len(todo[0].notebooks)))
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
     with tqdm(total=total, unit="notebook", desc=f"grading {assignment}", file=sys.stderr,
               mininterval=0.5, dynamic_ncols=True) as progress, ThreadPoolExecutor(jobs) as pool:
@@ -263,15 +264,25 @@ def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isol
                 done_chunk, done_prepared, done_futures = running
                 reports = engine.check([future.result() for future in done_futures], with_figures=True)
                 by_key = {tuple(report.submission_id.split("/")[::2]): report for report in reports}
-                for item in done_chunk:
-                    _record_student(pipeline, root, assignment, item, done_prepared, by_key, course_id)
+                _record_chunk(pipeline, root, assignment, done_chunk, done_prepared, by_key, course_id)
             running = started
 
 
-def _record_student(pipeline, root, assignment, item, prepared, reports, course_id):
-    import nbformat
+def _record_chunk(pipeline, root, assignment, chunk, prepared, reports, course_id):
+    """Write the chunk's autograded notebooks and grades in one transaction, then its markers:
+    an interruption before the commit leaves those students to be graded again by the rerun."""
     from nbgrader.api import Gradebook
 
+    with Gradebook(pipeline.db_url, course_id) as gradebook:
+        for item in chunk:
+            _record_student(gradebook, pipeline, root, assignment, item, prepared, reports)
+        gradebook.db.commit()
+    for item in chunk:
+        marker = root / "autograded" / item.student / assignment / MARKER
+        marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
+
+
+def _record_student(gradebook, pipeline, root, assignment, item, prepared, reports):
     from autograder.nbgrader_bridge import apply_report
 
     destination = root / "autograded" / item.student / assignment
@@ -282,22 +293,23 @@ def _record_student(pipeline, root, assignment, item, prepared, reports, course_
     shutil.copytree(item.submitted, destination, ignore=ignore, dirs_exist_ok=True)
     source = root / "source" / assignment
     shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
-    with Gradebook(pipeline.db_url, course_id) as gradebook:
-        for notebook_id in item.notebooks:
-            state = prepared[(item.student, notebook_id)]
-            if isinstance(state, str):
-                # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
-                # files), and the reason is left as the automatic comment of every part.
-                notebook = gradebook.find_submission_notebook(notebook_id, assignment, item.student)
-                reason = "notebook not submitted" if state == "missing" else state
-                for grade in notebook.grades:
-                    grade.auto_score, grade.needs_manual_grade = 0, False
-                for comment in notebook.comments:
-                    comment.auto_comment = reason
-                continue
-            apply_report(state, reports[(item.student, notebook_id)])
-            pipeline.record(gradebook, state, item.student, notebook_id)
-            with open(destination / f"{notebook_id}.ipynb", "w", encoding="utf-8") as stream:
-                nbformat.write(state, stream, version=nbformat.NO_CONVERT)
-        gradebook.db.commit()
-    (destination / MARKER).write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
+    for notebook_id in item.notebooks:
+        state = prepared[(item.student, notebook_id)]
+        if isinstance(state, str):
+            # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
+            # files), and the reason is left as the automatic comment of every part.
+            notebook = gradebook.find_submission_notebook(notebook_id, assignment, item.student)
+            reason = "notebook not submitted" if state == "missing" else state
+            for grade in notebook.grades:
+                grade.auto_score, grade.needs_manual_grade = 0, False
+            for comment in notebook.comments:
+                comment.auto_comment = reason
+            continue
+        apply_report(state, reports[(item.student, notebook_id)])
+        pipeline.record(gradebook, state, item.student, notebook_id)
+        # Written as nbformat writes notebooks, without its JSON-schema validation: every
+        # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.
+        with open(destination / f"{notebook_id}.ipynb", "w", encoding="utf-8") as stream:
+            json.dump(state, stream, indent=1, sort_keys=True, ensure_ascii=False)
+            stream.write("\n")
+

@@ -10,10 +10,9 @@ verdicts reached outside the student's kernel.
 """
 from __future__ import annotations
 
+import functools
 import html
 import json
-import os
-import tempfile
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Enum
@@ -74,15 +73,10 @@ def apply_report(nb, report: engine.Report) -> None:
 
 
 def grade_notebook_node(nb, assignment: str, notebook_id: str, submission_id: str, **grade_options) -> engine.Report:
-    """Grade an in-memory notebook through the one engine path (the notebook goes via a temp file)."""
-    handle, path = tempfile.mkstemp(suffix=".ipynb", prefix="tc_nbgrader_")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(nb, stream)
-        request = engine.GradeRequest(path, submission_id, expected=f"{assignment}/{notebook_id}")
-        (report,) = engine.grade([request], with_figures=True, **grade_options)
-    finally:
-        os.unlink(path)
+    """Grade an in-memory notebook (nbgrader's sanitised copy) through the one engine path."""
+    request = engine.GradeRequest(f"{submission_id}.ipynb", submission_id, expected=f"{assignment}/{notebook_id}",
+                                  notebook=json.loads(json.dumps(nb)))
+    (report,) = engine.grade([request], with_figures=True, **grade_options)
     return report
 
 
@@ -90,7 +84,16 @@ def _release_notebook(assignment: str, notebook_id: str) -> dict:
     from autograder import course
     from autograder import notebook as nbio
 
-    return nbio.read_notebook(str(course.RELEASE / assignment / f"{notebook_id}.ipynb"))
+    path = course.RELEASE / assignment / f"{notebook_id}.ipynb"
+    return _read_cached(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_cached(path: str, mtime_ns: int) -> dict:
+    """A parsed release notebook, read once per batch (callers copy what they change)."""
+    from autograder import notebook as nbio
+
+    return nbio.read_notebook(path)
 
 
 def restore_course_metadata(nb, assignment: str, notebook_id: str) -> None:

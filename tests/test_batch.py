@@ -107,25 +107,32 @@ def test_manual_grades_survive_regrading(mini_class):
 
 
 def test_interrupted_batch_loses_nothing(mini_class, monkeypatch):
-    """A crash while recording one student leaves earlier students committed and a rerun completes."""
+    """An interruption while recording leaves every earlier chunk committed (with its markers) and
+    nothing of the interrupted one; the rerun grades exactly what is left."""
+    monkeypatch.setattr(batch, "CHUNK_NOTEBOOKS_PER_JOB", 1)  # chunks of two students (two jobs)
     original = batch._record_student
     calls = {"n": 0}
 
-    def crash_on_third(*args, **kwargs):
+    def interrupted_on_third(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(batch, "_record_student", crash_on_third)
+    monkeypatch.setattr(batch, "_record_student", interrupted_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_batch(mini_class)
     monkeypatch.setattr(batch, "_record_student", original)
-    markers = list((mini_class / "autograded").glob(f"*/mini/{batch.MARKER}"))
-    assert len(markers) == 2
+    assert len(list((mini_class / "autograded").glob(f"*/mini/{batch.MARKER}"))) == 2
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{mini_class / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        committed = {submission.student.id for submission in gradebook.assignment_submissions("mini")
+                     if submission.notebooks[0].grades[0].auto_score is not None}
+    assert committed == {"ada", "bob"}
     run_batch(mini_class)
     assert len(list((mini_class / "autograded").glob(f"*/mini/{batch.MARKER}"))) == 5
-    assert auto_scores(mini_class)["ada"]["mini_matrix"] == 2
+    assert auto_scores(mini_class)["eve"]["mini_matrix"] == 2
 
 
 def test_nbgrader_feedback_and_export_work_after_the_batch(mini_class):
