@@ -654,14 +654,6 @@ def _verdict(messages, part: str):
     print(f"({part}) public checks passed (hidden checks run on more sequences when your work is graded)")
 
 
-def _ex2_layer1(tokens):
-    return previous_copy_targets(tokens)
-
-
-def _ex3_layer1(tokens):
-    return previous_position_targets(tokens)
-
-
 @public_check
 def check_ex2a(W_Q_a, W_K_a):
     m = _read({"W_Q_a": W_Q_a, "W_K_a": W_K_a})
@@ -698,8 +690,8 @@ def check_ex2e(W_V_e, W_O_e):
 def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
     m = _read({"W_Q_f": W_Q_f, "W_K_f": W_K_f, "W_V_e": W_V_e, "W_O_e": W_O_e})
     W_QK, W_OV = qk(m["W_Q_f"], m["W_K_f"]), ov(m["W_V_e"], m["W_O_e"])
-    _verdict([judge_induction(W_QK, W_OV, _ex2_layer1, PUBLIC_SEQUENCES, "head (f)"),
-              judge_ablation(W_QK, W_OV, _ex2_layer1, PUBLIC_SEQUENCES, "head (f)")], "f")
+    _verdict([judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"),
+              judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)")], "f")
     c = composition_scores(W_QK, W_OV)
     print(f"    composition of (f) with the layer-1 head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
@@ -718,8 +710,8 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
     m = _read({"W_Q_ind": W_Q_ind, "W_K_ind": W_K_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_QK, W_OV = qk(m["W_Q_ind"], m["W_K_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head"
-    _verdict([judge_induction(W_QK, W_OV, _ex3_layer1, PUBLIC_SEQUENCES, name),
-              judge_ablation(W_QK, W_OV, _ex3_layer1, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K")
+    _verdict([judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
+              judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K")
     c = composition_scores(W_QK, W_OV)
     print(f"    composition with the previous-token head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
@@ -730,6 +722,6 @@ def check_ex3_ind_ov(W_V_ind, W_O_ind, W_V_prev, W_O_prev):
     W_OV2, W_OV1 = ov(m["W_V_ind"], m["W_O_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head's W_O_ind @ W_V_ind"
     _verdict([judge_copies_attended_token(W_OV2, "W_O_ind @ W_V_ind"),
-              judge_predictions(W_OV2, W_OV1, _ex3_layer1, PUBLIC_SEQUENCES, name)],
+              judge_predictions(W_OV2, W_OV1, previous_position_targets, PUBLIC_SEQUENCES, name)],
              "induction head W_V, W_O")
     print(f"    V-composition with the previous-token head: {composition_score(W_OV2, W_OV1):.2f}")

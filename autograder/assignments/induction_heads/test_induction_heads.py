@@ -80,13 +80,9 @@ def test_e_written_position_is_readable(sub):
     _fail_on(tools.judge_readable(_ov(sub, "e"), "W_O_e @ W_V_e", "position"))
 
 
-def _ex2_layer1(tokens):
-    return tools.previous_copy_targets(tokens)
-
-
 @part("ex2f", points=2)
 def test_f_attends_after_earlier_copy(sub):
-    _fail_on(tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"), _ex2_layer1,
+    _fail_on(tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets,
                                    reference.sequences("f"), "head (f)"))
 
 
@@ -106,15 +102,11 @@ def test_f_uses_q_composition(sub):
 
 @part("ex2f", points=1)
 def test_f_needs_layer1_head(sub):
-    _fail_on(tools.judge_ablation(_qk(sub, "f"), _ov(sub, "e"), _ex2_layer1,
+    _fail_on(tools.judge_ablation(_qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets,
                                   reference.sequences("f"), "head (f)"))
 
 
 # --- Exercise 3 ----------------------------------------------------------------------------
-def _ex3_layer1(tokens):
-    return tools.previous_position_targets(tokens)
-
-
 @part("ex3_prev", points=1)
 def test_prev_attends_to_previous_position(sub):
     _fail_on(tools.judge_previous(_qk(sub, "prev"), reference.sequences("prev"),
@@ -133,7 +125,7 @@ def test_prev_written_token_is_readable(sub):
 
 @part("ex3_ind_qk", points=2)
 def test_ind_attends_after_earlier_copy(sub):
-    _fail_on(tools.judge_induction(_qk(sub, "ind"), _ov(sub, "prev"), _ex3_layer1,
+    _fail_on(tools.judge_induction(_qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets,
                                    reference.sequences("ind_qk"), "the induction head"))
 
 
@@ -153,7 +145,7 @@ def test_ind_uses_k_composition(sub):
 
 @part("ex3_ind_qk", points=1)
 def test_ind_needs_previous_token_head(sub):
-    _fail_on(tools.judge_ablation(_qk(sub, "ind"), _ov(sub, "prev"), _ex3_layer1,
+    _fail_on(tools.judge_ablation(_qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets,
                                   reference.sequences("ind_qk"), "the induction head"))
 
 
@@ -167,7 +159,7 @@ def test_ind_predicts_next_token(sub):
     W_OV2 = _ov(sub, "ind")
     W_OV1 = _ov(sub, "prev")
     sub.note(f"V-composition with the previous-token head: {tools.composition_score(W_OV2, W_OV1):.2f}")
-    _fail_on(tools.judge_predictions(W_OV2, W_OV1, _ex3_layer1, reference.sequences("ind_ov"),
+    _fail_on(tools.judge_predictions(W_OV2, W_OV1, tools.previous_position_targets, reference.sequences("ind_ov"),
                                      "the induction head (W_O_ind @ W_V_ind)"))
 
 
@@ -177,10 +169,10 @@ _PATTERNS = {  # grade_id -> (suffix, title, layer-1 OV suffix and targets or No
     "ex2b": ("b", "your head (b)", None),
     "ex2c": ("c", "your head (c)", None),
     "ex2d": ("d", "your head (d)", None),
-    "ex2f": ("f", "your head (f), after an exact layer-1 pattern (d) with your W_OV (e)", ("e", _ex2_layer1)),
+    "ex2f": ("f", "your head (f), after an exact layer-1 pattern (d) with your W_OV (e)", ("e", tools.previous_copy_targets)),
     "ex3_prev": ("prev", "your previous-token head", None),
     "ex3_ind_qk": ("ind", "your induction head, after an exact previous-token pattern with your W_OV",
-                   ("prev", _ex3_layer1)),
+                   ("prev", tools.previous_position_targets)),
 }
 
 
