@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import logging
 import os
 
 import pytest
@@ -131,6 +132,13 @@ def run_checks(by_module: dict[str, list[Submission]]) -> dict[str, list[CheckRe
             f"the hidden checks could not run (pytest exit {exit_code}):\n"
             + "\n".join(plugin.collection_errors) + quiet.getvalue()[-4000:]
         )
+    # The instructor's side of "internal grader error": the traceback goes to the grader's log
+    # (stderr), never into a report.
+    for submission_id, results in plugin.results.items():
+        for result in results:
+            if result.internal_error:
+                logging.getLogger("autograder").error(
+                    "check %s/%s raised on %s:\n%s", result.part, result.id, submission_id, result.internal_error)
     unchecked = [sub.id for subs in by_module.values() for sub in subs if sub.id not in plugin.results]
     if unchecked:
         raise RuntimeError(f"the hidden checks did not run for {len(unchecked)} submissions, e.g. {unchecked[0]}")

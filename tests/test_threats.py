@@ -1233,7 +1233,7 @@ def test_notebook_of_hundreds_of_megabytes_is_refused_without_reading_it(tmp_pat
 
 
 # -- reports reveal nothing of the hidden checks ---------------------------------------------
-def test_reports_reveal_no_hidden_check_code_even_on_internal_errors(tmp_path, mini_course):
+def test_reports_reveal_no_hidden_check_code_even_on_internal_errors(tmp_path, mini_course, caplog):
     garbled = FORGE + (
         "os.write(channel, frame({'type': 'values', 'values': {'W': {'kind': 'array', 'dtype': 'float64',"
         " 'shape': [2, 2], 'data': '!!not base64!!'}}}))\n"
@@ -1241,7 +1241,8 @@ def test_reports_reveal_no_hidden_check_code_even_on_internal_errors(tmp_path, m
     reports = grade(tmp_path, {"garbled": cheat(mini_course, garbled),
                                "wrong": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"})})
     garbled_check = checks(reports["garbled"])["w_is_identity"]
-    assert garbled_check.internal_error  # kept for the instructor...
+    assert garbled_check.internal_error  # kept for the instructor, in the grader's log...
+    assert "check mini_matrix/w_is_identity raised" in caplog.text and "Traceback" in caplog.text
     assert garbled_check.message == "internal grader error in this check; your instructor has been told"
     for report in reports.values():  # ...but nothing of it reaches the student
         shown = json.dumps(report.to_json())
