@@ -1,41 +1,84 @@
-# The two commands of the README: `make demo` and `make test`. Both set up what they need.
+# The README's two commands are `make demo` and `make test`; each sets up what it needs.
+#
+# Everything Python goes into a virtual environment ($(VENV)), made from $(PYTHON), so the same
+# commands work on a stock Debian or Ubuntu python3, which refuses system-wide pip installs
+# (PEP 668, "externally-managed-environment"), as well as on pyenv or macOS.
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup release demo test test-fast bench clean
+.PHONY: demo test test-unit test-sandbox test-integration lint release bench clean
 
-# System packages (bubblewrap sandbox, chromium for browser tests, PostgreSQL for the gradebook
-# test) when running as root on Debian, then the Python requirements.
-setup: .setup.stamp
-.setup.stamp: requirements.txt Makefile
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+# System packages, only as root on Debian/Ubuntu (elsewhere, install them yourself or go without):
+# bubblewrap (the strongest sandbox tier) for everything; chromium and PostgreSQL for the tests.
+define apt_install
+@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; \
-	  command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
-	  command -v chromium >/dev/null || missing="$$missing chromium"; \
-	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  for want in $(1); do \
+	    case "$$want" in \
+	      bubblewrap) command -v bwrap >/dev/null || missing="$$missing bubblewrap";; \
+	      chromium) command -v chromium >/dev/null || missing="$$missing chromium";; \
+	      postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql";; \
+	      python3-venv) case "$$(command -v $(PYTHON))" in /usr/bin/*) \
+	        dpkg -s python3-venv >/dev/null 2>&1 || missing="$$missing python3-venv";; esac;; \
+	    esac; \
+	  done; \
 	  if [ -n "$$missing" ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    echo "apt-get install$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  fi; \
 	fi
-	$(PYTHON) -m pip install -q -r requirements.txt
+endef
+
+$(VENV)/.created:
+	$(call apt_install,python3-venv)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
 	@touch $@
 
-# Regenerate release/ and solutions/ from source/ (nbgrader generate_assignment).
-release: setup
-	$(PYTHON) -m autograder release
+# What the demo needs: the grader and nbgrader (no browser, no database server).
+$(VENV)/.instructor: pyproject.toml $(VENV)/.created
+	$(call apt_install,bubblewrap)
+	$(PY) -m pip install -q -e ".[instructor]"
+	@touch $@
+
+# Everything: the test suite's kernels, PostgreSQL, the browser tests, lint and types.
+$(VENV)/.dev: pyproject.toml $(VENV)/.created
+	$(call apt_install,bubblewrap chromium postgresql)
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@ $(VENV)/.instructor
 
 # Grade a bundled example class end to end and print the score table.
-demo: setup
-	$(PYTHON) -m autograder.demo
+demo: $(VENV)/.instructor
+	$(PY) -m autograder.dev.demo
 
-test: setup
-	$(PYTHON) -m pytest -q tests
+# What CI runs (.ci/run): lint and types, then every test tier.
+test: lint
+	$(PY) -m pytest -q tests
 
-test-fast: setup
-	$(PYTHON) -m pytest -q tests -m "not slow"
+# In-process tests of the engine and the content, seconds.
+test-unit: $(VENV)/.dev
+	$(PY) -m pytest -q tests -m "not sandbox and not slow"
 
-bench: setup
-	$(PYTHON) benchmarks/bench_grading.py
+# Tests that run submissions in the real sandbox.
+test-sandbox: $(VENV)/.dev
+	$(PY) -m pytest -q tests -m "sandbox and not slow"
+
+# Kernels, nbgrader, PostgreSQL, the browser.
+test-integration: $(VENV)/.dev
+	$(PY) -m pytest -q tests -m slow
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# Regenerate release/ and solutions/ from source/ (nbgrader generate_assignment).
+release: $(VENV)/.instructor
+	$(PY) -m autograder release
+
+bench: $(VENV)/.dev
+	$(PY) benchmarks/bench_grading.py
 
 clean:
-	rm -rf build .setup.stamp
+	rm -rf build $(VENV)

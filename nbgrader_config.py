@@ -5,22 +5,22 @@ notebook and its hidden tests in a Jupyter kernel with the grader's rights, the 
 sandboxed grader runs the student's code in isolation, checks the extracted values in its own
 process, and writes each part's score and messages into the test cells, from which nbgrader's
 SaveAutoGrades reads them as usual.
+
+The grader is the installed `autograder` package (`pip install ".[instructor]"`); it grades the
+course nbgrader works on, whose grading content is in autograder/assignments/<assignment>/. To
+use these assignments in a course of your own, copy source/<assignment>/ and
+autograder/assignments/<assignment>/ there, and these preprocessor settings into its config.
 """
 import os
-import sys
-
-_here = os.path.dirname(os.path.abspath(__file__))
-if _here not in sys.path:
-    sys.path.insert(0, _here)
 
 c = get_config()  # noqa: F821 - provided by traitlets when nbgrader loads this file
 
-c.CourseDirectory.root = _here
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = "transformer-circuits"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 
 c.Autograde.autograde_preprocessors = [
-    "autograder.nbgrader_bridge.SandboxedGrading",  # instead of nbgrader.preprocessors.Execute
+    "autograder.nbgrader.preprocessors.SandboxedGrading",  # instead of nbgrader.preprocessors.Execute
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
@@ -32,7 +32,7 @@ c.Autograde.autograde_preprocessors = [
 # the course's own (and putting back graded cells the student deleted): nbgrader's own steps
 # raise on malformed metadata, and a mangled notebook must still be graded by what it defines.
 c.Autograde.sanitize_preprocessors = [
-    "autograder.nbgrader_bridge.RestoreCourseMetadata",
+    "autograder.nbgrader.preprocessors.RestoreCourseMetadata",
     "nbgrader.preprocessors.ClearOutput",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",

@@ -1,14 +1,5 @@
-import sys
-
-from autograder.cli import EXIT_GRADER_FAULT, main
+"""`python -m autograder ...`: the command line (see autograder.cli.main)."""
+from autograder.cli.main import run
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception:  # a fault of the grader itself, not of any notebook
-        import traceback
-
-        traceback.print_exc()
-        sys.exit(EXIT_GRADER_FAULT)
+    run()

@@ -17,16 +17,16 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from autograder import course
-from autograder.assignments.attention_heads import reference as ref
-from autograder.assignments.attention_heads import test_questions, test_virtual_head
-from autograder.checks import Mistake
-from autograder.testing import call_function, make_submission
+from autograder.core.checks import Mistake
+from autograder.core.testing import call_function, make_submission
+from conftest import REPOSITORY
 
-ASSIGNMENT = course.SOURCE / "attention_heads"
-MODULES = {"questions": test_questions, "virtual_head": test_virtual_head}
-ALTERNATIVES = json.loads((course.SOLUTIONS / "attention_heads" / "alternatives.json").read_text())
-MISTAKES = json.loads((course.COURSE_ROOT / "tests" / "mistakes" / "attention_heads.json").read_text())
+ASSIGNMENT = REPOSITORY.source / "attention_heads"
+ref = REPOSITORY.grading_module("attention_heads", "reference")
+MODULES = {notebook: REPOSITORY.grading_module("attention_heads", f"test_{notebook}")
+           for notebook in ("questions", "virtual_head")}
+ALTERNATIVES = REPOSITORY.library("alternatives", "attention_heads")
+MISTAKES = REPOSITORY.library("mistakes", "attention_heads")
 SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
 
 
@@ -150,7 +150,7 @@ def test_cells_follow_the_nbgrader_conventions(notebook):
 @pytest.mark.parametrize("notebook", sorted(MODULES))
 def test_extract_names_every_name_a_check_reads(notebook):
     module = MODULES[notebook]
-    text = (course.ASSIGNMENTS_PACKAGE / "attention_heads" / f"test_{notebook}.py").read_text()
+    text = (REPOSITORY.grading_dir("attention_heads") / f"test_{notebook}.py").read_text()
     read = set(re.findall(r'sub\.\w+\("(\w+)"', text)) | set(module.PROBES)
     assert read <= set(module.EXTRACT), read - set(module.EXTRACT)
     assert set(module.PROBES) <= set(module.EXTRACT)

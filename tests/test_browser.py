@@ -22,7 +22,8 @@ import time
 import numpy as np
 import pytest
 
-from autograder import classroom, course
+from autograder.dev import classroom
+from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +74,7 @@ class Clock:
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory):
     _, lab, _ = _requirements()
-    release = course.RELEASE / ASSIGNMENT
+    release = REPOSITORY.release / ASSIGNMENT
     assert (release / f"{NOTEBOOK}.ipynb").exists(), f"no release at {release}: run `python -m autograder release`"
     root = tmp_path_factory.mktemp("lab_root")
     server = lab.LabServer(root, tmp_path_factory.mktemp("lab_state"))
@@ -118,7 +119,7 @@ def student(lab_server, browser_context, request):
     _, _, notebook_page = _requirements()
     name = request.node.name.replace("[", "_").replace("]", "")
     folder = lab_server.root_dir / name / ASSIGNMENT
-    shutil.copytree(course.RELEASE / ASSIGNMENT, folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copytree(REPOSITORY.release / ASSIGNMENT, folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     page = browser_context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -195,7 +196,7 @@ def test_correct_answers_pass_public_checks_and_draw_heatmaps(lab_server, studen
     clock = Clock()
     release = notebook_page.read_notebook(notebook_path)
     answer_cells, test_cells = _cells_by_kind(release)
-    answers = classroom.model_answers(ASSIGNMENT, NOTEBOOK)
+    answers = classroom.model_answers(REPOSITORY, ASSIGNMENT, NOTEBOOK)
     assert set(answers) == set(answer_cells), "the release and the source disagree on the answer cells"
     typed = {answer_cells[grade_id]: text for grade_id, text in answers.items()}
 
@@ -227,7 +228,7 @@ def test_wrong_answer_shows_the_public_check_message(lab_server, student):
     clock = Clock()
     release = notebook_page.read_notebook(notebook_path)
     answer_cells, test_cells = _cells_by_kind(release)
-    answers = classroom.model_answers(ASSIGNMENT, NOTEBOOK)
+    answers = classroom.model_answers(REPOSITORY, ASSIGNMENT, NOTEBOOK)
     head1 = _answer_cell_holding(answers, "W_O1")
     typed = {answer_cells[grade_id]: text for grade_id, text in answers.items()}
     typed[answer_cells[head1]] = WRONG_HEAD1

@@ -5,13 +5,14 @@ import sys
 
 import pytest
 
-from autograder import classroom, course
+from autograder.dev import classroom
+from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=course.COURSE_ROOT,
+    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=REPOSITORY.root,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -19,9 +20,9 @@ def run(*args):
 def notebooks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
     paths = {
-        "reference": classroom.filled_notebook("attention_heads", "virtual_head"),
-        "blank": classroom.filled_notebook("attention_heads", "virtual_head", blank=True),
-        "wrong": classroom.filled_notebook("attention_heads", "virtual_head", {
+        "reference": classroom.filled_notebook(REPOSITORY, "attention_heads", "virtual_head"),
+        "blank": classroom.filled_notebook(REPOSITORY, "attention_heads", "virtual_head", blank=True),
+        "wrong": classroom.filled_notebook(REPOSITORY, "attention_heads", "virtual_head", {
             "ex1_head1_answer": "W_V1 = np.eye(4, 16)\nW_O1 = 2 * np.eye(16, 4, k=-8)",
         }),
     }

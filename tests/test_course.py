@@ -1,23 +1,22 @@
 """The real course graded through the engine: reference, blank release, alternatives, mistakes.
 
 Every notebook here is built the way a student builds one, by filling in the committed release
-notebook (autograder.classroom), and all of them are graded in one parallel engine run.
+notebook (autograder.dev.classroom), and all of them are graded in one parallel engine run.
 """
 import json
 import re
 
 import pytest
 
-from autograder import classroom, engine, specs
+from autograder.core import engine
+from autograder.dev import classroom
+from conftest import REPOSITORY
 
 
 def _check_marks(spec):
     """(check id, grade_id, points) of every check in a notebook's hidden module."""
-    import importlib
-
-    module = importlib.import_module(f"autograder.assignments.{spec.assignment}.{spec.checks_path.stem}")
     marks = []
-    for name, function in vars(module).items():
+    for name, function in vars(spec.module).items():
         for mark in getattr(function, "pytestmark", []):
             if name.startswith("test_") and mark.name == "part":
                 marks.append((name.removeprefix("test_"), mark.kwargs["grade_id"], mark.kwargs["points"]))
@@ -25,18 +24,18 @@ def _check_marks(spec):
 
 
 def _cases():
-    """name -> (assignment, notebook, notebook dict, expectation)"""
+    """name -> (spec, replacements or None for the blank release, expectation). Cheap: notebooks
+    are filled in by the `reports` fixture, not at collection."""
     cases = {}
-    for spec in specs.all_specs():
+    for spec in REPOSITORY.specs:
         a, nb = spec.assignment, spec.notebook
-        cases[f"{a}/{nb}/reference"] = (spec, classroom.filled_notebook(a, nb), {"full": True})
-        cases[f"{a}/{nb}/blank release"] = (spec, classroom.filled_notebook(a, nb, blank=True), {"zero": True})
+        cases[f"{a}/{nb}/reference"] = (spec, {}, {"full": True})
+        cases[f"{a}/{nb}/blank release"] = (spec, None, {"zero": True})
         for kind in ("alternatives", "mistakes"):
-            for name, entry in classroom.variants(kind, a).items():
+            for name, entry in REPOSITORY.library(kind, a).items():
                 if entry["notebook"] == nb:
-                    notebook = classroom.filled_notebook(a, nb, entry["cells"])
                     expectation = {"full": True} if kind == "alternatives" else entry
-                    cases[f"{a}/{nb}/{kind}/{name}"] = (spec, notebook, expectation)
+                    cases[f"{a}/{nb}/{kind}/{name}"] = (spec, entry["cells"], expectation)
     return cases
 
 
@@ -48,11 +47,13 @@ def reports(tmp_path_factory):
     """Grade every case in one engine run (parallel sandboxes, one pytest session of checks)."""
     folder = tmp_path_factory.mktemp("course_cases")
     requests = []
-    for number, (name, (spec, notebook, _)) in enumerate(CASES.items()):
+    for number, (name, (spec, replacements, _)) in enumerate(CASES.items()):
+        notebook = classroom.filled_notebook(REPOSITORY, spec.assignment, spec.notebook, replacements,
+                                             blank=replacements is None)
         path = folder / f"case{number}.ipynb"
         path.write_text(json.dumps(notebook))
-        requests.append(engine.GradeRequest(str(path), name, expected=spec.key))
-    return {report.submission_id: report for report in engine.grade(requests)}
+        requests.append(engine.GradeRequest(str(path), name, expected=engine.NotebookKey(spec.assignment, spec.notebook)))
+    return {report.submission_id: report for report in engine.grade(REPOSITORY, requests)}
 
 
 def _failures(report):
@@ -90,7 +91,7 @@ def test_each_mistake_fails_the_intended_check_with_the_intended_message(reports
         assert scores[grade_id] == full[grade_id], f"{grade_id} should keep full marks: {failures}"
 
 
-@pytest.mark.parametrize("spec", specs.all_specs(), ids=lambda spec: spec.key)
+@pytest.mark.parametrize("spec", REPOSITORY.specs, ids=lambda spec: spec.key)
 def test_part_points_match_the_source_test_cells(spec):
     """A part's points in source/ equal the sum of its checks' points, and vice versa."""
     declared = {part.grade_id: part.points for part in spec.auto_parts}
@@ -100,10 +101,10 @@ def test_part_points_match_the_source_test_cells(spec):
     assert summed == declared
 
 
-@pytest.mark.parametrize("spec", specs.all_specs(), ids=lambda spec: spec.key)
+@pytest.mark.parametrize("spec", REPOSITORY.specs, ids=lambda spec: spec.key)
 def test_every_graded_name_is_defined_only_inside_solution_regions(spec):
     """So the untouched release defines none of them, and students cannot miss one."""
-    release = classroom.release_notebook(spec.assignment, spec.notebook)
+    release = classroom.release_notebook(REPOSITORY, spec.assignment, spec.notebook)
     release_code = "\n".join("".join(cell["source"]) for cell in release["cells"] if cell["cell_type"] == "code")
     for name in spec.extract:
         assert not re.search(rf"^\s*{re.escape(name)}\s*=|def\s+{re.escape(name)}\b", release_code, re.M), name

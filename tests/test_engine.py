@@ -3,16 +3,17 @@ import json
 
 import pytest
 
-from autograder import classroom, engine
+from autograder.dev import classroom
+from autograder.core import engine
 
 
 def grade_cells(tmp_path, mini_course, replacements=None, blank=False, name="mini.ipynb", mutate=None):
-    notebook = classroom.filled_notebook("mini", "mini", replacements, blank=blank, root=mini_course)
+    notebook = classroom.filled_notebook(mini_course, "mini", "mini", replacements, blank=blank)
     if mutate:
         mutate(notebook)
     path = tmp_path / name
     path.write_text(json.dumps(notebook))
-    (report,) = engine.grade([engine.GradeRequest(str(path), "s1")])
+    (report,) = engine.grade(mini_course, [engine.GradeRequest(str(path), "s1")])
     return report
 
 
@@ -59,7 +60,7 @@ def test_name_in_a_raw_cell_is_explained(tmp_path, mini_course):
 def test_unreadable_notebook_gets_a_report_with_the_reason(tmp_path, mini_course):
     path = tmp_path / "broken.ipynb"
     path.write_text('{"cells": [')
-    (report,) = engine.grade([engine.GradeRequest(str(path), "s1")])
+    (report,) = engine.grade(mini_course, [engine.GradeRequest(str(path), "s1")])
     assert report.score == 0 and "not valid notebook JSON" in report.error
 
 

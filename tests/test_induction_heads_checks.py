@@ -12,16 +12,16 @@ import time
 import numpy as np
 import pytest
 
-from autograder import course
-from autograder.assignments.induction_heads import reference
-from autograder.assignments.induction_heads import test_induction_heads as hidden
-from autograder.checks import Mistake
-from autograder.testing import make_submission
+from autograder.core.checks import Mistake
+from autograder.core.testing import make_submission
+from conftest import REPOSITORY
 
-SOURCE_DIR = course.SOURCE / "induction_heads"
+SOURCE_DIR = REPOSITORY.source / "induction_heads"
 NOTEBOOK = json.loads((SOURCE_DIR / "induction_heads.ipynb").read_text(encoding="utf-8"))
-ALTERNATIVES = json.loads((course.SOLUTIONS / "induction_heads" / "alternatives.json").read_text(encoding="utf-8"))
-MISTAKES = json.loads((course.COURSE_ROOT / "tests" / "mistakes" / "induction_heads.json").read_text(encoding="utf-8"))
+reference = REPOSITORY.grading_module("induction_heads", "reference")
+hidden = REPOSITORY.grading_module("induction_heads", "test_induction_heads")
+ALTERNATIVES = REPOSITORY.library("alternatives", "induction_heads")
+MISTAKES = REPOSITORY.library("mistakes", "induction_heads")
 
 CHECKS = {name: function for name, function in vars(hidden).items()
           if name.startswith("test_") and callable(function)}

@@ -10,13 +10,15 @@ import json
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from autograder import build, classroom, course, specs
+from autograder.core.course import Course
+from autograder.dev import classroom
+from autograder.nbgrader import release
+from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +39,10 @@ def _tree(root: pathlib.Path) -> dict[str, str]:
 
 def test_release_and_solutions_are_fresh(tmp_path):
     """Regenerating from source/ reproduces the committed release/ and solutions/ exactly."""
-    copy = build.build_copy(tmp_path / "course")
+    copy = release.build_copy(REPOSITORY, tmp_path / "course")
     for folder in ("release", "solutions"):
-        committed = {k: v for k, v in _tree(course.COURSE_ROOT / folder).items() if not k.endswith("alternatives.json")}
-        regenerated = _tree(copy / folder)
+        committed = _tree(REPOSITORY.root / folder)
+        regenerated = _tree(copy.root / folder)
         stale = sorted(k for k in committed.keys() | regenerated.keys() if committed.get(k) != regenerated.get(k))
         assert not stale, f"{folder}/ is stale; run `make release` and commit. Differs: {stale}"
 
@@ -49,7 +51,7 @@ def test_source_notebooks_have_valid_nbgrader_metadata():
     from nbgrader.nbgraderformat import MetadataValidator
 
     validator = MetadataValidator()
-    for path in sorted(course.SOURCE.glob("*/*.ipynb")):
+    for path in sorted(REPOSITORY.source.glob("*/*.ipynb")):
         notebook = json.loads(path.read_text())
         ids = []
         for cell in notebook["cells"]:
@@ -65,13 +67,9 @@ def test_source_notebooks_have_valid_nbgrader_metadata():
         assert len(ids) == len(set(ids)), f"duplicate grade_ids in {path.name}"
 
 
-def _course_copy(tmp_path: pathlib.Path) -> pathlib.Path:
-    root = tmp_path / "course"
-    root.mkdir()
-    shutil.copytree(course.SOURCE, root / "source", symlinks=True)
-    shutil.copy(course.COURSE_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
-    os.symlink(course.COURSE_ROOT / "autograder", root / "autograder")
-    return root
+def _course_copy(tmp_path: pathlib.Path) -> Course:
+    """The course copied as an instructor copies it into a course of their own (no release yet)."""
+    return release.copy_course(REPOSITORY, tmp_path / "course")
 
 
 def _nbgrader(root, *args):
@@ -106,21 +104,24 @@ def graded_class(tmp_path_factory):
     assignment = "attention_heads"
     roots = {}
     for how in ("nbgrader", "batch"):
-        root = _course_copy(tmp_path_factory.mktemp(how))
+        course = _course_copy(tmp_path_factory.mktemp(how))
+        root = course.root
         _nbgrader(root, "generate_assignment", assignment, "--force")
-        notebooks = [spec.notebook for spec in specs.all_specs() if spec.assignment == assignment]
-        mistakes = classroom.variants("mistakes", assignment)
+        notebooks = [spec.notebook for spec in course.specs if spec.assignment == assignment]
+        mistakes = course.library("mistakes", assignment)
         mistake = {nb: next((e["cells"] for e in mistakes.values() if e["notebook"] == nb), {}) for nb in notebooks}
-        classroom.write_submission(root, "ref", assignment, {nb: classroom.filled_notebook(assignment, nb) for nb in notebooks})
-        classroom.write_submission(root, "wrong", assignment,
-                                   {nb: classroom.filled_notebook(assignment, nb, mistake[nb]) for nb in notebooks})
-        classroom.write_submission(root, "blank", assignment,
-                                   {nb: classroom.filled_notebook(assignment, nb, blank=True) for nb in notebooks})
+
+        def filled(nb, replacements=None, blank=False):
+            return classroom.filled_notebook(course, assignment, nb, replacements, blank=blank)
+
+        classroom.write_submission(root, "ref", assignment, {nb: filled(nb) for nb in notebooks})
+        classroom.write_submission(root, "wrong", assignment, {nb: filled(nb, mistake[nb]) for nb in notebooks})
+        classroom.write_submission(root, "blank", assignment, {nb: filled(nb, blank=True) for nb in notebooks})
         if how == "nbgrader":
             _nbgrader(root, "autograde", assignment, "--force")
-        else:
+        else:  # from elsewhere, so only --course says which course
             subprocess.run([sys.executable, "-m", "autograder", "grade", "--course", str(root), assignment],
-                           cwd=course.COURSE_ROOT, check=True, capture_output=True)
+                           cwd=tmp_path_factory.getbasetemp(), check=True, capture_output=True)
         _nbgrader(root, "generate_feedback", assignment, "--force")
         roots[how] = root
     return assignment, roots
@@ -130,7 +131,7 @@ def test_nbgrader_autograde_and_batch_grader_record_the_same_gradebook_state(gra
     assignment, roots = graded_class
     by_batch = _gradebook_state(roots["batch"], assignment)
     assert _gradebook_state(roots["nbgrader"], assignment) == by_batch
-    parts = {(spec.notebook, part.grade_id): part for spec in specs.all_specs() if spec.assignment == assignment
+    parts = {(spec.notebook, part.grade_id): part for spec in REPOSITORY.specs if spec.assignment == assignment
              for part in spec.parts}
     wrong_lost_points = False
     for (student, notebook, grade_id), record in by_batch.items():
@@ -154,7 +155,7 @@ def test_feedback_reveals_no_hidden_checks_or_answers(graded_class):
     assignment, roots = graded_class
     hidden_lines = {
         line.strip()
-        for path in (course.ASSIGNMENTS_PACKAGE / assignment).glob("*.py")
+        for path in REPOSITORY.grading_dir(assignment).glob("*.py")
         for line in path.read_text().splitlines()
         if len(line.strip()) > 25 and not line.strip().startswith(("#", '"', "import", "from"))
     }
@@ -171,10 +172,11 @@ def test_feedback_reveals_no_hidden_checks_or_answers(graded_class):
             assert not leaked, f"{page} shows hidden check code: {leaked[:3]}"
         for page in (root / "feedback" / "blank").rglob("*.html"):
             text = _page_text(page)
-            release = "\n".join("".join(c["source"]) for c in classroom.release_notebook(assignment, page.stem)["cells"])
-            for answer in classroom.model_answers(assignment, page.stem).values():
+            released = classroom.release_notebook(REPOSITORY, assignment, page.stem)["cells"]
+            release_text = "\n".join("".join(c["source"]) for c in released)
+            for answer in classroom.model_answers(REPOSITORY, assignment, page.stem).values():
                 for line in answer.splitlines():
-                    if len(line.strip()) > 20 and line.strip() not in release:
+                    if len(line.strip()) > 20 and line.strip() not in release_text:
                         assert line.strip() not in text, f"{page} reveals the answer line {line.strip()!r}"
 
 

@@ -24,13 +24,14 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from autograder import classroom, course
+from autograder.dev import classroom
+from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 
 PASSED = "public checks passed"
 NOTEBOOKS = sorted(
-    (path.parent.name, path.stem) for path in course.SOURCE.glob("*/*.ipynb")
+    (path.parent.name, path.stem) for path in REPOSITORY.source.glob("*/*.ipynb")
     if ".ipynb_checkpoints" not in path.parts
 )
 IDS = [f"{assignment}/{notebook}" for assignment, notebook in NOTEBOOKS]
@@ -45,7 +46,7 @@ def quiet_kernels(tmp_path, monkeypatch):
 
 
 def _source_cells(assignment: str, notebook: str) -> list[dict]:
-    path = course.SOURCE / assignment / f"{notebook}.ipynb"
+    path = REPOSITORY.source / assignment / f"{notebook}.ipynb"
     return json.loads(path.read_text(encoding="utf-8"))["cells"]
 
 
@@ -114,11 +115,11 @@ def defined_names(code: str) -> set[str]:
 
 @pytest.mark.parametrize(("assignment", "notebook"), NOTEBOOKS, ids=IDS)
 def test_solution_runs_cleanly_and_passes_its_public_checks(assignment, notebook, tmp_path):
-    solution = course.SOLUTIONS / assignment / f"{notebook}.ipynb"
+    solution = REPOSITORY.solutions / assignment / f"{notebook}.ipynb"
     assert solution.exists(), f"no reference solution {solution}: run `python -m autograder release`"
     folder = tmp_path / assignment
-    shutil.copytree(course.SOLUTIONS / assignment, folder, symlinks=False,
-                    ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", "alternatives.json"))
+    shutil.copytree(REPOSITORY.solutions / assignment, folder, symlinks=False,
+                    ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     ran = _run(folder, solution.name, f"solutions/{assignment}/{notebook}.ipynb")
     source = _source_cells(assignment, notebook)
     assert len(ran.cells) == len(source), "the solution notebook and its source have different cells"
@@ -134,16 +135,16 @@ def test_solution_runs_cleanly_and_passes_its_public_checks(assignment, notebook
 
 @pytest.mark.parametrize(("assignment", "notebook"), NOTEBOOKS, ids=IDS)
 def test_untouched_release_runs_with_only_unanswered_errors(assignment, notebook, tmp_path):
-    release = course.RELEASE / assignment / f"{notebook}.ipynb"
+    release = REPOSITORY.release / assignment / f"{notebook}.ipynb"
     assert release.exists(), f"no release {release}: run `python -m autograder release`"
     folder = tmp_path / assignment
-    shutil.copytree(course.RELEASE / assignment, folder,
+    shutil.copytree(REPOSITORY.release / assignment, folder,
                     ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     ran = _run(folder, release.name, f"release/{assignment}/{notebook}.ipynb")
-    released = classroom.release_notebook(assignment, notebook)["cells"]
+    released = classroom.release_notebook(REPOSITORY, assignment, notebook)["cells"]
     assert len(ran.cells) == len(released)
     answerable = set().union(*(defined_names(text) for grade_id, text in
-                               classroom.model_answers(assignment, notebook).items()
+                               classroom.model_answers(REPOSITORY, assignment, notebook).items()
                                if _code_answer(released, grade_id)))
 
     problems = []

@@ -44,8 +44,11 @@ import uuid
 
 import pytest
 
-from autograder import classroom, engine, nbgrader_bridge, sandbox
-from autograder.submission import decode_value
+from autograder.dev import classroom
+from autograder.core import engine
+from autograder.nbgrader import preprocessors as nbgrader_bridge
+from autograder.sandbox import supervisor as sandbox
+from autograder.core.submission import decode_value
 
 LIMITS = sandbox.Limits(
     cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=10,
@@ -75,7 +78,7 @@ requires_containment = pytest.mark.skipif(
 
 
 def notebook(mini_course, replacements=None, blank=False, mutate=None) -> dict:
-    nb = classroom.filled_notebook("mini", "mini", replacements, blank=blank, root=mini_course)
+    nb = classroom.filled_notebook(mini_course, "mini", "mini", replacements, blank=blank)
     if mutate:
         mutate(nb)
     return nb
@@ -87,7 +90,7 @@ def cheat(mini_course, attack: str, function: str = FUNCTION_OK) -> dict:
                                   "mini_function_answer": function})
 
 
-def grade(tmp_path, notebooks: dict, isolation="auto", limits=LIMITS, names=None) -> dict[str, engine.Report]:
+def grade(course, tmp_path, notebooks: dict, isolation="auto", limits=LIMITS, names=None) -> dict[str, engine.Report]:
     """Grade {submission id: notebook (dict, or raw str/bytes)} in ONE engine.grade call."""
     requests = []
     for submission_id, content in notebooks.items():
@@ -101,7 +104,7 @@ def grade(tmp_path, notebooks: dict, isolation="auto", limits=LIMITS, names=None
         else:
             path.write_text(content)
         requests.append(engine.GradeRequest(str(path), submission_id))
-    reports = engine.grade(requests, jobs=2, limits=limits, isolation=isolation)
+    reports = engine.grade(course, requests, jobs=2, limits=limits, isolation=isolation)
     return {report.submission_id: report for report in reports}
 
 
@@ -110,7 +113,7 @@ def run_code(mini_course, cells, isolation, names=("result",), limits=LIMITS):
     if isinstance(cells, str):
         cells = [cells]
     result = sandbox.run_submission(
-        list(enumerate(cells)), list(names), str(mini_course / "release" / "mini"), lambda values: {},
+        list(enumerate(cells)), list(names), str(mini_course.release / "mini"), lambda values: {},
         limits, isolation,
     )
     values = {name: decode_value(result.values.get(name, {"kind": "missing"})) for name in names}
@@ -194,7 +197,7 @@ try:
 except TypeError:
     pass
 """
-    report = grade(tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
+    report = grade(mini_course, tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
     assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
 
 
@@ -214,7 +217,7 @@ builtins.AssertionError = type("NeverRaised", (Exception,), {})
     # report (documented in driver.py) and still gains nothing.
     type_checks = "import builtins\nbuiltins.isinstance = builtins.issubclass = lambda *args: True\n"
     wrong_k = "def double(x):\n    return 2 * x\n\nk = 7\n"
-    reports = grade(tmp_path, {"comparisons": cheat(mini_course, comparisons, wrong_k),
+    reports = grade(mini_course, tmp_path, {"comparisons": cheat(mini_course, comparisons, wrong_k),
                                "type_checks": cheat(mini_course, type_checks, wrong_k)}, isolation)
     assert reports["comparisons"].score == 1.0  # only double(x), which is right
     assert not checks(reports["comparisons"])["w_is_identity"].passed
@@ -250,7 +253,7 @@ for attempt in attempts:
 sys.displayhook = lambda value: None
 sys.excepthook = lambda *args: None
 """
-    report = grade(tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
+    report = grade(mini_course, tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
     assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
 
 
@@ -280,7 +283,7 @@ real_send = driver.send
 driver.send = lambda message: real_send({**message, "score": 4, "passed": True, "points": 4})
 driver.describe_exception = lambda error: "passed"
 """
-    report = grade(tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
+    report = grade(mini_course, tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
     assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
 
 
@@ -322,7 +325,7 @@ def test_student_code_cannot_reach_the_graders_channel(tmp_path, mini_course, is
     first = notebook(mini_course, {"mini_matrix_answer": W_WRONG}, mutate=lambda nb: nb["cells"].insert(0, {
         "cell_type": "code", "id": "first", "execution_count": None, "metadata": {}, "outputs": [],
         "source": GRADER_CHANNEL_ATTACK}))  # the very first cell: racing the relay's start-up
-    reports = grade(tmp_path, {"first": first, "later": cheat(mini_course, GRADER_CHANNEL_ATTACK)}, isolation)
+    reports = grade(mini_course, tmp_path, {"first": first, "later": cheat(mini_course, GRADER_CHANNEL_ATTACK)}, isolation)
     for report in reports.values():
         assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
     # The race above is won or lost in microseconds; this is deterministic: the student half
@@ -341,7 +344,7 @@ print(fake)
 print(fake, file=sys.stderr)
 os.write(1, fake.encode())
 """
-    report = grade(tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
+    report = grade(mini_course, tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)["cheat"]
     assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
     assert "All tests passed" not in json.dumps(report.to_json())
 
@@ -401,7 +404,7 @@ def _lying_cases(mini_course, marker: pathlib.Path) -> dict[str, tuple[dict, flo
 def test_lying_objects_earn_only_their_plain_values(tmp_path, mini_course, isolation):
     marker = tmp_path / "unpickled"
     cases = _lying_cases(mini_course, marker)
-    reports = grade(tmp_path, {name: nb for name, (nb, _) in cases.items()}, isolation)
+    reports = grade(mini_course, tmp_path, {name: nb for name, (nb, _) in cases.items()}, isolation)
     assert {name: reports[name].score for name in cases} == {name: earned for name, (_, earned) in cases.items()}
     assert not marker.exists(), "the grader unpickled something a submission produced"
     assert "no array today" in checks(reports["array_conversion_raises"])["w_is_identity"].message
@@ -416,7 +419,7 @@ def test_lying_objects_earn_only_their_plain_values(tmp_path, mini_course, isola
     ("W = np.ma.masked_array(5 * np.eye(2), mask=~np.eye(2, dtype=bool))", "differs from the identity"),
 ])
 def test_values_that_match_anything_are_refused(tmp_path, mini_course, code, message):
-    report = grade(tmp_path, {"s": notebook(mini_course, {"mini_matrix_answer": "import numpy as np\n" + code})})["s"]
+    report = grade(mini_course, tmp_path, {"s": notebook(mini_course, {"mini_matrix_answer": "import numpy as np\n" + code})})["s"]
     assert report.score == 2.0 and message in checks(report)["w_is_identity"].message
 
 
@@ -432,10 +435,10 @@ def _secret_paths(tmp_path, mini_course) -> dict[str, pathlib.Path]:
     gradebook.write_bytes(b"SQLite format 3\x00" + b"\x00" * 84)
     return {
         "hidden checks": grader / "assignments",
-        "mini hidden checks": pathlib.Path(__file__).resolve().parent / "fixtures/mini_course/checks/mini/test_mini.py",
-        "grader code": grader / "engine.py",
-        "source notebook": mini_course / "source" / "mini" / "mini.ipynb",
-        "reference solutions": mini_course / "solutions" / "mini",
+        "mini hidden checks": mini_course.grading / "mini" / "test_mini.py",
+        "grader code": grader / "core" / "engine.py",
+        "source notebook": mini_course.source / "mini" / "mini.ipynb",
+        "reference solutions": mini_course.solutions / "mini",
         "course solutions": grader.parent / "solutions",
         "gradebook": gradebook,
         "other student's work": other,
@@ -487,7 +490,7 @@ for path in candidates:
         if match and "5 *" not in match.group(0):
             exec(match.group(0))
 """
-    reports = grade(tmp_path, {"honest": notebook(mini_course), "copier": cheat(mini_course, attack)}, "bubblewrap")
+    reports = grade(mini_course, tmp_path, {"honest": notebook(mini_course), "copier": cheat(mini_course, attack)}, "bubblewrap")
     assert_full_marks(reports["honest"])
     assert reports["copier"].score == 2.0
 
@@ -530,7 +533,7 @@ grading = grading or "tc-secret" in open("/proc/self/environ", "rb").read().deco
 if grading:
     W = np.eye(2)
 """
-    reports = grade(tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)
+    reports = grade(mini_course, tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)
     assert reports["cheat"].score == 2.0
     _, values = run_code(mini_course, "import os\nresult = sorted(os.environ)", isolation)
     allowed = {"HOME", "PATH", "LANG", "PWD", "MPLBACKEND", "MPLCONFIGDIR", "IPYTHONDIR",
@@ -556,8 +559,8 @@ def test_bubblewrap_cannot_write_the_gradebook_submissions_course_or_python(tmp_
         "gradebook": secret["gradebook"],
         "other student's work": secret["other student's work"],
         "source notebook": secret["source notebook"],
-        "public helpers": mini_course / "release" / "mini" / "mini_helpers.py",
-        "hidden checks": pathlib.Path(autograder.__file__).resolve().parent / "assignments" / "__init__.py",
+        "public helpers": mini_course.release / "mini" / "mini_helpers.py",
+        "hidden checks": pathlib.Path(autograder.__file__).resolve().parent / "assignments" / "attention_heads" / "__init__.py",
         "driver": sandbox.DRIVER_DIR / "driver.py",
     }
     before = {name: _digest(path) for name, path in targets.items()}
@@ -649,7 +652,7 @@ def test_files_beside_the_notebook_are_never_imported(tmp_path, mini_course, iso
         "for name in ('sitecustomize', 'usercustomize', 'ipykernel_launcher', 'wire'):\n"
         "    try:\n        importlib.import_module(name)\n    except ImportError:\n        pass\n"
         "if getattr(builtins, 'TC_SHIPPED', False):\n    W = np.eye(2)\n"))))
-    (report,) = engine.grade([engine.GradeRequest(str(folder / "mini.ipynb"), "shipper")], limits=LIMITS,
+    (report,) = engine.grade(mini_course, [engine.GradeRequest(str(folder / "mini.ipynb"), "shipper")], limits=LIMITS,
                              isolation=isolation)
     assert report.score == 2.0
     assert not marker.exists()
@@ -673,7 +676,7 @@ def test_metadata_outputs_and_kernelspec_are_not_trusted(tmp_path, mini_course):
                               "data": {"text/plain": "50.0"}}]}
         nb["cells"].append(bonus)
 
-    report = grade(tmp_path, {"forger": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"},
+    report = grade(mini_course, tmp_path, {"forger": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"},
                                                   mutate=forge)})["forger"]
     assert (report.score, report.max_score) == (2.0, 4.0)
     assert set(report.part_scores()) == {"mini_matrix", "mini_function"}
@@ -737,7 +740,7 @@ listing = !touch {marker}
     nb = cheat(mini_course, cells)
     nb["cells"].insert(3, {"cell_type": "code", "id": "magic", "execution_count": None, "metadata": {},
                            "outputs": [], "source": cell_magic})
-    report = grade(tmp_path, {"shell": nb}, isolation)["shell"]
+    report = grade(mini_course, tmp_path, {"shell": nb}, isolation)["shell"]
     assert report.score == 2.0
     assert not marker.exists()
 
@@ -758,7 +761,7 @@ listing = !touch {marker}
 ])
 def test_exits_crashes_and_memory_hogs_lose_only_their_own_points(tmp_path, mini_course, isolation, attack,
                                                                    earned, message):
-    report = grade(tmp_path, {"s": cheat(mini_course, attack)}, isolation)["s"]
+    report = grade(mini_course, tmp_path, {"s": cheat(mini_course, attack)}, isolation)["s"]
     assert report.score == earned
     if message:
         assert message in checks(report)["w_is_identity"].message
@@ -793,7 +796,7 @@ def test_time_limits_soft_hard_and_total(tmp_path, mini_course, isolation):
             "k = 3\n")}),
     }
     started = time.monotonic()
-    reports = grade(tmp_path, notebooks, isolation, limits=sandbox.Limits(
+    reports = grade(mini_course, tmp_path, notebooks, isolation, limits=sandbox.Limits(
         cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=3.5, memory_bytes=512 << 20))
     elapsed = time.monotonic() - started
     assert reports["careless_loop"].score == 4.0
@@ -810,7 +813,7 @@ def test_time_limits_soft_hard_and_total(tmp_path, mini_course, isolation):
 def test_total_time_limit_stops_a_slow_notebook(tmp_path, mini_course, isolation):
     slow = notebook(mini_course, {"mini_matrix_answer": "import time\ntime.sleep(0.8)\nW = np.eye(2)",
                                   "mini_function_answer": "import time\ntime.sleep(0.8)\n" + FUNCTION_OK})
-    report = grade(tmp_path, {"slow": slow}, isolation, limits=sandbox.Limits(
+    report = grade(mini_course, tmp_path, {"slow": slow}, isolation, limits=sandbox.Limits(
         cell_seconds=1, cell_grace_seconds=1, total_seconds=1.2, memory_bytes=512 << 20))["slow"]
     assert report.score == 0.0
     assert "longer than 1.2 s in total" in checks(report)["k_is_three"].message
@@ -822,7 +825,7 @@ def test_printing_gigabytes_is_cut_off(tmp_path, mini_course, isolation):
         "stdout": cheat(mini_course, "while True:\n    print('x' * (1 << 20))\n"),
         "raw_fds": cheat(mini_course, "import os\nwhile True:\n    os.write(2, b'y' * (1 << 20))\n"),
     }
-    reports = grade(tmp_path, notebooks, isolation)
+    reports = grade(mini_course, tmp_path, notebooks, isolation)
     for report in reports.values():
         assert report.score == 0.0
         assert "printed more than 4 MiB" in checks(report)["w_is_identity"].message
@@ -944,7 +947,7 @@ def test_hostile_neighbours_do_not_affect_a_correct_submission(tmp_path, mini_co
     notebooks["last_correct"] = notebook(mini_course)
     try:
         started = time.monotonic()
-        reports = grade(tmp_path, notebooks, isolation)
+        reports = grade(mini_course, tmp_path, notebooks, isolation)
         elapsed = time.monotonic() - started
         assert wait_gone(marker) == []
     finally:
@@ -981,7 +984,7 @@ FORGERIES = {
 def test_forged_frames_cannot_crash_the_grader(tmp_path, mini_course, isolation):
     notebooks = {"correct": notebook(mini_course)}
     notebooks.update({name: cheat(mini_course, FORGE + code) for name, code in FORGERIES.items()})
-    reports = grade(tmp_path, notebooks, isolation)
+    reports = grade(mini_course, tmp_path, notebooks, isolation)
     assert_full_marks(reports["correct"])
     for name in FORGERIES:
         assert reports[name].score <= 2.0, name
@@ -1003,7 +1006,7 @@ def test_a_submission_that_stops_reading_cannot_stall_the_grader(tmp_path, mini_
         "    os.write(channel, frame({'type': 'values', 'values': {'double': {'kind': 'callable'}}}))\n"
         "time.sleep(60)\n")
     started = time.monotonic()
-    reports = grade(tmp_path, {"correct": notebook(mini_course), "stuffer": cheat(mini_course, stuffer)}, isolation)
+    reports = grade(mini_course, tmp_path, {"correct": notebook(mini_course), "stuffer": cheat(mini_course, stuffer)}, isolation)
     assert time.monotonic() - started < 15
     assert_full_marks(reports["correct"])
     assert reports["stuffer"].score == 0.0 and reports["stuffer"].seconds < 5
@@ -1046,7 +1049,7 @@ def test_a_compromised_driver_cannot_crash_or_stall_the_supervisor(tmp_path, min
     monkeypatch.setattr(sandbox, "DRIVER_DIR", fake)
     limits = sandbox.Limits(cell_seconds=1, cell_grace_seconds=1, total_seconds=2, memory_bytes=512 << 20)
     big_probes = lambda values: {"double": [[{"kind": "str", "value": "x" * 20000}]] * 4}  # noqa: E731
-    result = sandbox.run_submission([(0, "W = 1")], ["W"], str(mini_course / "release" / "mini"), big_probes,
+    result = sandbox.run_submission([(0, "W = 1")], ["W"], str(mini_course.release / "mini"), big_probes,
                                     limits, "fallback")
     assert result.seconds < limits.total_seconds + 2
     assert all(type(cell["index"]) is int and cell["index"] == 0 for cell in result.cells)
@@ -1108,7 +1111,7 @@ def test_careless_work_gets_a_clear_message_and_the_rest_of_its_points(tmp_path,
     """All careless notebooks graded together, as one class."""
     notebooks = {name: notebook(mini_course, replacements, mutate=mutate)
                  for name, (replacements, mutate, _, _) in CARELESS.items()}
-    reports = grade(tmp_path, notebooks)
+    reports = grade(mini_course, tmp_path, notebooks)
     problems = []
     for name, (_, _, score, messages) in CARELESS.items():
         report = reports[name]
@@ -1184,7 +1187,7 @@ MANGLED = {
 
 def test_mangled_notebooks_are_graded_by_what_they_define(tmp_path, mini_course):
     notebooks = {name: notebook(mini_course, mutate=mutate) for name, (mutate, _, _) in MANGLED.items()}
-    reports = grade(tmp_path, notebooks, names={name: file for name, (_, file, _) in MANGLED.items()})
+    reports = grade(mini_course, tmp_path, notebooks, names={name: file for name, (_, file, _) in MANGLED.items()})
     assert {name: (report.graded_as, report.score) for name, report in reports.items()} == {
         name: ("mini/mini", score) for name, (_, _, score) in MANGLED.items()}
     assert "NameError" in checks(reports["answer_before_import"])["w_is_identity"].message
@@ -1208,7 +1211,7 @@ def test_unreadable_notebooks_score_zero_with_the_reason_and_the_batch_goes_on(t
     }
     notebooks = {"correct_before": valid, **{name: content for name, (content, _) in unreadable.items()},
                  "correct_after": valid}
-    reports = grade(tmp_path, notebooks)
+    reports = grade(mini_course, tmp_path, notebooks)
     assert_full_marks(reports["correct_before"])
     assert_full_marks(reports["correct_after"])
     for name, (_, reason) in unreadable.items():
@@ -1226,7 +1229,7 @@ def test_notebook_of_hundreds_of_megabytes_is_refused_without_reading_it(tmp_pat
     correct.write_text(json.dumps(notebook(mini_course)))
     started = time.monotonic()
     reports = {r.submission_id: r for r in engine.grade(
-        [engine.GradeRequest(str(huge), "huge"), engine.GradeRequest(str(correct), "correct")], limits=LIMITS)}
+        mini_course, [engine.GradeRequest(str(huge), "huge"), engine.GradeRequest(str(correct), "correct")], limits=LIMITS)}
     assert time.monotonic() - started < 10
     assert reports["huge"].score == 0.0 and "300 MiB, over the 100 MiB limit" in reports["huge"].error
     assert_full_marks(reports["correct"])
@@ -1238,7 +1241,7 @@ def test_reports_reveal_no_hidden_check_code_even_on_internal_errors(tmp_path, m
         "os.write(channel, frame({'type': 'values', 'values': {'W': {'kind': 'array', 'dtype': 'float64',"
         " 'shape': [2, 2], 'data': '!!not base64!!'}}}))\n"
         "os.write(channel, frame({'type': 'done'}))\nos._exit(0)\n")
-    reports = grade(tmp_path, {"garbled": cheat(mini_course, garbled),
+    reports = grade(mini_course, tmp_path, {"garbled": cheat(mini_course, garbled),
                                "wrong": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"})})
     garbled_check = checks(reports["garbled"])["w_is_identity"]
     assert garbled_check.internal_error  # kept for the instructor, in the grader's log...

@@ -10,9 +10,9 @@ import itertools
 
 import numpy as np
 
-from autograder.course import public_module
+from . import public_module
 
-tc = public_module("attention_heads", "tc_checks")
+tc = public_module("tc_checks")
 
 # -- one attention head, with switches for the classic mistakes ---------------------------------
 

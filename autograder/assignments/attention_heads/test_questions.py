@@ -6,11 +6,11 @@ mistakes that reproduces every result. Messages never print an expected value.
 """
 import numpy as np
 
-from autograder.assignments.attention_heads import reference as ref
-from autograder.checks import Mistake, part
-from autograder.course import public_module
+from . import reference as ref
+from autograder.core.checks import Mistake, part
+from . import public_module
 
-tc = public_module("attention_heads", "tc_checks")
+tc = public_module("tc_checks")
 
 NOTEBOOK = "questions"
 EXTRACT = [
@@ -346,7 +346,7 @@ def test_v_composition_score(sub):
 
 def figures(sub, grade_id):
     """SVGs of the student's own results for a part (never the expected ones)."""
-    heatmaps = public_module("attention_heads", "heatmaps")
+    heatmaps = public_module("heatmaps")
     try:
         if grade_id in ("q2_attention_pattern", "q2_attention_head", "q5_low_rank_head"):
             name = {"q2_attention_pattern": "attention_pattern", "q2_attention_head": "attention_head",

@@ -9,11 +9,11 @@ simulation, which every head mistake also breaks).
 """
 import numpy as np
 
-from autograder.assignments.attention_heads import reference as ref
-from autograder.checks import Mistake, part
-from autograder.course import public_module
+from . import reference as ref
+from autograder.core.checks import Mistake, part
+from . import public_module
 
-tc = public_module("attention_heads", "tc_checks")
+tc = public_module("tc_checks")
 
 NOTEBOOK = "virtual_head"
 EXTRACT = [
@@ -233,7 +233,7 @@ def test_fraction_two_tokens_back(sub):
 
 def figures(sub, grade_id):
     """SVGs of the student's own matrices for a part (never the expected ones)."""
-    heatmaps = public_module("attention_heads", "heatmaps")
+    heatmaps = public_module("heatmaps")
     pictures = []
     try:
         if grade_id in ("ex1_head1", "ex1_head2"):

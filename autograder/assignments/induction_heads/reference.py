@@ -10,9 +10,9 @@ import functools
 
 import numpy as np
 
-from autograder.course import public_module
+from . import public_module
 
-tools = public_module("induction_heads", "induction_tools")
+tools = public_module("induction_tools")
 
 # One seed per check family, so adding a check never changes another check's draw.
 SEEDS = {

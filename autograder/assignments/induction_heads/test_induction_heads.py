@@ -7,11 +7,10 @@ matters: the simulator divides W_QK and W_OV by their largest singular value, so
 rescaled and list-valued answers are graded alike. Layer-2 checks use an idealised layer-1
 pattern with the student's own layer-1 W_OV, so one wrong part costs only its own points.
 """
-import numpy as np
 
-from autograder.assignments.induction_heads import reference
-from autograder.checks import Mistake, part
-from autograder.course import public_module
+from . import reference
+from autograder.core.checks import Mistake, part
+from . import public_module
 
 tools = reference.tools
 
@@ -179,7 +178,7 @@ _PATTERNS = {  # grade_id -> (suffix, title, layer-1 OV suffix and targets or No
 def figures(sub, grade_id):
     """SVG pictures of the student's own heads for one part (never the expected answer)."""
     try:
-        heatmaps = public_module("induction_heads", "heatmaps")
+        heatmaps = public_module("heatmaps")
         tokens = reference.sequences("figures")[0]
         labels = [f"{tools.VOCAB[token]}{i}" for i, token in enumerate(tokens)]
         if grade_id in _PATTERNS:

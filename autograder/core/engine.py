@@ -7,26 +7,48 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 import numpy as np
 
-from autograder import notebook as nbio
-from autograder import sandbox, specs
-from autograder.runner import CheckResult, run_checks
-from autograder.sandbox_driver import driver
-from autograder.submission import CellReport, Submission
+from autograder.core import notebook as nbio
+from autograder.core import specs
+from autograder.core.course import Course
+from autograder.core.runner import CheckResult, run_checks
+from autograder.core.submission import CellReport, Submission
+from autograder.sandbox import supervisor as sandbox
+from autograder.sandbox.driver import driver
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookKey:
+    """A course notebook: (assignment, notebook id)."""
+
+    assignment: str
+    notebook: str
+
+    @classmethod
+    def parse(cls, text: str) -> NotebookKey:
+        """From "assignment/notebook", as the command line takes it."""
+        assignment, _, notebook = text.partition("/")
+        if not assignment or not notebook:
+            raise ValueError(f"{text!r} is not ASSIGNMENT/NOTEBOOK")
+        return cls(assignment, notebook)
+
+    def __str__(self) -> str:
+        return f"{self.assignment}/{self.notebook}"
 
 
 @dataclasses.dataclass
 class GradeRequest:
-    """One notebook to grade. `expected` ("assignment/notebook") is known in a batch."""
+    """One notebook to grade. `expected` (the course notebook it must be) is known in a batch."""
 
     path: str
     submission_id: str
-    expected: str | None = None
+    expected: NotebookKey | None = None
     notebook: dict | None = None  # already read (and sanitised by nbgrader); else read from path
 
 
@@ -42,6 +64,7 @@ class Report:
     isolation: str | None = None
     cells: list[CellReport] = dataclasses.field(default_factory=list)
     figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    attempted: list[str] = dataclasses.field(default_factory=list)  # parts whose answer cells the student changed
     seconds: float = 0.0
 
     @property
@@ -79,13 +102,12 @@ class Report:
         }
 
 
-def identify(notebook, path: str, expected: str | None) -> specs.NotebookSpec | None:
+def identify(course: Course, notebook, path: str, expected: NotebookKey | None) -> specs.NotebookSpec | None:
     """Which course notebook this is: as the batch expects, else by file name, else by content."""
     if expected:
-        assignment, name = expected.split("/", 1)
-        return specs.find_spec(assignment, name)
+        return course.find_spec(expected.assignment, expected.notebook)
     stem = os.path.splitext(os.path.basename(path))[0]
-    by_name = specs.find_spec(None, stem)
+    by_name = course.find_spec(None, stem)
     if by_name is not None:
         return by_name
     # Renamed or pasted: by the names its code defines, then by the nbgrader cell ids it carries
@@ -93,7 +115,7 @@ def identify(notebook, path: str, expected: str | None) -> specs.NotebookSpec | 
     ids = {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in notebook["cells"]}
     scored = [
         (nbio.count_defined(notebook, spec.extract), len(ids & {part.grade_id for part in spec.parts}), spec)
-        for spec in specs.all_specs()
+        for spec in course.specs
     ]
     best = max(scored, key=lambda entry: entry[:2], default=(0, 0, None))
     return best[2] if best[0] or best[1] else None
@@ -173,7 +195,7 @@ def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, d
     )
 
 
-def extract(request: GradeRequest, limits: sandbox.Limits, isolation: str, runner=None):
+def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isolation: str, runner=None):
     """Read, recognise and run one notebook; returns (report, submission or None).
 
     `runner` runs the cells (default: the sandbox); the benchmark passes the kernel baseline.
@@ -184,14 +206,15 @@ def extract(request: GradeRequest, limits: sandbox.Limits, isolation: str, runne
     except nbio.UnreadableNotebook as error:
         report.error = f"unreadable notebook: {error}"
         return report, None
-    spec = identify(notebook, request.path, request.expected)
+    spec = identify(course, notebook, request.path, request.expected)
     if spec is None:
         report.error = "could not tell which course notebook this is (it defines none of the names any part asks for)"
         return report, None
     report.spec, report.graded_as = spec, spec.key
     report.manual_parts = [part for part in spec.parts if part.manual]
+    report.attempted = specs.attempted_parts(spec, notebook, course.release_notebook(spec.assignment, spec.notebook))
     if not spec.helpers_dir.is_dir():
-        raise RuntimeError(f"{spec.helpers_dir} is missing: run `make release` first")
+        raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
     drawn: dict = {}
     rng = np.random.default_rng(secrets.randbits(128))
     result = (runner or sandbox.run_submission)(
@@ -205,6 +228,7 @@ def extract(request: GradeRequest, limits: sandbox.Limits, isolation: str, runne
 
 
 def grade(
+    course: Course,
     requests: Iterable[GradeRequest],
     jobs: int | None = None,
     limits: sandbox.Limits = sandbox.Limits(),
@@ -216,16 +240,16 @@ def grade(
     """Grade notebooks: sandboxed runs in parallel (`jobs` at once), then one pytest session."""
     isolation = sandbox.choose_isolation(isolation) if runner is None else isolation
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        futures = submit_extractions(pool, requests, limits, isolation, on_extracted, runner)
+        futures = submit_extractions(course, pool, requests, limits, isolation, on_extracted, runner)
         outcomes = [future.result() for future in futures]
     return check(outcomes, with_figures)
 
 
-def submit_extractions(pool, requests, limits, isolation, on_extracted=None, runner=None):
+def submit_extractions(course: Course, pool, requests, limits, isolation, on_extracted=None, runner=None):
     """Start sandboxed runs on `pool`; each future gives (report, submission or None)."""
 
     def run_one(request):
-        outcome = extract(request, limits, isolation, runner)
+        outcome = extract(course, request, limits, isolation, runner)
         if on_extracted:
             on_extracted(outcome[0])
         return outcome
@@ -235,11 +259,11 @@ def submit_extractions(pool, requests, limits, isolation, on_extracted=None, run
 
 def check(outcomes, with_figures: bool = False) -> list[Report]:
     """Run the hidden checks (one pytest session) on extracted submissions; complete the reports."""
-    by_module: dict[str, list[Submission]] = {}
+    by_spec: dict[pathlib.Path, tuple[specs.NotebookSpec, list[Submission]]] = {}
     for report, submission in outcomes:
         if submission is not None:
-            by_module.setdefault(str(report.spec.checks_path), []).append(submission)
-    verdicts = run_checks(by_module)
+            by_spec.setdefault(report.spec.checks_path, (report.spec, []))[1].append(submission)
+    verdicts = run_checks(list(by_spec.values()))
     reports = []
     for report, submission in outcomes:
         if submission is not None:

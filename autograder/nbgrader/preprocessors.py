@@ -17,7 +17,8 @@ import json
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Enum
 
-from autograder import engine
+from autograder.core import engine
+from autograder.core.course import Course
 
 
 # Words, not emoji: feedback is often read where no emoji font is installed.
@@ -72,31 +73,16 @@ def apply_report(nb, report: engine.Report) -> None:
         cell.execution_count = 1
 
 
-def grade_notebook_node(nb, assignment: str, notebook_id: str, submission_id: str, **grade_options) -> engine.Report:
+def grade_notebook_node(course: Course, nb, key: engine.NotebookKey, submission_id: str,
+                        **grade_options) -> engine.Report:
     """Grade an in-memory notebook (nbgrader's sanitised copy) through the one engine path."""
-    request = engine.GradeRequest(f"{submission_id}.ipynb", submission_id, expected=f"{assignment}/{notebook_id}",
+    request = engine.GradeRequest(f"{submission_id}.ipynb", submission_id, expected=key,
                                   notebook=json.loads(json.dumps(nb)))
-    (report,) = engine.grade([request], with_figures=True, **grade_options)
+    (report,) = engine.grade(course, [request], with_figures=True, **grade_options)
     return report
 
 
-def _release_notebook(assignment: str, notebook_id: str) -> dict:
-    from autograder import course
-    from autograder import notebook as nbio
-
-    path = course.RELEASE / assignment / f"{notebook_id}.ipynb"
-    return _read_cached(str(path), path.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _read_cached(path: str, mtime_ns: int) -> dict:
-    """A parsed release notebook, read once per batch (callers copy what they change)."""
-    from autograder import notebook as nbio
-
-    return nbio.read_notebook(path)
-
-
-def restore_course_metadata(nb, assignment: str, notebook_id: str) -> None:
+def restore_course_metadata(nb, course: Course, assignment: str, notebook_id: str) -> None:
     """Make a submitted notebook's nbgrader structure the course's own, before nbgrader reads it.
 
     Every cell carrying a grade_id of this notebook gets the release cell's nbgrader metadata
@@ -109,7 +95,7 @@ def restore_course_metadata(nb, assignment: str, notebook_id: str) -> None:
     """
     from nbformat import from_dict
 
-    release = _release_notebook(assignment, notebook_id)
+    release = course.release_notebook(assignment, notebook_id)
     cells = release["cells"]
     order = {}
     for position, cell in enumerate(cells):
@@ -143,15 +129,51 @@ def restore_course_metadata(nb, assignment: str, notebook_id: str) -> None:
         nb.metadata["kernelspec"] = json.loads(json.dumps(release["metadata"]["kernelspec"]))
 
 
-class RestoreCourseMetadata(NbGraderPreprocessor):
+def course_of(preprocessor) -> Course:
+    """The course nbgrader is working on: its converter's `coursedir` (found through the
+    preprocessor's parents), else the `CourseDirectory` of the preprocessor's configuration."""
+    node = preprocessor
+    while node is not None:
+        coursedir = getattr(node, "coursedir", None)
+        if coursedir is not None:
+            return _course_at(coursedir.root)
+        node = getattr(node, "parent", None)
+    from nbgrader.coursedir import CourseDirectory
+
+    return _course_at(CourseDirectory(config=preprocessor.config).root)
+
+
+@functools.lru_cache(maxsize=8)
+def _course_at(root: str) -> Course:
+    return Course(root)
+
+
+class CoursePreprocessor(NbGraderPreprocessor):
+    """A step that works on the course nbgrader is converting (see `course_of`)."""
+
+    _course: Course | None = None
+
+    @property
+    def course(self) -> Course:
+        if self._course is None:
+            self._course = course_of(self)
+        return self._course
+
+    @course.setter
+    def course(self, value: Course) -> None:
+        self._course = value
+
+
+class RestoreCourseMetadata(CoursePreprocessor):
     """First sanitising step: the course's nbgrader metadata, never the student's (see above)."""
 
     def preprocess(self, nb, resources):
-        restore_course_metadata(nb, resources["nbgrader"]["assignment"], resources["nbgrader"]["notebook"])
+        info = resources["nbgrader"]
+        restore_course_metadata(nb, self.course, info["assignment"], info["notebook"])
         return nb, resources
 
 
-class SandboxedGrading(NbGraderPreprocessor):
+class SandboxedGrading(CoursePreprocessor):
     """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel."""
 
     runner = Enum(
@@ -164,12 +186,12 @@ class SandboxedGrading(NbGraderPreprocessor):
         info = resources["nbgrader"]
         options = {}
         if self.runner == "kernel":
-            from autograder.kernel_runner import run_in_kernel
+            from autograder.dev.kernel_runner import run_in_kernel
 
             options = {"runner": run_in_kernel, "isolation": "none", "jobs": 1}
         report = grade_notebook_node(
-            nb, info["assignment"], info["notebook"], f"{info['student']}/{info['assignment']}/{info['notebook']}",
-            **options,
+            self.course, nb, engine.NotebookKey(info["assignment"], info["notebook"]),
+            f"{info['student']}/{info['assignment']}/{info['notebook']}", **options,
         )
         if report.error:
             self.log.warning("%s: %s", info["notebook"], report.error)

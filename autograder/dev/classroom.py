@@ -10,17 +10,17 @@ import json
 import pathlib
 import shutil
 
-from autograder import course
-from autograder.build import solution_notebook
+from autograder.core.course import Course
+from autograder.nbgrader.release import solution_notebook
 
 
 def _text(source) -> str:
     return "".join(source) if isinstance(source, list) else source
 
 
-def model_answers(assignment: str, notebook: str, root: pathlib.Path = course.COURSE_ROOT) -> dict[str, str]:
+def model_answers(course: Course, assignment: str, notebook: str) -> dict[str, str]:
     """grade_id -> the full reference text of every answer (solution) cell, markers removed."""
-    source = json.loads((root / "source" / assignment / f"{notebook}.ipynb").read_text(encoding="utf-8"))
+    source = json.loads((course.source / assignment / f"{notebook}.ipynb").read_text(encoding="utf-8"))
     answers = {}
     for original, plain in zip(source["cells"], solution_notebook(source)["cells"]):
         meta = original.get("metadata", {}).get("nbgrader", {})
@@ -29,23 +29,16 @@ def model_answers(assignment: str, notebook: str, root: pathlib.Path = course.CO
     return answers
 
 
-def release_notebook(assignment: str, notebook: str, root: pathlib.Path = course.COURSE_ROOT) -> dict:
-    return json.loads((root / "release" / assignment / f"{notebook}.ipynb").read_text(encoding="utf-8"))
-
-
-def variants(kind: str, assignment: str, root: pathlib.Path = course.COURSE_ROOT) -> dict[str, dict]:
-    """The alternatives ("alternatives") or mistakes ("mistakes") library of an assignment."""
-    path = (root / "solutions" / assignment / "alternatives.json" if kind == "alternatives"
-            else root / "tests" / "mistakes" / f"{assignment}.json")
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+def release_notebook(course: Course, assignment: str, notebook: str) -> dict:
+    return json.loads((course.release / assignment / f"{notebook}.ipynb").read_text(encoding="utf-8"))
 
 
 def filled_notebook(
+    course: Course,
     assignment: str,
     notebook: str,
     replacements: dict[str, str] | None = None,
     blank: bool = False,
-    root: pathlib.Path = course.COURSE_ROOT,
 ) -> dict:
     """The release notebook with every answer cell filled in as a student would.
 
@@ -53,8 +46,8 @@ def filled_notebook(
     leaves the release untouched except for the replacements.
     """
     replacements = replacements or {}
-    answers = {} if blank else model_answers(assignment, notebook, root)
-    result = json.loads(json.dumps(release_notebook(assignment, notebook, root)))
+    answers = {} if blank else model_answers(course, assignment, notebook)
+    result = json.loads(json.dumps(release_notebook(course, assignment, notebook)))
     for cell in result["cells"]:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if grade_id in replacements:

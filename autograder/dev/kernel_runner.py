@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 
-from autograder import sandbox
+from autograder.sandbox import supervisor as sandbox
 
 _PREAMBLE = """
 import sys as _tc_sys

@@ -58,8 +58,12 @@ def _validator(minor: int):
     return fastjsonschema.compile(json.loads(path.read_text()))
 
 
-def _text(source) -> str:
+def source_text(source) -> str:
+    """A cell's source as one string (nbformat allows a list of lines)."""
     return "".join(source) if isinstance(source, list) else source
+
+
+_text = source_text
 
 
 def _nesting_exceeds(value, limit: int) -> bool:

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from autograder.checks import Mistake
-from autograder.sandbox_driver import wire
+from autograder.core.checks import Mistake
+from autograder.sandbox.driver import wire
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Command line: `python -m autograder {grade,check,release} ...` (run from the course root).
+"""Command line: `python -m autograder {grade,check,release} ...` (`autograder` once installed).
+
+The course is `--course ROOT` when given, else the course that holds the notebooks named, else
+the one holding the working directory.
 
 Exit status: 0 whenever every notebook got a report, whatever its score (`check` exits 1 when
 an autograded part fails, for self-learners' scripts); 2 for misuse; 3 for a fault of the grader.
@@ -7,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
+
+from autograder.core.course import Course
+from autograder.core.errors import UsageError
 
 EXIT_MISUSE = 2
 EXIT_GRADER_FAULT = 3
@@ -22,7 +29,7 @@ def _add_run_options(parser):
 
 
 def _limits(args):
-    from autograder.sandbox import Limits
+    from autograder.sandbox.supervisor import Limits
 
     changes = {}
     if args.cell_timeout is not None:
@@ -30,6 +37,24 @@ def _limits(args):
     if args.timeout is not None:
         changes["total_seconds"] = args.timeout
     return Limits(**changes)
+
+
+def _add_course_option(parser, help_text="the course root (default: found from the notebook or the working directory)"):
+    parser.add_argument("--course", metavar="ROOT", help=help_text)
+
+
+def _course(args, near: str | None = None) -> Course:
+    if args.course:
+        root = pathlib.Path(args.course)
+        if not root.is_dir():
+            raise UsageError(f"--course {args.course}: no such directory")
+        return Course(root)
+    if near is not None:
+        try:
+            return Course.discover(near)
+        except UsageError:
+            pass  # a notebook outside any course: try the working directory
+    return Course.discover()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK",
                        help="grade every notebook as this course notebook (default: recognise it)")
     grade.add_argument("--course", metavar="ROOT",
-                       help="grade the submitted/ tree of this nbgrader course into its gradebook")
+                       help="the course root; given with an ASSIGNMENT, grade that course's submitted/ tree "
+                            "into its gradebook")
     grade.add_argument("--force", action="store_true", help="with --course: regrade everything")
     grade.add_argument("--student", action="append", default=None, help="with --course: only these students")
     _add_run_options(grade)
@@ -51,30 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="a readable per-part report for a self-learner")
     check.add_argument("notebook")
     check.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK")
+    _add_course_option(check)
     _add_run_options(check)
 
     release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")
     release.add_argument("assignments", nargs="*", help="default: every assignment")
+    _add_course_option(release, "the course root (default: the one holding the working directory)")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "grade" and args.course:
-            from autograder import batch
-
-            return batch.main(args, _limits(args))
+        if args.command == "grade" and args.course and not _all_notebooks(args.targets):
+            return _grade_class(args)
         if args.command == "grade":
             return _grade_files(args)
         if args.command == "check":
-            from autograder import selfcheck
+            from autograder.cli import selfcheck
 
-            return selfcheck.main(args, _limits(args))
+            course = _course(args, near=args.notebook)
+            return selfcheck.main(course, args.notebook, _graded_as(course, args), args.jobs, _limits(args),
+                                  args.isolation)
         if args.command == "release":
-            from autograder import build
+            from autograder.nbgrader import release
 
-            build.build(args.assignments or None)
+            release.build(_course(args), args.assignments or None)
             return 0
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -82,23 +110,46 @@ def main(argv=None) -> int:
     return EXIT_MISUSE
 
 
-class UsageError(Exception):
-    """The command was used wrongly; the message says how to use it."""
+def _all_notebooks(targets) -> bool:
+    return all(target.endswith(".ipynb") for target in targets)
+
+
+def _graded_as(course: Course, args):
+    from autograder.core.engine import NotebookKey
+
+    if not args.graded_as:
+        return None
+    try:
+        key = NotebookKey.parse(args.graded_as)
+    except ValueError:
+        raise UsageError("--as takes ASSIGNMENT/NOTEBOOK, e.g. attention_heads/virtual_head") from None
+    if course.find_spec(key.assignment, key.notebook) is None:
+        known = ", ".join(spec.key for spec in course.specs)
+        raise UsageError(f"--as {args.graded_as}: no such course notebook (known: {known})")
+    return key
+
+
+def _grade_class(args) -> int:
+    from autograder.nbgrader.batch import BatchGrader
+
+    if len(args.targets) != 1:
+        raise UsageError("with --course, give exactly one assignment name")
+    grader = BatchGrader(_course(args), args.targets[0], jobs=args.jobs, limits=_limits(args),
+                         isolation=args.isolation, force=args.force, students=args.student)
+    grader.run()
+    return 0
 
 
 def _grade_files(args) -> int:
-    from autograder import engine, specs
+    from autograder.core import engine
 
-    if args.graded_as and "/" not in args.graded_as:
-        raise UsageError("--as takes ASSIGNMENT/NOTEBOOK, e.g. attention_heads/virtual_head")
-    if args.graded_as and specs.find_spec(*args.graded_as.split("/", 1)) is None:
-        known = ", ".join(spec.key for spec in specs.all_specs())
-        raise UsageError(f"--as {args.graded_as}: no such course notebook (known: {known})")
+    course = _course(args, near=args.targets[0])
+    graded_as = _graded_as(course, args)
     requests = [
-        engine.GradeRequest(path, submission_id=f"notebook{number}", expected=args.graded_as)
+        engine.GradeRequest(path, submission_id=f"notebook{number}", expected=graded_as)
         for number, path in enumerate(args.targets)
     ]
-    reports = engine.grade(requests, jobs=args.jobs, limits=_limits(args), isolation=args.isolation)
+    reports = engine.grade(course, requests, jobs=args.jobs, limits=_limits(args), isolation=args.isolation)
     for report in reports:
         if args.json:
             print(json.dumps(report.to_json()), flush=True)
@@ -120,3 +171,16 @@ def render_text(report) -> str:
     for part in report.manual_parts:
         lines.append(f"  ---- {part.grade_id} ({part.points:g} points) is graded by hand")
     return "\n".join(lines)
+
+
+def run() -> None:
+    """The `autograder` console script and `python -m autograder`: exit with `main`'s status."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - a fault of the grader itself, not of any notebook
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(EXIT_GRADER_FAULT)

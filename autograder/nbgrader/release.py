@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from autograder import course
+from autograder.core.course import Course
 
 _MARKER = re.compile(r"^\s*(#+|<!--)?\s*(BEGIN|END) (SOLUTION|HIDDEN TESTS|MARK SCHEME)\b.*$")
 
@@ -67,18 +67,30 @@ def generate_solutions(root: pathlib.Path, assignment: str) -> None:
             (target / path.name).symlink_to(pathlib.Path("..", "..", "release", assignment, path.name))
 
 
-def build(assignments: list[str] | None = None, root: pathlib.Path = course.COURSE_ROOT) -> None:
-    root = pathlib.Path(root)
+def build(course: Course, assignments: list[str] | None = None) -> None:
+    """Regenerate release/ and solutions/ of `assignments` (default: all in source/)."""
+    root = course.root
     for assignment in assignments or source_assignments(root):
         generate_release(root, assignment)
         generate_solutions(root, assignment)
         print(f"regenerated release/{assignment} and solutions/{assignment}")
 
 
-def build_copy(destination: pathlib.Path, root: pathlib.Path = course.COURSE_ROOT) -> pathlib.Path:
-    """Build the course into a fresh copy (for the freshness test): source and config only."""
+def copy_course(course: Course, destination: pathlib.Path, with_release: bool = False) -> Course:
+    """A new course at `destination` with `course`'s source, grading content and nbgrader config
+    (and its release when asked): what an instructor copies into a course of their own."""
     destination = pathlib.Path(destination)
-    shutil.copytree(root / "source", destination / "source", symlinks=True)
-    shutil.copy(root / "nbgrader_config.py", destination / "nbgrader_config.py")
-    build(root=destination)
-    return destination
+    shutil.copytree(course.source, destination / "source", symlinks=True)
+    shutil.copytree(course.grading, destination / course.grading.relative_to(course.root), symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(course.root / "nbgrader_config.py", destination / "nbgrader_config.py")
+    if with_release:
+        shutil.copytree(course.release, destination / "release", symlinks=True)
+    return Course(destination)
+
+
+def build_copy(course: Course, destination: pathlib.Path) -> Course:
+    """Build the course into a fresh copy (for the freshness test): source and config only."""
+    copy = copy_course(course, destination)
+    build(copy)
+    return copy

@@ -1,7 +1,9 @@
 """Run the hidden pytest checks over extracted submissions, in the grader's own process.
 
 One pytest session grades a whole batch: each check module is collected once and its tests are
-parametrised over the submissions of its notebook. Verdicts are read from pytest's reports;
+parametrised over the submissions of its notebook. The modules are the course's own, already
+loaded by `Course.grading_module` (pytest collects those module objects rather than importing
+the files again), so checks see exactly the grading package the specs were read from. Verdicts are read from pytest's reports;
 only `Mistake` messages reach students, any other exception is an internal error of the check.
 """
 from __future__ import annotations
@@ -11,11 +13,16 @@ import dataclasses
 import io
 import logging
 import os
+import pathlib
+from typing import TYPE_CHECKING
 
 import pytest
 
-from autograder.checks import Mistake
-from autograder.submission import Submission
+from autograder.core.checks import Mistake
+from autograder.core.submission import Submission
+
+if TYPE_CHECKING:
+    from autograder.core.specs import NotebookSpec
 
 
 @dataclasses.dataclass
@@ -39,12 +46,29 @@ class CheckResult:
         }
 
 
+class _LoadedModule(pytest.Module):
+    """A check module collected from the object the course loaded, not imported anew by path."""
+
+    loaded: object = None
+
+    def _getobj(self):
+        return self.loaded
+
+
 class _CheckPlugin:
-    def __init__(self, by_module: dict[str, list[Submission]]):
-        # real check-module path -> submissions (the module may be imported through a symlink)
-        self.by_module = {os.path.realpath(path): subs for path, subs in by_module.items()}
+    def __init__(self, batches: list[tuple[NotebookSpec, list[Submission]]]):
+        self.by_path = {pathlib.Path(spec.checks_path): (spec, subs) for spec, subs in batches}
         self.results: dict[str, list[CheckResult]] = {}
         self.collection_errors: list[str] = []
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pycollect_makemodule(self, module_path, parent):
+        entry = self.by_path.get(pathlib.Path(module_path))
+        if entry is None:
+            return None
+        module = _LoadedModule.from_parent(parent, path=pathlib.Path(module_path))
+        module.loaded = entry[0].module
+        return module
 
     def pytest_configure(self, config):
         config.addinivalue_line("markers", "part(grade_id, points): the nbgrader part a check belongs to")
@@ -52,7 +76,7 @@ class _CheckPlugin:
     def pytest_generate_tests(self, metafunc):
         if "sub" not in metafunc.fixturenames:
             return
-        submissions = self.by_module.get(os.path.realpath(metafunc.module.__file__), [])
+        submissions = next((subs for spec, subs in self.by_path.values() if spec.module is metafunc.module), [])
         metafunc.parametrize("sub", submissions, ids=[s.id for s in submissions])
 
     def pytest_runtest_setup(self, item):
@@ -104,16 +128,16 @@ class _CheckPlugin:
         ))
 
 
-def run_checks(by_module: dict[str, list[Submission]]) -> dict[str, list[CheckResult]]:
-    """Grade every submission with the checks of its notebook's module; results by submission id."""
-    modules = [module for module, subs in by_module.items() if subs]
-    if not modules:
+def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str, list[CheckResult]]:
+    """Grade every submission with the checks of its notebook's spec; results by submission id."""
+    batches = [(spec, subs) for spec, subs in batches if subs]
+    if not batches:
         return {}
-    plugin = _CheckPlugin(by_module)
+    plugin = _CheckPlugin(batches)
     args = [
         "-q", "-p", "no:cacheprovider", "-p", "no:warnings", "-p", "no:unraisableexception",
         "-c", "/dev/null", "--rootdir", "/", "--import-mode=importlib", "--tb=native", "-s",
-        *modules,
+        *(str(spec.checks_path) for spec, _ in batches),
     ]
     quiet = io.StringIO()
     # The checks need no third-party plugins; loading every installed one costs seconds.
@@ -139,7 +163,7 @@ def run_checks(by_module: dict[str, list[Submission]]) -> dict[str, list[CheckRe
             if result.internal_error:
                 logging.getLogger("autograder").error(
                     "check %s/%s raised on %s:\n%s", result.part, result.id, submission_id, result.internal_error)
-    unchecked = [sub.id for subs in by_module.values() for sub in subs if sub.id not in plugin.results]
+    unchecked = [sub.id for _, subs in batches for sub in subs if sub.id not in plugin.results]
     if unchecked:
         raise RuntimeError(f"the hidden checks did not run for {len(unchecked)} submissions, e.g. {unchecked[0]}")
     return plugin.results

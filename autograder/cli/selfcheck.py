@@ -9,21 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-from autograder import course, engine
+from autograder.core import engine
+from autograder.core.course import Course
 
-_NOT_ATTEMPTED = " is not defined."
-
-
-def attempted_parts(report: engine.Report) -> list[str]:
-    """Parts where the learner defined something (a check failed for another reason than absence)."""
-    parts = []
-    for check in report.checks:
-        if (check.passed or _NOT_ATTEMPTED not in check.message) and check.part not in parts:
-            parts.append(check.part)
-    return parts
-
-
-def render(report: engine.Report, color: bool = False) -> str:
+def render(course: Course, report: engine.Report, color: bool = False) -> str:
     good, bad, dim, reset = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if color else ("", "", "", "")
     lines = [f"{report.notebook}: graded as {report.graded_as or '?'} (isolation: {report.isolation or 'none'})"]
     if report.error:
@@ -43,18 +32,18 @@ def render(report: engine.Report, color: bool = False) -> str:
                 lines.append(f"    {mark} {check.id}: {check.message}")
     lines.append(f"autograded total: {report.score:g}/{report.max_score:g} "
                  "(the same checks run when your work is graded)")
-    attempted = attempted_parts(report)
+    attempted = report.attempted
     if attempted:
-        solution = course.SOLUTIONS / report.spec.assignment / f"{report.spec.notebook}.ipynb"
+        solution = course.solutions / report.spec.assignment / f"{report.spec.notebook}.ipynb"
         lines.append(f"reference solutions for the parts you attempted ({', '.join(attempted)}): "
                      f"{os.path.relpath(solution)}")
     return "\n".join(lines)
 
 
-def main(args, limits) -> int:
-    request = engine.GradeRequest(args.notebook, "self-check", expected=args.graded_as)
-    (report,) = engine.grade([request], jobs=args.jobs, limits=limits, isolation=args.isolation)
-    print(render(report, color=sys.stdout.isatty()))
+def main(course: Course, notebook: str, graded_as, jobs, limits, isolation) -> int:
+    request = engine.GradeRequest(notebook, "self-check", expected=graded_as)
+    (report,) = engine.grade(course, [request], jobs=jobs, limits=limits, isolation=isolation)
+    print(render(course, report, color=sys.stdout.isatty()))
     if report.error:
         return 1
     return 0 if all(score == part.points for part in report.spec.auto_parts

@@ -34,9 +34,9 @@ import tempfile
 import time
 import uuid
 
-from autograder.sandbox_driver import wire
+from autograder.sandbox.driver import wire
 
-DRIVER_DIR = pathlib.Path(__file__).resolve().parent / "sandbox_driver"
+DRIVER_DIR = pathlib.Path(__file__).resolve().parent / "driver"
 # Environment variables passed through: OpenBLAS needs these on some CPUs to compute correctly.
 PASS_THROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 

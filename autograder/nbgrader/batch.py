@@ -16,9 +16,13 @@ import os
 import pathlib
 import shutil
 import sys
+from typing import NamedTuple
 
-from autograder import engine
-from autograder import notebook as nbio
+from autograder.core import engine
+from autograder.core import notebook as nbio
+from autograder.core.course import Course
+from autograder.core.errors import UsageError
+from autograder.sandbox import supervisor as sandbox
 
 MARKER = ".autograder.json"
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
@@ -31,6 +35,21 @@ class StudentWork:
     submitted: pathlib.Path
     notebooks: dict[str, pathlib.Path | None]  # notebook id -> submitted file (None: missing)
     fingerprint: str = ""
+
+
+class NotebookOfStudent(NamedTuple):
+    """One notebook of one student's submission of the assignment being graded."""
+
+    student: str
+    notebook: str
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A submitted notebook ready to grade (nbgrader's sanitised copy), or why there is none."""
+
+    notebook: object | None = None  # nbformat NotebookNode
+    reason: str | None = None  # "notebook not submitted", "unreadable notebook: ..."
 
 
 def course_config(root: pathlib.Path):
@@ -59,10 +78,10 @@ def _fingerprint(work: StudentWork) -> str:
     return digest.hexdigest()
 
 
-def find_work(root: pathlib.Path, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
+def find_work(course: Course, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
     """Every student's submission of `assignment`, with renamed notebooks matched by content."""
     work = []
-    submitted_root = root / "submitted"
+    submitted_root = course.root / "submitted"
     for student_dir in sorted(submitted_root.glob(f"*/{assignment}")):
         student = student_dir.parent.name
         if only and student not in only:
@@ -71,7 +90,7 @@ def find_work(root: pathlib.Path, assignment: str, notebook_ids: list[str], only
         notebooks = {nb: (path if path.exists() else None) for nb, path in notebooks.items()}
         strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
         for notebook_id in [nb for nb, path in notebooks.items() if path is None]:
-            notebooks[notebook_id] = _match_renamed(strays, assignment, notebook_id)
+            notebooks[notebook_id] = _match_renamed(course, strays, assignment, notebook_id)
             if notebooks[notebook_id] is not None:
                 strays.remove(notebooks[notebook_id])
         item = StudentWork(student, student_dir, notebooks)
@@ -80,10 +99,8 @@ def find_work(root: pathlib.Path, assignment: str, notebook_ids: list[str], only
     return work
 
 
-def _match_renamed(candidates, assignment, notebook_id):
-    from autograder import specs
-
-    spec = specs.find_spec(assignment, notebook_id)
+def _match_renamed(course: Course, candidates, assignment, notebook_id):
+    spec = course.find_spec(assignment, notebook_id)
     best, best_count = None, 0
     for path in candidates:
         try:
@@ -114,15 +131,17 @@ class _Pipeline:
     gradebook connection per step and a commit per cell, which dominated the cost of a batch.
     """
 
-    def __init__(self, root: pathlib.Path, db_url: str, course_id: str, assignment: str, config=None):
+    def __init__(self, course: Course, db_url: str, course_id: str, assignment: str, config=None):
         from nbgrader.coursedir import CourseDirectory
         from nbgrader.preprocessors import AssignLatePenalties, ClearOutput, DeduplicateIds
 
-        from autograder.nbgrader_bridge import RestoreCourseMetadata
+        from autograder.nbgrader.preprocessors import RestoreCourseMetadata
 
-        self.root, self.db_url, self.course_id, self.assignment = root, db_url, course_id, assignment
-        self.coursedir = CourseDirectory(root=str(root))
-        self.sanitize = [RestoreCourseMetadata(), ClearOutput(), DeduplicateIds()]
+        self.course, self.db_url, self.course_id, self.assignment = course, db_url, course_id, assignment
+        self.coursedir = CourseDirectory(root=str(course.root))
+        restore = RestoreCourseMetadata()
+        restore.course = course
+        self.sanitize = [restore, ClearOutput(), DeduplicateIds()]
         late = AssignLatePenalties(config=config) if config is not None else AssignLatePenalties()
         late.init_plugin()
         self.late = late
@@ -173,26 +192,32 @@ class _Pipeline:
                 gradebook.update_or_create_student(item.student)
                 gradebook.update_or_create_submission(self.assignment, item.student,
                                                       **({"timestamp": timestamp} if timestamp else {}))
-        prepared, requests = {}, []  # (student, notebook id) -> sanitised notebook, or why there is none
+        prepared: dict[NotebookOfStudent, Prepared] = {}
+        requests = []
         for item in chunk:
             for notebook_id, path in item.notebooks.items():
-                key = (item.student, notebook_id)
+                key = NotebookOfStudent(item.student, notebook_id)
                 if path is None:
-                    prepared[key] = "missing"
+                    prepared[key] = Prepared(reason="notebook not submitted")
                     progress.update(1)
                     continue
                 try:
                     nb = self.sanitized(path, item.student, notebook_id)
                 except nbio.UnreadableNotebook as error:
-                    prepared[key] = f"unreadable notebook: {error}"
+                    prepared[key] = Prepared(reason=f"unreadable notebook: {error}")
                     progress.update(1)
                     continue
-                prepared[key] = nb
+                prepared[key] = Prepared(notebook=nb)
                 requests.append(engine.GradeRequest(
-                    str(path), f"{item.student}/{self.assignment}/{notebook_id}",
-                    expected=f"{self.assignment}/{notebook_id}", notebook=json.loads(json.dumps(nb)),
+                    str(path), submission_id(self.assignment, key),
+                    expected=engine.NotebookKey(self.assignment, notebook_id), notebook=json.loads(json.dumps(nb)),
                 ))
         return prepared, requests
+
+
+def submission_id(assignment: str, key: NotebookOfStudent) -> str:
+    """How a student's notebook is named in reports and logs: student/assignment/notebook."""
+    return f"{key.student}/{assignment}/{key.notebook}"
 
 
 def _lighten_imports() -> None:
@@ -206,110 +231,113 @@ def _lighten_imports() -> None:
     warnings.filterwarnings("ignore", message=".*not in session.*")
 
 
-def main(args, limits) -> int:
-    _lighten_imports()
-    from nbgrader.api import Gradebook, MissingEntry
+class BatchGrader:
+    """Grade every submission of one assignment of a course into its gradebook and autograded/."""
 
-    from autograder.cli import UsageError
+    def __init__(self, course: Course, assignment: str, jobs: int | None = None,
+                 limits: sandbox.Limits = sandbox.Limits(), isolation: str = "auto", force: bool = False,
+                 students: list[str] | None = None):
+        self.course, self.assignment = course, assignment
+        self.jobs = jobs or os.cpu_count() or 1
+        self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
+        self.db_url, self.course_id = course_settings(course.root)
 
-    root = pathlib.Path(args.course).resolve()
-    if len(args.targets) != 1:
-        raise UsageError("with --course, give exactly one assignment name")
-    assignment = args.targets[0]
-    db_url, course_id = course_settings(root)
-    with Gradebook(db_url, course_id) as gradebook:
-        try:
-            notebook_ids = [nb.name for nb in gradebook.find_assignment(assignment).notebooks]
-        except MissingEntry:
-            raise UsageError(
-                f"assignment {assignment!r} is not in the gradebook {db_url}: "
-                f"run `nbgrader generate_assignment {assignment}` first"
-            ) from None
-    work = find_work(root, assignment, notebook_ids, args.student)
-    todo = [item for item in work if args.force or not _already_graded(root, assignment, item)]
-    print(f"{assignment}: {len(work)} submissions, {len(todo)} to grade "
-          f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
-    if not todo:
-        return 0
-    grade_students(root, assignment, todo, db_url, course_id, args.jobs, limits, args.isolation)
-    return 0
+    def notebook_ids(self) -> list[str]:
+        """The assignment's notebooks, as the gradebook lists them."""
+        from nbgrader.api import Gradebook, MissingEntry
+
+        with Gradebook(self.db_url, self.course_id) as gradebook:
+            try:
+                return [nb.name for nb in gradebook.find_assignment(self.assignment).notebooks]
+            except MissingEntry:
+                raise UsageError(
+                    f"assignment {self.assignment!r} is not in the gradebook {self.db_url}: "
+                    f"run `nbgrader generate_assignment {self.assignment}` first"
+                ) from None
+
+    def run(self) -> list[StudentWork]:
+        """Grade what is missing or changed (everything with `force`); returns what was graded."""
+        _lighten_imports()
+        work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
+        todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
+        print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
+              f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
+        if todo:
+            self.grade(todo)
+        return todo
+
+    def grade(self, todo: list[StudentWork]) -> None:
+        """Grade in chunks, pipelined: while one chunk's notebooks run in sandboxes, the main thread
+        checks and records the previous chunk and prepares the next."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm import tqdm
+
+        pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, course_config(self.course.root))
+        isolation = sandbox.choose_isolation(self.isolation)
+        total = sum(len(item.notebooks) for item in todo)
+        chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
+        chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
+        with tqdm(total=total, unit="notebook", desc=f"grading {self.assignment}", file=sys.stderr,
+                  mininterval=0.5, dynamic_ncols=True) as progress, ThreadPoolExecutor(self.jobs) as pool:
+            running = None
+            for chunk in [*chunks, None]:
+                started = None
+                if chunk is not None:
+                    prepared, requests = pipeline.prepare(chunk, progress)
+                    futures = engine.submit_extractions(self.course, pool, requests, self.limits, isolation,
+                                                        on_extracted=lambda report: progress.update(1))
+                    started = (chunk, prepared, futures)
+                if running is not None:
+                    done_chunk, done_prepared, done_futures = running
+                    reports = engine.check([future.result() for future in done_futures], with_figures=True)
+                    by_id = {report.submission_id: report for report in reports}
+                    _record_chunk(pipeline, done_chunk, done_prepared, by_id)
+                running = started
 
 
-def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isolation) -> None:
-    """Grade in chunks, pipelined: while one chunk's notebooks run in sandboxes, the main thread
-    checks and records the previous chunk and prepares the next."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    from autograder import sandbox
-
-    pipeline = _Pipeline(root, db_url, course_id, assignment, course_config(root))
-    jobs = jobs or os.cpu_count() or 1
-    isolation = sandbox.choose_isolation(isolation)
-    total = sum(len(item.notebooks) for item in todo)
-    chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * jobs // max(1, len(todo[0].notebooks)))
-    chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
-    with tqdm(total=total, unit="notebook", desc=f"grading {assignment}", file=sys.stderr,
-              mininterval=0.5, dynamic_ncols=True) as progress, ThreadPoolExecutor(jobs) as pool:
-        running = None
-        for chunk in [*chunks, None]:
-            started = None
-            if chunk is not None:
-                prepared, requests = pipeline.prepare(chunk, progress)
-                futures = engine.submit_extractions(pool, requests, limits, isolation,
-                                                    on_extracted=lambda report: progress.update(1))
-                started = (chunk, prepared, futures)
-            if running is not None:
-                done_chunk, done_prepared, done_futures = running
-                reports = engine.check([future.result() for future in done_futures], with_figures=True)
-                by_key = {tuple(report.submission_id.split("/")[::2]): report for report in reports}
-                _record_chunk(pipeline, root, assignment, done_chunk, done_prepared, by_key, course_id)
-            running = started
-
-
-def _record_chunk(pipeline, root, assignment, chunk, prepared, reports, course_id):
+def _record_chunk(pipeline, chunk, prepared, reports):
     """Write the chunk's autograded notebooks and grades in one transaction, then its markers:
     an interruption before the commit leaves those students to be graded again by the rerun."""
     from nbgrader.api import Gradebook
 
-    with Gradebook(pipeline.db_url, course_id) as gradebook:
+    with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
         for item in chunk:
-            _record_student(gradebook, pipeline, root, assignment, item, prepared, reports)
+            _record_student(gradebook, pipeline, item, prepared, reports)
         gradebook.db.commit()
     for item in chunk:
-        marker = root / "autograded" / item.student / assignment / MARKER
+        marker = pipeline.course.root / "autograded" / item.student / pipeline.assignment / MARKER
         marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
 
 
-def _record_student(gradebook, pipeline, root, assignment, item, prepared, reports):
-    from autograder.nbgrader_bridge import apply_report
+def _record_student(gradebook, pipeline, item, prepared, reports):
+    from autograder.nbgrader.preprocessors import apply_report
 
+    assignment, root = pipeline.assignment, pipeline.course.root
     destination = root / "autograded" / item.student / assignment
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
     ignore = shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__", MARKER)
     shutil.copytree(item.submitted, destination, ignore=ignore, dirs_exist_ok=True)
-    source = root / "source" / assignment
+    source = pipeline.course.source / assignment
     shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
     for notebook_id in item.notebooks:
-        state = prepared[(item.student, notebook_id)]
-        if isinstance(state, str):
+        key = NotebookOfStudent(item.student, notebook_id)
+        state = prepared[key]
+        if state.notebook is None:
             # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
             # files), and the reason is left as the automatic comment of every part.
             notebook = gradebook.find_submission_notebook(notebook_id, assignment, item.student)
-            reason = "notebook not submitted" if state == "missing" else state
             for grade in notebook.grades:
                 grade.auto_score, grade.needs_manual_grade = 0, False
             for comment in notebook.comments:
-                comment.auto_comment = reason
+                comment.auto_comment = state.reason
             continue
-        apply_report(state, reports[(item.student, notebook_id)])
-        pipeline.record(gradebook, state, item.student, notebook_id)
+        apply_report(state.notebook, reports[submission_id(assignment, key)])
+        pipeline.record(gradebook, state.notebook, item.student, notebook_id)
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.
         with open(destination / f"{notebook_id}.ipynb", "w", encoding="utf-8") as stream:
-            json.dump(state, stream, indent=1, sort_keys=True, ensure_ascii=False)
+            json.dump(state.notebook, stream, indent=1, sort_keys=True, ensure_ascii=False)
             stream.write("\n")
-

@@ -1,1 +1,0 @@
-"""Hidden checks, one package per nbgrader assignment."""

@@ -1,0 +1,1 @@
+"""The command line: grading notebooks or a class, self-checks, the release build."""

@@ -1,0 +1,1 @@
+"""The grading engine: the course, notebook specs, reading notebooks, submissions, checks, reports."""

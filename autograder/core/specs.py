@@ -1,0 +1,122 @@
+"""What the course expects of each notebook: names to extract, probes, parts and their points.
+
+Everything here comes from trusted files of the course: its hidden check modules
+(`autograder/assignments/<assignment>/test_<notebook>.py`) and its instructor notebooks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import types
+from typing import TYPE_CHECKING
+
+from autograder.core import notebook as nbio
+
+if TYPE_CHECKING:
+    from autograder.core.course import Course
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One nbgrader grade cell."""
+
+    grade_id: str
+    points: float
+    manual: bool  # graded by a person (free text), not by checks
+
+
+@dataclasses.dataclass(frozen=True)
+class NotebookSpec:
+    assignment: str
+    notebook: str
+    checks_path: pathlib.Path
+    module: types.ModuleType = dataclasses.field(compare=False, repr=False)
+    helpers_dir: pathlib.Path  # the public files every student receives: read-only in the sandbox
+    extract: tuple[str, ...]
+    probes: dict
+    parts: tuple[Part, ...]
+    figures: object = None  # optional callable(sub, grade_id) -> list[str]
+
+    @property
+    def key(self) -> str:
+        return f"{self.assignment}/{self.notebook}"
+
+    @property
+    def auto_parts(self) -> tuple[Part, ...]:
+        return tuple(part for part in self.parts if not part.manual)
+
+
+def source_parts(course: Course, assignment: str, notebook: str) -> tuple[Part, ...]:
+    """Grade cells of the instructor notebook, in order."""
+    path = course.source / assignment / f"{notebook}.ipynb"
+    parts = []
+    for cell in nbio.read_notebook(str(path))["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade"):
+            parts.append(Part(meta["grade_id"], float(meta.get("points", 0)), bool(meta.get("solution"))))
+    return tuple(parts)
+
+
+def load_specs(course: Course) -> tuple[NotebookSpec, ...]:
+    """One spec per hidden check module of the course (`Course.specs` caches this)."""
+    specs = []
+    for assignment in course.assignments():
+        for checks_path in sorted(course.grading_dir(assignment).glob("test_*.py")):
+            module = course.grading_module(assignment, checks_path.stem)
+            notebook = module.NOTEBOOK
+            specs.append(NotebookSpec(
+                assignment=assignment,
+                notebook=notebook,
+                checks_path=checks_path,
+                module=module,
+                helpers_dir=course.release / assignment,
+                extract=tuple(module.EXTRACT),
+                probes=dict(getattr(module, "PROBES", {})),
+                parts=source_parts(course, assignment, notebook),
+                figures=getattr(module, "figures", None),
+            ))
+    return tuple(specs)
+
+
+def answer_cells_by_part(release: dict, spec: NotebookSpec) -> dict[str, list[str]]:
+    """grade_id of each part -> grade_ids of the answer cells the student fills in for it.
+
+    An autograded part's answers are the answer (solution) cells between the previous graded
+    cell and its test cell; a free-text part is its own answer. Locked parts have none.
+    """
+    parts = {part.grade_id for part in spec.parts}
+    answers: dict[str, list[str]] = {}
+    pending: list[str] = []
+    for cell in release["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        grade_id = meta.get("grade_id")
+        if meta.get("grade") and grade_id in parts:
+            answers[grade_id] = [grade_id] if meta.get("solution") else pending
+            pending = []
+        elif meta.get("solution") and grade_id:
+            pending.append(grade_id)
+    return answers
+
+
+def attempted_parts(spec: NotebookSpec, submitted: dict, release: dict) -> list[str]:
+    """Parts, in order, where the student changed an answer cell from what the release gave."""
+    given = {_grade_id(cell): cell for cell in release["cells"]}
+    written: dict[str, str] = {}
+    for cell in submitted["cells"]:
+        grade_id = _grade_id(cell)
+        if grade_id is not None and grade_id not in written:
+            written[grade_id] = nbio.source_text(cell.get("source", ""))
+    attempted = []
+    for part, answer_ids in answer_cells_by_part(release, spec).items():
+        if any(answer in written and written[answer].strip() != nbio.source_text(given[answer]["source"]).strip()
+               for answer in answer_ids if answer in given):
+            attempted.append(part)
+    return attempted
+
+
+def _grade_id(cell) -> str | None:
+    """A cell's nbgrader grade_id, or None (also for malformed metadata)."""
+    meta = cell.get("metadata")
+    nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
+    grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+    return grade_id if isinstance(grade_id, str) else None

@@ -1,0 +1,1 @@
+"""Tooling for demos, tests and benchmarks (building realistic submissions, the kernel baseline)."""

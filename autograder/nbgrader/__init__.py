@@ -1,0 +1,1 @@
+"""nbgrader integration: preprocessors, the batch grader, the release build."""

@@ -1,0 +1,1 @@
+"""Running untrusted cells: the supervisor (grader side) and the driver (inside the sandbox)."""
