@@ -59,3 +59,14 @@ def golden(request):
             f"`pytest tests/{pathlib.Path(request.node.fspath).name} --update-golden` and review the diff")
 
     return compare
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_accounts_left_behind():
+    """Tests may run things as other users but must not leave system accounts behind."""
+    import pwd
+
+    before = {entry.pw_name for entry in pwd.getpwall()}
+    yield
+    added = {entry.pw_name for entry in pwd.getpwall()} - before
+    assert not added, f"the tests left system accounts behind: {sorted(added)}"

@@ -12,6 +12,8 @@ from autograder.core import engine
 from autograder.dev import classroom
 from conftest import REPOSITORY
 
+pytestmark = pytest.mark.sandbox  # every test here runs submissions in the real sandbox
+
 
 def _check_marks(spec):
     """(check id, grade_id, points) of every check in a notebook's hidden module."""

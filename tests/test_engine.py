@@ -6,6 +6,8 @@ import pytest
 from autograder.dev import classroom
 from autograder.core import engine
 
+pytestmark = pytest.mark.sandbox  # every test here runs submissions in the real sandbox
+
 
 def grade_cells(tmp_path, mini_course, replacements=None, blank=False, name="mini.ipynb", mutate=None):
     notebook = classroom.filled_notebook(mini_course, "mini", "mini", replacements, blank=blank)

@@ -113,9 +113,8 @@ class Course:
         if spec is None or not folder.is_dir():
             raise CourseNotFound(f"{self} has no grading content for {assignment!r} ({folder})")
         package = importlib.util.module_from_spec(spec)
-        package.course = self
-        package.assignment = assignment
-        package.public_module = functools.partial(self.public_module, assignment)
+        vars(package).update(course=self, assignment=assignment,
+                             public_module=functools.partial(self.public_module, assignment))
         sys.modules[name] = package
         if spec.loader is not None:
             spec.loader.exec_module(package)
@@ -129,7 +128,7 @@ class Course:
             return sys.modules[name]
         path = self.grading_dir(assignment) / f"{module}.py"
         spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or not path.exists():
+        if spec is None or spec.loader is None or not path.exists():
             raise CourseNotFound(f"{self} has no grading module {assignment}/{module} ({path})")
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[name] = loaded
@@ -147,7 +146,7 @@ class Course:
             return sys.modules[name]
         path = self.source / assignment / f"{module}.py"
         spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or not path.exists():
+        if spec is None or spec.loader is None or not path.exists():
             raise CourseNotFound(f"{self} has no public module {path}")
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[name] = loaded
