@@ -143,5 +143,32 @@ def test_nbgrader_feedback_and_export_work_after_the_batch(mini_class):
 
 def test_unknown_assignment_is_a_usage_error(mini_class, capsys):
     assert main(["grade", "--course", str(mini_class), "nope"]) == 2
-    assert "generate_assignment nope" in capsys.readouterr().err
+    assert "generate_assignment --force nope" in capsys.readouterr().err
     assert not (mini_class / "autograded").exists()  # nothing was graded or written
+
+
+def test_configuration_is_read_as_nbgrader_reads_it(mini_class, tmp_path, monkeypatch, capsys):
+    """Settings in the user's Jupyter config directory (~/.jupyter) apply to the batch grader as
+    they do to `nbgrader autograde`: here another gradebook and a late-penalty method."""
+    from nbgrader.api import Gradebook
+
+    assert "db_url" not in (mini_class / "nbgrader_config.py").read_text()  # so the user's setting is in force
+    user_config = tmp_path / "jupyter_config_dir"
+    user_config.mkdir()
+    elsewhere = tmp_path / "elsewhere.db"
+    shutil.copy(mini_class / "gradebook.db", elsewhere)
+    (user_config / "nbgrader_config.py").write_text(
+        "c = get_config()\n"
+        f"c.CourseDirectory.db_url = 'sqlite:///{elsewhere}'\n"
+        "c.LateSubmissionPlugin.penalty_method = 'zero'\n")
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(user_config))
+    with Gradebook(f"sqlite:///{elsewhere}", "transformer-circuits") as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate="2026-11-01 00:00:00 UTC")
+    assert run_batch(mini_class) == 0
+    err = capsys.readouterr().err
+    assert f"gradebook sqlite:///{elsewhere}" in err and "due 2026-11-01 00:00 UTC" in err
+    with Gradebook(f"sqlite:///{elsewhere}", "transformer-circuits") as gradebook:
+        ada = gradebook.find_submission("mini", "ada")
+        assert ada.score == 4 and ada.late_submission_penalty == 4  # 'zero': a late submission scores 0
+    with Gradebook(f"sqlite:///{mini_class / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        assert gradebook.assignment_submissions("mini") == []  # nothing graded into the course's own file

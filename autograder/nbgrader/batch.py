@@ -22,6 +22,7 @@ from autograder.core import engine
 from autograder.core import notebook as nbio
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
+from autograder.nbgrader import settings
 from autograder.sandbox import supervisor as sandbox
 
 MARKER = ".autograder.json"
@@ -50,23 +51,6 @@ class Prepared:
 
     notebook: object | None = None  # nbformat NotebookNode
     reason: str | None = None  # "notebook not submitted", "unreadable notebook: ..."
-
-
-def course_config(root: pathlib.Path):
-    """The course's nbgrader_config.py as a traitlets Config (empty when there is none)."""
-    from traitlets.config import Config
-    from traitlets.config.loader import PyFileConfigLoader
-
-    if not (root / "nbgrader_config.py").exists():
-        return Config()
-    return PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
-
-
-def course_settings(root: pathlib.Path) -> tuple[str, str]:
-    """(db_url, course_id) as the course's nbgrader_config.py sets them (nbgrader's defaults otherwise)."""
-    coursedir = course_config(root).get("CourseDirectory", {})
-    db_url = coursedir.get("db_url") or f"sqlite:///{root / 'gradebook.db'}"
-    return db_url, coursedir.get("course_id") or "default_course"
 
 
 def _fingerprint(work: StudentWork) -> str:
@@ -240,24 +224,31 @@ class BatchGrader:
         self.course, self.assignment = course, assignment
         self.jobs = jobs or os.cpu_count() or 1
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
-        self.db_url, self.course_id = course_settings(course.root)
+        _lighten_imports()
+        self.settings = settings.load(course)
+        self.db_url, self.course_id = self.settings.db_url, self.settings.course_id
 
     def notebook_ids(self) -> list[str]:
-        """The assignment's notebooks, as the gradebook lists them."""
+        """The assignment's notebooks, as the gradebook lists them (and its due date, announced)."""
         from nbgrader.api import Gradebook, MissingEntry
 
         with Gradebook(self.db_url, self.course_id) as gradebook:
             try:
-                return [nb.name for nb in gradebook.find_assignment(self.assignment).notebooks]
+                assignment = gradebook.find_assignment(self.assignment)
             except MissingEntry:
                 raise UsageError(
-                    f"assignment {self.assignment!r} is not in the gradebook {self.db_url}: "
-                    f"run `nbgrader generate_assignment {self.assignment}` first"
+                    f"assignment {self.assignment!r} is not in the {settings.describe(self.settings)}: "
+                    f"run `nbgrader generate_assignment --force {self.assignment}` first (it registers the "
+                    "assignment; with --force it also rewrites release/, identically)"
                 ) from None
+            due = assignment.duedate
+            print(f"{self.assignment}: due {f'{due:%Y-%m-%d %H:%M} UTC' if due else 'never (no due date set)'}",
+                  file=sys.stderr)
+            return [nb.name for nb in assignment.notebooks]
 
     def run(self) -> list[StudentWork]:
         """Grade what is missing or changed (everything with `force`); returns what was graded."""
-        _lighten_imports()
+        print(settings.describe(self.settings), file=sys.stderr)
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
         todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
         print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
@@ -273,7 +264,7 @@ class BatchGrader:
 
         from tqdm import tqdm
 
-        pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, course_config(self.course.root))
+        pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
         isolation = sandbox.choose_isolation(self.isolation)
         total = sum(len(item.notebooks) for item in todo)
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
