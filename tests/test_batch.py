@@ -172,3 +172,41 @@ def test_configuration_is_read_as_nbgrader_reads_it(mini_class, tmp_path, monkey
         assert ada.score == 4 and ada.late_submission_penalty == 4  # 'zero': a late submission scores 0
     with Gradebook(f"sqlite:///{mini_class / 'gradebook.db'}", "transformer-circuits") as gradebook:
         assert gradebook.assignment_submissions("mini") == []  # nothing graded into the course's own file
+
+
+def test_a_second_grader_is_turned_away_while_the_first_runs(mini_class, capsys):
+    """Two graders started together (a cron job and an instructor): the second says who holds
+    the assignment and exits 2 without touching anything; once the first is done, a rerun works."""
+    first = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from autograder.nbgrader.lock import GraderLock\n"
+            f"with GraderLock('sqlite:///{mini_class / 'gradebook.db'}', 'transformer-circuits', 'mini'):\n"
+            "    print('locked', flush=True)\n"
+            "    sys.stdin.readline()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        assert run_batch(mini_class) == 2
+        err = capsys.readouterr().err
+        assert "another grader is running for 'mini'" in err and f"pid {first.pid}" in err
+        assert not (mini_class / "autograded").exists()
+    finally:
+        first.communicate("done\n", timeout=30)
+    assert run_batch(mini_class) == 0
+    assert auto_scores(mini_class)["ada"]["mini_matrix"] == 2
+
+
+def test_a_grader_killed_with_sigkill_leaves_no_lock_behind(mini_class):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import time\n"
+            "from autograder.nbgrader.lock import GraderLock\n"
+            f"with GraderLock('sqlite:///{mini_class / 'gradebook.db'}', 'transformer-circuits', 'mini'):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(600)\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait()
+    assert run_batch(mini_class) == 0

@@ -268,3 +268,15 @@ def test_manual_grade_survives_a_forced_regrade_on_postgres(pg_class, postgres, 
     assert totals["ada"] == 5
     with Gradebook(url, COURSE_ID) as gradebook:
         assert gradebook.find_comment("mini_why", "mini", "mini", "ada").manual_comment == "A clear explanation."
+
+
+def test_a_second_grader_is_turned_away_on_postgres(pg_class, capsys):
+    """The lock is PostgreSQL's advisory lock, so it holds for graders on different machines."""
+    from autograder.nbgrader.lock import GraderLock
+
+    with GraderLock(pg_class.url, COURSE_ID, "mini"):
+        assert grade_class(pg_class.root) == 2
+        err = capsys.readouterr().err
+        assert "another grader is running for 'mini'" in err and f"pid {os.getpid()} on" in err
+    assert grade_class(pg_class.root) == 0
+    assert gradebook_scores(pg_class.url)[0]["ada"]["mini_matrix"] == 2

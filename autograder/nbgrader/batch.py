@@ -23,6 +23,7 @@ from autograder.core import notebook as nbio
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
 from autograder.nbgrader import settings
+from autograder.nbgrader.lock import GraderLock
 from autograder.sandbox import supervisor as sandbox
 
 MARKER = ".autograder.json"
@@ -247,8 +248,13 @@ class BatchGrader:
             return [nb.name for nb in assignment.notebooks]
 
     def run(self) -> list[StudentWork]:
-        """Grade what is missing or changed (everything with `force`); returns what was graded."""
+        """Grade what is missing or changed (everything with `force`); returns what was graded.
+        Raises GraderBusy while another grader works on the same assignment."""
         print(settings.describe(self.settings), file=sys.stderr)
+        with GraderLock(self.db_url, self.course_id, self.assignment):
+            return self._run()
+
+    def _run(self) -> list[StudentWork]:
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
         todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
         print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
