@@ -85,7 +85,7 @@ def _describe(encoded: dict) -> str:
     if kind == "array":
         return f"an array of shape {tuple(encoded['shape'])}"
     if kind == "number":
-        return f"the number {encoded['value']!r}"
+        return f"the number {_tclib().fmt(float(encoded['value']))}"
     return _KIND_WORDS.get(kind, kind or "something unknown")
 
 
@@ -173,8 +173,8 @@ class Submission:
         kind = encoded.get("kind")
         if kind == "number":
             value = float(encoded["value"])
-        elif kind == "bool":
-            value = bool(encoded["value"])  # refused as a number, in the library's words
+        elif kind in ("bool", "str", "none"):  # refused in the library's words
+            value = decode_value(encoded)
         elif kind == "complex_number":
             value = complex(encoded["real"], encoded["imag"])
         elif kind == "array":

@@ -48,10 +48,10 @@ MATRIX_NAMES = ("W_Q", "W_K", "W_V", "W_O")
 PASSED = "public checks passed (hidden checks run when your work is graded)"
 WHEN = ("the token itself", "the previous token", "the token two back")
 
-# What the hidden checks may use of this module (tested: they use nothing else). Judges return
-# a list of problems, empty when the answer has the property.
+# What the grader uses of this module (tested: the grader uses these names and no others).
+# Judges return a list of problems, empty when the answer has the property.
 GRADER_API = (
-    "D_MODEL", "D_HEAD", "HEAD1_READS", "HEAD1_WRITES", "HEAD2_WRITES",
+    "D_MODEL", "D_HEAD", "HEAD2_WRITES",
     "product_tolerance", "negativity_problems", "causality_problems", "normalisation_problems",
     "copy_problems_head1", "copy_problems_head2", "product_problems", "composition_problems",
     "q6_heads", "example_stream", "run_two_heads", "trace_two_heads", "simulation_problems",

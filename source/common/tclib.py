@@ -36,11 +36,12 @@ import numpy as np
 
 RTOL = 1e-6  # the relative part of the tolerance rule
 
-# What the grader may use of this module (tested: the hidden checks use nothing else).
+# What the grader uses of this module (tested: the grader uses these names and no others); the
+# rest serves the public checks.
 GRADER_API = (
-    "InputProblem", "RTOL", "tolerance", "fmt", "dims_text", "shape_text", "bullet_list",
-    "difference_report", "describe_dtype", "type_problem", "stage_array", "stage_number",
-    "stage_whole_number", "stage_matrix_names", "public_check",
+    "RTOL", "tolerance", "fmt", "shape_text", "bullet_list", "difference_report",
+    "describe_dtype", "type_problem", "stage_array", "stage_number", "stage_whole_number",
+    "stage_matrix_names",
 )
 
 
@@ -147,9 +148,9 @@ def type_problem(name: str, description: str, wanted: str = "an array of real nu
     return f"{name} should be {wanted}, but it is {description}."
 
 
-def _placeholder_problem(name: str, value) -> str | None:
+def _placeholder_problem(name: str, value, wanted: str = "an array") -> str | None:
     if value is None:
-        return f"{name} is None; assign it an array (did the cell end with a print instead?)."
+        return f"{name} is None; assign it {wanted} (did the cell end with a print instead?)."
     if value is Ellipsis:
         return f"{name} is ... (a placeholder); assign it your answer."
     return None
@@ -159,6 +160,10 @@ def _describe(value) -> str:
     """A Python value the student gave, described for a type_problem message."""
     if isinstance(value, (bool, np.bool_)):
         return f"the bool {bool(value)}"
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return f"the number {fmt(value)}"
+    if isinstance(value, (complex, np.complexfloating)):
+        return "a complex number"
     if callable(value):
         return "a function"
     if isinstance(value, str):
@@ -215,7 +220,10 @@ def stage_array(value, name: str, shape=None, labels=None) -> np.ndarray:
 
 def stage_number(value, name: str) -> float:
     """`value` as a finite float (a Python or numpy number, or an array of one entry)."""
-    if isinstance(value, (bool, np.bool_)):
+    placeholder = _placeholder_problem(name, value, "a number")
+    if placeholder:
+        _fail(placeholder)
+    if isinstance(value, (bool, np.bool_, str)) or callable(value):
         _fail(type_problem(name, _describe(value), "a single number"))
     array = _real_array(value, name)
     if array.size != 1:

@@ -54,8 +54,8 @@ __all__ = [
     "check_ex3_prev", "check_ex3_ind_qk", "check_ex3_ind_ov",
 ]
 
-# What the hidden checks may use of this module (tested: they use nothing else). Judges return
-# a list of problems, empty when the behaviour is right.
+# What the grader uses of this module (tested: the grader uses these names and no others).
+# Judges return a list of problems, empty when the behaviour is right.
 GRADER_API = (
     "VOCAB", "D_MODEL", "D_HEAD", "TOK", "POS", "ALPHAS", "W_E", "W_U",
     "pair_rotation", "embed", "draw_sequences", "qk", "ov", "normalised", "attention_pattern",
