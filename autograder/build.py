@@ -22,7 +22,9 @@ _MARKER = re.compile(r"^\s*(#+|<!--)?\s*(BEGIN|END) (SOLUTION|HIDDEN TESTS|MARK 
 
 
 def source_assignments(root: pathlib.Path) -> list[str]:
-    return sorted(path.name for path in (root / "source").iterdir() if path.is_dir() and not path.name.startswith("."))
+    """The folders of source/ that hold notebooks (source/common holds only shared helpers)."""
+    return sorted(path.name for path in (root / "source").iterdir()
+                  if path.is_dir() and not path.name.startswith(".") and any(path.glob("*.ipynb")))
 
 
 def generate_release(root: pathlib.Path, assignment: str) -> None:
