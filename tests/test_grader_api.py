@@ -211,3 +211,19 @@ def test_the_tolerance_rule_scales_with_the_terms_and_never_below_one():
     assert tclib.difference_report(expected + [0.9e-2, 0], expected, "a", "b") is None
     report = tclib.difference_report(expected + [0, 1.1e-2], expected, "a", "b", reveal=False)
     assert report == "a differs from b in 1 of 2 entries; the largest difference is 0.011 at index [1]"
+
+
+ODD_RESULTS = [None, "text", print, [[1, 2], [3]], np.array(["a"]), np.ones((2, 3)) * 1j, np.ones((2, 3)) + 0j,
+               np.ones((3, 2)), np.full((2, 3), np.inf), 4.0, True, 1 + 2j, {"x": 1}]
+
+
+@pytest.mark.parametrize("index", range(len(ODD_RESULTS)))
+def test_public_and_hidden_checks_stage_a_result_alike(index):
+    tclib = course.public_module("common", "tclib")
+    value = ODD_RESULTS[index]
+    sub = make_submission({}, calls={"f": [(("X",), value)]})
+    what = "f(...) on the grader's input #1"
+    public = _message(tclib.stage_result, value, what, (2, 3), ("d_head", "n_ctx"))
+    hidden = _message(sub.call_results, "f", lambda args: (2, 3), ("d_head", "n_ctx"))
+    assert public == hidden
+    assert public is None or public.startswith(f"{what} returned ")

@@ -91,12 +91,12 @@ def _matrix_choice(value, name: str) -> frozenset:
 
 # -- one attention head: properties any correct implementation has -----------------------------
 
-def _result(function, args, what: str, shape) -> np.ndarray:
+def _result(function, args, what: str, shape, labels=None) -> np.ndarray:
     try:
         value = function(*[np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args])
     except Exception as error:  # noqa: BLE001
         _fail(f"{what} raised {type(error).__name__}: {error}")
-    return stage_array(value, f"the result of {what}", shape=shape)
+    return tclib.stage_result(value, what, shape=shape, labels=labels)
 
 
 def _random_head(rng, d_model, d_head, n_ctx, scale=1.0):
@@ -152,7 +152,7 @@ def check_attention_pattern(attention_pattern):
     for d_model, d_head, n_ctx in [(16, 4, 6), (8, 2, 1), (12, 3, 5)]:
         X, W_Q, W_K, _, _ = _random_head(rng, d_model, d_head, n_ctx, scale=3.0)
         what = f"attention_pattern(X, W_Q, W_K) with d_model={d_model}, d_head={d_head}, n_ctx={n_ctx}"
-        A = _result(attention_pattern, (X, W_Q, W_K), what, (n_ctx, n_ctx))
+        A = _result(attention_pattern, (X, W_Q, W_K), what, (n_ctx, n_ctx), ("n_ctx", "n_ctx"))
         problems = pattern_problems(A)
         if problems:
             _fail(f"{what}:\n{bullet_list(problems)}")
@@ -160,7 +160,7 @@ def check_attention_pattern(attention_pattern):
     X, _, W_K, _, _ = _random_head(rng, 8, 2, 5)
     W_Q = np.zeros((2, 8))
     what = "attention_pattern(X, W_Q, W_K) with W_Q = 0 (d_model=8, d_head=2, n_ctx=5)"
-    A = _result(attention_pattern, (X, W_Q, W_K), what, (5, 5))
+    A = _result(attention_pattern, (X, W_Q, W_K), what, (5, 5), ("n_ctx", "n_ctx"))
     uniform = np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None]
     report = difference_report(A, uniform, "your pattern", "even attention over positions 0..dest")
     if report:
@@ -185,12 +185,12 @@ def _head_properties(head, make_args, name: str, signature: str):
         if shape == (d_head, n_ctx) and d_head != d_model:
             _fail(f"{what} returned shape {shape} (d_head, n_ctx): that is the head's result "
                   "before W_O writes it back into the residual stream; return (d_model, n_ctx).")
-        out = stage_array(raw, f"the result of {what}", shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
+        out = tclib.stage_result(raw, what, shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
 
         # Causality: changing the last position may change only the last output column.
         X_later = X.copy()
         X_later[:, -1] = rng.normal(size=d_model) * 3
-        out_later = _result(head, make_args(X_later, W_Q, W_K, W_V, W_O), what, (d_model, n_ctx))
+        out_later = _result(head, make_args(X_later, W_Q, W_K, W_V, W_O), what, (d_model, n_ctx), ("d_model", "n_ctx"))
         report = difference_report(out_later[:, :-1], out[:, :-1],
                                    "the output at earlier positions after the change", "before")
         if report:
@@ -200,7 +200,7 @@ def _head_properties(head, make_args, name: str, signature: str):
                   "multiplies (A[dest, src]).")
 
         # With zero value weights the head moves nothing, so it adds nothing.
-        zero = _result(head, make_args(X, W_Q, W_K, np.zeros_like(W_V), W_O), what, (d_model, n_ctx))
+        zero = _result(head, make_args(X, W_Q, W_K, np.zeros_like(W_V), W_O), what, (d_model, n_ctx), ("d_model", "n_ctx"))
         if np.abs(zero).max() > 1e-9:
             hint = (" Your output equals X: does the function add the residual stream X to what "
                     "the head writes? Return only the head's contribution."

@@ -3,10 +3,10 @@
 The public checks in your notebook and the hidden checks that grade it build their messages
 with the functions below, so a message you see here is the message the grader gives.
 
-* Staging (``stage_array``, ``stage_number``, ``stage_whole_number``, ``stage_matrix_names``):
-  an answer is checked in stages (present, type, shape, finite) and the first stage it fails
-  is explained in your terms; the result is a float64 array (or number) that later checks
-  can trust.
+* Staging (``stage_array``, ``stage_number``, ``stage_whole_number``, ``stage_matrix_names``,
+  and ``stage_result`` for what a function returned): an answer is checked in stages
+  (present, type, shape, finite) and the first stage it fails is explained in your terms; the
+  result is a float64 array (or number) that later checks can trust.
 * Formatting (``fmt``, ``dims_text``, ``shape_text``, ``bullet_list``): numbers, dims and
   lists of problems as a person writes them.
 * Differences (``difference_report``): in the style of ``numpy.testing``: what was compared,
@@ -39,9 +39,9 @@ RTOL = 1e-6  # the relative part of the tolerance rule
 # What the grader uses of this module (tested: the grader uses these names and no others); the
 # rest serves the public checks.
 GRADER_API = (
-    "RTOL", "tolerance", "fmt", "shape_text", "bullet_list", "difference_report",
-    "describe_dtype", "type_problem", "stage_array", "stage_number", "stage_whole_number",
-    "stage_matrix_names",
+    "RTOL", "tolerance", "fmt", "bullet_list", "difference_report",
+    "describe_dtype", "type_problem", "result_type_problem", "stage_array", "stage_result",
+    "stage_number", "stage_whole_number", "stage_matrix_names",
 )
 
 
@@ -215,6 +215,42 @@ def stage_array(value, name: str, shape=None, labels=None) -> np.ndarray:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         _fail(f"{name} has {int(bad.sum())} entries that are NaN or infinite (the first at "
               f"index {where}); every entry should be a finite number.")
+    return array
+
+
+def result_type_problem(what: str, description: str) -> str:
+    """'f(...) on input #2 returned a string; it should return an array of numbers.'"""
+    hint = " (is a `return` missing?)" if description == "None" else ""
+    return f"{what} returned {description}; it should return an array of numbers{hint}."
+
+
+def stage_result(value, what: str, shape=None, labels=None) -> np.ndarray:
+    """What a function returned, as a finite float64 array of `shape`; InputProblem says what is wrong.
+
+    `what` names the call in the student's terms, e.g. "attention_pattern(...) on the grader's
+    input #2"; the stages are those of stage_array, worded for a result.
+    """
+    if value is None or isinstance(value, str) or callable(value):
+        _fail(result_type_problem(what, "None" if value is None else _describe(value)))
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # noqa: BLE001 - any odd object: explain, do not crash
+        _fail(result_type_problem(what, f"an object of type {type(value).__name__} (converting it "
+                                        f"raised {type(error).__name__}: {error})"))
+    if array.dtype.kind == "c":
+        if np.any(array.imag != 0):
+            _fail(f"{what} returned complex numbers; it should return real ones.")
+        array = array.real
+    if array.dtype.kind not in "biuf":
+        _fail(result_type_problem(what, describe_dtype(array.dtype)))
+    array = array.astype(np.float64)
+    if shape is not None and array.shape != tuple(shape):
+        _fail(f"{what} returned shape {array.shape}; it should be {shape_text(shape, labels)}.")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        _fail(f"{what} returned {int(bad.sum())} entries that are NaN or infinite (the first at "
+              f"index {where}).")
     return array
 
 
