@@ -4,11 +4,13 @@ A `Submission` is built in the grader's process from the frames the sandboxed dr
 accessors check in stages (present, type, shape, finite) and raise `Mistake` with a message in
 the student's terms, so every check starts from a value it can trust to be well-formed. The
 stages after "present" are those of the course's student library (`source/common/tclib.py`,
-the course's own copy), so a public check and the grader word the same problem alike.
+the grader's own copy), so a public check and the grader word the same problem alike.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.util
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,9 +20,19 @@ from autograder.checks import Mistake
 from autograder.sandbox_driver import wire
 
 
+@functools.lru_cache(maxsize=None)
 def _tclib():
-    """The course's own copy of the shared student library (never a submission's copy)."""
-    return course.public_module("common", "tclib")
+    """The shared student library, from the course files that ship with this grader.
+
+    Loaded by path, never by module name, so a submission's copy can never stand in for it; and
+    from the grader's own course (not the one being graded), so a course without the library,
+    such as the engine's test course, is graded with the same wording.
+    """
+    path = course.COURSE_ROOT / "source" / "common" / "tclib.py"
+    spec = importlib.util.spec_from_file_location("_grader_staging.tclib", path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
 
 
 def _staged(stage, *args, **kwargs):

@@ -34,6 +34,19 @@ def _loaded_module(node) -> tuple[str, str] | None:
     return None
 
 
+def _module_loaded_by_path(function: ast.FunctionDef) -> tuple[str, str] | None:
+    """("common", "tclib") for a function that loads `... / "common" / "tclib.py"` by path."""
+    if not any(getattr(n.func, "attr", None) == "spec_from_file_location"
+               for n in ast.walk(function) if isinstance(n, ast.Call)):
+        return None
+    for node in ast.walk(function):
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.left, ast.BinOp) \
+                and isinstance(node.right, ast.Constant) and str(node.right.value).endswith(".py") \
+                and isinstance(node.left.right, ast.Constant):
+            return node.left.right.value, node.right.value.removesuffix(".py")
+    return None
+
+
 class _GraderFile:
     """The names one grader file binds to public modules, and the attributes it takes from them."""
 
@@ -52,6 +65,8 @@ class _GraderFile:
                 returns = [n for n in ast.walk(node) if isinstance(n, ast.Return) and _loaded_module(n.value)]
                 if returns:
                     self.returning[node.name] = _loaded_module(returns[0].value)
+                elif _module_loaded_by_path(node):
+                    self.returning[node.name] = _module_loaded_by_path(node)
 
     def _imported_course_files(self) -> dict[str, str]:
         """Local name -> stem of a grader file imported with `from autograder.assignments.x import y`."""
