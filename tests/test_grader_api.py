@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import pathlib
+import sys
 
 import numpy as np
 import pytest
@@ -242,3 +244,22 @@ def test_public_and_hidden_checks_stage_a_result_alike(index):
     hidden = _message(sub.call_results, "f", lambda args: (2, 3), ("d_head", "n_ctx"))
     assert public == hidden
     assert public is None or public.startswith(f"{what} returned ")
+
+
+@pytest.mark.parametrize("module_name", ["_probe.attention_heads.tc_checks", "tc_checks"],
+                         ids=["as the grader loads it", "as a notebook imports it"])
+def test_public_modules_take_tclib_from_their_own_folder_only(tmp_path, monkeypatch, module_name):
+    """A tclib.py earlier on the search path (a submission's, say) is never what they use."""
+    (tmp_path / "tclib.py").write_text("raise RuntimeError('a tclib.py from the search path was imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sibling = f"{module_name.rpartition('.')[0]}.tclib".lstrip(".")
+    monkeypatch.delitem(sys.modules, sibling, raising=False)
+    for assignment, stem in (("attention_heads", "tc_checks"), ("induction_heads", "induction_tools")):
+        name = module_name.replace("tc_checks", stem).replace("attention_heads", assignment)
+        spec = importlib.util.spec_from_file_location(name, course.SOURCE / assignment / f"{stem}.py")
+        loaded = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(loaded)
+        finally:
+            sys.modules.pop(f"{name.rpartition('.')[0]}.tclib".lstrip("."), None)
+        assert pathlib.Path(loaded.tclib.__file__).resolve() == (course.SOURCE / "common" / "tclib.py").resolve()

@@ -12,9 +12,10 @@ Everything the notebook states about the setting is defined here, once:
 The public checks (``check_ex2a`` ... ``check_ex3_ind_ov``) and the hidden grader use the same
 ``judge_*`` functions below; each returns a list of problems, empty when the behaviour is
 right, each problem a message in terms of positions and tokens. Reading answers, formatting
-and the tolerance rule come from ``tclib``, shared by every assignment of the course. Conventions: column vectors; ``W_Q, W_K, W_V`` are
-``D_HEAD x D_MODEL``, ``W_O`` is ``D_MODEL x D_HEAD``; ``W_QK = W_Q.T @ W_K``,
-``W_OV = W_O @ W_V``; a sequence is ``X`` of shape ``(D_MODEL, n_ctx)``; patterns are ``A[dest, src]``.
+and the tolerance rule come from ``tclib``, shared by every assignment of the course.
+Conventions: column vectors; ``W_Q, W_K, W_V`` are ``D_HEAD x D_MODEL``, ``W_O`` is
+``D_MODEL x D_HEAD``; ``W_QK = W_Q.T @ W_K``, ``W_OV = W_O @ W_V``; a sequence is ``X`` of
+shape ``(D_MODEL, n_ctx)``; patterns are ``A[dest, src]``.
 """
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def _beside_this_file(module: str):
     return sys.modules[name]
 
 
-_tclib = _beside_this_file("tclib")  # shared by every assignment: staging, messages, tolerance
-public_check, stage_array, tolerance = _tclib.public_check, _tclib.stage_array, _tclib.tolerance
+tclib = _beside_this_file("tclib")  # shared by every assignment: staging, messages, tolerance
+public_check, stage_array, tolerance = tclib.public_check, tclib.stage_array, tclib.tolerance
 
 
 __all__ = [

@@ -7,7 +7,6 @@ matters: the simulator divides W_QK and W_OV by their largest singular value, so
 rescaled and list-valued answers are graded alike. Layer-2 checks use an idealised layer-1
 pattern with the student's own layer-1 W_OV, so one wrong part costs only its own points.
 """
-import numpy as np
 
 from autograder.assignments.induction_heads import reference
 from autograder.checks import Mistake, part
