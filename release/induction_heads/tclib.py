@@ -39,7 +39,7 @@ RTOL = 1e-6  # the relative part of the tolerance rule
 # What the grader uses of this module (tested: the grader uses these names and no others); the
 # rest serves the public checks.
 GRADER_API = (
-    "RTOL", "tolerance", "fmt", "bullet_list", "difference_report",
+    "InputProblem", "RTOL", "tolerance", "fmt", "bullet_list", "difference_report",
     "describe_dtype", "type_problem", "result_type_problem", "stage_array", "stage_result",
     "stage_number", "stage_whole_number", "stage_matrix_names",
 )
