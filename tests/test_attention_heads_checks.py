@@ -221,7 +221,7 @@ def test_messages_never_print_q6_answers():
     # Small whole numbers (the rank, a singular value of 2) are everywhere in prose; the score
     # and the fractional singular values are what a message must never print.
     values = [answers["score"], *answers["singular_values"][:answers["rank"]]]
-    secrets = {text for v in values if abs(v - round(v)) > 1e-6 for text in (ref.tc.fmt(v), f"{v:.3f}", f"{v:.2f}")}
+    secrets = {text for v in values if abs(v - round(v)) > 1e-6 for text in (ref.lib.fmt(v), f"{v:.3f}", f"{v:.2f}")}
     for name, spec in MISTAKES.items():
         if spec["notebook"] != "questions" or not any(k.startswith("q6") for k in spec["cells"]):
             continue

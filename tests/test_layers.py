@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "autograder"
 # Lower layers first; a module may import its own layer and those before it.
-LAYERS = ["sandbox.driver", "sandbox", "core", "nbgrader", "cli", "dev"]
+LAYERS = ["student", "sandbox.driver", "sandbox", "core", "nbgrader", "cli", "dev"]
 
 
 def _layer(module: str) -> str | None:
@@ -42,9 +42,11 @@ def test_imports_go_only_downward(path):
     assert not upward, f"{dotted} ({own}) imports from a higher layer: {upward}"
 
 
-def test_the_driver_imports_nothing_of_the_grader():
-    for path in (PACKAGE / "sandbox" / "driver").glob("*.py"):
-        assert not _imports(path), f"{path.name} imports grader modules, which are not visible in the sandbox"
+@pytest.mark.parametrize("folder", ["sandbox/driver", "student"])
+def test_code_that_runs_outside_the_grader_imports_nothing_of_it(folder):
+    """The driver runs in the sandbox, the student library in students' notebooks: neither sees the grader."""
+    for path in (PACKAGE / folder).glob("*.py"):
+        assert not _imports(path), f"{folder}/{path.name} imports grader modules, which are not visible there"
 
 
 def test_every_module_is_in_a_layer():

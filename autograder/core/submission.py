@@ -2,18 +2,28 @@
 
 A `Submission` is built in the grader's process from the frames the sandboxed driver sent. The
 accessors check in stages (present, type, shape, finite) and raise `Mistake` with a message in
-the student's terms, so every check starts from a value it can trust to be well-formed.
+the student's terms, so every check starts from a value it can trust to be well-formed. The
+stages after "present" are those of the student library (`autograder.student.tclib`, shipped to
+students as tclib.py), so a public check and the grader word the same problem alike.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Sequence
 
 import numpy as np
 
 from autograder.core.checks import Mistake
+from autograder.student import tclib
 from autograder.sandbox.driver import wire
+
+
+def _staged(stage, *args, **kwargs):
+    """Run a stage of the student library; its InputProblem becomes the student's Mistake."""
+    try:
+        return stage(*args, **kwargs)
+    except tclib.InputProblem as problem:  # only the library's verdicts: a bug stays a bug
+        raise Mistake(str(problem)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,24 +73,15 @@ def _describe(encoded: dict) -> str:
     kind = encoded.get("kind")
     if kind == "object":
         dtype = encoded.get("dtype")
-        if dtype == "object":
-            return "an array of dtype object (some entries are not numbers, e.g. None, strings or lists)"
         if dtype is not None:
-            return f"an array of dtype {dtype}, not of numbers"
+            return tclib.describe_dtype(dtype)
         reason = encoded.get("reason")
         return f"an object of type {encoded.get('type', '?')}" + (f" (converting it raised {reason})" if reason else "")
     if kind == "array":
         return f"an array of shape {tuple(encoded['shape'])}"
     if kind == "number":
-        return f"the number {encoded['value']!r}"
+        return f"the number {tclib.fmt(float(encoded['value']))}"
     return _KIND_WORDS.get(kind, kind or "something unknown")
-
-
-def _format_shape(shape: Sequence[int], labels: Sequence[str] | None) -> str:
-    text = str(tuple(shape))
-    if labels:
-        text += " (" + " x ".join(labels) + ")"
-    return text
 
 
 class Submission:
@@ -150,65 +151,42 @@ class Submission:
         encoded = self.encoded(name)
         kind = encoded.get("kind")
         if kind in ("number", "bool"):
-            array = np.asarray(float(encoded["value"]))
+            value = np.asarray(float(encoded["value"]))
         elif kind == "array":
-            array = wire.decode_array(encoded, np)
+            value = wire.decode_array(encoded, np)
+        elif kind == "complex_number":
+            value = complex(encoded["real"], encoded["imag"])
+        elif kind == "none":
+            value = None  # the library explains a None like the public checks do
         else:
-            raise Mistake(
-                f"{name} should be an array of real numbers, but it is {_describe(encoded)}."
-            )
-        if array.dtype.kind == "c":
-            if np.all(array.imag == 0):
-                array = array.real.copy()
-            else:
-                raise Mistake(
-                    f"{name} has complex entries (for example {array.flat[np.flatnonzero(array.imag)[0]]}); "
-                    "every entry should be a real number."
-                )
-        if shape is not None and tuple(array.shape) != tuple(shape):
-            message = (
-                f"{name} should have shape {_format_shape(shape, labels)}, "
-                f"but it has shape {tuple(array.shape)}."
-            )
-            if len(shape) == 2 and tuple(array.shape) == tuple(shape)[::-1] and shape[0] != shape[1]:
-                message += (
-                    f" That is the transpose: this course uses column vectors, so {name} is "
-                    f"{_format_shape(shape, labels)}, not the row-vector (x @ W) layout."
-                )
-            raise Mistake(message)
-        bad = ~np.isfinite(array)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise Mistake(
-                f"{name} has {int(bad.sum())} entries that are NaN or infinite "
-                f"(the first at index {where}); every entry should be a finite number."
-            )
-        return array
+            raise Mistake(tclib.type_problem(name, _describe(encoded)))
+        return _staged(tclib.stage_array, value, name, shape, labels)
 
     def number(self, name: str) -> float:
         """`name` as a finite float (a Python or numpy scalar, or a 1-element array)."""
         encoded = self.encoded(name)
-        if encoded.get("kind") == "number":
+        kind = encoded.get("kind")
+        if kind == "number":
             value = float(encoded["value"])
-        elif encoded.get("kind") == "array" and int(np.prod(encoded["shape"])) == 1:
-            value = float(self.array(name).reshape(-1)[0])
+        elif kind in ("bool", "str", "none"):  # refused in the library's words
+            value = decode_value(encoded)
+        elif kind == "complex_number":
+            value = complex(encoded["real"], encoded["imag"])
+        elif kind == "array":
+            value = wire.decode_array(encoded, np)
         else:
-            raise Mistake(f"{name} should be a single number, but it is {_describe(encoded)}.")
-        if not np.isfinite(value):
-            raise Mistake(f"{name} is {value}; it should be a finite number.")
-        return value
+            raise Mistake(tclib.type_problem(name, _describe(encoded), "a single number"))
+        return _staged(tclib.stage_number, value, name)
 
     def integer(self, name: str) -> int:
         """`name` as an int; accepts 4, 4.0 and numpy integers, rejects 4.5."""
         value = self.number(name)
-        if value != round(value):
-            raise Mistake(f"{name} is {value!r}, which is not a whole number.")
-        return int(round(value))
+        return _staged(tclib.stage_whole_number, value, name)
 
     def text(self, name: str) -> str:
         encoded = self.encoded(name)
         if encoded.get("kind") != "str":
-            raise Mistake(f"{name} should be a string, but it is {_describe(encoded)}.")
+            raise Mistake(tclib.type_problem(name, _describe(encoded), "a string"))
         return str(encoded["value"])
 
     def matrix_names(
@@ -220,30 +198,19 @@ class Submission:
         """
         encoded = self.encoded(name)
         if encoded.get("kind") == "str":
-            items = [item for item in re.split(r"[,\s;&+]+|\band\b", encoded["value"]) if item]
+            value = str(encoded["value"])
         elif encoded.get("kind") == "strs":
-            items = list(encoded["items"])
+            value = [str(item) for item in encoded["items"]]
         else:
-            raise Mistake(
-                f"{name} should be a set of matrix names such as {{'W_Q', 'W_K'}}, "
-                f"but it is {_describe(encoded)}."
-            )
-        canonical = {re.sub(r"[^A-Z]", "", option.upper()): option for option in allowed}
-        chosen = set()
-        for item in items:
-            key = re.sub(r"[^A-Z]", "", str(item).upper().replace("^T", "").replace("OUT", "O"))
-            if key not in canonical:
-                raise Mistake(
-                    f"{name} contains {item!r}, which is not one of {', '.join(allowed)}."
-                )
-            chosen.add(canonical[key])
-        return frozenset(chosen)
+            raise Mistake(tclib.type_problem(
+                name, _describe(encoded), "a set of matrix names such as {'W_Q', 'W_K'}"))
+        return _staged(tclib.stage_matrix_names, value, name, tuple(allowed))
 
     def calls(self, name: str) -> list[Call]:
         """The grader's calls of the submitted function `name`, with results or errors."""
         encoded = self.encoded(name)
         if encoded.get("kind") != "callable":
-            raise Mistake(f"{name} should be a function, but it is {_describe(encoded)}.")
+            raise Mistake(tclib.type_problem(name, _describe(encoded), "a function"))
         records = self._calls.get(name)
         if not records:
             raise Mistake(f"{name} could not be called during grading." + (f" {self.fatal}" if self.fatal else ""))
@@ -266,28 +233,19 @@ class Submission:
 
         `shape_of(args)` may give the expected shape of the result for those arguments.
         """
+        calls = self.calls(name)  # raises when `name` is no function or was never called
         results = []
-        for number, call in enumerate(self.calls(name), start=1):
+        for number, (call, record) in enumerate(zip(calls, self._calls[name]), start=1):
             described = f"{name}(...) on the grader's input #{number}"
             if call.error is not None:
                 raise Mistake(f"{described} raised {call.error}")
-            value = call.result
-            if isinstance(value, (int, float)):
-                value = np.asarray(float(value))
-            if not isinstance(value, np.ndarray):
-                raise Mistake(f"{described} returned something that is not an array of numbers.")
-            if value.dtype.kind == "c":
-                if np.any(value.imag != 0):
-                    raise Mistake(f"{described} returned complex numbers; it should return real ones.")
-                value = value.real.copy()
-            if shape_of is not None:
-                expected = tuple(shape_of(call.args))
-                if tuple(value.shape) != expected:
-                    raise Mistake(
-                        f"{described} returned shape {tuple(value.shape)}; "
-                        f"it should be {_format_shape(expected, labels)}."
-                    )
-            if not np.all(np.isfinite(value)):
-                raise Mistake(f"{described} returned NaN or infinite entries.")
-            results.append(value.astype(np.float64))
+            encoded = record.get("result", {"kind": "none"})
+            if encoded.get("kind") in ("array", "number", "bool", "none"):
+                value = call.result
+            elif encoded.get("kind") == "complex_number":
+                value = complex(encoded["real"], encoded["imag"])
+            else:
+                raise Mistake(tclib.result_type_problem(described, _describe(encoded)))
+            expected = None if shape_of is None else tuple(shape_of(call.args))
+            results.append(_staged(tclib.stage_result, value, described, expected, labels))
         return results

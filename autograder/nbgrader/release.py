@@ -22,7 +22,9 @@ _MARKER = re.compile(r"^\s*(#+|<!--)?\s*(BEGIN|END) (SOLUTION|HIDDEN TESTS|MARK 
 
 
 def source_assignments(root: pathlib.Path) -> list[str]:
-    return sorted(path.name for path in (root / "source").iterdir() if path.is_dir() and not path.name.startswith("."))
+    """The folders of source/ that hold notebooks (source/common holds only shared helpers)."""
+    return sorted(path.name for path in (root / "source").iterdir()
+                  if path.is_dir() and not path.name.startswith(".") and any(path.glob("*.ipynb")))
 
 
 def generate_release(root: pathlib.Path, assignment: str) -> None:
@@ -67,9 +69,24 @@ def generate_solutions(root: pathlib.Path, assignment: str) -> None:
             (target / path.name).symlink_to(pathlib.Path("..", "..", "release", assignment, path.name))
 
 
+STUDENT_LIBRARY = pathlib.Path(__file__).resolve().parent.parent / "student" / "tclib.py"
+
+
+def write_student_library(course: Course) -> None:
+    """Copy the student library (autograder/student/tclib.py, its one source) to
+    source/common/tclib.py, which the assignments link to and nbgrader ships with each."""
+    target = course.source / "common" / "tclib.py"
+    text = STUDENT_LIBRARY.read_text(encoding="utf-8")
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+
+
 def build(course: Course, assignments: list[str] | None = None) -> None:
     """Regenerate release/ and solutions/ of `assignments` (default: all in source/)."""
     root = course.root
+    if (course.source / "common").is_dir():
+        write_student_library(course)
     for assignment in assignments or source_assignments(root):
         generate_release(root, assignment)
         generate_solutions(root, assignment)

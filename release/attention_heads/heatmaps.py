@@ -19,6 +19,8 @@ import math
 import numpy as np
 
 __all__ = ["Figure", "show_matrix", "show_head", "show_attention", "side_by_side"]
+# What the grader uses of this module to draw feedback pictures (tested: it uses nothing else).
+GRADER_API = ("show_matrix", "show_head", "show_attention", "side_by_side")
 
 _MAX_SIDE = 340  # pixels the cells of one matrix may take along its longer side
 _FONT = "font-family:Helvetica,Arial,sans-serif"

@@ -11,23 +11,32 @@ attention pattern is A[dest, src] with rows summing to 1.
 """
 from __future__ import annotations
 
-import functools
-import re
-
 import numpy as np
 
 
-def public_check(function):
-    """Show a failing public check as its message alone, not a traceback through this module."""
-    @functools.wraps(function)
-    def run(*args, **kwargs):
-        __tracebackhide__ = True  # noqa: F841 - IPython hides frames that set this
-        try:
-            return function(*args, **kwargs)
-        except AssertionError as failure:
-            raise AssertionError(str(failure)) from None
-    return run
+def _beside_this_file(module: str):
+    """Import `module`.py from this file's own folder, and from nowhere else.
 
+    The grader loads this file from the course itself, so what it imports must come from there
+    too, never from a search path on which a submission could put a file of that name.
+    """
+    import importlib.util
+    import pathlib
+    import sys
+
+    name = f"{__name__.rpartition('.')[0]}.{module}".lstrip(".")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name(f"{module}.py"))
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[name] = loaded
+        spec.loader.exec_module(loaded)
+    return sys.modules[name]
+
+
+tclib = _beside_this_file("tclib")  # shared by every assignment: staging, messages, tolerance
+public_check, tolerance = tclib.public_check, tclib.tolerance
+fmt, dims_text, bullet_list, difference_report = tclib.fmt, tclib.dims_text, tclib.bullet_list, tclib.difference_report
+stage_array, stage_number, stage_whole_number = tclib.stage_array, tclib.stage_number, tclib.stage_whole_number
 
 D_MODEL = 16
 D_HEAD = 4
@@ -39,84 +48,29 @@ MATRIX_NAMES = ("W_Q", "W_K", "W_V", "W_O")
 PASSED = "public checks passed (hidden checks run when your work is graded)"
 WHEN = ("the token itself", "the previous token", "the token two back")
 
-
-# -- formatting ---------------------------------------------------------------------------------
-
-def fmt(value: float) -> str:
-    """A number as a person would write it: 2, -1, 0.5, 0.333, 1.2e-07."""
-    value = float(value)
-    if not np.isfinite(value):
-        return str(value)
-    if value == round(value) and abs(value) < 1e6:
-        return str(int(round(value)))
-    if 1e-3 <= abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:.3g}"
+# What the grader uses of this module (tested: the grader uses these names and no others).
+# Judges return a list of problems, empty when the answer has the property.
+GRADER_API = (
+    "D_MODEL", "D_HEAD", "HEAD2_WRITES",
+    "product_tolerance", "negativity_problems", "causality_problems", "normalisation_problems",
+    "copy_problems_head1", "copy_problems_head2", "product_problems", "composition_problems",
+    "q6_heads", "example_stream", "run_two_heads", "trace_two_heads", "simulation_problems",
+)
 
 
-def dims_text(dims) -> str:
-    """'dim 3', 'dims 8-11', 'dims 4, 6-7'."""
-    dims = sorted({int(d) for d in dims})
-    if not dims:
-        return "no dims"
-    runs, start = [], dims[0]
-    for previous, current in zip(dims, dims[1:] + [None]):
-        if current != previous + 1:
-            runs.append(str(start) if start == previous else f"{start}-{previous}")
-            start = current
-    return ("dim " if len(dims) == 1 else "dims ") + ", ".join(runs)
-
-
-def bullet_list(problems, limit: int = 6) -> str:
-    shown = [f"  - {problem}" for problem in problems[:limit]]
-    if len(problems) > limit:
-        shown.append(f"  - ... and {len(problems) - limit} more")
-    return "\n".join(shown)
-
-
-def difference_report(actual, expected, actual_name: str, expected_name: str,
-                      rtol: float = 1e-6, atol: float = 1e-8, reveal: bool = True) -> str | None:
-    """None when the arrays agree; otherwise where and by how much they differ (numpy style).
-
-    With reveal=False the expected entry is not printed (only where and by how much).
-    """
-    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
-    if actual.shape != expected.shape:
-        return f"{actual_name} has shape {actual.shape}, but {expected_name} has shape {expected.shape}"
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    wrong = np.abs(actual - expected) > atol + rtol * scale
-    if not wrong.any():
-        return None
-    gap = np.where(wrong, np.abs(actual - expected), 0)
-    where = tuple(int(i) for i in np.unravel_index(np.argmax(gap), gap.shape))
-    text = (
-        f"{actual_name} differs from {expected_name} in {int(wrong.sum())} of {wrong.size} "
-        f"entries; the largest difference is {fmt(gap[where])} at index {list(where)}"
-    )
-    if reveal:
-        text += f" ({actual_name} has {fmt(actual[where])}, {expected_name} has {fmt(expected[where])})"
-    return text
-
-
-def product_tolerance(W_O, W_V, rtol: float = 1e-6) -> float:
+def product_tolerance(W_O, W_V, rtol: float = tclib.RTOL) -> float:
     """How far from 0 (or 1) an entry of W_O @ W_V may be and still count as 0 (or 1).
 
-    Scaled by the size of the terms summed in each entry, so re-based heads (W_V -> M W_V,
-    W_O -> W_O M^-1 for an ill-conditioned M) are judged fairly despite rounding.
+    The tolerance rule of tclib with the size of the terms summed in each entry as its scale, so
+    re-based heads (W_V -> M W_V, W_O -> W_O M^-1 for an ill-conditioned M) are judged fairly
+    despite rounding.
     """
     terms = np.abs(np.asarray(W_O, float)) @ np.abs(np.asarray(W_V, float))
-    return rtol * max(1.0, float(terms.max(initial=0.0)))
+    return tolerance(float(terms.max(initial=0.0)), rtol=rtol)
 
-
-# -- staged conversion (public checks) ----------------------------------------------------------
 
 def _fail(message: str):
     raise AssertionError(message)
-
-
-def _shape_text(shape, labels=None) -> str:
-    text = str(tuple(shape))
-    return text + (" (" + " x ".join(labels) + ")" if labels else "")
 
 
 def shape_of(value):
@@ -127,83 +81,22 @@ def shape_of(value):
         return None
 
 
-def as_array(value, name: str, shape=None, labels=None) -> np.ndarray:
-    """`value` as a finite float64 array of `shape`; AssertionError says what is wrong."""
-    if value is None:
-        _fail(f"{name} is None; assign it an array (did the cell end with a print instead?).")
-    if callable(value):
-        _fail(f"{name} is a function; it should be an array of numbers.")
-    try:
-        array = np.asarray(value)
-    except Exception as error:  # noqa: BLE001 - any odd object: explain, do not crash
-        _fail(f"{name} could not be turned into an array ({type(error).__name__}: {error}).")
-    if array.dtype.kind == "c":
-        if np.any(array.imag != 0):
-            _fail(f"{name} has complex entries; every entry should be a real number.")
-        array = array.real
-    if array.dtype.kind not in "biuf":
-        _fail(f"{name} should be an array of real numbers, but it is {type(value).__name__} "
-              f"(numpy makes it an array of dtype {array.dtype}).")
-    array = array.astype(np.float64)
-    if shape is not None and array.shape != tuple(shape):
-        message = f"{name} should have shape {_shape_text(shape, labels)}, but it has shape {array.shape}."
-        if array.shape == tuple(shape)[::-1] and len(shape) == 2 and shape[0] != shape[1]:
-            message += (f" That is the transpose: this course uses column vectors, so {name} is "
-                        f"{_shape_text(shape, labels)}, not the row-vector (x @ W) layout.")
-        _fail(message)
-    bad = ~np.isfinite(array)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        _fail(f"{name} has {int(bad.sum())} entries that are NaN or infinite (the first at "
-              f"index {list(where)}); every entry should be a finite number.")
-    return array
-
-
-def as_number(value, name: str) -> float:
-    array = as_array(value, name)
-    if array.size != 1:
-        _fail(f"{name} should be a single number, but it has shape {array.shape}.")
-    return float(array.reshape(-1)[0])
-
-
-def as_whole_number(value, name: str) -> int:
-    number = as_number(value, name)
-    if number != round(number):
-        _fail(f"{name} is {fmt(number)}, which is not a whole number.")
-    return int(round(number))
-
-
-def normalise_matrix_names(value, name: str) -> frozenset:
-    """A set of matrix names; spelling is forgiven ('w_q', 'WQ', 'W_Q^T' all mean W_Q)."""
-    if isinstance(value, str):
-        items = [item for item in re.split(r"[,\s;&+]+|\band\b", value) if item]
-    elif isinstance(value, (set, frozenset, list, tuple)):
-        items = list(value)
-    else:
-        _fail(f"{name} should be a set of matrix names such as {{'W_Q', 'W_K'}}, "
-              f"but it is {type(value).__name__}.")
-    chosen = set()
-    for item in items:
-        if not isinstance(item, str):
-            _fail(f"{name} contains {item!r}; write the names as strings, e.g. 'W_Q'.")
-        key = re.sub(r"[^A-Z]", "", item.upper().replace("^T", "").replace("OUT", "O"))
-        match = [option for option in MATRIX_NAMES if option.replace("_", "") == key]
-        if not match:
-            _fail(f"{name} contains {item!r}, which is not one of {', '.join(MATRIX_NAMES)}.")
-        chosen.add(match[0])
+def _matrix_choice(value, name: str) -> frozenset:
+    """A non-empty set of the four matrix names (spelling forgiven)."""
+    chosen = tclib.stage_matrix_names(value, name, MATRIX_NAMES)
     if not chosen:
         _fail(f"{name} is empty; it should name at least one matrix.")
-    return frozenset(chosen)
+    return chosen
 
 
 # -- one attention head: properties any correct implementation has -----------------------------
 
-def _result(function, args, what: str, shape) -> np.ndarray:
+def _result(function, args, what: str, shape, labels=None) -> np.ndarray:
     try:
         value = function(*[np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args])
     except Exception as error:  # noqa: BLE001
         _fail(f"{what} raised {type(error).__name__}: {error}")
-    return as_array(value, f"the result of {what}", shape=shape)
+    return tclib.stage_result(value, what, shape=shape, labels=labels)
 
 
 def _random_head(rng, d_model, d_head, n_ctx, scale=1.0):
@@ -213,19 +106,19 @@ def _random_head(rng, d_model, d_head, n_ctx, scale=1.0):
     return X, W_Q, W_K, W_V, W_O
 
 
-def negativity_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
+def negativity_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
     if (A < -tol).any():
         dest, src = np.argwhere(A < -tol)[0]
-        return (f"A[{dest}, {src}] = {fmt(A[dest, src])} is negative; attention weights are "
-                "probabilities")
-    return None
+        return [f"A[{dest}, {src}] = {fmt(A[dest, src])} is negative; attention weights are "
+                "probabilities"]
+    return []
 
 
-def causality_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
+def causality_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
     """Whether a pattern A[dest, src] puts weight on later positions."""
     future = np.triu(np.abs(A), k=1)
     if not (future > tol).any():
-        return None
+        return []
     dest, src = np.unravel_index(np.argmax(future), future.shape)
     text = (f"position {dest} gives weight {fmt(A[dest, src])} to position {src}, which comes "
             "later: a causal head looks only at earlier positions and itself (A[dest, src] = 0 "
@@ -233,22 +126,21 @@ def causality_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
     if A.shape[0] > 1 and not (np.tril(np.abs(A), k=-1) > tol).any():
         text += ("; all your weight sits on or above the diagonal, as if the pattern were stored "
                  "as A[src, dest]: rows should be destinations")
-    return text
+    return [text]
 
 
-def normalisation_problem(A: np.ndarray, tol: float = 1e-6) -> str | None:
+def normalisation_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
     sums = A.sum(axis=1)
-    if not (np.abs(sums - 1) > tol * max(1, A.shape[0])).any():
-        return None
+    if not (np.abs(sums - 1) > tolerance(A.shape[0], rtol=tol)).any():  # a sum of n_ctx weights
+        return []
     dest = int(np.argmax(np.abs(sums - 1)))
-    return (f"row {dest} (destination position {dest}) sums to {fmt(sums[dest])}; each row is a "
-            "probability distribution over source positions and sums to 1")
+    return [f"row {dest} (destination position {dest}) sums to {fmt(sums[dest])}; each row is a "
+            "probability distribution over source positions and sums to 1"]
 
 
-def pattern_problems(A: np.ndarray, tol: float = 1e-6) -> list[str]:
+def pattern_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
     """What is wrong with A as a causal attention pattern A[dest, src] (empty when nothing)."""
-    found = (negativity_problem(A, tol), causality_problem(A, tol), normalisation_problem(A, tol))
-    return [problem for problem in found if problem]
+    return negativity_problems(A, tol) + causality_problems(A, tol) + normalisation_problems(A, tol)
 
 
 @public_check
@@ -260,7 +152,7 @@ def check_attention_pattern(attention_pattern):
     for d_model, d_head, n_ctx in [(16, 4, 6), (8, 2, 1), (12, 3, 5)]:
         X, W_Q, W_K, _, _ = _random_head(rng, d_model, d_head, n_ctx, scale=3.0)
         what = f"attention_pattern(X, W_Q, W_K) with d_model={d_model}, d_head={d_head}, n_ctx={n_ctx}"
-        A = _result(attention_pattern, (X, W_Q, W_K), what, (n_ctx, n_ctx))
+        A = _result(attention_pattern, (X, W_Q, W_K), what, (n_ctx, n_ctx), ("n_ctx", "n_ctx"))
         problems = pattern_problems(A)
         if problems:
             _fail(f"{what}:\n{bullet_list(problems)}")
@@ -268,7 +160,7 @@ def check_attention_pattern(attention_pattern):
     X, _, W_K, _, _ = _random_head(rng, 8, 2, 5)
     W_Q = np.zeros((2, 8))
     what = "attention_pattern(X, W_Q, W_K) with W_Q = 0 (d_model=8, d_head=2, n_ctx=5)"
-    A = _result(attention_pattern, (X, W_Q, W_K), what, (5, 5))
+    A = _result(attention_pattern, (X, W_Q, W_K), what, (5, 5), ("n_ctx", "n_ctx"))
     uniform = np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None]
     report = difference_report(A, uniform, "your pattern", "even attention over positions 0..dest")
     if report:
@@ -293,12 +185,12 @@ def _head_properties(head, make_args, name: str, signature: str):
         if shape == (d_head, n_ctx) and d_head != d_model:
             _fail(f"{what} returned shape {shape} (d_head, n_ctx): that is the head's result "
                   "before W_O writes it back into the residual stream; return (d_model, n_ctx).")
-        out = as_array(raw, f"the result of {what}", shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
+        out = tclib.stage_result(raw, what, shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
 
         # Causality: changing the last position may change only the last output column.
         X_later = X.copy()
         X_later[:, -1] = rng.normal(size=d_model) * 3
-        out_later = _result(head, make_args(X_later, W_Q, W_K, W_V, W_O), what, (d_model, n_ctx))
+        out_later = _result(head, make_args(X_later, W_Q, W_K, W_V, W_O), what, (d_model, n_ctx), ("d_model", "n_ctx"))
         report = difference_report(out_later[:, :-1], out[:, :-1],
                                    "the output at earlier positions after the change", "before")
         if report:
@@ -308,7 +200,7 @@ def _head_properties(head, make_args, name: str, signature: str):
                   "multiplies (A[dest, src]).")
 
         # With zero value weights the head moves nothing, so it adds nothing.
-        zero = _result(head, make_args(X, W_Q, W_K, np.zeros_like(W_V), W_O), what, (d_model, n_ctx))
+        zero = _result(head, make_args(X, W_Q, W_K, np.zeros_like(W_V), W_O), what, (d_model, n_ctx), ("d_model", "n_ctx"))
         if np.abs(zero).max() > 1e-9:
             hint = (" Your output equals X: does the function add the residual stream X to what "
                     "the head writes? Return only the head's contribution."
@@ -343,14 +235,14 @@ def check_attention_head_low_rank(attention_head_low_rank):
 @public_check
 def check_read_write(matrices_that_read, matrices_that_write):
     """Both answers are sets of the four matrix names (which ones is for the hidden checks)."""
-    normalise_matrix_names(matrices_that_read, "matrices_that_read")
-    normalise_matrix_names(matrices_that_write, "matrices_that_write")
+    _matrix_choice(matrices_that_read, "matrices_that_read")
+    _matrix_choice(matrices_that_write, "matrices_that_write")
     print(f"matrices_that_read, matrices_that_write: {PASSED}")
 
 
 @public_check
 def check_decide_attention(matrices_that_decide_attention):
-    chosen = normalise_matrix_names(matrices_that_decide_attention, "matrices_that_decide_attention")
+    chosen = _matrix_choice(matrices_that_decide_attention, "matrices_that_decide_attention")
     if len(chosen) != 2:
         _fail(f"matrices_that_decide_attention names {len(chosen)} matrices; the question asks "
               "for two.")
@@ -360,7 +252,7 @@ def check_decide_attention(matrices_that_decide_attention):
 @public_check
 def check_max_ranks(max_rank_W_QK, max_rank_W_OV):
     for value, name in ((max_rank_W_QK, "max_rank_W_QK"), (max_rank_W_OV, "max_rank_W_OV")):
-        rank = as_whole_number(value, name)
+        rank = stage_whole_number(value, name)
         if not 0 <= rank <= D_MODEL:
             _fail(f"{name} is {rank}, but the rank of a {D_MODEL} x {D_MODEL} matrix is between "
                   f"0 and {D_MODEL}.")
@@ -397,14 +289,14 @@ def check_q6_product(W_V2_W_O1):
         _fail(f"W_V2_W_O1 has shape {shape}: that is W_O1 @ W_V2, the product in the other "
               "order. W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with "
               f"head 2's W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD}).")
-    as_array(W_V2_W_O1, "W_V2_W_O1", shape=(D_HEAD, D_HEAD), labels=("d_head", "d_head"))
+    stage_array(W_V2_W_O1, "W_V2_W_O1", shape=(D_HEAD, D_HEAD), labels=("d_head", "d_head"))
     print(f"W_V2_W_O1: {PASSED}")
 
 
 @public_check
 def check_q6_singular_values(singular_values_W_V2_W_O1):
     name = "singular_values_W_V2_W_O1"
-    values = as_array(singular_values_W_V2_W_O1, name).reshape(-1)
+    values = stage_array(singular_values_W_V2_W_O1, name).reshape(-1)
     if len(shape_of(singular_values_W_V2_W_O1) or ()) == 2:
         _fail(f"{name} is a 2-D array; it should be the 1-D array of singular values "
               "(np.linalg.svd returns U, S, Vh: S is the one you want).")
@@ -422,7 +314,7 @@ def check_q6_singular_values(singular_values_W_V2_W_O1):
 
 @public_check
 def check_q6_rank(rank_W_V2_W_O1):
-    rank = as_whole_number(rank_W_V2_W_O1, "rank_W_V2_W_O1")
+    rank = stage_whole_number(rank_W_V2_W_O1, "rank_W_V2_W_O1")
     if not 0 <= rank <= D_HEAD:
         _fail(f"rank_W_V2_W_O1 is {rank}, but a {D_HEAD} x {D_HEAD} matrix has rank 0 to {D_HEAD}.")
     print(f"rank_W_V2_W_O1: {PASSED}")
@@ -430,7 +322,7 @@ def check_q6_rank(rank_W_V2_W_O1):
 
 @public_check
 def check_q6_v_composition(v_composition_score):
-    score = as_number(v_composition_score, "v_composition_score")
+    score = stage_number(v_composition_score, "v_composition_score")
     if not 0 <= score <= 1 + 1e-9:
         _fail(f"v_composition_score is {fmt(score)}, but the Frobenius norm of a product is at "
               "most the product of the Frobenius norms, so the score lies between 0 and 1.")
@@ -439,7 +331,7 @@ def check_q6_v_composition(v_composition_score):
 
 # -- Exercise 1: copy maps ----------------------------------------------------------------------
 
-def copy_problems_head1(W_net, tol: float = 1e-6, head: str = "head 1") -> list[str]:
+def copy_problems_head1(W_net, tol: float = tclib.RTOL, head: str = "head 1") -> list[str]:
     """How W_net (= W_O1 @ W_V1) differs from copying dim i into dim 8 + i for i = 0..3."""
     W = np.asarray(W_net, float)
     if W.shape != (D_MODEL, D_MODEL):
@@ -503,7 +395,7 @@ def _head1_core(W, tol, head):
     return problems
 
 
-def copy_problems_head2(W_net, tol: float = 1e-6, head: str = "head 2") -> list[str]:
+def copy_problems_head2(W_net, tol: float = tclib.RTOL, head: str = "head 2") -> list[str]:
     """How W_net (= W_O2 @ W_V2) differs from an admissible head 2.
 
     Admissible: copy three of the content dims 4-7 and one of dims 8-11 (what head 1 wrote),
@@ -572,8 +464,8 @@ def _head2_core(W, tol, head):
 
 
 def _matrix_pair(W_V, W_O, number):
-    W_V = as_array(W_V, f"W_V{number}", shape=(D_HEAD, D_MODEL), labels=("d_head", "d_model"))
-    W_O = as_array(W_O, f"W_O{number}", shape=(D_MODEL, D_HEAD), labels=("d_model", "d_head"))
+    W_V = stage_array(W_V, f"W_V{number}", shape=(D_HEAD, D_MODEL), labels=("d_head", "d_model"))
+    W_O = stage_array(W_O, f"W_O{number}", shape=(D_MODEL, D_HEAD), labels=("d_model", "d_head"))
     return W_V, W_O
 
 
@@ -597,46 +489,45 @@ def check_head2(W_V2, W_O2):
     print(f"head 2: {PASSED}")
 
 
-def product_problem(W_net, W_V, W_O, number) -> str | None:
+def product_problems(W_net, W_V, W_O, number) -> list[str]:
     """Whether W_net<number> is W_O<number> @ W_V<number> (all already-checked arrays)."""
     name = f"W_net{number}"
     product = W_O @ W_V
     tol = product_tolerance(W_O, W_V)
     report = difference_report(W_net, product, name, f"W_O{number} @ W_V{number}", rtol=0, atol=tol)
     if report is None:
-        return None
+        return []
     if difference_report(W_net, product.T, name, "", rtol=0, atol=tol) is None:
-        return (f"{name} is the transpose of W_O{number} @ W_V{number} (it equals "
+        return [f"{name} is the transpose of W_O{number} @ W_V{number} (it equals "
                 f"W_V{number}.T @ W_O{number}.T, the row-vector layout). With column vectors "
                 f"{name} = W_O{number} @ W_V{number}, so that {name} @ x is what the head writes "
-                "when it reads x.")
-    return report
+                "when it reads x."]
+    return [report]
 
 
 @public_check
 def check_products(W_net1, W_net2, W_V1, W_O1, W_V2, W_O2):
     problems = []
     for number, W_net, W_V, W_O in ((1, W_net1, W_V1, W_O1), (2, W_net2, W_V2, W_O2)):
-        W_net = as_array(W_net, f"W_net{number}", shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
+        W_net = stage_array(W_net, f"W_net{number}", shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
         W_V, W_O = _matrix_pair(W_V, W_O, number)
-        problem = product_problem(W_net, W_V, W_O, number)
-        if problem:
-            problems.append(problem)
+        problems += product_problems(W_net, W_V, W_O, number)
     if problems:
         _fail("\n".join(problems))
     print(f"W_net1, W_net2: {PASSED}")
 
 
-def composition_problem(value, W_net1, W_net2, which: str) -> str | None:
+def composition_problems(value, W_net1, W_net2, which: str) -> list[str]:
     """Whether two_token_copy = W_net2 @ W_net1 / one_token_copy = W_net2 + W_net1, naming mix-ups."""
     identity = np.eye(D_MODEL)
     intended = {"two_token_copy": ("W_net2 @ W_net1", W_net2 @ W_net1),
                 "one_token_copy": ("W_net2 + W_net1", W_net2 + W_net1)}[which]
-    tol = 1e-6 * max(1.0, np.abs(W_net1).max(initial=0) * np.abs(W_net2).max(initial=0) * D_MODEL,
-                     np.abs(W_net1).max(initial=0) + np.abs(W_net2).max(initial=0))
+    # the scale of the tolerance rule: the largest terms a product or a sum of the two can hold
+    tol = tolerance(max(np.abs(W_net1).max(initial=0) * np.abs(W_net2).max(initial=0) * D_MODEL,
+                        np.abs(W_net1).max(initial=0) + np.abs(W_net2).max(initial=0)))
     report = difference_report(value, intended[1], which, intended[0], rtol=0, atol=tol)
     if report is None:
-        return None
+        return []
     mix_ups = [
         ("W_net1 @ W_net2", W_net1 @ W_net2,
          "that applies head 2 first and head 1 second. A vector goes through head 1 first, and "
@@ -658,22 +549,20 @@ def composition_problem(value, W_net1, W_net2, which: str) -> str | None:
             if formula != intended[0]
             and difference_report(value, matrix, "", "", rtol=0, atol=tol) is None]
     if len(fits) == 1:
-        return f"{which} equals {fits[0]}."
+        return [f"{which} equals {fits[0]}."]
     if fits:
-        return f"{which} equals each of these, and none is what the name asks for:\n" + bullet_list(fits)
-    return report
+        return [f"{which} equals each of these, and none is what the name asks for:\n" + bullet_list(fits)]
+    return [report]
 
 
 @public_check
 def check_composition(two_token_copy, one_token_copy, W_net1, W_net2):
-    W_net1 = as_array(W_net1, "W_net1", shape=(D_MODEL, D_MODEL))
-    W_net2 = as_array(W_net2, "W_net2", shape=(D_MODEL, D_MODEL))
+    W_net1 = stage_array(W_net1, "W_net1", shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
+    W_net2 = stage_array(W_net2, "W_net2", shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
     problems = []
     for which, value in (("two_token_copy", two_token_copy), ("one_token_copy", one_token_copy)):
-        value = as_array(value, which, shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
-        problem = composition_problem(value, W_net1, W_net2, which)
-        if problem:
-            problems.append(problem)
+        value = stage_array(value, which, shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
+        problems += composition_problems(value, W_net1, W_net2, which)
     if problems:
         _fail("\n".join(problems))
     print(f"two_token_copy, one_token_copy: {PASSED}")
@@ -684,7 +573,7 @@ def check_ranks(rank_W_net1, rank_W_net2, rank_two_token_copy, rank_one_token_co
     values = {"rank_W_net1": rank_W_net1, "rank_W_net2": rank_W_net2,
               "rank_two_token_copy": rank_two_token_copy, "rank_one_token_copy": rank_one_token_copy}
     for name, value in values.items():
-        rank = as_whole_number(value, name)
+        rank = stage_whole_number(value, name)
         if not 0 <= rank <= D_MODEL:
             _fail(f"{name} is {rank}, but a {D_MODEL} x {D_MODEL} matrix has rank 0 to {D_MODEL}.")
     print(f"ranks: {PASSED}")
@@ -739,12 +628,18 @@ def _terms_text(terms) -> str:
                       for k, j, g in terms)
 
 
-def simulation_problems(coef, tol: float = 1e-6) -> tuple[list[str], list[str]]:
-    """(problems with what arrives from the previous token, problems with two tokens back).
+def simulation_problems(coef, tol: float = tclib.RTOL, distances=("previous", "two_back")) -> list[str]:
+    """What is wrong with what arrives from the given token distances ("previous", "two_back").
 
-    A problem goes in the list of every token distance it involves, so one wrong head 2 dim
-    that mixes both can cost both.
+    A problem belongs to every token distance it involves, so one wrong head 2 dim that mixes
+    both can cost both.
     """
+    by_distance = dict(zip(("previous", "two_back"), _simulation_findings(coef, tol)))
+    return [problem for distance in distances for problem in by_distance[distance]]
+
+
+def _simulation_findings(coef, tol):
+    """(problems with what arrives from the previous token, problems with two tokens back)."""
     previous, two_back = [], []
 
     def report(text, ks):
@@ -805,22 +700,22 @@ def simulation_problems(coef, tol: float = 1e-6) -> tuple[list[str], list[str]]:
 def check_simulation(W_V1, W_O1, W_V2, W_O2):
     W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
     W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
-    previous, two_back = simulation_problems(trace_two_heads(W_V1, W_O1, W_V2, W_O2))
-    if previous or two_back:
+    problems = simulation_problems(trace_two_heads(W_V1, W_O1, W_V2, W_O2))
+    if problems:
         _fail("In the two-layer model with previous-token attention (run on a random residual "
-              "stream), at each position:\n" + bullet_list(previous + two_back, limit=8))
+              "stream), at each position:\n" + bullet_list(problems, limit=8))
     print(f"simulation: {PASSED}")
 
 
 @public_check
 def check_capacity(fraction_previous_token, fraction_two_tokens_back):
-    a = as_number(fraction_previous_token, "fraction_previous_token")
-    b = as_number(fraction_two_tokens_back, "fraction_two_tokens_back")
+    a = stage_number(fraction_previous_token, "fraction_previous_token")
+    b = stage_number(fraction_two_tokens_back, "fraction_two_tokens_back")
     for value, name in ((a, "fraction_previous_token"), (b, "fraction_two_tokens_back")):
         if not 0 <= value <= 1:
             _fail(f"{name} is {fmt(value)}; a fraction of the capacity lies between 0 and 1"
                   + (" (is it a percentage?)" if 1 < value <= 100 else "") + ".")
-    if abs(a + b - 1) > 1e-6:
+    if abs(a + b - 1) > tolerance():
         _fail(f"fraction_previous_token + fraction_two_tokens_back = {fmt(a + b)}; every dim the "
               "two heads write carries either the previous token or the token two back, so the "
               "fractions add up to 1.")

@@ -10,28 +10,39 @@ Everything the notebook states about the setting is defined here, once:
 * the sequences the heads are judged on: BOS, ``n`` distinct letters, the same ``n`` letters again.
 
 The public checks (``check_ex2a`` ... ``check_ex3_ind_ov``) and the hidden grader use the same
-``judge_*`` functions below; each returns ``None`` when the behaviour is right and otherwise a
-message in terms of positions and tokens. Conventions: column vectors; ``W_Q, W_K, W_V`` are
-``D_HEAD x D_MODEL``, ``W_O`` is ``D_MODEL x D_HEAD``; ``W_QK = W_Q.T @ W_K``,
-``W_OV = W_O @ W_V``; a sequence is ``X`` of shape ``(D_MODEL, n_ctx)``; patterns are ``A[dest, src]``.
+``judge_*`` functions below; each returns a list of problems, empty when the behaviour is
+right, each problem a message in terms of positions and tokens. Reading answers, formatting
+and the tolerance rule come from ``tclib``, shared by every assignment of the course.
+Conventions: column vectors; ``W_Q, W_K, W_V`` are ``D_HEAD x D_MODEL``, ``W_O`` is
+``D_MODEL x D_HEAD``; ``W_QK = W_Q.T @ W_K``, ``W_OV = W_O @ W_V``; a sequence is ``X`` of
+shape ``(D_MODEL, n_ctx)``; patterns are ``A[dest, src]``.
 """
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 
 
-def public_check(function):
-    """Show a failing public check as its message alone, not a traceback through this module."""
-    @functools.wraps(function)
-    def run(*args, **kwargs):
-        __tracebackhide__ = True  # noqa: F841 - IPython hides frames that set this
-        try:
-            return function(*args, **kwargs)
-        except AssertionError as failure:
-            raise AssertionError(str(failure)) from None
-    return run
+def _beside_this_file(module: str):
+    """Import `module`.py from this file's own folder, and from nowhere else.
+
+    The grader loads this file from the course itself, so what it imports must come from there
+    too, never from a search path on which a submission could put a file of that name.
+    """
+    import importlib.util
+    import pathlib
+    import sys
+
+    name = f"{__name__.rpartition('.')[0]}.{module}".lstrip(".")
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).with_name(f"{module}.py"))
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[name] = loaded
+        spec.loader.exec_module(loaded)
+    return sys.modules[name]
+
+
+tclib = _beside_this_file("tclib")  # shared by every assignment: staging, messages, tolerance
+public_check, stage_array, tolerance = tclib.public_check, tclib.stage_array, tclib.tolerance
 
 
 __all__ = [
@@ -43,6 +54,18 @@ __all__ = [
     "check_ex2a", "check_ex2b", "check_ex2c", "check_ex2d", "check_ex2e", "check_ex2f",
     "check_ex3_prev", "check_ex3_ind_qk", "check_ex3_ind_ov",
 ]
+
+# What the grader uses of this module (tested: the grader uses these names and no others).
+# Judges return a list of problems, empty when the behaviour is right.
+GRADER_API = (
+    "VOCAB", "D_MODEL", "D_HEAD", "TOK", "POS", "ALPHAS", "W_E", "W_U",
+    "pair_rotation", "embed", "draw_sequences", "qk", "ov", "normalised", "attention_pattern",
+    "composition_score", "composition_scores", "layer1_residual",
+    "previous_position_targets", "previous_copy_targets",
+    "judge_same_content", "judge_present", "judge_previous", "judge_previous_copy",
+    "judge_writes_free", "judge_readable", "judge_induction", "judge_ablation",
+    "judge_copies_attended_token", "judge_predictions",
+)
 
 # --- the residual stream ------------------------------------------------------------------
 VOCAB = ("BOS", "A", "B", "C", "D", "E", "F", "G", "H")
@@ -271,8 +294,8 @@ def _others(failures: list[int], judged: int) -> str:
     return f" The same goes wrong at {len(failures) - 1} more of the {judged} positions judged here (positions {shown})."
 
 
-def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=None) -> str | None:
-    """None if at every judged position the argmax is the target and holds >= MASS_THRESHOLD.
+def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=None) -> list[str]:
+    """No problem if at every judged position the argmax is the target and holds >= MASS_THRESHOLD.
 
     `S`: normalised scores (to tell a tie or a too-small gap from a wrong winner);
     `hints(tokens, t, target, rival, tie)` may add a sentence about a recognisable mistake (it must not
@@ -281,7 +304,7 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
     failures = [t for t, target in targets.items()
                 if int(np.argmax(A[t])) != target or A[t, target] < MASS_THRESHOLD]
     if not failures:
-        return None
+        return []
     t = failures[0]
     target = targets[t]
     rivals = [s for s in range(t + 1) if s != target]
@@ -308,7 +331,7 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
         extra = hints(tokens, t, target, rival, abs(gap) <= 1e-9)
         if extra:
             message += " " + extra
-    return message
+    return [message]
 
 
 def _pattern_of(W: np.ndarray, X: np.ndarray):
@@ -321,13 +344,13 @@ def _zero_message(what: str) -> str:
     return f"{what} is the zero matrix, so the head attends uniformly and cannot pick out any position."
 
 
-def judge_same_content(W_QK, sequences, name="head (a)") -> str | None:
+def judge_same_content(W_QK, sequences, name="head (a)") -> list[str]:
     """Part (a): at every position, >= MASS_THRESHOLD on positions holding the same token, and a
     fair share (at least half of 1/k) on each of the k such positions: content alone cannot
     tell the copies apart."""
     W = normalised(W_QK)
     if W is None:
-        return _zero_message("W_QK")
+        return [_zero_message("W_QK")]
     for tokens in sequences:
         A, _ = _pattern_of(W, embed(tokens))
         for t in range(len(tokens)):
@@ -336,25 +359,25 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> str | None:
             token = VOCAB[tokens[t]]
             if mass < MASS_THRESHOLD:
                 top = int(np.argmax(A[t]))
-                return (
+                return [
                     f"{_context(name, tokens)} at {describe(tokens, t)} the head puts only {mass:.2f} "
                     f"of its attention on positions holding '{token}' (positions "
                     f"{', '.join(map(str, same))}); the largest share, {A[t, top]:.2f}, goes to "
                     f"{describe(tokens, top, t)}. It should put at least {MASS_THRESHOLD:.2f} on "
                     f"positions with the same token."
-                )
+                ]
             fair = 0.5 / len(same)
             starved = [s for s in same if A[t, s] < fair]
             if starved:
                 s = starved[0]
                 shares = ", ".join(f"{A[t, u]:.2f} on {describe(tokens, u, t)}" for u in same)
-                return (
+                return [
                     f"{_context(name, tokens)} at {describe(tokens, t)} the head puts {shares}. "
                     f"A head that attends by content alone cannot tell the copies of '{token}' apart, "
                     f"so each should get a fair share (at least {fair:.2f} here); {describe(tokens, s, t)} "
                     "is nearly ignored, so this head also looks at position."
-                )
-    return None
+                ]
+    return []
 
 
 def _hint_previous(tokens, t, target, top, tie):
@@ -369,29 +392,29 @@ def _hint_previous(tokens, t, target, top, tie):
     return None
 
 
-def judge_present(W_QK, sequences, name="head (b)") -> str | None:
+def judge_present(W_QK, sequences, name="head (b)") -> list[str]:
     W = normalised(W_QK)
     if W is None:
-        return _zero_message("W_QK")
+        return [_zero_message("W_QK")]
     for tokens in sequences:
         A, S = _pattern_of(W, embed(tokens))
         message = judge_targets(A, S, tokens, present_targets(tokens), name, "the present position")
         if message:
             return message
-    return None
+    return []
 
 
-def judge_previous(W_QK, sequences, name="head (c)") -> str | None:
+def judge_previous(W_QK, sequences, name="head (c)") -> list[str]:
     W = normalised(W_QK)
     if W is None:
-        return _zero_message("W_QK")
+        return [_zero_message("W_QK")]
     for tokens in sequences:
         A, S = _pattern_of(W, embed(tokens))
         message = judge_targets(A, S, tokens, previous_position_targets(tokens), name,
                                 "the previous position", _hint_previous)
         if message:
             return message
-    return None
+    return []
 
 
 def _hint_not_self(tokens, t, target, top, tie):
@@ -405,46 +428,46 @@ def _hint_not_self(tokens, t, target, top, tie):
     return None
 
 
-def judge_previous_copy(W_QK, sequences, name="head (d)") -> str | None:
+def judge_previous_copy(W_QK, sequences, name="head (d)") -> list[str]:
     W = normalised(W_QK)
     if W is None:
-        return _zero_message("W_QK")
+        return [_zero_message("W_QK")]
     for tokens in sequences:
         A, S = _pattern_of(W, embed(tokens))
         message = judge_targets(A, S, tokens, previous_copy_targets(tokens), name,
                                 "the earlier copy of the same token", _hint_not_self)
         if message:
             return message
-    return None
+    return []
 
 
-def judge_writes_free(W_OV, name: str) -> str | None:
+def judge_writes_free(W_OV, name: str) -> list[str]:
     """The head may write only into FREE: writing into TOK or POS would change the destination's
     own token or position as later heads see them."""
     W = normalised(W_OV)
     if W is None:
-        return f"{name} is the zero matrix: the head writes nothing."
+        return [f"{name} is the zero matrix: the head writes nothing."]
     for label, rows in (("token", TOK), ("positional", POS)):
         block = W[rows, :]
-        if np.abs(block).max() > 1e-6:
+        if np.abs(block).max() > tolerance():  # W is normalised: the rule's scale is 1
             i, j = np.unravel_index(np.argmax(np.abs(block)), block.shape)
-            return (
+            return [
                 f"{name} writes into the {label} subspace (dims {rows.start}-{rows.stop - 1}): for "
                 f"example it maps residual dim {j} into dim {rows.start + i} with weight "
                 f"{block[i, j]:.2f} (after dividing {name} by its largest singular value). That "
                 f"would change the destination's own {label} code as later heads see it; write "
                 f"only into the free dims {FREE.start}-{FREE.stop - 1}."
-            )
-    return None
+            ]
+    return []
 
 
-def judge_readable(W_OV, name: str, what: str) -> str | None:
+def judge_readable(W_OV, name: str, what: str) -> list[str]:
     """What the head writes, reading any token at any position, must identify `what`
     ('position' or 'token') of the position it reads: it must be nearer (by LOGIT_MARGIN, in
     squared distance) to the head's own code for that value than to its code for any other."""
     W = normalised(W_OV)
     if W is None:
-        return f"{name} is the zero matrix: the head writes nothing."
+        return [f"{name} is the zero matrix: the head writes nothing."]
     by_token, by_position = W @ W_E, W @ _P_TABLE  # what the head writes for each part of x_s
     codes = by_position if what == "position" else by_token  # column v: its code for value v
     label = (lambda v: f"position {v}") if what == "position" else (lambda v: f"token '{VOCAB[v]}'")
@@ -458,30 +481,30 @@ def judge_readable(W_OV, name: str, what: str) -> str | None:
             other += other >= truth
             if distances[s, other] - distances[s, truth] < LOGIT_MARGIN:
                 closer = "closer to" if distances[s, other] < distances[s, truth] else "about as close to"
-                return (
+                return [
                     f"{name}: reading token '{VOCAB[j]}' at position {s}, the head writes a vector "
                     f"that is {closer} what it writes for {label(other)} as for {label(truth)} "
                     f"(squared distances {distances[s, other]:.3f} and {distances[s, truth]:.3f}, with "
                     f"{name} divided by its largest singular value), so a later head cannot tell "
                     f"which {what} was read. Write the {what} of the position the head reads, in a "
                     f"way that does not depend on the {'token' if what == 'position' else 'position'} there."
-                )
-    return None
+                ]
+    return []
 
 
-def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
+def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> list[str]:
     """Layer-2 head on the residual stream after an (idealised) layer-1 head: second-half
     positions must attend to the position after their token's first copy."""
     W2, W1 = normalised(W_QK2), normalised(W_OV1)
     if W2 is None:
-        return _zero_message("W_QK")
+        return [_zero_message("W_QK")]
     for tokens in sequences:
         A, S = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
         message = judge_targets(A, S, tokens, induction_targets(tokens), name,
                                 "the position after the first copy of its token", _hint_induction)
         if message:
             return message
-    return None
+    return []
 
 
 def _hint_induction(tokens, t, target, top, tie):
@@ -504,48 +527,48 @@ def induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences) -> float:
     return float(np.mean(masses))
 
 
-def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
+def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> list[str]:
     """Zeroing the layer-1 head's output must destroy the induction pattern (mean mass < 0.5)."""
     if normalised(W_QK2) is None:
-        return _zero_message("W_QK")
+        return [_zero_message("W_QK")]
     with_head = induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences)
     ablated = induction_attention_mass(W_QK2, np.zeros((D_MODEL, D_MODEL)), layer1_targets, sequences)
     if ablated >= 0.5:
-        return (
+        return [
             f"With the layer-1 head's output set to zero, {name} still puts on average {ablated:.2f} "
             f"of its attention on the position after the first copy of its token (with the layer-1 "
             f"head: {with_head:.2f}). An induction head has to learn from layer 1 where the earlier "
             "copy is; this one does not depend on it."
-        )
-    return None
+        ]
+    return []
 
 
-def judge_copies_attended_token(W_OV, name: str) -> str | None:
+def judge_copies_attended_token(W_OV, name: str) -> list[str]:
     """Reading letter j, the head's logits W_U (W_OV / sigma_max) e_j must favour j by LOGIT_MARGIN."""
     W = normalised(W_OV)
     if W is None:
-        return f"{name} is the zero matrix: the head writes nothing."
+        return [f"{name} is the zero matrix: the head writes nothing."]
     for j in range(1, N_VOCAB):
         logits = W_U @ W @ W_E[:, j]
         best = int(np.argmax(np.delete(logits, j)))
         best += best >= j
         if logits[j] - logits[best] < LOGIT_MARGIN:
-            return (
+            return [
                 f"{name}: when the head attends to a position holding '{VOCAB[j]}', its output gives "
                 f"'{VOCAB[j]}' a logit of {logits[j]:.2f} and '{VOCAB[best]}' {logits[best]:.2f} "
                 f"(W_U = W_E.T, {name} divided by its largest singular value). To predict the token it "
                 f"attends to, the head must raise that token's logit above every other by at least "
                 f"{LOGIT_MARGIN:g}."
-            )
-    return None
+            ]
+    return []
 
 
-def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> str | None:
+def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> list[str]:
     """With the layer-2 head attending exactly to the position after the first copy, on the
     residual stream your layer-1 head produces, its logits must predict the next token."""
     W2, W1 = normalised(W_OV2), normalised(W_OV1)
     if W2 is None:
-        return f"{name} is the zero matrix: the head writes nothing."
+        return [f"{name} is the zero matrix: the head writes nothing."]
     for tokens in sequences:
         X1 = _layer1(W1, tokens, layer1_targets(tokens))
         targets = induction_targets(tokens)
@@ -559,13 +582,13 @@ def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> str
                 if best == tokens[t]:
                     hint = (" It predicts the present token again: the head copies what was written "
                             "at the attended position about the token before it, not the token there.")
-                return (
+                return [
                     f"{_context(name, tokens)} when the head attends to {describe(tokens, source)}, "
                     f"at {describe(tokens, t)} its logits favour '{VOCAB[best]}' ({logits[best, t]:.2f}) "
                     f"over '{VOCAB[right]}' ({logits[right, t]:.2f}), the token that followed the first "
                     f"'{VOCAB[tokens[t]]}'.{hint}"
-                )
-    return None
+                ]
+    return []
 
 
 # --- plots ---------------------------------------------------------------------------------
@@ -616,41 +639,22 @@ def show_ex3(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, W_Q_ind, W_K_ind, W_V_ind, 
 PUBLIC_SEQUENCES = draw_sequences(np.random.default_rng(2021), 6)
 
 
-def _matrix(name: str, value, shape, labels) -> np.ndarray:
-    """Staged input checks: present, type, shape, finite."""
-    if value is None or value is Ellipsis:
-        raise AssertionError(f"{name} is {value!r}: assign your matrix to {name} in the answer cell.")
-    try:
-        array = np.asarray(value)
-    except Exception as error:  # noqa: BLE001 - any object may come in
-        raise AssertionError(f"{name} cannot be read as an array ({type(error).__name__}).") from None
-    if array.dtype.kind not in "biuf":
-        raise AssertionError(f"{name} should be an array of real numbers, but its dtype is {array.dtype}.")
-    if array.shape != shape:
-        message = f"{name} should have shape {shape} ({' x '.join(labels)}), but it has shape {array.shape}."
-        if array.shape == shape[::-1]:
-            message += (f" That is the transpose: this course uses column vectors, so {name} is "
-                        f"{' x '.join(labels)}, not the row-vector (x @ W) layout.")
-        raise AssertionError(message)
-    if not np.all(np.isfinite(array)):
-        raise AssertionError(f"{name} has NaN or infinite entries.")
-    return array.astype(float)
-
-
 def _read(names_values: dict) -> dict:
+    """Staged input checks (present, type, shape, finite), with the grader's own messages."""
     out = {}
     for name, value in names_values.items():
         if name.startswith("W_O"):
-            out[name] = _matrix(name, value, (D_MODEL, D_HEAD), ("d_model", "d_head"))
+            out[name] = stage_array(value, name, (D_MODEL, D_HEAD), ("d_model", "d_head"))
         else:
-            out[name] = _matrix(name, value, (D_HEAD, D_MODEL), ("d_head", "d_model"))
+            out[name] = stage_array(value, name, (D_HEAD, D_MODEL), ("d_head", "d_model"))
     return out
 
 
-def _verdict(messages, part: str):
-    for message in messages:
-        if message:
-            raise AssertionError(message)
+def _verdict(judgements, part: str):
+    """Fail with the problems of the first judge that found any (as the hidden checks do)."""
+    for problems in judgements:
+        if problems:
+            raise AssertionError("\n".join(problems))
     print(f"({part}) public checks passed (hidden checks run on more sequences when your work is graded)")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from . import public_module
 
 tc = public_module("tc_checks")
+lib = public_module("tclib")
 
 # -- one attention head, with switches for the classic mistakes ---------------------------------
 
@@ -133,12 +134,11 @@ LOW_RANK_OPTIONS = {**PATTERN_OPTIONS, "output": {k: v for k, v in OUTPUTS.items
                     "qk_transposed": QK_SIDES, "ov_transposed": OV_SIDES}
 
 
-def close(actual, expected, rtol=1e-6, atol=1e-8) -> bool:
-    actual, expected = np.asarray(actual, float), np.asarray(expected, float)
-    if actual.shape != expected.shape or not np.all(np.isfinite(expected)):
+def close(actual, expected, rtol=lib.RTOL, atol=1e-8) -> bool:
+    """Whether `actual` equals a finite `expected` by the course's tolerance rule (tclib)."""
+    if not np.all(np.isfinite(np.asarray(expected, float))):
         return False
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    return bool(np.all(np.abs(actual - expected) <= atol + rtol * scale))
+    return lib.difference_report(actual, expected, "", "", rtol=rtol, atol=atol) is None
 
 
 def explain(results, arg_lists, function, option_sets, max_mistakes=3):

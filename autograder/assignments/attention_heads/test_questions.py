@@ -11,6 +11,7 @@ from autograder.core.checks import Mistake, part
 from . import public_module
 
 tc = public_module("tc_checks")
+lib = public_module("tclib")  # staging, messages and the tolerance rule, as the public checks
 
 NOTEBOOK = "questions"
 EXTRACT = [
@@ -65,14 +66,14 @@ def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, o
     for number, (result, args) in enumerate(zip(results, arg_lists), start=1):
         with np.errstate(all="ignore"):
             expected = expected_fn(*args)
-        report = tc.difference_report(result, expected, "your result", what, reveal=False)
+        report = lib.difference_report(result, expected, "your result", what, reveal=False)
         if report is None:
             continue
         message = f"{name}(...) on {_case(number, args)}: {report}."
         mistakes = ref.explain(results, arg_lists, explain_fn, options)
         if mistakes:
             message += ("\nYour results on every input the grader tried match the correct "
-                        "computation with these mistakes:\n" + tc.bullet_list(mistakes))
+                        "computation with these mistakes:\n" + lib.bullet_list(mistakes))
         else:
             message += ("\nThey do not match any combination of the usual mistakes (mask, "
                         "scaling, softmax axis, orientation of the pattern, normalisation); go "
@@ -86,18 +87,18 @@ def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, o
 def test_attention_pattern_is_causal(sub):
     results, arg_lists = _pattern_results(sub)
     for number, (A, args) in enumerate(zip(results, arg_lists), start=1):
-        problem = tc.causality_problem(A)
-        if problem:
-            raise Mistake(f"attention_pattern(...) on {_case(number, args)}: {problem}.")
+        problems = tc.causality_problems(A)
+        if problems:
+            raise Mistake(f"attention_pattern(...) on {_case(number, args)}: {problems[0]}.")
 
 
 @part("q2_attention_pattern", points=1)
 def test_attention_pattern_rows_sum_to_one(sub):
     results, arg_lists = _pattern_results(sub)
     for number, (A, args) in enumerate(zip(results, arg_lists), start=1):
-        problem = tc.negativity_problem(A) or tc.normalisation_problem(A)
-        if problem:
-            raise Mistake(f"attention_pattern(...) on {_case(number, args)}: {problem}.")
+        problems = tc.negativity_problems(A) or tc.normalisation_problems(A)
+        if problems:
+            raise Mistake(f"attention_pattern(...) on {_case(number, args)}: {problems[0]}.")
 
 
 @part("q2_attention_pattern", points=2)
@@ -112,7 +113,7 @@ def test_attention_pattern_matches_reference(sub):
 def _causality(sub, name):
     results, arg_lists = _head_results(sub, name)
     for i, j in ref.later_pairs(arg_lists):
-        earlier = tc.difference_report(results[j][:, :-1], results[i][:, :-1],
+        earlier = lib.difference_report(results[j][:, :-1], results[i][:, :-1],
                                        "the output at earlier positions", "before the change")
         if earlier:
             raise Mistake(
@@ -146,7 +147,7 @@ def _choice(sub, name, expected, why_not, missing_hint):
     wrong = sorted(chosen - expected)
     if wrong:
         raise Mistake(f"{name} includes {', '.join(wrong)}:\n"
-                      + tc.bullet_list([why_not[m] for m in wrong]))
+                      + lib.bullet_list([why_not[m] for m in wrong]))
     missing = expected - chosen
     if missing:
         matrices = "one matrix" if len(missing) == 1 else f"{len(missing)} matrices"
@@ -232,7 +233,7 @@ def test_W_V2_W_O1(sub):
     if ref.close(value, heads["W_V1"] @ heads["W_O2"]):
         raise Mistake("W_V2_W_O1 equals W_V1 @ W_O2: that is head 1 reading what head 2 writes; "
                       "the question is about head 2 reading head 1.")
-    raise Mistake(tc.difference_report(value, expected, "W_V2_W_O1", "W_V2 @ W_O1 of the given "
+    raise Mistake(lib.difference_report(value, expected, "W_V2_W_O1", "W_V2 @ W_O1 of the given "
                                        "heads", reveal=False) + ". Use the heads from q6_heads().")
 
 
@@ -251,7 +252,7 @@ def test_singular_values(sub):
         raise Mistake(f"{name} is a {array.shape} matrix; np.linalg.svd returns U, S, Vh and the "
                       "singular values are the 1-D array S.")
     values = array.reshape(-1)
-    tol = 1e-6 * expected.max()
+    tol = lib.tolerance(expected.max())
 
     def matches(candidate):
         candidate = np.asarray(candidate, float).reshape(-1)
@@ -286,7 +287,7 @@ def test_singular_values(sub):
     if matches(expected) and len(values) < int(np.sum(expected > tol)):
         raise Mistake(f"{name} has only {len(values)} values: it leaves out nonzero singular values.")
     if not np.array_equal(descending, values) and \
-            tc.difference_report(descending, expected[:len(values)], "", "", atol=tol) is None:
+            lib.difference_report(descending, expected[:len(values)], "", "", atol=tol) is None:
         raise Mistake(f"{name} is not in descending order; list the largest first.")
     own = _own_product(sub)
     if own is not None and own.ndim == 2 and not ref.close(own, product) \
@@ -329,15 +330,15 @@ def test_v_composition_score(sub):
     answers = ref.q6_answers()
     value = sub.number("v_composition_score")
     expected = answers["score"]
-    if abs(value - expected) <= 1e-6 * max(1.0, abs(expected)):
+    if abs(value - expected) <= lib.tolerance(abs(expected)):
         return
     for candidate, why in ref.q6_score_variants():
-        if abs(value - candidate) <= 1e-6 * max(1.0, abs(candidate)):
-            raise Mistake(f"v_composition_score = {tc.fmt(value)}: {why}.")
+        if abs(value - candidate) <= lib.tolerance(abs(candidate)):
+            raise Mistake(f"v_composition_score = {lib.fmt(value)}: {why}.")
     if abs(value - expected) <= 1e-2:
-        raise Mistake(f"v_composition_score is {tc.fmt(value)}, close to the score but not equal "
+        raise Mistake(f"v_composition_score is {lib.fmt(value)}, close to the score but not equal "
                       "to it: do not round it.")
-    raise Mistake(f"v_composition_score is {tc.fmt(value)}, which is not "
+    raise Mistake(f"v_composition_score is {lib.fmt(value)}, which is not "
                   "||W_OV2 W_OV1||_F / (||W_OV2||_F ||W_OV1||_F) for the given heads, with "
                   "W_OV = W_O @ W_V of each head.")
 

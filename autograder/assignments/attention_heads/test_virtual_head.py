@@ -14,6 +14,7 @@ from autograder.core.checks import Mistake, part
 from . import public_module
 
 tc = public_module("tc_checks")
+lib = public_module("tclib")  # staging, messages and the tolerance rule, as the public checks
 
 NOTEBOOK = "virtual_head"
 EXTRACT = [
@@ -50,6 +51,11 @@ def _net(sub, number):
     })
 
 
+def _sentences(problems):
+    """A judge's problems as the message: one per line, each ending with a full stop."""
+    return "\n".join(problem + ("" if problem.endswith(".") else ".") for problem in problems)
+
+
 # -- the heads ----------------------------------------------------------------------------------
 
 @part("ex1_head1", points=2)
@@ -58,7 +64,7 @@ def test_head1_copies(sub):
     problems = tc.copy_problems_head1(W_O1 @ W_V1, tc.product_tolerance(W_O1, W_V1))
     if problems:
         raise Mistake("head 1 (W_O1 @ W_V1) is not a copy of dims 0-3 into dims 8-11:\n"
-                      + tc.bullet_list(problems))
+                      + lib.bullet_list(problems))
 
 
 @part("ex1_head2", points=2)
@@ -67,7 +73,7 @@ def test_head2_copies(sub):
     problems = tc.copy_problems_head2(W_O2 @ W_V2, tc.product_tolerance(W_O2, W_V2))
     if problems:
         raise Mistake("head 2 (W_O2 @ W_V2) is not an admissible copy into dims 12-15:\n"
-                      + tc.bullet_list(problems))
+                      + lib.bullet_list(problems))
 
 
 # -- the expanded products ----------------------------------------------------------------------
@@ -75,9 +81,9 @@ def test_head2_copies(sub):
 def _product(sub, number):
     W_net = _net(sub, number)
     W_V, W_O = _head(sub, number)
-    problem = tc.product_problem(W_net, W_V, W_O, number)
-    if problem:
-        raise Mistake(problem + ("" if problem.endswith(".") else "."))
+    problems = tc.product_problems(W_net, W_V, W_O, number)
+    if problems:
+        raise Mistake(_sentences(problems))
 
 
 @part("ex1_products", points=1)
@@ -95,9 +101,9 @@ def test_W_net2_is_product(sub):
 def _composition(sub, which):
     value = _square(sub, which)
     W_net1, W_net2 = _net(sub, 1), _net(sub, 2)
-    problem = tc.composition_problem(value, W_net1, W_net2, which)
-    if problem:
-        raise Mistake(problem + ("" if problem.endswith(".") else "."))
+    problems = tc.composition_problems(value, W_net1, W_net2, which)
+    if problems:
+        raise Mistake(_sentences(problems))
 
 
 @part("ex1_composition", points=1)
@@ -171,25 +177,26 @@ _SIMULATION = ("In the two-layer attention-only model with previous-token attent
                "random residual streams with your W_V1, W_O1, W_V2, W_O2, at each position:\n")
 
 
-def _simulation(sub):
+def _simulation(sub, distance):
     W_V1, W_O1 = _head(sub, 1)
     W_V2, W_O2 = _head(sub, 2)
     tol = max(1e-6, tc.product_tolerance(W_O1, W_V1), tc.product_tolerance(W_O2, W_V2))
-    return tc.simulation_problems(tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7), tol=tol)
+    return tc.simulation_problems(tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7), tol=tol,
+                                  distances=(distance,))
 
 
 @part("ex1_simulation", points=1)
 def test_simulation_previous_token(sub):
-    previous, _ = _simulation(sub)
+    previous = _simulation(sub, "previous")
     if previous:
-        raise Mistake(_SIMULATION + tc.bullet_list(previous, limit=8))
+        raise Mistake(_SIMULATION + lib.bullet_list(previous, limit=8))
 
 
 @part("ex1_simulation", points=1)
 def test_simulation_two_tokens_back(sub):
-    _, two_back = _simulation(sub)
+    two_back = _simulation(sub, "two_back")
     if two_back:
-        raise Mistake(_SIMULATION + tc.bullet_list(two_back, limit=8))
+        raise Mistake(_SIMULATION + lib.bullet_list(two_back, limit=8))
 
 
 # -- capacity -----------------------------------------------------------------------------------
@@ -198,24 +205,24 @@ def _fraction(sub, name, numerator_key, other_key):
     counts = ref.virtual_head_capacity()
     value = sub.number(name)
     expected = counts[numerator_key] / counts["written"]
-    if abs(value - expected) <= 1e-6:
+    if abs(value - expected) <= lib.tolerance():
         return
     within_head2 = {"previous": counts["head2_previous"],
                     "two_back": counts["head2"] - counts["head2_previous"]}[numerator_key]
-    if abs(value - within_head2 / counts["head2"]) <= 1e-6:
-        raise Mistake(f"{name} is {tc.fmt(value)}: that is a fraction of head 2's dims alone; the "
+    if abs(value - within_head2 / counts["head2"]) <= lib.tolerance():
+        raise Mistake(f"{name} is {lib.fmt(value)}: that is a fraction of head 2's dims alone; the "
                       "question is about the capacity of both heads together (all the dims "
                       "they write).")
     if abs(value - 100 * expected) <= 1e-4 or abs(value / 100 - expected) <= 1e-6 and value > 1:
-        raise Mistake(f"{name} is {tc.fmt(value)}, which looks like a percentage; give a fraction "
+        raise Mistake(f"{name} is {lib.fmt(value)}, which looks like a percentage; give a fraction "
                       "between 0 and 1.")
-    if abs(value - counts[numerator_key]) <= 1e-6:
-        raise Mistake(f"{name} is {tc.fmt(value)}: that is a number of dims; divide by the number "
+    if abs(value - counts[numerator_key]) <= lib.tolerance():
+        raise Mistake(f"{name} is {lib.fmt(value)}: that is a number of dims; divide by the number "
                       "of dims the two heads write in total.")
-    if abs(value - counts[other_key] / counts["written"]) <= 1e-6:
-        raise Mistake(f"{name} is {tc.fmt(value)}: that looks like the other fraction (the two "
+    if abs(value - counts[other_key] / counts["written"]) <= lib.tolerance():
+        raise Mistake(f"{name} is {lib.fmt(value)}: that looks like the other fraction (the two "
                       "answers are swapped).")
-    raise Mistake(f"{name} is {tc.fmt(value)}; count the dims the two heads write, and how many "
+    raise Mistake(f"{name} is {lib.fmt(value)}; count the dims the two heads write, and how many "
                   "of them carry information from the given distance.")
 
 

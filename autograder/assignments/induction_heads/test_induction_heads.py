@@ -43,9 +43,10 @@ def _ov(sub, suffix):
     return tools.ov(_reader(sub, f"W_V_{suffix}"), _writer(sub, f"W_O_{suffix}"))
 
 
-def _fail_on(message):
-    if message:
-        raise Mistake(message)
+def _fail_on(problems):
+    """Fail with what a judge found (judges return a list of problems, empty when all is well)."""
+    if problems:
+        raise Mistake("\n".join(problems))
 
 
 # --- Exercise 2 ----------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+../../release/attention_heads/tclib.py

@@ -1,0 +1,1 @@
+../../release/induction_heads/tclib.py
