@@ -21,9 +21,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPOSITORY
 
 from autograder.dev import classroom
-from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 
@@ -234,7 +234,7 @@ def test_wrong_answer_shows_the_public_check_message(lab_server, student):
     typed[answer_cells[head1]] = WRONG_HEAD1
     # The message the shipped public check (the copy the page imports) gives for these matrices.
     namespace = {"np": np}
-    exec(WRONG_HEAD1, namespace)  # noqa: S102 - the test's own constant
+    exec(WRONG_HEAD1, namespace)
     tc_checks = _load_module(notebook_path.parent / "tc_checks.py")
     with pytest.raises(AssertionError) as expected:
         tc_checks.check_head1(namespace["W_V1"], namespace["W_O1"])

@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPOSITORY
 
 from autograder.dev import classroom
-from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ import json
 import re
 
 import pytest
+from conftest import REPOSITORY
 
 from autograder.core import engine
 from autograder.dev import classroom
-from conftest import REPOSITORY
 
 pytestmark = pytest.mark.sandbox  # every test here runs submissions in the real sandbox
 

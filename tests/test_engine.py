@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from autograder.dev import classroom
 from autograder.core import engine
+from autograder.dev import classroom
 
 pytestmark = pytest.mark.sandbox  # every test here runs submissions in the real sandbox
 

@@ -27,12 +27,12 @@ import time
 import uuid
 
 import pytest
+from conftest import REPOSITORY
 
-from autograder.dev import classroom
 from autograder.cli import main as cli
 from autograder.core.course import Course
+from autograder.dev import classroom
 from autograder.nbgrader import release
-from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 

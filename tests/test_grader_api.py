@@ -17,11 +17,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPOSITORY
 
 from autograder.core.checks import Mistake
 from autograder.core.testing import make_submission
 from autograder.student import tclib as grader_tclib
-from conftest import REPOSITORY
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "autograder"
 GRADER_FILES = sorted(REPOSITORY.grading.glob("*/*.py")) + [PACKAGE / "core" / "submission.py"]
@@ -111,7 +111,7 @@ class _GraderFile:
         return used
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grader_uses() -> dict[tuple[str, str], dict[str, set[str]]]:
     """(assignment, module) -> name -> the grader files that use it.
 

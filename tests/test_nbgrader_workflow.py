@@ -5,6 +5,7 @@
 * `nbgrader autograde` (configured to use the sandboxed grader) and the batch grader record the
   same scores for the same class, and feedback reveals neither hidden checks nor answers.
 """
+import functools
 import html
 import json
 import os
@@ -14,11 +15,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPOSITORY
 
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.nbgrader import release
-from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 
@@ -111,12 +112,10 @@ def graded_class(tmp_path_factory):
         mistakes = course.library("mistakes", assignment)
         mistake = {nb: next((e["cells"] for e in mistakes.values() if e["notebook"] == nb), {}) for nb in notebooks}
 
-        def filled(nb, replacements=None, blank=False):
-            return classroom.filled_notebook(course, assignment, nb, replacements, blank=blank)
-
+        filled = functools.partial(classroom.filled_notebook, course, assignment)
         classroom.write_submission(root, "ref", assignment, {nb: filled(nb) for nb in notebooks})
         classroom.write_submission(root, "wrong", assignment, {nb: filled(nb, mistake[nb]) for nb in notebooks})
-        classroom.write_submission(root, "blank", assignment, {nb: filled(nb, blank=True) for nb in notebooks})
+        classroom.write_submission(root, "blank", assignment, {nb: filled(nb, None, blank=True) for nb in notebooks})
         if how == "nbgrader":
             _nbgrader(root, "autograde", assignment, "--force")
         else:  # from elsewhere, so only --course says which course

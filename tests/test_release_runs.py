@@ -22,10 +22,10 @@ import time
 
 import nbformat
 import pytest
+from conftest import REPOSITORY
 from nbclient import NotebookClient
 
 from autograder.dev import classroom
-from conftest import REPOSITORY
 
 pytestmark = pytest.mark.slow
 

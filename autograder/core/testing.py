@@ -3,8 +3,8 @@
 The values go through the same encoder the sandboxed driver uses, so a check sees exactly what
 it would see after a real sandboxed run.
 """
-from autograder.sandbox.driver import driver
 from autograder.core.submission import Submission
+from autograder.sandbox.driver import driver
 
 
 def make_submission(values, calls=None, submission_id="synthetic"):

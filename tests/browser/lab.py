@@ -158,7 +158,7 @@ class LabServer:
             "--ServerApp.shutdown_no_activity_timeout=600",  # a safety net if teardown never runs
         ]
 
-    def start(self) -> "LabServer":
+    def start(self) -> LabServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         for attempt in range(3):  # the free port may be taken between choosing and binding it
             self.port = free_port()
@@ -225,7 +225,7 @@ class LabServer:
                 pass
         return leftovers
 
-    def __enter__(self) -> "LabServer":
+    def __enter__(self) -> LabServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
