@@ -8,21 +8,12 @@ import re
 
 import pytest
 from conftest import REPOSITORY
+from content import assert_meets_the_contract
 
 from autograder.core import engine
 from autograder.dev import classroom
 
 pytestmark = pytest.mark.sandbox  # every test here runs submissions in the real sandbox
-
-
-def _check_marks(spec):
-    """(check id, grade_id, points) of every check in a notebook's hidden module."""
-    marks = []
-    for name, function in vars(spec.module).items():
-        for mark in getattr(function, "pytestmark", []):
-            if name.startswith("test_") and mark.name == "part":
-                marks.append((name.removeprefix("test_"), mark.kwargs["grade_id"], mark.kwargs["points"]))
-    return marks
 
 
 def _cases():
@@ -79,28 +70,12 @@ def test_untouched_release_earns_zero_on_every_autograded_part(reports, case):
 
 
 @pytest.mark.parametrize("case", [name for name, (_, _, e) in CASES.items() if "fails" in e])
-def test_each_mistake_fails_the_intended_check_with_the_intended_message(reports, case):
-    _, _, entry = CASES[case]
+def test_each_mistake_meets_the_contract_through_the_real_sandbox(reports, case):
+    """The contract of tests/content.py, on what the sandbox and the checks runner report."""
+    spec, _, entry = CASES[case]
     report = reports[case]
-    failures = _failures(report)
-    for check_name, pattern in entry["fails"].items():
-        check_id = check_name.removeprefix("test_")
-        assert check_id in failures, f"{check_id} should fail; failures: {failures}"
-        assert re.search(pattern, failures[check_id]), f"{check_id}: {failures[check_id]!r} !~ {pattern!r}"
-    scores = report.part_scores()
-    full = {part.grade_id: part.points for part in report.spec.auto_parts}
-    for grade_id in entry.get("passes", []):
-        assert scores[grade_id] == full[grade_id], f"{grade_id} should keep full marks: {failures}"
-
-
-@pytest.mark.parametrize("spec", REPOSITORY.specs, ids=lambda spec: spec.key)
-def test_part_points_match_the_source_test_cells(spec):
-    """A part's points in source/ equal the sum of its checks' points, and vice versa."""
-    declared = {part.grade_id: part.points for part in spec.auto_parts}
-    summed = {}
-    for _, grade_id, points in _check_marks(spec):
-        summed[grade_id] = summed.get(grade_id, 0.0) + points
-    assert summed == declared
+    assert report.error is None
+    assert_meets_the_contract(entry, _failures(report), spec)
 
 
 @pytest.mark.parametrize("spec", REPOSITORY.specs, ids=lambda spec: spec.key)

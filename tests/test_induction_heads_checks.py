@@ -86,15 +86,6 @@ def failed(verdicts):
 
 
 # --- the notebook and the checks agree --------------------------------------------------------
-def test_points_of_each_test_cell_equal_its_hidden_checks():
-    summed = {}
-    for check in CHECKS.values():
-        grade_id, points = _part_of(check)
-        summed[grade_id] = summed.get(grade_id, 0) + points
-    declared = {_meta(cell)["grade_id"]: _meta(cell)["points"] for cell in TEST_CELLS}
-    assert summed == declared
-
-
 def test_test_cells_only_call_the_public_check():
     for cell in TEST_CELLS:
         grade_id = _meta(cell)["grade_id"]
@@ -144,32 +135,6 @@ def test_notebook_solution_matches_the_independent_reference_construction():
         answers = reference.reference_answers()
         assert np.allclose(tools.qk(ns[f"W_Q_{suffix}"], ns[f"W_K_{suffix}"]),
                            tools.qk(answers[f"W_Q_{suffix}"], answers[f"W_K_{suffix}"])), suffix
-
-
-def test_blank_submission_fails_every_check_with_not_defined():
-    sub = make_submission({})
-    for name, check in CHECKS.items():
-        with pytest.raises(Mistake, match="is not defined"):
-            check(sub)
-
-
-@pytest.mark.parametrize("variant", sorted(ALTERNATIVES))
-def test_alternative_answers_earn_full_marks(variant):
-    entry = ALTERNATIVES[variant]
-    assert entry["notebook"] == "induction_heads"
-    assert failed(grade(namespace(entry["cells"]))) == {}
-
-
-@pytest.mark.parametrize("variant", sorted(MISTAKES))
-def test_each_mistake_fails_exactly_the_intended_checks(variant):
-    entry = MISTAKES[variant]
-    failures = failed(grade(namespace(entry["cells"])))
-    assert set(failures) == set(entry["fails"]), failures
-    for name, pattern in entry["fails"].items():
-        assert re.search(pattern, failures[name], re.S), f"{name}: {failures[name]!r} !~ {pattern!r}"
-    broken_parts = {_part_of(CHECKS[name])[0] for name in entry["fails"]}
-    all_parts = {_part_of(check)[0] for check in CHECKS.values()}
-    assert set(entry["passes"]) == all_parts - broken_parts
 
 
 @pytest.mark.parametrize("variant", sorted(MISTAKES))

@@ -53,7 +53,7 @@ def public_check(function):
     """Show a failing public check as its message alone, not a traceback through this module."""
     @functools.wraps(function)
     def run(*args, **kwargs):
-        __tracebackhide__ = True  # noqa: F841 - IPython hides frames that set this
+        __tracebackhide__ = True
         try:
             return function(*args, **kwargs)
         except AssertionError as failure:
