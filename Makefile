@@ -78,6 +78,7 @@ release: $(VENV)/.instructor
 	$(PY) -m autograder release
 
 bench: $(VENV)/.dev
+	$(PY) benchmarks/bench_checks.py
 	$(PY) benchmarks/bench_grading.py
 
 clean:

@@ -7,7 +7,6 @@ each alternative's or mistake's replacement cells), then graded by calling the h
 import json
 import re
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -114,14 +113,11 @@ def test_free_text_cells_have_model_answer_and_mark_scheme():
 
 
 # --- grading ------------------------------------------------------------------------------
-def test_reference_solution_earns_full_marks_quickly():
+def test_reference_solution_earns_full_marks_twice_in_a_row():
+    """Grading caches nothing that changes a verdict (their speed is measured by make bench)."""
     ns = namespace()
-    grade(ns)  # warm-up: imports and caches
-    start = time.perf_counter()
-    verdicts = grade(ns)
-    elapsed = time.perf_counter() - start
-    assert failed(verdicts) == {}
-    assert elapsed < 0.5, f"hidden checks took {elapsed:.2f} s for one submission"
+    assert failed(grade(ns)) == {}
+    assert failed(grade(ns)) == {}
 
 
 def test_notebook_solution_matches_the_independent_reference_construction():
@@ -151,12 +147,10 @@ def _run_public(ns, cell):
     exec(code, ns)
 
 
-def test_public_checks_pass_on_the_solution_quickly(capsys):
+def test_public_checks_pass_on_the_solution(capsys):
     ns = namespace()
     for cell in TEST_CELLS:
-        start = time.perf_counter()
         _run_public(ns, cell)
-        assert time.perf_counter() - start < 0.5
     printed = capsys.readouterr().out
     assert printed.count("public checks passed") == len(TEST_CELLS)
     assert "all tests passed" not in printed.lower()
