@@ -39,3 +39,8 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# Submissions are hostile files too. Collecting from the exchange's world-writable inbound folder
+# follows no link and copies only regular files; `nbgrader export` writes a CSV that no
+# spreadsheet runs as formulas (see autograder/exchange.py and autograder/export.py).
+c.ExchangeFactory.collect = "autograder.exchange.SafeExchangeCollect"
+c.ExportApp.plugin_class = "autograder.export.SafeCsvExportPlugin"

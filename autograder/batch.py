@@ -19,6 +19,7 @@ import sys
 
 from autograder import engine
 from autograder import notebook as nbio
+from autograder import safe_files
 
 MARKER = ".autograder.json"
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
@@ -31,6 +32,7 @@ class StudentWork:
     submitted: pathlib.Path
     notebooks: dict[str, pathlib.Path | None]  # notebook id -> submitted file (None: missing)
     fingerprint: str = ""
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # notebook id -> why it scores 0
 
 
 def course_config(root: pathlib.Path):
@@ -52,47 +54,84 @@ def course_settings(root: pathlib.Path) -> tuple[str, str]:
 
 def _fingerprint(work: StudentWork) -> str:
     digest = hashlib.sha256(f"engine {ENGINE_VERSION}".encode())
-    for path in sorted(work.submitted.rglob("*")):
-        if path.is_file():
-            digest.update(str(path.relative_to(work.submitted)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return safe_files.fingerprint(work.submitted, digest).hexdigest()
 
 
 def find_work(root: pathlib.Path, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
-    """Every student's submission of `assignment`, with renamed notebooks matched by content."""
+    """Every student's submission of `assignment`, with renamed notebooks matched by content.
+
+    Nothing of a submission is followed: a submission folder that is a link, or a notebook that
+    is a link, a hard link, a folder, a pipe or a device, is refused with the reason (see
+    safe_files), and that notebook scores 0 with the reason as its comment.
+    """
     work = []
     submitted_root = root / "submitted"
     for student_dir in sorted(submitted_root.glob(f"*/{assignment}")):
         student = student_dir.parent.name
         if only and student not in only:
             continue
-        notebooks = {nb: student_dir / f"{nb}.ipynb" for nb in notebook_ids}
-        notebooks = {nb: (path if path.exists() else None) for nb, path in notebooks.items()}
+        try:
+            safe_files.check_inside(student_dir / "notebook", root)
+        except safe_files.UnsafeFile as error:
+            item = StudentWork(student, student_dir, {nb: None for nb in notebook_ids},
+                               refused={nb: f"the submission is not graded: {error}" for nb in notebook_ids})
+            item.fingerprint = hashlib.sha256(f"refused {error}".encode()).hexdigest()
+            work.append(item)
+            continue
+        notebooks, refused = {}, {}
+        for notebook_id in notebook_ids:
+            path = student_dir / f"{notebook_id}.ipynb"
+            try:
+                info = os.lstat(path)
+            except OSError:
+                notebooks[notebook_id] = None
+                continue
+            reason = safe_files.refusal(info)
+            notebooks[notebook_id] = None if reason else path
+            if reason:
+                refused[notebook_id] = f"{path.name} is not graded: {reason}"
         strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
-        for notebook_id in [nb for nb, path in notebooks.items() if path is None]:
-            notebooks[notebook_id] = _match_renamed(strays, assignment, notebook_id)
+        for notebook_id in [nb for nb, path in notebooks.items() if path is None and nb not in refused]:
+            notebooks[notebook_id] = _match_renamed(strays, assignment, notebook_id, root)
             if notebooks[notebook_id] is not None:
                 strays.remove(notebooks[notebook_id])
-        item = StudentWork(student, student_dir, notebooks)
+        item = StudentWork(student, student_dir, notebooks, refused=refused)
         item.fingerprint = _fingerprint(item)
         work.append(item)
     return work
 
 
-def _match_renamed(candidates, assignment, notebook_id):
+def _match_renamed(candidates, assignment, notebook_id, root=None):
     from autograder import specs
 
     spec = specs.find_spec(assignment, notebook_id)
     best, best_count = None, 0
     for path in candidates:
         try:
-            count = nbio.count_defined(nbio.read_notebook(str(path)), spec.extract)
+            count = nbio.count_defined(nbio.read_notebook(str(path), root=root), spec.extract)
         except nbio.UnreadableNotebook:
             continue
         if count > best_count:
             best, best_count = path, count
     return best
+
+
+def read_timestamp(submitted: pathlib.Path, root: pathlib.Path):
+    """The submission's timestamp.txt as nbgrader reads it, or None (with a warning on stderr)
+    when it is absent, not a regular file, too long or not a date: one odd file must not stop
+    the batch."""
+    from nbgrader.utils import parse_utc
+
+    path = submitted / "timestamp.txt"
+    if not os.path.lexists(path):
+        return None
+    try:
+        text = safe_files.read_regular(path, 200, root=root).decode("utf-8").strip()
+        return parse_utc(text) if text else None
+    except Exception as error:  # noqa: BLE001 - dateutil raises ValueError, OverflowError, TypeError...
+        print(f"warning: {nbio.quote(path, 300)} is ignored ({nbio.quote(error)}); "
+              "the submission is treated as on time", file=sys.stderr)
+        return None
 
 
 def _already_graded(root, assignment, work: StudentWork) -> bool:
@@ -134,7 +173,7 @@ class _Pipeline:
     def sanitized(self, path, student, notebook_id):
         import nbformat
 
-        nb = nbformat.from_dict(nbio.read_notebook(str(path)))
+        nb = nbformat.from_dict(nbio.read_notebook(str(path), root=str(self.root)))
         resources = self.resources(student, notebook_id)
         for step in self.sanitize:
             nb, resources = step.preprocess(nb, resources)
@@ -169,7 +208,7 @@ class _Pipeline:
 
         with Gradebook(self.db_url, self.course_id) as gradebook:
             for item in chunk:
-                timestamp = self.coursedir.get_existing_timestamp(str(item.submitted))
+                timestamp = read_timestamp(item.submitted, self.root)
                 gradebook.update_or_create_student(item.student)
                 gradebook.update_or_create_submission(self.assignment, item.student,
                                                       **({"timestamp": timestamp} if timestamp else {}))
@@ -177,6 +216,10 @@ class _Pipeline:
         for item in chunk:
             for notebook_id, path in item.notebooks.items():
                 key = (item.student, notebook_id)
+                if notebook_id in item.refused:
+                    prepared[key] = item.refused[notebook_id]
+                    progress.update(1)
+                    continue
                 if path is None:
                     prepared[key] = "missing"
                     progress.update(1)
@@ -185,6 +228,15 @@ class _Pipeline:
                     nb = self.sanitized(path, item.student, notebook_id)
                 except nbio.UnreadableNotebook as error:
                     prepared[key] = f"unreadable notebook: {error}"
+                    progress.update(1)
+                    continue
+                except Exception as error:  # noqa: BLE001 - one odd notebook must not stop the class
+                    import traceback
+
+                    print(f"error: preparing {item.student}/{notebook_id} failed:\n{traceback.format_exc()}",
+                          file=sys.stderr)
+                    prepared[key] = ("the grader could not process this notebook's structure "
+                                     f"({type(error).__name__}); your instructor has been told")
                     progress.update(1)
                     continue
                 prepared[key] = nb
@@ -290,7 +342,14 @@ def _record_student(gradebook, pipeline, root, assignment, item, prepared, repor
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
     ignore = shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__", MARKER)
-    shutil.copytree(item.submitted, destination, ignore=ignore, dirs_exist_ok=True)
+    if not any(reason.startswith("the submission is not graded") for reason in item.refused.values()):
+        # The student's other files, read as hostile: no link followed, no device, pipe or hard
+        # link copied, nothing over the size cap; the course's own files then overwrite them.
+        left_out = safe_files.copy_submitted_files(
+            item.submitted, destination,
+            skip=lambda relative: any(ignore(None, [part]) for part in relative.parts))
+        for line in left_out:
+            print(f"warning: {item.student}/{assignment}/{nbio.quote(line, 300)}", file=sys.stderr)
     source = root / "source" / assignment
     shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
     for notebook_id in item.notebooks:
@@ -299,7 +358,7 @@ def _record_student(gradebook, pipeline, root, assignment, item, prepared, repor
             # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
             # files), and the reason is left as the automatic comment of every part.
             notebook = gradebook.find_submission_notebook(notebook_id, assignment, item.student)
-            reason = "notebook not submitted" if state == "missing" else state
+            reason = "notebook not submitted" if state == "missing" else nbio.quote(state, 1000)
             for grade in notebook.grades:
                 grade.auto_score, grade.needs_manual_grade = 0, False
             for comment in notebook.comments:

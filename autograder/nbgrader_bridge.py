@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import html
 import json
+import os
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Enum
@@ -143,11 +144,64 @@ def restore_course_metadata(nb, assignment: str, notebook_id: str) -> None:
         nb.metadata["kernelspec"] = json.loads(json.dumps(release["metadata"]["kernelspec"]))
 
 
+def sanitise_student_html(nb) -> None:
+    """Strip scripts, event handlers and other active HTML from the student's Markdown and Raw
+    cells, which the formgrader and feedback pages render as HTML in the instructor's and the
+    student's browser. Locked cells are the course's (restored from the release) and kept."""
+    import nh3
+
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.get("cell_type") in ("markdown", "raw") and not meta.get("locked"):
+            source = "".join(cell["source"]) if isinstance(cell.get("source"), list) else str(cell.get("source", ""))
+            cleaned = nh3.clean(source)
+            if cleaned != source:
+                cell["source"] = cleaned
+
+
+def refused_submission(resources, root) -> str | None:
+    """Why nbgrader must not grade the file it has read for this notebook (a link, a hard link,
+    something not a regular file, a folder on the way that is a link), or None.
+
+    nbgrader reads the submitted file itself, following links; this looks at what it read.
+    """
+    import os
+    import pathlib
+
+    from autograder import safe_files
+
+    folder = resources.get("metadata", {}).get("path")
+    if not folder:
+        return None
+    path = pathlib.Path(folder) / f"{resources['nbgrader']['notebook']}.ipynb"
+    try:
+        safe_files.check_inside(path, pathlib.Path(root))
+        reason = safe_files.refusal(os.lstat(path))
+    except safe_files.UnsafeFile as error:
+        reason = str(error)
+    except OSError as error:
+        reason = f"it cannot be read ({error.strerror})"
+    return f"{path.name} is not graded: {reason}" if reason else None
+
+
 class RestoreCourseMetadata(NbGraderPreprocessor):
-    """First sanitising step: the course's nbgrader metadata, never the student's (see above)."""
+    """First sanitising step: the course's nbgrader metadata, never the student's (see above);
+    then the student's Markdown made safe to render. A submitted file that is a link (or a hard
+    link, ...) is replaced by the release notebook, and marked so that it is graded 0 with the
+    reason instead of with what the link points at."""
 
     def preprocess(self, nb, resources):
-        restore_course_metadata(nb, resources["nbgrader"]["assignment"], resources["nbgrader"]["notebook"])
+        info = resources["nbgrader"]
+        coursedir = self.config.get("CourseDirectory", {})
+        reason = refused_submission(resources, coursedir.get("root") or os.getcwd())
+        if reason is not None:
+            from nbformat import from_dict
+
+            info["refused"] = reason
+            release = _release_notebook(info["assignment"], info["notebook"])
+            nb.cells = [from_dict(json.loads(json.dumps(cell))) for cell in release["cells"]]
+        restore_course_metadata(nb, info["assignment"], info["notebook"])
+        sanitise_student_html(nb)
         return nb, resources
 
 
@@ -162,6 +216,15 @@ class SandboxedGrading(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
+        if info.get("refused"):
+            from autograder import specs
+
+            spec = specs.find_spec(info["assignment"], info["notebook"])
+            report = engine.Report(notebook=info["notebook"], submission_id=info["student"], spec=spec,
+                                   graded_as=spec.key if spec else None, error=info["refused"])
+            self.log.warning("%s: %s", info["notebook"], report.error)
+            apply_report(nb, report)
+            return nb, resources
         options = {}
         if self.runner == "kernel":
             from autograder.kernel_runner import run_in_kernel

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from autograder.checks import Mistake
+from autograder.notebook import quote
 from autograder.sandbox_driver import wire
 
 
@@ -66,14 +67,15 @@ def _describe(encoded: dict) -> str:
         if dtype == "object":
             return "an array of dtype object (some entries are not numbers, e.g. None, strings or lists)"
         if dtype is not None:
-            return f"an array of dtype {dtype}, not of numbers"
+            return f"an array of dtype {quote(dtype, 40)}, not of numbers"
         reason = encoded.get("reason")
-        return f"an object of type {encoded.get('type', '?')}" + (f" (converting it raised {reason})" if reason else "")
+        # Type names and exception texts are the student's: quoted capped and without control characters.
+        return f"an object of type {quote(encoded.get('type', '?'), 80)}" + (f" (converting it raised {quote(reason)})" if reason else "")
     if kind == "array":
         return f"an array of shape {tuple(encoded['shape'])}"
     if kind == "number":
-        return f"the number {encoded['value']!r}"
-    return _KIND_WORDS.get(kind, kind or "something unknown")
+        return f"the number {quote(repr(encoded['value']), 40)}"
+    return _KIND_WORDS.get(kind, quote(kind, 40) if kind else "something unknown")
 
 
 def _format_shape(shape: Sequence[int], labels: Sequence[str] | None) -> str:
@@ -234,7 +236,7 @@ class Submission:
             key = re.sub(r"[^A-Z]", "", str(item).upper().replace("^T", "").replace("OUT", "O"))
             if key not in canonical:
                 raise Mistake(
-                    f"{name} contains {item!r}, which is not one of {', '.join(allowed)}."
+                    f"{name} contains {quote(repr(item), 60)}, which is not one of {', '.join(allowed)}."
                 )
             chosen.add(canonical[key])
         return frozenset(chosen)
@@ -251,7 +253,7 @@ class Submission:
             Call(
                 args=tuple(record.get("args", ())),
                 result=decode_value(record["result"]) if "result" in record else None,
-                error=record.get("error"),
+                error=quote(record["error"]) if record.get("error") is not None else None,
             )
             for record in records
         ]
