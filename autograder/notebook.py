@@ -257,15 +257,13 @@ _ASSIGNED = re.compile(
 )
 
 
+_COMMENT_LINE = re.compile(r"^[ \t]*+#[^\n]*+", re.MULTILINE)
+
+
 def assigned_names(source: str) -> set[str]:
     """Names that `source` appears to assign or define, ignoring lines that are comments."""
-    names = set()
-    for line in _lines(source):
-        if line.lstrip().startswith("#"):
-            continue  # commented-out code assigns nothing
-        for match in _ASSIGNED.finditer(line):
-            names.add(match.group(1) or match.group(2))
-    return names
+    code = _COMMENT_LINE.sub("", source)  # commented-out code assigns nothing
+    return {match.group(1) or match.group(2) for match in _ASSIGNED.finditer(code)}
 
 
 def _assigns(source: str, name: str) -> bool:

@@ -1,0 +1,277 @@
+"""Hostile files, not only hostile code: links, odd files, parse bombs and injections (issue 14).
+
+Fast tests of each defence first; the batch on a class of hostile submissions, and the
+property-based fuzzing of the reader, build one class per module and are marked slow.
+"""
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from autograder import notebook as nbio
+from autograder import safe_files
+
+
+def _notebook(*sources, cell_type="code"):
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+            "cells": [{"cell_type": cell_type, "id": f"c{i}", "metadata": {}, "source": source,
+                       **({"outputs": [], "execution_count": None} if cell_type == "code" else {})}
+                      for i, source in enumerate(sources)]}
+
+
+@pytest.fixture
+def good_notebook(tmp_path):
+    path = tmp_path / "work.ipynb"
+    path.write_text(json.dumps(_notebook("W = 1")))
+    return path
+
+
+# -- 1. only regular files opened by the grader, without following links ----------------------
+
+@pytest.mark.parametrize("make, word", [
+    (lambda target, path: path.symlink_to(target), "symbolic link"),
+    (lambda target, path: os.link(target, path), "hard link"),
+    (lambda target, path: os.mkfifo(path), "named pipe"),
+    (lambda target, path: path.mkdir(), "folder"),
+    (lambda target, path: path.symlink_to("/dev/zero"), "symbolic link"),
+])
+def test_notebook_that_is_not_a_regular_file_of_its_own_is_refused(good_notebook, make, word):
+    path = good_notebook.parent / "mini.ipynb"
+    make(good_notebook, path)
+    with pytest.raises(nbio.UnreadableNotebook, match=word):
+        nbio.read_notebook(str(path))
+    if word != "hard link":  # (a hard link gives the original a second name too)
+        assert nbio.read_notebook(str(good_notebook))["cells"][0]["source"] == "W = 1"
+
+
+def test_sparse_huge_notebook_is_refused_before_reading(tmp_path):
+    path = tmp_path / "mini.ipynb"
+    with open(path, "wb") as stream:
+        stream.truncate(1 << 40)  # a terabyte that occupies nothing
+    with pytest.raises(nbio.UnreadableNotebook, match="over the 100 MiB limit"):
+        nbio.read_notebook(str(path))
+
+
+def test_folder_on_the_way_that_is_a_link_is_refused(tmp_path, good_notebook):
+    root = tmp_path / "course"
+    (root / "submitted" / "ada").mkdir(parents=True)
+    (root / "submitted" / "ada" / "mini").symlink_to(good_notebook.parent)
+    with pytest.raises(nbio.UnreadableNotebook, match="not a real folder"):
+        nbio.read_notebook(str(root / "submitted" / "ada" / "mini" / "work.ipynb"), root=str(root))
+
+
+def test_copy_and_fingerprint_follow_no_link_and_read_no_device(tmp_path):
+    source, destination = tmp_path / "submitted", tmp_path / "autograded"
+    source.mkdir()
+    (source / "data.csv").write_text("1,2\n")
+    (source / "passwd").symlink_to("/etc/passwd")
+    (source / "zero").symlink_to("/dev/zero")
+    (source / "solutions").symlink_to(tmp_path)
+    os.link(source / "data.csv", tmp_path / "second_name")
+    (source / "fifo").parent.mkdir(exist_ok=True)
+    os.mkfifo(source / "fifo")
+    (source / "own.txt").write_text("mine")
+    with open(source / "sparse.bin", "wb") as stream:
+        stream.truncate(1 << 40)
+    digest = safe_files.fingerprint(source).hexdigest()
+    left_out = safe_files.copy_submitted_files(source, destination, skip=lambda relative: False)
+    assert sorted(p.name for p in destination.iterdir()) == ["own.txt"]
+    assert len(left_out) == 6 and any("hard link" in line for line in left_out)
+    (source / "own.txt").write_text("changed")
+    assert safe_files.fingerprint(source).hexdigest() != digest
+
+
+# -- 2. bounded, linear work on student text ---------------------------------------------------
+
+def test_json_bombs_are_refused_with_a_reason():
+    bomb = _notebook("W = 1")
+    bomb["metadata"]["x"] = [{}] * (nbio.MAX_JSON_CONTAINERS + 1)
+    with pytest.raises(nbio.UnreadableNotebook, match="lists and objects"):
+        nbio.parse_notebook(json.dumps(bomb))
+    with pytest.raises(nbio.UnreadableNotebook, match="not valid notebook JSON"):
+        nbio.parse_notebook(json.dumps(_notebook("W = 1")).replace('"metadata": {}', '"metadata": {"n": ' + "9" * 5000 + "}", 1))
+    # braces inside strings (code) are not containers: the fast path and the exact count agree
+    many_braces = _notebook("d = {" + "{}" * (nbio.MAX_JSON_CONTAINERS // 2 + 10) + "}")
+    assert nbio.parse_notebook(json.dumps(many_braces))["cells"]
+
+
+def test_ipython_rewrite_is_bounded_with_a_reason():
+    shell_lines = "\n".join("!ls -la /tmp" for _ in range(600))
+    rewritten = nbio.to_python(shell_lines)
+    assert rewritten.startswith("raise SyntaxError(") and "split it into smaller cells" in rewritten
+    assert nbio.to_python("x = 1\n!ls\n%time y = 2") == \
+        "x = 1\nget_ipython().system('ls')\nget_ipython().run_line_magic('time', 'y = 2')\n"
+    budget = [2000]  # what is left of the notebook's budget
+    cells = [nbio.to_python("\n".join(["!ls"] * 30), budget) for _ in range(3)]
+    assert [cell.startswith("raise SyntaxError(") for cell in cells] == [False, False, True]
+
+
+def test_name_recognition_keeps_its_meaning():
+    source = "# W = 1 commented out\nx, y = 1, 2\nk += 3\nn: int = 4\ndef f(a):\n    z == 1\n"
+    assert {"y", "k", "n", "f"} <= nbio.assigned_names(source) and not {"W", "x", "z", "a"} & nbio.assigned_names(source)
+    notebook = _notebook("W = 1", "# k = 3", "def double(x):\n    return 2 * x")
+    assert nbio.count_defined(notebook, ["W", "k", "double"]) == 2
+
+
+def test_student_text_costs_linear_time():
+    """Inputs that took minutes to hours (quadratic regexes, per-name rescans, the unbounded
+    IPython rewrite) run in a child process that must finish well within a generous budget."""
+    script = textwrap.dedent("""
+        from autograder import engine, notebook as nbio
+        from autograder.submission import CellReport
+        blank = "x = 1" + "\\n" * 100_000 + "#"
+        nb = {"cells": [{"cell_type": kind, "source": blank, "metadata": {}} for kind in ("code", "markdown", "raw")] * 5}
+        nbio.defined_names(nb)
+        engine._missing_hints(nb, ["W", "k", "double"], [CellReport(0, "error", "E")])
+        engine.identify(nb, "renamed.ipynb", None)
+        nbio.cell_label(0, "\\n" * 5_000_000 + "x")
+        nbio.to_python("\\n".join(["!ls"] * 600))
+        print("done")
+    """)
+    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                              cwd=pathlib.Path(__file__).resolve().parent.parent)
+    assert finished.stdout.strip() == "done", finished.stderr[-2000:]
+
+
+# -- 4. escaped for where it is shown; quotes capped -----------------------------------------
+
+def test_submission_strings_are_capped_and_escaped_in_messages():
+    from autograder.checks import Mistake
+    from autograder.submission import Submission
+
+    huge = "C" * 8_000_000
+    sub = Submission("s", {"W": {"kind": "object", "type": huge},
+                           "E": {"kind": "object", "type": "X\x1b[2J\n  PASS forged (9/9)"}})
+    for name in ("W", "E"):
+        with pytest.raises(Mistake) as raised:
+            sub.array(name)
+        message = str(raised.value)
+        assert len(message) < 1000 and "\x1b" not in message and "\n" not in message
+
+
+def test_text_reports_cannot_forge_lines_on_a_terminal():
+    from autograder import engine, selfcheck, specs
+    from autograder.cli import render_text
+    from autograder.runner import CheckResult
+
+    forged = "bad\x1b[1A\r\n  PASS part / check (9/9)\nautograded total: 13/13"
+    spec = specs.find_spec("attention_heads", "virtual_head")
+    part = spec.auto_parts[0]
+    report = engine.Report(notebook="nb\x1b]0;x\x07.ipynb", submission_id="s", graded_as=spec.key, spec=spec,
+                           checks=[CheckResult("check", part.grade_id, 0.0, part.points, False, forged)])
+    for text in (render_text(report), selfcheck.render(report, color=False)):
+        assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+        lines = text.splitlines()
+        assert not any(line.startswith(("  PASS", "autograded total: 13")) for line in lines)
+
+
+def test_student_markdown_is_sanitised_and_course_cells_kept():
+    import nbformat
+
+    from autograder.nbgrader_bridge import sanitise_student_html
+
+    nb = nbformat.from_dict(_notebook("Answer <script>alert(1)</script><img src=x onerror=alert(2)> a < b",
+                                      cell_type="markdown"))
+    course_cell = nbformat.from_dict(_notebook("<details>course</details>", cell_type="markdown")["cells"][0])
+    course_cell.metadata["nbgrader"] = {"locked": True}
+    nb.cells.append(course_cell)
+    sanitise_student_html(nb)
+    assert "<script" not in nb.cells[0].source and "onerror" not in nb.cells[0].source
+    assert "Answer" in nb.cells[0].source and nb.cells[1].source == "<details>course</details>"
+
+
+def test_report_html_is_escaped():
+    from autograder import engine, specs
+    from autograder.nbgrader_bridge import _render_part
+    from autograder.runner import CheckResult
+
+    spec = specs.find_spec("attention_heads", "virtual_head")
+    part = spec.auto_parts[0]
+    report = engine.Report(notebook="n", submission_id="s", spec=spec,
+                           checks=[CheckResult("c", part.grade_id, 0.0, 1.0, False, "<script>alert(1)</script>")])
+    body, _ = _render_part(part.grade_id, report)
+    assert "<script>" not in body and "&lt;script&gt;" in body
+
+
+def test_grades_csv_has_no_formulas_and_one_row_per_student(tmp_path):
+    from nbgrader.api import Gradebook
+
+    from autograder.export import SafeCsvExportPlugin
+
+    ids = ['=HYPERLINK("http://x","y")', "a,b\nc", "+1 cmd", "@SUM(A1)", "\tx", "plain"]
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}") as gradebook:
+        gradebook.add_assignment("mini")
+        for student in ids:
+            gradebook.add_student(student, first_name="-2+3", last_name=student)
+        plugin = SafeCsvExportPlugin(to=str(tmp_path / "grades.csv"))
+        plugin.export(gradebook)
+    with open(tmp_path / "grades.csv", newline="", encoding="utf-8") as stream:
+        rows = list(csv.reader(stream))
+    assert len(rows) == 1 + len(ids) and all(len(row) == 11 for row in rows)
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not any(cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells)
+    assert {row[3] for row in rows[1:]} == {"'" + i if i[0] in "=+@\t" else i for i in ids}
+
+
+# -- the exchange -----------------------------------------------------------------------------
+
+def test_collect_refuses_links_and_non_regular_files(tmp_path):
+    from nbgrader.coursedir import CourseDirectory
+
+    from autograder.exchange import SafeExchangeCollect
+
+    collector = SafeExchangeCollect(coursedir=CourseDirectory(root=str(tmp_path)))
+    secret = tmp_path / "solutions"
+    secret.mkdir()
+    (secret / "mini.ipynb").write_text("the instructor's")
+    inbound = tmp_path / "inbound"
+    planted = inbound / "ada+mini+2026-11-28 09:00:00.000000 UTC"
+    planted.mkdir(parents=True)
+    (planted / "mini.ipynb").symlink_to(secret / "mini.ipynb")
+    os.link(secret / "mini.ipynb", planted / "copy.ipynb")
+    os.mkfifo(planted / "pipe")
+    (planted / "timestamp.txt").write_text("2026-11-28 09:00:00.000000 UTC")
+    (planted / "sub").symlink_to(secret)
+    collector.do_copy(str(planted), str(tmp_path / "submitted" / "ada" / "mini"))
+    assert sorted(p.name for p in (tmp_path / "submitted" / "ada" / "mini").iterdir()) == ["timestamp.txt"]
+    linked = inbound / "bob+mini+2026-11-28 09:00:00.000000 UTC"
+    linked.symlink_to(secret)
+    collector.do_copy(str(linked), str(tmp_path / "submitted" / "bob" / "mini"))
+    assert not (tmp_path / "submitted" / "bob").exists()
+
+
+def test_course_configuration_uses_the_guarded_collect_and_export():
+    from autograder import course, batch
+
+    config = batch.course_config(course.COURSE_ROOT)
+    assert config.ExchangeFactory.collect == "autograder.exchange.SafeExchangeCollect"
+    assert config.ExportApp.plugin_class == "autograder.export.SafeCsvExportPlugin"
+
+
+# -- 5. tolerances that a submission cannot inflate ---------------------------------------------
+
+def test_rebasing_a_head_does_not_inflate_the_copy_tolerance():
+    from autograder import course
+
+    tc = course.public_module("attention_heads", "tc_checks")
+    d_model, d_head = tc.D_MODEL, tc.D_HEAD
+    W_V = np.zeros((d_head, d_model))
+    W_O = np.zeros((d_model, d_head))
+    for i in range(4):
+        W_V[i, i] = 1.0
+        W_O[8 + i, i] = 2.0  # gain 2: a wrong copy
+    M = np.eye(d_head)
+    M[0, 1] = 1e9  # ill-conditioned change of basis: W_O M^-1 M W_V is the same product
+    rebased_V, rebased_O = M @ W_V, W_O @ np.linalg.inv(M)
+    assert np.allclose(rebased_O @ rebased_V, W_O @ W_V, atol=1e-3)
+    tolerance = tc.product_tolerance(rebased_O, rebased_V)
+    assert tolerance < 0.01
+    assert tc.copy_problems_head1(rebased_O @ rebased_V, tolerance)
+    honest = W_O / 2
+    assert not tc.copy_problems_head1(honest @ W_V, tc.product_tolerance(honest, W_V))
