@@ -42,5 +42,25 @@ c.Autograde.sanitize_preprocessors = [
 # Submissions are hostile files too. Collecting from the exchange's world-writable inbound folder
 # follows no link and copies only regular files; `nbgrader export` writes a CSV that no
 # spreadsheet runs as formulas (see autograder/exchange.py and autograder/export.py).
-c.ExchangeFactory.collect = "autograder.exchange.SafeExchangeCollect"
-c.ExportApp.plugin_class = "autograder.export.SafeCsvExportPlugin"
+# (These are classes nbgrader imports when it loads this file, so they are set only where the
+# course's package is importable: a bare copy of source/ and this file, as the release build
+# makes, must still run generate_assignment.)
+import importlib.util  # noqa: E402
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+if _importable("autograder.exchange") and _importable("autograder.export"):
+    c.ExchangeFactory.collect = "autograder.exchange.SafeExchangeCollect"
+    c.ExportApp.plugin_class = "autograder.export.SafeCsvExportPlugin"
+if _importable("autograder.nbgrader_hooks"):
+    # nbgrader opens each submitted notebook itself: pipes, devices and folders named like a
+    # notebook are taken out of its list first (see autograder/nbgrader_hooks.py).
+    from autograder.nbgrader_hooks import drop_unreadable_notebooks  # noqa: E402
+
+    c.Autograde.pre_convert_hook = drop_unreadable_notebooks

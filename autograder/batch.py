@@ -23,7 +23,7 @@ from autograder import safe_files
 
 MARKER = ".autograder.json"
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
-ENGINE_VERSION = 1  # bump when grading changes, so reruns regrade everything
+ENGINE_VERSION = 2  # bump when grading changes, so reruns regrade everything
 
 
 @dataclasses.dataclass

@@ -159,6 +159,9 @@ def sanitise_student_html(nb) -> None:
                 cell["source"] = cleaned
 
 
+REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file is not graded
+
+
 def refused_submission(resources, root) -> str | None:
     """Why nbgrader must not grade the file it has read for this notebook (a link, a hard link,
     something not a regular file, a folder on the way that is a link), or None.
@@ -192,12 +195,15 @@ class RestoreCourseMetadata(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
+        nb.metadata.pop(REFUSED_KEY, None)  # only this step may say so, never the student
         coursedir = self.config.get("CourseDirectory", {})
         reason = refused_submission(resources, coursedir.get("root") or os.getcwd())
         if reason is not None:
             from nbformat import from_dict
 
-            info["refused"] = reason
+            # nbgrader autogrades in two passes, each with fresh resources: the reason travels
+            # to SandboxedGrading in the sanitised notebook's metadata (cleared after grading).
+            info["refused"] = nb.metadata[REFUSED_KEY] = reason
             release = _release_notebook(info["assignment"], info["notebook"])
             nb.cells = [from_dict(json.loads(json.dumps(cell))) for cell in release["cells"]]
         restore_course_metadata(nb, info["assignment"], info["notebook"])
@@ -216,12 +222,13 @@ class SandboxedGrading(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
-        if info.get("refused"):
+        refused = info.get("refused") or nb.metadata.pop(REFUSED_KEY, None)
+        if refused:
             from autograder import specs
 
             spec = specs.find_spec(info["assignment"], info["notebook"])
             report = engine.Report(notebook=info["notebook"], submission_id=info["student"], spec=spec,
-                                   graded_as=spec.key if spec else None, error=info["refused"])
+                                   graded_as=spec.key if spec else None, error=str(refused))
             self.log.warning("%s: %s", info["notebook"], report.error)
             apply_report(nb, report)
             return nb, resources

@@ -330,6 +330,8 @@ def hostile_class(mini_course_root, tmp_path_factory):
             cell["metadata"]["nbgrader"]["grade_id"] = ["a", "list"]
     classroom.write_submission(root, "meta_string", "mini", {"mini": as_string})
     classroom.write_submission(root, "meta_list", "mini", {"mini": as_list})
+    scripted = classroom.filled_notebook("mini", "mini", {"mini_why": "Because <script>alert(document.cookie)</script>"}, root=root)
+    classroom.write_submission(root, "scripted", "mini", {"mini": scripted})
     (root / "submitted" / "dir_link").mkdir()
     (root / "submitted" / "dir_link" / "mini").symlink_to(solutions)
     return root
@@ -365,6 +367,8 @@ def test_batch_grades_every_hostile_submission_with_a_reason_and_copies_nothing_
     for student in ("beside", "bad_time", "meta_string", "meta_list"):
         scores, _ = state[student]
         assert scores["mini_matrix"] == 0 and scores["mini_function"] == 2, (student, scores)
+    scripted = (hostile_class / "autograded" / "scripted" / "mini" / "mini.ipynb").read_text()
+    assert "Because" in scripted and "<script>" not in scripted
     autograded = hostile_class / "autograded"
     for path in autograded.rglob("*"):
         assert not path.is_symlink() and (not path.is_file() or os.lstat(path).st_nlink == 1), path
@@ -441,3 +445,71 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
 
     with contextlib.redirect_stderr(open(os.devnull, "w")):
         check()
+
+
+@pytest.mark.slow
+def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_path):
+    """`nbgrader autograde` as the course configures it, on the course itself: a notebook that
+    is a link or a hard link to the solution scores 0 with the reason in the autograded
+    notebook; a pipe named like a notebook is not opened (stock nbgrader blocks on it)."""
+    import shutil
+
+    from autograder import classroom, course
+
+    root = tmp_path / "course"
+    root.mkdir()
+    shutil.copytree(course.SOURCE, root / "source", symlinks=True)
+    shutil.copy(course.COURSE_ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
+    os.symlink(course.COURSE_ROOT / "autograder", root / "autograder")
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "attention_heads", "--force",
+                    "--log-level=ERROR"], cwd=root, check=True, capture_output=True)
+    solution = root / "stolen" / "virtual_head.ipynb"
+    solution.parent.mkdir()
+    shutil.copy(course.SOLUTIONS / "attention_heads" / "virtual_head.ipynb", solution)
+    classroom.write_submission(root, "linked", "attention_heads", {})
+    (root / "submitted" / "linked" / "attention_heads" / "virtual_head.ipynb").symlink_to(solution)
+    classroom.write_submission(root, "hard", "attention_heads", {})
+    os.link(solution, root / "submitted" / "hard" / "attention_heads" / "virtual_head.ipynb")
+    folder = classroom.write_submission(root, "piped", "attention_heads", {})
+    os.mkfifo(folder / "virtual_head.ipynb")
+    (folder / "questions.ipynb").write_text(json.dumps(classroom.filled_notebook("attention_heads", "questions", blank=True)))
+    finished = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", "attention_heads", "--force"],
+                              cwd=root, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "not grading" in finished.stderr
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        for student in ("linked", "hard", "piped"):
+            submission = gradebook.find_submission("attention_heads", student)
+            assert submission.score == 0, student
+    for student, word in (("linked", "symbolic link"), ("hard", "hard link")):
+        text = (root / "autograded" / student / "attention_heads" / "virtual_head.ipynb").read_text()
+        assert "is not graded" in text and word in text, student
+
+
+# -- 3 on the command line: odd files each get a report, the others carry on -------------------
+
+def test_cli_reports_every_odd_file_and_carries_on(tmp_path, capsys):
+    from autograder.cli import main
+
+    (tmp_path / "folder.ipynb").mkdir()
+    os.mkfifo(tmp_path / "pipe.ipynb")
+    (tmp_path / "zero.ipynb").symlink_to("/dev/zero")
+    (tmp_path / "digits.ipynb").write_text('{"nbformat": 4, "nbformat_minor": 5, "metadata": {"n": ' + "7" * 5000 + '}, "cells": []}')
+    (tmp_path / "bomb.ipynb").write_text(json.dumps({**_notebook("W = 1"), "metadata": {"m": [{}] * (nbio.MAX_JSON_CONTAINERS + 1)}}))
+    names = ["folder", "pipe", "zero", "digits", "bomb"]
+    assert main(["grade", *[str(tmp_path / f"{name}.ipynb") for name in names], "--json"]) == 0
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [pathlib.Path(report["notebook"]).stem for report in reports] == names
+    assert all(report["error"].startswith("unreadable notebook: ") for report in reports)
+
+
+def test_recognition_ignores_malformed_nbgrader_metadata():
+    from autograder import engine
+
+    notebook = _notebook("W_net = 1", "x = 2")
+    notebook["cells"][0]["metadata"]["nbgrader"] = "a string"
+    notebook["cells"][1]["metadata"]["nbgrader"] = {"grade_id": ["a", "list"]}
+    notebook["cells"].append({"cell_type": "markdown", "metadata": ["not", "a", "dict"], "source": ""})
+    engine.identify(notebook, "renamed.ipynb", None)  # no exception: it chooses by what the code defines
