@@ -28,20 +28,24 @@ _FAILED = '<b style="color:#cf222e">failed</b>'
 
 def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
     """(html, plain text) describing one part's checks for the student."""
+    from autograder.notebook import quote
+
     checks = [check for check in report.checks if check.part == grade_id]
     rows, plain = [], []
     if report.error:
-        rows.append(f"<li>{_FAILED} {html.escape(report.error)}</li>")
-        plain.append(f"ERROR {report.error}")
+        error = quote(report.error, 4000, keep_newlines=True)
+        rows.append(f"<li>{_FAILED} {html.escape(error)}</li>")
+        plain.append(f"ERROR {error}")
     elif not checks:
         rows.append(f"<li>{_FAILED} this part could not be checked</li>")
     for check in checks:
         icon = _PASSED if check.passed else _FAILED
         text = check.id.replace("_", " ")
-        detail = f": {html.escape(check.message)}" if check.message else ""
+        message = quote(check.message, 4000, keep_newlines=True)  # a cap whatever a check quoted
+        detail = f": {html.escape(message)}" if message else ""
         rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")
         plain.append(f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
-                     + (f": {check.message}" if check.message else ""))
+                     + (f": {message}" if message else ""))
     score = sum(check.points for check in checks)
     maximum = next((part.points for part in report.spec.auto_parts if part.grade_id == grade_id), 0) if report.spec else 0
     figures = "".join(f'<div style="display:inline-block;margin:4px">{svg}</div>' for svg in report.figures.get(grade_id, []))
