@@ -24,6 +24,7 @@ from autograder import safe_files
 MARKER = ".autograder.json"
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
 ENGINE_VERSION = 2  # bump when grading changes, so reruns regrade everything
+MAX_STRAY_NOTEBOOKS = 16  # notebooks under other names read to find a renamed one
 
 
 @dataclasses.dataclass
@@ -90,27 +91,41 @@ def find_work(root: pathlib.Path, assignment: str, notebook_ids: list[str], only
             notebooks[notebook_id] = None if reason else path
             if reason:
                 refused[notebook_id] = f"{path.name} is not graded: {reason}"
-        strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
-        for notebook_id in [nb for nb, path in notebooks.items() if path is None and nb not in refused]:
-            notebooks[notebook_id] = _match_renamed(strays, assignment, notebook_id, root)
-            if notebooks[notebook_id] is not None:
-                strays.remove(notebooks[notebook_id])
+        missing = [nb for nb, path in notebooks.items() if path is None and nb not in refused]
+        if missing:
+            # Each stray notebook is read once, and only the first few: a folder of a thousand
+            # large notebooks costs no more than a handful.
+            strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
+            defined = _defined_names(strays[:MAX_STRAY_NOTEBOOKS], root)
+            for notebook_id in missing:
+                notebooks[notebook_id] = _match_renamed(defined, assignment, notebook_id)
+                if notebooks[notebook_id] is not None:
+                    del defined[notebooks[notebook_id]]
         item = StudentWork(student, student_dir, notebooks, refused=refused)
         item.fingerprint = _fingerprint(item)
         work.append(item)
     return work
 
 
-def _match_renamed(candidates, assignment, notebook_id, root=None):
+def _defined_names(paths, root) -> dict[pathlib.Path, set[str]]:
+    """The names each readable notebook among `paths` appears to define (unreadable ones left out)."""
+    defined = {}
+    for path in paths:
+        try:
+            defined[path] = nbio.defined_names(nbio.read_notebook(str(path), root=root))
+        except nbio.UnreadableNotebook:
+            continue
+    return defined
+
+
+def _match_renamed(defined: dict[pathlib.Path, set[str]], assignment, notebook_id):
+    """The candidate that defines most of the names `notebook_id`'s checks ask for, if any."""
     from autograder import specs
 
     spec = specs.find_spec(assignment, notebook_id)
     best, best_count = None, 0
-    for path in candidates:
-        try:
-            count = nbio.count_defined(nbio.read_notebook(str(path), root=root), spec.extract)
-        except nbio.UnreadableNotebook:
-            continue
+    for path, names in defined.items():
+        count = sum(1 for name in spec.extract if name in names)
         if count > best_count:
             best, best_count = path, count
     return best

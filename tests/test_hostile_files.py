@@ -314,6 +314,8 @@ def hostile_class(mini_course_root, tmp_path_factory):
         "hard_link": lambda folder: os.link(solutions / "mini.ipynb", folder / "mini.ipynb"),
         "fifo": lambda folder: os.mkfifo(folder / "mini.ipynb"),
         "directory": lambda folder: (folder / "mini.ipynb").mkdir(),
+        "zero_link": lambda folder: (folder / "mini.ipynb").symlink_to("/dev/zero"),
+        "renamed_link": lambda folder: (folder / "my work.ipynb").symlink_to(solutions / "mini.ipynb"),
     }
     for student, plant in attacks.items():
         plant(classroom.write_submission(root, student, "mini", {}))
@@ -363,10 +365,11 @@ def test_batch_grades_every_hostile_submission_with_a_reason_and_copies_nothing_
     state = _gradebook_state(hostile_class)
     full = sum(state["ada"][0].values())
     assert full == 4  # mini_matrix 2 + mini_function 2 (mini_why is graded by hand)
-    for student in ("link_to_solution", "relative_link", "hard_link", "fifo", "directory", "dir_link"):
+    for student in ("link_to_solution", "relative_link", "hard_link", "fifo", "directory", "zero_link", "dir_link"):
         scores, comments = state[student]
         assert not any(scores.values()), student
         assert any("is not graded" in (comment or "") for comment in comments.values()), (student, comments)
+    assert not any(state["renamed_link"][0].values())  # a link is not taken for a renamed notebook
     for student in ("beside", "bad_time", "meta_string", "meta_list"):
         scores, _ = state[student]
         assert scores["mini_matrix"] == 0 and scores["mini_function"] == 2, (student, scores)
