@@ -45,7 +45,7 @@ c.Autograde.sanitize_preprocessors = [
 # (These are classes nbgrader imports when it loads this file, so they are set only where the
 # course's package is importable: a bare copy of source/ and this file, as the release build
 # makes, must still run generate_assignment.)
-import importlib.util  # noqa: E402
+import importlib.util
 
 
 def _importable(module: str) -> bool:
@@ -61,6 +61,6 @@ if _importable("autograder.exchange") and _importable("autograder.export"):
 if _importable("autograder.nbgrader_hooks"):
     # nbgrader opens each submitted notebook itself: pipes, devices and folders named like a
     # notebook are taken out of its list first (see autograder/nbgrader_hooks.py).
-    from autograder.nbgrader_hooks import drop_unreadable_notebooks  # noqa: E402
+    from autograder.nbgrader_hooks import drop_unreadable_notebooks
 
     c.Autograde.pre_convert_hook = drop_unreadable_notebooks

@@ -17,9 +17,8 @@ import pathlib
 import shutil
 import sys
 
-from autograder import engine
+from autograder import engine, safe_files
 from autograder import notebook as nbio
-from autograder import safe_files
 
 MARKER = ".autograder.json"
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk

@@ -30,8 +30,8 @@ class SafeExchangeCollect(ExchangeCollect):
             self.log.error("Not collecting %s: %s", src, error.strerror)
             return
         if not stat.S_ISDIR(info.st_mode):
-            self.log.error("Not collecting %s: it is %s, not a submission folder", src,
-                           safe_files.refusal(info) or "not a folder")
+            self.log.error("Not collecting %s: %s, not a submission folder", src,
+                           safe_files.refusal(info) or "it is not a folder")
             return
         ignored = ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
                                   max_file_size=self.coursedir.max_file_size, log=self.log)
