@@ -59,8 +59,12 @@ if _importable("autograder.exchange") and _importable("autograder.export"):
     c.ExchangeFactory.collect = "autograder.exchange.SafeExchangeCollect"
     c.ExportApp.plugin_class = "autograder.export.SafeCsvExportPlugin"
 if _importable("autograder.nbgrader_hooks"):
-    # nbgrader opens each submitted notebook itself: pipes, devices and folders named like a
-    # notebook are taken out of its list first (see autograder/nbgrader_hooks.py).
-    from autograder.nbgrader_hooks import drop_unreadable_notebooks
+    # nbgrader reads and copies a submission itself, following links: before it does, pipes and
+    # devices named like a notebook leave its list, and links, devices, pipes, hard links, huge
+    # files and a timestamp.txt that is not a date leave the submission folder for a quarantine
+    # folder beside it (see autograder/nbgrader_hooks.py).
+    import functools
 
-    c.Autograde.pre_convert_hook = drop_unreadable_notebooks
+    from autograder.nbgrader_hooks import guard_submission
+
+    c.Autograde.pre_convert_hook = functools.partial(guard_submission, root=_here)

@@ -281,7 +281,7 @@ def test_course_configuration_uses_the_guarded_collect_and_export():
     config = batch.course_config(course.COURSE_ROOT)
     assert config.ExchangeFactory.collect == "autograder.exchange.SafeExchangeCollect"
     assert config.ExportApp.plugin_class == "autograder.export.SafeCsvExportPlugin"
-    assert config.Autograde.pre_convert_hook.__name__ == "drop_unreadable_notebooks"
+    assert config.Autograde.pre_convert_hook.func.__name__ == "guard_submission"
 
 
 # -- 5. tolerances that a submission cannot inflate ---------------------------------------------
@@ -482,7 +482,10 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
 def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_path):
     """`nbgrader autograde` as the course configures it, on the course itself: a notebook that
     is a link or a hard link to the solution scores 0 with the reason in the autograded
-    notebook; a pipe named like a notebook is not opened (stock nbgrader blocks on it)."""
+    notebook; a pipe named like a notebook is not opened (stock nbgrader blocks on it); links,
+    devices, pipes, huge files and a timestamp that is not a date beside the notebooks are
+    moved aside before nbgrader copies them (stock nbgrader copies /dev/zero until the disk is
+    full, and exits for the whole class on the timestamp)."""
     from autograder import classroom, course
 
     root = tmp_path / "course"
@@ -502,6 +505,16 @@ def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_pat
     folder = classroom.write_submission(root, "piped", "attention_heads", {})
     os.mkfifo(folder / "virtual_head.ipynb")
     (folder / "questions.ipynb").write_text(json.dumps(classroom.filled_notebook("attention_heads", "questions", blank=True)))
+    beside = classroom.write_submission(root, "beside", "attention_heads", {
+        "questions": classroom.filled_notebook("attention_heads", "questions", blank=True)})
+    (beside / "zero").symlink_to("/dev/zero")
+    (beside / "passwd").symlink_to("/etc/passwd")
+    (beside / "gradebook.db").symlink_to(root / "gradebook.db")
+    os.mkfifo(beside / "pipe")
+    with open(beside / "sparse.bin", "wb") as stream:
+        stream.truncate(1 << 40)
+    (beside / "timestamp.txt").write_text("not a date")
+    (beside / "notes.txt").write_text("own work")
     finished = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", "attention_heads", "--force"],
                               cwd=root, capture_output=True, text=True, timeout=600, check=False)
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -509,9 +522,13 @@ def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_pat
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
-        for student in ("linked", "hard", "piped"):
+        for student in ("linked", "hard", "piped", "beside"):
             submission = gradebook.find_submission("attention_heads", student)
             assert submission.score == 0, student
+    kept = sorted(path.name for path in (root / "autograded" / "beside" / "attention_heads").iterdir())
+    assert "notes.txt" in kept and not {"zero", "passwd", "gradebook.db", "pipe", "sparse.bin"} & set(kept), kept
+    moved = sorted(path.name for path in (root / "submitted" / "beside" / ".attention_heads.quarantined").iterdir())
+    assert moved == ["gradebook.db", "passwd", "pipe", "sparse.bin", "timestamp.txt", "zero"], moved
     for student, word in (("linked", "symbolic link"), ("hard", "hard link")):
         text = (root / "autograded" / student / "attention_heads" / "virtual_head.ipynb").read_text()
         assert "is not graded" in text and word in text, student
