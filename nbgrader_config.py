@@ -39,3 +39,13 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# Submissions are hostile files too. Collecting from the exchange's world-writable inbound folder
+# follows no link and copies only regular files; `nbgrader export` writes a CSV that no
+# spreadsheet runs as formulas (see autograder/nbgrader/exchange.py and export.py).
+c.ExchangeFactory.collect = "autograder.nbgrader.exchange.SafeExchangeCollect"
+c.ExportApp.plugin_class = "autograder.nbgrader.export.SafeCsvExportPlugin"
+# nbgrader reads and copies a submission itself, following links: before it does, pipes and
+# devices named like a notebook leave its list, and links, devices, pipes, hard links, huge
+# files and a timestamp.txt that is not a date leave the submission folder for a quarantine
+# folder beside it (see autograder/nbgrader/hooks.py).
+c.Autograde.pre_convert_hook = "autograder.nbgrader.hooks.guard_submission"

@@ -158,16 +158,25 @@ def _grade_files(args) -> int:
     return 0
 
 
+def shown(text, indent: str = "") -> str:
+    """Text from a report made safe for a terminal: control characters escaped, length capped,
+    and continuation lines indented under `indent` so that no line of a message can pass for a
+    report line of its own (a PASS line, the score line)."""
+    from autograder.core.notebook import quote
+
+    return quote(text, 4000, keep_newlines=True).replace("\n", "\n" + indent + "    | ")
+
+
 def render_text(report) -> str:
     """A plain-text report: one line per check, grouped by part."""
-    lines = [f"{report.notebook}: {report.score:g} / {report.max_score:g}"
+    lines = [f"{shown(report.notebook)}: {report.score:g} / {report.max_score:g}"
              + (f" (graded as {report.graded_as})" if report.graded_as else "")]
     if report.error:
-        lines.append(f"  error: {report.error}")
+        lines.append(f"  error: {shown(report.error, '  ')}")
     for check in report.checks:
         mark = "PASS" if check.passed else "FAIL"
         lines.append(f"  {mark} {check.part} / {check.id} ({check.points:g}/{check.max_points:g})"
-                     + (f": {check.message}" if check.message else ""))
+                     + (f": {shown(check.message, '  ')}" if check.message else ""))
     for part in report.manual_parts:
         lines.append(f"  ---- {part.grade_id} ({part.points:g} points) is graded by hand")
     return "\n".join(lines)

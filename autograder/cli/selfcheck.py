@@ -14,9 +14,11 @@ from autograder.core.course import Course
 
 def render(course: Course, report: engine.Report, color: bool = False) -> str:
     good, bad, dim, reset = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if color else ("", "", "", "")
-    lines = [f"{report.notebook}: graded as {report.graded_as or '?'} (isolation: {report.isolation or 'none'})"]
+    from autograder.cli.main import shown
+
+    lines = [f"{shown(report.notebook)}: graded as {report.graded_as or '?'} (isolation: {report.isolation or 'none'})"]
     if report.error:
-        lines.append(f"{bad}error: {report.error}{reset}")
+        lines.append(f"{bad}error: {shown(report.error)}{reset}")
         return "\n".join(lines)
     scores = report.part_scores()
     for part in report.spec.parts:
@@ -29,7 +31,7 @@ def render(course: Course, report: engine.Report, color: bool = False) -> str:
         for check in report.checks:
             if check.part == part.grade_id and (not check.passed or check.message):
                 mark = "·" if check.passed else "✘"
-                lines.append(f"    {mark} {check.id}: {check.message}")
+                lines.append(f"    {mark} {check.id}: {shown(check.message, '    ')}")
     lines.append(f"autograded total: {report.score:g}/{report.max_score:g} "
                  "(the same checks run when your work is graded)")
     attempted = report.attempted

@@ -112,9 +112,15 @@ def identify(course: Course, notebook, path: str, expected: NotebookKey | None) 
         return by_name
     # Renamed or pasted: by the names its code defines, then by the nbgrader cell ids it carries
     # (untrusted metadata, but it only chooses which notebook's checks run, never a score).
-    ids = {cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in notebook["cells"]}
+    ids = set()
+    for cell in notebook["cells"]:
+        claimed = cell.get("metadata", {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
+        grade_id = claimed.get("grade_id") if isinstance(claimed, dict) else None
+        if isinstance(grade_id, str):  # metadata is the student's: a list or a dict here is no id
+            ids.add(grade_id)
+    defined = nbio.defined_names(notebook)  # one pass over the cells, whatever the number of names
     scored = [
-        (nbio.count_defined(notebook, spec.extract), len(ids & {part.grade_id for part in spec.parts}), spec)
+        (nbio.count_defined(notebook, spec.extract, defined), len(ids & {part.grade_id for part in spec.parts}), spec)
         for spec in course.specs
     ]
     best = max(scored, key=lambda entry: entry[:2], default=(0, 0, None))
@@ -123,23 +129,30 @@ def identify(course: Course, notebook, path: str, expected: NotebookKey | None) 
 
 def _missing_hints(notebook, names, cells: list[CellReport]) -> dict[str, str]:
     """Why a name the checks need may be undefined, read from the notebook text and cell results."""
+    cells = [cell for cell in cells if 0 <= cell.index < len(notebook["cells"])]  # indexes come from the sandbox
     status = {cell.index: cell for cell in cells}
     failed = [cell for cell in cells if cell.status != "ok"]
     failed_note = ""
     if failed:
         listed = "; ".join(
-            f"{nbio.cell_label(cell.index, notebook['cells'][cell.index]['source'])}: {cell.error}"
+            f"{nbio.cell_label(cell.index, notebook['cells'][cell.index]['source'])}: {nbio.quote(cell.error)}"
             for cell in failed[:3]
         )
         more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
         failed_note = f" Cells that stopped early: {listed}{more}."
     hints = {}
+    wanted = set(names)
+    sites: dict[str, list[tuple[int, str]]] = {}  # each cell scanned once, not once per name
+    if wanted:
+        for position, cell in enumerate(notebook["cells"]):
+            for name in nbio.assigned_names(cell["source"]) & wanted:
+                sites.setdefault(name, []).append((position, cell["cell_type"]))
     for name in names:
-        for index, cell_type in nbio.assignment_sites(notebook, name):
+        for index, cell_type in sites.get(name, []):
             label = nbio.cell_label(index, notebook["cells"][index]["source"])
             report = status.get(index)
             if cell_type == "code" and report is not None and report.status != "ok":
-                hints[name] = f"The cell that assigns it, {label}, stopped with {report.error}, so the assignment never ran."
+                hints[name] = f"The cell that assigns it, {label}, stopped with {nbio.quote(report.error)}, so the assignment never ran."
                 break
             if cell_type == "raw":
                 hints[name] = f"It is assigned in {label}, a Raw cell, which never runs: change the cell type to Code."
@@ -184,14 +197,15 @@ def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, d
                 if isinstance(record, dict)
             ]
     cells = [
-        CellReport(int(cell["index"]), str(cell["status"]), cell.get("error"))
+        CellReport(int(cell["index"]), nbio.quote(cell["status"], 20),
+                   nbio.quote(cell["error"]) if cell.get("error") is not None else None)
         for cell in result.cells
         if isinstance(cell, dict) and isinstance(cell.get("index"), int)
     ]
     return Submission(
         request.submission_id, values, calls, cells,
         static_hints=_missing_hints(notebook, [n for n in names if values.get(n, {}).get("kind", "missing") == "missing"], cells),
-        fatal=result.fatal,
+        fatal=nbio.quote(result.fatal, 1000) if result.fatal else result.fatal,
     )
 
 

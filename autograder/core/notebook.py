@@ -13,33 +13,60 @@ import pathlib
 import re
 from typing import Iterable
 
+from autograder.core import safe_files
+
 MAX_NOTEBOOK_BYTES = 100 << 20
 # Real notebooks nest a few levels (outputs, widget state); far deeper JSON is built to overflow
 # the recursion of json, nbformat or the validator somewhere in the grader.
 MAX_NESTING = 100
+# Lists and objects in the JSON: a real notebook has a handful per cell; 15 MB of "{}" would be
+# millions of dicts (gigabytes of the grader's memory) before any check could look at them.
+MAX_JSON_CONTAINERS = 500_000
+# IPython syntax is rewritten in the grader's process, by IPython's transformer, whose cost grows
+# with (lines to rewrite) x (lines in the cell): cells beyond these bounds are not rewritten but
+# run as one statement that raises a SyntaxError telling the student why.
+MAX_IPYTHON_LINES = 32
+MAX_REWRITE_COST = 20_000  # rewritten lines x lines of the cell: about 0.4 s
+MAX_NOTEBOOK_REWRITE_COST = 200_000
+MAX_TRANSFORM_CHARS = 100_000
+# Every string quoted from a submission in a message is cut to this many characters.
+MAX_QUOTED_CHARS = 200
 
 
 class UnreadableNotebook(Exception):
     """The file is not a notebook we can grade; the message says why, for the student."""
 
 
-def read_notebook(path: str) -> dict:
-    """Parse and validate a notebook file, or raise UnreadableNotebook with the reason."""
+def read_notebook(path: str, root: str | None = None) -> dict:
+    """Parse and validate a notebook file, or raise UnreadableNotebook with the reason.
+
+    The file is opened without following links and must be a regular file with one name (see
+    safe_files); with `root`, it must lie below `root` through real folders only.
+    """
+    def too_large(size):
+        return (f"the notebook is {size / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES >> 20} MiB limit; "
+                "clear its outputs (Edit > Clear Outputs of All Cells) and submit again")
+
     try:
-        size = os.path.getsize(path)
-    except OSError as error:
-        raise UnreadableNotebook(f"the file cannot be read ({error.strerror})") from None
-    if size > MAX_NOTEBOOK_BYTES:
-        raise UnreadableNotebook(
-            f"the notebook is {size / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES >> 20} MiB limit; "
-            "clear its outputs (Edit > Clear Outputs of All Cells) and submit again"
-        )
+        data = safe_files.read_regular(path, MAX_NOTEBOOK_BYTES, root=root, too_large=too_large)
+    except safe_files.UnsafeFile as error:
+        raise UnreadableNotebook(f"{os.path.basename(str(path))} is not graded: {error}") from None
     try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UnreadableNotebook("the file is not UTF-8 text, so it is not a notebook") from None
     return parse_notebook(text)
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"')
+
+
+def _too_many_containers(text: str, limit: int) -> bool:
+    """Whether the JSON text opens more than `limit` lists and objects (linear; strings skipped)."""
+    if text.count("{") + text.count("[") <= limit:  # the usual case, at C speed
+        return False
+    outside_strings = _JSON_STRING.sub("", text)
+    return outside_strings.count("{") + outside_strings.count("[") > limit
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,6 +108,10 @@ def _nesting_exceeds(value, limit: int) -> bool:
 
 def parse_notebook(text: str) -> dict:
     """A validated nbformat-4 notebook as plain dicts, every cell's source joined into one string."""
+    if _too_many_containers(text, MAX_JSON_CONTAINERS):
+        raise UnreadableNotebook(
+            f"the file's JSON holds more than {MAX_JSON_CONTAINERS} lists and objects, far more "
+            "than any notebook; clear its outputs and metadata and submit again")
     try:
         notebook = json.loads(text)
     except json.JSONDecodeError as error:
@@ -89,6 +120,8 @@ def parse_notebook(text: str) -> dict:
         ) from None
     except RecursionError:
         notebook = None
+    except ValueError as error:  # e.g. an integer of thousands of digits (Python's int limit)
+        raise UnreadableNotebook(f"the file is not valid notebook JSON ({quote(str(error), 100)})") from None
     if notebook is None or _nesting_exceeds(notebook, MAX_NESTING):
         raise UnreadableNotebook(f"the file's JSON is nested more than {MAX_NESTING} levels deep, so it is not a notebook")
     if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
@@ -102,18 +135,51 @@ def parse_notebook(text: str) -> dict:
     try:
         _validator(minor if isinstance(minor, int) else 5)(notebook)
     except Exception as error:  # fastjsonschema's JsonSchemaException, and anything odd in it
-        raise UnreadableNotebook(f"the notebook does not follow the notebook format ({str(error)[:200]})") from None
+        raise UnreadableNotebook(f"the notebook does not follow the notebook format ({quote(str(error))})") from None
     for cell in notebook["cells"]:
         cell["source"] = _text(cell.get("source", ""))
     return notebook
 
 
+# Control characters (terminal escapes, carriage returns, bidirectional overrides), newlines included
+# or not: a quoted name or value must not end the line it is quoted in.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_OR_NEWLINE = re.compile(_CONTROL.pattern[:-1] + "\\n\\t]")
+
+
+def quote(text, limit: int = MAX_QUOTED_CHARS, keep_newlines: bool = False) -> str:
+    """A string from a submission, fit to be quoted in a message: control characters shown as
+    escapes (newlines too, unless `keep_newlines`), and at most `limit` characters."""
+    text = str(text)
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit} more characters)"
+    pattern = _CONTROL if keep_newlines else _CONTROL_OR_NEWLINE
+    return pattern.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def cell_label(index: int, source: str) -> str:
     """How messages name a cell: its position and the start of its first non-blank line."""
-    first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    first = ""
+    for line in _lines(source[:MAX_TRANSFORM_CHARS]):
+        if line.strip():
+            first = line.strip()
+            break
     if len(first) > 40:
         first = first[:37] + "..."
+    first = quote(first)
     return f"cell {index + 1}" + (f" (`{first}`)" if first else "")
+
+
+def _lines(source: str):
+    """The lines of `source`, lazily (a cell of a million blank lines is not split at once)."""
+    start = 0
+    while start <= len(source):
+        end = source.find("\n", start)
+        if end < 0:
+            yield source[start:]
+            return
+        yield source[start:end]
+        start = end + 1
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,13 +189,53 @@ def _transformer():
     return TransformerManager()
 
 
-def to_python(source: str) -> str:
+# A line IPython would rewrite: `!cmd`, `%magic`, `x = !cmd`, `x = %magic`, `name?`, `?name`.
+_IPYTHON_LINE = re.compile(r"^[ \t]*+(?:[!%?]|[\w.]++[ \t]*+=[ \t]*+[!%])|\?[ \t]*+$", re.MULTILINE)
+
+
+def rewrite_cost(source: str) -> int:
+    """(lines IPython would rewrite) x (lines of the cell): what IPython's transformer spends,
+    since it tokenizes the whole cell again after each rewrite. Counted in linear time, stopping
+    early once over the per-cell bound."""
+    lines = source.count("\n") + 1
+    count = 0
+    for _ in _IPYTHON_LINE.finditer(source):
+        count += 1
+        if count > MAX_IPYTHON_LINES:
+            return MAX_REWRITE_COST + 1
+        if count * lines > MAX_REWRITE_COST:
+            break
+    return count * lines
+
+
+def _too_costly_to_rewrite(source: str, cost: int) -> str | None:
+    if len(source) > MAX_TRANSFORM_CHARS:
+        return f"it is {len(source)} characters long, over the {MAX_TRANSFORM_CHARS} the grader rewrites"
+    if cost > MAX_REWRITE_COST:
+        return (f"it has too many lines of IPython syntax (lines starting with ! or %, or ending with ?) "
+                f"for its length (at most {MAX_IPYTHON_LINES}, fewer in a long cell)")
+    return None
+
+
+def to_python(source: str, budget: list[int] | None = None) -> str:
     """Rewrite IPython syntax (magics, `!cmd`, `x?`) into plain Python calls on get_ipython().
 
     This is string processing only; the sandbox's stand-in shell decides what those calls do.
+    Cells too costly to rewrite (see rewrite_cost; `budget`, a one-item list, is what is left
+    for the whole notebook) become a statement raising a SyntaxError that says why.
     """
     if not any(marker in source for marker in ("%", "!", "?")):
         return source
+    cost = rewrite_cost(source)
+    reason = _too_costly_to_rewrite(source, cost)
+    if reason is None and budget is not None:
+        if cost > budget[0]:
+            reason = "the notebook has used up the IPython syntax the grader rewrites for one notebook"
+        else:
+            budget[0] -= cost
+    if reason is not None:
+        message = f"this cell uses IPython syntax, but {reason}; split it into smaller cells or use plain Python"
+        return f"raise SyntaxError({message!r})\n"
     try:
         return _transformer().transform_cell(source)
     except Exception:  # leave it; compiling it in the sandbox reports the syntax error
@@ -138,17 +244,34 @@ def to_python(source: str) -> str:
 
 def code_cells(notebook) -> list[tuple[int, str]]:
     """(position, python source) of every code cell, in notebook order, whatever its metadata."""
+    budget = [MAX_NOTEBOOK_REWRITE_COST]
     return [
-        (index, to_python(cell["source"]))
+        (index, to_python(cell["source"], budget))
         for index, cell in enumerate(notebook["cells"])
         if cell["cell_type"] == "code" and cell["source"].strip()
     ]
 
 
+# `name =`, `name +=`, `name:` (annotated) after a line start or a separator, and `def name(`.
+# Possessive quantifiers and no newline in any repeated class: each position is tried once,
+# so the scan is linear in the text however the student lays out blank lines and spaces.
+_ASSIGNED = re.compile(
+    r"(?:^|(?<=[\s,(;]))([A-Za-z_]\w*+)[ \t]*+(?:=(?!=)|\+=|:)|\bdef[ \t]++([A-Za-z_]\w*+)[ \t]*+\(",
+    re.MULTILINE,
+)
+
+
+_COMMENT_LINE = re.compile(r"^[ \t]*+#[^\n]*+", re.MULTILINE)
+
+
+def assigned_names(source: str) -> set[str]:
+    """Names that `source` appears to assign or define, ignoring lines that are comments."""
+    code = _COMMENT_LINE.sub("", source)  # commented-out code assigns nothing
+    return {match.group(1) or match.group(2) for match in _ASSIGNED.finditer(code)}
+
+
 def _assigns(source: str, name: str) -> bool:
-    source = re.sub(r"^\s*#.*$", "", source, flags=re.MULTILINE)  # commented-out code assigns nothing
-    pattern = rf"(^|[\s,(;])({re.escape(name)})\s*(=(?!=)|\+=|:)|\bdef\s+{re.escape(name)}\s*\("
-    return re.search(pattern, source, flags=re.MULTILINE) is not None
+    return name in assigned_names(source)
 
 
 def assignment_sites(notebook, name: str) -> list[tuple[int, str]]:
@@ -160,7 +283,18 @@ def assignment_sites(notebook, name: str) -> list[tuple[int, str]]:
     ]
 
 
-def count_defined(notebook, names: Iterable[str]) -> int:
-    """How many of `names` some code cell appears to assign: used to recognise renamed notebooks."""
-    code = "\n".join(cell["source"] for cell in notebook["cells"] if cell["cell_type"] == "code")
-    return sum(1 for name in names if _assigns(code, name))
+def defined_names(notebook) -> set[str]:
+    """Every name some code cell appears to assign (one linear pass over the notebook)."""
+    names = set()
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            names |= assigned_names(cell["source"])
+    return names
+
+
+def count_defined(notebook, names: Iterable[str], defined: set[str] | None = None) -> int:
+    """How many of `names` some code cell appears to assign: used to recognise renamed notebooks.
+
+    `defined` (from defined_names) spares rescanning the notebook for every candidate."""
+    defined = defined_names(notebook) if defined is None else defined
+    return sum(1 for name in names if name in defined)

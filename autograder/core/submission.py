@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from autograder.core.checks import Mistake
+from autograder.core.notebook import quote
 from autograder.student import tclib
 from autograder.sandbox.driver import wire
 
@@ -74,14 +75,15 @@ def _describe(encoded: dict) -> str:
     if kind == "object":
         dtype = encoded.get("dtype")
         if dtype is not None:
-            return tclib.describe_dtype(dtype)
+            return tclib.describe_dtype(quote(dtype, 40))
         reason = encoded.get("reason")
-        return f"an object of type {encoded.get('type', '?')}" + (f" (converting it raised {reason})" if reason else "")
+        # Type names and exception texts are the student's: quoted capped and without control characters.
+        return f"an object of type {quote(encoded.get('type', '?'), 80)}" + (f" (converting it raised {quote(reason)})" if reason else "")
     if kind == "array":
         return f"an array of shape {tuple(encoded['shape'])}"
     if kind == "number":
         return f"the number {tclib.fmt(float(encoded['value']))}"
-    return _KIND_WORDS.get(kind, kind or "something unknown")
+    return _KIND_WORDS.get(kind, quote(kind, 40) if kind else "something unknown")
 
 
 class Submission:
@@ -218,7 +220,7 @@ class Submission:
             Call(
                 args=tuple(record.get("args", ())),
                 result=decode_value(record["result"]) if "result" in record else None,
-                error=record.get("error"),
+                error=quote(record["error"]) if record.get("error") is not None else None,
             )
             for record in records
         ]

@@ -18,7 +18,7 @@ import shutil
 import sys
 from typing import NamedTuple
 
-from autograder.core import engine
+from autograder.core import engine, safe_files
 from autograder.core import notebook as nbio
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
@@ -28,7 +28,8 @@ from autograder.sandbox import supervisor as sandbox
 
 MARKER = ".autograder.json"
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
-ENGINE_VERSION = 1  # bump when grading changes, so reruns regrade everything
+ENGINE_VERSION = 2  # bump when grading changes, so reruns regrade everything
+MAX_STRAY_NOTEBOOKS = 16  # notebooks under other names read to find a renamed one
 
 
 @dataclasses.dataclass
@@ -37,6 +38,7 @@ class StudentWork:
     submitted: pathlib.Path
     notebooks: dict[str, pathlib.Path | None]  # notebook id -> submitted file (None: missing)
     fingerprint: str = ""
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # notebook id -> why it scores 0
 
 
 class NotebookOfStudent(NamedTuple):
@@ -56,45 +58,96 @@ class Prepared:
 
 def _fingerprint(work: StudentWork) -> str:
     digest = hashlib.sha256(f"engine {ENGINE_VERSION}".encode())
-    for path in sorted(work.submitted.rglob("*")):
-        if path.is_file():
-            digest.update(str(path.relative_to(work.submitted)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return safe_files.fingerprint(work.submitted, digest).hexdigest()
 
 
 def find_work(course: Course, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
-    """Every student's submission of `assignment`, with renamed notebooks matched by content."""
+    """Every student's submission of `assignment`, with renamed notebooks matched by content.
+
+    Nothing of a submission is followed: a submission folder that is a link, or a notebook that
+    is a link, a hard link, a folder, a pipe or a device, is refused with the reason (see
+    safe_files), and that notebook scores 0 with the reason as its comment.
+    """
     work = []
     submitted_root = course.root / "submitted"
     for student_dir in sorted(submitted_root.glob(f"*/{assignment}")):
         student = student_dir.parent.name
         if only and student not in only:
             continue
-        notebooks = {nb: student_dir / f"{nb}.ipynb" for nb in notebook_ids}
-        notebooks = {nb: (path if path.exists() else None) for nb, path in notebooks.items()}
-        strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
-        for notebook_id in [nb for nb, path in notebooks.items() if path is None]:
-            notebooks[notebook_id] = _match_renamed(course, strays, assignment, notebook_id)
-            if notebooks[notebook_id] is not None:
-                strays.remove(notebooks[notebook_id])
-        item = StudentWork(student, student_dir, notebooks)
+        try:
+            safe_files.check_inside(student_dir / "notebook", course.root)
+        except safe_files.UnsafeFile as error:
+            item = StudentWork(student, student_dir, {nb: None for nb in notebook_ids},
+                               refused={nb: f"the submission is not graded: {error}" for nb in notebook_ids})
+            item.fingerprint = hashlib.sha256(f"refused {error}".encode()).hexdigest()
+            work.append(item)
+            continue
+        notebooks, refused = {}, {}
+        for notebook_id in notebook_ids:
+            path = student_dir / f"{notebook_id}.ipynb"
+            try:
+                info = os.lstat(path)
+            except OSError:
+                notebooks[notebook_id] = None
+                continue
+            reason = safe_files.refusal(info)
+            notebooks[notebook_id] = None if reason else path
+            if reason:
+                refused[notebook_id] = f"{path.name} is not graded: {reason}"
+        missing = [nb for nb, path in notebooks.items() if path is None and nb not in refused]
+        if missing:
+            # Each stray notebook is read once, and only the first few: a folder of a thousand
+            # large notebooks costs no more than a handful.
+            strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
+            defined = _defined_names(strays[:MAX_STRAY_NOTEBOOKS], course.root)
+            for notebook_id in missing:
+                notebooks[notebook_id] = _match_renamed(course, defined, assignment, notebook_id)
+                if notebooks[notebook_id] is not None:
+                    del defined[notebooks[notebook_id]]
+        item = StudentWork(student, student_dir, notebooks, refused=refused)
         item.fingerprint = _fingerprint(item)
         work.append(item)
     return work
 
 
-def _match_renamed(course: Course, candidates, assignment, notebook_id):
-    spec = course.find_spec(assignment, notebook_id)
-    best, best_count = None, 0
-    for path in candidates:
+def _defined_names(paths, root) -> dict[pathlib.Path, set[str]]:
+    """The names each readable notebook among `paths` appears to define (unreadable ones left out)."""
+    defined = {}
+    for path in paths:
         try:
-            count = nbio.count_defined(nbio.read_notebook(str(path)), spec.extract)
+            defined[path] = nbio.defined_names(nbio.read_notebook(str(path), root=root))
         except nbio.UnreadableNotebook:
             continue
+    return defined
+
+
+def _match_renamed(course: Course, defined: dict[pathlib.Path, set[str]], assignment, notebook_id):
+    """The candidate that defines most of the names `notebook_id`'s checks ask for, if any."""
+    spec = course.find_spec(assignment, notebook_id)
+    best, best_count = None, 0
+    for path, names in defined.items():
+        count = sum(1 for name in spec.extract if name in names)
         if count > best_count:
             best, best_count = path, count
     return best
+
+
+def read_timestamp(submitted: pathlib.Path, root: pathlib.Path):
+    """The submission's timestamp.txt as nbgrader reads it, or None (with a warning on stderr)
+    when it is absent, not a regular file, too long or not a date: one odd file must not stop
+    the batch."""
+    from nbgrader.utils import parse_utc
+
+    path = submitted / "timestamp.txt"
+    if not os.path.lexists(path):
+        return None
+    try:
+        text = safe_files.read_regular(path, 200, root=root).decode("utf-8").strip()
+        return parse_utc(text) if text else None
+    except Exception as error:  # noqa: BLE001 - dateutil raises ValueError, OverflowError, TypeError...
+        print(f"warning: {nbio.quote(path, 300)} is ignored ({nbio.quote(error)}); "
+              "the submission is treated as on time", file=sys.stderr)
+        return None
 
 
 def _already_graded(root, assignment, work: StudentWork) -> bool:
@@ -117,13 +170,11 @@ class _Pipeline:
     """
 
     def __init__(self, course: Course, db_url: str, course_id: str, assignment: str, config=None):
-        from nbgrader.coursedir import CourseDirectory
         from nbgrader.preprocessors import AssignLatePenalties, ClearOutput, DeduplicateIds
 
         from autograder.nbgrader.preprocessors import RestoreCourseMetadata
 
         self.course, self.db_url, self.course_id, self.assignment = course, db_url, course_id, assignment
-        self.coursedir = CourseDirectory(root=str(course.root))
         restore = RestoreCourseMetadata()
         restore.course = course
         self.sanitize = [restore, ClearOutput(), DeduplicateIds()]
@@ -138,7 +189,7 @@ class _Pipeline:
     def sanitized(self, path, student, notebook_id):
         import nbformat
 
-        nb = nbformat.from_dict(nbio.read_notebook(str(path)))
+        nb = nbformat.from_dict(nbio.read_notebook(str(path), root=str(self.course.root)))
         resources = self.resources(student, notebook_id)
         for step in self.sanitize:
             nb, resources = step.preprocess(nb, resources)
@@ -173,7 +224,7 @@ class _Pipeline:
 
         with Gradebook(self.db_url, self.course_id) as gradebook:
             for item in chunk:
-                timestamp = self.coursedir.get_existing_timestamp(str(item.submitted))
+                timestamp = read_timestamp(item.submitted, self.course.root)
                 gradebook.update_or_create_student(item.student)
                 gradebook.update_or_create_submission(self.assignment, item.student,
                                                       **({"timestamp": timestamp} if timestamp else {}))
@@ -182,6 +233,10 @@ class _Pipeline:
         for item in chunk:
             for notebook_id, path in item.notebooks.items():
                 key = NotebookOfStudent(item.student, notebook_id)
+                if notebook_id in item.refused:
+                    prepared[key] = Prepared(reason=item.refused[notebook_id])
+                    progress.update(1)
+                    continue
                 if path is None:
                     prepared[key] = Prepared(reason="notebook not submitted")
                     progress.update(1)
@@ -190,6 +245,15 @@ class _Pipeline:
                     nb = self.sanitized(path, item.student, notebook_id)
                 except nbio.UnreadableNotebook as error:
                     prepared[key] = Prepared(reason=f"unreadable notebook: {error}")
+                    progress.update(1)
+                    continue
+                except Exception as error:  # noqa: BLE001 - one odd notebook must not stop the class
+                    import traceback
+
+                    print(f"error: preparing {item.student}/{notebook_id} failed:\n{traceback.format_exc()}",
+                          file=sys.stderr)
+                    prepared[key] = Prepared(reason="the grader could not process this notebook's structure "
+                                             f"({type(error).__name__}); your instructor has been told")
                     progress.update(1)
                     continue
                 prepared[key] = Prepared(notebook=nb)
@@ -316,7 +380,14 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
     ignore = shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__", MARKER)
-    shutil.copytree(item.submitted, destination, ignore=ignore, dirs_exist_ok=True)
+    if not any(reason.startswith("the submission is not graded") for reason in item.refused.values()):
+        # The student's other files, read as hostile: no link followed, no device, pipe or hard
+        # link copied, nothing over the size cap; the course's own files then overwrite them.
+        left_out = safe_files.copy_submitted_files(
+            item.submitted, destination,
+            skip=lambda relative: any(ignore(None, [part]) for part in relative.parts))
+        for line in left_out:
+            print(f"warning: {item.student}/{assignment}/{nbio.quote(line, 300)}", file=sys.stderr)
     source = pipeline.course.source / assignment
     shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
     for notebook_id in item.notebooks:

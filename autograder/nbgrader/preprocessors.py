@@ -13,12 +13,14 @@ from __future__ import annotations
 import functools
 import html
 import json
+import os
 
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Enum
 
 from autograder.core import engine
 from autograder.core.course import Course
+from autograder.core.notebook import quote
 
 
 # Words, not emoji: feedback is often read where no emoji font is installed.
@@ -31,17 +33,19 @@ def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
     checks = [check for check in report.checks if check.part == grade_id]
     rows, plain = [], []
     if report.error:
-        rows.append(f"<li>{_FAILED} {html.escape(report.error)}</li>")
-        plain.append(f"ERROR {report.error}")
+        error = quote(report.error, 4000, keep_newlines=True)
+        rows.append(f"<li>{_FAILED} {html.escape(error)}</li>")
+        plain.append(f"ERROR {error}")
     elif not checks:
         rows.append(f"<li>{_FAILED} this part could not be checked</li>")
     for check in checks:
         icon = _PASSED if check.passed else _FAILED
         text = check.id.replace("_", " ")
-        detail = f": {html.escape(check.message)}" if check.message else ""
+        message = quote(check.message, 4000, keep_newlines=True)  # a cap whatever a check quoted
+        detail = f": {html.escape(message)}" if message else ""
         rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")
         plain.append(f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
-                     + (f": {check.message}" if check.message else ""))
+                     + (f": {message}" if message else ""))
     score = sum(check.points for check in checks)
     maximum = next((part.points for part in report.spec.auto_parts if part.grade_id == grade_id), 0) if report.spec else 0
     figures = "".join(f'<div style="display:inline-block;margin:4px">{svg}</div>' for svg in report.figures.get(grade_id, []))
@@ -129,6 +133,49 @@ def restore_course_metadata(nb, course: Course, assignment: str, notebook_id: st
         nb.metadata["kernelspec"] = json.loads(json.dumps(release["metadata"]["kernelspec"]))
 
 
+def sanitise_student_html(nb) -> None:
+    """Strip scripts, event handlers and other active HTML from the student's Markdown and Raw
+    cells, which the formgrader and feedback pages render as HTML in the instructor's and the
+    student's browser. Locked cells are the course's (restored from the release) and kept."""
+    import nh3
+
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.get("cell_type") in ("markdown", "raw") and not meta.get("locked"):
+            source = "".join(cell["source"]) if isinstance(cell.get("source"), list) else str(cell.get("source", ""))
+            cleaned = nh3.clean(source)
+            if cleaned != source:
+                cell["source"] = cleaned
+
+
+REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file is not graded
+
+
+def refused_submission(resources, root) -> str | None:
+    """Why nbgrader must not grade the file it has read for this notebook (a link, a hard link,
+    something not a regular file, a folder on the way that is a link), or None.
+
+    nbgrader reads the submitted file itself, following links; this looks at what it read.
+    """
+    import os
+    import pathlib
+
+    from autograder.core import safe_files
+
+    folder = resources.get("metadata", {}).get("path")
+    if not folder:
+        return None
+    path = pathlib.Path(folder) / f"{resources['nbgrader']['notebook']}.ipynb"
+    try:
+        safe_files.check_inside(path, pathlib.Path(root))
+        reason = safe_files.refusal(os.lstat(path))
+    except safe_files.UnsafeFile as error:
+        reason = str(error)
+    except OSError as error:
+        reason = f"it cannot be read ({error.strerror})"
+    return f"{path.name} is not graded: {reason}" if reason else None
+
+
 def course_of(preprocessor) -> Course:
     """The course nbgrader is working on: its converter's `coursedir` (found through the
     preprocessor's parents), else the `CourseDirectory` of the preprocessor's configuration."""
@@ -165,11 +212,25 @@ class CoursePreprocessor(NbGraderPreprocessor):
 
 
 class RestoreCourseMetadata(CoursePreprocessor):
-    """First sanitising step: the course's nbgrader metadata, never the student's (see above)."""
+    """First sanitising step: the course's nbgrader metadata, never the student's (see above);
+    then the student's Markdown made safe to render. A submitted file that is a link (or a hard
+    link, ...) is replaced by the release notebook, and marked so that it is graded 0 with the
+    reason instead of with what the link points at."""
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
+        nb.metadata.pop(REFUSED_KEY, None)  # only this step may say so, never the student
+        reason = refused_submission(resources, self.course.root)
+        if reason is not None:
+            from nbformat import from_dict
+
+            # nbgrader autogrades in two passes, each with fresh resources: the reason travels
+            # to SandboxedGrading in the sanitised notebook's metadata (cleared after grading).
+            info["refused"] = nb.metadata[REFUSED_KEY] = reason
+            release = self.course.release_notebook(info["assignment"], info["notebook"])
+            nb.cells = [from_dict(json.loads(json.dumps(cell))) for cell in release["cells"]]
         restore_course_metadata(nb, self.course, info["assignment"], info["notebook"])
+        sanitise_student_html(nb)
         return nb, resources
 
 
@@ -184,6 +245,14 @@ class SandboxedGrading(CoursePreprocessor):
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
+        refused = info.get("refused") or nb.metadata.pop(REFUSED_KEY, None)
+        if refused:
+            spec = self.course.find_spec(info["assignment"], info["notebook"])
+            report = engine.Report(notebook=info["notebook"], submission_id=info["student"], spec=spec,
+                                   graded_as=spec.key if spec else None, error=str(refused))
+            self.log.warning("%s: %s", info["notebook"], report.error)
+            apply_report(nb, report)
+            return nb, resources
         options = {}
         if self.runner == "kernel":
             from autograder.dev.kernel_runner import run_in_kernel

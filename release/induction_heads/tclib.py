@@ -136,6 +136,15 @@ def difference_report(actual, expected, actual_name: str, expected_name: str,
 
 # -- staging ------------------------------------------------------------------------------------
 
+def shown(value, limit: int = 60) -> str:
+    """A value of the student's quoted in a message: its repr, at most `limit` characters, with
+    control characters escaped (a message must stay readable, whatever the value)."""
+    text = repr(value)
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit} more characters)"
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def describe_dtype(dtype) -> str:
     """What an array whose entries are not real numbers is, in a student's terms."""
     if str(dtype) == "object":
@@ -294,9 +303,9 @@ def stage_matrix_names(value, name: str, allowed=("W_Q", "W_K", "W_V", "W_O")) -
     chosen = set()
     for item in items:
         if not isinstance(item, str):
-            _fail(f"{name} contains {item!r}; write the names as strings, e.g. 'W_Q'.")
+            _fail(f"{name} contains {shown(item)}; write the names as strings, e.g. 'W_Q'.")
         key = re.sub(r"[^A-Z]", "", item.upper().replace("^T", "").replace("OUT", "O"))
         if key not in canonical:
-            _fail(f"{name} contains {item!r}, which is not one of {', '.join(allowed)}.")
+            _fail(f"{name} contains {shown(item)}, which is not one of {', '.join(allowed)}.")
         chosen.add(canonical[key])
     return frozenset(chosen)

@@ -61,12 +61,15 @@ GRADER_API = (
 def product_tolerance(W_O, W_V, rtol: float = tclib.RTOL) -> float:
     """How far from 0 (or 1) an entry of W_O @ W_V may be and still count as 0 (or 1).
 
-    The tolerance rule of tclib with the size of the terms summed in each entry as its scale, so
-    re-based heads (W_V -> M W_V, W_O -> W_O M^-1 for an ill-conditioned M) are judged fairly
-    despite rounding.
+    Based on the product itself, which re-basing a head (W_V -> M W_V, W_O -> W_O M^-1) leaves
+    unchanged: a tolerance grown with |W_O| |W_V| could be inflated at will by an
+    ill-conditioned M, until a copy with gain 2 passed as gain 1. Rounding in such a product is
+    allowed for, but never more than a thousandth of the product's own size.
     """
-    terms = np.abs(np.asarray(W_O, float)) @ np.abs(np.asarray(W_V, float))
-    return tolerance(float(terms.max(initial=0.0)), rtol=rtol)
+    W_O, W_V = np.asarray(W_O, float), np.asarray(W_V, float)
+    size = float(np.abs(W_O @ W_V).max(initial=0.0))
+    rounding = 64 * np.finfo(float).eps * float((np.abs(W_O) @ np.abs(W_V)).max(initial=0.0))
+    return tolerance(size, atol=min(rounding, 1e-3 * max(1.0, size)), rtol=rtol)
 
 
 def _fail(message: str):

@@ -1,0 +1,90 @@
+"""Hooks of nbgrader's converters (configured in nbgrader_config.py); light to import.
+
+`nbgrader autograde` reads a submission with plain open() and shutil.copy, following links: a
+named pipe named like a notebook blocks it forever, a link to /dev/zero beside the notebooks is
+copied until the disk is full, a link to the gradebook or to /etc/passwd lands in autograded/,
+and a timestamp.txt that is not a date makes it exit for the whole class. Its pre-convert hook
+runs once per submission before any of that, and is handed the very list of notebooks it will
+open. This hook
+  * takes out of that list the notebooks that are not regular files once links are followed, or
+    are over the size limit (nbgrader then grades them as not submitted, 0, and this logs why);
+    links to regular notebooks stay, for the sanitising step to grade 0 with the reason
+    (nbgrader_bridge.RestoreCourseMetadata);
+  * moves every other unsafe entry of the submission folder (links, hard links, devices, pipes,
+    files over the size cap, a timestamp.txt that is not a date) out of it, into
+    `submitted/<student>/.<assignment>.quarantined/`, so nbgrader never reads or copies it.
+    Nothing is deleted, and nothing is touched in a folder reached through a link.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import stat
+
+from autograder.core import safe_files
+from autograder.core.notebook import MAX_NOTEBOOK_BYTES, quote
+
+_log = logging.getLogger("autograder")
+
+
+def _notebook_refusal(path: str) -> str | None:
+    try:
+        info = os.stat(path)  # following links: what nbgrader's open() would read
+    except OSError as error:
+        return f"it cannot be read ({error.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file (a folder, a pipe, a device, or a link to one)"
+    if info.st_size > MAX_NOTEBOOK_BYTES:
+        return f"it is {info.st_size} bytes, over the {MAX_NOTEBOOK_BYTES >> 20} MiB limit"
+    return None
+
+
+def _timestamp_refusal(path: pathlib.Path) -> str | None:
+    from nbgrader.utils import parse_utc
+
+    try:
+        text = safe_files.read_regular(path, 200).decode("utf-8").strip()
+        if text:
+            parse_utc(text)
+    except Exception as error:  # noqa: BLE001 - dateutil raises ValueError, OverflowError...
+        return f"it is not a readable date ({quote(error, 100)})"
+    return None
+
+
+def _side_refusal(folder: pathlib.Path, relative: pathlib.Path, info: os.stat_result) -> str | None:
+    if stat.S_ISDIR(info.st_mode) or relative.suffix == ".ipynb":
+        return None  # notebooks are never copied by nbgrader; the ones it grades are judged above
+    reason = safe_files.refusal(info)
+    if reason is None and info.st_size > safe_files.MAX_SIDE_FILE_BYTES:
+        reason = f"it is {info.st_size} bytes, over the {safe_files.MAX_SIDE_FILE_BYTES >> 20} MiB limit"
+    if reason is None and relative == pathlib.Path("timestamp.txt"):
+        reason = _timestamp_refusal(folder / relative)
+    return reason
+
+
+def guard_submission(assignment=None, student=None, notebooks=None, root=None, **_) -> None:
+    """nbgrader's Autograde.pre_convert_hook (see the module's docstring)."""
+    notebooks = notebooks if notebooks is not None else []
+    for path in list(notebooks):
+        reason = _notebook_refusal(path)
+        if reason is not None:
+            notebooks.remove(path)
+            _log.warning("not grading %s: %s; it scores as not submitted", quote(path, 500), reason)
+    folders = {pathlib.Path(path).parent for path in notebooks}
+    for folder in folders:
+        try:
+            safe_files.check_inside(folder / "notebook", pathlib.Path(root or os.getcwd()))
+        except safe_files.UnsafeFile as error:
+            _log.warning("not touching %s: %s", quote(folder, 500), error)
+            continue
+        quarantine = folder.parent / f".{folder.name}.quarantined"
+        for relative, info in list(safe_files.walk_entries(folder)):
+            reason = _side_refusal(folder, relative, info)
+            if reason is None:
+                continue
+            target = quarantine / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(folder / relative, target)  # moves a link itself, never what it points at
+            _log.warning("moved %s out of the submission into %s: %s", quote(folder / relative, 500),
+                         quote(quarantine, 500), reason)
