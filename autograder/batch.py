@@ -231,11 +231,19 @@ def main(args, limits) -> int:
           f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
     if not todo:
         return 0
-    grade_students(root, assignment, todo, db_url, course_id, args.jobs, limits, args.isolation)
+    flagged = grade_students(root, assignment, todo, db_url, course_id, args.jobs, limits, args.isolation,
+                             getattr(args, "allow_unisolated", False))
+    if flagged:
+        print(f"grader error: {len(flagged)} submissions were NOT graded (left for the next run): "
+              + ", ".join(flagged), file=sys.stderr)
+        from autograder.cli import EXIT_GRADER_FAULT
+
+        return EXIT_GRADER_FAULT
     return 0
 
 
-def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isolation) -> None:
+def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isolation,
+                   allow_unisolated=False) -> list[str]:
     """Grade in chunks, pipelined: while one chunk's notebooks run in sandboxes, the main thread
     checks and records the previous chunk and prepares the next."""
     from concurrent.futures import ThreadPoolExecutor
@@ -246,7 +254,8 @@ def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isol
 
     pipeline = _Pipeline(root, db_url, course_id, assignment, course_config(root))
     jobs = jobs or os.cpu_count() or 1
-    isolation = sandbox.choose_isolation(isolation)
+    isolation = sandbox.choose_isolation(isolation, allow_unisolated)
+    flagged: list[str] = []
     total = sum(len(item.notebooks) for item in todo)
     chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * jobs // max(1, len(todo[0].notebooks)))
     chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
@@ -264,8 +273,17 @@ def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isol
                 done_chunk, done_prepared, done_futures = running
                 reports = engine.check([future.result() for future in done_futures], with_figures=True)
                 by_key = {tuple(report.submission_id.split("/")[::2]): report for report in reports}
-                _record_chunk(pipeline, root, assignment, done_chunk, done_prepared, by_key, course_id)
+                faulty = {key[0] for key, report in by_key.items() if report.grader_error}
+                for key, report in by_key.items():
+                    if report.grader_error:
+                        flagged.append(f"{key[0]}/{key[1]}")
+                        print(f"grader error: {key[0]}/{assignment}/{key[1]} not graded: {report.grader_error}",
+                              file=sys.stderr)
+                # A grader fault leaves the student's grades untouched and unmarked: never a silent 0.
+                kept = [item for item in done_chunk if item.student not in faulty]
+                _record_chunk(pipeline, root, assignment, kept, done_prepared, by_key, course_id)
             running = started
+    return flagged
 
 
 def _record_chunk(pipeline, root, assignment, chunk, prepared, reports, course_id):

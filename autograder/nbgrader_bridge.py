@@ -15,7 +15,7 @@ import html
 import json
 
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Enum
+from traitlets import Bool, Enum
 
 from autograder import engine
 
@@ -152,25 +152,34 @@ class RestoreCourseMetadata(NbGraderPreprocessor):
 
 
 class SandboxedGrading(NbGraderPreprocessor):
-    """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel."""
+    """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel.
 
-    runner = Enum(
-        ["sandbox", "kernel"], default_value="sandbox",
-        help="'sandbox' (always, for real grading) or 'kernel': the unsandboxed kernel-per-notebook "
-             "baseline that `make bench` measures against",
+    There is deliberately no option that runs student code unsandboxed: the benchmark's kernel
+    baseline is injected by benchmarks/kernel_autograde.py into `_benchmark_options`, which no
+    configuration file or command-line flag can set.
+    """
+
+    isolation = Enum(
+        ["auto", "bubblewrap", "landlock", "unisolated"], default_value="auto",
+        help="sandbox tier: the strongest that works here by default; 'unisolated' needs allow_unisolated",
     ).tag(config=True)
+    allow_unisolated = Bool(
+        False, help="accept grading in a plain process with the grader's rights when no sandbox can run",
+    ).tag(config=True)
+    _benchmark_options: dict = {}
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
-        options = {}
-        if self.runner == "kernel":
-            from autograder.kernel_runner import run_in_kernel
-
-            options = {"runner": run_in_kernel, "isolation": "none", "jobs": 1}
+        options = dict(self._benchmark_options) or {"isolation": self.isolation,
+                                                     "allow_unisolated": self.allow_unisolated}
         report = grade_notebook_node(
             nb, info["assignment"], info["notebook"], f"{info['student']}/{info['assignment']}/{info['notebook']}",
             **options,
         )
+        if report.grader_error:
+            # nbgrader then reports this submission as failed and leaves its grades unset: a
+            # fault of the grader must reach the instructor, never become a silent 0.
+            raise RuntimeError(f"grader error, {info['student']}/{info['notebook']} not graded: {report.grader_error}")
         if report.error:
             self.log.warning("%s: %s", info["notebook"], report.error)
         apply_report(nb, report)

@@ -3,7 +3,7 @@
 For each class size N it builds a class of N submissions of the virtual-head notebook (a mix of
 correct, alternative, wrong, blank and broken work, cycling), grades one copy with
 `python -m autograder grade --course` (sandboxed, parallel) and another with
-`nbgrader autograde --SandboxedGrading.runner=kernel` (stock nbgrader's way of running student
+`nbgrader autograde` with the kernel baseline injected (benchmarks/kernel_autograde.py) (stock nbgrader's way of running student
 code: one Jupyter kernel per notebook, serially, identical checks), checks that both gradebooks
 hold identical scores, and prints wall time, notebooks per second, peak memory and the ratio.
 
@@ -107,8 +107,8 @@ def main() -> int:
         row = {"N": size, "batch_wall": batch["wall"], "batch_peak_mib": batch["peak_child_kib"] / 1024}
         if size in baseline_sizes:
             kernel_root = make_course(f"kernel-{size}", size)
-            kernel = measured([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force",
-                               "--SandboxedGrading.runner=kernel", "--log-level=ERROR"], kernel_root)
+            kernel = measured([sys.executable, str(pathlib.Path(__file__).with_name("kernel_autograde.py")),
+                               ASSIGNMENT, "--force", "--log-level=ERROR"], kernel_root)
             identical = scores(batch_root) == scores(kernel_root)
             ratio = kernel["wall"] / batch["wall"]
             print(f"{size:>5} {'kernel per notebook (serial)':<28} {kernel['wall']:>8.1f} "
