@@ -366,7 +366,7 @@ def _grader_error(reason):
 
 def main():
     supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
-    _channels["request"] = requests
+    _channels["result"], _channels["request"] = supervisor, requests
     job = receive()
     # Confined, and not dumpable, before the student half exists: done after the fork, the
     # first cell could open /proc/<relay>/fd/<supervisor fd> while the relay was still
