@@ -283,11 +283,12 @@ def as_unprivileged(python, args, workdir, extra_env=None):
 
 
 @pytest.fixture
-def crowded(tmp_path):
-    """300 sleeping processes of uid 65534, as on a busy desktop or a JupyterHub node."""
-    workdir = tmp_path / "unprivileged"
-    workdir.mkdir()
-    os.chmod(tmp_path, 0o755)
+def crowded():
+    """300 sleeping processes of uid 65534, as on a busy desktop or a JupyterHub node, and a
+    working directory that user can reach (pytest's tmp_path is under a mode-700 directory)."""
+    import tempfile
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="tc_unprivileged_"))
     os.chmod(workdir, 0o777)
     sleepers = subprocess.Popen(
         ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", "sh", "-c",
@@ -297,6 +298,7 @@ def crowded(tmp_path):
     finally:
         os.killpg(sleepers.pid, 9)
         sleepers.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _count_processes(uid):
