@@ -247,7 +247,7 @@ def choose_isolation(requested: str = "auto", allow_unisolated: bool = False) ->
             reasons.append("unisolated: refused for grading others' work (student code would run with "
                            "your rights); pass --allow-unisolated to accept that")
             continue
-        reason = tier_status()[tier] if tier != "unisolated" else None
+        reason = {"bubblewrap": probe_bubblewrap, "landlock": probe_landlock}.get(tier, lambda: None)()
         if reason is None:
             return tier
         reasons.append(f"{tier}: {reason}; to enable it, {FIXES[tier]}")

@@ -3,9 +3,11 @@
 For each class size N it builds a class of N submissions of the virtual-head notebook (a mix of
 correct, alternative, wrong, blank and broken work, cycling), grades one copy with
 `python -m autograder grade --course` (sandboxed, parallel) and another with
-`nbgrader autograde` with the kernel baseline injected (benchmarks/kernel_autograde.py) (stock nbgrader's way of running student
-code: one Jupyter kernel per notebook, serially, identical checks), checks that both gradebooks
-hold identical scores, and prints wall time, notebooks per second, peak memory and the ratio.
+`nbgrader autograde` with the kernel baseline injected (benchmarks/kernel_autograde.py; stock
+nbgrader's way of running student code: one Jupyter kernel per notebook, serially, identical
+checks), checks that both gradebooks hold identical scores, and prints wall time, notebooks per
+second, peak memory and the ratio. First it prints the start cost of each isolation tier this
+machine offers (one trivial cell, start to result), measured in the same run.
 
     python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200]
 """
@@ -88,6 +90,31 @@ def scores(root: pathlib.Path) -> dict:
         }
 
 
+def sandbox_start_costs(runs: int = 10) -> None:
+    """Median seconds from start to result of a one-cell run, per tier, and the ratio to bubblewrap."""
+    import statistics
+
+    from autograder import sandbox
+
+    helpers = str(course.RELEASE / ASSIGNMENT)
+    costs = {}
+    for tier, reason in sandbox.tier_status().items():
+        if reason is not None:
+            print(f"sandbox start {tier:<11} unavailable: {reason}")
+            continue
+        times = []
+        for _ in range(runs):
+            started = time.monotonic()
+            result = sandbox.run_submission([(0, "x = 1")], ["x"], helpers, lambda values: {}, sandbox.Limits(), tier)
+            times.append(time.monotonic() - started)
+            assert result.values.get("x", {}).get("value") == 1.0, (tier, result)
+        costs[tier] = statistics.median(times)
+    base = costs.get("bubblewrap")
+    for tier, cost in costs.items():
+        ratio = f"  {cost / base:.2f}x bubblewrap" if base else ""
+        print(f"sandbox start {tier:<11} {cost * 1000:7.1f} ms (median of {runs}){ratio}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200])
@@ -96,6 +123,7 @@ def main() -> int:
     args = parser.parse_args()
     baseline_sizes = args.sizes if args.baseline_sizes is None else args.baseline_sizes
     print(f"machine: {os.cpu_count()} cores; class: N submissions of {ASSIGNMENT}/{NOTEBOOK}")
+    sandbox_start_costs()
     print(f"{'N':>5} {'grader':<28} {'wall s':>8} {'nb/s':>7} {'s/nb':>7} {'peak MiB':>9} {'ratio':>7}")
     rows = []
     for size in args.sizes:

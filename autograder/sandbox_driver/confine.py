@@ -15,7 +15,6 @@ The kernel interfaces used, all documented ABI:
   * prctl(2) PR_SET_NO_NEW_PRIVS / PR_SET_KEEPCAPS / PR_SET_DUMPABLE and capset(2).
 """
 import ctypes
-import ctypes.util
 import errno
 import os
 import platform
@@ -30,8 +29,15 @@ class ConfinementError(Exception):
     """A limit or restriction could not be put in place; the message says which and why."""
 
 
+_LIBC = []
+
+
 def _libc():
-    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    # The symbols already loaded into this process (libc among them): ctypes.util.find_library
+    # would start ldconfig, a subprocess costing tens of milliseconds per sandbox.
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
 
 
 def _check(result, what):
