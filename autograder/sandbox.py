@@ -48,7 +48,7 @@ import tempfile
 import time
 import uuid
 
-from autograder.sandbox_driver import wire
+from autograder.sandbox_driver import confine, wire
 
 DRIVER_DIR = pathlib.Path(__file__).resolve().parent / "sandbox_driver"
 # Environment variables passed through: OpenBLAS needs these on some CPUs to compute correctly.
@@ -509,7 +509,7 @@ def run_submission(
             "wall_factor": limits.wall_factor,
             "helpers": sandbox_helpers,
             "confine": plan,
-            "no_new_processes": isolation == "landlock",
+            "no_new_processes": _single_process(isolation, cgroups),
         }
         _supervise(process, result_r, request_w, job, make_probes, limits, result, started)
     finally:
@@ -524,6 +524,23 @@ def run_submission(
             shutil.rmtree(workdir, ignore_errors=True)
         result.seconds = time.monotonic() - started
     return result
+
+
+def _single_process(isolation: str, cgroups: _Cgroups) -> bool:
+    """Whether the student half may start no process at all (threads only), by seccomp.
+
+    Always in the landlock tier (its process cap). In bubblewrap without a memory cgroup too:
+    RLIMIT_AS binds each process, so only a single process makes it the submission's memory
+    cap (else 32 processes could each take the limit)."""
+    if isolation == "landlock":
+        return True
+    if isolation != "bubblewrap" or cgroups.v2 or "memory" in cgroups.controllers():
+        return False
+    try:
+        confine.seccomp_machine()
+    except confine.ConfinementError:
+        return False  # no filter for this architecture: processes stay capped by RLIMIT_NPROC
+    return True
 
 
 def _kill_tree(process: subprocess.Popen) -> None:

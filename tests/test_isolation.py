@@ -394,3 +394,17 @@ def test_each_sandbox_gets_its_own_cpu_share_where_cgroups_allow():
         assert groups.v2 or {"pids", "memory", "cpu"} <= set(groups.controllers())
     finally:
         groups.kill_and_remove()
+
+
+@requires_bwrap
+def test_bubblewrap_without_a_memory_cgroup_allows_no_second_process(monkeypatch):
+    """Where no memory cgroup can be made (non-root, undelegated cgroup v2), RLIMIT_AS is the
+    only memory cap and binds each process: the student half then gets no process to spare."""
+    monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: (setattr(self, "paths", []),
+                                                                            setattr(self, "v2", False)) and None)
+    code = ("import os, subprocess\nrefused = []\n"
+            "for name, action in (('fork', os.fork), ('subprocess', lambda: subprocess.run(['true']))):\n"
+            "    try:\n        action()\n    except OSError:\n        refused.append(name)\n"
+            "result = refused")
+    _, values = run(code, "bubblewrap")
+    assert values["result"] == ["fork", "subprocess"]
