@@ -279,9 +279,12 @@ def grade_students(root, assignment, todo, db_url, course_id, jobs, limits, isol
                         flagged.append(f"{key[0]}/{key[1]}")
                         print(f"grader error: {key[0]}/{assignment}/{key[1]} not graded: {report.grader_error}",
                               file=sys.stderr)
-                # A grader fault leaves the student's grades untouched and unmarked: never a silent 0.
+                # A grader fault is never a silent 0: no score, flagged for manual grading with the
+                # reason, and no marker, so that the next run grades the student again.
                 kept = [item for item in done_chunk if item.student not in faulty]
                 _record_chunk(pipeline, root, assignment, kept, done_prepared, by_key, course_id)
+                _flag_grader_faults(pipeline, assignment, [item for item in done_chunk if item.student in faulty],
+                                    by_key, course_id)
             running = started
     return flagged
 
@@ -298,6 +301,25 @@ def _record_chunk(pipeline, root, assignment, chunk, prepared, reports, course_i
     for item in chunk:
         marker = root / "autograded" / item.student / assignment / MARKER
         marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
+
+
+def _flag_grader_faults(pipeline, assignment, items, reports, course_id):
+    from nbgrader.api import Gradebook
+
+    if not items:
+        return
+    with Gradebook(pipeline.db_url, course_id) as gradebook:
+        for item in items:
+            for notebook_id in item.notebooks:
+                report = reports.get((item.student, notebook_id))
+                reason = f"NOT GRADED, grader error: {report.grader_error}" if report and report.grader_error else (
+                    "NOT GRADED: another notebook of this submission hit a grader error")
+                notebook = gradebook.find_submission_notebook(notebook_id, assignment, item.student)
+                for grade in notebook.grades:
+                    grade.auto_score, grade.needs_manual_grade = None, True
+                for comment in notebook.comments:
+                    comment.auto_comment = reason
+        gradebook.db.commit()
 
 
 def _record_student(gradebook, pipeline, root, assignment, item, prepared, reports):

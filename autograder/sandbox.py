@@ -343,9 +343,10 @@ def cgroup_v2_parent() -> tuple[pathlib.Path | None, str]:
 class _Cgroups:
     """A pids+memory+cpu cgroup for one run, when this machine lets us create one (else inert)."""
 
+    v2 = False  # one cgroup v2 group (all controllers) rather than one per v1 controller
+
     def __init__(self, limits: Limits):
         self.paths: list[pathlib.Path] = []
-        self.v2 = False
         name = f"tc_grader_{uuid.uuid4().hex[:12]}"
         parent, _ = cgroup_v2_parent()
         if parent is not None:

@@ -400,11 +400,41 @@ def test_each_sandbox_gets_its_own_cpu_share_where_cgroups_allow():
 def test_bubblewrap_without_a_memory_cgroup_allows_no_second_process(monkeypatch):
     """Where no memory cgroup can be made (non-root, undelegated cgroup v2), RLIMIT_AS is the
     only memory cap and binds each process: the student half then gets no process to spare."""
-    monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: (setattr(self, "paths", []),
-                                                                            setattr(self, "v2", False)) and None)
+    monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
     code = ("import os, subprocess\nrefused = []\n"
             "for name, action in (('fork', os.fork), ('subprocess', lambda: subprocess.run(['true']))):\n"
             "    try:\n        action()\n    except OSError:\n        refused.append(name)\n"
             "result = refused")
     _, values = run(code, "bubblewrap")
     assert values["result"] == ["fork", "subprocess"]
+
+
+@pytest.mark.slow
+def test_batch_leaves_students_ungraded_on_grader_errors_and_the_rerun_grades_them(tmp_path, monkeypatch, capsys,
+                                                                                     request):
+    """Not a 0 in the gradebook: no grade at all, no 'graded' marker, exit 3 and the reason on
+    stderr; once the fault is fixed, the next run grades exactly those students."""
+    from test_batch import auto_scores, run_batch
+
+    mini_class = request.getfixturevalue("mini_class")
+    real_driver = sandbox.DRIVER_DIR
+    _broken_driver(tmp_path, monkeypatch, confine_source=(
+        "\ndef confine(plan):\n    raise ConfinementError('RLIMIT_CPU could not be set (test)')\n"))
+    assert run_batch(mini_class) == 3
+    err = capsys.readouterr().err
+    assert "RLIMIT_CPU could not be set" in err and "NOT graded" in err
+    flagged = ("ada", "bob", "cy", "eve")  # dee's notebook is not JSON: her 0 is her file's, with its reason
+    assert not any((mini_class / "autograded" / student / "mini" / ".autograder.json").exists() for student in flagged)
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{mini_class / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        for student in flagged:
+            notebook = gradebook.find_submission_notebook("mini", "mini", student)
+            assert all(grade.auto_score is None and grade.needs_manual_grade for grade in notebook.grades), student
+            assert all("NOT GRADED, grader error: " in comment.auto_comment for comment in notebook.comments)
+    monkeypatch.setattr(sandbox, "DRIVER_DIR", real_driver)
+    assert run_batch(mini_class) == 0
+    assert auto_scores(mini_class)["ada"] == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}
+
+
+from test_batch import generated_class, mini_class  # noqa: E402,F401  (fixtures for the test above)
