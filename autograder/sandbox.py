@@ -245,7 +245,8 @@ def choose_isolation(requested: str = "auto", allow_unisolated: bool = False) ->
     for tier in candidates:
         if tier == "unisolated" and not allow_unisolated:
             reasons.append("unisolated: refused for grading others' work (student code would run with "
-                           "your rights); pass --allow-unisolated to accept that")
+                           "your rights); pass --allow-unisolated (nbgrader: c.SandboxedGrading.allow_unisolated "
+                           "= True) to accept that")
             continue
         reason = {"bubblewrap": probe_bubblewrap, "landlock": probe_landlock}.get(tier, lambda: None)()
         if reason is None:
@@ -496,7 +497,8 @@ def run_submission(
         cgroups.kill_and_remove()
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-        result.grader_error = f"the {isolation} sandbox could not be started ({error}); {FIXES[isolation] or 'check the Python installation'}"
+        fix = FIXES[isolation] or "check the Python installation"
+        result.grader_error = f"the {isolation} sandbox could not be started ({error}); {fix}"
         return result
     os.close(result_w)
     os.close(request_r)

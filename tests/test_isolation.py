@@ -25,6 +25,7 @@ import pytest
 from autograder import course, engine, sandbox
 from autograder.sandbox_driver import confine, wire
 from autograder.submission import decode_value
+from test_batch import auto_scores, generated_class, mini_class, run_batch  # noqa: F401  (fixtures, helpers)
 
 LIMITS = sandbox.Limits(cell_seconds=2, cell_grace_seconds=1, call_seconds=2, total_seconds=20,
                         memory_bytes=512 << 20, max_output_bytes=4 << 20)
@@ -410,13 +411,10 @@ def test_bubblewrap_without_a_memory_cgroup_allows_no_second_process(monkeypatch
 
 
 @pytest.mark.slow
-def test_batch_leaves_students_ungraded_on_grader_errors_and_the_rerun_grades_them(tmp_path, monkeypatch, capsys,
-                                                                                     request):
+def test_batch_leaves_students_ungraded_on_grader_errors_and_the_rerun_grades_them(
+        tmp_path, monkeypatch, capsys, mini_class):  # noqa: F811 - the fixture imported from test_batch
     """Not a 0 in the gradebook: no grade at all, no 'graded' marker, exit 3 and the reason on
     stderr; once the fault is fixed, the next run grades exactly those students."""
-    from test_batch import auto_scores, run_batch
-
-    mini_class = request.getfixturevalue("mini_class")
     real_driver = sandbox.DRIVER_DIR
     _broken_driver(tmp_path, monkeypatch, confine_source=(
         "\ndef confine(plan):\n    raise ConfinementError('RLIMIT_CPU could not be set (test)')\n"))
@@ -437,4 +435,23 @@ def test_batch_leaves_students_ungraded_on_grader_errors_and_the_rerun_grades_th
     assert auto_scores(mini_class)["ada"] == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}
 
 
-from test_batch import generated_class, mini_class  # noqa: E402,F401  (fixtures for the test above)
+
+def test_nbgrader_autograde_fails_the_submission_on_grader_errors_and_has_no_unsandboxed_option(tmp_path,
+                                                                                               monkeypatch):
+    """nbgrader reports a preprocessor's exception as a failed submission and leaves its grades
+    unset: what a grader fault must be there. And no configuration selects unsandboxed running."""
+    import nbformat
+
+    from autograder import nbgrader_bridge
+
+    options = nbgrader_bridge.SandboxedGrading.class_trait_names(config=True)
+    assert "runner" not in options and {"isolation", "allow_unisolated"} <= set(options)
+    _broken_driver(tmp_path, monkeypatch, confine_source=(
+        "\ndef confine(plan):\n    raise ConfinementError('seccomp filter refused (test)')\n"))
+    nb = nbformat.read(str(SOLUTION), as_version=4)
+    resources = {"nbgrader": {"assignment": "attention_heads", "notebook": "virtual_head", "student": "ada"}}
+    with pytest.raises(RuntimeError, match="grader error, ada/virtual_head not graded: .*seccomp filter refused"):
+        nbgrader_bridge.SandboxedGrading().preprocess(nb, resources)
+    unisolated = nbgrader_bridge.SandboxedGrading(isolation="unisolated")
+    with pytest.raises(sandbox.SandboxUnavailable, match="--allow-unisolated"):
+        unisolated.preprocess(nbformat.read(str(SOLUTION), as_version=4), resources)
