@@ -281,10 +281,23 @@ def _rlimits(tier: str, limits: Limits) -> dict:
         "as": (limits.memory_bytes + (1 << 30),) * 2,  # headroom: numpy and OpenBLAS reserve address space
         "cpu": (cpu, cpu + math.ceil(limits.cell_grace_seconds)),
     }
-    if tier == "bubblewrap":
+    if tier == "bubblewrap" and nproc_counts_per_namespace():
         # Counted per user namespace: inside bubblewrap's, only the sandbox's own processes.
         rlimits["nproc"] = (limits.max_processes, limits.max_processes)
     return rlimits
+
+
+@functools.lru_cache(maxsize=None)
+def nproc_counts_per_namespace() -> bool:
+    """Linux 5.14+ counts RLIMIT_NPROC per user namespace (ucounts); older kernels count every
+    process of the real user, which would make the limit depend on the user's other processes."""
+    import platform
+
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return sys.platform.startswith("linux") and (major, minor) >= (5, 14)
 
 
 def _confinement_plan(tier: str, limits: Limits, helpers_dir: str, scratch: str | None) -> dict:
@@ -534,10 +547,13 @@ def _single_process(isolation: str, cgroups: _Cgroups) -> bool:
 
     Always in the landlock tier (its process cap). In bubblewrap without a memory cgroup too:
     RLIMIT_AS binds each process, so only a single process makes it the submission's memory
-    cap (else 32 processes could each take the limit)."""
+    cap (else 32 processes could each take the limit); and on kernels where RLIMIT_NPROC is
+    not counted per user namespace, since it then cannot be the process cap."""
     if isolation == "landlock":
         return True
-    if isolation != "bubblewrap" or cgroups.v2 or "memory" in cgroups.controllers():
+    if isolation != "bubblewrap":
+        return False
+    if nproc_counts_per_namespace() and (cgroups.v2 or "memory" in cgroups.controllers()):
         return False
     try:
         confine.seccomp_machine()

@@ -100,6 +100,8 @@ def test_cli_grade_without_a_sandbox_is_a_grader_error_and_check_still_works(wit
     monkeypatch.setattr(sandbox, "probe_landlock", lambda: "Landlock and seccomp are Linux-only (this is darwin)")
     assert cli.main(["grade", str(SOLUTION)]) == cli.EXIT_GRADER_FAULT
     assert "--allow-unisolated" in capsys.readouterr().err
+    assert cli.main(["grade", "--isolation", "bubblewrap", str(SOLUTION)]) == cli.EXIT_GRADER_FAULT
+    assert "bubblewrap: bwrap is not installed" in capsys.readouterr().err  # a reason, not a traceback
     assert cli.main(["check", str(SOLUTION)]) == 0
     out = capsys.readouterr().out
     assert "(isolation: unisolated)" in out and "autograded total: 13/13" in out
@@ -455,3 +457,13 @@ def test_nbgrader_autograde_fails_the_submission_on_grader_errors_and_has_no_uns
     unisolated = nbgrader_bridge.SandboxedGrading(isolation="unisolated")
     with pytest.raises(sandbox.SandboxUnavailable, match="--allow-unisolated"):
         unisolated.preprocess(nbformat.read(str(SOLUTION), as_version=4), resources)
+
+
+@requires_bwrap
+def test_bubblewrap_where_nproc_counts_the_whole_user_sets_none_and_allows_no_second_process(monkeypatch):
+    """Before Linux 5.14 RLIMIT_NPROC counted every process of the real user, namespaces or not."""
+    monkeypatch.setattr(sandbox, "nproc_counts_per_namespace", lambda: False)
+    code = ("import os, resource\nresult = [str(resource.getrlimit(resource.RLIMIT_NPROC)[0])]\n"
+            "try:\n    os.fork()\nexcept OSError:\n    result.append('fork refused')\n")
+    _, values = run(code, "bubblewrap")
+    assert values["result"][1:] == ["fork refused"] and values["result"][0] != str(LIMITS.max_processes)

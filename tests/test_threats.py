@@ -1042,6 +1042,10 @@ COMPROMISED_DRIVER = {
         "os.write(out, frame({'type': 'calls', 'calls': [1, 2]}))\n"
         "os.write(out, frame({'type': 'ended', 'exit_code': 'x', 'corrupted': 1}))\n"
         "os.write(out, frame({'type': 'done'}))\n"),
+    # refused on its length header, before the grader reads or parses any of it
+    "forty_megabyte_values_frame": ("os.write(out, frame({'type': 'cell', 'index': 0}))\n"
+                                    "os.write(out, struct.pack('>I', 40 << 20) + b'{\"type\": \"values\"')\n"
+                                    "time.sleep(60)\n"),
     # each 'values' frame used to make the grader write probes with a blocking write; with
     # nobody reading, the pipe filled and every deadline froze
     "stops_reading": ("for _ in range(3000):\n"
@@ -1073,6 +1077,8 @@ def test_a_compromised_driver_cannot_crash_or_stall_the_supervisor(tmp_path, min
         assert result.values == {"W": 5} and result.calls == {} and result.fatal is None
     else:
         assert result.fatal
+    if attack == "forty_megabyte_values_frame":
+        assert "exceeds the" in result.fatal and result.seconds < limits.total_seconds
 
 
 # -- careless work: a clear message and the points the rest earns ----------------------------
