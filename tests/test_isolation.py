@@ -173,6 +173,19 @@ def test_relay_rebuilds_values_from_known_fields_only():
         "f": [{"result": {"kind": "none"}}] * 2}
 
 
+def test_the_largest_arrays_the_driver_sends_pass_the_relay_and_fit_the_frame_caps():
+    import numpy
+
+    for array in (numpy.arange(wire.MAX_ARRAY_ELEMENTS, dtype=float),
+                  numpy.ones(wire.MAX_ARRAY_ELEMENTS // 2, dtype=complex)):
+        encoded = wire.encode_array(array, numpy)
+        assert wire.clean_value(encoded) == encoded
+        assert len(wire.pack_frame({"type": "values", "values": {"W": encoded}})) <= (
+            wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES)
+        assert numpy.array_equal(wire.decode_array(encoded, numpy), array)
+    assert wire.encode_array(numpy.ones(wire.MAX_ARRAY_ELEMENTS // 2 + 1, dtype=complex), numpy)["kind"] == "too_large"
+
+
 def test_frame_length_is_checked_on_the_header_before_the_body_arrives():
     reader = wire.FrameReader(max_frame_bytes=lambda: 100)
     with pytest.raises(ValueError, match="exceeds the 100-byte limit"):

@@ -15,7 +15,7 @@ MAX_TEXT_CHARS = 20_000
 MAX_ITEMS = 64
 # Caps the supervisor checks on a frame's length header BEFORE reading or parsing its body.
 # One value: the largest array (1M float64 elements, base64) plus its small fields.
-MAX_VALUE_BYTES = (MAX_ARRAY_ELEMENTS * 8 * 4) // 3 + 4096
+MAX_VALUE_BYTES = 4 * ((MAX_ARRAY_ELEMENTS * 8 + 2) // 3) + 4096
 MAX_SMALL_FRAME_BYTES = 8192  # cell, cell_done, ended, done, grader_error
 MAX_DIMENSIONS = 32
 
@@ -56,7 +56,8 @@ class FrameReader:
 
 def encode_array(array, numpy):
     """Encode a numeric ndarray (already converted by the caller) as a tagged dict."""
-    if array.size > MAX_ARRAY_ELEMENTS:
+    # Capped in bytes (a complex element is two floats), so that one value fits MAX_VALUE_BYTES.
+    if array.size > (MAX_ARRAY_ELEMENTS // 2 if array.dtype.kind == "c" else MAX_ARRAY_ELEMENTS):
         return {"kind": "too_large", "shape": list(array.shape), "elements": int(array.size)}
     dtype = "complex128" if array.dtype.kind == "c" else "float64"
     data = numpy.ascontiguousarray(array, dtype="<c16" if dtype == "complex128" else "<f8")
