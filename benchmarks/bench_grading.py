@@ -3,9 +3,11 @@
 For each class size N it builds a class of N submissions of the virtual-head notebook (a mix of
 correct, alternative, wrong, blank and broken work, cycling), grades one copy with
 `python -m autograder grade --course` (sandboxed, parallel) and another with
-`nbgrader autograde --SandboxedGrading.runner=kernel` (stock nbgrader's way of running student
-code: one Jupyter kernel per notebook, serially, identical checks), checks that both gradebooks
-hold identical scores, and prints wall time, notebooks per second, peak memory and the ratio.
+`nbgrader autograde` with the kernel baseline injected (benchmarks/kernel_autograde.py; stock
+nbgrader's way of running student code: one Jupyter kernel per notebook, serially, identical
+checks), checks that both gradebooks hold identical scores, and prints wall time, notebooks per
+second, peak memory and the ratio. First it prints the start cost of each isolation tier this
+machine offers (one trivial cell, start to result), measured in the same run.
 
     python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200]
 """
@@ -20,45 +22,45 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from autograder.core.course import Course
+from autograder.dev import classroom
+from autograder.nbgrader import release
 
-from autograder import classroom, course  # noqa: E402
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPOSITORY = Course(ROOT)
 
 ASSIGNMENT, NOTEBOOK = "attention_heads", "virtual_head"
 WORK = ROOT / "build" / "bench"
 
 
-def make_class(root: pathlib.Path, size: int) -> None:
+def make_class(course: Course, size: int) -> None:
     """N students, cycling through correct, alternative, wrong, blank and broken submissions."""
-    kinds = [("reference", classroom.filled_notebook(ASSIGNMENT, NOTEBOOK))]
+    kinds = [("reference", classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK))]
     for kind in ("alternatives", "mistakes"):
-        for entry in classroom.variants(kind, ASSIGNMENT).values():
+        for entry in course.library(kind, ASSIGNMENT).values():
             if entry["notebook"] == NOTEBOOK:
-                kinds.append((kind, classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, entry["cells"])))
-    kinds.append(("blank", classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, blank=True)))
+                kinds.append((kind, classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, entry["cells"])))
+    kinds.append(("blank", classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, blank=True)))
     # Broken code (a syntax error, a crash). Not broken JSON: stock nbgrader stops on that
     # student with an error, so the baseline could not be compared.
-    answers = classroom.model_answers(ASSIGNMENT, NOTEBOOK)
+    answers = classroom.model_answers(course, ASSIGNMENT, NOTEBOOK)
     first, second = list(answers)[:2]
-    kinds.append(("broken", classroom.filled_notebook(ASSIGNMENT, NOTEBOOK, {
+    kinds.append(("broken", classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, {
         first: answers[first] + "\nW_V1 = [[1, 2]\n", second: "raise RuntimeError('oops')\n" + answers[second]})))
     for number in range(size):
         kind, notebook = kinds[number % len(kinds)]
-        classroom.write_submission(root, f"student{number:04d}", ASSIGNMENT, {NOTEBOOK: notebook})
+        classroom.write_submission(course.root, f"student{number:04d}", ASSIGNMENT, {NOTEBOOK: notebook})
 
 
 def make_course(name: str, size: int) -> pathlib.Path:
     root = WORK / name
     if root.exists():
         shutil.rmtree(root)
-    root.mkdir(parents=True)
-    shutil.copytree(course.SOURCE, root / "source", symlinks=True)
-    shutil.copy(ROOT / "nbgrader_config.py", root / "nbgrader_config.py")
-    os.symlink(ROOT / "autograder", root / "autograder")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    course = release.copy_course(REPOSITORY, root)
     subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force",
                     "--log-level=ERROR"], cwd=root, check=True, capture_output=True)
-    make_class(root, size)
+    make_class(course, size)
     return root
 
 
@@ -88,6 +90,31 @@ def scores(root: pathlib.Path) -> dict:
         }
 
 
+def sandbox_start_costs(runs: int = 10) -> None:
+    """Median seconds from start to result of a one-cell run, per tier, and the ratio to bubblewrap."""
+    import statistics
+
+    from autograder.sandbox import supervisor as sandbox
+
+    helpers = str(REPOSITORY.release / ASSIGNMENT)
+    costs = {}
+    for tier, reason in sandbox.tier_status().items():
+        if reason is not None:
+            print(f"sandbox start {tier:<11} unavailable: {reason}")
+            continue
+        times = []
+        for _ in range(runs):
+            started = time.monotonic()
+            result = sandbox.run_submission([(0, "x = 1")], ["x"], helpers, lambda values: {}, sandbox.Limits(), tier)
+            times.append(time.monotonic() - started)
+            assert result.values.get("x", {}).get("value") == 1.0, (tier, result)
+        costs[tier] = statistics.median(times)
+    base = costs.get("bubblewrap")
+    for tier, cost in costs.items():
+        ratio = f"  {cost / base:.2f}x bubblewrap" if base else ""
+        print(f"sandbox start {tier:<11} {cost * 1000:7.1f} ms (median of {runs}){ratio}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200])
@@ -96,6 +123,7 @@ def main() -> int:
     args = parser.parse_args()
     baseline_sizes = args.sizes if args.baseline_sizes is None else args.baseline_sizes
     print(f"machine: {os.cpu_count()} cores; class: N submissions of {ASSIGNMENT}/{NOTEBOOK}")
+    sandbox_start_costs()
     print(f"{'N':>5} {'grader':<28} {'wall s':>8} {'nb/s':>7} {'s/nb':>7} {'peak MiB':>9} {'ratio':>7}")
     rows = []
     for size in args.sizes:
@@ -107,8 +135,8 @@ def main() -> int:
         row = {"N": size, "batch_wall": batch["wall"], "batch_peak_mib": batch["peak_child_kib"] / 1024}
         if size in baseline_sizes:
             kernel_root = make_course(f"kernel-{size}", size)
-            kernel = measured([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT, "--force",
-                               "--SandboxedGrading.runner=kernel", "--log-level=ERROR"], kernel_root)
+            kernel = measured([sys.executable, str(pathlib.Path(__file__).with_name("kernel_autograde.py")),
+                               ASSIGNMENT, "--force", "--log-level=ERROR"], kernel_root)
             identical = scores(batch_root) == scores(kernel_root)
             ratio = kernel["wall"] / batch["wall"]
             print(f"{size:>5} {'kernel per notebook (serial)':<28} {kernel['wall']:>8.1f} "

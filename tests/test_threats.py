@@ -11,14 +11,15 @@ and the tests assert the score stays what those values earn; escape attempts are
 that success would RAISE the score (or are run directly with `sandbox.run_submission`, which
 returns whatever the code recorded in `result`).
 
-Isolation modes:
-  * "bubblewrap" (what `auto` picks wherever it runs) must also keep the course, the
-    gradebook, other submissions, the network and the grader's processes out of reach.
-  * "fallback" is for machines without bubblewrap and is weaker by design: student code runs
-    as the grader's user, so it CAN read and write that user's files, reach the network and
-    signal (as root, ptrace) the grader's processes, and without a writable cgroup a daemon
-    that leaves the session survives. Those are documented, not tested (testing them would
-    mean attacking the machine running the tests). What fallback does guarantee is tested:
+Isolation tiers (every test that applies to a tier runs once per tier this machine provides;
+tests/test_isolation.py forces tiers by taking tools away and repeats the core as non-root):
+  * "bubblewrap" and "landlock" (the strong tiers) must also keep the course, the gradebook,
+    other submissions, the network and the grader's processes out of reach.
+  * "unisolated" is for self-checks on machines without either and is weaker by design: student
+    code runs as the grader's user, so it CAN read and write that user's files, reach the
+    network and signal (as root, ptrace) the grader's processes, and without a writable cgroup
+    a daemon that leaves the session survives. Those are documented, not tested (testing them
+    would mean attacking the machine running the tests). What it does guarantee is tested:
     the driver decides nothing, time limits and kills, a scrubbed environment, `python -I` in
     a fresh temporary directory that is removed afterwards, resource limits, and (with a
     cgroup) no leftovers.
@@ -26,7 +27,7 @@ The driver is split in two: a relay that alone holds the grader's channel and ne
 student code, and a forked student half. Student code can write frames into its own pipe to
 the relay (that is how its values travel anyway), which gains nothing: a forged value is just a
 submitted value, and function results are checked on inputs drawn after the cells ran. Tested:
-student code cannot reach the grader's channel itself (under fallback as root it could ptrace
+student code cannot reach the grader's channel itself (unisolated as root it could ptrace
 the relay, documented), and neither malformed frames through the relay nor a compromised relay
 can crash or stall the grader.
 """
@@ -57,7 +58,10 @@ LIMITS = sandbox.Limits(
 
 requires_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
 BWRAP = pytest.param("bubblewrap", marks=requires_bwrap)
-BOTH = [BWRAP, "fallback"]
+LANDLOCK = pytest.param("landlock", marks=pytest.mark.skipif(
+    sandbox.probe_landlock() is not None, reason=f"landlock tier: {sandbox.probe_landlock()}"))
+STRONG = [BWRAP, LANDLOCK]  # the tiers instructor grading accepts without --allow-unisolated
+BOTH = [*STRONG, "unisolated"]  # every tier
 
 W_WRONG = "W = 5 * np.eye(2)\n"  # earns 0 of W's 2 points; double and k stay right: 2 points in all
 FUNCTION_OK = "def double(x):\n    return 2 * x\n\nk = 3\n"
@@ -71,10 +75,14 @@ def _pids_cgroup_works() -> bool:
     return works
 
 
-# A fork bomb is bounded by the pids cgroup, or by RLIMIT_NPROC where the grader is not root.
-FORK_BOMBS_CONTAINED = _pids_cgroup_works() or os.geteuid() != 0
-requires_containment = pytest.mark.skipif(
-    not FORK_BOMBS_CONTAINED, reason="no pids cgroup and running as root: a fork bomb would not be contained")
+# A fork bomb is bounded by the pids cgroup, by RLIMIT_NPROC inside bubblewrap's user namespace,
+# and in the landlock tier by the seccomp rule that allows the student half no new process; the
+# unisolated tier contains it only with a pids cgroup.
+FORK_BOMBS_CONTAINED = _pids_cgroup_works()
+
+
+def contained(isolation):
+    return isolation in ("bubblewrap", "landlock") or FORK_BOMBS_CONTAINED
 
 
 def notebook(mini_course, replacements=None, blank=False, mutate=None) -> dict:
@@ -104,7 +112,7 @@ def grade(course, tmp_path, notebooks: dict, isolation="auto", limits=LIMITS, na
         else:
             path.write_text(content)
         requests.append(engine.GradeRequest(str(path), submission_id))
-    reports = engine.grade(course, requests, jobs=2, limits=limits, isolation=isolation)
+    reports = engine.grade(course, requests, jobs=2, limits=limits, isolation=isolation, allow_unisolated=True)
     return {report.submission_id: report for report in reports}
 
 
@@ -314,9 +322,9 @@ for fd in supervisor:  # reopen the relay's ends through /proc
 
 
 @pytest.mark.parametrize("isolation", [
-    BWRAP,
-    pytest.param("fallback", marks=pytest.mark.skipif(
-        os.geteuid() == 0, reason="as root, fallback student code may ptrace the driver (documented)")),
+    *STRONG,
+    pytest.param("unisolated", marks=pytest.mark.skipif(
+        os.geteuid() == 0, reason="as root, unisolated student code may ptrace the driver (documented)")),
 ])
 def test_student_code_cannot_reach_the_graders_channel(tmp_path, mini_course, isolation):
     """The driver's relay alone holds the grader's pipes; the student half closed them before
@@ -462,16 +470,16 @@ result = [name for name, path in PATHS.items() if readable(path)] or "nothing"
 """
 
 
-@requires_bwrap
-def test_bubblewrap_cannot_read_course_gradebook_or_other_work(tmp_path, mini_course):
+@pytest.mark.parametrize("isolation", STRONG)
+def test_strong_tiers_cannot_read_course_gradebook_or_other_work(tmp_path, mini_course, isolation):
     paths = {name: str(path) for name, path in _secret_paths(tmp_path, mini_course).items()}
     code = f"PATHS = {paths!r}\nPYTHON_ROOTS = {sandbox._python_roots()!r}\n" + READ_ATTEMPT
-    _, values = run_code(mini_course, code, "bubblewrap")
+    _, values = run_code(mini_course, code, isolation)
     assert values["result"] == "nothing"
 
 
-@requires_bwrap
-def test_bubblewrap_cannot_copy_answers_from_a_neighbour_or_the_solutions(tmp_path, mini_course):
+@pytest.mark.parametrize("isolation", STRONG)
+def test_strong_tiers_cannot_copy_answers_from_a_neighbour_or_the_solutions(tmp_path, mini_course, isolation):
     """Escape attempts whose success would raise the score: copy W from any readable source
     notebook, solution or other submission (graded in the same call, so running concurrently)."""
     secret = {name: str(path) for name, path in _secret_paths(tmp_path, mini_course).items()}
@@ -490,20 +498,23 @@ for path in candidates:
         if match and "5 *" not in match.group(0):
             exec(match.group(0))
 """
-    reports = grade(mini_course, tmp_path, {"honest": notebook(mini_course), "copier": cheat(mini_course, attack)}, "bubblewrap")
+    reports = grade(mini_course, tmp_path, {"honest": notebook(mini_course), "copier": cheat(mini_course, attack)}, isolation)
     assert_full_marks(reports["honest"])
     assert reports["copier"].score == 2.0
 
 
-@requires_bwrap
-def test_bubblewrap_hides_the_grader_processes_and_their_environment(mini_course, monkeypatch):
+@pytest.mark.parametrize("isolation", STRONG)
+def test_strong_tiers_hides_the_grader_processes_and_their_environment(mini_course, monkeypatch, isolation):
     secret = f"tc-secret-{uuid.uuid4().hex}"
     monkeypatch.setenv("TC_THREAT_SECRET", secret)
     with open("/proc/self/cmdline", "rb") as handle:
         grader_cmdline = handle.read().decode(errors="replace")
     _, values = run_code(mini_course, f"""
 import os
-pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+try:
+    pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+except OSError:  # landlock: /proc is not readable at all
+    pids = [str(os.getpid()), str(os.getppid()), "1"]
 seen = []
 for pid in pids:
     for name in ("environ", "cmdline"):
@@ -514,7 +525,7 @@ for pid in pids:
 result = ["secret" for text in seen if {secret!r} in text] + ["grader" for text in seen if text == {grader_cmdline!r}]
 result = result + (["many processes"] if len(pids) > 4 else [])
 result = result or "nothing"
-""", "bubblewrap")
+""", isolation)
     assert values["result"] == "nothing"
 
 
@@ -536,7 +547,7 @@ if grading:
     reports = grade(mini_course, tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)
     assert reports["cheat"].score == 2.0
     _, values = run_code(mini_course, "import os\nresult = sorted(os.environ)", isolation)
-    allowed = {"HOME", "PATH", "LANG", "PWD", "MPLBACKEND", "MPLCONFIGDIR", "IPYTHONDIR",
+    allowed = {"HOME", "TMPDIR", "PATH", "LANG", "PWD", "MPLBACKEND", "MPLCONFIGDIR", "IPYTHONDIR",
                "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", *sandbox.PASS_THROUGH_ENV}
     assert set(values["result"]) <= allowed
 
@@ -550,8 +561,8 @@ def _digest(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@requires_bwrap
-def test_bubblewrap_cannot_write_the_gradebook_submissions_course_or_python(tmp_path, mini_course):
+@pytest.mark.parametrize("isolation", STRONG)
+def test_strong_tiers_cannot_write_the_gradebook_submissions_course_or_python(tmp_path, mini_course, isolation):
     import autograder
 
     secret = _secret_paths(tmp_path, mini_course)
@@ -588,15 +599,15 @@ except Exception:
     pass
 result = written or "nothing"
 """
-    _, values = run_code(mini_course, code, "bubblewrap")
+    _, values = run_code(mini_course, code, isolation)
     assert values["result"] == "nothing"
     assert {name: _digest(path) for name, path in targets.items()} == before
     assert not pathlib.Path(site_packages, "sitecustomize.py").exists() or "pwned" not in pathlib.Path(
         site_packages, "sitecustomize.py").read_text()
 
 
-@requires_bwrap
-def test_bubblewrap_leaves_nothing_for_later_runs(mini_course):
+@pytest.mark.parametrize("isolation", STRONG)
+def test_strong_tiers_leaves_nothing_for_later_runs(mini_course, isolation):
     token = uuid.uuid4().hex
     places = ["/tmp/tc_persist", "/tmp/home/.ipython/profile_default/startup/00-evil.py",
               "/dev/shm/tc_persist", "/tmp/work/sitecustomize.py", "/tc_persist"]
@@ -609,22 +620,23 @@ for path in {places!r}:
     except OSError:
         pass
 """
-    run_code(mini_course, first, "bubblewrap")
+    run_code(mini_course, first, isolation)
     _, values = run_code(mini_course, f"import os\nresult = [p for p in {places!r} if os.path.exists(p)] or 'nothing'",
-                         "bubblewrap")
+                         isolation)
     assert values["result"] == "nothing"
     assert not any(os.path.exists(path) for path in ("/tmp/tc_persist", "/dev/shm/tc_persist", "/tc_persist"))
 
 
-def test_fallback_runs_isolated_python_in_a_fresh_directory_it_removes(tmp_path, mini_course):
-    """The fallback's guarantees about files: `python -I` (no script dir, no user site, no
+@pytest.mark.parametrize("isolation", ["landlock", "unisolated"])
+def test_no_namespace_tiers_run_isolated_python_in_a_fresh_directory_they_remove(tmp_path, mini_course, isolation):
+    """The guarantees about files of the tiers without a private /tmp about files: `python -I` (no script dir, no user site, no
     PYTHON* variables) in a new temporary directory with its own HOME, removed after the run."""
     result, values = run_code(mini_course, """
 import os, sys
 result = [os.getcwd(), os.environ["HOME"], str(sys.flags.isolated), str(int(os.getcwd() in sys.path or "" in sys.path))]
-""", "fallback")
+""", isolation)
     cwd, home, isolated, cwd_on_path = values["result"]
-    assert result.isolation == "fallback"
+    assert result.isolation == isolation
     assert (isolated, cwd_on_path) == ("1", "0")
     assert home.startswith(cwd) and os.path.basename(cwd).startswith("tc_submission_")
     assert not os.path.exists(cwd)
@@ -653,7 +665,7 @@ def test_files_beside_the_notebook_are_never_imported(tmp_path, mini_course, iso
         "    try:\n        importlib.import_module(name)\n    except ImportError:\n        pass\n"
         "if getattr(builtins, 'TC_SHIPPED', False):\n    W = np.eye(2)\n"))))
     (report,) = engine.grade(mini_course, [engine.GradeRequest(str(folder / "mini.ipynb"), "shipper")], limits=LIMITS,
-                             isolation=isolation)
+                             isolation=isolation, allow_unisolated=True)
     assert report.score == 2.0
     assert not marker.exists()
 
@@ -683,8 +695,8 @@ def test_metadata_outputs_and_kernelspec_are_not_trusted(tmp_path, mini_course):
 
 
 # -- network and shell escapes ---------------------------------------------------------------
-@requires_bwrap
-def test_bubblewrap_has_no_network(mini_course):
+@pytest.mark.parametrize("isolation", STRONG)
+def test_strong_tiers_has_no_network(mini_course, isolation):
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(5)
@@ -716,7 +728,7 @@ try:
 except OSError:
     pass
 result = reached or "nothing"
-""", "bubblewrap")
+""", isolation)
         assert values["result"] == "nothing"
         with pytest.raises(socket.timeout):
             listener.accept()
@@ -776,7 +788,7 @@ def test_time_limits_soft_hard_and_total(tmp_path, mini_course, isolation):
         # hard limit: a loop that ignores the interrupt is killed; values so far are lost
         "ignores_signals": cheat(mini_course, (
             "import signal\n"
-            "for number in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM):\n"
+            "for number in (signal.SIGALRM, signal.SIGPROF, signal.SIGINT, signal.SIGTERM):\n"
             "    signal.signal(number, signal.SIG_IGN)\n"
             "while True:\n    pass\n")),
         "catches_the_interrupt": cheat(mini_course, (
@@ -791,13 +803,15 @@ def test_time_limits_soft_hard_and_total(tmp_path, mini_course, isolation):
             "def double(x):\n"
             "    if x.size != 2:\n"
             "        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+            "        signal.signal(signal.SIGPROF, signal.SIG_IGN)\n"
             "        while True:\n            pass\n"
             "    return 2 * x\n\n"
             "k = 3\n")}),
     }
     started = time.monotonic()
     reports = grade(mini_course, tmp_path, notebooks, isolation, limits=sandbox.Limits(
-        cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=3.5, memory_bytes=512 << 20))
+        cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=3.5, memory_bytes=512 << 20,
+        wall_factor=1))
     elapsed = time.monotonic() - started
     assert reports["careless_loop"].score == 4.0
     for name in ("ignores_signals", "catches_the_interrupt", "blocks_the_alarm", "stops_itself"):
@@ -814,7 +828,7 @@ def test_total_time_limit_stops_a_slow_notebook(tmp_path, mini_course, isolation
     slow = notebook(mini_course, {"mini_matrix_answer": "import time\ntime.sleep(0.8)\nW = np.eye(2)",
                                   "mini_function_answer": "import time\ntime.sleep(0.8)\n" + FUNCTION_OK})
     report = grade(mini_course, tmp_path, {"slow": slow}, isolation, limits=sandbox.Limits(
-        cell_seconds=1, cell_grace_seconds=1, total_seconds=1.2, memory_bytes=512 << 20))["slow"]
+        cell_seconds=1, cell_grace_seconds=1, total_seconds=1.2, memory_bytes=512 << 20, wall_factor=1))["slow"]
     assert report.score == 0.0
     assert "longer than 1.2 s in total" in checks(report)["k_is_three"].message
 
@@ -855,9 +869,10 @@ result = result + failures
 
 
 @pytest.mark.slow
-@requires_containment
 @pytest.mark.parametrize("isolation", BOTH)
 def test_fork_bomb_is_contained_and_leaves_no_process(mini_course, isolation):
+    if not contained(isolation):
+        pytest.skip("no pids cgroup here: the unisolated tier would not contain a fork bomb")
     marker = f"tc_bomb_{uuid.uuid4().hex}"
     peak, stop = [0], threading.Event()
 
@@ -876,21 +891,24 @@ def test_fork_bomb_is_contained_and_leaves_no_process(mini_course, isolation):
         left = wait_gone(marker)
         kill_leftovers(marker)
     assert values["result"] == "survived"  # the driver itself kept working
-    assert 0 < peak[0] <= LIMITS.max_processes
+    if isolation == "landlock":
+        assert peak[0] == 0  # the student half cannot start a single process
+    else:
+        assert 0 < peak[0] <= LIMITS.max_processes
     assert left == []
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("isolation", [
-    BWRAP,
-    pytest.param("fallback", marks=pytest.mark.skipif(
-        not _pids_cgroup_works(), reason="without a cgroup the fallback cannot find a daemon that left its session")),
+    *STRONG,
+    pytest.param("unisolated", marks=pytest.mark.skipif(
+        not _pids_cgroup_works(), reason="without a cgroup the unisolated tier cannot find a daemon that left its session")),
 ])
 @pytest.mark.parametrize("with_cgroups", [True, False], ids=["cgroups", "no_cgroups"])
 def test_no_process_survives_the_run(mini_course, isolation, with_cgroups, monkeypatch):
     if not with_cgroups:
-        if isolation == "fallback":
-            pytest.skip("the fallback relies on the cgroup to find daemons (documented)")
+        if isolation == "unisolated":
+            pytest.skip("the unisolated tier relies on the cgroup to find daemons (documented)")
         monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
     marker = f"tc_daemon_{uuid.uuid4().hex}"
     code = f"""
@@ -934,9 +952,9 @@ def test_hostile_neighbours_do_not_affect_a_correct_submission(tmp_path, mini_co
         "exits": "import os\nos._exit(0)\n",
         "closes_pipes": "import os, sys, time\nfor fd in (1, 2, int(sys.argv[1]), int(sys.argv[2])):\n    os.close(fd)\ntime.sleep(30)\n",
     }
-    if FORK_BOMBS_CONTAINED:
+    if contained(isolation):
         hostile["fork_bomb"] = fork_bomb_code(marker, 1.5)
-    if isolation == "bubblewrap":  # under fallback these would hit the test runner itself
+    if isolation != "unisolated":  # unisolated, these would hit the test runner itself
         hostile["kills_parent_and_everyone"] = (
             "import os, signal\n"
             "for target in (os.getppid(), 1, -1):\n"
@@ -1013,7 +1031,7 @@ def test_a_submission_that_stops_reading_cannot_stall_the_grader(tmp_path, mini_
 
 
 # The driver's relay validates frames before the grader sees them; the supervisor must not rely
-# on it. A stand-in driver plays a compromised relay (e.g. under fallback as root, where student
+# on it. A stand-in driver plays a compromised relay (e.g. unisolated as root, where student
 # code may ptrace it) and writes straight into the grader's channel.
 COMPROMISED_DRIVER = {
     "deeply_nested_json": "body = b'[' * 200000 + b']' * 200000\nos.write(out, struct.pack('>I', len(body)) + body)\n"
@@ -1027,6 +1045,10 @@ COMPROMISED_DRIVER = {
         "os.write(out, frame({'type': 'calls', 'calls': [1, 2]}))\n"
         "os.write(out, frame({'type': 'ended', 'exit_code': 'x', 'corrupted': 1}))\n"
         "os.write(out, frame({'type': 'done'}))\n"),
+    # refused on its length header, before the grader reads or parses any of it
+    "forty_megabyte_values_frame": ("os.write(out, frame({'type': 'cell', 'index': 0}))\n"
+                                    "os.write(out, struct.pack('>I', 40 << 20) + b'{\"type\": \"values\"')\n"
+                                    "time.sleep(60)\n"),
     # each 'values' frame used to make the grader write probes with a blocking write; with
     # nobody reading, the pipe filled and every deadline froze
     "stops_reading": ("for _ in range(3000):\n"
@@ -1050,14 +1072,16 @@ def test_a_compromised_driver_cannot_crash_or_stall_the_supervisor(tmp_path, min
     limits = sandbox.Limits(cell_seconds=1, cell_grace_seconds=1, total_seconds=2, memory_bytes=512 << 20)
     big_probes = lambda values: {"double": [[{"kind": "str", "value": "x" * 20000}]] * 4}  # noqa: E731
     result = sandbox.run_submission([(0, "W = 1")], ["W"], str(mini_course.release / "mini"), big_probes,
-                                    limits, "fallback")
-    assert result.seconds < limits.total_seconds + 2
+                                    limits, "unisolated")
+    assert result.seconds < limits.total_seconds * limits.wall_factor + 2
     assert all(type(cell["index"]) is int and cell["index"] == 0 for cell in result.cells)
     assert isinstance(result.values, dict) and isinstance(result.calls, dict)
     if attack == "malformed_frames":
         assert result.values == {"W": 5} and result.calls == {} and result.fatal is None
     else:
         assert result.fatal
+    if attack == "forty_megabyte_values_frame":
+        assert "exceeds the" in result.fatal and result.seconds < limits.total_seconds
 
 
 # -- careless work: a clear message and the points the rest earns ----------------------------

@@ -4,7 +4,9 @@ The course is `--course ROOT` when given, else the course that holds the noteboo
 the one holding the working directory.
 
 Exit status: 0 whenever every notebook got a report, whatever its score (`check` exits 1 when
-an autograded part fails, for self-learners' scripts); 2 for misuse; 3 for a fault of the grader.
+an autograded part fails, for self-learners' scripts); 2 for misuse; 3 for a fault of the grader
+(no sandbox can run here, or one could not start or be confined: those notebooks are not graded,
+and the message says why and what to do).
 """
 from __future__ import annotations
 
@@ -20,10 +22,18 @@ EXIT_MISUSE = 2
 EXIT_GRADER_FAULT = 3
 
 
-def _add_run_options(parser):
+ISOLATION_CHOICES = ("auto", "bubblewrap", "landlock", "unisolated")
+
+
+def _add_run_options(parser, instructor=True):
     parser.add_argument("--jobs", type=int, default=None, help="notebooks run at once (default: all cores)")
-    parser.add_argument("--isolation", choices=("auto", "bubblewrap", "fallback"), default="auto",
-                        help="sandbox to use (default: bubblewrap when it works here)")
+    parser.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
+                        help="sandbox tier (default: the strongest that works here: bubblewrap, then "
+                             "landlock, then" + (" (only with --allow-unisolated)" if instructor else "")
+                             + " a plain unisolated process)")
+    if instructor:
+        parser.add_argument("--allow-unisolated", action="store_true",
+                            help="accept grading in a plain process, with your rights, when no sandbox can run")
     parser.add_argument("--cell-timeout", type=float, default=None, help="seconds per cell (default 10)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per notebook (default 90)")
 
@@ -78,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("notebook")
     check.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK")
     _add_course_option(check)
-    _add_run_options(check)
+    _add_run_options(check, instructor=False)
 
     release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")
     release.add_argument("assignments", nargs="*", help="default: every assignment")
@@ -87,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from autograder.sandbox.supervisor import SandboxUnavailable
+
     args = build_parser().parse_args(argv)
     try:
         if args.command == "grade" and args.course and not _all_notebooks(args.targets):
@@ -107,6 +119,9 @@ def main(argv=None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_MISUSE
+    except SandboxUnavailable as error:
+        print(f"grader error: {error}", file=sys.stderr)
+        return EXIT_GRADER_FAULT
     return EXIT_MISUSE
 
 
@@ -135,9 +150,10 @@ def _grade_class(args) -> int:
     if len(args.targets) != 1:
         raise UsageError("with --course, give exactly one assignment name")
     grader = BatchGrader(_course(args), args.targets[0], jobs=args.jobs, limits=_limits(args),
-                         isolation=args.isolation, force=args.force, students=args.student)
+                         isolation=args.isolation, force=args.force, students=args.student,
+                         allow_unisolated=args.allow_unisolated)
     grader.run()
-    return 0
+    return EXIT_GRADER_FAULT if grader.flagged else 0
 
 
 def _grade_files(args) -> int:
@@ -149,13 +165,17 @@ def _grade_files(args) -> int:
         engine.GradeRequest(path, submission_id=f"notebook{number}", expected=graded_as)
         for number, path in enumerate(args.targets)
     ]
-    reports = engine.grade(course, requests, jobs=args.jobs, limits=_limits(args), isolation=args.isolation)
+    reports = engine.grade(course, requests, jobs=args.jobs, limits=_limits(args), isolation=args.isolation,
+                           allow_unisolated=args.allow_unisolated)
     for report in reports:
         if args.json:
             print(json.dumps(report.to_json()), flush=True)
         else:
             print(render_text(report), flush=True)
-    return 0
+    faults = [report for report in reports if report.grader_error]
+    for report in faults:
+        print(f"grader error: {report.notebook} was not graded: {report.grader_error}", file=sys.stderr)
+    return EXIT_GRADER_FAULT if faults else 0
 
 
 def shown(text, indent: str = "") -> str:
@@ -169,8 +189,12 @@ def shown(text, indent: str = "") -> str:
 
 def render_text(report) -> str:
     """A plain-text report: one line per check, grouped by part."""
+    if report.grader_error:
+        return (f"{shown(report.notebook)}: NOT GRADED (grader error, isolation {report.isolation}): "
+                f"{shown(report.grader_error, '  ')}")
     lines = [f"{shown(report.notebook)}: {report.score:g} / {report.max_score:g}"
-             + (f" (graded as {report.graded_as})" if report.graded_as else "")]
+             + (f" (graded as {report.graded_as})" if report.graded_as else "")
+             + (f" [isolation: {report.isolation}]" if report.isolation else "")]
     if report.error:
         lines.append(f"  error: {shown(report.error, '  ')}")
     for check in report.checks:

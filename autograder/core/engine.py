@@ -61,6 +61,7 @@ class Report:
     checks: list[CheckResult] = dataclasses.field(default_factory=list)
     manual_parts: list[specs.Part] = dataclasses.field(default_factory=list)
     error: str | None = None
+    grader_error: str | None = None  # the grader's own fault: no grade, flagged for the instructor
     isolation: str | None = None
     cells: list[CellReport] = dataclasses.field(default_factory=list)
     figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
@@ -98,6 +99,7 @@ class Report:
             "max_score": self.max_score,
             "checks": checks,
             "error": self.error,
+            "grader_error": self.grader_error,
             "isolation": self.isolation,
         }
 
@@ -236,6 +238,10 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         _probe_maker(spec, rng, drawn), limits, isolation,
     )
     report.isolation, report.seconds = result.isolation, result.seconds
+    if result.grader_error:
+        report.grader_error = result.grader_error
+        report.error = f"grader error, not graded: {result.grader_error}"
+        return report, None
     submission = _as_submission(request, notebook, result, drawn, spec.extract)
     report.cells = submission.cells
     return report, submission
@@ -250,9 +256,12 @@ def grade(
     on_extracted: Callable[[Report], None] | None = None,
     with_figures: bool = False,
     runner=None,
+    allow_unisolated: bool = False,
 ) -> list[Report]:
-    """Grade notebooks: sandboxed runs in parallel (`jobs` at once), then one pytest session."""
-    isolation = sandbox.choose_isolation(isolation) if runner is None else isolation
+    """Grade notebooks: sandboxed runs in parallel (`jobs` at once), then one pytest session.
+
+    Raises sandbox.SandboxUnavailable when no acceptable isolation tier runs here."""
+    isolation = sandbox.choose_isolation(isolation, allow_unisolated) if runner is None else isolation
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         futures = submit_extractions(course, pool, requests, limits, isolation, on_extracted, runner)
         outcomes = [future.result() for future in futures]

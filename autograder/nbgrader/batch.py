@@ -285,10 +285,12 @@ class BatchGrader:
 
     def __init__(self, course: Course, assignment: str, jobs: int | None = None,
                  limits: sandbox.Limits = sandbox.Limits(), isolation: str = "auto", force: bool = False,
-                 students: list[str] | None = None):
+                 students: list[str] | None = None, allow_unisolated: bool = False):
         self.course, self.assignment = course, assignment
         self.jobs = jobs or os.cpu_count() or 1
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
+        self.allow_unisolated = allow_unisolated
+        self.flagged: list[str] = []  # student/notebook left ungraded by a fault of the grader
         _lighten_imports()
         self.settings = settings.load(course)
         self.db_url, self.course_id = self.settings.db_url, self.settings.course_id
@@ -335,7 +337,7 @@ class BatchGrader:
         from tqdm import tqdm
 
         pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
-        isolation = sandbox.choose_isolation(self.isolation)
+        isolation = sandbox.choose_isolation(self.isolation, self.allow_unisolated)
         total = sum(len(item.notebooks) for item in todo)
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
         chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
@@ -353,8 +355,29 @@ class BatchGrader:
                     done_chunk, done_prepared, done_futures = running
                     reports = engine.check([future.result() for future in done_futures], with_figures=True)
                     by_id = {report.submission_id: report for report in reports}
-                    _record_chunk(pipeline, done_chunk, done_prepared, by_id)
+                    faulty = self._grader_faults(done_chunk, by_id)
+                    # A grader fault is never a silent 0: no score, flagged for manual grading with
+                    # the reason, and no marker, so that the next run grades the student again.
+                    _record_chunk(pipeline, [item for item in done_chunk if item.student not in faulty],
+                                  done_prepared, by_id)
+                    _flag_grader_faults(pipeline, [item for item in done_chunk if item.student in faulty], by_id)
                 running = started
+        if self.flagged:
+            print(f"grader error: {len(self.flagged)} notebooks were NOT graded (left for the next run): "
+                  + ", ".join(self.flagged), file=sys.stderr)
+
+    def _grader_faults(self, chunk, reports) -> set[str]:
+        """Students of the chunk with a notebook the grader failed on (noted in `flagged`)."""
+        faulty = set()
+        for item in chunk:
+            for notebook_id in item.notebooks:
+                report = reports.get(submission_id(self.assignment, NotebookOfStudent(item.student, notebook_id)))
+                if report is not None and report.grader_error:
+                    faulty.add(item.student)
+                    self.flagged.append(f"{item.student}/{notebook_id}")
+                    print(f"grader error: {item.student}/{self.assignment}/{notebook_id} not graded: "
+                          f"{report.grader_error}", file=sys.stderr)
+        return faulty
 
 
 def _record_chunk(pipeline, chunk, prepared, reports):
@@ -369,6 +392,27 @@ def _record_chunk(pipeline, chunk, prepared, reports):
     for item in chunk:
         marker = pipeline.course.root / "autograded" / item.student / pipeline.assignment / MARKER
         marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
+
+
+def _flag_grader_faults(pipeline, items, reports) -> None:
+    """Leave every notebook of these students without a score, marked for manual grading with
+    the grader's reason (the next run grades them again: they get no marker)."""
+    from nbgrader.api import Gradebook
+
+    if not items:
+        return
+    with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
+        for item in items:
+            for notebook_id in item.notebooks:
+                report = reports.get(submission_id(pipeline.assignment, NotebookOfStudent(item.student, notebook_id)))
+                reason = (f"NOT GRADED, grader error: {report.grader_error}" if report and report.grader_error
+                          else "NOT GRADED: another notebook of this submission hit a grader error")
+                notebook = gradebook.find_submission_notebook(notebook_id, pipeline.assignment, item.student)
+                for grade in notebook.grades:
+                    grade.auto_score, grade.needs_manual_grade = None, True
+                for comment in notebook.comments:
+                    comment.auto_comment = reason
+        gradebook.db.commit()
 
 
 def _record_student(gradebook, pipeline, item, prepared, reports):

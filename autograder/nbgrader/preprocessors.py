@@ -16,7 +16,7 @@ import json
 import os
 
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Enum
+from traitlets import Bool, Enum
 
 from autograder.core import engine
 from autograder.core.course import Course
@@ -235,13 +235,21 @@ class RestoreCourseMetadata(CoursePreprocessor):
 
 
 class SandboxedGrading(CoursePreprocessor):
-    """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel."""
+    """Grade the notebook with the course's sandboxed grader instead of executing it in a kernel.
 
-    runner = Enum(
-        ["sandbox", "kernel"], default_value="sandbox",
-        help="'sandbox' (always, for real grading) or 'kernel': the unsandboxed kernel-per-notebook "
-             "baseline that `make bench` measures against",
+    There is deliberately no option that runs student code unsandboxed: the benchmark's kernel
+    baseline is injected by benchmarks/kernel_autograde.py into `_benchmark_options`, which no
+    configuration file or command-line flag can set.
+    """
+
+    isolation = Enum(
+        ["auto", "bubblewrap", "landlock", "unisolated"], default_value="auto",
+        help="sandbox tier: the strongest that works here by default; 'unisolated' needs allow_unisolated",
     ).tag(config=True)
+    allow_unisolated = Bool(
+        False, help="accept grading in a plain process with the grader's rights when no sandbox can run",
+    ).tag(config=True)
+    _benchmark_options: dict = {}
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
@@ -253,15 +261,16 @@ class SandboxedGrading(CoursePreprocessor):
             self.log.warning("%s: %s", info["notebook"], report.error)
             apply_report(nb, report)
             return nb, resources
-        options = {}
-        if self.runner == "kernel":
-            from autograder.dev.kernel_runner import run_in_kernel
-
-            options = {"runner": run_in_kernel, "isolation": "none", "jobs": 1}
+        options = dict(self._benchmark_options) or {"isolation": self.isolation,
+                                                     "allow_unisolated": self.allow_unisolated}
         report = grade_notebook_node(
             self.course, nb, engine.NotebookKey(info["assignment"], info["notebook"]),
             f"{info['student']}/{info['assignment']}/{info['notebook']}", **options,
         )
+        if report.grader_error:
+            # nbgrader then reports this submission as failed and leaves its grades unset: a
+            # fault of the grader must reach the instructor, never become a silent 0.
+            raise RuntimeError(f"grader error, {info['student']}/{info['notebook']} not graded: {report.grader_error}")
         if report.error:
             self.log.warning("%s: %s", info["notebook"], report.error)
         apply_report(nb, report)

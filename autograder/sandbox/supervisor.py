@@ -1,27 +1,41 @@
 """Run one submission's cells in an isolated process, supervised from outside.
 
-Isolation, strongest available first:
+Isolation tiers, strongest first (`auto` takes the first that works here; every report names
+the tier it got; docs/DEPLOYMENT.md says which hosts offer which):
   * "bubblewrap": new user, pid, net, ipc, uts and cgroup namespaces; read-only system and
     Python; nothing of the course visible but the driver and the public helper modules the
-    release gives every student; private /tmp; scrubbed environment; `python -I`.
-  * "fallback": a temporary working directory, scrubbed environment, `python -I`, resource
-    limits and its own session. Weaker: student code runs as the grader's user, so it can read
-    and write what that user can, reach the network, and signal (as root, ptrace) the grader's
-    processes, the driver's relay included; without a writable cgroup, a child that leaves the
-    session survives the run. For machines without bubblewrap only; every report says which
-    isolation it got.
-Both run under resource limits (address space, file size, open files, no core dumps) and, where
-the cgroup v1/v2 controllers are writable, a pids and memory cgroup that is killed as a whole.
+    release gives every student; private /tmp; scrubbed environment; `python -I`. Processes
+    are capped by RLIMIT_NPROC set inside the new user namespace, where it counts only the
+    sandbox's own processes.
+  * "landlock", for hosts without user namespaces (Docker, Kubernetes pods): no namespaces,
+    but the driver confines itself before any student code exists (sandbox_driver/confine.py):
+    a Landlock ruleset (read-only Python, system libraries, driver and public helpers; writes
+    only to a private scratch directory; no TCP; signals and abstract sockets scoped), a
+    seccomp filter (no socket() of any family, ptrace, process_vm_*, mount, namespaces,
+    keyrings, bpf, io_uring, ...), uid 65534 when the grader is root, and in the student half
+    no new processes at all (threads only) and signals only to itself. That is its process cap,
+    exact and independent of the user's other processes.
+  * "unisolated": a plain process in a temporary directory with a scrubbed environment,
+    `python -I` and the resource limits; student code has the grader user's rights. For
+    self-checks anywhere (macOS included); instructor grading refuses it unless allowed.
+All tiers: rlimits set by the driver itself (address space, file size, open files, CPU time, no
+core dumps), and where this host lets us create one, a pids, memory and cpu cgroup (v1, or a
+delegated v2 subtree) that is killed as a whole and gives each sandbox an equal CPU share.
 
 The supervisor (this module, in the grader's process) owns every deadline: per-cell and
-per-submission wall time are enforced by killing the whole process tree, which student code can
-neither catch nor signal. It reads only length-prefixed frames from a dedicated pipe; student
-stdout and stderr are drained, capped and kept for the report, never interpreted.
+per-submission time is enforced by killing the whole process tree, which student code can
+neither catch nor signal. Soft cell limits count CPU time (a slow host or a busy neighbour
+does not push a correct cell over), with wall-clock backstops `Limits.wall_factor` times
+longer. It reads only length-prefixed frames from a dedicated pipe, each capped in size on its
+header before it is read; student stdout and stderr are drained, capped and kept for the
+report, never interpreted. A sandbox that cannot start or be confined as its tier promises is
+a grader error (`RunResult.grader_error`), never a student's score.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import pathlib
 import selectors
@@ -34,7 +48,7 @@ import tempfile
 import time
 import uuid
 
-from autograder.sandbox.driver import wire
+from autograder.sandbox.driver import confine, wire
 
 DRIVER_DIR = pathlib.Path(__file__).resolve().parent / "driver"
 # Environment variables passed through: OpenBLAS needs these on some CPUs to compute correctly.
@@ -54,6 +68,9 @@ class Limits:
     file_bytes: int = 16 << 20
     kept_output_bytes: int = 64 << 10  # stdout/stderr kept for the report
     max_output_bytes: int = 64 << 20  # printing more than this ends the run
+    # Cell and call limits count CPU time; wall-clock limits (for code that waits) are this
+    # many times the CPU limits, so sandboxes graded side by side cannot push each other over.
+    wall_factor: float = 2.0
 
 
 @dataclasses.dataclass
@@ -68,6 +85,7 @@ class RunResult:
     stdout: str = ""
     stderr: str = ""
     fatal: str | None = None  # why the run ended early, in the student's terms
+    grader_error: str | None = None  # the grader's own fault: reason and fix, never the student's
     seconds: float = 0.0
 
 
@@ -124,35 +142,245 @@ def bubblewrap_command(helpers_dir: str, limits: Limits) -> list[str]:
     return command
 
 
+TIERS = ("bubblewrap", "landlock", "unisolated")
+SANDBOX_UID = SANDBOX_GID = 65534  # "nobody": the landlock tier's uid when the grader is root
+FIXES = {
+    "bubblewrap": "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user "
+                  "namespaces (see docs/DEPLOYMENT.md for Ubuntu's AppArmor rule and for containers)",
+    "landlock": "run on Linux 5.13 or later with Landlock enabled (the lsm= boot parameter must "
+                "include landlock) and seccomp filters allowed",
+    "unisolated": "",
+}
+
+
+class SandboxUnavailable(RuntimeError):
+    """No acceptable tier can run here; the message says why each failed and what to do."""
+
+
+def _tail(data: bytes, limit: int = 400) -> str:
+    text = data.decode("utf-8", errors="replace").strip()
+    return text[-limit:] if text else ""
+
+
 @functools.lru_cache(maxsize=None)
-def bubblewrap_available() -> bool:
-    """True when bubblewrap is installed and can create its namespaces on this machine."""
+def probe_bubblewrap() -> str | None:
+    """None when bubblewrap can create its namespaces here; else why not."""
+    if not sys.platform.startswith("linux"):
+        return f"bubblewrap needs Linux (this is {sys.platform})"
     if shutil.which("bwrap") is None:
-        return False
+        return "bwrap is not installed (not found on PATH)"
     probe = bubblewrap_command(str(DRIVER_DIR), Limits()) + [sys.executable, "-I", "-S", "-c", "pass"]
     try:
-        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
+        done = subprocess.run(probe, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"bwrap could not be run: {error}"
+    if done.returncode != 0:
+        return f"bwrap cannot create its namespaces here: {_tail(done.stderr) or f'exit {done.returncode}'}"
+    return None
+
+
+def bubblewrap_available() -> bool:
+    return probe_bubblewrap() is None
+
+
+_LANDLOCK_PROBE = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import confine, json
+plan = json.loads(sys.argv[2])
+try:
+    confine.confine(plan)
+    confine.apply_seccomp(no_new_processes=True)
+    open(os.path.join(sys.argv[1], "confine.py"), "rb").close()
+    open(os.path.join(sys.argv[3], "written"), "w").close()
+    try:
+        open(os.path.join(sys.argv[3], "..", "outside"), "w").close()
+        raise confine.ConfinementError("a write outside the scratch directory was not refused")
+    except PermissionError:
+        pass
+except (confine.ConfinementError, OSError) as error:
+    print(error, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def probe_landlock() -> str | None:
+    """None when the no-namespace tier can confine a process here as it promises; else why not."""
+    if not sys.platform.startswith("linux"):
+        return f"Landlock and seccomp are Linux-only (this is {sys.platform})"
+    probe_dir = tempfile.mkdtemp(prefix="tc_probe_")
+    scratch = os.path.join(probe_dir, "scratch")
+    os.mkdir(scratch)
+    try:
+        if os.geteuid() == 0:
+            os.chown(scratch, SANDBOX_UID, SANDBOX_GID)
+        plan = _confinement_plan("landlock", Limits(), str(DRIVER_DIR), scratch)
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", _LANDLOCK_PROBE, str(DRIVER_DIR),
+                               __import__("json").dumps(plan), scratch],
+                              capture_output=True, timeout=30, env=_sandbox_env())
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"the confinement probe could not run: {error}"
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    if done.returncode != 0:
+        return f"the process could not be confined: {_tail(done.stderr) or f'exit {done.returncode}'}"
+    return None
+
+
+def tier_status() -> dict[str, str | None]:
+    """{tier: None when it works here, else the reason it does not}."""
+    return {"bubblewrap": probe_bubblewrap(), "landlock": probe_landlock(), "unisolated": None}
+
+
+def choose_isolation(requested: str = "auto", allow_unisolated: bool = False) -> str:
+    """The tier to use. `auto`: the strongest that works here; the plain-process tier only when
+    `allow_unisolated` (self-checks; instructors who say so). Raises SandboxUnavailable."""
+    if requested == "fallback":  # the plain-process tier's former name, in older configurations
+        requested = "unisolated"
+    if requested not in ("auto", *TIERS):
+        raise SandboxUnavailable(f"unknown isolation {requested!r} (choose from auto, {', '.join(TIERS)})")
+    candidates = TIERS if requested == "auto" else (requested,)
+    reasons = []
+    for tier in candidates:
+        if tier == "unisolated" and not allow_unisolated:
+            reasons.append("unisolated: refused for grading others' work (student code would run with "
+                           "your rights); pass --allow-unisolated (nbgrader: c.SandboxedGrading.allow_unisolated "
+                           "= True) to accept that")
+            continue
+        reason = {"bubblewrap": probe_bubblewrap, "landlock": probe_landlock}.get(tier, lambda: None)()
+        if reason is None:
+            return tier
+        reasons.append(f"{tier}: {reason}; to enable it, {FIXES[tier]}")
+    raise SandboxUnavailable("no sandbox can run here: " + " | ".join(reasons))
+
+
+def _readable_by_anyone(path: str) -> bool:
+    """Whether an unrelated uid can reach and read `path` (mode bits of it and its parents)."""
+    real = pathlib.Path(os.path.realpath(path))
+    try:
+        for parent in [*reversed(real.parents)]:
+            if not parent.stat().st_mode & 0o001:
+                return False
+        mode = real.stat().st_mode
+    except OSError:
         return False
+    return bool(mode & 0o004) and (not real.is_dir() or bool(mode & 0o001))
 
 
-def choose_isolation(requested: str = "auto") -> str:
-    if requested == "auto":
-        return "bubblewrap" if bubblewrap_available() else "fallback"
-    if requested == "bubblewrap" and not bubblewrap_available():
-        raise RuntimeError("bubblewrap was requested but cannot run here (apt-get install bubblewrap)")
-    return requested
+_SYSTEM_READ = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc/ld.so.cache", "/etc/localtime",
+                "/etc/fonts", "/dev/urandom")
+
+
+def _rlimits(tier: str, limits: Limits) -> dict:
+    cpu = math.ceil(limits.total_seconds)
+    rlimits = {
+        "fsize": (limits.file_bytes, limits.file_bytes),
+        "core": (0, 0),
+        "nofile": (256, 256),
+        "as": (limits.memory_bytes + (1 << 30),) * 2,  # headroom: numpy and OpenBLAS reserve address space
+        "cpu": (cpu, cpu + math.ceil(limits.cell_grace_seconds)),
+    }
+    if tier == "bubblewrap" and nproc_counts_per_namespace():
+        # Counted per user namespace: inside bubblewrap's, only the sandbox's own processes.
+        rlimits["nproc"] = (limits.max_processes, limits.max_processes)
+    return rlimits
+
+
+@functools.lru_cache(maxsize=None)
+def nproc_counts_per_namespace() -> bool:
+    """Linux 5.14+ counts RLIMIT_NPROC per user namespace (ucounts); older kernels count every
+    process of the real user, which would make the limit depend on the user's other processes."""
+    import platform
+
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return sys.platform.startswith("linux") and (major, minor) >= (5, 14)
+
+
+def _confinement_plan(tier: str, limits: Limits, helpers_dir: str, scratch: str | None) -> dict:
+    """What the driver applies to itself before the student half exists (see confine.py)."""
+    plan = {"rlimits": _rlimits(tier, limits), "undumpable": True}
+    if sys.platform == "darwin":
+        plan["optional_rlimits"] = ["as"]  # macOS accepts no address-space limit: self-checks only
+    if tier == "landlock":
+        readable = [*_python_roots(), *_SYSTEM_READ, str(DRIVER_DIR), helpers_dir]
+        if os.geteuid() == 0:
+            keep = not all(_readable_by_anyone(path) for path in [*_python_roots(), str(DRIVER_DIR), helpers_dir])
+            plan["drop_to"] = [SANDBOX_UID, SANDBOX_GID, keep]
+        plan["landlock"] = {"read": readable, "write": [scratch], "read_write_files": ["/dev/null"]}
+        plan["seccomp"] = True
+    return plan
+
+
+def _cgroup2_mount() -> pathlib.Path | None:
+    try:
+        for line in pathlib.Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split(" - ")
+            if len(fields) == 2 and fields[1].split()[0] == "cgroup2":
+                return pathlib.Path(fields[0].split()[4])
+    except OSError:
+        pass
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cgroup_v2_parent() -> tuple[pathlib.Path | None, str]:
+    """(directory under which we may create sandbox cgroups, "") or (None, why not).
+
+    Delegated means: our cgroup (or its parent, where a service keeps itself in a leaf) has the
+    pids and memory controllers enabled for its children and is writable by us.
+    """
+    mount = _cgroup2_mount()
+    if mount is None:
+        return None, "no cgroup v2 hierarchy is mounted"
+    try:
+        own = next(line[3:] for line in pathlib.Path("/proc/self/cgroup").read_text().splitlines()
+                   if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return None, "this process is in no cgroup v2 group"
+    here = mount / own.lstrip("/")
+    for candidate in (here, here.parent):
+        try:
+            enabled = set((candidate / "cgroup.subtree_control").read_text().split())
+        except OSError:
+            continue
+        if {"pids", "memory"} <= enabled and os.access(candidate, os.W_OK):
+            return candidate, ""
+    return None, (f"cgroup v2 at {here} is not delegated to this user (pids and memory must be in "
+                  "cgroup.subtree_control of a writable group; systemd: Delegate=yes, or run under "
+                  "`systemd-run --user --scope -p Delegate=yes`)")
 
 
 class _Cgroups:
-    """A pids+memory cgroup for one run, when this machine lets us create one (else inert)."""
+    """A pids+memory+cpu cgroup for one run, when this machine lets us create one (else inert)."""
+
+    v2 = False  # one cgroup v2 group (all controllers) rather than one per v1 controller
 
     def __init__(self, limits: Limits):
         self.paths: list[pathlib.Path] = []
         name = f"tc_grader_{uuid.uuid4().hex[:12]}"
+        parent, _ = cgroup_v2_parent()
+        if parent is not None:
+            path = parent / name
+            try:
+                path.mkdir()
+                (path / "pids.max").write_text(str(limits.max_processes))
+                (path / "memory.max").write_text(str(limits.memory_bytes))
+                if (path / "memory.swap.max").exists():
+                    (path / "memory.swap.max").write_text("0")
+                if (path / "cpu.weight").exists():
+                    (path / "cpu.weight").write_text("100")
+                self.paths, self.v2 = [path], True
+                return
+            except OSError:
+                self._remove(path)
         settings = {
             "pids": {"pids.max": str(limits.max_processes)},
             "memory": {"memory.limit_in_bytes": str(limits.memory_bytes)},
+            "cpu": {"cpu.shares": "1024"},  # an equal CPU share per sandbox, whatever it forks
         }
         for controller, files in settings.items():
             path = pathlib.Path("/sys/fs/cgroup") / controller / name
@@ -161,18 +389,30 @@ class _Cgroups:
                 for filename, value in files.items():
                     (path / filename).write_text(value)
             except OSError:
-                try:
-                    path.rmdir()
-                except OSError:
-                    pass
+                self._remove(path)
                 continue
             self.paths.append(path)
+
+    @staticmethod
+    def _remove(path):
+        try:
+            path.rmdir()
+        except OSError:
+            pass
+
+    def controllers(self) -> list[str]:
+        return ["v2"] if self.v2 else [path.parent.name for path in self.paths]
 
     def join_command(self) -> str:
         return "".join(f'echo $$ > {path}/cgroup.procs && ' for path in self.paths)
 
     def kill_and_remove(self) -> None:
         for path in self.paths:
+            if self.v2 and (path / "cgroup.kill").exists():
+                try:
+                    (path / "cgroup.kill").write_text("1")
+                except OSError:
+                    pass
             for _ in range(50):
                 try:
                     pids = [int(pid) for pid in (path / "cgroup.procs").read_text().split()]
@@ -186,23 +426,7 @@ class _Cgroups:
                     except ProcessLookupError:
                         pass
                 time.sleep(0.01)
-            try:
-                path.rmdir()
-            except OSError:
-                pass
-
-
-def _rlimit_command(limits: Limits, with_nproc: bool) -> list[str]:
-    command = [
-        "prlimit",
-        f"--fsize={limits.file_bytes}",
-        "--core=0",
-        "--nofile=256",
-        f"--as={limits.memory_bytes + (1 << 30)}",  # headroom: numpy and OpenBLAS reserve address space
-    ]
-    if with_nproc:
-        command.append(f"--nproc={limits.max_processes}")
-    return command + ["--"]
+            self._remove(path)
 
 
 # -- supervision -----------------------------------------------------------------------------
@@ -240,7 +464,7 @@ def run_submission(
     `make_probes(values)` is called in the grader's process after the cells ran; it returns
     {function name: [[tagged argument, ...], ...]} for the functions the submission defined.
     """
-    isolation = choose_isolation(isolation)
+    isolation = choose_isolation(isolation, allow_unisolated=True)  # policy is the callers' (engine, batch)
     result = RunResult(isolation=isolation)
     started = time.monotonic()
     result_r, result_w = os.pipe()
@@ -254,15 +478,19 @@ def run_submission(
         sandbox_helpers = "/course"
         inner = bubblewrap_command(helpers_dir, limits) + [sys.executable, "-I", "-S", "/grader/driver.py"]
         env = {}
+        plan = _confinement_plan(isolation, limits, sandbox_helpers, None)
     else:
         sandbox_helpers = helpers_dir
         workdir = tempfile.mkdtemp(prefix="tc_submission_")
-        os.makedirs(os.path.join(workdir, "home"))
+        home = os.path.join(workdir, "home")
+        os.makedirs(home)
+        plan = _confinement_plan(isolation, limits, helpers_dir, workdir)
+        if plan.get("drop_to"):
+            for path in (workdir, home):
+                os.chown(path, SANDBOX_UID, SANDBOX_GID)
         inner = [sys.executable, "-I", "-S", str(DRIVER_DIR / "driver.py")]
-        env = {**_sandbox_env(), "HOME": os.path.join(workdir, "home"),
-               "MPLCONFIGDIR": os.path.join(workdir, "home"), "IPYTHONDIR": os.path.join(workdir, "home")}
-    # nproc counts every process of the user; only meaningful where the run is not root outside.
-    command = _rlimit_command(limits, with_nproc=os.geteuid() != 0) + inner + driver_args
+        env = {**_sandbox_env(), "HOME": home, "TMPDIR": workdir, "MPLCONFIGDIR": home, "IPYTHONDIR": home}
+    command = inner + driver_args
     if cgroups.paths:
         command = ["sh", "-c", cgroups.join_command() + 'exec "$@"', "sh"] + command
     try:
@@ -280,12 +508,26 @@ def run_submission(
         for fd in (result_r, result_w, request_r, request_w):
             os.close(fd)
         cgroups.kill_and_remove()
-        result.fatal = f"the grader could not start the sandbox ({error})"
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        fix = FIXES[isolation] or "check the Python installation"
+        result.grader_error = f"the {isolation} sandbox could not be started ({error}); {fix}"
         return result
     os.close(result_w)
     os.close(request_r)
     try:
-        _supervise(process, result_r, request_w, cells, names, sandbox_helpers, make_probes, limits, result, started)
+        job = {
+            "type": "job",
+            "cells": [[index, source] for index, source in cells],
+            "names": list(names),
+            "cell_seconds": limits.cell_seconds,
+            "call_seconds": limits.call_seconds,
+            "wall_factor": limits.wall_factor,
+            "helpers": sandbox_helpers,
+            "confine": plan,
+            "no_new_processes": _single_process(isolation, cgroups),
+        }
+        _supervise(process, result_r, request_w, job, make_probes, limits, result, started)
     finally:
         _kill_tree(process)
         cgroups.kill_and_remove()
@@ -298,6 +540,26 @@ def run_submission(
             shutil.rmtree(workdir, ignore_errors=True)
         result.seconds = time.monotonic() - started
     return result
+
+
+def _single_process(isolation: str, cgroups: _Cgroups) -> bool:
+    """Whether the student half may start no process at all (threads only), by seccomp.
+
+    Always in the landlock tier (its process cap). In bubblewrap without a memory cgroup too:
+    RLIMIT_AS binds each process, so only a single process makes it the submission's memory
+    cap (else 32 processes could each take the limit); and on kernels where RLIMIT_NPROC is
+    not counted per user namespace, since it then cannot be the process cap."""
+    if isolation == "landlock":
+        return True
+    if isolation != "bubblewrap":
+        return False
+    if nproc_counts_per_namespace() and (cgroups.v2 or "memory" in cgroups.controllers()):
+        return False
+    try:
+        confine.seccomp_machine()
+    except confine.ConfinementError:
+        return False  # no filter for this architecture: processes stay capped by RLIMIT_NPROC
+    return True
 
 
 def _kill_tree(process: subprocess.Popen) -> None:
@@ -355,29 +617,28 @@ def _cell_frame(frame: dict, known: set) -> tuple | None:
             None if error is None else str(error)[:1000])
 
 
-def _supervise(process, result_r, request_w, cells, names, helpers, make_probes, limits, result, started):
-    job = {
-        "type": "job",
-        "cells": [[index, source] for index, source in cells],
-        "names": list(names),
-        "cell_seconds": limits.cell_seconds,
-        "call_seconds": limits.call_seconds,
-        "helpers": helpers,
-    }
+def _supervise(process, result_r, request_w, job, make_probes, limits, result, started):
     outputs = {"stdout": _Output(limits.kept_output_bytes), "stderr": _Output(limits.kept_output_bytes)}
     selector = selectors.DefaultSelector()
     selector.register(result_r, selectors.EVENT_READ, "result")
     selector.register(process.stdout, selectors.EVENT_READ, "stdout")
     selector.register(process.stderr, selectors.EVENT_READ, "stderr")
     outbox = _Outbox(request_w, selector)
-    reader = wire.FrameReader()
-    total_deadline = started + limits.total_seconds
+    # The length cap of the next frame depends on where the protocol is: a values frame may hold
+    # one capped value per name, a calls frame one per requested call, anything else is small.
+    caps = {"values": wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES * len(job["names"]), "calls": 0}
+    reader = wire.FrameReader(lambda: max(caps["values"], caps["calls"], wire.MAX_SMALL_FRAME_BYTES))
+    received = [0]  # bytes on the result channel; the sum of the caps bounds the whole run
+    budget = wire.MAX_SMALL_FRAME_BYTES * (2 * len(job["cells"]) + 8) + caps["values"]
+    wall = limits.wall_factor
+    total_deadline = started + limits.total_seconds * wall
     cell_deadline = None
+    sandbox_started = False  # set by the first frame that student code could have caused
     current_cell = None
     cell_status = {}
     # Frames come from the sandbox, where student code can write anything to this pipe: only
     # cells the grader sent are recorded, and values and calls are taken once, as dicts.
-    known_cells = {index for index, _ in cells}
+    known_cells = {index for index, _ in job["cells"]}
     got_values = got_calls = False
     ended_code = None
     done = False
@@ -394,12 +655,15 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                 break  # finished; stopped waiting for the last of stdout/stderr
             if cell_deadline is not None and now >= cell_deadline and current_cell is not None:
                 fail(f"cell {current_cell + 1} was still running after "
-                     f"{limits.cell_seconds + limits.cell_grace_seconds:g} s and could not be "
+                     f"{limits.cell_seconds * wall + limits.cell_grace_seconds:g} s and could not be "
                      "interrupted, so grading stopped there")
                 cell_status[current_cell] = {"index": current_cell, "status": "timeout",
                                              "error": "killed by the grader"}
+            elif not sandbox_started:
+                result.grader_error = (f"the {result.isolation} sandbox did not start within "
+                                       f"{limits.total_seconds * wall:g} s; the machine may be overloaded")
             else:
-                fail(f"the notebook ran longer than {limits.total_seconds:g} s in total, so grading stopped")
+                fail(f"the notebook ran longer than {limits.total_seconds * wall:g} s in total, so grading stopped")
             break
         for key, _ in selector.select(timeout=max(0.0, deadline - now)):
             if key.data == "request":
@@ -419,7 +683,10 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                     done = True
                     break
                 continue
+            received[0] += len(data)
             try:
+                if received[0] > budget:
+                    raise ValueError(f"more than {budget} bytes of frames")
                 frames = reader.feed(data)
             except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deeply
                 fail(f"the grading channel was corrupted ({str(error)[:200]})")
@@ -427,11 +694,17 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                 break
             for frame in frames:
                 kind = frame.get("type") if isinstance(frame, dict) else None
+                if kind == "grader_error" and not sandbox_started:
+                    result.grader_error = str(frame.get("reason"))[:2000]
+                    done = True
+                    break
+                if kind in ("cell", "cell_done", "values", "calls", "done"):
+                    sandbox_started = True
                 if kind == "cell":
                     cell = _cell_frame(frame, known_cells)
                     if cell is not None:
                         current_cell = cell[0]
-                        cell_deadline = time.monotonic() + limits.cell_seconds + limits.cell_grace_seconds
+                        cell_deadline = time.monotonic() + limits.cell_seconds * wall + limits.cell_grace_seconds
                 elif kind == "cell_done":
                     cell = _cell_frame(frame, known_cells)
                     if cell is not None:
@@ -443,10 +716,16 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                     result.values = frame["values"]
                     defined_in = frame.get("defined_in")
                     result.defined_in = defined_in if isinstance(defined_in, dict) else {}
-                    outbox.send({"type": "probes", "calls": make_probes(result.values)})
+                    probes = make_probes(result.values)
+                    outbox.send({"type": "probes", "calls": probes})
+                    caps["values"] = 0
+                    calls = sum(len(args) for args in probes.values()) if isinstance(probes, dict) else 0
+                    caps["calls"] = wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES * max(1, calls)
+                    budget += caps["calls"]
                 elif kind == "calls" and not got_calls and isinstance(frame.get("calls"), dict):
                     got_calls = True
                     result.calls = frame["calls"]
+                    caps["calls"] = 0
                 elif kind == "ended" and isinstance(frame.get("exit_code"), int):
                     ended_code = frame["exit_code"]  # the relay's word on how the student half ended
                     if frame.get("corrupted"):
@@ -459,12 +738,21 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
                     total_deadline = min(total_deadline, time.monotonic() + 1.0)
                     cell_deadline = None
                     break
-            if done and result.fatal:
+            if done and (result.fatal or result.grader_error):
                 break
-        if done and result.fatal:
+        if done and (result.fatal or result.grader_error):
             break
     selector.close()
-    if not done and result.fatal is None:
+    if not done and result.fatal is None and result.grader_error is None and not sandbox_started:
+        try:
+            code = process.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        stderr = outputs["stderr"].text().strip()
+        result.grader_error = (f"the {result.isolation} sandbox ended before running the notebook "
+                               f"(exit status {code})" + (f": {stderr[-600:]}" if stderr else "")
+                               + (f"; {FIXES[result.isolation]}" if FIXES[result.isolation] else ""))
+    elif not done and result.fatal is None and result.grader_error is None:
         # The pipes close a moment before the process can be reaped: wait for its status briefly.
         try:
             code = process.wait(timeout=max(0.0, min(2.0, total_deadline - time.monotonic())))
@@ -477,7 +765,9 @@ def _supervise(process, result_r, request_w, cells, names, helpers, make_probes,
             died_from = -ended_code  # the student half died; the relay reported it
         where = f" in cell {current_cell + 1}" if current_cell is not None else ""
         if died_from is not None:
-            reason = {signal.SIGSEGV: "crashed (segmentation fault)", signal.SIGKILL: "was killed (out of memory?)"}
+            reason = {signal.SIGSEGV: "crashed (segmentation fault)",
+                      signal.SIGKILL: "was killed (out of memory, or past its CPU time limit?)",
+                      signal.SIGXCPU: f"used more than {math.ceil(limits.total_seconds)} s of CPU time"}
             fail(f"the Python process {reason.get(died_from, f'died from signal {died_from}')}{where}")
         else:
             fail(f"the Python process ended early{where} (did the notebook call os._exit or close the grader's pipes?)")

@@ -32,9 +32,10 @@ if __name__ == "__main__":
 import numpy  # noqa: E402
 
 if __package__:  # imported by the grader (for tests and tooling)  # noqa: E402
-    from . import wire
+    from . import confine, wire
 else:  # run as a script inside the sandbox, where `python -I` puts no script dir on sys.path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import confine
     import wire
     del sys.path[0]
 
@@ -55,6 +56,10 @@ _type = type
 _len = len
 _exc_info = sys.exc_info
 _channels = {"result": 3, "request": 4}  # replaced by the fds named on the command line
+# Soft time limits: a CPU-time timer (ITIMER_PROF), so that a busy neighbour slowing this
+# sandbox down costs it nothing, and a wall-clock backstop `wall_factor` times longer for code
+# that waits instead of computing. The grader's kernel baseline keeps the plain wall timer.
+_timers = {"cpu": False, "wall_factor": 1.0}
 
 
 class CellTimeout(BaseException):
@@ -152,11 +157,16 @@ def decode_argument(encoded):
 
 
 def run_with_alarm(seconds, function, *args):
-    _setitimer(signal.ITIMER_REAL, seconds)
+    cpu = _timers["cpu"]
+    _setitimer(signal.ITIMER_REAL, seconds * _timers["wall_factor"] if cpu else seconds)
+    if cpu:
+        _setitimer(signal.ITIMER_PROF, seconds)
     try:
         return function(*args)
     finally:
         _setitimer(signal.ITIMER_REAL, 0)
+        if cpu:
+            _setitimer(signal.ITIMER_PROF, 0)
 
 
 def refuse_input(prompt=""):
@@ -253,6 +263,8 @@ def serve(job):
     """The student half: runs the cells, then answers the grader's requests. Runs in a child
     process that holds no channel to the supervisor, only pipes to the relay."""
     _signal(signal.SIGALRM, _on_alarm)
+    _signal(signal.SIGPROF, _on_alarm)
+    _timers.update(cpu=True, wall_factor=float(job.get("wall_factor", 1.0)))
     sys.path.insert(0, job["helpers"])
     builtins.input = refuse_input
     shell = GradingShell()
@@ -260,6 +272,7 @@ def serve(job):
     shell.user_ns = namespace
     defined_in = run_cells(job, namespace)
     _signal(signal.SIGALRM, _on_alarm)
+    _signal(signal.SIGPROF, _on_alarm)
     send({
         "type": "values",
         "values": extract(job["names"], namespace, job["call_seconds"]),
@@ -267,29 +280,38 @@ def serve(job):
     })
     request = receive()
     _signal(signal.SIGALRM, _on_alarm)
+    _signal(signal.SIGPROF, _on_alarm)
     send({"type": "calls", "calls": call_probes(request, namespace, job["call_seconds"])})
     send({"type": "done"})
 
 
-# Frame types the relay forwards from the student half, and the fields it keeps of each.
-RELAYED = {
-    "cell": ("index",),
-    "cell_done": ("index", "status", "error"),
-    "values": ("values", "defined_in"),
-    "calls": ("calls",),
-    "done": (),
-}
+def _clean_cell(frame, with_result):
+    index = frame.get("index")
+    if type(index) is not int:
+        return None
+    cleaned = {"type": "cell_done" if with_result else "cell", "index": index}
+    if with_result:
+        status, error = frame.get("status"), frame.get("error")
+        cleaned["status"] = status if status in ("ok", "error", "timeout") else "error"
+        cleaned["error"] = error[:1000] if isinstance(error, str) else None
+    return cleaned
 
 
-def relay(child, from_child, to_child, supervisor, requests):
-    """The trusted half: never runs student code. Forwards well-formed frames of the known types
-    from the student half to the supervisor, passes the grader's probe request down, and reports
-    how the student half ended. Student code cannot write the supervisor's channel: its process
-    closed that fd before running anything, and this process is not dumpable (no ptrace, no
-    /proc/<pid>/fd; set in main before the fork)."""
+def relay(child, from_child, to_child, supervisor, requests, names):
+    """The trusted half: never runs student code. Rebuilds each frame of the student half from
+    the known fields of the known types (capped in size before parsing, values only for the
+    names asked for, call results only as many as requested) and sends only that to the
+    supervisor; passes the grader's probe request down; reports how the student half ended.
+    Student code cannot write the supervisor's channel: its process closed that fd before
+    running anything, and this process is not dumpable (no ptrace, no /proc/<pid>/fd; set in
+    main before the fork)."""
     _channels["result"] = supervisor
-    reader = wire.FrameReader()
+    caps = {"next": wire.MAX_SMALL_FRAME_BYTES}
+    reader = wire.FrameReader(lambda: caps["next"] if caps["next"] else wire.MAX_SMALL_FRAME_BYTES)
+    caps["next"] = wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES * len(names)
     corrupted = False
+    started = False  # a grader error is believed only before student code could have run
+    requested = None
     while True:
         try:
             chunk = _read(from_child, 1 << 16)
@@ -303,30 +325,56 @@ def relay(child, from_child, to_child, supervisor, requests):
             continue
         for frame in frames:
             kind = frame.get("type") if isinstance(frame, dict) else None
-            if kind not in RELAYED:
+            if kind == "grader_error" and not started:
+                send({"type": "grader_error", "reason": _str(frame.get("reason"))[:2000]})
                 continue
-            send({"type": kind, **{field: frame.get(field) for field in RELAYED[kind]}})
-            if kind == "values":
+            if kind in ("cell", "cell_done"):
+                started = True
+                cleaned = _clean_cell(frame, kind == "cell_done")
+                if cleaned:
+                    send(cleaned)
+            elif kind == "values" and requested is None:
+                started = True
+                defined_in = frame.get("defined_in")
+                send({"type": "values", "values": wire.clean_values(frame.get("values"), names),
+                      "defined_in": {name: index for name, index in defined_in.items()
+                                     if name in names and type(index) is int}
+                      if isinstance(defined_in, dict) else {}})
                 _channels["request"] = requests
                 request = receive()
+                calls = request.get("calls") if isinstance(request, dict) else None
+                requested = {name: len(args) for name, args in calls.items()} if isinstance(calls, dict) else {}
+                caps["next"] = wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES * max(1, sum(requested.values()))
                 data = _pack(request)
                 while data:
                     data = data[_write(to_child, data):]
+            elif kind == "calls" and requested is not None:
+                send({"type": "calls", "calls": wire.clean_calls(frame.get("calls"), requested)})
+                caps["next"] = wire.MAX_SMALL_FRAME_BYTES
+            elif kind == "done":
+                send({"type": "done"})
     _, status = os.waitpid(child, 0)
     send({"type": "ended", "exit_code": os.waitstatus_to_exitcode(status), "corrupted": corrupted})
 
 
+def _grader_error(reason):
+    """Tell the supervisor the sandbox could not be set up as promised, and stop."""
+    send({"type": "grader_error", "reason": _str(reason)[:2000]})
+    _flush_student_streams()
+    os._exit(70)
+
+
 def main():
     supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
-    _channels["request"] = requests
+    _channels["result"], _channels["request"] = supervisor, requests
     job = receive()
-    # Not dumpable before the student half exists: done after the fork, the first cell could
-    # open /proc/<relay>/fd/<supervisor fd> while the relay was still starting. The child
-    # inherits the flag, which costs it nothing.
-    import ctypes
-
-    if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE = 0
-        raise SystemExit("the driver could not protect its channels (prctl failed)")
+    # Confined, and not dumpable, before the student half exists: done after the fork, the
+    # first cell could open /proc/<relay>/fd/<supervisor fd> while the relay was still
+    # starting. The child inherits all of it.
+    try:
+        confine.confine(job.get("confine") or {})
+    except (confine.ConfinementError, OSError) as error:
+        _grader_error(f"the sandbox could not be confined: {error}")
     up_read, up_write = os.pipe()
     down_read, down_write = os.pipe()
     child = os.fork()
@@ -334,6 +382,11 @@ def main():
         for fd in (supervisor, requests, up_read, down_write):
             os.close(fd)
         _channels["result"], _channels["request"] = up_write, down_read
+        if job.get("no_new_processes"):
+            try:
+                confine.apply_seccomp(no_new_processes=True)
+            except (confine.ConfinementError, OSError) as error:
+                _grader_error(f"the process limit could not be set: {error}")
         try:
             serve(job)
             _flush_student_streams()
@@ -341,7 +394,7 @@ def main():
             os._exit(0)  # skip teardown: student atexit hooks and finalizers decide nothing
     os.close(up_write)
     os.close(down_read)
-    relay(child, up_read, down_write, supervisor, requests)
+    relay(child, up_read, down_write, supervisor, requests, list(job.get("names", ())))
 
 
 if __name__ == "__main__":
