@@ -209,6 +209,17 @@ def test_mistake_is_caught_and_named(mistake):
         assert lost == {}, f"{grade_id} should keep full marks"
 
 
+@pytest.mark.parametrize("mistake", sorted(name for name, spec in MISTAKES.items() if "public_fails" in spec))
+def test_common_slips_are_caught_by_the_public_checks(mistake):
+    """The public checks, which reveal no answer, catch the slips an entry lists under
+    "public_fails" (grade_id -> the message the locked cell must raise)."""
+    spec = MISTAKES[mistake]
+    _, public = run_notebook(spec["notebook"], spec["cells"])
+    for grade_id, pattern in spec["public_fails"].items():
+        assert public[grade_id], f"the public check of {grade_id} passes {mistake}"
+        assert re.search(pattern, public[grade_id]), f"{grade_id}: {public[grade_id]!r} !~ {pattern!r}"
+
+
 def test_every_graded_part_is_covered_by_a_mistake():
     covered = {check for spec in MISTAKES.values() for check in spec["fails"]}
     for module in MODULES.values():
