@@ -230,3 +230,42 @@ def test_figures_show_the_students_own_heads():
         pictures = hidden.figures(sub, _meta(cell)["grade_id"])
         assert pictures and all(picture.startswith("<svg") for picture in pictures)
     assert hidden.figures(make_submission({}), "ex2a") == []
+
+
+def test_a_failing_pattern_is_pictured_on_the_sequence_where_its_check_fails():
+    """The picture shows the sequence the message describes, not a fixed example on which the
+    wrong head may look right."""
+    ns = namespace(MISTAKES["d_attends_to_self"]["cells"])
+    sub = make_submission({name: ns[name] for name in hidden.EXTRACT})
+    message = grade(ns)["test_d_attends_to_earlier_copy_not_itself"]
+    shown = re.search(r"on the sequence ((?:\w+ )+)\(positions", message).group(1).split()
+    (picture,) = hidden.figures(sub, "ex2d")
+    assert "on the sequence where the check fails" in picture
+    labels = [f"{token}{i}" for i, token in enumerate(shown)]
+    assert all(f">{label}<" in picture for label in labels)
+    correct = make_submission({name: namespace()[name] for name in hidden.EXTRACT})
+    assert "where the check fails" not in hidden.figures(correct, "ex2d")[0]
+
+
+def test_a_failing_public_pattern_check_draws_the_sequence_it_describes(monkeypatch):
+    """In a notebook, a failing pattern check shows the pattern on the public sequence its
+    message names (and outside IPython it draws nothing)."""
+    import types
+
+    shown = []
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: object()
+    display = types.ModuleType("IPython.display")
+    display.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    ns = namespace(MISTAKES["d_attends_to_self"]["cells"])
+    with pytest.raises(AssertionError) as failure:
+        ns["check_ex2d"](ns["W_Q_d"], ns["W_K_d"])
+    sequence = re.search(r"on the sequence ((?:\w+ )+)\(positions", str(failure.value)).group(1).strip()
+    (figure,) = shown
+    assert f"on {sequence}, where the check fails" in figure.svg
+    ipython.get_ipython = lambda: None
+    with pytest.raises(AssertionError):
+        ns["check_ex2d"](ns["W_Q_d"], ns["W_K_d"])
+    assert len(shown) == 1

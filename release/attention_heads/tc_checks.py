@@ -6,8 +6,9 @@ is happy it prints a line saying the public checks passed. Hidden checks, which 
 work is graded, test more, so passing here is necessary, not sufficient.
 
 Conventions (the same as in the notebooks): column vectors; W_Q, W_K, W_V are d_head x d_model,
-W_O is d_model x d_head; a sequence X is (d_model, n_ctx) with column t = position t; an
-attention pattern is A[dest, src] with rows summing to 1.
+W_O is d_model x d_head (the transposes of TransformerLens's row-vector shapes; W_OV = W_O @ W_V);
+a sequence X is (d_model, n_ctx) with column t = position t; an attention pattern is A[dest, src]
+with rows summing to 1.
 """
 from __future__ import annotations
 

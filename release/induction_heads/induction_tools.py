@@ -685,6 +685,27 @@ def show_ex3(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, W_Q_ind, W_K_ind, W_V_ind, 
 PUBLIC_SEQUENCES = draw_sequences(np.random.default_rng(2021), 6)
 
 
+def _failing_picture(judge_one, W_QK, title, layer1=None):
+    """A callable that shows, in a notebook, W_QK's pattern on the first public sequence where
+    `judge_one([tokens])` finds a problem (nothing outside IPython)."""
+    def show():
+        try:
+            from IPython import get_ipython  # noqa: PLC0415 - only in a notebook
+            from IPython.display import display  # noqa: PLC0415
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        for tokens in PUBLIC_SEQUENCES:
+            if judge_one([tokens]):
+                X = embed(tokens) if layer1 is None else layer1_residual(layer1[0], tokens, layer1[1](tokens))
+                labels = [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)]
+                display(_heatmaps().show_attention(attention_pattern(W_QK, X), labels,
+                                                   title=f"{title} on {render(tokens)}, where the check fails"))
+                return
+    return show
+
+
 def _read(names_values: dict) -> dict:
     """Staged input checks (present, type, shape, finite), with the grader's own messages."""
     out = {}
@@ -696,10 +717,15 @@ def _read(names_values: dict) -> dict:
     return out
 
 
-def _verdict(judgements, part: str):
-    """Fail with the problems of the first judge that found any (as the hidden checks do)."""
-    for problems in judgements:
+def _verdict(judgements, part: str, picture=None):
+    """Fail with the problems of the first judge that found any (as the hidden checks do).
+
+    `picture(judge_one)`: on a failure of the first (pattern) judge, draw the pattern on the
+    sequence where it fails, so the picture shows what the message describes."""
+    for number, problems in enumerate(judgements):
         if problems:
+            if picture is not None and number == 0:
+                picture()
             raise AssertionError("\n".join(problems))
     print(f"({part}) public checks passed (hidden checks run on more sequences when your work is graded)")
 
@@ -707,25 +733,33 @@ def _verdict(judgements, part: str):
 @public_check
 def check_ex2a(W_Q_a, W_K_a):
     m = _read({"W_Q_a": W_Q_a, "W_K_a": W_K_a})
-    _verdict([judge_same_content(qk(m["W_Q_a"], m["W_K_a"]), PUBLIC_SEQUENCES)], "a")
+    W_QK = qk(m["W_Q_a"], m["W_K_a"])
+    _verdict([judge_same_content(W_QK, PUBLIC_SEQUENCES)], "a",
+             _failing_picture(lambda seqs: judge_same_content(W_QK, seqs), W_QK, "your head (a)"))
 
 
 @public_check
 def check_ex2b(W_Q_b, W_K_b):
     m = _read({"W_Q_b": W_Q_b, "W_K_b": W_K_b})
-    _verdict([judge_present(qk(m["W_Q_b"], m["W_K_b"]), PUBLIC_SEQUENCES)], "b")
+    W_QK = qk(m["W_Q_b"], m["W_K_b"])
+    _verdict([judge_present(W_QK, PUBLIC_SEQUENCES)], "b",
+             _failing_picture(lambda seqs: judge_present(W_QK, seqs), W_QK, "your head (b)"))
 
 
 @public_check
 def check_ex2c(W_Q_c, W_K_c):
     m = _read({"W_Q_c": W_Q_c, "W_K_c": W_K_c})
-    _verdict([judge_previous(qk(m["W_Q_c"], m["W_K_c"]), PUBLIC_SEQUENCES)], "c")
+    W_QK = qk(m["W_Q_c"], m["W_K_c"])
+    _verdict([judge_previous(W_QK, PUBLIC_SEQUENCES)], "c",
+             _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your head (c)"))
 
 
 @public_check
 def check_ex2d(W_Q_d, W_K_d):
     m = _read({"W_Q_d": W_Q_d, "W_K_d": W_K_d})
-    _verdict([judge_previous_copy(qk(m["W_Q_d"], m["W_K_d"]), PUBLIC_SEQUENCES)], "d")
+    W_QK = qk(m["W_Q_d"], m["W_K_d"])
+    _verdict([judge_previous_copy(W_QK, PUBLIC_SEQUENCES)], "d",
+             _failing_picture(lambda seqs: judge_previous_copy(W_QK, seqs), W_QK, "your head (d)"))
 
 
 @public_check
@@ -743,7 +777,9 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
     upstream = layer1_problems(W_OV, "W_O_e @ W_V_e", "position")
     _verdict([judged_after(judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"),
                            upstream, "part (e)"),
-              judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)")], "f")
+              judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)")], "f",
+             _failing_picture(lambda seqs: judge_induction(W_QK, W_OV, previous_copy_targets, seqs, "head (f)"),
+                              W_QK, "your head (f)", (W_OV, previous_copy_targets)))
     c = composition_scores(W_QK, W_OV)
     print(f"    composition of (f) with the layer-1 head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
@@ -752,9 +788,11 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
 def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev):
     m = _read({"W_Q_prev": W_Q_prev, "W_K_prev": W_K_prev, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV = ov(m["W_V_prev"], m["W_O_prev"])
-    _verdict([judge_previous(qk(m["W_Q_prev"], m["W_K_prev"]), PUBLIC_SEQUENCES, "the previous-token head"),
+    W_QK = qk(m["W_Q_prev"], m["W_K_prev"])
+    _verdict([judge_previous(W_QK, PUBLIC_SEQUENCES, "the previous-token head"),
               judge_writes_free(W_OV, "W_O_prev @ W_V_prev"),
-              judge_readable(W_OV, "W_O_prev @ W_V_prev", "token")], "previous-token head")
+              judge_readable(W_OV, "W_O_prev @ W_V_prev", "token")], "previous-token head",
+             _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your previous-token head"))
 
 
 @public_check
@@ -765,7 +803,9 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
     upstream = layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token")
     _verdict([judged_after(judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
                            upstream, "the previous-token head"),
-              judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K")
+              judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K",
+             _failing_picture(lambda seqs: judge_induction(W_QK, W_OV, previous_position_targets, seqs, name),
+                              W_QK, "your induction head", (W_OV, previous_position_targets)))
     c = composition_scores(W_QK, W_OV)
     print(f"    composition with the previous-token head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
