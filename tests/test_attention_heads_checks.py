@@ -267,7 +267,10 @@ def test_public_checks_reject_what_they_should():
           match="changed the output at earlier positions")
     fails(tc.check_decide_attention, {"W_Q"}, match="two")
     fails(tc.check_read_write, {"W_Q", "W_X"}, {"W_O"}, match="not one of")
-    fails(tc.check_q6_product, np.zeros((16, 16)), match="other order")
+    heads = tc.q6_heads()
+    fails(tc.check_q6_product, heads["W_O1"] @ heads["W_V2"], match="other order")
+    # The shape alone does not say which product a 16 x 16 array is: nothing is named.
+    fails(tc.check_q6_product, np.zeros((16, 16)), match=r"\(d_model x d_model\)\. W_V2 @ W_O1 takes")
     fails(tc.check_q6_singular_values, np.array([0.5, 2.0, 0, 0]), match="descending")
     fails(tc.check_q6_rank, 2.5, match="not a whole number")
     fails(tc.check_q6_v_composition, 3.0, match="between 0 and 1")

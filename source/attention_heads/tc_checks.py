@@ -56,7 +56,7 @@ GRADER_API = (
     "D_MODEL", "D_HEAD", "HEAD2_WRITES",
     "product_tolerance", "negativity_problems", "causality_problems", "normalisation_problems",
     "copy_problems_head1", "copy_problems_head2", "product_problems", "composition_problems",
-    "q6_heads", "example_stream", "run_two_heads", "trace_two_heads", "simulation_problems",
+    "q6_heads", "q6_square_mix_up", "example_stream", "run_two_heads", "trace_two_heads", "simulation_problems",
 )
 
 
@@ -312,12 +312,36 @@ def q6_heads() -> dict:
 
 
 @public_check
+def q6_square_mix_up(value) -> str | None:
+    """What a d_model x d_model W_V2_W_O1 is, named only when it equals that product of the
+    given heads (the shape alone does not tell which product it is)."""
+    heads = q6_heads()
+    products = {"W_O1 @ W_V2, the product in the other order": heads["W_O1"] @ heads["W_V2"],
+                "W_OV1 = W_O1 @ W_V1, head 1's own map": heads["W_O1"] @ heads["W_V1"],
+                "W_OV2 = W_O2 @ W_V2, head 2's own map": heads["W_O2"] @ heads["W_V2"],
+                "W_OV2 @ W_OV1, the two heads' maps composed": (heads["W_O2"] @ heads["W_V2"])
+                @ (heads["W_O1"] @ heads["W_V1"])}
+    try:
+        value = np.asarray(value)
+    except Exception:  # noqa: BLE001 - an odd object is staged (and explained) by the caller
+        return None
+    if value.dtype.kind not in "biuf":
+        return None
+    value = value.astype(float)
+    for what, product in products.items():
+        if value.shape == product.shape and difference_report(value, product, "", "") is None:
+            return what
+    return None
+
+
 def check_q6_product(W_V2_W_O1):
     shape = shape_of(W_V2_W_O1)
     if shape == (D_MODEL, D_MODEL):
-        _fail(f"W_V2_W_O1 has shape {shape}: that is W_O1 @ W_V2, the product in the other "
-              "order. W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with "
-              f"head 2's W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD}).")
+        what = q6_square_mix_up(W_V2_W_O1)
+        _fail(f"W_V2_W_O1 has shape {shape} (d_model x d_model)"
+              + (f": that is {what}." if what else ".")
+              + " W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with head 2's "
+              f"W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD}).")
     stage_array(W_V2_W_O1, "W_V2_W_O1", shape=(D_HEAD, D_HEAD), labels=("d_head", "d_head"))
     print(f"W_V2_W_O1: {PASSED}")
 

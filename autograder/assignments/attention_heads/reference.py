@@ -166,7 +166,14 @@ def _reproduces(results, arg_lists, function, kwargs) -> bool:
 
 
 def explain(results, arg_lists, function, option_sets, max_mistakes=3):
-    """Descriptions of the simplest set of named mistakes reproducing every result, or None.
+    """Descriptions of the simplest set of named mistakes reproducing every result, or None."""
+    found = explain_with_options(results, arg_lists, function, option_sets, max_mistakes)
+    return None if found is None else found[1]
+
+
+def explain_with_options(results, arg_lists, function, option_sets, max_mistakes=3):
+    """(options, descriptions) of the simplest set of named mistakes reproducing every result,
+    or None.
 
     Besides the named options, a divisor typed as a constant (sqrt(d_head) of one size, or
     d_model of one input) is recognised by trying the course's sizes with every other option
@@ -174,7 +181,7 @@ def explain(results, arg_lists, function, option_sets, max_mistakes=3):
     """
     for kwargs, descriptions in variants(option_sets, max_mistakes):
         if _reproduces(results, arg_lists, function, kwargs):
-            return descriptions
+            return kwargs, descriptions
     if "scale" in option_sets:
         others = [({}, [])] + [(kw, d) for kw, d in variants(
             {k: v for k, v in option_sets.items() if k != "scale"}, 1)]
@@ -185,7 +192,7 @@ def explain(results, arg_lists, function, option_sets, max_mistakes=3):
         for constant, typed in sorted(constants.items()):
             for kwargs, descriptions in others:
                 if _reproduces(results, arg_lists, function, {**kwargs, "scale": ("fixed", constant)}):
-                    return [f"scores divided by the same number, {lib.fmt(constant)} (typed as "
+                    return {**kwargs, "scale": ("fixed", constant)}, [f"scores divided by the same number, {lib.fmt(constant)} (typed as "
                             f"{' or '.join(typed)}?), on every input: d_head differs between the "
                             "grader's inputs, so divide by np.sqrt(d_head) with d_head taken from "
                             "the arguments"] + descriptions

@@ -41,19 +41,28 @@ def _head(sub, number):
 
 
 def _square(sub, name, hints=None):
-    """A d_model x d_model answer; a known wrong shape gets a hint naming what it probably is."""
+    """A d_model x d_model answer; a wrong shape that a hint recognises (from the value, never
+    from the shape alone) gets the hint."""
     encoded = sub.encoded(name)
     shape = tuple(encoded.get("shape", ())) if encoded.get("kind") == "array" else None
     if hints and shape in hints:
-        raise Mistake(f"{name} has shape {shape}: {hints[shape]}")
+        hint = hints[shape](sub.array(name))
+        if hint:
+            raise Mistake(f"{name} has shape {shape}: {hint}")
     return sub.array(name, shape=_SQUARE, labels=("d_model", "d_model"))
 
 
 def _net(sub, number):
-    return _square(sub, f"W_net{number}", {
-        (tc.D_HEAD, tc.D_HEAD): f"that is W_V{number} @ W_O{number} (d_head x d_head); W_net{number} "
-                                f"is the d_model x d_model product W_O{number} @ W_V{number}.",
-    })
+    def head_space(value):
+        try:
+            W_V, W_O = _head(sub, number)
+        except Mistake:
+            return None
+        if not ref.close(value, W_V @ W_O):
+            return None
+        return (f"that is W_V{number} @ W_O{number} (d_head x d_head); W_net{number} is the "
+                f"d_model x d_model product W_O{number} @ W_V{number}.")
+    return _square(sub, f"W_net{number}", {(tc.D_HEAD, tc.D_HEAD): head_space})
 
 
 def _sentences(problems):
