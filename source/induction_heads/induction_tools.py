@@ -387,7 +387,7 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> list[str]:
 
 
 def _hint_previous(tokens, t, target, top, tie, tied=()):
-    if top == t:
+    if top == t and not tie:
         return ("A head that should look one step back but lands on itself is usually rotating the "
                 "wrong way (or has W_Q and W_K swapped): it looks one step ahead, the causal mask "
                 "hides the future, and the nearest allowed position is itself.")
@@ -427,7 +427,7 @@ def _hint_not_self(tokens, t, target, top, tie, tied=()):
     if top == t:
         return ("Content alone scores a position's own token exactly like its earlier copy; "
                 "something must lower the score of the present position.")
-    if tokens[top] != tokens[t]:
+    if tokens[top] != tokens[t] and not tie:
         return ("The head prefers a position with a different token: whatever lowers the score "
                 "of the present position also moves the scores of other positions, by more than "
                 "the content match adds.")
