@@ -690,8 +690,8 @@ def _failing_picture(judge_one, W_QK, title, layer1=None):
     `judge_one([tokens])` finds a problem (nothing outside IPython)."""
     def show():
         try:
-            from IPython import get_ipython  # noqa: PLC0415 - only in a notebook
-            from IPython.display import display  # noqa: PLC0415
+            from IPython import get_ipython  # only in a notebook
+            from IPython.display import display
         except ImportError:
             return
         if get_ipython() is None:
