@@ -82,8 +82,12 @@ def _head_results(sub, name):
     return results, [call.args for call in calls]
 
 
-def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, options, what):
-    """Raise Mistake naming where results first differ and which mistakes reproduce them."""
+def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, options, what,
+                            inherited=None):
+    """Raise Mistake naming where results first differ and which mistakes reproduce them.
+
+    `inherited`: options of mistakes the student's own attention_pattern makes; the head
+    inherits them, and the message says so (they cost the pattern's points, not these)."""
     for number, (result, args) in enumerate(zip(results, arg_lists), start=1):
         with np.errstate(all="ignore"):
             expected = expected_fn(*args)
@@ -91,7 +95,16 @@ def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, o
         if report is None:
             continue
         message = f"{name}(...) on {_case(number, args)}: {report}."
-        mistakes = ref.explain(results, arg_lists, explain_fn, options)
+        found = ref.explain_with_options(results, arg_lists, explain_fn, options)
+        mistakes = None
+        if found:
+            found_options, mistakes = found
+            if inherited:
+                from_pattern = {options[key][value] for key, value in inherited.items()
+                                if key in options and found_options.get(key) == value
+                                and isinstance(value, (str, bool)) and options[key].get(value)}
+                mistakes = [m + (" (this comes from your attention_pattern and costs its points "
+                                 "there, not here)" if m in from_pattern else "") for m in mistakes]
         if mistakes:
             message += ("\nYour results on every input the grader tried match the correct "
                         "computation with these mistakes:\n" + lib.bullet_list(mistakes))
@@ -234,6 +247,11 @@ def test_attention_head_matches_reference(sub):
         if pattern is None and sub.has("attention_pattern") and "match the correct computation" \
                 not in str(mistake):
             raise Mistake(_PATTERN_FIRST) from None
+        if pattern:
+            results, arg_lists = _head_results(sub, "attention_head")
+            _compare_with_reference("attention_head", results, arg_lists, ref.attention_head,
+                                    ref.attention_head, _head_explain_options(), "the head's output",
+                                    inherited=pattern)
         raise
 
 
