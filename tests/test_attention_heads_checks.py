@@ -386,3 +386,47 @@ def test_public_checks_explain_odd_values_with_assertion_errors():
                     check(*args)
                 except AssertionError as error:
                     assert str(error).strip()
+
+
+# Each diagnosis rule (a recognisable sentence of a check's message) is triggered by one entry
+# of the mistakes library and must not be triggered by another entry that fails the same check.
+# (The simulation's "fix ex1_headN first" has no such other entry: with both heads passing their
+# checks the simulation always passes, so every simulation failure names a head.)
+DIAGNOSES = {
+    "rounding noise": ("test_rank", r"rounding noise"),
+    "ranks of other matrices listed": ("test_rank", r"the rank of W_O1 @ W_V2"),
+    "mask hides the diagonal": ("test_attention_pattern_matches_reference", r"diagonal"),
+    "mask lets the next position through": ("test_attention_pattern_matches_reference", r"src > dest \+ 1"),
+    "divided by sqrt(d_model)": ("test_attention_pattern_matches_reference", r"sqrt\(d_model\)"),
+    "divided by a typed constant": ("test_attention_pattern_matches_reference", r"divided by the same number"),
+    "grader does not know which step": ("test_attention_pattern_matches_reference", r"does not know which step"),
+    "head waits for the pattern": ("test_attention_head_matches_reference", r"cannot be judged yet"),
+    "head output transposed": ("test_attention_head_matches_reference", r"That is the transpose"),
+    "W_V2_W_O1 in the other order": ("test_W_V2_W_O1", r"the product in the other order"),
+    "two orders alike: cannot judge": ("test_two_token_copy", r"cannot be judged yet"),
+    "rank counts noise (Exercise 1)": ("test_rank_two_token_copy", r"counting rounding noise"),
+    "fractions of head 2 alone": ("test_fraction_previous_token", r"head 2's dims alone"),
+}
+
+
+def _failure_messages(check):
+    """(entry, message) of every library mistake that fails `check`."""
+    found = []
+    for name, spec in MISTAKES.items():
+        if check in spec["fails"]:
+            namespace, _ = run_notebook(spec["notebook"], spec["cells"])
+            module = MODULES[spec["notebook"]]
+            message = grade(spec["notebook"], namespace)[check][2] if hasattr(module, check) else None
+            if message:
+                found.append((name, message))
+    return found
+
+
+@pytest.mark.parametrize("rule", sorted(DIAGNOSES))
+def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(rule):
+    check, pattern = DIAGNOSES[rule]
+    messages = _failure_messages(check)
+    triggered = [name for name, message in messages if re.search(pattern, message)]
+    withheld = [name for name, message in messages if not re.search(pattern, message)]
+    assert triggered, f"no mistake in the library triggers {rule!r}"
+    assert withheld, f"no mistake that fails {check} shows that {rule!r} is withheld when it does not apply"

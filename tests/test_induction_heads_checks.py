@@ -269,3 +269,25 @@ def test_a_failing_public_pattern_check_draws_the_sequence_it_describes(monkeypa
     with pytest.raises(AssertionError):
         ns["check_ex2d"](ns["W_Q_d"], ns["W_K_d"])
     assert len(shown) == 1
+
+
+DIAGNOSES = {  # rule -> (check, what its message says): see test_attention_heads_checks
+    "shift by one step": ("test_ind_attends_after_earlier_copy", r"shift by one step"),
+    "a tie names every tied position": ("test_ind_attends_after_earlier_copy", r"those positions score exactly as high"),
+    "the tie's shared content term": ("test_ind_attends_after_earlier_copy", r"Every position holding the present token"),
+    "layer-2 part waits for layer 1": ("test_ind_attends_after_earlier_copy", r"cannot be judged yet"),
+    "predicts the present token again": ("test_ind_predicts_next_token", r"predicts the present token again"),
+    "logits tie": ("test_ind_predicts_next_token", r"its logits tie"),
+    "(f) waits for (e)": ("test_f_attends_after_earlier_copy", r"Fix part \(e\) \(ex2e\) first"),
+    "lands on itself": ("test_c_attends_to_previous_position", r"lands on itself"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DIAGNOSES))
+def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(rule):
+    check, pattern = DIAGNOSES[rule]
+    messages = [(name, grade(namespace(entry["cells"]))[check]) for name, entry in MISTAKES.items()
+                if check in entry["fails"]]
+    assert any(re.search(pattern, message) for _, message in messages), f"nothing triggers {rule!r}"
+    assert any(not re.search(pattern, message) for _, message in messages), \
+        f"no mistake that fails {check} shows {rule!r} withheld"
