@@ -92,9 +92,19 @@ def test_head2_copies(sub):
 
 # -- the expanded products ----------------------------------------------------------------------
 
+def _waiting(what, upstream, fix):
+    """`upstream()`, or a Mistake saying that `what` cannot be judged until `fix` is fixed."""
+    try:
+        return upstream()
+    except Mistake as problem:
+        raise Mistake(f"{what} cannot be judged yet: it is judged on your own {fix[0]}, and "
+                      f"{problem} Fix {fix[1]} first.") from None
+
+
 def _product(sub, number):
+    W_V, W_O = _waiting(f"W_net{number}", lambda: _head(sub, number),
+                        (f"W_V{number}, W_O{number}", f"ex1_head{number}"))
     W_net = _net(sub, number)
-    W_V, W_O = _head(sub, number)
     problems = tc.product_problems(W_net, W_V, W_O, number)
     if problems:
         raise Mistake(_sentences(problems))
@@ -113,8 +123,9 @@ def test_W_net2_is_product(sub):
 # -- composition --------------------------------------------------------------------------------
 
 def _composition(sub, which):
+    W_net1, W_net2 = _waiting(which, lambda: (_net(sub, 1), _net(sub, 2)),
+                              ("W_net1 and W_net2", "ex1_products"))
     value = _square(sub, which)
-    W_net1, W_net2 = _net(sub, 1), _net(sub, 2)
     problems = tc.composition_problems(value, W_net1, W_net2, which)
     if problems:
         raise Mistake(_sentences(problems))
