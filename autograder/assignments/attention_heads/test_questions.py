@@ -214,6 +214,23 @@ def _head_follows_own_pattern(results, arg_lists, pattern):
                    for result, args in zip(results, arg_lists))
 
 
+def _head_waits_for_pattern(sub, pattern, failure):
+    """Whether a failing head check may fail only because of a pattern the grader cannot
+    reproduce: then it cannot be judged yet (never when the head's own mistake is named)."""
+    if pattern is not None or not sub.has("attention_pattern"):
+        return False
+    try:
+        _head_results(sub, "attention_head")
+    except Mistake:
+        # Unreadable results wait only when they inherit the NaN rows of the student's pattern.
+        try:
+            _masked_rows(sub, "attention_pattern")
+        except Mistake:
+            return True
+        return False
+    return "match the correct computation" not in str(failure)
+
+
 _PATTERN_FIRST = ("attention_head(...) cannot be judged yet: it is built on your attention_pattern, "
                   "which does not yet give the correct pattern, and the grader cannot reproduce "
                   "what your pattern does, so it cannot tell whether the head is right for it. Fix "
@@ -225,11 +242,11 @@ _PATTERN_FIRST = ("attention_head(...) cannot be judged yet: it is built on your
 def test_attention_head_is_causal(sub):
     try:
         _causality(sub, "attention_head")
-    except Mistake:
+    except Mistake as failure:
         pattern = _own_pattern(sub)
         if pattern and _head_follows_own_pattern(*_head_results(sub, "attention_head"), pattern):
             return  # follow-through: non-causal only because the student's own pattern is
-        if pattern is None and sub.has("attention_pattern"):
+        if _head_waits_for_pattern(sub, pattern, failure):
             raise Mistake(_PATTERN_FIRST) from None
         raise
 
@@ -244,8 +261,7 @@ def test_attention_head_matches_reference(sub):
         pattern = _own_pattern(sub)
         if pattern is not None and _head_follows_own_pattern(*_head_results(sub, "attention_head"), pattern):
             return  # follow-through: the correct head on the student's own pattern
-        if pattern is None and sub.has("attention_pattern") and "match the correct computation" \
-                not in str(mistake):
+        if _head_waits_for_pattern(sub, pattern, mistake):
             raise Mistake(_PATTERN_FIRST) from None
         if pattern:
             results, arg_lists = _head_results(sub, "attention_head")
