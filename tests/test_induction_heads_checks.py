@@ -291,3 +291,13 @@ def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(ru
     assert any(re.search(pattern, message) for _, message in messages), f"nothing triggers {rule!r}"
     assert any(not re.search(pattern, message) for _, message in messages), \
         f"no mistake that fails {check} shows {rule!r} withheld"
+
+
+def test_mark_schemes_score_every_element_with_points_that_add_up():
+    free_text = [cell for cell in NOTEBOOK["cells"] if cell["cell_type"] == "markdown"
+                 and _meta(cell).get("grade") and _meta(cell).get("solution")]
+    assert free_text
+    for cell in free_text:
+        scheme = _source(cell).partition("Mark scheme:")[2].partition("### END SOLUTION")[0]
+        items = [float(p) for p in re.findall(r"^\* (\d+(?:\.\d+)?):", scheme, re.M)]
+        assert len(items) >= 2 and sum(items) == pytest.approx(_meta(cell)["points"]), _meta(cell)["grade_id"]
