@@ -152,6 +152,17 @@ def _answer_ids(notebook):
     return {_meta(c)["grade_id"] for c in _cells(notebook) if _meta(c).get("solution")}
 
 
+@pytest.mark.parametrize("mistake", sorted(name for name, spec in MISTAKES.items() if "public_fails" in spec))
+def test_common_slips_are_caught_by_the_public_checks(mistake):
+    """The public checks, which reveal no answer, catch the slips an entry lists under
+    "public_fails" (grade_id -> the message the locked cell must raise)."""
+    spec = MISTAKES[mistake]
+    _, public = run_notebook(spec["notebook"], spec["cells"])
+    for grade_id, pattern in spec["public_fails"].items():
+        assert public[grade_id], f"the public check of {grade_id} passes {mistake}"
+        assert re.search(pattern, public[grade_id]), f"{grade_id}: {public[grade_id]!r} !~ {pattern!r}"
+
+
 def test_messages_never_print_q6_answers():
     answers = ref.q6_answers()
     # Small whole numbers (the rank, a singular value of 2) are everywhere in prose; the score
@@ -192,7 +203,10 @@ def test_public_checks_reject_what_they_should():
           match="changed the output at earlier positions")
     fails(tc.check_decide_attention, {"W_Q"}, match="two")
     fails(tc.check_read_write, {"W_Q", "W_X"}, {"W_O"}, match="not one of")
-    fails(tc.check_q6_product, np.zeros((16, 16)), match="other order")
+    heads = tc.q6_heads()
+    fails(tc.check_q6_product, heads["W_O1"] @ heads["W_V2"], match="other order")
+    # The shape alone does not say which product a 16 x 16 array is: nothing is named.
+    fails(tc.check_q6_product, np.zeros((16, 16)), match=r"\(d_model x d_model\)\. W_V2 @ W_O1 takes")
     fails(tc.check_q6_singular_values, np.array([0.5, 2.0, 0, 0]), match="descending")
     fails(tc.check_q6_rank, 2.5, match="not a whole number")
     fails(tc.check_q6_v_composition, 3.0, match="between 0 and 1")
@@ -296,3 +310,64 @@ def test_public_checks_explain_odd_values_with_assertion_errors():
                     check(*args)
                 except AssertionError as error:
                     assert str(error).strip()
+
+
+# Each diagnosis rule (a recognisable sentence of a check's message) is triggered by one entry
+# of the mistakes library and must not be triggered by another entry that fails the same check.
+# (The simulation's "fix ex1_headN first" has no such other entry: with both heads passing their
+# checks the simulation always passes, so every simulation failure names a head.)
+DIAGNOSES = {
+    "rounding noise": ("test_rank", r"rounding noise"),
+    "ranks of other matrices listed": ("test_rank", r"the rank of W_O1 @ W_V2"),
+    "mask hides the diagonal": ("test_attention_pattern_matches_reference", r"diagonal"),
+    "mask lets the next position through": ("test_attention_pattern_matches_reference", r"src > dest \+ 1"),
+    "divided by sqrt(d_model)": ("test_attention_pattern_matches_reference", r"sqrt\(d_model\)"),
+    "divided by a typed constant": ("test_attention_pattern_matches_reference", r"divided by the same number"),
+    "grader does not know which step": ("test_attention_pattern_matches_reference", r"does not know which step"),
+    "head waits for the pattern": ("test_attention_head_matches_reference", r"cannot be judged yet"),
+    "head output transposed": ("test_attention_head_matches_reference", r"That is the transpose"),
+    "W_V2_W_O1 in the other order": ("test_W_V2_W_O1", r"the product in the other order"),
+    "two orders alike: cannot judge": ("test_two_token_copy", r"cannot be judged yet"),
+    "rank counts noise (Exercise 1)": ("test_rank_two_token_copy", r"counting rounding noise"),
+    "fractions of head 2 alone": ("test_fraction_previous_token", r"head 2's dims alone"),
+}
+
+
+def _failure_messages(check):
+    """(entry, message) of every library mistake that fails `check`."""
+    found = []
+    for name, spec in MISTAKES.items():
+        if check in spec["fails"]:
+            namespace, _ = run_notebook(spec["notebook"], spec["cells"])
+            module = MODULES[spec["notebook"]]
+            message = grade(spec["notebook"], namespace)[check][2] if hasattr(module, check) else None
+            if message:
+                found.append((name, message))
+    return found
+
+
+@pytest.mark.parametrize("rule", sorted(DIAGNOSES))
+def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(rule):
+    check, pattern = DIAGNOSES[rule]
+    messages = _failure_messages(check)
+    triggered = [name for name, message in messages if re.search(pattern, message)]
+    withheld = [name for name, message in messages if not re.search(pattern, message)]
+    assert triggered, f"no mistake in the library triggers {rule!r}"
+    assert withheld, f"no mistake that fails {check} shows that {rule!r} is withheld when it does not apply"
+
+
+def _scheme_points(cell):
+    """The points of each item of a free-text cell's mark scheme ("* 0.5: ...")."""
+    scheme = _source(cell).partition("Mark scheme:")[2].partition("### END SOLUTION")[0]
+    return [float(points) for points in re.findall(r"^\* (\d+(?:\.\d+)?):", scheme, re.M)]
+
+
+@pytest.mark.parametrize("notebook", ["questions", "virtual_head"])
+def test_mark_schemes_score_every_element_with_points_that_add_up(notebook):
+    free_text = [cell for cell in _cells(notebook) if cell["cell_type"] == "markdown"
+                 and _meta(cell).get("grade") and _meta(cell).get("solution")]
+    assert free_text
+    for cell in free_text:
+        items = _scheme_points(cell)
+        assert len(items) >= 2, _meta(cell)["grade_id"]
+        assert sum(items) == pytest.approx(_meta(cell)["points"]), _meta(cell)["grade_id"]

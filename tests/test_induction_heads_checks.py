@@ -189,3 +189,74 @@ def test_figures_show_the_students_own_heads():
         pictures = hidden.figures(sub, _meta(cell)["grade_id"])
         assert pictures and all(picture.startswith("<svg") for picture in pictures)
     assert hidden.figures(make_submission({}), "ex2a") == []
+
+
+def test_a_failing_pattern_is_pictured_on_the_sequence_where_its_check_fails():
+    """The picture shows the sequence the message describes, not a fixed example on which the
+    wrong head may look right."""
+    ns = namespace(MISTAKES["d_attends_to_self"]["cells"])
+    sub = make_submission({name: ns[name] for name in hidden.EXTRACT})
+    message = grade(ns)["test_d_attends_to_earlier_copy_not_itself"]
+    shown = re.search(r"on the sequence ((?:\w+ )+)\(positions", message).group(1).split()
+    (picture,) = hidden.figures(sub, "ex2d")
+    assert "on the sequence where the check fails" in picture
+    labels = [f"{token}{i}" for i, token in enumerate(shown)]
+    assert all(f">{label}<" in picture for label in labels)
+    correct = make_submission({name: namespace()[name] for name in hidden.EXTRACT})
+    assert "where the check fails" not in hidden.figures(correct, "ex2d")[0]
+
+
+def test_a_failing_public_pattern_check_draws_the_sequence_it_describes(monkeypatch):
+    """In a notebook, a failing pattern check shows the pattern on the public sequence its
+    message names (and outside IPython it draws nothing)."""
+    import types
+
+    shown = []
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = lambda: object()
+    display = types.ModuleType("IPython.display")
+    display.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    monkeypatch.setitem(sys.modules, "IPython.display", display)
+    ns = namespace(MISTAKES["d_attends_to_self"]["cells"])
+    with pytest.raises(AssertionError) as failure:
+        ns["check_ex2d"](ns["W_Q_d"], ns["W_K_d"])
+    sequence = re.search(r"on the sequence ((?:\w+ )+)\(positions", str(failure.value)).group(1).strip()
+    (figure,) = shown
+    assert f"on {sequence}, where the check fails" in figure.svg
+    ipython.get_ipython = lambda: None
+    with pytest.raises(AssertionError):
+        ns["check_ex2d"](ns["W_Q_d"], ns["W_K_d"])
+    assert len(shown) == 1
+
+
+DIAGNOSES = {  # rule -> (check, what its message says): see test_attention_heads_checks
+    "shift by one step": ("test_ind_attends_after_earlier_copy", r"shift by one step"),
+    "a tie names every tied position": ("test_ind_attends_after_earlier_copy", r"those positions score exactly as high"),
+    "the tie's shared content term": ("test_ind_attends_after_earlier_copy", r"Every position holding the present token"),
+    "layer-2 part waits for layer 1": ("test_ind_attends_after_earlier_copy", r"cannot be judged yet"),
+    "predicts the present token again": ("test_ind_predicts_next_token", r"predicts the present token again"),
+    "logits tie": ("test_ind_predicts_next_token", r"its logits tie"),
+    "(f) waits for (e)": ("test_f_attends_after_earlier_copy", r"Fix part \(e\) \(ex2e\) first"),
+    "lands on itself": ("test_c_attends_to_previous_position", r"lands on itself"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DIAGNOSES))
+def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(rule):
+    check, pattern = DIAGNOSES[rule]
+    messages = [(name, grade(namespace(entry["cells"]))[check]) for name, entry in MISTAKES.items()
+                if check in entry["fails"]]
+    assert any(re.search(pattern, message) for _, message in messages), f"nothing triggers {rule!r}"
+    assert any(not re.search(pattern, message) for _, message in messages), \
+        f"no mistake that fails {check} shows {rule!r} withheld"
+
+
+def test_mark_schemes_score_every_element_with_points_that_add_up():
+    free_text = [cell for cell in NOTEBOOK["cells"] if cell["cell_type"] == "markdown"
+                 and _meta(cell).get("grade") and _meta(cell).get("solution")]
+    assert free_text
+    for cell in free_text:
+        scheme = _source(cell).partition("Mark scheme:")[2].partition("### END SOLUTION")[0]
+        items = [float(p) for p in re.findall(r"^\* (\d+(?:\.\d+)?):", scheme, re.M)]
+        assert len(items) >= 2 and sum(items) == pytest.approx(_meta(cell)["points"]), _meta(cell)["grade_id"]

@@ -6,8 +6,9 @@ is happy it prints a line saying the public checks passed. Hidden checks, which 
 work is graded, test more, so passing here is necessary, not sufficient.
 
 Conventions (the same as in the notebooks): column vectors; W_Q, W_K, W_V are d_head x d_model,
-W_O is d_model x d_head; a sequence X is (d_model, n_ctx) with column t = position t; an
-attention pattern is A[dest, src] with rows summing to 1.
+W_O is d_model x d_head (the transposes of TransformerLens's row-vector shapes; W_OV = W_O @ W_V);
+a sequence X is (d_model, n_ctx) with column t = position t; an attention pattern is A[dest, src]
+with rows summing to 1.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ CONTENT_DIMS = range(0, 8)  # the token's own content, before layer 1
 HEAD1_READS = range(0, 4)
 HEAD1_WRITES = range(8, 12)
 HEAD2_WRITES = range(12, 16)  # free until head 2 writes them
+WRITTEN_DIMS = len(HEAD1_WRITES) + len(HEAD2_WRITES)  # the 8 dims the two heads write together
 MATRIX_NAMES = ("W_Q", "W_K", "W_V", "W_O")
 PASSED = "public checks passed (hidden checks run when your work is graded)"
 WHEN = ("the token itself", "the previous token", "the token two back")
@@ -54,7 +56,7 @@ GRADER_API = (
     "D_MODEL", "D_HEAD", "HEAD2_WRITES",
     "product_tolerance", "negativity_problems", "causality_problems", "normalisation_problems",
     "copy_problems_head1", "copy_problems_head2", "product_problems", "composition_problems",
-    "q6_heads", "example_stream", "run_two_heads", "trace_two_heads", "simulation_problems",
+    "q6_heads", "q6_square_mix_up", "example_stream", "run_two_heads", "trace_two_heads", "simulation_problems",
 )
 
 
@@ -169,7 +171,33 @@ def check_attention_pattern(attention_pattern):
     if report:
         _fail(f"{what}: all scores are equal, so position t should attend evenly to positions "
               f"0..t; {report}.")
+    _scaling_property(attention_pattern, lambda X, W_Q, W_K, W_V, W_O: (X, W_Q, W_K),
+                      "attention_pattern(X, W_Q, W_K)", ("n_ctx", "n_ctx"), lambda X: (X.shape[1],) * 2)
     print(f"attention_pattern: {PASSED}")
+
+
+def _scaling_property(function, make_args, signature: str, labels, shape_for):
+    """Zero rows added to W_Q, W_K (and W_V, with zero columns in W_O) leave every product
+    q . k and W_O W_V unchanged but make d_head 4 times larger, so 1/sqrt(d_head) halves: the
+    result must equal the result with W_Q halved. A head that scales by anything else (nothing,
+    d_head, sqrt(d_model), a typed constant) fails."""
+    rng = np.random.default_rng(2023)
+    d_model, d_head, n_ctx = 12, 3, 5
+    X, W_Q, W_K, W_V, W_O = _random_head(rng, d_model, d_head, n_ctx, scale=3.0)
+    rows = np.zeros((3 * d_head, d_model))
+    padded = (X, np.vstack([W_Q, rows]), np.vstack([W_K, rows]), np.vstack([W_V, rows]),
+              np.hstack([W_O, rows.T]))
+    what = f"{signature} with zero rows added to the head's matrices (d_head {d_head} -> {4 * d_head})"
+    wide = _result(function, make_args(*padded), what, shape_for(X), labels)
+    halved = _result(function, make_args(X, W_Q / 2, W_K, W_V, W_O),
+                     f"{signature} with W_Q halved", shape_for(X), labels)
+    report = difference_report(wide, halved, "the padded result", "the result with W_Q / 2")
+    if report:
+        _fail(f"{what} (d_model={d_model}, n_ctx={n_ctx}): zero rows leave every score q . k "
+              f"unchanged while d_head grows from {d_head} to {4 * d_head}, so scaling by "
+              "1/sqrt(d_head) should give exactly the result for W_Q / 2; "
+              f"{report}. Scale the scores by 1/sqrt(d_head), with d_head read from the arguments "
+              "(not d_model, not a typed number).")
 
 
 def _head_properties(head, make_args, name: str, signature: str):
@@ -216,6 +244,7 @@ def _head_properties(head, make_args, name: str, signature: str):
             if report:
                 _fail(f"{what}: with one position the head attends to it with weight 1 and "
                       f"writes W_O @ W_V @ x; {report}.")
+    _scaling_property(head, make_args, signature, ("d_model", "n_ctx"), lambda X: X.shape)
     print(f"{name}: {PASSED}")
 
 
@@ -286,12 +315,36 @@ def q6_heads() -> dict:
 
 
 @public_check
+def q6_square_mix_up(value) -> str | None:
+    """What a d_model x d_model W_V2_W_O1 is, named only when it equals that product of the
+    given heads (the shape alone does not tell which product it is)."""
+    heads = q6_heads()
+    products = {"W_O1 @ W_V2, the product in the other order": heads["W_O1"] @ heads["W_V2"],
+                "W_OV1 = W_O1 @ W_V1, head 1's own map": heads["W_O1"] @ heads["W_V1"],
+                "W_OV2 = W_O2 @ W_V2, head 2's own map": heads["W_O2"] @ heads["W_V2"],
+                "W_OV2 @ W_OV1, the two heads' maps composed": (heads["W_O2"] @ heads["W_V2"])
+                @ (heads["W_O1"] @ heads["W_V1"])}
+    try:
+        value = np.asarray(value)
+    except Exception:  # noqa: BLE001 - an odd object is staged (and explained) by the caller
+        return None
+    if value.dtype.kind not in "biuf":
+        return None
+    value = value.astype(float)
+    for what, product in products.items():
+        if value.shape == product.shape and difference_report(value, product, "", "") is None:
+            return what
+    return None
+
+
 def check_q6_product(W_V2_W_O1):
     shape = shape_of(W_V2_W_O1)
     if shape == (D_MODEL, D_MODEL):
-        _fail(f"W_V2_W_O1 has shape {shape}: that is W_O1 @ W_V2, the product in the other "
-              "order. W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with "
-              f"head 2's W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD}).")
+        what = q6_square_mix_up(W_V2_W_O1)
+        _fail(f"W_V2_W_O1 has shape {shape} (d_model x d_model)"
+              + (f": that is {what}." if what else ".")
+              + " W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with head 2's "
+              f"W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD}).")
     stage_array(W_V2_W_O1, "W_V2_W_O1", shape=(D_HEAD, D_HEAD), labels=("d_head", "d_head"))
     print(f"W_V2_W_O1: {PASSED}")
 
@@ -529,8 +582,6 @@ def composition_problems(value, W_net1, W_net2, which: str) -> list[str]:
     tol = tolerance(max(np.abs(W_net1).max(initial=0) * np.abs(W_net2).max(initial=0) * D_MODEL,
                         np.abs(W_net1).max(initial=0) + np.abs(W_net2).max(initial=0)))
     report = difference_report(value, intended[1], which, intended[0], rtol=0, atol=tol)
-    if report is None:
-        return []
     mix_ups = [
         ("W_net1 @ W_net2", W_net1 @ W_net2,
          "that applies head 2 first and head 1 second. A vector goes through head 1 first, and "
@@ -546,6 +597,22 @@ def composition_problems(value, W_net1, W_net2, which: str) -> list[str]:
         ("W_net2 + W_net1", W_net2 + W_net1, "that is one_token_copy: one head acting alone"),
         ("W_net2 @ W_net1", W_net2 @ W_net1, "that is two_token_copy: head 2 reading head 1"),
     ]
+    if report is None:
+        # Follow-through: right for these W_net1, W_net2, unless on them the intended formula
+        # gives the same matrix as a known mix-up; then the value cannot show which was computed.
+        alike = [formula for formula, matrix, _ in mix_ups if formula != intended[0]
+                 and difference_report(matrix, intended[1], "", "", rtol=0, atol=tol) is None]
+        if not alike:
+            return []
+        nets = [f"W_net{number}" for number, judge, W in
+                ((1, copy_problems_head1, W_net1), (2, copy_problems_head2, W_net2)) if judge(W, tol)]
+        fix = (f"Your {' and '.join(nets)} {'is' if len(nets) == 1 else 'are'} not yet what a "
+               "correct head gives (see check_head1, check_head2 and check_products): fix that "
+               "first; for correct heads these formulas give different matrices" if nets else
+               "With other heads these formulas give different matrices")
+        return [f"{which} cannot be judged yet: for your W_net1 and W_net2, {intended[0]} is the "
+                f"same matrix as {' and as '.join(alike)}, so your {which} cannot show which one "
+                f"you computed. {fix}"]
     # Several mix-ups can coincide (for correct heads W_net1 @ W_net2 and W_net2 * W_net1 are
     # both zero), so name every one that fits.
     fits = [f"{formula}: {why}" for formula, matrix, why in mix_ups
@@ -718,6 +785,12 @@ def check_capacity(fraction_previous_token, fraction_two_tokens_back):
         if not 0 <= value <= 1:
             _fail(f"{name} is {fmt(value)}; a fraction of the capacity lies between 0 and 1"
                   + (" (is it a percentage?)" if 1 < value <= 100 else "") + ".")
+    for value, name in ((a, "fraction_previous_token"), (b, "fraction_two_tokens_back")):
+        dims = value * WRITTEN_DIMS
+        if abs(dims - round(dims)) > tolerance(WRITTEN_DIMS):
+            _fail(f"{name} is {fmt(value)}, which is {fmt(dims)} of the {WRITTEN_DIMS} dims the two "
+                  "heads write: a fraction of those dims counts whole dims, so it is a multiple "
+                  f"of 1/{WRITTEN_DIMS}.")
     if abs(a + b - 1) > tolerance():
         _fail(f"fraction_previous_token + fraction_two_tokens_back = {fmt(a + b)}; every dim the "
               "two heads write carries either the previous token or the token two back, so the "

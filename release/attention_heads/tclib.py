@@ -254,7 +254,11 @@ def stage_result(value, what: str, shape=None, labels=None) -> np.ndarray:
         _fail(result_type_problem(what, describe_dtype(array.dtype)))
     array = array.astype(np.float64)
     if shape is not None and array.shape != tuple(shape):
-        _fail(f"{what} returned shape {array.shape}; it should be {shape_text(shape, labels)}.")
+        message = f"{what} returned shape {array.shape}; it should be {shape_text(shape, labels)}."
+        if len(shape) == 2 and array.shape == tuple(shape)[::-1] and shape[0] != shape[1]:
+            message += (" That is the transpose: this course uses column vectors, so the result "
+                        f"is {shape_text(shape, labels)}, not the row-vector (x @ W) layout.")
+        _fail(message)
     bad = ~np.isfinite(array)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])

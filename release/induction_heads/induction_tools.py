@@ -64,7 +64,7 @@ GRADER_API = (
     "previous_position_targets", "previous_copy_targets",
     "judge_same_content", "judge_present", "judge_previous", "judge_previous_copy",
     "judge_writes_free", "judge_readable", "judge_induction", "judge_ablation",
-    "judge_copies_attended_token", "judge_predictions",
+    "judge_copies_attended_token", "judge_predictions", "layer1_problems", "judged_after",
 )
 
 # --- the residual stream ------------------------------------------------------------------
@@ -298,7 +298,7 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
     """No problem if at every judged position the argmax is the target and holds >= MASS_THRESHOLD.
 
     `S`: normalised scores (to tell a tie or a too-small gap from a wrong winner);
-    `hints(tokens, t, target, rival, tie)` may add a sentence about a recognisable mistake (it must not
+    `hints(tokens, t, target, rival, tie, tied)` may add a sentence about a recognisable mistake (it must not
     reveal anything hidden).
     """
     failures = [t for t, target in targets.items()
@@ -316,8 +316,12 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
         message = (f"{where} it puts {A[t, rival]:.2f} of its attention on {describe(tokens, rival, t)} "
                    f"and only {A[t, target]:.2f} on position {target}.")
     elif gap <= 1e-9:
-        message = (f"{where} it cannot tell that position from {describe(tokens, rival, t)}: their scores "
-                   f"are equal, so they share the attention ({A[t, target]:.2f} and {A[t, rival]:.2f}).")
+        tied = [s for s in range(t + 1) if s != target and abs(S[t, s] - S[t, target]) <= 1e-9]
+        names = [describe(tokens, s, t) for s in tied]
+        them = "that position scores" if len(tied) == 1 else "those positions score"
+        shares = ", ".join(f"{A[t, s]:.2f}" for s in [target, *tied])
+        message = (f"{where} it cannot tell it from {' or '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' or ' + names[-1]}: "
+                   f"{them} exactly as high, so they share the attention ({shares}).")
     else:
         message = (
             f"{where} it puts only {A[t, target]:.2f} of its attention there (at least "
@@ -328,7 +332,9 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
         )
     message += _others(failures, len(targets))
     if hints is not None and gap <= 1e-9:
-        extra = hints(tokens, t, target, rival, abs(gap) <= 1e-9)
+        tie = abs(gap) <= 1e-9
+        tied = [s for s in range(t + 1) if s != target and abs(S[t, s] - S[t, target]) <= 1e-9] if tie else []
+        extra = hints(tokens, t, target, rival, tie, tied)
         if extra:
             message += " " + extra
     return [message]
@@ -380,8 +386,8 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> list[str]:
     return []
 
 
-def _hint_previous(tokens, t, target, top, tie):
-    if top == t:
+def _hint_previous(tokens, t, target, top, tie, tied=()):
+    if top == t and not tie:
         return ("A head that should look one step back but lands on itself is usually rotating the "
                 "wrong way (or has W_Q and W_K swapped): it looks one step ahead, the causal mask "
                 "hides the future, and the nearest allowed position is itself.")
@@ -417,11 +423,11 @@ def judge_previous(W_QK, sequences, name="head (c)") -> list[str]:
     return []
 
 
-def _hint_not_self(tokens, t, target, top, tie):
+def _hint_not_self(tokens, t, target, top, tie, tied=()):
     if top == t:
         return ("Content alone scores a position's own token exactly like its earlier copy; "
                 "something must lower the score of the present position.")
-    if tokens[top] != tokens[t]:
+    if tokens[top] != tokens[t] and not tie:
         return ("The head prefers a position with a different token: whatever lowers the score "
                 "of the present position also moves the scores of other positions, by more than "
                 "the content match adds.")
@@ -507,12 +513,21 @@ def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> list[
     return []
 
 
-def _hint_induction(tokens, t, target, top, tie):
+def _hint_induction(tokens, t, target, top, tie, tied=()):
+    """A sentence about a recognisable mistake, from where the scores tie or win (never a guess:
+    a tie names only what every tied position has in common)."""
     n = half_length(tokens)
-    if top == t - n:
+    same_token = [s for s in range(t + 1) if tokens[s] == tokens[t]]  # the earlier copy and itself
+    if tie and set(same_token) <= set(tied):
+        return ("Every position holding the present token (positions "
+                f"{', '.join(map(str, same_token))}) scores as high as the target: part of W_QK "
+                "matches the query's token against the key's own token, which every copy of the "
+                "present token matches. Only the part that singles out the position after the "
+                "earlier copy should decide.")
+    if not tie and top == t - n:
         return ("It finds the earlier copy of its own token but not the position after it: "
                 "shift by one step somewhere on the way.")
-    if top == t - n - 1 and not tie:
+    if not tie and top == t - n - 1:
         return "It lands one step before the earlier copy: the shift goes the wrong way."
     return None
 
@@ -577,18 +592,49 @@ def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> lis
             right = int(tokens[source])
             best = int(np.argmax(np.delete(logits[:, t], right)))
             best += best >= right
-            if logits[right, t] - logits[best, t] < LOGIT_MARGIN:
+            gap = logits[right, t] - logits[best, t]
+            if gap < LOGIT_MARGIN:
                 hint = ""
-                if best == tokens[t]:
-                    hint = (" It predicts the present token again: the head copies what was written "
-                            "at the attended position about the token before it, not the token there.")
-                return [
-                    f"{_context(name, tokens)} when the head attends to {describe(tokens, source)}, "
-                    f"at {describe(tokens, t)} its logits favour '{VOCAB[best]}' ({logits[best, t]:.2f}) "
-                    f"over '{VOCAB[right]}' ({logits[right, t]:.2f}), the token that followed the first "
-                    f"'{VOCAB[tokens[t]]}'.{hint}"
-                ]
+                reads_layer1 = W1 is not None and composition_score(W2, W1) > 0.1
+                if best == tokens[t] and gap < -1e-9 and reads_layer1:
+                    hint = (" It predicts the present token again: the head copies what the layer-1 "
+                            "head wrote at the attended position (the token before it), not the "
+                            "token there.")
+                if abs(gap) <= 1e-9:
+                    verdict = (f"its logits tie: '{VOCAB[best]}' and '{VOCAB[right]}' (the token that "
+                               f"followed the first '{VOCAB[tokens[t]]}') both get {logits[right, t]:.2f}, "
+                               "so the head does not single out the next token.")
+                elif gap < 0:
+                    verdict = (f"its logits favour '{VOCAB[best]}' ({logits[best, t]:.2f}) over "
+                               f"'{VOCAB[right]}' ({logits[right, t]:.2f}), the token that followed the "
+                               f"first '{VOCAB[tokens[t]]}'.")
+                else:
+                    verdict = (f"'{VOCAB[right]}', the token that followed the first "
+                               f"'{VOCAB[tokens[t]]}', beats '{VOCAB[best]}' by only {gap:.3f} "
+                               f"({logits[right, t]:.2f} against {logits[best, t]:.2f}); it must win by "
+                               f"at least {LOGIT_MARGIN:g}.")
+                return [f"{_context(name, tokens)} when the head attends to {describe(tokens, source)}, "
+                        f"at {describe(tokens, t)} {verdict}{hint}"]
     return []
+
+
+# --- follow-through: judging a part on your own earlier answers ------------------------------
+def layer1_problems(W_OV1, name: str, what: str) -> list[str]:
+    """What is wrong with a layer-1 head's W_OV for the layer-2 parts built on it: it must write
+    only into FREE and write `what` ('position' or 'token') readably."""
+    return judge_writes_free(W_OV1, name) or judge_readable(W_OV1, name, what)
+
+
+def judged_after(problems: list[str], upstream: list[str], upstream_part: str) -> list[str]:
+    """Follow-through: a layer-2 part is judged on your own layer-1 head. When it fails while
+    that head has a problem of its own, the failure may come from either, so it is reported as
+    not judged yet, with what to fix first; when it passes, it passes."""
+    if not problems or not upstream:
+        return problems
+    return [f"This part cannot be judged yet: it is judged on your own layer-1 head, and that head "
+            f"has a problem of its own ({upstream_part}):\n  {upstream[0]}\nFix {upstream_part} "
+            "first; then this part is judged on the corrected head. (What the grader saw with "
+            f"your current head: {problems[0]})"]
 
 
 # --- plots ---------------------------------------------------------------------------------
@@ -639,6 +685,27 @@ def show_ex3(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, W_Q_ind, W_K_ind, W_V_ind, 
 PUBLIC_SEQUENCES = draw_sequences(np.random.default_rng(2021), 6)
 
 
+def _failing_picture(judge_one, W_QK, title, layer1=None):
+    """A callable that shows, in a notebook, W_QK's pattern on the first public sequence where
+    `judge_one([tokens])` finds a problem (nothing outside IPython)."""
+    def show():
+        try:
+            from IPython import get_ipython  # only in a notebook
+            from IPython.display import display
+        except ImportError:
+            return
+        if get_ipython() is None:
+            return
+        for tokens in PUBLIC_SEQUENCES:
+            if judge_one([tokens]):
+                X = embed(tokens) if layer1 is None else layer1_residual(layer1[0], tokens, layer1[1](tokens))
+                labels = [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)]
+                display(_heatmaps().show_attention(attention_pattern(W_QK, X), labels,
+                                                   title=f"{title} on {render(tokens)}, where the check fails"))
+                return
+    return show
+
+
 def _read(names_values: dict) -> dict:
     """Staged input checks (present, type, shape, finite), with the grader's own messages."""
     out = {}
@@ -650,10 +717,15 @@ def _read(names_values: dict) -> dict:
     return out
 
 
-def _verdict(judgements, part: str):
-    """Fail with the problems of the first judge that found any (as the hidden checks do)."""
-    for problems in judgements:
+def _verdict(judgements, part: str, picture=None):
+    """Fail with the problems of the first judge that found any (as the hidden checks do).
+
+    `picture(judge_one)`: on a failure of the first (pattern) judge, draw the pattern on the
+    sequence where it fails, so the picture shows what the message describes."""
+    for number, problems in enumerate(judgements):
         if problems:
+            if picture is not None and number == 0:
+                picture()
             raise AssertionError("\n".join(problems))
     print(f"({part}) public checks passed (hidden checks run on more sequences when your work is graded)")
 
@@ -661,25 +733,33 @@ def _verdict(judgements, part: str):
 @public_check
 def check_ex2a(W_Q_a, W_K_a):
     m = _read({"W_Q_a": W_Q_a, "W_K_a": W_K_a})
-    _verdict([judge_same_content(qk(m["W_Q_a"], m["W_K_a"]), PUBLIC_SEQUENCES)], "a")
+    W_QK = qk(m["W_Q_a"], m["W_K_a"])
+    _verdict([judge_same_content(W_QK, PUBLIC_SEQUENCES)], "a",
+             _failing_picture(lambda seqs: judge_same_content(W_QK, seqs), W_QK, "your head (a)"))
 
 
 @public_check
 def check_ex2b(W_Q_b, W_K_b):
     m = _read({"W_Q_b": W_Q_b, "W_K_b": W_K_b})
-    _verdict([judge_present(qk(m["W_Q_b"], m["W_K_b"]), PUBLIC_SEQUENCES)], "b")
+    W_QK = qk(m["W_Q_b"], m["W_K_b"])
+    _verdict([judge_present(W_QK, PUBLIC_SEQUENCES)], "b",
+             _failing_picture(lambda seqs: judge_present(W_QK, seqs), W_QK, "your head (b)"))
 
 
 @public_check
 def check_ex2c(W_Q_c, W_K_c):
     m = _read({"W_Q_c": W_Q_c, "W_K_c": W_K_c})
-    _verdict([judge_previous(qk(m["W_Q_c"], m["W_K_c"]), PUBLIC_SEQUENCES)], "c")
+    W_QK = qk(m["W_Q_c"], m["W_K_c"])
+    _verdict([judge_previous(W_QK, PUBLIC_SEQUENCES)], "c",
+             _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your head (c)"))
 
 
 @public_check
 def check_ex2d(W_Q_d, W_K_d):
     m = _read({"W_Q_d": W_Q_d, "W_K_d": W_K_d})
-    _verdict([judge_previous_copy(qk(m["W_Q_d"], m["W_K_d"]), PUBLIC_SEQUENCES)], "d")
+    W_QK = qk(m["W_Q_d"], m["W_K_d"])
+    _verdict([judge_previous_copy(W_QK, PUBLIC_SEQUENCES)], "d",
+             _failing_picture(lambda seqs: judge_previous_copy(W_QK, seqs), W_QK, "your head (d)"))
 
 
 @public_check
@@ -694,8 +774,12 @@ def check_ex2e(W_V_e, W_O_e):
 def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
     m = _read({"W_Q_f": W_Q_f, "W_K_f": W_K_f, "W_V_e": W_V_e, "W_O_e": W_O_e})
     W_QK, W_OV = qk(m["W_Q_f"], m["W_K_f"]), ov(m["W_V_e"], m["W_O_e"])
-    _verdict([judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"),
-              judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)")], "f")
+    upstream = layer1_problems(W_OV, "W_O_e @ W_V_e", "position")
+    _verdict([judged_after(judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"),
+                           upstream, "part (e)"),
+              judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)")], "f",
+             _failing_picture(lambda seqs: judge_induction(W_QK, W_OV, previous_copy_targets, seqs, "head (f)"),
+                              W_QK, "your head (f)", (W_OV, previous_copy_targets)))
     c = composition_scores(W_QK, W_OV)
     print(f"    composition of (f) with the layer-1 head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
@@ -704,9 +788,11 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
 def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev):
     m = _read({"W_Q_prev": W_Q_prev, "W_K_prev": W_K_prev, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV = ov(m["W_V_prev"], m["W_O_prev"])
-    _verdict([judge_previous(qk(m["W_Q_prev"], m["W_K_prev"]), PUBLIC_SEQUENCES, "the previous-token head"),
+    W_QK = qk(m["W_Q_prev"], m["W_K_prev"])
+    _verdict([judge_previous(W_QK, PUBLIC_SEQUENCES, "the previous-token head"),
               judge_writes_free(W_OV, "W_O_prev @ W_V_prev"),
-              judge_readable(W_OV, "W_O_prev @ W_V_prev", "token")], "previous-token head")
+              judge_readable(W_OV, "W_O_prev @ W_V_prev", "token")], "previous-token head",
+             _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your previous-token head"))
 
 
 @public_check
@@ -714,8 +800,12 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
     m = _read({"W_Q_ind": W_Q_ind, "W_K_ind": W_K_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_QK, W_OV = qk(m["W_Q_ind"], m["W_K_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head"
-    _verdict([judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
-              judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K")
+    upstream = layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token")
+    _verdict([judged_after(judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
+                           upstream, "the previous-token head"),
+              judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K",
+             _failing_picture(lambda seqs: judge_induction(W_QK, W_OV, previous_position_targets, seqs, name),
+                              W_QK, "your induction head", (W_OV, previous_position_targets)))
     c = composition_scores(W_QK, W_OV)
     print(f"    composition with the previous-token head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
@@ -726,6 +816,7 @@ def check_ex3_ind_ov(W_V_ind, W_O_ind, W_V_prev, W_O_prev):
     W_OV2, W_OV1 = ov(m["W_V_ind"], m["W_O_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head's W_O_ind @ W_V_ind"
     _verdict([judge_copies_attended_token(W_OV2, "W_O_ind @ W_V_ind"),
-              judge_predictions(W_OV2, W_OV1, previous_position_targets, PUBLIC_SEQUENCES, name)],
+              judged_after(judge_predictions(W_OV2, W_OV1, previous_position_targets, PUBLIC_SEQUENCES, name),
+                           layer1_problems(W_OV1, "W_O_prev @ W_V_prev", "token"), "the previous-token head")],
              "induction head W_V, W_O")
     print(f"    V-composition with the previous-token head: {composition_score(W_OV2, W_OV1):.2f}")

@@ -23,12 +23,20 @@ MASKS = {
     "none": "no causal mask: positions also attend to later positions",
     "zero": "masked scores set to 0 instead of -inf: exp(0) = 1, so later positions still get weight",
     "after": "mask applied after the softmax without renormalising: rows no longer sum to 1",
+    "diagonal": "the mask also hides the diagonal (np.triu(..., k=0)): a position may attend to "
+                "itself, so only src > dest is masked (k=1)",
+    "next": "the mask hides only src > dest + 1 (np.triu(..., k=2)): each position still sees the "
+            "next one; mask every src > dest (k=1)",
 }
 SCALES = {
     "sqrt": None,
     "none": "scores not scaled by 1/sqrt(d_head)",
     "d_head": "scores divided by d_head instead of sqrt(d_head)",
+    "sqrt_d_model": "scores divided by sqrt(d_model) instead of sqrt(d_head) (d_head is the "
+                    "length of a query, W_Q.shape[0])",
 }
+# Divisors a student may have typed in place of sqrt(d_head): the course's own sizes.
+FIXED_DIVISORS = (2, 4, 8, 16)
 AXES = {
     "src": None,
     "dest": "softmax taken over destination positions (down each column) instead of over "
@@ -49,14 +57,25 @@ OV_SIDES = {False: None, True: "uses W_OV.T instead of W_OV: W_OV maps what is r
                                "to what is written (rows)"}
 
 
+def scale_factor(scale, d_head, d_model):
+    """What the scores are multiplied by: a named choice of SCALES, or ("fixed", c) for 1/c."""
+    if isinstance(scale, tuple):
+        return 1 / scale[1]
+    return {"sqrt": 1 / np.sqrt(d_head), "none": 1.0, "d_head": 1 / d_head,
+            "sqrt_d_model": 1 / np.sqrt(d_model)}[scale]
+
+
 def pattern_from_scores(scores, d_head, mask="causal", scale="sqrt", axis="src",
-                        normalised=True, transposed=False):
+                        normalised=True, transposed=False, d_model=None):
     """A[dest, src] from raw scores[dest, src] = q_dest . k_src, with the chosen (mis)steps."""
     n_ctx = scores.shape[0]
-    scores = scores * {"sqrt": 1 / np.sqrt(d_head), "none": 1.0, "d_head": 1 / d_head}[scale]
-    allowed = np.tril(np.ones((n_ctx, n_ctx), dtype=bool))
-    if mask == "causal":
+    scores = scores * scale_factor(scale, d_head, d_model)
+    allowed = np.tril(np.ones((n_ctx, n_ctx), dtype=bool),
+                      k={"diagonal": -1, "next": 1}.get(mask, 0))
+    if mask in ("causal", "next"):
         scores = np.where(allowed, scores, -np.inf)
+    elif mask == "diagonal":  # as with a large finite fill (-1e9): row 0 then spreads over all
+        scores = np.where(allowed, scores, -1e9)
     elif mask == "zero":
         scores = np.where(allowed, scores, 0.0)
     ax = 1 if axis == "src" else 0
@@ -74,7 +93,7 @@ def attention_pattern(X, W_Q, W_K, **mistakes):
     """The correct causal pattern (no keyword arguments), or a named wrong variant."""
     X, W_Q, W_K = (np.asarray(a, float) for a in (X, W_Q, W_K))
     scores = (W_Q @ X).T @ (W_K @ X)  # [dest, src] = q_dest . k_src
-    return pattern_from_scores(scores, W_Q.shape[0], **mistakes)
+    return pattern_from_scores(scores, W_Q.shape[0], d_model=X.shape[0], **mistakes)
 
 
 def head_output(X, W_OV_or_V, A, W_O=None, output="head"):
@@ -111,7 +130,7 @@ def attention_head_low_rank(X, W_QK, W_OV, d_head, output="head", qk_transposed=
                             ov_transposed=False, **mistakes):
     X, W_QK, W_OV = (np.asarray(a, float) for a in (X, W_QK, W_OV))
     scores = X.T @ (W_QK.T if qk_transposed else W_QK) @ X
-    A = pattern_from_scores(scores, int(d_head), **mistakes)
+    A = pattern_from_scores(scores, int(d_head), d_model=X.shape[0], **mistakes)
     return head_output(X, W_OV.T if ov_transposed else W_OV, A, output=output)
 
 
@@ -141,12 +160,42 @@ def close(actual, expected, rtol=lib.RTOL, atol=1e-8) -> bool:
     return lib.difference_report(actual, expected, "", "", rtol=rtol, atol=atol) is None
 
 
+def _reproduces(results, arg_lists, function, kwargs) -> bool:
+    with np.errstate(all="ignore"):
+        return all(close(result, function(*args, **kwargs)) for result, args in zip(results, arg_lists))
+
+
 def explain(results, arg_lists, function, option_sets, max_mistakes=3):
     """Descriptions of the simplest set of named mistakes reproducing every result, or None."""
+    found = explain_with_options(results, arg_lists, function, option_sets, max_mistakes)
+    return None if found is None else found[1]
+
+
+def explain_with_options(results, arg_lists, function, option_sets, max_mistakes=3):
+    """(options, descriptions) of the simplest set of named mistakes reproducing every result,
+    or None.
+
+    Besides the named options, a divisor typed as a constant (sqrt(d_head) of one size, or
+    d_model of one input) is recognised by trying the course's sizes with every other option
+    correct or with one other named mistake.
+    """
     for kwargs, descriptions in variants(option_sets, max_mistakes):
-        with np.errstate(all="ignore"):
-            if all(close(result, function(*args, **kwargs)) for result, args in zip(results, arg_lists)):
-                return descriptions
+        if _reproduces(results, arg_lists, function, kwargs):
+            return kwargs, descriptions
+    if "scale" in option_sets:
+        others = [({}, [])] + [(kw, d) for kw, d in variants(
+            {k: v for k, v in option_sets.items() if k != "scale"}, 1)]
+        constants = {}  # value -> how it may have been typed (sqrt(4) and 2 are one number)
+        for divisor in FIXED_DIVISORS:
+            constants.setdefault(float(divisor), []).append(f"{divisor}")
+            constants.setdefault(float(np.sqrt(divisor)), []).append(f"sqrt({divisor})")
+        for constant, typed in sorted(constants.items()):
+            for kwargs, descriptions in others:
+                if _reproduces(results, arg_lists, function, {**kwargs, "scale": ("fixed", constant)}):
+                    return {**kwargs, "scale": ("fixed", constant)}, [f"scores divided by the same number, {lib.fmt(constant)} (typed as "
+                            f"{' or '.join(typed)}?), on every input: d_head differs between the "
+                            "grader's inputs, so divide by np.sqrt(d_head) with d_head taken from "
+                            "the arguments"] + descriptions
     return None
 
 
@@ -216,6 +265,9 @@ def later_pairs(arg_lists):
 
 READ = frozenset({"W_Q", "W_K", "W_V"})  # multiply a residual vector x
 WRITE = frozenset({"W_O"})  # its output is added to the residual stream
+# The exercise page's reading of Q3: which matrix controls the subspace that is read (and then
+# moved) by the head, and which the subspace written. Both readings earn the points.
+READ_SUBSPACE = frozenset({"W_V"})
 DECIDE_ATTENTION = frozenset({"W_Q", "W_K"})  # the only inputs of the pattern
 WHY_NOT_READ = {"W_O": "W_O multiplies the head's d_head-dim result, not a residual vector: it "
                        "maps back into the residual stream"}
@@ -308,10 +360,15 @@ def virtual_head_ranks():
 def virtual_head_capacity():
     """Counts of written dims by what they carry, measured on the canonical solution."""
     s = canonical_virtual_head()
-    coef = tc.trace_two_heads(s["W_V1"], s["W_O1"], s["W_V2"], s["W_O2"])
-    written = [d for d in range(8, 16) if np.abs(coef[d]).max() > 1e-9]
-    previous = [d for d in written if np.abs(coef[d, 1]).max() > 1e-9]
-    two_back = [d for d in written if np.abs(coef[d, 2]).max() > 1e-9]
+    return capacity_counts(s["W_V1"], s["W_O1"], s["W_V2"], s["W_O2"])
+
+
+def capacity_counts(W_V1, W_O1, W_V2, W_O2, tol=1e-9):
+    """The same counts measured on any two heads (for follow-through on a student's own heads)."""
+    coef = tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2)
+    written = [d for d in range(8, 16) if np.abs(coef[d]).max() > tol]
+    previous = [d for d in written if np.abs(coef[d, 1]).max() > tol]
+    two_back = [d for d in written if np.abs(coef[d, 2]).max() > tol]
     head2 = [d for d in written if d in tc.HEAD2_WRITES]
     return {"written": len(written), "previous": len(previous), "two_back": len(two_back),
             "head2": len(head2), "head2_previous": len([d for d in previous if d in head2])}

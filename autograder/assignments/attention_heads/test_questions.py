@@ -37,7 +37,27 @@ def _args(sub, name):
     return [call.args for call in sub.calls(name)]
 
 
+def _masked_rows(sub, name):
+    """A function whose result has whole rows of NaN at the first positions: every score of
+    those rows was masked (the softmax divided 0 by 0), the sign of a mask that hides the diagonal."""
+    for number, call in enumerate(sub.calls(name), start=1):
+        result = call.result
+        if call.error is not None or not isinstance(result, np.ndarray) or result.ndim != 2 \
+                or result.dtype.kind != "f" or not np.isnan(result).any():
+            continue
+        n_ctx = np.shape(call.args[0])[1]
+        rows = [t for t in range(result.shape[0]) if np.isnan(result[t]).all()] \
+            if result.shape[0] == n_ctx else [t for t in range(result.shape[1]) if np.isnan(result[:, t]).all()]
+        if rows and rows == list(range(len(rows))):
+            raise Mistake(f"{name}(...) on {_case(number, call.args)} returned NaN at position"
+                          f"{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))} only: every "
+                          "score there was masked, so the softmax divided 0 by 0. Position 0 can "
+                          "attend only to itself: the causal mask must hide later positions "
+                          "(src > dest, np.triu(..., k=1)) and never the diagonal.")
+
+
 def _pattern_results(sub):
+    _masked_rows(sub, "attention_pattern")
     results = sub.call_results("attention_pattern", shape_of=lambda args: (np.shape(args[0])[1],) * 2,
                                labels=("n_ctx", "n_ctx"))
     return results, _args(sub, "attention_pattern")
@@ -57,12 +77,17 @@ def _head_results(sub, name):
         raise Mistake(f"{name}(...) returned shape {before_W_O[0].result.shape} = (d_head, n_ctx) "
                       f"on {_case(calls.index(before_W_O[0]) + 1, before_W_O[0].args)}: "
                       f"{ref.OUTPUTS['no_W_O']}. It should return (d_model, n_ctx).")
+    _masked_rows(sub, name)
     results = sub.call_results(name, shape_of=lambda args: np.shape(args[0]), labels=("d_model", "n_ctx"))
     return results, [call.args for call in calls]
 
 
-def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, options, what):
-    """Raise Mistake naming where results first differ and which mistakes reproduce them."""
+def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, options, what,
+                            inherited=None):
+    """Raise Mistake naming where results first differ and which mistakes reproduce them.
+
+    `inherited`: options of mistakes the student's own attention_pattern makes; the head
+    inherits them, and the message says so (they cost the pattern's points, not these)."""
     for number, (result, args) in enumerate(zip(results, arg_lists), start=1):
         with np.errstate(all="ignore"):
             expected = expected_fn(*args)
@@ -70,15 +95,50 @@ def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, o
         if report is None:
             continue
         message = f"{name}(...) on {_case(number, args)}: {report}."
-        mistakes = ref.explain(results, arg_lists, explain_fn, options)
+        found = ref.explain_with_options(results, arg_lists, explain_fn, options)
+        mistakes = None
+        if found:
+            found_options, mistakes = found
+            if inherited:
+                from_pattern = {options[key][value] for key, value in inherited.items()
+                                if key in options and found_options.get(key) == value
+                                and isinstance(value, (str, bool)) and options[key].get(value)}
+                mistakes = [m + (" (this comes from your attention_pattern and costs its points "
+                                 "there, not here)" if m in from_pattern else "") for m in mistakes]
         if mistakes:
             message += ("\nYour results on every input the grader tried match the correct "
                         "computation with these mistakes:\n" + lib.bullet_list(mistakes))
         else:
-            message += ("\nThey do not match any combination of the usual mistakes (mask, "
-                        "scaling, softmax axis, orientation of the pattern, normalisation); go "
-                        "through your steps against the formula in the notebook.")
+            facts = _pattern_facts(results, arg_lists) if name == "attention_pattern" else []
+            message += ("\nThe grader does not know which step is wrong: no combination of up to "
+                        "three of the mistakes it knows reproduces your results on every input.")
+            if facts:
+                message += " What it measured on your results:\n" + lib.bullet_list(facts)
+            else:
+                message += " Go through your steps against the formula in the notebook."
         raise Mistake(message)
+
+
+def _pattern_facts(results, arg_lists):
+    """Facts about where a pattern puts weight, measured on every input (no expected values)."""
+    facts = []
+    for number, (A, args) in enumerate(zip(results, arg_lists), start=1):
+        n_ctx = A.shape[0]
+        if n_ctx < 2:
+            continue
+        zero_diagonal = [t for t in range(n_ctx) if abs(A[t, t]) <= lib.RTOL]
+        if zero_diagonal and len(zero_diagonal) >= n_ctx - 1:
+            facts.append(f"on {_case(number, args)}, positions {', '.join(map(str, zero_diagonal))} "
+                         "give no weight to themselves: a causal mask hides only later positions "
+                         "(src > dest), never the diagonal")
+            break
+        next_weight = [t for t in range(n_ctx - 1) if abs(A[t, t + 1]) > lib.RTOL]
+        if next_weight:
+            facts.append(f"on {_case(number, args)}, position {next_weight[0]} gives weight "
+                         f"{lib.fmt(A[next_weight[0], next_weight[0] + 1])} to the next position: "
+                         "the mask should hide every src > dest")
+            break
+    return facts
 
 
 # -- Q2: the pattern ----------------------------------------------------------------------------
@@ -128,22 +188,95 @@ def _head_explain_options():
             if k != "output"} | {"output": {k: v for k, v in ref.OUTPUTS.items() if k != "no_W_O"}}
 
 
+def _own_pattern(sub):
+    """What the student's attention_pattern does, for follow-through in the head's checks:
+    {} when it is correct, the options of its named mistakes, or None when the grader cannot
+    reproduce it (or it is missing or unusable)."""
+    if not sub.has("attention_pattern"):
+        return None
+    try:
+        results, arg_lists = _pattern_results(sub)
+    except Mistake:
+        return None
+    with np.errstate(all="ignore"):
+        if all(ref.close(A, ref.attention_pattern(*args)) for A, args in zip(results, arg_lists)):
+            return {}
+    found = ref.explain_with_options(results, arg_lists, ref.attention_pattern, ref.PATTERN_OPTIONS)
+    return None if found is None else found[0]
+
+
+def _head_follows_own_pattern(results, arg_lists, pattern):
+    """Whether the head's results are the correct head built on the student's own pattern."""
+    if not pattern:
+        return False
+    with np.errstate(all="ignore"):
+        return all(ref.close(result, ref.attention_head(*args, **pattern))
+                   for result, args in zip(results, arg_lists))
+
+
+def _head_waits_for_pattern(sub, pattern, failure):
+    """Whether a failing head check may fail only because of a pattern the grader cannot
+    reproduce: then it cannot be judged yet (never when the head's own mistake is named)."""
+    if pattern is not None or not sub.has("attention_pattern"):
+        return False
+    try:
+        _head_results(sub, "attention_head")
+    except Mistake:
+        # Unreadable results wait only when they inherit the NaN rows of the student's pattern.
+        try:
+            _masked_rows(sub, "attention_pattern")
+        except Mistake:
+            return True
+        return False
+    return "match the correct computation" not in str(failure)
+
+
+_PATTERN_FIRST = ("attention_head(...) cannot be judged yet: it is built on your attention_pattern, "
+                  "which does not yet give the correct pattern, and the grader cannot reproduce "
+                  "what your pattern does, so it cannot tell whether the head is right for it. Fix "
+                  "attention_pattern first (see the q2_attention_pattern checks); then the head is "
+                  "judged on it.")
+
+
 @part("q2_attention_head", points=1)
 def test_attention_head_is_causal(sub):
-    _causality(sub, "attention_head")
+    try:
+        _causality(sub, "attention_head")
+    except Mistake as failure:
+        pattern = _own_pattern(sub)
+        if pattern and _head_follows_own_pattern(*_head_results(sub, "attention_head"), pattern):
+            return  # follow-through: non-causal only because the student's own pattern is
+        if _head_waits_for_pattern(sub, pattern, failure):
+            raise Mistake(_PATTERN_FIRST) from None
+        raise
 
 
 @part("q2_attention_head", points=3)
 def test_attention_head_matches_reference(sub):
-    results, arg_lists = _head_results(sub, "attention_head")
-    _compare_with_reference("attention_head", results, arg_lists, ref.attention_head,
-                            ref.attention_head, _head_explain_options(), "the head's output")
+    try:
+        results, arg_lists = _head_results(sub, "attention_head")
+        _compare_with_reference("attention_head", results, arg_lists, ref.attention_head,
+                                ref.attention_head, _head_explain_options(), "the head's output")
+    except Mistake as mistake:
+        pattern = _own_pattern(sub)
+        if pattern is not None and _head_follows_own_pattern(*_head_results(sub, "attention_head"), pattern):
+            return  # follow-through: the correct head on the student's own pattern
+        if _head_waits_for_pattern(sub, pattern, mistake):
+            raise Mistake(_PATTERN_FIRST) from None
+        if pattern:
+            results, arg_lists = _head_results(sub, "attention_head")
+            _compare_with_reference("attention_head", results, arg_lists, ref.attention_head,
+                                    ref.attention_head, _head_explain_options(), "the head's output",
+                                    inherited=pattern)
+        raise
 
 
 # -- Q3, Q4 -------------------------------------------------------------------------------------
 
-def _choice(sub, name, expected, why_not, missing_hint):
+def _choice(sub, name, expected, why_not, missing_hint, readings=()):
     chosen = sub.matrix_names(name)
+    if chosen in readings:
+        return  # another reading of the question, worth the same points
     wrong = sorted(chosen - expected)
     if wrong:
         raise Mistake(f"{name} includes {', '.join(wrong)}:\n"
@@ -157,7 +290,8 @@ def _choice(sub, name, expected, why_not, missing_hint):
 @part("q3_read_write", points=1)
 def test_matrices_that_read(sub):
     _choice(sub, "matrices_that_read", ref.READ, ref.WHY_NOT_READ,
-            "which matrices are multiplied directly by a residual vector x (d_model entries)?")
+            "which matrices are multiplied directly by a residual vector x (d_model entries)?",
+            readings=(ref.READ_SUBSPACE,))
 
 
 @part("q3_read_write", points=1)
@@ -221,8 +355,10 @@ def test_W_V2_W_O1(sub):
     heads = answers["heads"]
     value = sub.array("W_V2_W_O1")
     if value.shape == (tc.D_MODEL, tc.D_MODEL):
-        raise Mistake("W_V2_W_O1 has shape (16, 16): that is W_O1 @ W_V2, the product in the other "
-                      "order. Head 1 writes with W_O1 and head 2 then reads with W_V2, so the "
+        what = tc.q6_square_mix_up(value)
+        raise Mistake("W_V2_W_O1 has shape (16, 16) (d_model x d_model)"
+                      + (f": that is {what}." if what else ".")
+                      + " Head 1 writes with W_O1 and head 2 then reads with W_V2, so the "
                       "product is W_V2 @ W_O1 (d_head x d_head).")
     value = sub.array("W_V2_W_O1", shape=(tc.D_HEAD, tc.D_HEAD), labels=("d_head", "d_head"))
     expected = answers["product"]
@@ -265,6 +401,14 @@ def test_singular_values(sub):
         rank = int(np.sum(expected > tol))
         if len(values) >= rank:
             return
+    own = _own_product(sub)
+    if own is not None and own.ndim == 2 and not ref.close(own, answers["product"]):
+        own_values = np.linalg.svd(own, compute_uv=False)
+        own_tol = lib.tolerance(own_values.max(initial=0.0))
+        if len(values) >= int(np.sum(own_values > own_tol)) and len(values) <= len(own_values) \
+                and np.all(np.abs(values - own_values[:len(values)]) <= own_tol) \
+                and np.all(own_values[len(values):] <= own_tol):
+            return  # follow-through: the singular values of the student's own W_V2_W_O1
     descending = np.sort(values)[::-1]
     product = answers["product"]
     heads = answers["heads"]
@@ -289,11 +433,6 @@ def test_singular_values(sub):
     if not np.array_equal(descending, values) and \
             lib.difference_report(descending, expected[:len(values)], "", "", atol=tol) is None:
         raise Mistake(f"{name} is not in descending order; list the largest first.")
-    own = _own_product(sub)
-    if own is not None and own.ndim == 2 and not ref.close(own, product) \
-            and matches(np.linalg.svd(own, compute_uv=False)):
-        raise Mistake(f"{name}: they are the singular values of your W_V2_W_O1, which is not yet "
-                      "W_V2 @ W_O1 (see the q6_product check).")
     raise Mistake(f"{name} ({len(values)} values) are not the singular values of W_V2 @ W_O1 for "
                   "the given heads. Compute them with np.linalg.svd(W_V2_W_O1, compute_uv=False).")
 
@@ -315,14 +454,50 @@ def test_rank(sub):
     own = _own_product(sub)
     if own is not None and own.ndim == 2 and not ref.close(own, answers["product"]):
         if value == np.linalg.matrix_rank(own):
-            raise Mistake(f"rank_W_V2_W_O1 is {value}, the rank of your W_V2_W_O1; but your W_V2_W_O1 "
-                          "is not yet W_V2 @ W_O1 (see the q6_product check).")
-    elif value == int(np.count_nonzero(answers["singular_values"])) and value > answers["rank"]:
-        raise Mistake(f"rank_W_V2_W_O1 is {value}, the number of singular values that are not "
-                      "exactly 0; some of them are rounding noise (around 1e-16). Count only "
-                      "singular values above a tolerance, as np.linalg.matrix_rank does.")
+            return  # follow-through: the rank of the student's own W_V2_W_O1 (q6_product marks that)
+    fits = _rank_explanations(sub, value, answers)
+    if len(fits) == 1:
+        raise Mistake(f"rank_W_V2_W_O1 is {value}: {fits[0]}.")
+    if fits:
+        raise Mistake(f"rank_W_V2_W_O1 is {value}, and the grader cannot tell which of these you "
+                      "computed; none is the rank of W_V2 @ W_O1:\n" + lib.bullet_list(fits)
+                      + "\nThe rank is the number of singular values of W_V2 @ W_O1 above a "
+                      "tolerance (np.linalg.matrix_rank).")
     raise Mistake(f"rank_W_V2_W_O1 is {value}; the rank is the number of clearly nonzero singular "
                   "values of W_V2 @ W_O1 (np.linalg.matrix_rank).")
+
+
+def _rank_explanations(sub, value, answers):
+    """Every known computation that gives `value`, each as a sentence (the grader names all that
+    fit, because the value alone cannot tell them apart)."""
+    heads = answers["heads"]
+    fits = []
+    singular = answers["singular_values"]
+    if value == int(np.count_nonzero(singular)) and value > answers["rank"]:
+        fits.append("the number of singular values of W_V2 @ W_O1 that are not exactly 0, "
+                    "counting rounding noise (around 1e-16) as nonzero")
+    if sub.has("singular_values_W_V2_W_O1"):
+        try:
+            own_values = sub.array("singular_values_W_V2_W_O1").reshape(-1)
+        except Mistake:
+            own_values = None
+        if own_values is not None and own_values.size == value and value > answers["rank"] \
+                and not any("singular values" in fit for fit in fits):
+            fits.append("the number of entries of your singular_values_W_V2_W_O1, some of which "
+                        "are rounding noise")
+    others = {
+        "W_O1 @ W_V2 (the product in the other order)": heads["W_O1"] @ heads["W_V2"],
+        "W_V2": heads["W_V2"], "W_O1": heads["W_O1"],
+        "W_OV1 = W_O1 @ W_V1": answers["W_OV1"], "W_OV2 = W_O2 @ W_V2": answers["W_OV2"],
+        "W_OV2 @ W_OV1": answers["W_OV2"] @ answers["W_OV1"],
+    }
+    same = [name for name, matrix in others.items() if np.linalg.matrix_rank(matrix) == value]
+    if same:
+        fits.append(f"the rank of {', '.join(same[:-1]) + ' and ' + same[-1] if len(same) > 1 else same[0]}, "
+                    "not of W_V2 @ W_O1")
+    if value == tc.D_HEAD and not same:
+        fits.append(f"d_head = {tc.D_HEAD}, the largest rank a d_head x d_head matrix can have")
+    return fits
 
 
 @part("q6_v_composition", points=2)

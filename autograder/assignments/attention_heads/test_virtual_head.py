@@ -3,9 +3,14 @@
 Graded by behaviour, never by spelling: the heads through their products W_O @ W_V (so any
 re-basing W_V -> M W_V, W_O -> W_O M^-1 and any admissible choice of dims earns full marks),
 the derived matrices by consistency with the student's own factors, and the two heads together
-by running the two-layer model on random residual streams. Each part checks only its own
-answers, so a mistake costs the parts it breaks and no others (except the end-to-end
-simulation, which every head mistake also breaks).
+by running the two-layer model on random residual streams.
+
+Marking policy (docs/MARKING.md): follow-through. A part computed from the student's earlier
+answers (products, compositions, ranks, capacity fractions) earns its marks when it is right
+for their values, or when it is the right answer itself. Where the student's values cannot show
+the right computation apart from a known mistake, the check says so and what to fix first. The
+simulation has no answer of its own: it runs the two heads together, so a head mistake also
+costs it, and its message names the head part to fix first.
 """
 import numpy as np
 
@@ -36,19 +41,28 @@ def _head(sub, number):
 
 
 def _square(sub, name, hints=None):
-    """A d_model x d_model answer; a known wrong shape gets a hint naming what it probably is."""
+    """A d_model x d_model answer; a wrong shape that a hint recognises (from the value, never
+    from the shape alone) gets the hint."""
     encoded = sub.encoded(name)
     shape = tuple(encoded.get("shape", ())) if encoded.get("kind") == "array" else None
     if hints and shape in hints:
-        raise Mistake(f"{name} has shape {shape}: {hints[shape]}")
+        hint = hints[shape](sub.array(name))
+        if hint:
+            raise Mistake(f"{name} has shape {shape}: {hint}")
     return sub.array(name, shape=_SQUARE, labels=("d_model", "d_model"))
 
 
 def _net(sub, number):
-    return _square(sub, f"W_net{number}", {
-        (tc.D_HEAD, tc.D_HEAD): f"that is W_V{number} @ W_O{number} (d_head x d_head); W_net{number} "
-                                f"is the d_model x d_model product W_O{number} @ W_V{number}.",
-    })
+    def head_space(value):
+        try:
+            W_V, W_O = _head(sub, number)
+        except Mistake:
+            return None
+        if not ref.close(value, W_V @ W_O):
+            return None
+        return (f"that is W_V{number} @ W_O{number} (d_head x d_head); W_net{number} is the "
+                f"d_model x d_model product W_O{number} @ W_V{number}.")
+    return _square(sub, f"W_net{number}", {(tc.D_HEAD, tc.D_HEAD): head_space})
 
 
 def _sentences(problems):
@@ -78,9 +92,19 @@ def test_head2_copies(sub):
 
 # -- the expanded products ----------------------------------------------------------------------
 
+def _waiting(what, upstream, fix):
+    """`upstream()`, or a Mistake saying that `what` cannot be judged until `fix` is fixed."""
+    try:
+        return upstream()
+    except Mistake as problem:
+        raise Mistake(f"{what} cannot be judged yet: it is judged on your own {fix[0]}, and "
+                      f"{problem} Fix {fix[1]} first.") from None
+
+
 def _product(sub, number):
+    W_V, W_O = _waiting(f"W_net{number}", lambda: _head(sub, number),
+                        (f"W_V{number}, W_O{number}", f"ex1_head{number}"))
     W_net = _net(sub, number)
-    W_V, W_O = _head(sub, number)
     problems = tc.product_problems(W_net, W_V, W_O, number)
     if problems:
         raise Mistake(_sentences(problems))
@@ -99,8 +123,9 @@ def test_W_net2_is_product(sub):
 # -- composition --------------------------------------------------------------------------------
 
 def _composition(sub, which):
+    W_net1, W_net2 = _waiting(which, lambda: (_net(sub, 1), _net(sub, 2)),
+                              ("W_net1 and W_net2", "ex1_products"))
     value = _square(sub, which)
-    W_net1, W_net2 = _net(sub, 1), _net(sub, 2)
     problems = tc.composition_problems(value, W_net1, W_net2, which)
     if problems:
         raise Mistake(_sentences(problems))
@@ -118,9 +143,18 @@ def test_one_token_copy(sub):
 
 # -- ranks --------------------------------------------------------------------------------------
 
-_UPSTREAM = {"W_net1": "ex1_head1 or ex1_products", "W_net2": "ex1_head2 or ex1_products",
-             "two_token_copy": "ex1_head1, ex1_head2, ex1_products or ex1_composition",
-             "one_token_copy": "ex1_head1, ex1_head2, ex1_products or ex1_composition"}
+_RANKED = ("W_net1", "W_net2", "two_token_copy", "one_token_copy")
+
+
+def _own_square(sub, matrix):
+    """The student's own d_model x d_model matrix, or None when it is missing or malformed
+    (its own check explains why)."""
+    if not sub.has(matrix):
+        return None
+    try:
+        return _square(sub, matrix)
+    except Mistake:
+        return None
 
 
 def _rank(sub, matrix):
@@ -129,26 +163,32 @@ def _rank(sub, matrix):
     expected = ref.virtual_head_ranks()[name]
     if value == expected:
         return
-    own = None
-    if sub.has(matrix):
-        try:
-            own = _square(sub, matrix)
-        except Mistake:
-            own = None
+    own = _own_square(sub, matrix)
+    if own is not None and value == np.linalg.matrix_rank(own):
+        return  # follow-through: the rank of the student's own matrix
+    fits = []
     if own is not None:
         singular = np.linalg.svd(own, compute_uv=False)
         if value == int(np.count_nonzero(singular)) and value > np.linalg.matrix_rank(own):
-            raise Mistake(f"{name} is {value}, the number of singular values of {matrix} that are not "
-                          "exactly 0; some are rounding noise. Count singular values above a "
-                          "tolerance, as np.linalg.matrix_rank does.")
-        if value == np.linalg.matrix_rank(own):
-            raise Mistake(f"{name} is {value}, the rank of your {matrix}; but your {matrix} is not "
-                          "yet what a correct pair of heads gives (see the failing checks of "
-                          f"{_UPSTREAM[matrix]}).")
-        raise Mistake(f"{name} is {value}, which is not the rank of your {matrix} either; the rank "
-                      "is the number of linearly independent columns (np.linalg.matrix_rank).")
+            fits.append(f"the number of singular values of your {matrix} that are not exactly 0, "
+                        "counting rounding noise as nonzero (count those above a tolerance, as "
+                        "np.linalg.matrix_rank does)")
+    others = [other for other in _RANKED if other != matrix
+              and (m := _own_square(sub, other)) is not None and np.linalg.matrix_rank(m) == value]
+    if others:
+        fits.append(f"the rank of your {' and your '.join(others)}, not of {matrix}")
+    if len(fits) == 1:
+        raise Mistake(f"{name} is {value}: that is {fits[0]}.")
+    if fits:
+        raise Mistake(f"{name} is {value}, and the grader cannot tell which of these it is:\n"
+                      + lib.bullet_list(fits) + f"\nGive the rank of your {matrix} "
+                      "(np.linalg.matrix_rank).")
+    if own is not None:
+        raise Mistake(f"{name} is {value}, which is not the rank of your {matrix}; the rank is "
+                      "the number of linearly independent columns (np.linalg.matrix_rank).")
     raise Mistake(f"{name} is {value}, which is not the rank of {matrix} for a correct pair of "
-                  "heads; think about how many independent directions the map moves.")
+                  f"heads (your {matrix} could not be read, so the grader cannot use it); think "
+                  "about how many independent directions the map moves.")
 
 
 @part("ex1_ranks", points=0.5)
@@ -181,25 +221,45 @@ def _simulation(sub, distance):
     W_V1, W_O1 = _head(sub, 1)
     W_V2, W_O2 = _head(sub, 2)
     tol = max(1e-6, tc.product_tolerance(W_O1, W_V1), tc.product_tolerance(W_O2, W_V2))
-    return tc.simulation_problems(tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7), tol=tol,
-                                  distances=(distance,))
+    problems = tc.simulation_problems(tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7), tol=tol,
+                                      distances=(distance,))
+    if not problems:
+        return
+    failing = [f"ex1_head{number}" for number, judge, (W_V, W_O) in
+               ((1, tc.copy_problems_head1, (W_V1, W_O1)), (2, tc.copy_problems_head2, (W_V2, W_O2)))
+               if judge(W_O @ W_V, tc.product_tolerance(W_O, W_V))]
+    first = ""
+    if failing:
+        first = (f"\nThis part has no answer of its own: it runs your two heads together, so it "
+                 f"passes once they do. Fix {' and '.join(failing)} first (its message says what "
+                 "is wrong with the head).")
+    raise Mistake(_SIMULATION + lib.bullet_list(problems, limit=8) + first)
 
 
 @part("ex1_simulation", points=1)
 def test_simulation_previous_token(sub):
-    previous = _simulation(sub, "previous")
-    if previous:
-        raise Mistake(_SIMULATION + lib.bullet_list(previous, limit=8))
+    _simulation(sub, "previous")
 
 
 @part("ex1_simulation", points=1)
 def test_simulation_two_tokens_back(sub):
-    two_back = _simulation(sub, "two_back")
-    if two_back:
-        raise Mistake(_SIMULATION + lib.bullet_list(two_back, limit=8))
+    _simulation(sub, "two_back")
 
 
 # -- capacity -----------------------------------------------------------------------------------
+
+def _own_capacity(sub):
+    """Capacity counts measured on the student's own heads, or None when they cannot be read."""
+    try:
+        W_V1, W_O1 = _head(sub, 1)
+        W_V2, W_O2 = _head(sub, 2)
+    except Mistake:
+        return None
+    counts = ref.capacity_counts(W_V1, W_O1, W_V2, W_O2,
+                                 tol=max(1e-6, tc.product_tolerance(W_O1, W_V1),
+                                         tc.product_tolerance(W_O2, W_V2)))
+    return counts if counts["written"] else None
+
 
 def _fraction(sub, name, numerator_key, other_key):
     counts = ref.virtual_head_capacity()
@@ -207,6 +267,9 @@ def _fraction(sub, name, numerator_key, other_key):
     expected = counts[numerator_key] / counts["written"]
     if abs(value - expected) <= lib.tolerance():
         return
+    own = _own_capacity(sub)
+    if own is not None and abs(value - own[numerator_key] / own["written"]) <= lib.tolerance():
+        return  # follow-through: the fraction measured on the student's own heads
     within_head2 = {"previous": counts["head2_previous"],
                     "two_back": counts["head2"] - counts["head2_previous"]}[numerator_key]
     if abs(value - within_head2 / counts["head2"]) <= lib.tolerance():

@@ -5,7 +5,9 @@ Every check simulates the student's heads in the course's toy model (the trusted
 judges behaviour: where each head attends, what it writes, what it predicts. Scale never
 matters: the simulator divides W_QK and W_OV by their largest singular value, so re-based,
 rescaled and list-valued answers are graded alike. Layer-2 checks use an idealised layer-1
-pattern with the student's own layer-1 W_OV, so one wrong part costs only its own points.
+pattern with the student's own layer-1 W_OV (follow-through, docs/MARKING.md): a layer-2 part
+earns its points when it is right for the student's own layer-1 head; when it fails while that
+head has a problem of its own, it says it cannot be judged yet and which part to fix first.
 """
 
 from . import reference
@@ -41,6 +43,21 @@ def _qk(sub, suffix):
 
 def _ov(sub, suffix):
     return tools.ov(_reader(sub, f"W_V_{suffix}"), _writer(sub, f"W_O_{suffix}"))
+
+
+def _layer1(sub, suffix):
+    """(W_OV of the layer-1 head, its own problems, the part that owns them)."""
+    W_OV = _ov(sub, suffix)
+    if suffix == "e":
+        return W_OV, tools.layer1_problems(W_OV, "W_O_e @ W_V_e", "position"), "part (e) (ex2e)"
+    return W_OV, tools.layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token"), \
+        "the previous-token head (ex3_prev)"
+
+
+def _fail_after(problems, layer1):
+    """Fail with a layer-2 judge's problems, or say it cannot judge yet (tools.judged_after)."""
+    _, upstream, owner = layer1
+    _fail_on(tools.judged_after(problems, upstream, owner))
 
 
 def _fail_on(problems):
@@ -82,26 +99,29 @@ def test_e_written_position_is_readable(sub):
 
 @part("ex2f", points=2)
 def test_f_attends_after_earlier_copy(sub):
-    _fail_on(tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets,
-                                   reference.sequences("f"), "head (f)"))
+    layer1 = _layer1(sub, "e")
+    _fail_after(tools.judge_induction(_qk(sub, "f"), layer1[0], tools.previous_copy_targets,
+                                      reference.sequences("f"), "head (f)"), layer1)
 
 
 @part("ex2f", points=1)
 def test_f_uses_q_composition(sub):
-    scores = tools.composition_scores(_qk(sub, "f"), _ov(sub, "e"))
+    layer1 = _layer1(sub, "e")
+    scores = tools.composition_scores(_qk(sub, "f"), layer1[0])
     sub.note(f"composition of (f) with the layer-1 head: Q {scores['Q']:.2f}, K {scores['K']:.2f}")
     if scores["Q"] < 0.1 or scores["Q"] <= scores["K"]:
-        raise Mistake(
+        _fail_after([
             f"Composition of head (f) with the layer-1 head (pattern (d), W_OV = W_O_e @ W_V_e): "
             f"Q-composition {scores['Q']:.2f}, K-composition {scores['K']:.2f}. In the pointer-"
             "arithmetic induction head the query reads what layer 1 wrote (the position of the "
             "earlier copy), so Q-composition should be clearly nonzero (at least 0.10) and larger "
             "than K-composition."
-        )
+        ], layer1)
 
 
 @part("ex2f", points=1)
 def test_f_needs_layer1_head(sub):
+    # Ablation sets layer 1's output to zero, so it judges (f) alone: no follow-through needed.
     _fail_on(tools.judge_ablation(_qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets,
                                   reference.sequences("f"), "head (f)"))
 
@@ -125,22 +145,24 @@ def test_prev_written_token_is_readable(sub):
 
 @part("ex3_ind_qk", points=2)
 def test_ind_attends_after_earlier_copy(sub):
-    _fail_on(tools.judge_induction(_qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets,
-                                   reference.sequences("ind_qk"), "the induction head"))
+    layer1 = _layer1(sub, "prev")
+    _fail_after(tools.judge_induction(_qk(sub, "ind"), layer1[0], tools.previous_position_targets,
+                                      reference.sequences("ind_qk"), "the induction head"), layer1)
 
 
 @part("ex3_ind_qk", points=1)
 def test_ind_uses_k_composition(sub):
-    W_QK, W_OV1 = _qk(sub, "ind"), _ov(sub, "prev")
+    layer1 = _layer1(sub, "prev")
+    W_QK, W_OV1 = _qk(sub, "ind"), layer1[0]
     scores = tools.composition_scores(W_QK, W_OV1)
     sub.note(f"composition with the previous-token head: Q {scores['Q']:.2f}, K {scores['K']:.2f}")
     if scores["K"] < 0.1 or scores["K"] <= scores["Q"]:
-        raise Mistake(
+        _fail_after([
             f"Composition of the induction head with the previous-token head (W_OV = W_O_prev @ "
             f"W_V_prev): K-composition {scores['K']:.2f}, Q-composition {scores['Q']:.2f}. In this "
             "induction head the key reads what the previous-token head wrote, so K-composition "
             "should be clearly nonzero (at least 0.10) and larger than Q-composition."
-        )
+        ], layer1)
 
 
 @part("ex3_ind_qk", points=1)
@@ -157,10 +179,12 @@ def test_ind_copies_attended_token(sub):
 @part("ex3_ind_ov", points=1)
 def test_ind_predicts_next_token(sub):
     W_OV2 = _ov(sub, "ind")
-    W_OV1 = _ov(sub, "prev")
+    layer1 = _layer1(sub, "prev")
+    W_OV1 = layer1[0]
     sub.note(f"V-composition with the previous-token head: {tools.composition_score(W_OV2, W_OV1):.2f}")
-    _fail_on(tools.judge_predictions(W_OV2, W_OV1, tools.previous_position_targets, reference.sequences("ind_ov"),
-                                     "the induction head (W_O_ind @ W_V_ind)"))
+    _fail_after(tools.judge_predictions(W_OV2, W_OV1, tools.previous_position_targets,
+                                        reference.sequences("ind_ov"),
+                                        "the induction head (W_O_ind @ W_V_ind)"), layer1)
 
 
 # --- feedback pictures of the student's own heads -------------------------------------------
@@ -176,14 +200,39 @@ _PATTERNS = {  # grade_id -> (suffix, title, layer-1 OV suffix and targets or No
 }
 
 
+_JUDGES = {  # grade_id -> (draw, judge of one head's pattern on a list of sequences)
+    "ex2a": ("a", lambda sub, seqs: tools.judge_same_content(_qk(sub, "a"), seqs)),
+    "ex2b": ("b", lambda sub, seqs: tools.judge_present(_qk(sub, "b"), seqs)),
+    "ex2c": ("c", lambda sub, seqs: tools.judge_previous(_qk(sub, "c"), seqs)),
+    "ex2d": ("d", lambda sub, seqs: tools.judge_previous_copy(_qk(sub, "d"), seqs)),
+    "ex2f": ("f", lambda sub, seqs: tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"),
+                                                          tools.previous_copy_targets, seqs, "")),
+    "ex3_prev": ("prev", lambda sub, seqs: tools.judge_previous(_qk(sub, "prev"), seqs)),
+    "ex3_ind_qk": ("ind_qk", lambda sub, seqs: tools.judge_induction(
+        _qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets, seqs, "")),
+}
+
+
+def _shown_sequence(sub, grade_id):
+    """The first sequence on which the part's pattern check fails (so the picture shows what the
+    message describes), else the usual example."""
+    if grade_id in _JUDGES:
+        draw, judge = _JUDGES[grade_id]
+        for tokens in reference.sequences(draw):
+            if judge(sub, [tokens]):
+                return tokens, " on the sequence where the check fails"
+    return reference.sequences("figures")[0], ""
+
+
 def figures(sub, grade_id):
     """SVG pictures of the student's own heads for one part (never the expected answer)."""
     try:
         heatmaps = public_module("heatmaps")
-        tokens = reference.sequences("figures")[0]
+        tokens, where = _shown_sequence(sub, grade_id)
         labels = [f"{tools.VOCAB[token]}{i}" for i, token in enumerate(tokens)]
         if grade_id in _PATTERNS:
             suffix, title, layer1 = _PATTERNS[grade_id]
+            title += where
             if layer1 is None:
                 X = tools.embed(tokens)
             else:
