@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                     graded_cells[meta["grade_id"]] = compile(source, meta["grade_id"], "exec")
             rows = []
             for grade_id, code in graded_cells.items():
-                def public(code=code):
+                def public(code=code, namespace=namespace):
                     with contextlib.redirect_stdout(io.StringIO()):
                         exec(code, namespace)
                 rows.append((f"public {grade_id}", _median_seconds(public, args.repeat), PUBLIC_TARGET_S))
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
         sub = make_submission(values, calls)
         checks = [getattr(spec.module, name) for name in vars(spec.module) if name.startswith("test_")]
 
-        def hidden():
+        def hidden(checks=checks, sub=sub):
             for check in checks:
                 check(sub)
 

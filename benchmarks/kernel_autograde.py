@@ -9,9 +9,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from kernel_runner import run_in_kernel  # noqa: E402
+from kernel_runner import run_in_kernel
 
-from autograder.nbgrader import preprocessors  # noqa: E402
+from autograder.nbgrader import preprocessors
 
 preprocessors.SandboxedGrading._benchmark_options = {"runner": run_in_kernel, "isolation": "none", "jobs": 1}
 

@@ -16,10 +16,10 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
+from conftest import REPOSITORY
 
 from autograder.core.checks import Mistake
 from autograder.core.testing import call_function, make_submission
-from conftest import REPOSITORY
 
 ASSIGNMENT = REPOSITORY.source / "attention_heads"
 ref = REPOSITORY.grading_module("attention_heads", "reference")
@@ -285,7 +285,7 @@ def test_checks_turn_odd_values_into_mistakes(notebook):
             else:
                 values[name] = ODD_VALUES[(round_ + k) % len(ODD_VALUES)]
         sub = make_submission(values, calls)
-        for name, function, grade_id, _ in _checks(module):
+        for _name, function, _grade_id, _ in _checks(module):
             try:
                 function(sub)
             except Mistake:

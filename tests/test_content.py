@@ -2,7 +2,6 @@
 points of test cells equal points of checks, the reference earns every point, the blank release
 none, every alternative every point, and every mistake fails exactly what its entry says."""
 import pytest
-
 from conftest import REPOSITORY
 from content import assert_meets_the_contract, check_marks, run_in_process
 

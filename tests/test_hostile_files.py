@@ -14,13 +14,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import REPOSITORY
 
 from autograder.core import notebook as nbio
 from autograder.core import safe_files
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.nbgrader import release
-from conftest import REPOSITORY
 
 
 def _notebook(*sources, cell_type="code"):

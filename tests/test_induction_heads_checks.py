@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REPOSITORY
 
 from autograder.core.checks import Mistake
 from autograder.core.testing import make_submission
-from conftest import REPOSITORY
 
 SOURCE_DIR = REPOSITORY.source / "induction_heads"
 NOTEBOOK = json.loads((SOURCE_DIR / "induction_heads.ipynb").read_text(encoding="utf-8"))

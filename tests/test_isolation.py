@@ -21,13 +21,13 @@ import sys
 import threading
 
 import pytest
-
-from autograder.core import engine
-from autograder.sandbox import supervisor as sandbox
-from autograder.sandbox.driver import confine, wire
-from autograder.core.submission import decode_value
 from conftest import REPOSITORY
 from test_batch import auto_scores, generated_class, mini_class, run_batch  # noqa: F401  (fixtures, helpers)
+
+from autograder.core import engine
+from autograder.core.submission import decode_value
+from autograder.sandbox import supervisor as sandbox
+from autograder.sandbox.driver import confine, wire
 
 LIMITS = sandbox.Limits(cell_seconds=2, cell_grace_seconds=1, call_seconds=2, total_seconds=20,
                         memory_bytes=512 << 20, max_output_bytes=4 << 20)

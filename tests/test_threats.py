@@ -45,11 +45,11 @@ import uuid
 
 import pytest
 
-from autograder.dev import classroom
 from autograder.core import engine
+from autograder.core.submission import decode_value
+from autograder.dev import classroom
 from autograder.nbgrader import preprocessors as nbgrader_bridge
 from autograder.sandbox import supervisor as sandbox
-from autograder.core.submission import decode_value
 
 LIMITS = sandbox.Limits(
     cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=10,

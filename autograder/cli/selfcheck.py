@@ -12,13 +12,14 @@ import sys
 from autograder.core import engine
 from autograder.core.course import Course
 
+
 def render(course: Course, report: engine.Report, color: bool = False) -> str:
     good, bad, dim, reset = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if color else ("", "", "", "")
     from autograder.cli.main import shown
 
     lines = [f"{shown(report.notebook)}: graded as {report.graded_as or '?'} (isolation: {report.isolation or 'none'})"]
-    if report.error:
-        lines.append(f"{bad}error: {shown(report.error)}{reset}")
+    if report.error or report.spec is None:
+        lines.append(f"{bad}error: {shown(report.error or 'not graded')}{reset}")
         return "\n".join(lines)
     scores = report.part_scores()
     for part in report.spec.parts:
@@ -50,7 +51,7 @@ def main(course: Course, notebook: str, graded_as, jobs, limits, isolation) -> i
     print(render(course, report, color=sys.stdout.isatty()))
     if report.grader_error:
         return 3
-    if report.error:
+    if report.error or report.spec is None:
         return 1
     return 0 if all(score == part.points for part in report.spec.auto_parts
                     for score in [report.part_scores().get(part.grade_id, 0.0)]) else 1

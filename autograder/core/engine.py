@@ -9,8 +9,8 @@ import dataclasses
 import os
 import pathlib
 import secrets
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -299,10 +299,13 @@ def check(outcomes, with_figures: bool = False) -> list[Report]:
 
 
 def _figures(spec: specs.NotebookSpec, submission: Submission) -> dict[str, list[str]]:
-    figures = {}
+    figures: dict[str, list[str]] = {}
+    draw = spec.figures
+    if draw is None:
+        return figures
     for part in spec.auto_parts:
         try:
-            drawn = spec.figures(submission, part.grade_id) or []
+            drawn = draw(submission, part.grade_id) or []
         except Exception:  # noqa: BLE001 - a picture that cannot be drawn is simply left out
             drawn = []
         if drawn:

@@ -11,7 +11,7 @@ import json
 import os
 import pathlib
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from autograder.core import safe_files
 
@@ -69,7 +69,7 @@ def _too_many_containers(text: str, limit: int) -> bool:
     return outside_strings.count("{") + outside_strings.count("[") > limit
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(minor: int):
     """A compiled validator for nbformat 4.<minor>, from the schema files nbformat ships.
 
@@ -78,7 +78,9 @@ def _validator(minor: int):
     """
     import fastjsonschema
 
-    schema_dir = pathlib.Path(importlib.util.find_spec("nbformat").submodule_search_locations[0]) / "v4"
+    nbformat_spec = importlib.util.find_spec("nbformat")
+    assert nbformat_spec is not None and nbformat_spec.submodule_search_locations, "nbformat is installed"
+    schema_dir = pathlib.Path(list(nbformat_spec.submodule_search_locations)[0]) / "v4"
     path = schema_dir / f"nbformat.v4.{minor}.schema.json"
     if not path.exists():
         path = schema_dir / "nbformat.v4.schema.json"
@@ -134,7 +136,7 @@ def parse_notebook(text: str) -> dict:
     minor = notebook.get("nbformat_minor")
     try:
         _validator(minor if isinstance(minor, int) else 5)(notebook)
-    except Exception as error:  # fastjsonschema's JsonSchemaException, and anything odd in it
+    except Exception as error:  # noqa: BLE001 - fastjsonschema's JsonSchemaException, and anything odd in it
         raise UnreadableNotebook(f"the notebook does not follow the notebook format ({quote(str(error))})") from None
     for cell in notebook["cells"]:
         cell["source"] = _text(cell.get("source", ""))
@@ -238,7 +240,7 @@ def to_python(source: str, budget: list[int] | None = None) -> str:
         return f"raise SyntaxError({message!r})\n"
     try:
         return _transformer().transform_cell(source)
-    except Exception:  # leave it; compiling it in the sandbox reports the syntax error
+    except Exception:  # noqa: BLE001 - leave it; compiling it in the sandbox reports the syntax error
         return source
 
 

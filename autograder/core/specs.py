@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from autograder.core import notebook as nbio
@@ -35,7 +36,7 @@ class NotebookSpec:
     extract: tuple[str, ...]
     probes: dict
     parts: tuple[Part, ...]
-    figures: object = None  # optional callable(sub, grade_id) -> list[str]
+    figures: Callable[..., list[str]] | None = None  # optional figures(sub, grade_id) -> SVG strings
 
     @property
     def key(self) -> str:

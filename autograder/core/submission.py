@@ -9,14 +9,15 @@ students as tclib.py), so a public check and the grader word the same problem al
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from autograder.core.checks import Mistake
 from autograder.core.notebook import quote
-from autograder.student import tclib
 from autograder.sandbox.driver import wire
+from autograder.student import tclib
 
 
 def _staged(stage, *args, **kwargs):
@@ -83,7 +84,7 @@ def _describe(encoded: dict) -> str:
         return f"an array of shape {tuple(encoded['shape'])}"
     if kind == "number":
         return f"the number {tclib.fmt(float(encoded['value']))}"
-    return _KIND_WORDS.get(kind, quote(kind, 40) if kind else "something unknown")
+    return _KIND_WORDS.get(str(kind), quote(kind, 40) if kind else "something unknown")
 
 
 class Submission:
@@ -152,6 +153,7 @@ class Submission:
         """`name` as a float64 array of the given shape, with only finite entries."""
         encoded = self.encoded(name)
         kind = encoded.get("kind")
+        value: Any
         if kind in ("number", "bool"):
             value = np.asarray(float(encoded["value"]))
         elif kind == "array":
@@ -168,6 +170,7 @@ class Submission:
         """`name` as a finite float (a Python or numpy scalar, or a 1-element array)."""
         encoded = self.encoded(name)
         kind = encoded.get("kind")
+        value: Any
         if kind == "number":
             value = float(encoded["value"])
         elif kind in ("bool", "str", "none"):  # refused in the library's words
@@ -199,6 +202,7 @@ class Submission:
         Spelling is normalised ("w_q", "WQ", "W_Q^T" all mean W_Q), so only the choice counts.
         """
         encoded = self.encoded(name)
+        value: Any
         if encoded.get("kind") == "str":
             value = str(encoded["value"])
         elif encoded.get("kind") == "strs":

@@ -82,7 +82,8 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
             item.fingerprint = hashlib.sha256(f"refused {error}".encode()).hexdigest()
             work.append(item)
             continue
-        notebooks, refused = {}, {}
+        notebooks: dict[str, pathlib.Path | None] = {}
+        refused: dict[str, str] = {}
         for notebook_id in notebook_ids:
             path = student_dir / f"{notebook_id}.ipynb"
             try:
@@ -101,9 +102,10 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
             strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
             defined = _defined_names(strays[:MAX_STRAY_NOTEBOOKS], course.root)
             for notebook_id in missing:
-                notebooks[notebook_id] = _match_renamed(course, defined, assignment, notebook_id)
-                if notebooks[notebook_id] is not None:
-                    del defined[notebooks[notebook_id]]
+                match = _match_renamed(course, defined, assignment, notebook_id)
+                notebooks[notebook_id] = match
+                if match is not None:
+                    del defined[match]
         item = StudentWork(student, student_dir, notebooks, refused=refused)
         item.fingerprint = _fingerprint(item)
         work.append(item)
@@ -276,7 +278,7 @@ def _lighten_imports() -> None:
     own gradebook code triggers on every submission."""
     import warnings
 
-    sys.modules.setdefault("rfc3987_syntax", None)
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None: "not installed"
     warnings.filterwarnings("ignore", message=".*not in session.*")
 
 

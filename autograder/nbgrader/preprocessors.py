@@ -22,7 +22,6 @@ from autograder.core import engine
 from autograder.core.course import Course
 from autograder.core.notebook import quote
 
-
 # Words, not emoji: feedback is often read where no emoji font is installed.
 _PASSED = '<b style="color:#1a7f37">passed</b>'
 _FAILED = '<b style="color:#cf222e">failed</b>'
@@ -157,7 +156,6 @@ def refused_submission(resources, root) -> str | None:
 
     nbgrader reads the submitted file itself, following links; this looks at what it read.
     """
-    import os
     import pathlib
 
     from autograder.core import safe_files

@@ -162,7 +162,7 @@ def _tail(data: bytes, limit: int = 400) -> str:
     return text[-limit:] if text else ""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_bubblewrap() -> str | None:
     """None when bubblewrap can create its namespaces here; else why not."""
     if not sys.platform.startswith("linux"):
@@ -204,7 +204,7 @@ except (confine.ConfinementError, OSError) as error:
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_landlock() -> str | None:
     """None when the no-namespace tier can confine a process here as it promises; else why not."""
     if not sys.platform.startswith("linux"):
@@ -287,7 +287,7 @@ def _rlimits(tier: str, limits: Limits) -> dict:
     return rlimits
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nproc_counts_per_namespace() -> bool:
     """Linux 5.14+ counts RLIMIT_NPROC per user namespace (ucounts); older kernels count every
     process of the real user, which would make the limit depend on the user's other processes."""
@@ -326,7 +326,7 @@ def _cgroup2_mount() -> pathlib.Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cgroup_v2_parent() -> tuple[pathlib.Path | None, str]:
     """(directory under which we may create sandbox cgroups, "") or (None, why not).
 
@@ -708,8 +708,8 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
                 elif kind == "cell_done":
                     cell = _cell_frame(frame, known_cells)
                     if cell is not None:
-                        index, status, error = cell
-                        cell_status[index] = {"index": index, "status": status, "error": error}
+                        index, status, cell_error = cell
+                        cell_status[index] = {"index": index, "status": status, "error": cell_error}
                         current_cell, cell_deadline = None, None
                 elif kind == "values" and not got_values and isinstance(frame.get("values"), dict):
                     got_values = True

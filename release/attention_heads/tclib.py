@@ -170,7 +170,7 @@ def _describe(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return f"the bool {bool(value)}"
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return f"the number {fmt(value)}"
+        return f"the number {fmt(float(value))}"
     if isinstance(value, (complex, np.complexfloating)):
         return "a complex number"
     if callable(value):

@@ -639,7 +639,7 @@ def judged_after(problems: list[str], upstream: list[str], upstream_part: str) -
 
 # --- plots ---------------------------------------------------------------------------------
 def _heatmaps():
-    import heatmaps  # noqa: PLC0415 - shipped next to this file; imported only when plotting
+    import heatmaps  # shipped next to this file; imported only when plotting
     return heatmaps
 
 

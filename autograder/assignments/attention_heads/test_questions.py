@@ -6,9 +6,10 @@ mistakes that reproduces every result. Messages never print an expected value.
 """
 import numpy as np
 
-from . import reference as ref
 from autograder.core.checks import Mistake, part
+
 from . import public_module
+from . import reference as ref
 
 tc = public_module("tc_checks")
 lib = public_module("tclib")  # staging, messages and the tolerance rule, as the public checks

@@ -14,9 +14,10 @@ costs it, and its message names the head part to fix first.
 """
 import numpy as np
 
-from . import reference as ref
 from autograder.core.checks import Mistake, part
+
 from . import public_module
+from . import reference as ref
 
 tc = public_module("tc_checks")
 lib = public_module("tclib")  # staging, messages and the tolerance rule, as the public checks

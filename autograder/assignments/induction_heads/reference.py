@@ -22,7 +22,7 @@ SEEDS = {
 COUNT = 12  # sequences per check: every half-length 3..8 twice (see draw_sequences)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _drawn(check: str) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(tokens) for tokens in tools.draw_sequences(np.random.default_rng(SEEDS[check]), COUNT))
 

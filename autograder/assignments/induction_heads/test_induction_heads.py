@@ -10,9 +10,9 @@ earns its points when it is right for the student's own layer-1 head; when it fa
 head has a problem of its own, it says it cannot be judged yet and which part to fix first.
 """
 
-from . import reference
 from autograder.core.checks import Mistake, part
-from . import public_module
+
+from . import public_module, reference
 
 tools = reference.tools
 

@@ -28,7 +28,7 @@ class ConfinementError(Exception):
     """A limit or restriction could not be put in place; the message says which and why."""
 
 
-_LIBC = []
+_LIBC: list = []  # the C library, loaded on first use
 
 
 def _libc():
