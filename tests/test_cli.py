@@ -69,4 +69,7 @@ def test_check_reports_per_part_and_exit_status(notebooks):
 
     blank = run("check", str(notebooks["blank"]))
     assert blank.returncode == 1
+    told = [line.split()[1] for line in blank.stdout.splitlines() if "is not defined yet" in line]
+    assert told and len(told) == len(set(told)), "each undefined name is printed once"
+    assert "this part's answer cell" in blank.stdout and "stopped early" not in blank.stdout
     assert "reference solutions" not in blank.stdout, "solutions are offered only for attempted parts"

@@ -7,10 +7,12 @@ reference solutions only for parts the learner has attempted.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from autograder.core import engine
 from autograder.core.course import Course
+from autograder.core.submission import not_written
 
 
 def render(course: Course, report: engine.Report, color: bool = False) -> str:
@@ -22,6 +24,7 @@ def render(course: Course, report: engine.Report, color: bool = False) -> str:
         lines.append(f"{bad}error: {shown(report.error or 'not graded')}{reset}")
         return "\n".join(lines)
     scores = report.part_scores()
+    told: set[str] = set()
     for part in report.spec.parts:
         if part.manual:
             lines.append(f"{dim}  {part.grade_id:<24} {part.points:g} points, graded by hand{reset}")
@@ -30,9 +33,19 @@ def render(course: Course, report: engine.Report, color: bool = False) -> str:
         full = score == part.points
         lines.append(f"{good if full else bad}{'✔' if full else '✘'} {part.grade_id:<24} {score:g}/{part.points:g}{reset}")
         for check in report.checks:
-            if check.part == part.grade_id and (not check.passed or check.message):
-                mark = "·" if check.passed else "✘"
-                lines.append(f"    {mark} {check.id}: {shown(check.message, '    ')}")
+            if check.part != part.grade_id or (check.passed and not check.message):
+                continue
+            missing = _MISSING.match(check.message) if not check.passed else None
+            if missing:  # each undefined name once, with the cell that should define it
+                name = missing.group(1)
+                if name not in told:
+                    told.add(name)
+                    why = check.message[missing.end():].strip()
+                    why = "" if why == not_written(name) else f" {shown(why, '    ')}"
+                    lines.append(f"    ✘ {name} is not defined yet{_where(report, part.grade_id)}{why}")
+                continue
+            mark = "·" if check.passed else "✘"
+            lines.append(f"    {mark} {check.id}: {shown(check.message, '    ')}")
     lines.append(f"autograded total: {report.score:g}/{report.max_score:g} "
                  "(the same checks run when your work is graded)")
     attempted = report.attempted
@@ -41,6 +54,15 @@ def render(course: Course, report: engine.Report, color: bool = False) -> str:
         lines.append(f"reference solutions for the parts you attempted ({', '.join(attempted)}): "
                      f"{os.path.relpath(solution)}")
     return "\n".join(lines)
+
+
+_MISSING = re.compile(r"(\w{1,100}) is not defined\.")
+
+
+def _where(report: engine.Report, part: str) -> str:
+    """Where the student should define a name of `part`: its answer cell, when it has one."""
+    position = report.answer_cells.get(part)
+    return f": write it in cell {position + 1}, this part's answer cell, and run it." if position is not None else "."
 
 
 def main(course: Course, notebook: str, graded_as, jobs, limits, isolation) -> int:

@@ -66,6 +66,7 @@ class Report:
     cells: list[CellReport] = dataclasses.field(default_factory=list)
     figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     attempted: list[str] = dataclasses.field(default_factory=list)  # parts whose answer cells the student changed
+    answer_cells: dict[str, int] = dataclasses.field(default_factory=dict)  # part -> position of its answer cell
     seconds: float = 0.0
 
     @property
@@ -105,44 +106,68 @@ class Report:
 
 
 def identify(course: Course, notebook, path: str, expected: NotebookKey | None) -> specs.NotebookSpec | None:
-    """Which course notebook this is: as the batch expects, else by file name, else by content."""
+    """Which course notebook this is: as the batch expects; else by its structure (the nbgrader
+    cell ids it carries and the locked cells of a release it contains), so that a renamed copy
+    is known for what it is; else by file name; else by the names its own code defines, never
+    counting names that locked cells given by a release assign (Q6 gives W_V1 ... W_O2, which
+    virtual_head asks the student for). Untrusted metadata only chooses which checks run, never
+    a score."""
     if expected:
         return course.find_spec(expected.assignment, expected.notebook)
+    cells = notebook["cells"]
+    claimed = {_claimed_grade_id(cell) for cell in cells} - {None}
+    sources = {nbio.source_text(cell.get("source", "")).strip() for cell in cells if cell.get("cell_type") == "code"}
+    given = {spec.key: _locked_sources(course, spec) for spec in course.specs}
+    structure = [(len(claimed & {part.grade_id for part in spec.parts}) + len(given[spec.key] & sources), spec)
+                 for spec in course.specs]
+    best = max((score for score, _ in structure), default=0)
+    leaders = [spec for score, spec in structure if score == best]
+    if best > 0 and len(leaders) == 1:
+        return leaders[0]
     stem = os.path.splitext(os.path.basename(path))[0]
     by_name = course.find_spec(None, stem)
     if by_name is not None:
         return by_name
-    # Renamed or pasted: by the names its code defines, then by the nbgrader cell ids it carries
-    # (untrusted metadata, but it only chooses which notebook's checks run, never a score).
-    ids = set()
-    for cell in notebook["cells"]:
-        claimed = cell.get("metadata", {}).get("nbgrader") if isinstance(cell.get("metadata"), dict) else None
-        grade_id = claimed.get("grade_id") if isinstance(claimed, dict) else None
-        if isinstance(grade_id, str):  # metadata is the student's: a list or a dict here is no id
-            ids.add(grade_id)
-    defined = nbio.defined_names(notebook)  # one pass over the cells, whatever the number of names
-    scored = [
-        (nbio.count_defined(notebook, spec.extract, defined), len(ids & {part.grade_id for part in spec.parts}), spec)
-        for spec in course.specs
-    ]
-    best = max(scored, key=lambda entry: entry[:2], default=(0, 0, None))
-    return best[2] if best[0] or best[1] else None
+    every_given = set().union(*given.values()) if given else set()
+    own = {"cells": [cell for cell in cells
+                     if not (cell.get("cell_type") == "code"
+                             and nbio.source_text(cell.get("source", "")).strip() in every_given)]}
+    defined = nbio.defined_names(own)  # one pass over the cells, whatever the number of names
+    scored = [(nbio.count_defined(own, spec.extract, defined), spec) for spec in course.specs]
+    count, spec = max(scored, key=lambda entry: entry[0], default=(0, None))
+    return spec if count else None
 
 
-def _missing_hints(notebook, names, cells: list[CellReport]) -> dict[str, str]:
-    """Why a name the checks need may be undefined, read from the notebook text and cell results."""
+def _claimed_grade_id(cell) -> str | None:
+    meta = cell.get("metadata")
+    claimed = meta.get("nbgrader") if isinstance(meta, dict) else None
+    grade_id = claimed.get("grade_id") if isinstance(claimed, dict) else None
+    return grade_id if isinstance(grade_id, str) else None  # the student's metadata: a list is no id
+
+
+def _locked_sources(course: Course, spec: specs.NotebookSpec) -> set[str]:
+    """The code of the release's locked code cells (given set-up and public-check cells)."""
+    try:
+        release = course.release_notebook(spec.assignment, spec.notebook)
+    except (OSError, nbio.UnreadableNotebook):
+        return set()
+    return {nbio.source_text(cell["source"]).strip() for cell in release["cells"]
+            if cell.get("cell_type") == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("locked")
+            and nbio.source_text(cell["source"]).strip()}
+
+
+def _missing_hints(notebook, names, cells: list[CellReport], answer_of: dict[str, str] | None = None) -> dict[str, str]:
+    """Why a name the checks need may be undefined, read from the notebook text and cell results.
+
+    A name no cell assigns is explained by the answer cell meant to define it (`answer_of`:
+    name -> its grade_id) when that cell stopped early; otherwise the generic message applies.
+    Each hint names one cell: never a list of every cell that failed, under every name."""
     cells = [cell for cell in cells if 0 <= cell.index < len(notebook["cells"])]  # indexes come from the sandbox
     status = {cell.index: cell for cell in cells}
-    failed = [cell for cell in cells if cell.status != "ok"]
-    failed_note = ""
-    if failed:
-        listed = "; ".join(
-            f"{nbio.cell_label(cell.index, notebook['cells'][cell.index]['source'])}: {nbio.quote(cell.error)}"
-            for cell in failed[:3]
-        )
-        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-        failed_note = f" Cells that stopped early: {listed}{more}."
     hints = {}
+    answer_positions: dict[str | None, int] = {}
+    for position, cell in enumerate(notebook["cells"]):
+        answer_positions.setdefault(_claimed_grade_id(cell), position)
     wanted = set(names)
     sites: dict[str, list[tuple[int, str]]] = {}  # each cell scanned once, not once per name
     if wanted:
@@ -166,8 +191,12 @@ def _missing_hints(notebook, names, cells: list[CellReport]) -> dict[str, str]:
                 hints[name] = f"{label} assigns it, but grading stopped before that cell ran."
                 break
         else:
-            if failed_note:
-                hints[name] = f"No code cell that ran defines it.{failed_note}"
+            answer = answer_positions.get((answer_of or {}).get(name))
+            report = status.get(answer) if answer is not None else None
+            if report is not None and report.status != "ok":
+                label = nbio.cell_label(answer, notebook["cells"][answer]["source"])
+                hints[name] = (f"Its answer cell, {label}, stopped with {nbio.quote(report.error)}: replace that "
+                               f"with your code, which assigns `{name} = ...`, and run it.")
     return hints
 
 
@@ -187,7 +216,9 @@ def _probe_maker(spec: specs.NotebookSpec, rng: np.random.Generator, drawn: dict
     return make
 
 
-def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, drawn: dict, names) -> Submission:
+def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, drawn: dict,
+                   spec: specs.NotebookSpec) -> Submission:
+    names, answer_of = spec.extract, spec.answer_of
     values = result.values if isinstance(result.values, dict) else {}
     values = {name: value for name, value in values.items() if isinstance(value, dict)}
     calls = {}
@@ -206,7 +237,8 @@ def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, d
     ]
     return Submission(
         request.submission_id, values, calls, cells,
-        static_hints=_missing_hints(notebook, [n for n in names if values.get(n, {}).get("kind", "missing") == "missing"], cells),
+        static_hints=_missing_hints(notebook, [n for n in names if values.get(n, {}).get("kind", "missing") == "missing"],
+                                    cells, answer_of),
         fatal=nbio.quote(result.fatal, 1000) if result.fatal else result.fatal,
     )
 
@@ -228,7 +260,9 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         return report, None
     report.spec, report.graded_as = spec, spec.key
     report.manual_parts = [part for part in spec.parts if part.manual]
-    report.attempted = specs.attempted_parts(spec, notebook, course.release_notebook(spec.assignment, spec.notebook))
+    release = course.release_notebook(spec.assignment, spec.notebook)
+    report.attempted = specs.attempted_parts(spec, notebook, release)
+    report.answer_cells = specs.answer_cell_positions(spec, notebook, release)
     if not spec.helpers_dir.is_dir():
         raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
     drawn: dict = {}
@@ -242,7 +276,7 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         report.grader_error = result.grader_error
         report.error = f"grader error, not graded: {result.grader_error}"
         return report, None
-    submission = _as_submission(request, notebook, result, drawn, spec.extract)
+    submission = _as_submission(request, notebook, result, drawn, spec)
     report.cells = submission.cells
     return report, submission
 

@@ -134,13 +134,65 @@ def parse_notebook(text: str) -> dict:
             "a current Jupyter to convert it to version 4"
         )
     minor = notebook.get("nbformat_minor")
+    validate = _validator(minor if isinstance(minor, int) else 5)
     try:
-        _validator(minor if isinstance(minor, int) else 5)(notebook)
-    except Exception as error:  # noqa: BLE001 - fastjsonschema's JsonSchemaException, and anything odd in it
-        raise UnreadableNotebook(f"the notebook does not follow the notebook format ({quote(str(error))})") from None
+        validate(notebook)  # the fast path: almost every notebook is valid as saved
+    except Exception:  # noqa: BLE001 - fastjsonschema's JsonSchemaException, and anything odd in it
+        notebook = _as_jupyter_opens_it(notebook, minor if isinstance(minor, int) else 5, validate)
     for cell in notebook["cells"]:
         cell["source"] = _text(cell.get("source", ""))
     return notebook
+
+
+def _as_jupyter_opens_it(notebook: dict, minor: int, validate) -> dict:
+    """A notebook that fails the schema, read as Jupyter reads it.
+
+    nbformat repairs what tools commonly leave out (a cell without an `id` in format 4.5 and
+    later, duplicate ids, a code cell without `outputs` or `execution_count`, a cell without
+    `metadata`) and opens the rest with a logged warning; only what it cannot show as cells is
+    refused. So does this: the repaired notebook if it then validates, else the notebook as it
+    is when every cell has a cell type and a source, else the schema's reason.
+    """
+    cells = notebook["cells"]
+    seen: set[str] = set()
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict):
+            continue
+        cell.setdefault("metadata", {})
+        if cell.get("cell_type") == "code":
+            cell.setdefault("outputs", [])
+            cell.setdefault("execution_count", None)
+        if minor >= 5:
+            cell_id = cell.get("id")
+            if not isinstance(cell_id, str) or not _CELL_ID.fullmatch(cell_id) or cell_id in seen:
+                cell["id"] = _fresh_id(index, seen)
+            seen.add(cell["id"])
+    try:
+        validate(notebook)
+        return notebook
+    except Exception as error:  # noqa: BLE001 - the schema's reason, shown if Jupyter would refuse too
+        reason = quote(str(error))
+    for index, cell in enumerate(cells):
+        source = cell.get("source") if isinstance(cell, dict) else None
+        readable_source = isinstance(source, str) or (
+            isinstance(source, list) and all(isinstance(line, str) for line in source))
+        if not (isinstance(cell, dict) and cell.get("cell_type") in ("code", "markdown", "raw") and readable_source):
+            raise UnreadableNotebook(
+                f"cell {index + 1} is not a notebook cell Jupyter can show (it needs a cell_type of code, "
+                f"markdown or raw and a text source); the notebook does not follow the notebook format ({reason})")
+    return notebook
+
+
+_CELL_ID = re.compile(r"[a-zA-Z0-9-_]{1,64}")
+
+
+def _fresh_id(index: int, taken: set[str]) -> str:
+    """An id no other cell has, as nbformat gives a cell that lacks one."""
+    candidate, extra = f"cell-{index}", 0
+    while candidate in taken:
+        extra += 1
+        candidate = f"cell-{index}-{extra}"
+    return candidate
 
 
 # Control characters (terminal escapes, carriage returns, bidirectional overrides), newlines included

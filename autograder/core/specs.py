@@ -37,6 +37,7 @@ class NotebookSpec:
     probes: dict
     parts: tuple[Part, ...]
     figures: Callable[..., list[str]] | None = None  # optional figures(sub, grade_id) -> SVG strings
+    answer_of: dict = dataclasses.field(default_factory=dict, compare=False)  # name -> grade_id of the answer cell defining it
 
     @property
     def key(self) -> str:
@@ -58,6 +59,17 @@ def source_parts(course: Course, assignment: str, notebook: str) -> tuple[Part, 
     return tuple(parts)
 
 
+def answer_cells_defining(course: Course, assignment: str, notebook: str, names) -> dict[str, str]:
+    """name -> grade_id of the answer cell whose model answer (in source/) defines it."""
+    wanted, found = set(names), {}
+    for cell in nbio.read_notebook(str(course.source / assignment / f"{notebook}.ipynb"))["cells"]:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell["cell_type"] == "code" and meta.get("solution"):
+            for name in sorted(nbio.assigned_names(cell["source"]) & wanted):
+                found.setdefault(name, meta["grade_id"])
+    return found
+
+
 def load_specs(course: Course) -> tuple[NotebookSpec, ...]:
     """One spec per hidden check module of the course (`Course.specs` caches this)."""
     specs = []
@@ -75,6 +87,7 @@ def load_specs(course: Course) -> tuple[NotebookSpec, ...]:
                 probes=dict(getattr(module, "PROBES", {})),
                 parts=source_parts(course, assignment, notebook),
                 figures=getattr(module, "figures", None),
+                answer_of=answer_cells_defining(course, assignment, notebook, module.EXTRACT),
             ))
     return tuple(specs)
 
@@ -121,3 +134,18 @@ def _grade_id(cell) -> str | None:
     nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
     grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
     return grade_id if isinstance(grade_id, str) else None
+
+
+def answer_cell_positions(spec: NotebookSpec, submitted: dict, release: dict) -> dict[str, int]:
+    """grade_id of each part -> position of the first of its answer cells in the submitted notebook."""
+    positions: dict[str, int] = {}
+    for index, cell in enumerate(submitted["cells"]):
+        grade_id = _grade_id(cell)
+        if grade_id is not None:
+            positions.setdefault(grade_id, index)
+    found = {}
+    for part, answers in answer_cells_by_part(release, spec).items():
+        where = [positions[answer] for answer in answers if answer in positions]
+        if where:
+            found[part] = min(where)
+    return found

@@ -87,6 +87,11 @@ def _describe(encoded: dict) -> str:
     return _KIND_WORDS.get(str(kind), quote(kind, 40) if kind else "something unknown")
 
 
+def not_written(name: str) -> str:
+    """Why a name is missing when no cell of the notebook assigns it (the usual, unattempted case)."""
+    return f"No code cell that ran defines it: write `{name} = ...` in the answer cell for this part and run it."
+
+
 class Submission:
     """The plain data extracted from one notebook, and the accessors hidden checks use."""
 
@@ -138,10 +143,7 @@ class Submission:
         hint = self._static_hints.get(name)
         if hint:
             return f"{message} {hint}"
-        return (
-            f"{message} No code cell that ran defines it: write `{name} = ...` in the answer "
-            "cell for this part and run it."
-        )
+        return f"{message} {not_written(name)}"
 
     # -- stage 2-4: type, shape, finite ------------------------------------------------------
     def array(
