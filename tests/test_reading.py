@@ -9,11 +9,11 @@ cells never counts as the student's.
 import json
 
 import pytest
+from conftest import REPOSITORY
 
 from autograder.core import engine
 from autograder.core import notebook as nbio
 from autograder.dev import classroom
-from conftest import REPOSITORY
 
 
 def _release(notebook: str) -> dict:
