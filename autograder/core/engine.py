@@ -193,7 +193,7 @@ def _missing_hints(notebook, names, cells: list[CellReport], answer_of: dict[str
         else:
             answer = answer_positions.get((answer_of or {}).get(name))
             report = status.get(answer) if answer is not None else None
-            if report is not None and report.status != "ok":
+            if answer is not None and report is not None and report.status != "ok":
                 label = nbio.cell_label(answer, notebook["cells"][answer]["source"])
                 hints[name] = (f"Its answer cell, {label}, stopped with {nbio.quote(report.error)}: replace that "
                                f"with your code, which assigns `{name} = ...`, and run it.")

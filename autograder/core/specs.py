@@ -61,7 +61,7 @@ def source_parts(course: Course, assignment: str, notebook: str) -> tuple[Part, 
 
 def answer_cells_defining(course: Course, assignment: str, notebook: str, names) -> dict[str, str]:
     """name -> grade_id of the answer cell whose model answer (in source/) defines it."""
-    wanted, found = set(names), {}
+    wanted, found = set(names), {}  # type: set[str], dict[str, str]
     for cell in nbio.read_notebook(str(course.source / assignment / f"{notebook}.ipynb"))["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell["cell_type"] == "code" and meta.get("solution"):
