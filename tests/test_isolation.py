@@ -485,3 +485,15 @@ def test_bubblewrap_where_nproc_counts_the_whole_user_sets_none_and_allows_no_se
             "try:\n    os.fork()\nexcept OSError:\n    result.append('fork refused')\n")
     _, values = run(code, "bubblewrap")
     assert values["result"][1:] == ["fork refused"] and values["result"][0] != str(LIMITS.max_processes)
+
+
+def test_the_landlock_tier_works_wherever_the_kernel_has_landlock():
+    """The tier's own probe must pass on a kernel with Landlock, whatever Python runs the grader
+    (a venv of the system's Python keeps no capability when it drops to the sandbox's uid): a
+    failing probe would otherwise only skip the landlock column of every threat test."""
+    try:
+        abi = confine.landlock_abi()
+    except confine.ConfinementError as error:
+        pytest.skip(f"no Landlock here: {error}")
+    assert abi >= 1
+    assert sandbox.probe_landlock() is None

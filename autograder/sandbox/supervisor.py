@@ -214,6 +214,9 @@ def probe_landlock() -> str | None:
     os.mkdir(scratch)
     try:
         if os.geteuid() == 0:
+            # The probe drops to the sandbox's uid, which must reach its scratch directory even
+            # where it keeps no capability (a Python anyone can read, as a venv of the system's).
+            os.chown(probe_dir, SANDBOX_UID, SANDBOX_GID)
             os.chown(scratch, SANDBOX_UID, SANDBOX_GID)
         plan = _confinement_plan("landlock", Limits(), str(DRIVER_DIR), scratch)
         done = subprocess.run([sys.executable, "-I", "-S", "-c", _LANDLOCK_PROBE, str(DRIVER_DIR),
