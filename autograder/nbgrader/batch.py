@@ -236,8 +236,9 @@ class BatchGrader:
 
     def __init__(self, course: Course, assignment: str, jobs: int | None = None,
                  limits: sandbox.Limits = sandbox.Limits(), isolation: str = "auto", force: bool = False,
-                 students: list[str] | None = None):
+                 students: list[str] | None = None, quiet: bool = False):
         self.course, self.assignment = course, assignment
+        self.quiet = quiet  # no progress bar or summary line (the grading service logs its own)
         self.jobs = jobs or os.cpu_count() or 1
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
         self.db_url, self.course_id = course_settings(course.root)
@@ -260,8 +261,9 @@ class BatchGrader:
         _lighten_imports()
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
         todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
-        print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
-              f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
+        if not self.quiet:
+            print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
+                  f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
         if todo:
             self.grade(todo)
         return todo
@@ -279,7 +281,7 @@ class BatchGrader:
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
         chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
         with tqdm(total=total, unit="notebook", desc=f"grading {self.assignment}", file=sys.stderr,
-                  mininterval=0.5, dynamic_ncols=True) as progress, ThreadPoolExecutor(self.jobs) as pool:
+                  mininterval=0.5, dynamic_ncols=True, disable=self.quiet) as progress, ThreadPoolExecutor(self.jobs) as pool:
             running = None
             for chunk in [*chunks, None]:
                 started = None
