@@ -57,10 +57,10 @@ def _converter_config(course_config, root: pathlib.Path, assignment: str, studen
 
 def generate(course_config, root: pathlib.Path, assignment: str, student: str, withhold_messages: bool) -> None:
     """feedback/<student>/<assignment>/*.html from autograded/, by nbgrader's GenerateFeedback."""
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.preprocessors import GetGrades
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 
     config = _converter_config(course_config, root, assignment, student)
     coursedir = CourseDirectory(config=config)

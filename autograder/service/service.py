@@ -40,11 +40,11 @@ def exchange_inbound(config, course_id: str) -> pathlib.Path:
 
 
 class Service:
-    def __init__(self, course: Course, limits: sandbox.Limits = sandbox.Limits(), isolation: str = "auto",
+    def __init__(self, course: Course, limits: sandbox.Limits | None = None, isolation: str = "auto",
                  jobs: int | None = None, settings: GradingService | None = None):
         from nbgrader.coursedir import CourseDirectory
 
-        self.course, self.limits, self.isolation = course, limits, isolation
+        self.course, self.limits, self.isolation = course, limits or sandbox.Limits(), isolation
         self.config = batch.course_config(course.root)
         self.config.CourseDirectory.root = str(course.root)
         self.settings = settings or GradingService(config=self.config)
@@ -110,7 +110,7 @@ class Service:
         while not self.stopping.wait(max(0.2, self.settings.lease_seconds / 4)):
             try:
                 self.queue.beat(list(self.claimed))
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the heartbeat
+            except Exception:
                 log.exception("renewing claims failed")
 
     # -- discovery -----------------------------------------------------------------------------
@@ -188,7 +188,7 @@ class Service:
                                    isolation=self.isolation, students=[job.student for job in ready], quiet=True)
         try:
             graded = {work.student for work in grader.run()}
-        except Exception as error:  # noqa: BLE001 - a grader fault: retried, then reported in status
+        except Exception as error:
             log.exception("grading %s for %s failed", assignment, ", ".join(job.student for job in ready))
             for job in ready:
                 self._failed(job, f"grader fault: {error!r}")
@@ -201,7 +201,7 @@ class Service:
                 feedback.generate(self.config, self.course.root, assignment, job.student, withhold)
                 if policy.instant_feedback and self.uses_exchange:
                     feedback.release(self.config, self.course.root, assignment, job.student)
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 log.exception("feedback for %s/%s failed", job.student, assignment)
                 self._failed(job, f"feedback failed: {error!r}")
                 continue
