@@ -182,6 +182,14 @@ class Queue:
     def _requeue_expired(self, connection, now: float) -> None:
         expired = (jobs.c.course_id == self.course_id) & (jobs.c.state == RUNNING) & (
             jobs.c.heartbeat < now - self.lease_seconds)
+        newer = jobs.alias("newer")
+        superseded = sa.exists().where(
+            newer.c.course_id == jobs.c.course_id, newer.c.assignment == jobs.c.assignment,
+            newer.c.student == jobs.c.student, newer.c.id != jobs.c.id,
+            newer.c.state.in_((QUEUED, DONE)), newer.c.submitted_at >= jobs.c.submitted_at)
+        # A newer submission arrived while this one was being graded: it alone stays queued.
+        connection.execute(jobs.update().where(expired, superseded).values(
+            state=SUPERSEDED, finished_at=now, message="superseded while its grading was interrupted"))
         connection.execute(jobs.update().where(expired, jobs.c.attempts >= self.max_attempts).values(
             state=FAILED, finished_at=now, message="the grading service stopped while grading it, too often"))
         connection.execute(jobs.update().where(expired).values(
@@ -225,4 +233,4 @@ class Queue:
             query = sa.select(jobs).where(jobs.c.course_id == self.course_id).order_by(jobs.c.id)
             if since is not None:
                 query = query.where(jobs.c.enqueued_at >= since)
-            return connection.execute(query).all()
+            return list(connection.execute(query).all())

@@ -12,6 +12,7 @@ stops renewing them, and another service (or this one restarted) takes them over
 from __future__ import annotations
 
 import collections
+import datetime
 import logging
 import os
 import pathlib
@@ -59,11 +60,11 @@ class Service:
                                     lease_seconds=self.settings.lease_seconds,
                                     max_attempts=self.settings.max_attempts)
         self.known = self.queue.known_origins()
-        self.duedates: dict[str, object] = {}
+        self.duedates: dict[str, datetime.datetime | None] = {}
         self._assignments_at = 0.0
         self.claimed: list[int] = []
         self.stopping = threading.Event()
-        self.stats = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=1000)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class Service:
                 log.exception("renewing claims failed")
 
     # -- discovery -----------------------------------------------------------------------------
-    def assignments(self) -> dict[str, object]:
+    def assignments(self) -> dict[str, datetime.datetime | None]:
         """assignment -> due date (naive UTC or None), as the gradebook lists them (refreshed now and then)."""
         if time.monotonic() - self._assignments_at > ASSIGNMENTS_REFRESH_SECONDS or not self.duedates:
             from nbgrader.api import Gradebook
@@ -226,8 +227,6 @@ class Service:
         self.collector.collect(found)
 
     def _before_deadline(self, assignment: str) -> bool:
-        import datetime
-
         due = self.assignments().get(assignment)
         return due is None or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) < due
 
