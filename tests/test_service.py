@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from autograder.cli.main import main
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.dev.students import make_students
@@ -85,7 +86,7 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "autograder", "serve", "--course", str(root), "--jobs", "2",
              "--cell-timeout", "20", "--timeout", "60"],
-            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env)  # noqa: SIM115 - kept for the process's life
+            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -150,20 +151,28 @@ def finish(processes):
         assert process.returncode == 0, output
 
 
-def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_setup, services):
+def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_setup, services, capsys):
+    """bob uses nbgrader's command line throughout; ada and cy the same exchange classes in-process."""
     root, exchange, base = classroom_setup
     course = Course(root)
     service = services(root)
     ada, bob, cy = make_students(["ada", "bob", "cy"], base / "homes", exchange, COURSE_ID)
-    ada.fetch_assignment("mini")  # in-process: nbgrader's own ExchangeFetchAssignment
-    finish([student.cli("fetch_assignment", "mini") for student in (bob, cy)])
+    ada.fetch_assignment("mini")
+    cy.fetch_assignment("mini")
+    finish([bob.cli("fetch_assignment", "mini")])
     ada.write_notebook("mini", "mini", classroom.filled_notebook(course, "mini", "mini"))
     bob.write_notebook("mini", "mini", classroom.filled_notebook(
         course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}))
-    finish([student.cli("submit", "mini") for student in (ada, bob, cy)])  # cy submits the blank release
+    submitting = bob.cli("submit", "mini")
+    ada.submit("mini")
+    cy.submit("mini")  # the blank release
+    finish([submitting])
 
     wait_for(lambda: all(s.feedback_in_exchange("mini", "mini") for s in (ada, bob, cy)), "feedback", [service])
-    finish([student.cli("fetch_feedback", "mini") for student in (ada, bob, cy)])
+    fetching = bob.cli("fetch_feedback", "mini")
+    ada.fetch_feedback("mini")
+    cy.fetch_feedback("mini")
+    finish([fetching])
     pages = {student.name: student.fetched_feedback("mini") for student in (ada, bob, cy)}
     for name, by_time in pages.items():
         assert len(by_time) == 1 and set(next(iter(by_time.values()))) == {"mini"}, (name, by_time)
@@ -193,9 +202,9 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
     assert "differs from the identity" in newest
     assert scores(root)["ada"] == {"mini_matrix": 0, "mini_function": 2, "mini_why": 1}
 
-    status = subprocess.run([sys.executable, "-m", "autograder", "status", "--course", str(root), "--json"],
-                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(WORKTREE)))
-    data = json.loads(status.stdout)
+    capsys.readouterr()
+    assert main(["status", "--course", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
     assert data["states"]["done"] == 4 and data["states"]["failed"] == 0 and data["graded_last_hour"] == 4
     assert data["latency_median_seconds"] > 0
 
