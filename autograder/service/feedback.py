@@ -55,16 +55,47 @@ def _converter_config(course_config, root: pathlib.Path, assignment: str, studen
     return config
 
 
+_exporters: dict[tuple, object] = {}
+
+
+def _feedback_converter_class():
+    from nbconvert.writers import FilesWriter
+    from nbgrader.converters import GenerateFeedback
+
+    class OneStudentFeedback(GenerateFeedback):
+        """GenerateFeedback whose HTML exporter (its compiled templates and registered
+        preprocessors, which hold no per-student state) is kept between students: compiling the
+        feedback templates afresh cost more than the rest of a submission's feedback."""
+
+        def start(self) -> None:
+            self.init_notebooks()
+            self.writer = FilesWriter(parent=self, config=self.config)
+            key = (self.coursedir.root, tuple(self.preprocessors))
+            if key not in _exporters:
+                exporter = self.exporter_class(parent=self, config=self.config)
+                for preprocessor in self.preprocessors:
+                    exporter.register_preprocessor(preprocessor)
+                _exporters[key] = exporter
+            self.exporter = _exporters[key]
+            here = os.getcwd()
+            os.chdir(self.coursedir.root)  # as nbgrader's converters run
+            try:
+                self.convert_notebooks()
+            finally:
+                os.chdir(here)
+
+    return OneStudentFeedback
+
+
 def generate(course_config, root: pathlib.Path, assignment: str, student: str, withhold_messages: bool) -> None:
     """feedback/<student>/<assignment>/*.html from autograded/, by nbgrader's GenerateFeedback."""
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-    from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
     from nbgrader.preprocessors import GetGrades
 
     config = _converter_config(course_config, root, assignment, student)
     coursedir = CourseDirectory(config=config)
-    converter = GenerateFeedback(coursedir=coursedir, config=config)
+    converter = _feedback_converter_class()(coursedir=coursedir, config=config)
     converter.force = True
     if withhold_messages:
         converter.preprocessors = [WithholdCheckMessages, GetGrades, CSSHTMLHeaderPreprocessor]
