@@ -183,6 +183,23 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
                             "bob": {"mini_matrix": 0, "mini_function": 2, "mini_why": 0},
                             "cy": {"mini_matrix": 0, "mini_function": 0, "mini_why": 0}}
     assert cy_page != bob_page
+    # The page is nbgrader's own generate_feedback page (up to how BeautifulSoup re-serialises it).
+    from bs4 import BeautifulSoup
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+
+    config = batch.course_config(root)
+    config.CourseDirectory.root, config.CourseDirectory.student_id = str(root), "bob"
+    config.CourseDirectory.assignment_id = "mini"
+    stock = GenerateFeedback(coursedir=CourseDirectory(config=config), config=config)
+    stock.force = True
+    cwd = os.getcwd()
+    try:
+        stock.start()
+    finally:
+        os.chdir(cwd)
+    stock_page = (root / "feedback" / "bob" / "mini" / "mini.html").read_text()
+    assert str(BeautifulSoup(stock_page, "html.parser")) == str(BeautifulSoup(bob_page, "html.parser"))
 
     # A manual grade, then a worse resubmission: the manual grade stays, the feedback is new.
     from nbgrader.api import Gradebook

@@ -132,8 +132,10 @@ class Service:
             found = collect.scan_inbound(self.inbound, names)
         else:
             found = collect.scan_submitted(self.course.root / "submitted", names)
-        new = sorted((item for item in found if item.origin not in self.known), key=lambda item: -item.submitted_at)
-        for item in new:  # newest first: an older one found with it is superseded at once
+        # Oldest first, so that a burst is graded in the order it arrived (a student's older
+        # submission found together with a newer one is superseded as the newer is enqueued).
+        new = sorted((item for item in found if item.origin not in self.known), key=lambda item: item.submitted_at)
+        for item in new:
             policy = self.settings.policy(item.assignment)
             state = self.queue.enqueue(item.assignment, item.student, item.origin, item.submitted_at,
                                        lambda started, p=policy: p.not_before(started, time.time()))
