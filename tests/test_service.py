@@ -75,7 +75,7 @@ def classroom_setup(released_course, tmp_path):
     root, exchange = base / "course", base / "exchange"
     with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
         config.write(f"\nc.Exchange.root = {str(exchange)!r}\n"
-                     "c.GradingService.lease_seconds = 3\nc.GradingService.poll_seconds = 0.2\n")
+                     "c.GradingService.lease_seconds = 6\nc.GradingService.poll_seconds = 0.2\n")
     return root, exchange, base
 
 

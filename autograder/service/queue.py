@@ -99,11 +99,12 @@ class Queue:
     """The queue of one course, as seen by one service (or by the status command)."""
 
     def __init__(self, engine: sa.Engine, course_id: str, lease_seconds: float = 60.0, max_attempts: int = 3,
-                 worker: str | None = None):
+                 worker: str | None = None, clock=time.time):
         self.engine, self.course_id = engine, course_id
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
         self.worker = worker or worker_name()
         self.postgres = engine.dialect.name == "postgresql"
+        self.clock = clock  # seconds since the epoch; shared by all services through the database
 
     # -- enqueueing ----------------------------------------------------------------------------
     def known_origins(self) -> set[str]:
@@ -119,7 +120,7 @@ class Queue:
         `not_before_for(graded_start_times) -> float` is the policy's rate limit: given when
         this student's graded submissions of the assignment started, when this one may start.
         """
-        now = time.time()
+        now = self.clock()
         try:
             with self.engine.begin() as connection:
                 if connection.execute(sa.select(jobs.c.id).where(
@@ -156,7 +157,7 @@ class Queue:
     def claim(self, limit: int) -> list[Job]:
         """Take up to `limit` due submissions (at most one per student and assignment) for this
         worker; expired leases of dead workers are put back in the queue first."""
-        now = time.time()
+        now = self.clock()
         with self.engine.begin() as connection:
             self._requeue_expired(connection, now)
             running = jobs.alias("running")
@@ -202,7 +203,7 @@ class Queue:
         with self.engine.begin() as connection:
             connection.execute(jobs.update().where(
                 jobs.c.id.in_(job_ids), jobs.c.claimed_by == self.worker, jobs.c.state == RUNNING,
-            ).values(heartbeat=time.time()))
+            ).values(heartbeat=self.clock()))
 
     # -- finishing -----------------------------------------------------------------------------
     def finish(self, job: Job, message: str | None = None) -> bool:
@@ -217,14 +218,14 @@ class Queue:
             return FAILED
         with self.engine.begin() as connection:
             connection.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.claimed_by == self.worker).values(
-                state=QUEUED, claimed_by=None, not_before=time.time() + retry_after, message=message))
+                state=QUEUED, claimed_by=None, not_before=self.clock() + retry_after, message=message))
         return QUEUED
 
     def _close(self, job: Job, state: str, message: str | None) -> bool:
         with self.engine.begin() as connection:
             result = connection.execute(jobs.update().where(
                 jobs.c.id == job.id, jobs.c.claimed_by == self.worker, jobs.c.state == RUNNING,
-            ).values(state=state, finished_at=time.time(), message=message))
+            ).values(state=state, finished_at=self.clock(), message=message))
             return result.rowcount == 1
 
     # -- reporting -----------------------------------------------------------------------------
