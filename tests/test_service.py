@@ -263,3 +263,35 @@ def test_kill_9_mid_grade_and_two_services_lose_nothing_and_grade_nothing_twice(
     assert all(score == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0} for score in scores(root).values())
     assert set(scores(root)) == set(names)
     assert all(student.feedback_in_exchange("mini", "mini") for student in people)
+
+
+def test_policy_rate_limit_and_withheld_messages(classroom_setup, capsys):
+    """In-process: one graded submission per hour, and no messages before the deadline (none is set)."""
+    from autograder.service.service import Service
+
+    root, exchange, base = classroom_setup
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write("c.GradingService.assignments = {'mini': {'graded_per_window': 1, 'window_minutes': 60, "
+                     "'messages_before_deadline': False}}\n")
+    course = Course(root)
+    (bob,) = make_students(["bob"], base / "homes", exchange, COURSE_ID)
+    bob.fetch_assignment("mini")
+    bob.write_notebook("mini", "mini", classroom.filled_notebook(
+        course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}))
+    bob.submit("mini")
+    Service(course, jobs=2).run(until_idle=True)
+    bob.fetch_feedback("mini")
+    (first,) = bob.fetched_feedback("mini").values()
+    assert "FAIL" in first["mini"] and "differs from the identity" not in first["mini"]
+    assert "shown after the due date" in first["mini"]
+
+    time.sleep(0.01)
+    bob.submit("mini")
+    Service(course, jobs=2).run(until_idle=True)  # returns: the new submission is not due for an hour
+    bob.fetch_feedback("mini")
+    second = bob.fetched_feedback("mini")[max(bob.fetched_feedback("mini"))]["mini"]
+    assert "will be graded at" in second
+    capsys.readouterr()
+    assert main(["status", "--course", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["states"]["queued"] == 1 and data["waiting_for_policy"] == 1 and data["states"]["done"] == 1

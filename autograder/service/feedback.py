@@ -18,6 +18,7 @@ import re
 import stat
 
 from nbconvert.preprocessors import Preprocessor
+from traitlets import default
 
 log = logging.getLogger("autograder.service")
 
@@ -28,6 +29,10 @@ SECRET_LIMIT = 4096
 class WithholdCheckMessages(Preprocessor):
     """Before the due date, if the policy says so: each autograded part's feedback lists which
     checks passed and their points, without the checks' messages and pictures."""
+
+    @default("enabled")
+    def _enabled_default(self):
+        return True  # nbconvert preprocessors start disabled; this one is only registered when wanted
 
     def preprocess_cell(self, cell, resources, index):
         for output in cell.get("outputs", []):
