@@ -236,9 +236,12 @@ class BatchGrader:
 
     def __init__(self, course: Course, assignment: str, jobs: int | None = None,
                  limits: sandbox.Limits = sandbox.Limits(), isolation: str = "auto", force: bool = False,
-                 students: list[str] | None = None, quiet: bool = False):
+                 students: list[str] | None = None, quiet: bool = False, on_recorded=None):
         self.course, self.assignment = course, assignment
         self.quiet = quiet  # no progress bar or summary line (the grading service logs its own)
+        # Called with each chunk's StudentWork once committed (the grading service releases
+        # their feedback there, while the next chunk's notebooks run in their sandboxes).
+        self.on_recorded = on_recorded
         self.jobs = jobs or os.cpu_count() or 1
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
         self.db_url, self.course_id = course_settings(course.root)
@@ -295,6 +298,8 @@ class BatchGrader:
                     reports = engine.check([future.result() for future in done_futures], with_figures=True)
                     by_id = {report.submission_id: report for report in reports}
                     _record_chunk(pipeline, done_chunk, done_prepared, by_id)
+                    if self.on_recorded is not None:
+                        self.on_recorded(done_chunk)
                 running = started
 
 

@@ -31,6 +31,7 @@ log = logging.getLogger("autograder.service")
 
 ASSIGNMENTS_REFRESH_SECONDS = 30
 SUMMARY_SECONDS = 60
+CLAIM_CHUNKS = 4
 
 
 def exchange_inbound(config, course_id: str) -> pathlib.Path:
@@ -98,9 +99,10 @@ class Service:
         self.log_summary()
 
     def _claim_size(self) -> int:
-        # As many students as the batch grader grades in one chunk: idle, that is whoever
-        # submitted; under a burst, a chunk's worth, graded in parallel.
-        return batch.CHUNK_NOTEBOOKS_PER_JOB * self.jobs
+        # Idle, whoever submitted; under a burst, several of the batch grader's chunks, so that
+        # its pipeline runs one chunk's sandboxes while the previous chunk is checked, recorded
+        # and its feedback released.
+        return CLAIM_CHUNKS * batch.CHUNK_NOTEBOOKS_PER_JOB * self.jobs
 
     def _pending(self) -> bool:
         now = time.time()
@@ -187,38 +189,49 @@ class Service:
                 self._failed(job, f"could not collect the submission: {error}")
         if not ready:
             return
-        grader = batch.BatchGrader(self.course, assignment, jobs=self.jobs, limits=self.limits,
-                                   isolation=self.isolation, students=[job.student for job in ready], quiet=True)
-        try:
-            graded = {work.student for work in grader.run()}
-        except Exception as error:
-            log.exception("grading %s for %s failed", assignment, ", ".join(job.student for job in ready))
-            for job in ready:
-                self._failed(job, f"grader fault: {error!r}")
-            return
-        graded_seconds = time.monotonic() - started
         policy = self.settings.policy(assignment)
         withhold = not policy.messages_before_deadline and self._before_deadline(assignment)
-        for job in ready:
-            try:
-                feedback.generate(self.config, self.course.root, assignment, job.student, withhold)
-                if policy.instant_feedback and self.uses_exchange:
-                    feedback.release(self.config, self.course.root, assignment, job.student)
-            except Exception as error:
-                log.exception("feedback for %s/%s failed", job.student, assignment)
-                self._failed(job, f"feedback failed: {error!r}")
-                continue
-            note = None if job.student in graded else "already graded (recorded before a restart); feedback only"
-            if self.queue.finish(job, note):
-                latency = time.time() - job.submitted_at
-                self.latencies.append(latency)
-                self.stats["graded"] += 1
-                log.info("graded %s/%s (%s) in %.2f s; %.2f s after submission%s", job.student, assignment,
-                         job.origin, time.monotonic() - started, latency, f"; {note}" if note else "")
-            else:
-                log.warning("%s/%s: the claim expired while grading (another service took it over)",
-                            job.student, assignment)
-        log.debug("graded %d submissions of %s in %.2f s", len(ready), assignment, graded_seconds)
+        by_student = {job.student: job for job in ready}
+        released: set[str] = set()
+
+        def release(chunk) -> None:
+            for work in chunk:
+                self._release(by_student[work.student], policy, withhold, started, graded=True)
+                released.add(work.student)
+
+        grader = batch.BatchGrader(self.course, assignment, jobs=self.jobs, limits=self.limits,
+                                   isolation=self.isolation, students=list(by_student), quiet=True,
+                                   on_recorded=release)
+        try:
+            grader.run()
+        except Exception as error:
+            log.exception("grading %s for %s failed", assignment, ", ".join(sorted(set(by_student) - released)))
+            for student in set(by_student) - released:
+                self._failed(by_student[student], f"grader fault: {error!r}")
+            return
+        for student in set(by_student) - released:  # recorded before a restart: feedback only
+            self._release(by_student[student], policy, withhold, started, graded=False)
+
+    def _release(self, job: jobqueue.Job, policy, withhold: bool, started: float, graded: bool) -> None:
+        """Generate the job's feedback, release it (as the policy says) and mark the job done."""
+        try:
+            feedback.generate(self.config, self.course.root, job.assignment, job.student, withhold)
+            if policy.instant_feedback and self.uses_exchange:
+                feedback.release(self.config, self.course.root, job.assignment, job.student)
+        except Exception as error:
+            log.exception("feedback for %s/%s failed", job.student, job.assignment)
+            self._failed(job, f"feedback failed: {error!r}")
+            return
+        note = None if graded else "already graded (recorded before a restart); feedback only"
+        if self.queue.finish(job, note):
+            latency = time.time() - job.submitted_at
+            self.latencies.append(latency)
+            self.stats["graded"] += 1
+            log.info("graded %s/%s (%s) in %.2f s; %.2f s after submission%s", job.student, job.assignment,
+                     job.origin, time.monotonic() - started, latency, f"; {note}" if note else "")
+        else:
+            log.warning("%s/%s: the claim expired while grading (another service took it over)",
+                        job.student, job.assignment)
 
     def _collect(self, job: jobqueue.Job) -> None:
         folder = self.inbound / job.origin
