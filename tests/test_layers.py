@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "autograder"
 # Lower layers first; a module may import its own layer and those before it.
-LAYERS = ["student", "sandbox.driver", "sandbox", "core", "nbgrader", "cli", "dev"]
+LAYERS = ["student", "sandbox.driver", "sandbox", "core", "nbgrader", "service", "cli", "dev"]
 
 
 def _layer(module: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Command line: `python -m autograder {grade,check,release} ...` (`autograder` once installed).
+"""Command line: `python -m autograder {grade,check,release,serve,status} ...` (`autograder` once installed).
 
 The course is `--course ROOT` when given, else the course that holds the notebooks named, else
 the one holding the working directory.
@@ -93,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")
     release.add_argument("assignments", nargs="*", help="default: every assignment")
     _add_course_option(release, "the course root (default: the one holding the working directory)")
+
+    serve = commands.add_parser("serve", help="grade submissions as they arrive in the exchange and release "
+                                              "their feedback (docs/SERVICE.md)")
+    _add_course_option(serve, "the course root (default: the one holding the working directory)")
+    serve.add_argument("--until-idle", action="store_true", help="stop once nothing is left to grade")
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    _add_run_options(serve)
+
+    status = commands.add_parser("status", help="the grading service's queue, throughput and failures")
+    _add_course_option(status, "the course root (default: the one holding the working directory)")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
     return parser
 
 
@@ -116,6 +127,12 @@ def main(argv=None) -> int:
 
             release.build(_course(args), args.assignments or None)
             return 0
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "status":
+            from autograder.service import status
+
+            return status.main(_course(args), args.json)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_MISUSE
@@ -154,6 +171,16 @@ def _grade_class(args) -> int:
                          allow_unisolated=args.allow_unisolated)
     grader.run()
     return EXIT_GRADER_FAULT if grader.flagged else 0
+
+
+def _serve(args) -> int:
+    import logging
+
+    from autograder.service.service import Service
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    Service(_course(args), limits=_limits(args), isolation=args.isolation, jobs=args.jobs).run(args.until_idle)
+    return 0
 
 
 def _grade_files(args) -> int:

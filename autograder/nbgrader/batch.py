@@ -287,8 +287,13 @@ class BatchGrader:
 
     def __init__(self, course: Course, assignment: str, jobs: int | None = None,
                  limits: sandbox.Limits = sandbox.Limits(), isolation: str = "auto", force: bool = False,
-                 students: list[str] | None = None, allow_unisolated: bool = False):
+                 students: list[str] | None = None, allow_unisolated: bool = False, quiet: bool = False,
+                 on_recorded=None):
         self.course, self.assignment = course, assignment
+        self.quiet = quiet  # no progress bar or summary line (the grading service logs its own)
+        # Called with each chunk's StudentWork once committed (the grading service releases
+        # their feedback there, while the next chunk's notebooks run in their sandboxes).
+        self.on_recorded = on_recorded
         self.jobs = jobs or os.cpu_count() or 1
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
         self.allow_unisolated = allow_unisolated
@@ -325,8 +330,9 @@ class BatchGrader:
     def _run(self) -> list[StudentWork]:
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
         todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
-        print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
-              f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
+        if not self.quiet:
+            print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
+                  f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
         if todo:
             self.grade(todo)
         return todo
@@ -344,7 +350,7 @@ class BatchGrader:
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
         chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
         with tqdm(total=total, unit="notebook", desc=f"grading {self.assignment}", file=sys.stderr,
-                  mininterval=0.5, dynamic_ncols=True) as progress, ThreadPoolExecutor(self.jobs) as pool:
+                  mininterval=0.5, dynamic_ncols=True, disable=self.quiet) as progress, ThreadPoolExecutor(self.jobs) as pool:
             running = None
             for chunk in [*chunks, None]:
                 started = None
@@ -360,9 +366,11 @@ class BatchGrader:
                     faulty = self._grader_faults(done_chunk, by_id)
                     # A grader fault is never a silent 0: no score, flagged for manual grading with
                     # the reason, and no marker, so that the next run grades the student again.
-                    _record_chunk(pipeline, [item for item in done_chunk if item.student not in faulty],
-                                  done_prepared, by_id)
+                    recorded = [item for item in done_chunk if item.student not in faulty]
+                    _record_chunk(pipeline, recorded, done_prepared, by_id)
                     _flag_grader_faults(pipeline, [item for item in done_chunk if item.student in faulty], by_id)
+                    if self.on_recorded is not None:
+                        self.on_recorded(recorded)
                 running = started
         if self.flagged:
             print(f"grader error: {len(self.flagged)} notebooks were NOT graded (left for the next run): "

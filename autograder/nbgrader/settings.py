@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+from traitlets.config import Config
+
 from autograder.core.course import Course
 
 
@@ -18,7 +20,7 @@ from autograder.core.course import Course
 class CourseSettings:
     """What a grading run needs from the configuration."""
 
-    config: object  # traitlets Config: the merged configuration
+    config: Config  # the merged configuration
     db_url: str
     course_id: str
 

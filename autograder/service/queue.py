@@ -1,0 +1,237 @@
+"""The grading service's durable queue: one table in the course's gradebook database.
+
+Each row is one submission found in the exchange (or in submitted/): who, which assignment,
+when it was submitted, and where it is in its life: queued -> running -> done, or failed after
+too many attempts, or superseded by a newer submission of the same student. The table lives
+next to nbgrader's (same database, its own SQLAlchemy metadata, created on first use), so it is
+as durable and as shared as the gradebook itself.
+
+Nothing lost, nothing twice:
+  * a submission is enqueued once: its origin (the exchange folder's name) is unique, so two
+    services that find it at once insert one row;
+  * claims are exclusive: `SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL (services on several
+    machines split the work), one immediate (write-locked) transaction on SQLite;
+  * a claim is a lease kept alive by the claiming service's heartbeat; a service killed
+    mid-grade stops beating, and once the lease runs out the row is queued again for anyone.
+    The batch grader's marker (written after its gradebook commit) makes the retry record
+    nothing twice: a submission already recorded is not graded again, only its feedback made;
+  * a student has at most one queued row per assignment: enqueueing a newer submission
+    supersedes the queued older one, and a student's submissions are never graded concurrently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+
+import sqlalchemy as sa
+
+TABLE = "autograder_grading_queue"
+
+QUEUED, RUNNING, DONE, FAILED, SUPERSEDED = "queued", "running", "done", "failed", "superseded"
+STATES = (QUEUED, RUNNING, DONE, FAILED, SUPERSEDED)
+
+metadata = sa.MetaData()
+jobs = sa.Table(
+    TABLE, metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("course_id", sa.String(128), nullable=False),
+    sa.Column("assignment", sa.String(128), nullable=False),
+    sa.Column("student", sa.String(128), nullable=False),
+    # Where the submission is: the exchange inbound folder's name, or "submitted:<timestamp>".
+    sa.Column("origin", sa.String(512), nullable=False),
+    sa.Column("submitted_at", sa.Float, nullable=False),  # the submission's own timestamp (epoch seconds)
+    sa.Column("state", sa.String(16), nullable=False, default=QUEUED),
+    sa.Column("not_before", sa.Float, nullable=False, default=0.0),  # policy: graded no earlier than this
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("claimed_by", sa.String(256)),
+    sa.Column("heartbeat", sa.Float),
+    sa.Column("enqueued_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("message", sa.Text),  # why it failed, or why it waits
+    sa.UniqueConstraint("course_id", "origin", name=f"{TABLE}_origin"),
+    sa.Index(f"{TABLE}_pending", "course_id", "state", "not_before"),
+    sa.Index(f"{TABLE}_student", "course_id", "assignment", "student"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    id: int
+    assignment: str
+    student: str
+    origin: str
+    submitted_at: float
+    attempts: int
+
+
+def worker_name() -> str:
+    """Who holds a claim: host and process, as the status command shows it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def connect(db_url: str) -> sa.Engine:
+    """An engine on the gradebook's database, with the queue's table created if missing.
+
+    On SQLite every transaction of this engine begins IMMEDIATE (takes the write lock at once),
+    so a claim's read and its update are one atomic step between processes; the busy timeout
+    makes a service wait for another's short transaction instead of failing.
+    """
+    if db_url.startswith("sqlite"):
+        engine = sa.create_engine(db_url, connect_args={"timeout": 60}, poolclass=sa.pool.NullPool)
+
+        @sa.event.listens_for(engine, "connect")
+        def _driver_transactions_off(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only one
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin_immediate(connection):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        engine = sa.create_engine(db_url, pool_pre_ping=True)
+    metadata.create_all(engine, checkfirst=True)
+    return engine
+
+
+class Queue:
+    """The queue of one course, as seen by one service (or by the status command)."""
+
+    def __init__(self, engine: sa.Engine, course_id: str, lease_seconds: float = 60.0, max_attempts: int = 3,
+                 worker: str | None = None, clock=time.time):
+        self.engine, self.course_id = engine, course_id
+        self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
+        self.worker = worker or worker_name()
+        self.postgres = engine.dialect.name == "postgresql"
+        self.clock = clock  # seconds since the epoch; shared by all services through the database
+
+    # -- enqueueing ----------------------------------------------------------------------------
+    def known_origins(self) -> set[str]:
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(jobs.c.origin).where(jobs.c.course_id == self.course_id))
+            return {row.origin for row in rows}
+
+    def enqueue(self, assignment: str, student: str, origin: str, submitted_at: float,
+                not_before_for=None) -> str | None:
+        """Record a submission found; returns its state (queued or superseded), or None when
+        it was already known (found before, by this or another service).
+
+        `not_before_for(graded_start_times) -> float` is the policy's rate limit: given when
+        this student's graded submissions of the assignment started, when this one may start.
+        """
+        now = self.clock()
+        try:
+            with self.engine.begin() as connection:
+                if connection.execute(sa.select(jobs.c.id).where(
+                        jobs.c.course_id == self.course_id, jobs.c.origin == origin)).first() is not None:
+                    return None
+                same = ((jobs.c.course_id == self.course_id) & (jobs.c.assignment == assignment)
+                        & (jobs.c.student == student))
+                newer_exists = connection.execute(sa.select(sa.func.count()).where(
+                    same, jobs.c.state.in_((QUEUED, RUNNING, DONE)), jobs.c.submitted_at >= submitted_at)).scalar()
+                state = SUPERSEDED if newer_exists else QUEUED
+                not_before = 0.0
+                if state == QUEUED:
+                    connection.execute(jobs.update().where(same, jobs.c.state == QUEUED).values(
+                        state=SUPERSEDED, finished_at=now, message=f"superseded by {origin}"))
+                    if not_before_for is not None:
+                        started = [row.started_at for row in connection.execute(sa.select(jobs.c.started_at).where(
+                            same, jobs.c.state.in_((RUNNING, DONE)), jobs.c.started_at.is_not(None)))]
+                        not_before = not_before_for(started)
+                connection.execute(jobs.insert().values(
+                    course_id=self.course_id, assignment=assignment, student=student, origin=origin,
+                    submitted_at=submitted_at, state=state, not_before=not_before, attempts=0,
+                    enqueued_at=now, finished_at=now if state == SUPERSEDED else None,
+                    message="a newer submission exists" if state == SUPERSEDED else None))
+        except sa.exc.IntegrityError:
+            return None  # another service inserted it between our check and our insert
+        return state
+
+    def not_before(self, origin: str) -> float:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(jobs.c.not_before).where(
+                jobs.c.course_id == self.course_id, jobs.c.origin == origin)).scalar() or 0.0
+
+    # -- claiming ------------------------------------------------------------------------------
+    def claim(self, limit: int) -> list[Job]:
+        """Take up to `limit` due submissions (at most one per student and assignment) for this
+        worker; expired leases of dead workers are put back in the queue first."""
+        now = self.clock()
+        with self.engine.begin() as connection:
+            self._requeue_expired(connection, now)
+            running = jobs.alias("running")
+            busy_student = sa.exists().where(
+                running.c.course_id == jobs.c.course_id, running.c.assignment == jobs.c.assignment,
+                running.c.student == jobs.c.student, running.c.state == RUNNING)
+            query = (sa.select(jobs.c.id, jobs.c.assignment, jobs.c.student, jobs.c.origin, jobs.c.submitted_at,
+                               jobs.c.attempts)
+                     .where(jobs.c.course_id == self.course_id, jobs.c.state == QUEUED, jobs.c.not_before <= now,
+                            ~busy_student)
+                     .order_by(jobs.c.not_before, jobs.c.id).limit(limit))
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True, of=jobs)
+            rows = connection.execute(query).all()
+            if not rows:
+                return []
+            connection.execute(jobs.update().where(jobs.c.id.in_([row.id for row in rows])).values(
+                state=RUNNING, claimed_by=self.worker, heartbeat=now, started_at=now,
+                attempts=jobs.c.attempts + 1, message=None))
+        return [Job(row.id, row.assignment, row.student, row.origin, row.submitted_at, row.attempts + 1)
+                for row in rows]
+
+    def _requeue_expired(self, connection, now: float) -> None:
+        expired = (jobs.c.course_id == self.course_id) & (jobs.c.state == RUNNING) & (
+            jobs.c.heartbeat < now - self.lease_seconds)
+        newer = jobs.alias("newer")
+        superseded = sa.exists().where(
+            newer.c.course_id == jobs.c.course_id, newer.c.assignment == jobs.c.assignment,
+            newer.c.student == jobs.c.student, newer.c.id != jobs.c.id,
+            newer.c.state.in_((QUEUED, DONE)), newer.c.submitted_at >= jobs.c.submitted_at)
+        # A newer submission arrived while this one was being graded: it alone stays queued.
+        connection.execute(jobs.update().where(expired, superseded).values(
+            state=SUPERSEDED, finished_at=now, message="superseded while its grading was interrupted"))
+        connection.execute(jobs.update().where(expired, jobs.c.attempts >= self.max_attempts).values(
+            state=FAILED, finished_at=now, message="the grading service stopped while grading it, too often"))
+        connection.execute(jobs.update().where(expired).values(
+            state=QUEUED, claimed_by=None, message="requeued: the service grading it stopped"))
+
+    def beat(self, job_ids: list[int]) -> None:
+        """Keep this worker's claims alive."""
+        if not job_ids:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(jobs.update().where(
+                jobs.c.id.in_(job_ids), jobs.c.claimed_by == self.worker, jobs.c.state == RUNNING,
+            ).values(heartbeat=self.clock()))
+
+    # -- finishing -----------------------------------------------------------------------------
+    def finish(self, job: Job, message: str | None = None) -> bool:
+        """Mark a claimed job done; False if the claim was lost (it expired and was retaken)."""
+        return self._close(job, DONE, message)
+
+    def fail(self, job: Job, message: str, retry_after: float = 5.0) -> str:
+        """A grader fault: queue the job again after `retry_after` seconds, or give up after
+        `max_attempts`. Returns the new state."""
+        if job.attempts >= self.max_attempts:
+            self._close(job, FAILED, message)
+            return FAILED
+        with self.engine.begin() as connection:
+            connection.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.claimed_by == self.worker).values(
+                state=QUEUED, claimed_by=None, not_before=self.clock() + retry_after, message=message))
+        return QUEUED
+
+    def _close(self, job: Job, state: str, message: str | None) -> bool:
+        with self.engine.begin() as connection:
+            result = connection.execute(jobs.update().where(
+                jobs.c.id == job.id, jobs.c.claimed_by == self.worker, jobs.c.state == RUNNING,
+            ).values(state=state, finished_at=self.clock(), message=message))
+            return result.rowcount == 1
+
+    # -- reporting -----------------------------------------------------------------------------
+    def rows(self, since: float | None = None) -> list:
+        with self.engine.connect() as connection:
+            query = sa.select(jobs).where(jobs.c.course_id == self.course_id).order_by(jobs.c.id)
+            if since is not None:
+                query = query.where(jobs.c.enqueued_at >= since)
+            return list(connection.execute(query).all())

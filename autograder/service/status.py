@@ -1,0 +1,70 @@
+"""`python -m autograder status --course ROOT`: the grading service's queue, throughput and failures."""
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+import time
+
+from autograder.service import queue as jobqueue
+
+RECENT_SECONDS = 3600
+
+
+def summary(queue: jobqueue.Queue, now: float | None = None) -> dict:
+    """Plain data about the queue (what the status command prints, or emits with --json)."""
+    now = time.time() if now is None else now
+    rows = queue.rows()
+    counts = collections.Counter(row.state for row in rows)
+    done = [row for row in rows if row.state == jobqueue.DONE and row.finished_at is not None]
+    recent = [row for row in done if row.finished_at >= now - RECENT_SECONDS]
+    latencies = sorted(row.finished_at - row.submitted_at for row in recent)
+    grading = [row.finished_at - row.started_at for row in recent if row.started_at is not None]
+    return {
+        "course_id": queue.course_id,
+        "states": {state: counts.get(state, 0) for state in jobqueue.STATES},
+        "waiting_for_policy": sum(1 for row in rows if row.state == jobqueue.QUEUED and row.not_before > now),
+        "graded_last_hour": len(recent),
+        "graded_last_10_minutes": sum(1 for row in recent if row.finished_at >= now - 600),
+        "latency_median_seconds": statistics.median(latencies) if latencies else None,
+        "latency_p95_seconds": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None,
+        "grading_median_seconds": statistics.median(grading) if grading else None,
+        "running": [{"student": row.student, "assignment": row.assignment, "by": row.claimed_by,
+                     "seconds": round(now - (row.started_at or now), 1),
+                     "last_heartbeat_seconds_ago": round(now - (row.heartbeat or now), 1)}
+                    for row in rows if row.state == jobqueue.RUNNING],
+        "failed": [{"student": row.student, "assignment": row.assignment, "origin": row.origin,
+                    "attempts": row.attempts, "message": row.message}
+                   for row in rows if row.state == jobqueue.FAILED],
+    }
+
+
+def render(data: dict) -> str:
+    def seconds(value):
+        return "-" if value is None else f"{value:.2f} s"
+
+    states = data["states"]
+    lines = [
+        f"course {data['course_id']}: {states['queued']} queued ({data['waiting_for_policy']} held by the "
+        f"rate limit), {states['running']} grading, {states['done']} done, {states['failed']} failed, "
+        f"{states['superseded']} superseded",
+        f"last hour: {data['graded_last_hour']} graded ({data['graded_last_10_minutes']} in the last 10 minutes); "
+        f"submission to feedback: median {seconds(data['latency_median_seconds'])}, "
+        f"p95 {seconds(data['latency_p95_seconds'])}; grading median {seconds(data['grading_median_seconds'])}",
+    ]
+    for row in data["running"]:
+        lines.append(f"  grading {row['student']}/{row['assignment']} on {row['by']} for {row['seconds']:g} s "
+                     f"(last heartbeat {row['last_heartbeat_seconds_ago']:g} s ago)")
+    for row in data["failed"]:
+        lines.append(f"  FAILED {row['student']}/{row['assignment']} after {row['attempts']} attempts: {row['message']}")
+    return "\n".join(lines)
+
+
+def main(course, as_json: bool = False) -> int:
+    from autograder.nbgrader import settings
+
+    loaded = settings.load(course)
+    queue = jobqueue.Queue(jobqueue.connect(loaded.db_url), loaded.course_id)
+    data = summary(queue)
+    print(json.dumps(data) if as_json else render(data))
+    return 0

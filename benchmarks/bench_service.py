@@ -1,0 +1,307 @@
+"""The grading service: time from `nbgrader submit` returning to the feedback being fetchable.
+
+Builds a scratch copy of this course in build/bench_service/ with a real exchange, releases
+attention_heads, and starts `python -m autograder serve` on it. Simulated students (nbgrader's
+own exchange classes, in this process) fetch the assignment and submit the virtual-head notebook
+(correct, alternative, wrong, blank and broken work, cycling); a submission's latency is the time
+from its submit returning to its feedback page existing under the name `nbgrader fetch_feedback`
+looks up. Phases:
+
+  * idle: one submission at a time (the next once the previous one's feedback is out);
+  * burst: N submissions spread evenly over S seconds (default 200 in 60 s); the drain time is
+    from the first submit to the last feedback;
+  * the batch grader on the same N submissions (a copy of the course's submitted/ tree, fresh
+    gradebook): `python -m autograder grade --course COPY attention_heads`, and that plus
+    `nbgrader generate_feedback` (what the service also does for each submission).
+
+It prints median and 95th percentile latencies, the burst's drain time, the batch times, their
+ratios, and the service's resident memory at the start and end of each phase (flat memory over a
+long run: `--burst 1000 --burst-seconds 300`). A benchmark, not a test: nothing is asserted.
+
+    python benchmarks/bench_service.py [--idle 20] [--burst 200] [--burst-seconds 60] [--jobs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from autograder.core.course import Course  # noqa: E402
+from autograder.dev import classroom  # noqa: E402
+from autograder.dev.students import Student  # noqa: E402
+from autograder.nbgrader import batch, release  # noqa: E402
+
+ASSIGNMENT, NOTEBOOK = "attention_heads", "virtual_head"
+COURSE_ID = "transformer-circuits"
+WORK = ROOT / "build" / "bench_service"
+
+
+def nbgrader_config(root: pathlib.Path, exchange: pathlib.Path):
+    config = batch.course_config(root)
+    config.CourseDirectory.root = str(root)
+    config.CourseDirectory.assignment_id = ASSIGNMENT
+    config.Exchange.root = str(exchange)
+    return config
+
+
+def build_course() -> tuple[pathlib.Path, pathlib.Path]:
+    """A scratch course with attention_heads generated and released to a fresh exchange."""
+    from nbgrader.auth import Authenticator
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.exchange.default import ExchangeReleaseAssignment
+
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir(parents=True)
+    root = release.copy_course(Course(ROOT), WORK / "course", with_release=True).root
+    exchange = WORK / "exchange"
+    exchange.mkdir()
+    os.chmod(exchange, 0o777)
+    config = nbgrader_config(root, exchange)
+    here = os.getcwd()
+    try:
+        converter = GenerateAssignment(coursedir=CourseDirectory(config=config), config=config)
+        converter.force = True
+        converter.start()
+    finally:
+        os.chdir(here)
+    ExchangeReleaseAssignment(coursedir=CourseDirectory(config=config), authenticator=Authenticator(config=config),
+                              config=config).start()
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as stream:
+        stream.write(f"\nc.Exchange.root = {str(exchange)!r}\nc.GradingService.poll_seconds = 0.2\n")
+    return root, exchange
+
+
+def kinds_of_work(course: Course) -> list[dict]:
+    """Correct, alternative, wrong, blank and broken virtual-head notebooks (as bench_grading.py)."""
+    work = [classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK)]
+    for kind in ("alternatives", "mistakes"):
+        for entry in course.library(kind, ASSIGNMENT).values():
+            if entry["notebook"] == NOTEBOOK:
+                work.append(classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, entry["cells"]))
+    work.append(classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, blank=True))
+    answers = classroom.model_answers(course, ASSIGNMENT, NOTEBOOK)
+    first, second = list(answers)[:2]
+    work.append(classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, {
+        first: answers[first] + "\nW_V1 = [[1, 2]\n", second: "raise RuntimeError('oops')\n" + answers[second]}))
+    return work
+
+
+def prepare_students(names, exchange: pathlib.Path, course: Course) -> list[Student]:
+    """Each student fetches the assignment and fills in the virtual-head notebook only."""
+    work = kinds_of_work(course)
+    students = []
+    for number, name in enumerate(names):
+        student = Student(name, WORK / "homes" / name, exchange, COURSE_ID)
+        student.home.mkdir(parents=True, exist_ok=True)
+        student.fetch_assignment(ASSIGNMENT)
+        for other in (student.home / ASSIGNMENT).glob("*.ipynb"):
+            if other.stem != NOTEBOOK:
+                other.unlink()  # submit one notebook (nbgrader warns, and submits)
+        student.write_notebook(ASSIGNMENT, NOTEBOOK, work[number % len(work)])
+        students.append(student)
+    return students
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of the service and its children right now."""
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(child) for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for one in pids:
+        try:
+            for line in pathlib.Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+class Watcher:
+    """Notes when each submitted student's feedback page appears in the exchange."""
+
+    def __init__(self):
+        self.pending: dict[str, tuple[Student, float, pathlib.Path]] = {}
+        self.latencies: dict[str, float] = {}
+        self.appeared: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def expect(self, student: Student, submitted: float) -> None:
+        from nbgrader.utils import notebook_hash
+
+        secret = (student.last_submission(ASSIGNMENT) / "submission_secret.txt").read_text()
+        page = student.exchange / COURSE_ID / "feedback" / f"{notebook_hash(secret=secret, notebook_id=NOTEBOOK)}.html"
+        with self.lock:
+            self.pending[student.name] = (student, submitted, page)
+
+    def _run(self) -> None:
+        # One directory listing per round (not a stat per pending page): the watcher must not
+        # take the CPU the service is measured on.
+        while not self.stop.is_set():
+            with self.lock:
+                waiting = list(self.pending.items())
+            if waiting:
+                try:
+                    present = set(os.listdir(waiting[0][1][2].parent))
+                except FileNotFoundError:
+                    present = set()
+                now = time.monotonic()
+                for name, (_, submitted, page) in waiting:
+                    if page.name in present:
+                        with self.lock:
+                            self.pending.pop(name, None)
+                            self.latencies[name] = now - submitted
+                            self.appeared[name] = now
+            time.sleep(0.05)
+
+    def wait_all(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.pending:
+                    return True
+            time.sleep(0.05)
+        return False
+
+
+def percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return f"median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   max {ordered[-1]:6.2f} s   (n={len(ordered)})"
+
+
+def batch_times(root: pathlib.Path, jobs: int, with_feedback: bool = True) -> tuple[float, float | None]:
+    """(grade, grade + generate_feedback) wall seconds of the batch path on a copy of submitted/."""
+    copy = WORK / "batch"
+    if copy.exists():
+        shutil.rmtree(copy)
+    course_copy = release.copy_course(Course(root), copy, with_release=True).root
+    shutil.copytree(root / "submitted", course_copy / "submitted", symlinks=True)
+    exchange = WORK / "exchange"
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+
+    config = nbgrader_config(course_copy, exchange)
+    here = os.getcwd()
+    try:
+        converter = GenerateAssignment(coursedir=CourseDirectory(config=config), config=config)
+        converter.force = True
+        converter.start()
+    finally:
+        os.chdir(here)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    start = time.monotonic()
+    subprocess.run([sys.executable, "-m", "autograder", "grade", "--course", str(course_copy), ASSIGNMENT,
+                    "--jobs", str(jobs)], check=True, env=env, capture_output=True)
+    graded = time.monotonic() - start
+    if not with_feedback:
+        return graded, None
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--force", "--log-level=ERROR"],
+                   cwd=course_copy, check=True, env=env, capture_output=True)
+    return graded, time.monotonic() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle", type=int, default=20, help="submissions one at a time")
+    parser.add_argument("--burst", type=int, default=200, help="submissions in the burst")
+    parser.add_argument("--burst-seconds", type=float, default=60.0, help="the burst arrives within this time")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--no-nbgrader-feedback", action="store_true",
+                        help="skip timing nbgrader generate_feedback after the batch grader (minutes)")
+    args = parser.parse_args()
+    sys.modules.setdefault("rfc3987_syntax", None)  # as the grader does: a slow, unused import of jsonschema
+
+    root, exchange = build_course()
+    course = Course(root)
+    idle_students = prepare_students([f"idle{n:03d}" for n in range(args.idle)], exchange, course)
+    burst_students = prepare_students([f"burst{n:04d}" for n in range(args.burst)], exchange, course)
+    log = open(WORK / "service.log", "w")
+    service = subprocess.Popen([sys.executable, "-m", "autograder", "serve", "--course", str(root),
+                                "--jobs", str(args.jobs)], stderr=log, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        while "serving course" not in (WORK / "service.log").read_text():
+            time.sleep(0.1)
+        watcher = Watcher()
+        print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {ASSIGNMENT}/{NOTEBOOK}; "
+              f"service --jobs {args.jobs}; memory at start {rss_mib(service.pid):.0f} MiB")
+
+        for student in idle_students:
+            student.submit(ASSIGNMENT)
+            watcher.expect(student, time.monotonic())
+            if not watcher.wait_all(120):
+                print("idle: feedback did not arrive within 120 s; see", WORK / "service.log")
+                return 1
+            time.sleep(0.3)
+        idle = [watcher.latencies[s.name] for s in idle_students]
+        if idle:
+            print(f"idle  ({args.idle} one at a time):   {percentiles(idle)}; memory {rss_mib(service.pid):.0f} MiB")
+
+        gap = args.burst_seconds / max(1, args.burst)
+        burst_start = time.monotonic()
+        peak = 0.0
+        for number, student in enumerate(burst_students):
+            target = burst_start + number * gap
+            while time.monotonic() < target:
+                time.sleep(max(0.0, min(0.01, target - time.monotonic())))
+            student.submit(ASSIGNMENT)
+            watcher.expect(student, time.monotonic())
+            if number % 20 == 0:
+                peak = max(peak, rss_mib(service.pid))
+        arrived = time.monotonic() - burst_start
+        while not watcher.wait_all(1.0):
+            peak = max(peak, rss_mib(service.pid))
+            if time.monotonic() - burst_start > 30 * 60:
+                print("burst: not drained after 30 minutes")
+                return 1
+        drained = max(watcher.appeared[s.name] for s in burst_students) - burst_start
+        burst = [watcher.latencies[s.name] for s in burst_students]
+        print(f"burst ({args.burst} in {arrived:.0f} s): {percentiles(burst)}")
+        print(f"burst drained in {drained:.1f} s ({args.burst / drained:.2f} submissions/s), "
+              f"{drained - arrived:.1f} s after the last submission; memory peak "
+              f"{peak:.0f} MiB, end {rss_mib(service.pid):.0f} MiB")
+    finally:
+        service.terminate()
+        service.wait(60)
+        watcher.stop.set()
+        log.close()
+
+    graded, with_feedback = batch_times(root, args.jobs, not args.no_nbgrader_feedback)
+    total = args.burst + args.idle
+    print(f"batch grader, same {total} submissions (--jobs {args.jobs}): grade {graded:.1f} s"
+          + (f", grade + nbgrader generate_feedback {with_feedback:.1f} s" if with_feedback else ""))
+    batch_burst = graded / total * args.burst  # the batch grader's time for the burst's submissions
+    print(f"ratios: burst drain / batch grade of the same {args.burst} ({batch_burst:.1f} s) = "
+          f"{drained / batch_burst:.2f}"
+          + (f"; / batch grade + feedback ({with_feedback / total * args.burst:.1f} s) = "
+             f"{drained / (with_feedback / total * args.burst):.2f}" if with_feedback else "")
+          + (f"; idle median latency / batch grade of the class = {statistics.median(idle) / graded:.3f}"
+             if idle else ""))
+    (WORK / "results.json").write_text(json.dumps({
+        "idle_latencies": idle, "burst_latencies": burst, "burst_drained": drained, "burst_arrival": arrived,
+        "batch_grade": graded, "batch_grade_and_feedback": with_feedback, "jobs": args.jobs,
+    }, indent=1))
+    print(f"results: {WORK / 'results.json'}; service log: {WORK / 'service.log'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

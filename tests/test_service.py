@@ -1,0 +1,299 @@
+"""The grading service for real: `python -m autograder serve` on the mini course, with a real
+nbgrader exchange (a temporary `c.Exchange.root`), students who fetch, submit and fetch feedback
+with nbgrader (its command line, and its exchange classes in-process for speed), a SQLite
+gradebook, kill -9 in the middle of a grade, and two services at once."""
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autograder.cli.main import main
+from autograder.core.course import Course
+from autograder.dev import classroom
+from autograder.dev.students import make_students
+from autograder.nbgrader import release
+from autograder.nbgrader import settings as nbgrader_settings
+from autograder.service import queue as jobqueue
+
+pytestmark = pytest.mark.slow
+
+COURSE_ID = "transformer-circuits"
+WORKTREE = pathlib.Path(__file__).resolve().parent.parent
+WAIT_SECONDS = 150  # generous: the machine is shared; nothing asserts on time
+
+
+def _nbgrader_in_process(root: pathlib.Path, exchange: pathlib.Path, action: str) -> None:
+    """nbgrader's generate_assignment / release_assignment for `mini`, in-process (the classes
+    the command line runs; a process start costs seconds)."""
+    from nbgrader.auth import Authenticator
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.coursedir import CourseDirectory
+    from nbgrader.exchange.default import ExchangeReleaseAssignment
+
+    config = nbgrader_settings.load(Course(root)).config
+    config.CourseDirectory.root = str(root)
+    config.CourseDirectory.assignment_id = "mini"
+    config.Exchange.root = str(exchange)
+    coursedir = CourseDirectory(config=config)
+    if action == "generate":
+        converter = GenerateAssignment(coursedir=coursedir, config=config)
+        converter.force = True
+        converter.start()
+    else:
+        ExchangeReleaseAssignment(coursedir=coursedir, authenticator=Authenticator(config=config),
+                                  config=config).start()
+
+
+@pytest.fixture(scope="module")
+def released_course(mini_course, tmp_path_factory):
+    """The mini course, generated into its gradebook and released to an exchange (built once)."""
+    base = tmp_path_factory.mktemp("service")
+    root = release.copy_course(mini_course, base / "course", with_release=True).root
+    exchange = base / "exchange"
+    exchange.mkdir()
+    os.chmod(exchange, 0o777)  # nbgrader requires a world-writable exchange root
+    cwd = os.getcwd()
+    try:
+        _nbgrader_in_process(root, exchange, "generate")
+        _nbgrader_in_process(root, exchange, "release")
+    finally:
+        os.chdir(cwd)
+    return base
+
+
+@pytest.fixture
+def classroom_setup(released_course, tmp_path):
+    """A private copy of the released course and its exchange, configured for the service."""
+    base = tmp_path / "class"
+    shutil.copytree(released_course, base, symlinks=True)
+    root, exchange = base / "course", base / "exchange"
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write(f"\nc.Exchange.root = {str(exchange)!r}\n"
+                     "c.GradingService.lease_seconds = 6\nc.GradingService.poll_seconds = 0.2\n")
+    return root, exchange, base
+
+
+class ServiceProcess:
+    def __init__(self, root: pathlib.Path, log_path: pathlib.Path):
+        self.log_path = log_path
+        env = dict(os.environ, PYTHONPATH=str(WORKTREE), PYTHONDONTWRITEBYTECODE="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autograder", "serve", "--course", str(root), "--jobs", "2",
+             "--cell-timeout", "20", "--timeout", "60"],
+            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def graded(self) -> list[str]:
+        """student/assignment of every submission this service reports it graded."""
+        return re.findall(r" graded (\S+) \(", self.log())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture
+def services(tmp_path):
+    started = []
+
+    def start(root, name="service"):
+        service = ServiceProcess(root, tmp_path / f"{name}.log")
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def wait_for(condition, what: str, services=()):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        for service in services:
+            assert service.process.poll() is None, f"the service died:\n{service.log()[-3000:]}"
+        time.sleep(0.2)
+    logs = "\n".join(service.log()[-3000:] for service in services)
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+def queue_rows(root):
+    loaded = nbgrader_settings.load(Course(root))
+    db_url, course_id = loaded.db_url, loaded.course_id
+    return jobqueue.Queue(jobqueue.connect(db_url), course_id).rows()
+
+
+def scores(root):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        return {submission.student.id: {grade.name: grade.score for grade in submission.notebooks[0].grades}
+                for submission in gradebook.assignment_submissions("mini")}
+
+
+def finish(processes):
+    for process in processes:
+        output, _ = process.communicate(timeout=WAIT_SECONDS)
+        assert process.returncode == 0, output
+
+
+def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_setup, services, capsys):
+    """bob uses nbgrader's command line throughout; ada and cy the same exchange classes in-process."""
+    root, exchange, base = classroom_setup
+    course = Course(root)
+    service = services(root)
+    ada, bob, cy = make_students(["ada", "bob", "cy"], base / "homes", exchange, COURSE_ID)
+    ada.fetch_assignment("mini")
+    cy.fetch_assignment("mini")
+    finish([bob.cli("fetch_assignment", "mini")])
+    ada.write_notebook("mini", "mini", classroom.filled_notebook(course, "mini", "mini"))
+    bob.write_notebook("mini", "mini", classroom.filled_notebook(
+        course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}))
+    submitting = bob.cli("submit", "mini")
+    ada.submit("mini")
+    cy.submit("mini")  # the blank release
+    finish([submitting])
+
+    wait_for(lambda: all(s.feedback_in_exchange("mini", "mini") for s in (ada, bob, cy)), "feedback", [service])
+    fetching = bob.cli("fetch_feedback", "mini")
+    ada.fetch_feedback("mini")
+    cy.fetch_feedback("mini")
+    finish([fetching])
+    pages = {student.name: student.fetched_feedback("mini") for student in (ada, bob, cy)}
+    for name, by_time in pages.items():
+        assert len(by_time) == 1 and set(next(iter(by_time.values()))) == {"mini"}, (name, by_time)
+    ada_page, bob_page, cy_page = (next(iter(pages[name].values()))["mini"] for name in ("ada", "bob", "cy"))
+    assert "differs from the identity" in bob_page and "differs from the identity" not in ada_page
+    assert len(list((exchange / COURSE_ID / "feedback").glob("*.html"))) == 3, "one page per submission"
+    assert scores(root) == {"ada": {"mini_matrix": 2, "mini_function": 2, "mini_why": 0},
+                            "bob": {"mini_matrix": 0, "mini_function": 2, "mini_why": 0},
+                            "cy": {"mini_matrix": 0, "mini_function": 0, "mini_why": 0}}
+    assert cy_page != bob_page
+    # The page is nbgrader's own generate_feedback page (up to how BeautifulSoup re-serialises it).
+    from bs4 import BeautifulSoup
+    from nbgrader.converters import GenerateFeedback
+    from nbgrader.coursedir import CourseDirectory
+
+    config = nbgrader_settings.load(Course(root)).config
+    config.CourseDirectory.root, config.CourseDirectory.student_id = str(root), "bob"
+    config.CourseDirectory.assignment_id = "mini"
+    stock = GenerateFeedback(coursedir=CourseDirectory(config=config), config=config)
+    stock.force = True
+    cwd = os.getcwd()
+    try:
+        stock.start()
+    finally:
+        os.chdir(cwd)
+    stock_page = (root / "feedback" / "bob" / "mini" / "mini.html").read_text()
+    assert str(BeautifulSoup(stock_page, "html.parser")) == str(BeautifulSoup(bob_page, "html.parser"))
+
+    # A manual grade, then a worse resubmission: the manual grade stays, the feedback is new.
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        gradebook.find_grade("mini_why", "mini", "mini", "ada").manual_score = 1
+        gradebook.db.commit()
+    first_submission = ada.last_submission("mini")
+    time.sleep(0.01)  # a later nbgrader timestamp
+    ada.write_notebook("mini", "mini", classroom.filled_notebook(
+        course, "mini", "mini", {"mini_matrix_answer": "W = [[0, 1], [1, 0]]"}))
+    ada.submit("mini")
+    assert ada.last_submission("mini") != first_submission
+    wait_for(lambda: ada.feedback_in_exchange("mini", "mini"), "ada's new feedback", [service])
+    ada.fetch_feedback("mini")
+    newest = ada.fetched_feedback("mini")[max(ada.fetched_feedback("mini"))]["mini"]
+    assert "differs from the identity" in newest
+    assert scores(root)["ada"] == {"mini_matrix": 0, "mini_function": 2, "mini_why": 1}
+
+    capsys.readouterr()
+    assert main(["status", "--course", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["states"]["done"] == 4 and data["states"]["failed"] == 0 and data["graded_last_hour"] == 4
+    assert data["latency_median_seconds"] > 0
+
+
+def test_kill_9_mid_grade_and_two_services_lose_nothing_and_grade_nothing_twice(classroom_setup, services):
+    root, exchange, base = classroom_setup
+    course = Course(root)
+    answers = classroom.model_answers(course, "mini", "mini")
+    slow = classroom.filled_notebook(course, "mini", "mini", {
+        "mini_matrix_answer": "import time\ntime.sleep(6)\n" + answers["mini_matrix_answer"]})
+    names = ["sam", "s1", "s2", "s3", "s4", "s5"]
+    people = make_students(names, base / "homes", exchange, COURSE_ID)
+    for student in people:
+        student.fetch_assignment("mini")
+        student.write_notebook("mini", "mini", slow if student.name == "sam" else
+                               classroom.filled_notebook(course, "mini", "mini"))
+
+    doomed = services(root, "doomed")
+    people[0].submit("mini")
+    wait_for(lambda: any(row.state == jobqueue.RUNNING for row in queue_rows(root)), "the slow grade to start",
+             [doomed])
+    time.sleep(1.5)  # well inside the six-second cell
+    doomed.process.kill()  # SIGKILL: no clean-up of any kind
+    doomed.process.wait()
+    (row,) = queue_rows(root)
+    assert row.state == jobqueue.RUNNING and row.student == "sam"
+
+    for student in people[1:]:
+        student.submit("mini")
+    first, second = services(root, "first"), services(root, "second")
+    wait_for(lambda: len(queue_rows(root)) == len(names) and all(
+        row.state == jobqueue.DONE for row in queue_rows(root)), "every submission graded", [first, second])
+
+    rows = {row.student: row for row in queue_rows(root)}
+    assert rows["sam"].attempts == 2, "the interrupted grade was taken over"
+    assert all(rows[name].attempts == 1 for name in names[1:])
+    graded = first.graded() + second.graded()
+    assert sorted(graded) == sorted(f"{name}/mini" for name in names), "each submission graded once"
+    assert all(score == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0} for score in scores(root).values())
+    assert set(scores(root)) == set(names)
+    assert all(student.feedback_in_exchange("mini", "mini") for student in people)
+
+
+def test_policy_rate_limit_and_withheld_messages(classroom_setup, capsys):
+    """In-process: one graded submission per hour, and no messages before the deadline (none is set)."""
+    from autograder.service.service import Service
+
+    root, exchange, base = classroom_setup
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write("c.GradingService.assignments = {'mini': {'graded_per_window': 1, 'window_minutes': 60, "
+                     "'messages_before_deadline': False}}\n")
+    course = Course(root)
+    (bob,) = make_students(["bob"], base / "homes", exchange, COURSE_ID)
+    bob.fetch_assignment("mini")
+    bob.write_notebook("mini", "mini", classroom.filled_notebook(
+        course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}))
+    bob.submit("mini")
+    Service(course, jobs=2).run(until_idle=True)
+    bob.fetch_feedback("mini")
+    (first,) = bob.fetched_feedback("mini").values()
+    assert "FAIL" in first["mini"] and "differs from the identity" not in first["mini"]
+    assert "shown after the due date" in first["mini"]
+
+    time.sleep(0.01)
+    bob.submit("mini")
+    Service(course, jobs=2).run(until_idle=True)  # returns: the new submission is not due for an hour
+    bob.fetch_feedback("mini")
+    second = bob.fetched_feedback("mini")[max(bob.fetched_feedback("mini"))]["mini"]
+    assert "will be graded at" in second
+    capsys.readouterr()
+    assert main(["status", "--course", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["states"]["queued"] == 1 and data["waiting_for_policy"] == 1 and data["states"]["done"] == 1

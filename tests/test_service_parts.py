@@ -1,0 +1,208 @@
+"""The grading service's parts, in-process: its queue on SQLite, its collection step, its policy and
+its withholding of messages (the service itself, against a real exchange, is tests/test_service.py)."""
+import os
+import threading
+
+import pytest
+
+from autograder.service import collect, feedback
+from autograder.service import queue as jobqueue
+from autograder.service.policy import GradingService, Policy
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    return f"sqlite:///{tmp_path / 'gradebook.db'}"
+
+
+class Clock:
+    """A clock the test moves by hand: leases and pauses expire when the test says so."""
+
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make_queue(db_url, worker, clock=None, **options):
+    return jobqueue.Queue(jobqueue.connect(db_url), "course", worker=worker, clock=clock or Clock(), **options)
+
+
+def test_a_submission_found_twice_is_enqueued_once(db_url):
+    first, second = make_queue(db_url, "a"), make_queue(db_url, "b")
+    assert first.enqueue("hw", "ada", "ada+hw+t1+x", 100.0) == jobqueue.QUEUED
+    assert second.enqueue("hw", "ada", "ada+hw+t1+x", 100.0) is None
+    assert len(first.rows()) == 1
+
+
+def test_a_resubmission_supersedes_the_queued_one_and_an_older_one_found_late_is_superseded(db_url):
+    queue = make_queue(db_url, "a")
+    queue.enqueue("hw", "ada", "old", 100.0)
+    queue.enqueue("hw", "ada", "new", 200.0)
+    assert queue.enqueue("hw", "ada", "older", 50.0) == jobqueue.SUPERSEDED
+    states = {row.origin: row.state for row in queue.rows()}
+    assert states == {"old": jobqueue.SUPERSEDED, "new": jobqueue.QUEUED, "older": jobqueue.SUPERSEDED}
+    (job,) = queue.claim(10)
+    assert job.origin == "new"
+
+
+def test_concurrent_claims_never_share_a_job(db_url):
+    setup = make_queue(db_url, "setup")
+    for number in range(40):
+        setup.enqueue("hw", f"student{number}", f"origin{number}", 100.0)
+    taken: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+
+    def drain(worker):
+        queue = make_queue(db_url, worker)
+        while jobs := queue.claim(3):
+            taken[worker] += [job.origin for job in jobs]
+            for job in jobs:
+                assert queue.finish(job)
+
+    threads = [threading.Thread(target=drain, args=(worker,)) for worker in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [origin for origins in taken.values() for origin in origins]
+    assert sorted(everything) == sorted(f"origin{number}" for number in range(40))
+    assert {row.state for row in setup.rows()} == {jobqueue.DONE}
+
+
+def test_a_student_is_never_graded_twice_at_once(db_url):
+    queue = make_queue(db_url, "a")
+    queue.enqueue("hw", "ada", "first", 100.0)
+    (first,) = queue.claim(10)
+    queue.enqueue("hw", "ada", "second", 200.0)  # arrives while the first is being graded
+    assert queue.claim(10) == []
+    queue.finish(first)
+    (second,) = queue.claim(10)
+    assert second.origin == "second"
+
+
+def test_a_dead_workers_claim_expires_and_is_retried_then_failed(db_url):
+    clock = Clock()
+    dead = make_queue(db_url, "dead", clock, lease_seconds=10, max_attempts=2)
+    alive = make_queue(db_url, "alive", clock, lease_seconds=10, max_attempts=2)
+    dead.enqueue("hw", "ada", "work", 100.0)
+    (job,) = dead.claim(1)
+    clock.now += 9
+    dead.beat([job.id])
+    clock.now += 9
+    assert alive.claim(1) == [], "a renewed lease is not taken over"
+    clock.now += 2
+    (retry,) = alive.claim(1)
+    assert retry.origin == "work" and retry.attempts == 2
+    assert not dead.finish(job), "the dead worker's claim is gone"
+    clock.now += 11
+    assert alive.claim(1) == []
+    (row,) = alive.rows()
+    assert row.state == jobqueue.FAILED and "too often" in row.message
+
+
+def test_an_interrupted_grade_is_superseded_by_a_resubmission_that_arrived_meanwhile(db_url):
+    clock = Clock()
+    queue = make_queue(db_url, "a", clock, lease_seconds=10)
+    queue.enqueue("hw", "ada", "first", 100.0)
+    queue.claim(1)
+    queue.enqueue("hw", "ada", "second", 200.0)
+    clock.now += 11
+    (job,) = queue.claim(5)
+    assert job.origin == "second"
+    assert {row.origin: row.state for row in queue.rows()}["first"] == jobqueue.SUPERSEDED
+
+
+def test_grader_faults_are_retried_after_a_pause(db_url):
+    clock = Clock()
+    queue = make_queue(db_url, "a", clock, max_attempts=2)
+    queue.enqueue("hw", "ada", "work", 100.0)
+    (job,) = queue.claim(1)
+    assert queue.fail(job, "boom", retry_after=5) == jobqueue.QUEUED
+    assert queue.claim(1) == []
+    clock.now += 6
+    (job,) = queue.claim(1)
+    assert queue.fail(job, "boom again") == jobqueue.FAILED
+
+
+def test_rate_limit_waits_for_the_oldest_graded_submission_to_leave_the_window():
+    policy = Policy(graded_per_window=2, window_minutes=10)
+    now = 10_000.0
+    assert policy.not_before([now - 700, now - 100], now) == 0.0, "one of them is outside the window"
+    assert policy.not_before([now - 300, now - 100], now) == now - 300 + 600
+    assert Policy().not_before([now] * 50, now) == 0.0
+
+
+def test_policy_overrides_per_assignment_and_rejects_unknown_options():
+    from traitlets.config import Config
+
+    config = Config()
+    config.GradingService.graded_per_window = 3
+    config.GradingService.assignments = {"hw2": {"instant_feedback": False, "graded_per_window": 1}}
+    settings = GradingService(config=config)
+    assert settings.policy("hw1") == Policy(graded_per_window=3)
+    assert settings.policy("hw2") == Policy(instant_feedback=False, graded_per_window=1)
+    settings.assignments = {"hw3": {"instant_feedbak": False}}
+    with pytest.raises(ValueError, match="instant_feedbak"):
+        settings.policy("hw3")
+
+
+class _CourseDirectory:
+    """What the collector reads of nbgrader's CourseDirectory."""
+
+    def __init__(self, root):
+        self.root, self.submitted_directory = str(root), "submitted"
+        self.ignore, self.include = [".ipynb_checkpoints", "*.pyc"], ["*"]
+        self.max_file_size, self.max_dir_size = 100, 1000  # kB
+
+    def format_path(self, step, student, assignment):
+        return os.path.join(self.root, step, student, assignment)
+
+
+def test_collection_follows_no_link_and_copies_only_regular_files(tmp_path):
+    secret = tmp_path / "instructor_only.txt"
+    secret.write_text("answers")
+    inbound = tmp_path / "inbound" / "ada+hw+2026-12-01 10:00:00.000000 UTC+abc"
+    (inbound / "data").mkdir(parents=True)
+    (inbound / "hw.ipynb").write_text("{}")
+    (inbound / "data" / "table.csv").write_text("1,2")
+    (inbound / "timestamp.txt").write_text("2026-12-01 10:00:00.000000 UTC")
+    (inbound / "answers.txt").symlink_to(secret)
+    (inbound / "linked_dir").symlink_to(tmp_path, target_is_directory=True)
+    os.mkfifo(inbound / "pipe")
+    (inbound / ".ipynb_checkpoints").mkdir()
+    (inbound / "big.bin").write_bytes(b"x" * 200_000)
+    (found,) = collect.scan_inbound(inbound.parent, {"hw"})
+    assert (found.student, found.assignment) == ("ada", "hw")
+    course = tmp_path / "course"
+    skipped = collect.Collector(_CourseDirectory(course)).collect(found)
+    copied = course / "submitted" / "ada" / "hw"
+    assert sorted(str(p.relative_to(copied)) for p in copied.rglob("*")) == [
+        "data", "data/table.csv", "hw.ipynb", "timestamp.txt"]
+    assert not any(p.is_symlink() for p in copied.rglob("*"))
+    assert sorted(skipped) == ["answers.txt (a symbolic link)", "big.bin (larger than 100 kB)",
+                               "linked_dir (a symbolic link)", "pipe (not a regular file)"]
+
+
+def test_scanning_ignores_what_nbgrader_submit_does_not_make(tmp_path):
+    inbound = tmp_path / "inbound"
+    inbound.mkdir()
+    (inbound / "ada+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
+    (inbound / "bob+hw+not a time+abc").mkdir()
+    (inbound / "cy+other+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
+    (inbound / "dee+hw+2026-12-01 10:00:00.000000 UTC+abc").symlink_to(tmp_path, target_is_directory=True)
+    (inbound / "stray").mkdir()
+    assert [found.student for found in collect.scan_inbound(inbound, {"hw"})] == ["ada"]
+
+
+def test_withheld_feedback_keeps_which_checks_passed_but_not_their_messages():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    plain = ("Autograder, part p1: 1 / 3\nPASS shape_is_right (1/1)\n"
+             "FAIL copies_dims (0/2): head 1 copies dim 0 into dim 8 with gain -1.0")
+    cell = new_code_cell("check()", outputs=[new_output("display_data", data={
+        "text/html": "<div>head 1 copies dim 0 into dim 8 <svg></svg></div>", "text/plain": plain})])
+    nb, _ = feedback.WithholdCheckMessages().preprocess(new_notebook(cells=[cell]), {})
+    data = nb.cells[0].outputs[0]["data"]
+    assert "dim 8" not in data["text/html"] and "svg" not in data["text/html"]
+    assert "FAIL copies_dims (0/2)" in data["text/html"] and "PASS shape_is_right (1/1)" in data["text/plain"]
