@@ -33,6 +33,7 @@ can crash or stall the grader.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -56,10 +57,12 @@ LIMITS = sandbox.Limits(
     memory_bytes=512 << 20, max_processes=32, max_output_bytes=4 << 20,
 )
 
-requires_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
+# String conditions are evaluated when a test runs, not at collection: collecting the suite
+# starts no sandbox and makes no cgroup.
+requires_bwrap = pytest.mark.skipif("not sandbox.bubblewrap_available()", reason="bubblewrap cannot run here")
 BWRAP = pytest.param("bubblewrap", marks=requires_bwrap)
 LANDLOCK = pytest.param("landlock", marks=pytest.mark.skipif(
-    sandbox.probe_landlock() is not None, reason=f"landlock tier: {sandbox.probe_landlock()}"))
+    "sandbox.probe_landlock() is not None", reason="the landlock tier cannot run here (sandbox.probe_landlock())"))
 STRONG = [BWRAP, LANDLOCK]  # the tiers instructor grading accepts without --allow-unisolated
 BOTH = [*STRONG, "unisolated"]  # every tier
 
@@ -68,6 +71,7 @@ FUNCTION_OK = "def double(x):\n    return 2 * x\n\nk = 3\n"
 
 
 # -- helpers ---------------------------------------------------------------------------------
+@functools.cache
 def _pids_cgroup_works() -> bool:
     probe = sandbox._Cgroups(sandbox.Limits())
     works = any(path.parent.name == "pids" for path in probe.paths)
@@ -75,14 +79,11 @@ def _pids_cgroup_works() -> bool:
     return works
 
 
-# A fork bomb is bounded by the pids cgroup, by RLIMIT_NPROC inside bubblewrap's user namespace,
-# and in the landlock tier by the seccomp rule that allows the student half no new process; the
-# unisolated tier contains it only with a pids cgroup.
-FORK_BOMBS_CONTAINED = _pids_cgroup_works()
-
-
 def contained(isolation):
-    return isolation in ("bubblewrap", "landlock") or FORK_BOMBS_CONTAINED
+    """Whether a fork bomb is bounded here: by the pids cgroup, by RLIMIT_NPROC inside
+    bubblewrap's user namespace, and in the landlock tier by the seccomp rule that allows the
+    student half no new process; the unisolated tier contains it only with a pids cgroup."""
+    return isolation in ("bubblewrap", "landlock") or _pids_cgroup_works()
 
 
 def notebook(mini_course, replacements=None, blank=False, mutate=None) -> dict:
@@ -1023,11 +1024,11 @@ def test_a_submission_that_stops_reading_cannot_stall_the_grader(tmp_path, mini_
         "for _ in range(3000):\n"
         "    os.write(channel, frame({'type': 'values', 'values': {'double': {'kind': 'callable'}}}))\n"
         "time.sleep(60)\n")
-    started = time.monotonic()
     reports = grade(mini_course, tmp_path, {"correct": notebook(mini_course), "stuffer": cheat(mini_course, stuffer)}, isolation)
-    assert time.monotonic() - started < 15
     assert_full_marks(reports["correct"])
-    assert reports["stuffer"].score == 0.0 and reports["stuffer"].seconds < 5
+    assert reports["stuffer"].score == 0.0
+    # ended by the cell's hard limit (the deadline the grader kept), not by the notebook's total
+    assert "was still running after" in checks(reports["stuffer"])["w_is_identity"].message
 
 
 # The driver's relay validates frames before the grader sees them; the supervisor must not rely
@@ -1251,10 +1252,17 @@ def test_notebook_of_hundreds_of_megabytes_is_refused_without_reading_it(tmp_pat
     correct = tmp_path / "submitted" / "correct" / "mini.ipynb"
     correct.parent.mkdir(parents=True)
     correct.write_text(json.dumps(notebook(mini_course)))
-    started = time.monotonic()
-    reports = {r.submission_id: r for r in engine.grade(
-        mini_course, [engine.GradeRequest(str(huge), "huge"), engine.GradeRequest(str(correct), "correct")], limits=LIMITS)}
-    assert time.monotonic() - started < 10
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        reports = {r.submission_id: r for r in engine.grade(
+            mini_course, [engine.GradeRequest(str(huge), "huge"), engine.GradeRequest(str(correct), "correct")],
+            limits=LIMITS)}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 << 20, f"the grader allocated {peak >> 20} MiB: it read the file"
     assert reports["huge"].score == 0.0 and "300 MiB, over the 100 MiB limit" in reports["huge"].error
     assert_full_marks(reports["correct"])
 

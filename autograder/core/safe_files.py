@@ -100,7 +100,11 @@ def read_regular(path, limit: int, root=None, too_large=None) -> bytes:
         if info.st_size > limit:
             raise UnsafeFile(too_large(info.st_size) if too_large else
                              f"it is {info.st_size} bytes, over the limit of {limit}")
-        data = handle.read(limit + 1)
+        # Read what fstat says is there (a buffer of `limit` bytes for every notebook would be
+        # allocated, if not touched, on each read); more only if the file grows meanwhile.
+        data = handle.read(info.st_size + 1)
+        if len(data) > info.st_size:
+            data += handle.read(limit + 1 - len(data))
     if len(data) > limit:  # grew while being read
         raise UnsafeFile(too_large(len(data)) if too_large else f"it is over the limit of {limit} bytes")
     return data
