@@ -174,6 +174,42 @@ def test_configuration_is_read_as_nbgrader_reads_it(mini_class, tmp_path, monkey
         assert gradebook.assignment_submissions("mini") == []  # nothing graded into the course's own file
 
 
+def test_a_rerun_after_a_due_date_or_extension_change_updates_the_late_penalty(mini_class, capsys):
+    """The due date, the student's extension and the penalty settings decide whether a grade is
+    current: after each changes, a rerun regrades and the late penalty follows."""
+    import datetime
+
+    from nbgrader.api import Gradebook
+
+    url = f"sqlite:///{mini_class / 'gradebook.db'}"
+    with open(mini_class / "nbgrader_config.py", "a") as stream:
+        stream.write("\nc.LateSubmissionPlugin.penalty_method = 'zero'\n")
+
+    def penalty(student="ada"):
+        with Gradebook(url, "transformer-circuits") as gradebook:
+            return gradebook.find_submission("mini", student).late_submission_penalty
+
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate="2026-11-01 00:00:00 UTC")
+    assert run_batch(mini_class) == 0
+    assert penalty() == 4  # 'zero': a late submission scores 0
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate="2099-01-01 00:00:00 UTC")
+    capsys.readouterr()
+    assert run_batch(mini_class) == 0
+    assert "0 to grade" not in capsys.readouterr().err
+    assert not penalty()
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate="2026-11-01 00:00:00 UTC")
+    assert run_batch(mini_class) == 0 and penalty() == 4
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_submission("mini", "ada", extension=datetime.timedelta(days=365 * 80))
+    capsys.readouterr()
+    assert run_batch(mini_class) == 0
+    assert "1 to grade" in capsys.readouterr().err  # ada alone: the others' policy is unchanged
+    assert not penalty() and penalty("bob") == 2
+
+
 def test_a_second_grader_is_turned_away_while_the_first_runs(mini_class, capsys):
     """Two graders started together (a cron job and an instructor): the second says who holds
     the assignment and exits 2 without touching anything; once the first is done, a rerun works."""

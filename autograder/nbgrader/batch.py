@@ -61,6 +61,12 @@ def _fingerprint(work: StudentWork) -> str:
     return safe_files.fingerprint(work.submitted, digest).hexdigest()
 
 
+def with_policy(fingerprint: str, policy: str) -> str:
+    """A submission's fingerprint joined with the late policy in force for it: after a due date,
+    an extension or the penalty settings change, its grade is no longer current."""
+    return hashlib.sha256(f"{fingerprint}\n{policy}".encode()).hexdigest()
+
+
 def find_work(course: Course, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
     """Every student's submission of `assignment`, with renamed notebooks matched by content.
 
@@ -197,6 +203,16 @@ class _Pipeline:
             nb, resources = step.preprocess(nb, resources)
         return nb
 
+    def stand_in(self, student, notebook_id):
+        """The release notebook, sanitised as a submission is, graded in place of an unreadable one."""
+        import nbformat
+
+        nb = nbformat.from_dict(json.loads(json.dumps(self.course.release_notebook(self.assignment, notebook_id))))
+        resources = self.resources(student, notebook_id)
+        for step in self.sanitize:
+            nb, resources = step.preprocess(nb, resources)
+        return nb
+
     def record(self, gradebook, nb, student, notebook_id) -> None:
         """SaveAutoGrades and AssignLatePenalties for one notebook, in the caller's transaction."""
         from nbgrader import utils
@@ -246,7 +262,12 @@ class _Pipeline:
                 try:
                     nb = self.sanitized(path, item.student, notebook_id)
                 except nbio.UnreadableNotebook as error:
-                    prepared[key] = Prepared(reason=f"unreadable notebook: {error}")
+                    from autograder.nbgrader.preprocessors import unreadable_reason
+
+                    # As under `nbgrader autograde` (TolerantNotebookExporter): the release notebook
+                    # stands in, so the autograded notebook, the formgrader and feedback show why.
+                    prepared[key] = Prepared(notebook=self.stand_in(item.student, notebook_id),
+                                             reason=unreadable_reason(path.name, error))
                     progress.update(1)
                     continue
                 except Exception as error:  # noqa: BLE001 - one odd notebook must not stop the class
@@ -315,6 +336,22 @@ class BatchGrader:
                   file=sys.stderr)
             return [nb.name for nb in assignment.notebooks]
 
+    def late_policies(self) -> dict[str | None, str]:
+        """What decides each student's late penalty besides their files: the assignment's due
+        date, the student's extension and the late-penalty configuration (key None: no extension)."""
+        from nbgrader.api import Gradebook
+
+        config = self.settings.config
+        settings_text = json.dumps({section: {key: repr(value) for key, value in sorted(dict(config.get(section, {})).items())}
+                                    for section in ("LateSubmissionPlugin", "AssignLatePenalties")}, sort_keys=True)
+        with Gradebook(self.db_url, self.course_id) as gradebook:
+            due = gradebook.find_assignment(self.assignment).duedate
+            base = f"due {due.isoformat() if due else None}; {settings_text}"
+            policies: dict[str | None, str] = {None: f"{base}; extension None"}
+            for submission in gradebook.assignment_submissions(self.assignment):
+                policies[submission.student.id] = f"{base}; extension {submission.extension}"
+        return policies
+
     def run(self) -> list[StudentWork]:
         """Grade what is missing or changed (everything with `force`); returns what was graded.
         Raises GraderBusy while another grader works on the same assignment."""
@@ -324,6 +361,9 @@ class BatchGrader:
 
     def _run(self) -> list[StudentWork]:
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
+        policies = self.late_policies()
+        for item in work:
+            item.fingerprint = with_policy(item.fingerprint, policies.get(item.student, policies[None]))
         todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
         print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
               f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
@@ -448,7 +488,13 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
             for comment in notebook.comments:
                 comment.auto_comment = state.reason
             continue
-        apply_report(state.notebook, reports[submission_id(assignment, key)])
+        if state.reason is not None:  # unreadable: the release notebook, every part 0 with the reason
+            spec = pipeline.course.find_spec(assignment, notebook_id)
+            report = engine.Report(notebook=notebook_id, submission_id=submission_id(assignment, key), spec=spec,
+                                   graded_as=spec.key if spec else None, error=state.reason)
+        else:
+            report = reports[submission_id(assignment, key)]
+        apply_report(state.notebook, report)
         pipeline.record(gradebook, state.notebook, item.student, notebook_id)
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.

@@ -15,6 +15,7 @@ import html
 import json
 import os
 
+from nbconvert.exporters import NotebookExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Enum
 
@@ -150,6 +151,37 @@ def sanitise_student_html(nb) -> None:
 REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file is not graded
 
 
+def unreadable_reason(filename: str, error) -> str:
+    """What the student and the instructor read when a submitted notebook cannot be parsed."""
+    return (f"unreadable notebook: {filename} could not be read ({error}), so none of it was graded and "
+            "every part scores 0; open it in JupyterLab (or restore it from a checkpoint), save it and submit again")
+
+
+class TolerantNotebookExporter(NotebookExporter):
+    """nbgrader's notebook exporter, reading as the batch grader reads: a notebook that cannot be
+    parsed (cut off, not JSON, not a notebook) is replaced by the release notebook, and the reason
+    goes in the resources for RestoreCourseMetadata, instead of an error that stops the student."""
+
+    def from_file(self, file_stream, resources=None, **kw):
+        from nbformat import from_dict
+
+        from autograder.core import notebook as nbio
+
+        resources = resources if resources is not None else {}
+        try:
+            text = file_stream.read(nbio.MAX_NOTEBOOK_BYTES + 1)
+            nb = from_dict(nbio.parse_notebook(text))
+        except (nbio.UnreadableNotebook, UnicodeDecodeError) as error:
+            if isinstance(error, UnicodeDecodeError):
+                error = "the file is not UTF-8 text, so it is not a notebook"
+            info = resources.get("nbgrader", {})
+            name = f"{info.get('notebook', 'the notebook')}.ipynb"
+            info["unreadable"] = unreadable_reason(name, error)
+            release = course_of(self).release_notebook(info["assignment"], info["notebook"])
+            nb = from_dict(json.loads(json.dumps(release)))
+        return self.from_notebook_node(nb, resources, **kw)
+
+
 def refused_submission(resources, root) -> str | None:
     """Why nbgrader must not grade the file it has read for this notebook (a link, a hard link,
     something not a regular file, a folder on the way that is a link), or None.
@@ -218,7 +250,7 @@ class RestoreCourseMetadata(CoursePreprocessor):
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
         nb.metadata.pop(REFUSED_KEY, None)  # only this step may say so, never the student
-        reason = refused_submission(resources, self.course.root)
+        reason = refused_submission(resources, self.course.root) or info.pop("unreadable", None)
         if reason is not None:
             from nbformat import from_dict
 
