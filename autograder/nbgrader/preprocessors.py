@@ -28,13 +28,19 @@ _PASSED = '<b style="color:#1a7f37">passed</b>'
 _FAILED = '<b style="color:#cf222e">failed</b>'
 
 
+def _html_lines(text: str) -> str:
+    """Escaped text whose line breaks and indentation survive HTML (a message listing its points)."""
+    escaped = html.escape(text)
+    return f'<span style="white-space:pre-wrap">{escaped}</span>' if "\n" in text else escaped
+
+
 def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
     """(html, plain text) describing one part's checks for the student."""
     checks = [check for check in report.checks if check.part == grade_id]
     rows, plain = [], []
     if report.error:
         error = quote(report.error, 4000, keep_newlines=True)
-        rows.append(f"<li>{_FAILED} {html.escape(error)}</li>")
+        rows.append(f"<li>{_FAILED} {_html_lines(error)}</li>")
         plain.append(f"ERROR {error}")
     elif not checks:
         rows.append(f"<li>{_FAILED} this part could not be checked</li>")
@@ -42,7 +48,7 @@ def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
         icon = _PASSED if check.passed else _FAILED
         text = check.id.replace("_", " ")
         message = quote(check.message, 4000, keep_newlines=True)  # a cap whatever a check quoted
-        detail = f": {html.escape(message)}" if message else ""
+        detail = f": {_html_lines(message)}" if message else ""
         rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")
         plain.append(f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
                      + (f": {message}" if message else ""))
