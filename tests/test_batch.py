@@ -118,7 +118,7 @@ def test_interrupted_batch_loses_nothing(mini_class, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_batch(mini_class)
     monkeypatch.setattr(batch, "_record_student", original)
-    assert len(list((mini_class / "autograded").glob(f"*/mini/{batch.MARKER}"))) == 2
+    assert len(list((mini_class / batch.MARKERS_DIR).glob("*/mini.json"))) == 2
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{mini_class / 'gradebook.db'}", "transformer-circuits") as gradebook:
@@ -126,7 +126,7 @@ def test_interrupted_batch_loses_nothing(mini_class, monkeypatch):
                      if submission.notebooks[0].grades[0].auto_score is not None}
     assert committed == {"ada", "bob"}
     run_batch(mini_class)
-    assert len(list((mini_class / "autograded").glob(f"*/mini/{batch.MARKER}"))) == 5
+    assert len(list((mini_class / batch.MARKERS_DIR).glob("*/mini.json"))) == 5
     assert auto_scores(mini_class)["eve"]["mini_matrix"] == 2
 
 
@@ -137,6 +137,9 @@ def test_nbgrader_feedback_and_export_work_after_the_batch(mini_class):
                        cwd=mini_class, check=True, capture_output=True)
     feedback = (mini_class / "feedback" / "bob" / "mini" / "mini.html").read_text()
     assert "differs from the identity" in feedback
+    # what the grader keeps for reruns is the instructor's, never in what students receive
+    assert not [path for folder in ("autograded", "feedback") for path in (mini_class / folder).rglob(".autograder*")]
+    assert batch.marker_path(mini_class, "bob", "mini").is_file()
     grades = (mini_class / "grades.csv").read_text()
     assert "ada" in grades and "bob" in grades
 

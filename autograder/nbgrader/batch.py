@@ -26,7 +26,8 @@ from autograder.nbgrader import settings
 from autograder.nbgrader.lock import GraderLock
 from autograder.sandbox import supervisor as sandbox
 
-MARKER = ".autograder.json"
+MARKER = ".autograder.json"  # what autograded/ held before markers moved to MARKERS_DIR
+MARKERS_DIR = pathlib.Path(".autograder", "graded")  # <course>/.autograder/graded/<student>/<assignment>.json
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
 ENGINE_VERSION = 2  # bump when grading changes, so reruns regrade everything
 MAX_STRAY_NOTEBOOKS = 16  # notebooks under other names read to find a renamed one
@@ -158,8 +159,16 @@ def read_timestamp(submitted: pathlib.Path, root: pathlib.Path):
         return None
 
 
+def marker_path(root: pathlib.Path, student: str, assignment: str) -> pathlib.Path:
+    """What records that a student's assignment was graded, and from what: in a hidden folder of
+    the course, never in autograded/, whose files nbgrader copies into feedback/ for students."""
+    return pathlib.Path(root) / MARKERS_DIR / student / f"{assignment}.json"
+
+
 def _already_graded(root, assignment, work: StudentWork) -> bool:
-    marker = root / "autograded" / work.student / assignment / MARKER
+    marker = marker_path(root, work.student, assignment)
+    if not (pathlib.Path(root) / "autograded" / work.student / assignment).is_dir():
+        return False  # autograded/ removed or never written: grade again
     try:
         return json.loads(marker.read_text())["fingerprint"] == work.fingerprint
     except (OSError, ValueError, KeyError):
@@ -432,7 +441,8 @@ def _record_chunk(pipeline, chunk, prepared, reports):
             _record_student(gradebook, pipeline, item, prepared, reports)
         gradebook.db.commit()
     for item in chunk:
-        marker = pipeline.course.root / "autograded" / item.student / pipeline.assignment / MARKER
+        marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
+        marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
 
 
@@ -462,6 +472,9 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
 
     assignment, root = pipeline.assignment, pipeline.course.root
     destination = root / "autograded" / item.student / assignment
+    # The marker goes before anything of the old grading does: interrupted from here to the
+    # commit, the student counts as not graded.
+    marker_path(root, item.student, assignment).unlink(missing_ok=True)
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
