@@ -70,6 +70,14 @@ def test_class_is_graded_into_the_gradebook_and_autograded_tree(mini_class):
     assert any("differs from the identity" in json.dumps(o) for o in outputs)
 
 
+def test_the_progress_bar_counts_only_notebooks_that_are_graded(mini_class, capsys):
+    classroom.write_submission(mini_class, "fay", "mini", {})  # submitted nothing
+    assert run_batch(mini_class) == 0
+    err = capsys.readouterr().err
+    assert "5/5" in err and "6/6" not in err and "1 not submitted or refused" in err
+    assert auto_scores(mini_class)["fay"]["mini_matrix"] == 0
+
+
 def test_rerun_grades_nothing_and_force_regrades_with_the_same_scores(mini_class, capsys):
     run_batch(mini_class)
     first = auto_scores(mini_class)

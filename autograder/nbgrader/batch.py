@@ -260,13 +260,11 @@ class _Pipeline:
         for item in chunk:
             for notebook_id, path in item.notebooks.items():
                 key = NotebookOfStudent(item.student, notebook_id)
-                if notebook_id in item.refused:
+                if notebook_id in item.refused:  # not on the progress bar, which counts what is graded
                     prepared[key] = Prepared(reason=item.refused[notebook_id])
-                    progress.update(1)
                     continue
                 if path is None:
                     prepared[key] = Prepared(reason="notebook not submitted")
-                    progress.update(1)
                     continue
                 try:
                     nb = self.sanitized(path, item.student, notebook_id)
@@ -389,11 +387,15 @@ class BatchGrader:
 
         pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
         isolation = sandbox.choose_isolation(self.isolation, self.allow_unisolated)
-        total = sum(len(item.notebooks) for item in todo)
+        total = sum(1 for item in todo for notebook_id, path in item.notebooks.items()
+                    if path is not None and notebook_id not in item.refused)
+        missing = sum(len(item.notebooks) for item in todo) - total
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
         chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
         with tqdm(total=total, unit="notebook", desc=f"grading {self.assignment}", file=sys.stderr,
                   mininterval=0.5, dynamic_ncols=True) as progress, ThreadPoolExecutor(self.jobs) as pool:
+            if missing:
+                progress.set_postfix_str(f"{missing} not submitted or refused, scored 0", refresh=False)
             running = None
             for chunk in [*chunks, None]:
                 started = None
