@@ -29,7 +29,7 @@ from autograder.sandbox import supervisor as sandbox
 MARKER = ".autograder.json"  # what autograded/ held before markers moved to MARKERS_DIR
 MARKERS_DIR = pathlib.Path(".autograder", "graded")  # <course>/.autograder/graded/<student>/<assignment>.json
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
-ENGINE_VERSION = 2  # bump when grading changes, so reruns regrade everything
+ENGINE_VERSION = 3  # bump when grading changes, so reruns regrade everything
 MAX_STRAY_NOTEBOOKS = 16  # notebooks under other names read to find a renamed one
 
 
