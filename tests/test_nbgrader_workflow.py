@@ -167,7 +167,8 @@ def test_unreadable_and_renamed_notebooks_are_graded_alike_with_feedback_that_sa
         assert "unreadable notebook: questions.ipynb could not be read" in autograded, how
         page = _page_text(root / "feedback" / "cut" / assignment / "questions.html")
         assert "could not be read" in page and "not valid notebook JSON" in page, how
-        assert (root / "feedback" / "copied" / assignment / "questions.html").is_file(), how
+        page = _page_text(root / "feedback" / "copied" / assignment / "questions.html")
+        assert "questions-Copy1.ipynb was graded as questions.ipynb" in page, how
 
 
 def _page_text(page: pathlib.Path) -> str:

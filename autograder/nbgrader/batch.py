@@ -470,7 +470,7 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
 
 
 def _record_student(gradebook, pipeline, item, prepared, reports):
-    from autograder.nbgrader.preprocessors import apply_report
+    from autograder.nbgrader.preprocessors import apply_report, renamed_from, renamed_note
 
     assignment, root = pipeline.assignment, pipeline.course.root
     destination = root / "autograded" / item.student / assignment
@@ -509,7 +509,10 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
                                    graded_as=spec.key if spec else None, error=state.reason)
         else:
             report = reports[submission_id(assignment, key)]
-        apply_report(state.notebook, report)
+        submitted_as = item.notebooks[notebook_id]
+        original = (submitted_as.name if submitted_as is not None and submitted_as.stem != notebook_id
+                    else renamed_from(root, item.student, assignment, notebook_id))
+        apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
         pipeline.record(gradebook, state.notebook, item.student, notebook_id)
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.

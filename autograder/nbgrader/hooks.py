@@ -65,6 +65,22 @@ def _side_refusal(folder: pathlib.Path, relative: pathlib.Path, info: os.stat_re
     return reason
 
 
+def _note_renamed(course_root: pathlib.Path, folder: pathlib.Path, notebook_id: str, original: str) -> None:
+    """Keep the submitted name, for the grade's note (SandboxedGrading) and the batch grader."""
+    import json
+
+    from autograder.nbgrader.preprocessors import renamed_record
+
+    record_path = renamed_record(course_root, folder.parent.name, folder.name)
+    try:
+        record = json.loads(safe_files.read_regular(record_path, 1 << 16, root=course_root))
+    except (OSError, ValueError, safe_files.UnsafeFile):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    record[notebook_id] = original
+    record_path.write_text(json.dumps(record, indent=1))
+
+
 def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> None:
     """Give a renamed notebook (`questions-Copy1.ipynb`) back its expected name, when one of the
     assignment's notebooks is missing and the stray is recognised as it by the batch grader's rule
@@ -93,6 +109,7 @@ def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> N
             target = folder / f"{notebook_id}.ipynb"
             os.rename(match, target)
             notebooks[notebooks.index(str(match))] = str(target)
+            _note_renamed(course_root, folder, notebook_id, match.name)
             _log.warning("graded %s as %s: it is the assignment's %s notebook under another name",
                          quote(match, 500), target.name, notebook_id)
 

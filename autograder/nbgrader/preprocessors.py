@@ -34,10 +34,13 @@ def _html_lines(text: str) -> str:
     return f'<span style="white-space:pre-wrap">{escaped}</span>' if "\n" in text else escaped
 
 
-def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
-    """(html, plain text) describing one part's checks for the student."""
+def _render_part(grade_id: str, report: engine.Report, note: str | None = None) -> tuple[str, str]:
+    """(html, plain text) describing one part's checks for the student (`note`: said first)."""
     checks = [check for check in report.checks if check.part == grade_id]
     rows, plain = [], []
+    if note:
+        rows.append(f"<li>{html.escape(note)}</li>")
+        plain.append(note)
     if report.error:
         error = quote(report.error, 4000, keep_newlines=True)
         rows.append(f"<li>{_FAILED} {_html_lines(error)}</li>")
@@ -63,7 +66,7 @@ def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
     return body, "\n".join([f"Autograder, part {grade_id}: {score:g} / {maximum:g}", *plain])
 
 
-def apply_report(nb, report: engine.Report) -> None:
+def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
     """Write the report into the autograded test cells of `nb` (an nbformat NotebookNode)."""
     from nbformat.v4 import new_output
 
@@ -74,7 +77,7 @@ def apply_report(nb, report: engine.Report) -> None:
         grade_id = meta.get("grade_id")
         if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution") or grade_id not in auto_ids:
             continue
-        body, plain = _render_part(grade_id, report)
+        body, plain = _render_part(grade_id, report, note)
         score = scores.get(grade_id, 0.0)
         cell.outputs = [
             new_output("display_data", data={"text/html": body, "text/plain": plain}),
@@ -155,6 +158,32 @@ def sanitise_student_html(nb) -> None:
 
 
 REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file is not graded
+
+
+def renamed_note(original: str, notebook_id: str) -> str:
+    """What the student and the instructor read when a notebook was graded under another name."""
+    return (f"note: {quote(original, 200)} was graded as {notebook_id}.ipynb (it is this assignment's "
+            f"{notebook_id} notebook under another name); submit it as {notebook_id}.ipynb next time")
+
+
+def renamed_record(root, student: str, assignment: str):
+    """Where the pre-convert hook notes the notebooks it gave back their names (beside the
+    submission, where no student writes): submitted/<student>/.<assignment>.renamed.json."""
+    import pathlib
+
+    return pathlib.Path(root) / "submitted" / student / f".{assignment}.renamed.json"
+
+
+def renamed_from(root, student: str, assignment: str, notebook_id: str) -> str | None:
+    """The name `notebook_id` was submitted under, if the pre-convert hook renamed it."""
+    from autograder.core import safe_files
+
+    try:
+        record = json.loads(safe_files.read_regular(renamed_record(root, student, assignment), 1 << 16, root=root))
+        original = record.get(notebook_id) if isinstance(record, dict) else None
+    except (OSError, ValueError, safe_files.UnsafeFile):
+        return None
+    return original if isinstance(original, str) else None
 
 
 def unreadable_reason(filename: str, error) -> str:
@@ -309,5 +338,6 @@ class SandboxedGrading(CoursePreprocessor):
             raise RuntimeError(f"grader error, {info['student']}/{info['notebook']} not graded: {report.grader_error}")
         if report.error:
             self.log.warning("%s: %s", info["notebook"], report.error)
-        apply_report(nb, report)
+        original = renamed_from(self.course.root, info["student"], info["assignment"], info["notebook"])
+        apply_report(nb, report, renamed_note(original, info["notebook"]) if original else None)
         return nb, resources
