@@ -219,6 +219,11 @@ def test_a_rerun_after_a_due_date_or_extension_change_updates_the_late_penalty(m
     assert run_batch(mini_class) == 0
     assert "1 to grade" in capsys.readouterr().err  # ada alone: the others' policy is unchanged
     assert not penalty() and penalty("bob") == 2
+    with open(mini_class / "nbgrader_config.py", "a") as stream:
+        stream.write("c.LateSubmissionPlugin.penalty_method = 'none'\n")
+    capsys.readouterr()
+    assert run_batch(mini_class) == 0
+    assert "0 to grade" not in capsys.readouterr().err and not penalty("bob")  # the settings changed
 
 
 def test_a_second_grader_is_turned_away_while_the_first_runs(mini_class, capsys):
