@@ -19,6 +19,10 @@ c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
 c.CourseDirectory.course_id = "transformer-circuits"
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 
+# A notebook nbgrader cannot parse (cut off while saving, not JSON) would stop that student's
+# grading: it is graded as the release notebook instead, every part 0 with the reason shown in
+# the autograded notebook (formgrader) and in feedback, as the batch grader does.
+c.Autograde.exporter_class = "autograder.nbgrader.preprocessors.TolerantNotebookExporter"
 c.Autograde.autograde_preprocessors = [
     "autograder.nbgrader.preprocessors.SandboxedGrading",  # instead of nbgrader.preprocessors.Execute
     "nbgrader.preprocessors.IgnorePattern",

@@ -70,6 +70,14 @@ def test_class_is_graded_into_the_gradebook_and_autograded_tree(mini_class):
     assert any("differs from the identity" in json.dumps(o) for o in outputs)
 
 
+def test_the_progress_bar_counts_only_notebooks_that_are_graded(mini_class, capsys):
+    classroom.write_submission(mini_class, "fay", "mini", {})  # submitted nothing
+    assert run_batch(mini_class) == 0
+    err = capsys.readouterr().err
+    assert "5/5" in err and "6/6" not in err and "1 not submitted or refused" in err
+    assert auto_scores(mini_class)["fay"]["mini_matrix"] == 0
+
+
 def test_rerun_grades_nothing_and_force_regrades_with_the_same_scores(mini_class, capsys):
     run_batch(mini_class)
     first = auto_scores(mini_class)
@@ -118,7 +126,7 @@ def test_interrupted_batch_loses_nothing(mini_class, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_batch(mini_class)
     monkeypatch.setattr(batch, "_record_student", original)
-    assert len(list((mini_class / "autograded").glob(f"*/mini/{batch.MARKER}"))) == 2
+    assert len(list((mini_class / batch.MARKERS_DIR).glob("*/mini.json"))) == 2
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{mini_class / 'gradebook.db'}", "transformer-circuits") as gradebook:
@@ -126,7 +134,7 @@ def test_interrupted_batch_loses_nothing(mini_class, monkeypatch):
                      if submission.notebooks[0].grades[0].auto_score is not None}
     assert committed == {"ada", "bob"}
     run_batch(mini_class)
-    assert len(list((mini_class / "autograded").glob(f"*/mini/{batch.MARKER}"))) == 5
+    assert len(list((mini_class / batch.MARKERS_DIR).glob("*/mini.json"))) == 5
     assert auto_scores(mini_class)["eve"]["mini_matrix"] == 2
 
 
@@ -137,6 +145,9 @@ def test_nbgrader_feedback_and_export_work_after_the_batch(mini_class):
                        cwd=mini_class, check=True, capture_output=True)
     feedback = (mini_class / "feedback" / "bob" / "mini" / "mini.html").read_text()
     assert "differs from the identity" in feedback
+    # what the grader keeps for reruns is the instructor's, never in what students receive
+    assert not [path for folder in ("autograded", "feedback") for path in (mini_class / folder).rglob(".autograder*")]
+    assert batch.marker_path(mini_class, "bob", "mini").is_file()
     grades = (mini_class / "grades.csv").read_text()
     assert "ada" in grades and "bob" in grades
 
@@ -172,6 +183,47 @@ def test_configuration_is_read_as_nbgrader_reads_it(mini_class, tmp_path, monkey
         assert ada.score == 4 and ada.late_submission_penalty == 4  # 'zero': a late submission scores 0
     with Gradebook(f"sqlite:///{mini_class / 'gradebook.db'}", "transformer-circuits") as gradebook:
         assert gradebook.assignment_submissions("mini") == []  # nothing graded into the course's own file
+
+
+def test_a_rerun_after_a_due_date_or_extension_change_updates_the_late_penalty(mini_class, capsys):
+    """The due date, the student's extension and the penalty settings decide whether a grade is
+    current: after each changes, a rerun regrades and the late penalty follows."""
+    import datetime
+
+    from nbgrader.api import Gradebook
+
+    url = f"sqlite:///{mini_class / 'gradebook.db'}"
+    with open(mini_class / "nbgrader_config.py", "a") as stream:
+        stream.write("\nc.LateSubmissionPlugin.penalty_method = 'zero'\n")
+
+    def penalty(student="ada"):
+        with Gradebook(url, "transformer-circuits") as gradebook:
+            return gradebook.find_submission("mini", student).late_submission_penalty
+
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate="2026-11-01 00:00:00 UTC")
+    assert run_batch(mini_class) == 0
+    assert penalty() == 4  # 'zero': a late submission scores 0
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate="2099-01-01 00:00:00 UTC")
+    capsys.readouterr()
+    assert run_batch(mini_class) == 0
+    assert "0 to grade" not in capsys.readouterr().err
+    assert not penalty()
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate="2026-11-01 00:00:00 UTC")
+    assert run_batch(mini_class) == 0 and penalty() == 4
+    with Gradebook(url, "transformer-circuits") as gradebook:
+        gradebook.update_or_create_submission("mini", "ada", extension=datetime.timedelta(days=365 * 80))
+    capsys.readouterr()
+    assert run_batch(mini_class) == 0
+    assert "1 to grade" in capsys.readouterr().err  # ada alone: the others' policy is unchanged
+    assert not penalty() and penalty("bob") == 2
+    with open(mini_class / "nbgrader_config.py", "a") as stream:
+        stream.write("c.LateSubmissionPlugin.penalty_method = 'none'\n")
+    capsys.readouterr()
+    assert run_batch(mini_class) == 0
+    assert "0 to grade" not in capsys.readouterr().err and not penalty("bob")  # the settings changed
 
 
 def test_a_second_grader_is_turned_away_while_the_first_runs(mini_class, capsys):

@@ -83,3 +83,22 @@ def test_report_json_has_the_documented_fields(tmp_path, mini_course):
 def test_staged_messages(tmp_path, mini_course, code, expected):
     report = grade_cells(tmp_path, mini_course, {"mini_matrix_answer": "import numpy as np\n" + code})
     assert expected in by_id(report)["w_is_identity"].message
+
+
+def test_probe_inputs_are_the_same_on_every_regrade_of_the_same_code(tmp_path, mini_course):
+    """Regrading a notebook draws the same inputs for its functions, so its messages do not
+    change; other code draws other inputs (a submission cannot hard-code answers for them)."""
+    from autograder.sandbox import supervisor as sandbox
+
+    def drawn(replacements=None):
+        notebook = classroom.filled_notebook(mini_course, "mini", "mini", replacements)
+        path = tmp_path / "mini.ipynb"
+        path.write_text(json.dumps(notebook))
+        _, submission = engine.extract(mini_course, engine.GradeRequest(str(path), "s1"), sandbox.Limits(), "auto")
+        return [[arg.tolist() for arg in call.args] for call in submission.calls("double")]
+
+    first = drawn()
+    assert first and drawn() == first
+    answer = classroom.model_answers(mini_course, "mini", "mini")
+    changed = {grade_id: text + "\n# checked twice" for grade_id, text in answer.items() if "def double" in text}
+    assert changed and drawn(changed) != first

@@ -116,6 +116,12 @@ def graded_class(tmp_path_factory):
         classroom.write_submission(root, "ref", assignment, {nb: filled(nb) for nb in notebooks})
         classroom.write_submission(root, "wrong", assignment, {nb: filled(nb, mistake[nb]) for nb in notebooks})
         classroom.write_submission(root, "blank", assignment, {nb: filled(nb, None, blank=True) for nb in notebooks})
+        # cut off while saving, and saved under Jupyter's copy name: both graded alike on both paths
+        cut = classroom.write_submission(root, "cut", assignment, {nb: filled(nb) for nb in notebooks})
+        text = (cut / "questions.ipynb").read_text()
+        (cut / "questions.ipynb").write_text(text[:len(text) // 2])
+        copied = classroom.write_submission(root, "copied", assignment, {nb: filled(nb) for nb in notebooks})
+        (copied / "questions.ipynb").rename(copied / "questions-Copy1.ipynb")
         if how == "nbgrader":
             _nbgrader(root, "autograde", assignment, "--force")
         else:  # from elsewhere, so only --course says which course
@@ -145,6 +151,26 @@ def test_nbgrader_autograde_and_batch_grader_record_the_same_gradebook_state(gra
     assert wrong_lost_points
 
 
+def test_unreadable_and_renamed_notebooks_are_graded_alike_with_feedback_that_says_why(graded_class):
+    """A cut-off notebook scores 0 on both paths, with the reason in the autograded notebook (what
+    the formgrader shows) and in feedback; a renamed one is graded by its content on both paths."""
+    assignment, roots = graded_class
+    states = {how: _gradebook_state(root, assignment) for how, root in roots.items()}
+    parts = {part.grade_id: part for spec in REPOSITORY.specs if spec.assignment == assignment
+             and spec.notebook == "questions" for part in spec.auto_parts}
+    for how, state in states.items():
+        for grade_id, part in parts.items():
+            assert state[("cut", "questions", grade_id)]["auto_score"] == 0, (how, grade_id)
+            assert state[("copied", "questions", grade_id)]["auto_score"] == part.points, (how, grade_id)
+        root = roots[how]
+        autograded = (root / "autograded" / "cut" / assignment / "questions.ipynb").read_text()
+        assert "unreadable notebook: questions.ipynb could not be read" in autograded, how
+        page = _page_text(root / "feedback" / "cut" / assignment / "questions.html")
+        assert "could not be read" in page and "not valid notebook JSON" in page, how
+        page = _page_text(root / "feedback" / "copied" / assignment / "questions.html")
+        assert "questions-Copy1.ipynb was graded as questions.ipynb" in page, how
+
+
 def _page_text(page: pathlib.Path) -> str:
     """What a student reads on a feedback page: tags (incl. syntax-highlighting spans) removed."""
     return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
@@ -165,7 +191,8 @@ def test_feedback_reveals_no_hidden_checks_or_answers(graded_class):
             text = _page_text(page)
             assert "BEGIN HIDDEN TESTS" not in text and "def test_" not in text
             student, _, notebook = page.relative_to(root / "feedback").with_suffix("").parts
-            submitted = (root / "submitted" / student / assignment / f"{notebook}.ipynb").read_text()
+            # under any name: a renamed notebook is graded by its content
+            submitted = "".join(path.read_text() for path in (root / "submitted" / student / assignment).glob("*.ipynb"))
             # a line the student wrote themselves may coincide with the hidden reference code
             leaked = [line for line in hidden_lines if line in text and json.dumps(line)[1:-1] not in submitted]
             assert not leaked, f"{page} shows hidden check code: {leaked[:3]}"

@@ -154,3 +154,15 @@ def test_course_of_a_lone_preprocessor_is_its_configured_course_directory(tmp_pa
     config = Config()
     config.CourseDirectory.root = str(tmp_path)
     assert preprocessors.RestoreCourseMetadata(config=config).course == Course(tmp_path)
+
+
+def test_a_message_of_several_lines_keeps_its_line_breaks_in_html(course):
+    """A message listing what is wrong, one point a line, must not run together on the page."""
+    import html
+
+    message = "W_net2 is wrong:\n  - head 2 writes into dims 8-11\n  - into dims 12-15"
+    nb = _release()
+    preprocessors.apply_report(nb, _report(course, [_check(False, 2.0, message)]))
+    page = nb.cells[3].outputs[0].data["text/html"]
+    assert f'<span style="white-space:pre-wrap">{html.escape(message)}</span>' in page
+    assert message in nb.cells[3].outputs[0].data["text/plain"]

@@ -6,9 +6,10 @@ all call `grade`, so they reach the same verdicts from the same checks.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import pathlib
-import secrets
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -243,6 +244,28 @@ def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, d
     )
 
 
+PROBE_SEED_VERSION = 1  # bump to redraw every probe input
+
+
+def probe_seed(spec: specs.NotebookSpec, cells: list[tuple[int, str]]) -> int:
+    """The seed of the inputs drawn for the submitted functions: fixed by the code that runs and
+    by the grader that judges it (package and check module), so regrading the same notebook
+    gives the same messages. A submission cannot steer it: changing its code changes the seed."""
+    from importlib import metadata
+
+    try:
+        package = metadata.version("transformer-circuits-course")
+    except metadata.PackageNotFoundError:
+        package = "unknown"
+    digest = hashlib.sha256(f"probes {PROBE_SEED_VERSION} {package} {spec.key}\n".encode())
+    try:
+        digest.update(spec.checks_path.read_bytes())
+    except OSError:
+        digest.update(str(spec.checks_path).encode())
+    digest.update(json.dumps(cells).encode())
+    return int.from_bytes(digest.digest()[:16], "big")
+
+
 def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isolation: str, runner=None):
     """Read, recognise and run one notebook; returns (report, submission or None).
 
@@ -266,9 +289,10 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
     if not spec.helpers_dir.is_dir():
         raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
     drawn: dict = {}
-    rng = np.random.default_rng(secrets.randbits(128))
+    cells = nbio.code_cells(notebook)
+    rng = np.random.default_rng(probe_seed(spec, cells))
     result = (runner or sandbox.run_submission)(
-        nbio.code_cells(notebook), list(spec.extract), str(spec.helpers_dir),
+        cells, list(spec.extract), str(spec.helpers_dir),
         _probe_maker(spec, rng, drawn), limits, isolation,
     )
     report.isolation, report.seconds = result.isolation, result.seconds

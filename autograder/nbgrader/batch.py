@@ -26,9 +26,10 @@ from autograder.nbgrader import settings
 from autograder.nbgrader.lock import GraderLock
 from autograder.sandbox import supervisor as sandbox
 
-MARKER = ".autograder.json"
+MARKER = ".autograder.json"  # what autograded/ held before markers moved to MARKERS_DIR
+MARKERS_DIR = pathlib.Path(".autograder", "graded")  # <course>/.autograder/graded/<student>/<assignment>.json
 CHUNK_NOTEBOOKS_PER_JOB = 8  # notebooks graded per chunk and job: one checks session and one commit a chunk
-ENGINE_VERSION = 2  # bump when grading changes, so reruns regrade everything
+ENGINE_VERSION = 3  # bump when grading changes, so reruns regrade everything
 MAX_STRAY_NOTEBOOKS = 16  # notebooks under other names read to find a renamed one
 
 
@@ -59,6 +60,12 @@ class Prepared:
 def _fingerprint(work: StudentWork) -> str:
     digest = hashlib.sha256(f"engine {ENGINE_VERSION}".encode())
     return safe_files.fingerprint(work.submitted, digest).hexdigest()
+
+
+def with_policy(fingerprint: str, policy: str) -> str:
+    """A submission's fingerprint joined with the late policy in force for it: after a due date,
+    an extension or the penalty settings change, its grade is no longer current."""
+    return hashlib.sha256(f"{fingerprint}\n{policy}".encode()).hexdigest()
 
 
 def find_work(course: Course, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
@@ -152,8 +159,16 @@ def read_timestamp(submitted: pathlib.Path, root: pathlib.Path):
         return None
 
 
+def marker_path(root: pathlib.Path, student: str, assignment: str) -> pathlib.Path:
+    """What records that a student's assignment was graded, and from what: in a hidden folder of
+    the course, never in autograded/, whose files nbgrader copies into feedback/ for students."""
+    return pathlib.Path(root) / MARKERS_DIR / student / f"{assignment}.json"
+
+
 def _already_graded(root, assignment, work: StudentWork) -> bool:
-    marker = root / "autograded" / work.student / assignment / MARKER
+    marker = marker_path(root, work.student, assignment)
+    if not (pathlib.Path(root) / "autograded" / work.student / assignment).is_dir():
+        return False  # autograded/ removed or never written: grade again
     try:
         return json.loads(marker.read_text())["fingerprint"] == work.fingerprint
     except (OSError, ValueError, KeyError):
@@ -197,6 +212,16 @@ class _Pipeline:
             nb, resources = step.preprocess(nb, resources)
         return nb
 
+    def stand_in(self, student, notebook_id):
+        """The release notebook, sanitised as a submission is, graded in place of an unreadable one."""
+        import nbformat
+
+        nb = nbformat.from_dict(json.loads(json.dumps(self.course.release_notebook(self.assignment, notebook_id))))
+        resources = self.resources(student, notebook_id)
+        for step in self.sanitize:
+            nb, resources = step.preprocess(nb, resources)
+        return nb
+
     def record(self, gradebook, nb, student, notebook_id) -> None:
         """SaveAutoGrades and AssignLatePenalties for one notebook, in the caller's transaction."""
         from nbgrader import utils
@@ -235,18 +260,21 @@ class _Pipeline:
         for item in chunk:
             for notebook_id, path in item.notebooks.items():
                 key = NotebookOfStudent(item.student, notebook_id)
-                if notebook_id in item.refused:
+                if notebook_id in item.refused:  # not on the progress bar, which counts what is graded
                     prepared[key] = Prepared(reason=item.refused[notebook_id])
-                    progress.update(1)
                     continue
                 if path is None:
                     prepared[key] = Prepared(reason="notebook not submitted")
-                    progress.update(1)
                     continue
                 try:
                     nb = self.sanitized(path, item.student, notebook_id)
                 except nbio.UnreadableNotebook as error:
-                    prepared[key] = Prepared(reason=f"unreadable notebook: {error}")
+                    from autograder.nbgrader.preprocessors import unreadable_reason
+
+                    # As under `nbgrader autograde` (TolerantNotebookExporter): the release notebook
+                    # stands in, so the autograded notebook, the formgrader and feedback show why.
+                    prepared[key] = Prepared(notebook=self.stand_in(item.student, notebook_id),
+                                             reason=unreadable_reason(path.name, error))
                     progress.update(1)
                     continue
                 except Exception as error:  # noqa: BLE001 - one odd notebook must not stop the class
@@ -320,6 +348,22 @@ class BatchGrader:
                   file=sys.stderr)
             return [nb.name for nb in assignment.notebooks]
 
+    def late_policies(self) -> dict[str | None, str]:
+        """What decides each student's late penalty besides their files: the assignment's due
+        date, the student's extension and the late-penalty configuration (key None: no extension)."""
+        from nbgrader.api import Gradebook
+
+        config = self.settings.config
+        settings_text = json.dumps({section: {key: repr(value) for key, value in sorted(dict(config.get(section, {})).items())}
+                                    for section in ("LateSubmissionPlugin", "AssignLatePenalties")}, sort_keys=True)
+        with Gradebook(self.db_url, self.course_id) as gradebook:
+            due = gradebook.find_assignment(self.assignment).duedate
+            base = f"due {due.isoformat() if due else None}; {settings_text}"
+            policies: dict[str | None, str] = {None: f"{base}; extension None"}
+            for submission in gradebook.assignment_submissions(self.assignment):
+                policies[submission.student.id] = f"{base}; extension {submission.extension}"
+        return policies
+
     def run(self) -> list[StudentWork]:
         """Grade what is missing or changed (everything with `force`); returns what was graded.
         Raises GraderBusy while another grader works on the same assignment."""
@@ -329,6 +373,9 @@ class BatchGrader:
 
     def _run(self) -> list[StudentWork]:
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
+        policies = self.late_policies()
+        for item in work:
+            item.fingerprint = with_policy(item.fingerprint, policies.get(item.student, policies[None]))
         todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
         if not self.quiet:
             print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
@@ -346,11 +393,15 @@ class BatchGrader:
 
         pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
         isolation = sandbox.choose_isolation(self.isolation, self.allow_unisolated)
-        total = sum(len(item.notebooks) for item in todo)
+        total = sum(1 for item in todo for notebook_id, path in item.notebooks.items()
+                    if path is not None and notebook_id not in item.refused)
+        missing = sum(len(item.notebooks) for item in todo) - total
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
         chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
         with tqdm(total=total, unit="notebook", desc=f"grading {self.assignment}", file=sys.stderr,
                   mininterval=0.5, dynamic_ncols=True, disable=self.quiet) as progress, ThreadPoolExecutor(self.jobs) as pool:
+            if missing:
+                progress.set_postfix_str(f"{missing} not submitted or refused, scored 0", refresh=False)
             running = None
             for chunk in [*chunks, None]:
                 started = None
@@ -400,7 +451,8 @@ def _record_chunk(pipeline, chunk, prepared, reports):
             _record_student(gradebook, pipeline, item, prepared, reports)
         gradebook.db.commit()
     for item in chunk:
-        marker = pipeline.course.root / "autograded" / item.student / pipeline.assignment / MARKER
+        marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
+        marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
 
 
@@ -426,10 +478,13 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
 
 
 def _record_student(gradebook, pipeline, item, prepared, reports):
-    from autograder.nbgrader.preprocessors import apply_report
+    from autograder.nbgrader.preprocessors import apply_report, renamed_from, renamed_note
 
     assignment, root = pipeline.assignment, pipeline.course.root
     destination = root / "autograded" / item.student / assignment
+    # The marker goes before anything of the old grading does: interrupted from here to the
+    # commit, the student counts as not graded.
+    marker_path(root, item.student, assignment).unlink(missing_ok=True)
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
@@ -456,7 +511,16 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
             for comment in notebook.comments:
                 comment.auto_comment = state.reason
             continue
-        apply_report(state.notebook, reports[submission_id(assignment, key)])
+        if state.reason is not None:  # unreadable: the release notebook, every part 0 with the reason
+            spec = pipeline.course.find_spec(assignment, notebook_id)
+            report = engine.Report(notebook=notebook_id, submission_id=submission_id(assignment, key), spec=spec,
+                                   graded_as=spec.key if spec else None, error=state.reason)
+        else:
+            report = reports[submission_id(assignment, key)]
+        submitted_as = item.notebooks[notebook_id]
+        original = (submitted_as.name if submitted_as is not None and submitted_as.stem != notebook_id
+                    else renamed_from(root, item.student, assignment, notebook_id))
+        apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
         pipeline.record(gradebook, state.notebook, item.student, notebook_id)
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.

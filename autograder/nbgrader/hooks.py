@@ -6,6 +6,8 @@ copied until the disk is full, a link to the gradebook or to /etc/passwd lands i
 and a timestamp.txt that is not a date makes it exit for the whole class. Its pre-convert hook
 runs once per submission before any of that, and is handed the very list of notebooks it will
 open. This hook
+  * renames a stray notebook recognised as a missing one (the batch grader's rule,
+    batch.find_work) to the expected name, so that both paths grade it;
   * takes out of that list the notebooks that are not regular files once links are followed, or
     are over the size limit (nbgrader then grades them as not submitted, 0, and this logs why);
     links to regular notebooks stay, for the sanitising step to grade 0 with the reason
@@ -63,9 +65,62 @@ def _side_refusal(folder: pathlib.Path, relative: pathlib.Path, info: os.stat_re
     return reason
 
 
+def _note_renamed(course_root: pathlib.Path, folder: pathlib.Path, notebook_id: str, original: str) -> None:
+    """Keep the submitted name, for the grade's note (SandboxedGrading) and the batch grader."""
+    import json
+
+    from autograder.nbgrader.preprocessors import renamed_record
+
+    record_path = renamed_record(course_root, folder.parent.name, folder.name)
+    try:
+        record = json.loads(safe_files.read_regular(record_path, 1 << 16, root=course_root))
+    except (OSError, ValueError, safe_files.UnsafeFile):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    record[notebook_id] = original
+    record_path.write_text(json.dumps(record, indent=1))
+
+
+def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> None:
+    """Give a renamed notebook (`questions-Copy1.ipynb`) back its expected name, when one of the
+    assignment's notebooks is missing and the stray is recognised as it by the batch grader's rule
+    (the one defining most of the names its checks ask for), so that nbgrader grades it instead of
+    "Skipping unknown notebook". Links and unreadable strays are never taken; nothing is deleted."""
+    by_folder: dict[pathlib.Path, list[pathlib.Path]] = {}
+    for path in notebooks:
+        by_folder.setdefault(pathlib.Path(path).parent, []).append(pathlib.Path(path))
+    for folder, paths in by_folder.items():
+        course_root = pathlib.Path(root) if root else folder.parents[2]  # <root>/submitted/<student>/<assignment>
+        expected = sorted(p.stem for p in (course_root / "source" / folder.name).glob("*.ipynb"))
+        missing = [nb for nb in expected if not os.path.lexists(folder / f"{nb}.ipynb")]
+        strays = sorted(p for p in paths if p.stem not in expected and stat.S_ISREG(os.lstat(p).st_mode))
+        if not missing or not strays:
+            continue
+        from autograder.core.course import Course
+        from autograder.nbgrader import batch
+
+        course = Course(course_root)
+        defined = batch._defined_names(strays[:batch.MAX_STRAY_NOTEBOOKS], course.root)
+        for notebook_id in missing:
+            match = batch._match_renamed(course, defined, folder.name, notebook_id)
+            if match is None:
+                continue
+            del defined[match]
+            target = folder / f"{notebook_id}.ipynb"
+            os.rename(match, target)
+            notebooks[notebooks.index(str(match))] = str(target)
+            _note_renamed(course_root, folder, notebook_id, match.name)
+            _log.warning("graded %s as %s: it is the assignment's %s notebook under another name",
+                         quote(match, 500), target.name, notebook_id)
+
+
 def guard_submission(assignment=None, student=None, notebooks=None, root=None, **_) -> None:
     """nbgrader's Autograde.pre_convert_hook (see the module's docstring)."""
     notebooks = notebooks if notebooks is not None else []
+    try:
+        restore_renamed(notebooks, root)
+    except Exception:  # noqa: BLE001 - the guards below must run whatever this met
+        _log.exception("looking for renamed notebooks failed")
     for path in list(notebooks):
         reason = _notebook_refusal(path)
         if reason is not None:

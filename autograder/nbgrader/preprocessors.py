@@ -15,6 +15,7 @@ import html
 import json
 import os
 
+from nbconvert.exporters import NotebookExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Bool, Enum
 
@@ -27,13 +28,22 @@ _PASSED = '<b style="color:#1a7f37">passed</b>'
 _FAILED = '<b style="color:#cf222e">failed</b>'
 
 
-def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
-    """(html, plain text) describing one part's checks for the student."""
+def _html_lines(text: str) -> str:
+    """Escaped text whose line breaks and indentation survive HTML (a message listing its points)."""
+    escaped = html.escape(text)
+    return f'<span style="white-space:pre-wrap">{escaped}</span>' if "\n" in text else escaped
+
+
+def _render_part(grade_id: str, report: engine.Report, note: str | None = None) -> tuple[str, str]:
+    """(html, plain text) describing one part's checks for the student (`note`: said first)."""
     checks = [check for check in report.checks if check.part == grade_id]
     rows, plain = [], []
+    if note:
+        rows.append(f"<li>{html.escape(note)}</li>")
+        plain.append(note)
     if report.error:
         error = quote(report.error, 4000, keep_newlines=True)
-        rows.append(f"<li>{_FAILED} {html.escape(error)}</li>")
+        rows.append(f"<li>{_FAILED} {_html_lines(error)}</li>")
         plain.append(f"ERROR {error}")
     elif not checks:
         rows.append(f"<li>{_FAILED} this part could not be checked</li>")
@@ -41,7 +51,7 @@ def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
         icon = _PASSED if check.passed else _FAILED
         text = check.id.replace("_", " ")
         message = quote(check.message, 4000, keep_newlines=True)  # a cap whatever a check quoted
-        detail = f": {html.escape(message)}" if message else ""
+        detail = f": {_html_lines(message)}" if message else ""
         rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")
         plain.append(f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
                      + (f": {message}" if message else ""))
@@ -56,7 +66,7 @@ def _render_part(grade_id: str, report: engine.Report) -> tuple[str, str]:
     return body, "\n".join([f"Autograder, part {grade_id}: {score:g} / {maximum:g}", *plain])
 
 
-def apply_report(nb, report: engine.Report) -> None:
+def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
     """Write the report into the autograded test cells of `nb` (an nbformat NotebookNode)."""
     from nbformat.v4 import new_output
 
@@ -67,7 +77,7 @@ def apply_report(nb, report: engine.Report) -> None:
         grade_id = meta.get("grade_id")
         if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution") or grade_id not in auto_ids:
             continue
-        body, plain = _render_part(grade_id, report)
+        body, plain = _render_part(grade_id, report, note)
         score = scores.get(grade_id, 0.0)
         cell.outputs = [
             new_output("display_data", data={"text/html": body, "text/plain": plain}),
@@ -150,6 +160,63 @@ def sanitise_student_html(nb) -> None:
 REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file is not graded
 
 
+def renamed_note(original: str, notebook_id: str) -> str:
+    """What the student and the instructor read when a notebook was graded under another name."""
+    return (f"note: {quote(original, 200)} was graded as {notebook_id}.ipynb (it is this assignment's "
+            f"{notebook_id} notebook under another name); submit it as {notebook_id}.ipynb next time")
+
+
+def renamed_record(root, student: str, assignment: str):
+    """Where the pre-convert hook notes the notebooks it gave back their names (beside the
+    submission, where no student writes): submitted/<student>/.<assignment>.renamed.json."""
+    import pathlib
+
+    return pathlib.Path(root) / "submitted" / student / f".{assignment}.renamed.json"
+
+
+def renamed_from(root, student: str, assignment: str, notebook_id: str) -> str | None:
+    """The name `notebook_id` was submitted under, if the pre-convert hook renamed it."""
+    from autograder.core import safe_files
+
+    try:
+        record = json.loads(safe_files.read_regular(renamed_record(root, student, assignment), 1 << 16, root=root))
+        original = record.get(notebook_id) if isinstance(record, dict) else None
+    except (OSError, ValueError, safe_files.UnsafeFile):
+        return None
+    return original if isinstance(original, str) else None
+
+
+def unreadable_reason(filename: str, error) -> str:
+    """What the student and the instructor read when a submitted notebook cannot be parsed."""
+    return (f"unreadable notebook: {filename} could not be read ({error}), so none of it was graded and "
+            "every part scores 0; open it in JupyterLab (or restore it from a checkpoint), save it and submit again")
+
+
+class TolerantNotebookExporter(NotebookExporter):
+    """nbgrader's notebook exporter, reading as the batch grader reads: a notebook that cannot be
+    parsed (cut off, not JSON, not a notebook) is replaced by the release notebook, and the reason
+    goes in the resources for RestoreCourseMetadata, instead of an error that stops the student."""
+
+    def from_file(self, file_stream, resources=None, **kw):
+        from nbformat import from_dict
+
+        from autograder.core import notebook as nbio
+
+        resources = resources if resources is not None else {}
+        try:
+            text = file_stream.read(nbio.MAX_NOTEBOOK_BYTES + 1)
+            nb = from_dict(nbio.parse_notebook(text))
+        except (nbio.UnreadableNotebook, UnicodeDecodeError) as error:
+            if isinstance(error, UnicodeDecodeError):
+                error = "the file is not UTF-8 text, so it is not a notebook"
+            info = resources.get("nbgrader", {})
+            name = f"{info.get('notebook', 'the notebook')}.ipynb"
+            info["unreadable"] = unreadable_reason(name, error)
+            release = course_of(self).release_notebook(info["assignment"], info["notebook"])
+            nb = from_dict(json.loads(json.dumps(release)))
+        return self.from_notebook_node(nb, resources, **kw)
+
+
 def refused_submission(resources, root) -> str | None:
     """Why nbgrader must not grade the file it has read for this notebook (a link, a hard link,
     something not a regular file, a folder on the way that is a link), or None.
@@ -218,7 +285,7 @@ class RestoreCourseMetadata(CoursePreprocessor):
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
         nb.metadata.pop(REFUSED_KEY, None)  # only this step may say so, never the student
-        reason = refused_submission(resources, self.course.root)
+        reason = refused_submission(resources, self.course.root) or info.pop("unreadable", None)
         if reason is not None:
             from nbformat import from_dict
 
@@ -271,5 +338,6 @@ class SandboxedGrading(CoursePreprocessor):
             raise RuntimeError(f"grader error, {info['student']}/{info['notebook']} not graded: {report.grader_error}")
         if report.error:
             self.log.warning("%s: %s", info["notebook"], report.error)
-        apply_report(nb, report)
+        original = renamed_from(self.course.root, info["student"], info["assignment"], info["notebook"])
+        apply_report(nb, report, renamed_note(original, info["notebook"]) if original else None)
         return nb, resources
