@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: demo test test-unit test-sandbox test-integration lint release bench clean
+.PHONY: demo test test-unit test-sandbox test-integration test-unprivileged lint release bench clean
 
 # System packages, only as root on Debian/Ubuntu (elsewhere, install them yourself or go without):
 # bubblewrap (the strongest sandbox tier) for everything; chromium and PostgreSQL for the tests.
@@ -53,9 +53,27 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.created
 demo: $(VENV)/.instructor
 	$(PY) -m autograder.dev.demo
 
-# What CI runs (.ci/run): lint and types, then every test tier.
+# What CI runs (.ci/run): lint and types, every test tier, then (as root) the threat tests again
+# as an unprivileged user.
 test: lint
 	$(PY) -m pytest -q tests
+	@$(MAKE) --no-print-directory test-unprivileged
+
+# The threat tests as uid 65534, as a user on a desktop or a JupyterHub pod runs the grader: the
+# sandbox's limits must bind the submission, never the user. Run by `make test` when it is root.
+test-unprivileged: $(VENV)/.dev
+	@if [ "$$(id -u)" != 0 ] || ! command -v setpriv >/dev/null; then \
+	  echo "test-unprivileged: needs root and setpriv (an unprivileged run of make test already is one)"; \
+	elif ! setpriv --reuid=65534 --regid=65534 --clear-groups test -r "$(CURDIR)/tests/test_threats.py" \
+	    -a -x "$(abspath $(PY))"; then \
+	  echo "test-unprivileged: SKIPPED: uid 65534 cannot read this checkout; put it under a world-readable path"; \
+	else \
+	  home=$$(mktemp -d) && chmod 777 "$$home" && \
+	  setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$$home" \
+	    PATH="$(abspath $(VENV))/bin:/usr/bin:/bin" PYTHONDONTWRITEBYTECODE=1 \
+	    "$(abspath $(PY))" -m pytest -q -p no:cacheprovider tests/test_threats.py; \
+	  status=$$?; rm -rf "$$home"; exit $$status; \
+	fi
 
 # In-process tests of the engine and the content, seconds.
 test-unit: $(VENV)/.dev

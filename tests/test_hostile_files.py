@@ -549,3 +549,35 @@ def test_recognition_ignores_malformed_nbgrader_metadata():
     notebook["cells"][1]["metadata"]["nbgrader"] = {"grade_id": ["a", "list"]}
     notebook["cells"].append({"cell_type": "markdown", "metadata": ["not", "a", "dict"], "source": ""})
     engine.identify(REPOSITORY, notebook, "renamed.ipynb", None)  # no exception: it chooses by what the code defines
+
+
+@pytest.mark.slow
+def test_nbgrader_autograde_copies_nothing_through_a_linked_submission_folder(tmp_path):
+    """submitted/<student>/<assignment> itself a link to someone else's files: the pre-convert
+    hook moves the link (never its target) aside for an empty folder, so nbgrader copies and
+    grades nothing of it (it reports that student as having no notebooks) and the class goes on."""
+    course = release.copy_course(REPOSITORY, tmp_path / "course")
+    root = course.root
+    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "attention_heads", "--force",
+                    "--log-level=ERROR"], cwd=root, check=True, capture_output=True)
+    elsewhere = root / "stolen_folder"
+    elsewhere.mkdir()
+    shutil.copy(REPOSITORY.solutions / "attention_heads" / "virtual_head.ipynb", elsewhere / "virtual_head.ipynb")
+    (elsewhere / "secret.txt").write_text("the instructor's")
+    (elsewhere / "timestamp.txt").write_text("2026-11-28 09:00:00.000000 UTC")
+    (root / "submitted" / "linker").mkdir(parents=True)
+    (root / "submitted" / "linker" / "attention_heads").symlink_to(elsewhere)
+    classroom.write_submission(root, "honest", "attention_heads", {
+        "virtual_head": classroom.filled_notebook(course, "attention_heads", "virtual_head")})
+    finished = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", "attention_heads", "--force"],
+                              cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    assert "the link was moved to" in finished.stderr and "No notebooks found" in finished.stderr
+    linked = root / "autograded" / "linker" / "attention_heads"
+    assert not linked.exists() or not {"secret.txt", "virtual_head.ipynb"} & {p.name for p in linked.iterdir()}
+    assert (root / "submitted" / "linker" / ".attention_heads.quarantined-link").is_symlink()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["secret.txt", "timestamp.txt", "virtual_head.ipynb"]
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        honest = gradebook.find_submission("attention_heads", "honest")
+        assert honest.notebooks[[nb.name for nb in honest.notebooks].index("virtual_head")].score == 13

@@ -277,6 +277,10 @@ def unprivileged_python():
     and kept for later runs. Skips (with the reason) where it cannot be built."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run as another user")
+    readable = subprocess.run(["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
+                               "test", "-r", str(SOLUTION)], check=False).returncode == 0
+    if not readable:
+        pytest.skip(f"uid {UNPRIVILEGED} cannot read this checkout ({ROOT}); put it under a world-readable path")
     base = shutil.which("python3", path="/usr/bin") or sys.executable
     python = VENV / "bin" / "python"
     ready = VENV / ".tc_ready"

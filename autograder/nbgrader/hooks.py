@@ -114,6 +114,26 @@ def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> N
                          quote(match, 500), target.name, notebook_id)
 
 
+def _set_aside_linked_submission(folder: pathlib.Path, root: pathlib.Path, notebooks: list, error) -> None:
+    """A submission reached through a link of the student's (submitted/<student>/<assignment> or
+    a folder on the way pointing elsewhere): nbgrader would read and copy what the link points
+    at as the student's work. Its notebooks leave nbgrader's list, and the link itself (never
+    what it points at) is moved aside for an empty folder, so nothing foreign is copied."""
+    for path in [path for path in notebooks if pathlib.Path(path).parent == folder]:
+        notebooks.remove(path)
+    submitted = root / "submitted"
+    linked = next((candidate for candidate in (folder, *folder.parents)
+                   if candidate.is_symlink() and submitted in candidate.parents), None)
+    if linked is None:
+        _log.warning("not grading %s: %s", quote(folder, 500), error)
+        return
+    aside = linked.with_name(f".{linked.name}.quarantined-link")
+    os.replace(linked, aside)  # renames the link, not its target
+    linked.mkdir()
+    _log.warning("not grading %s: %s; the link was moved to %s and the submission scores as not submitted",
+                 quote(linked, 500), error, quote(aside, 500))
+
+
 def guard_submission(assignment=None, student=None, notebooks=None, root=None, **_) -> None:
     """nbgrader's Autograde.pre_convert_hook (see the module's docstring)."""
     notebooks = notebooks if notebooks is not None else []
@@ -126,12 +146,13 @@ def guard_submission(assignment=None, student=None, notebooks=None, root=None, *
         if reason is not None:
             notebooks.remove(path)
             _log.warning("not grading %s: %s; it scores as not submitted", quote(path, 500), reason)
+    root = pathlib.Path(root or os.getcwd())
     folders = {pathlib.Path(path).parent for path in notebooks}
     for folder in folders:
         try:
-            safe_files.check_inside(folder / "notebook", pathlib.Path(root or os.getcwd()))
+            safe_files.check_inside(folder / "notebook", root)
         except safe_files.UnsafeFile as error:
-            _log.warning("not touching %s: %s", quote(folder, 500), error)
+            _set_aside_linked_submission(folder, root, notebooks, error)
             continue
         quarantine = folder.parent / f".{folder.name}.quarantined"
         for relative, info in list(safe_files.walk_entries(folder)):
