@@ -89,6 +89,7 @@ test-integration: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 # Regenerate release/ and solutions/ from source/ (nbgrader generate_assignment).

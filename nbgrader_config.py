@@ -11,6 +11,7 @@ course nbgrader works on, whose grading content is in autograder/assignments/<as
 use these assignments in a course of your own, copy source/<assignment>/ and
 autograder/assignments/<assignment>/ there, and these preprocessor settings into its config.
 """
+
 import os
 
 c = get_config()  # noqa: F821 - provided by traitlets when nbgrader loads this file

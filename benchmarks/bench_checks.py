@@ -7,6 +7,7 @@ their ratio to the target, so a regression shows as a ratio above 1.
 
     python benchmarks/bench_checks.py [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,13 +61,18 @@ def main(argv=None) -> int:
                     graded_cells[meta["grade_id"]] = compile(source, meta["grade_id"], "exec")
             rows = []
             for grade_id, code in graded_cells.items():
+
                 def public(code=code, namespace=namespace):
                     with contextlib.redirect_stdout(io.StringIO()):
                         exec(code, namespace)
+
                 rows.append((f"public {grade_id}", _median_seconds(public, args.repeat), PUBLIC_TARGET_S))
             values = {name: namespace[name] for name in spec.extract if name in namespace}
-            calls = {name: call_function(namespace[name], probes, np.random.default_rng(0))
-                     for name, probes in spec.probes.items() if callable(namespace.get(name))}
+            calls = {
+                name: call_function(namespace[name], probes, np.random.default_rng(0))
+                for name, probes in spec.probes.items()
+                if callable(namespace.get(name))
+            }
         finally:
             sys.path.remove(str(spec.helpers_dir))
         sub = make_submission(values, calls)

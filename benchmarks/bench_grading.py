@@ -11,6 +11,7 @@ machine offers (one trivial cell, start to result), measured in the same run.
 
     python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,20 @@ def make_class(course: Course, size: int) -> None:
     # student with an error, so the baseline could not be compared.
     answers = classroom.model_answers(course, ASSIGNMENT, NOTEBOOK)
     first, second = list(answers)[:2]
-    kinds.append(("broken", classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, {
-        first: answers[first] + "\nW_V1 = [[1, 2]\n", second: "raise RuntimeError('oops')\n" + answers[second]})))
+    kinds.append(
+        (
+            "broken",
+            classroom.filled_notebook(
+                course,
+                ASSIGNMENT,
+                NOTEBOOK,
+                {
+                    first: answers[first] + "\nW_V1 = [[1, 2]\n",
+                    second: "raise RuntimeError('oops')\n" + answers[second],
+                },
+            ),
+        )
+    )
     for number in range(size):
         kind, notebook = kinds[number % len(kinds)]
         classroom.write_submission(course.root, f"student{number:04d}", ASSIGNMENT, {NOTEBOOK: notebook})
@@ -58,8 +71,12 @@ def make_course(name: str, size: int) -> pathlib.Path:
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     course = release.copy_course(REPOSITORY, root)
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force",
-                    "--log-level=ERROR"], cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force", "--log-level=ERROR"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     make_class(course, size)
     return root
 
@@ -118,8 +135,13 @@ def sandbox_start_costs(runs: int = 10) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200])
-    parser.add_argument("--baseline-sizes", type=int, nargs="*", default=None,
-                        help="sizes at which to run the slow kernel baseline too (default: all)")
+    parser.add_argument(
+        "--baseline-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes at which to run the slow kernel baseline too (default: all)",
+    )
     args = parser.parse_args()
     baseline_sizes = args.sizes if args.baseline_sizes is None else args.baseline_sizes
     print(f"machine: {os.cpu_count()} cores; class: N submissions of {ASSIGNMENT}/{NOTEBOOK}")
@@ -128,20 +150,35 @@ def main() -> int:
     rows = []
     for size in args.sizes:
         batch_root = make_course(f"batch-{size}", size)
-        batch = measured([sys.executable, "-m", "autograder", "grade", "--course", str(batch_root), ASSIGNMENT,
-                          "--force"], ROOT)
-        print(f"{size:>5} {'sandboxed batch (2 jobs)':<28} {batch['wall']:>8.1f} {size / batch['wall']:>7.2f} "
-              f"{batch['wall'] / size:>7.3f} {batch['peak_child_kib'] / 1024:>9.0f} {'':>7}", flush=True)
+        batch = measured(
+            [sys.executable, "-m", "autograder", "grade", "--course", str(batch_root), ASSIGNMENT, "--force"], ROOT
+        )
+        print(
+            f"{size:>5} {'sandboxed batch (2 jobs)':<28} {batch['wall']:>8.1f} {size / batch['wall']:>7.2f} "
+            f"{batch['wall'] / size:>7.3f} {batch['peak_child_kib'] / 1024:>9.0f} {'':>7}",
+            flush=True,
+        )
         row = {"N": size, "batch_wall": batch["wall"], "batch_peak_mib": batch["peak_child_kib"] / 1024}
         if size in baseline_sizes:
             kernel_root = make_course(f"kernel-{size}", size)
-            kernel = measured([sys.executable, str(pathlib.Path(__file__).with_name("kernel_autograde.py")),
-                               ASSIGNMENT, "--force", "--log-level=ERROR"], kernel_root)
+            kernel = measured(
+                [
+                    sys.executable,
+                    str(pathlib.Path(__file__).with_name("kernel_autograde.py")),
+                    ASSIGNMENT,
+                    "--force",
+                    "--log-level=ERROR",
+                ],
+                kernel_root,
+            )
             identical = scores(batch_root) == scores(kernel_root)
             ratio = kernel["wall"] / batch["wall"]
-            print(f"{size:>5} {'kernel per notebook (serial)':<28} {kernel['wall']:>8.1f} "
-                  f"{size / kernel['wall']:>7.2f} {kernel['wall'] / size:>7.3f} "
-                  f"{kernel['peak_child_kib'] / 1024:>9.0f} {ratio:>6.1f}x  scores identical: {identical}", flush=True)
+            print(
+                f"{size:>5} {'kernel per notebook (serial)':<28} {kernel['wall']:>8.1f} "
+                f"{size / kernel['wall']:>7.2f} {kernel['wall'] / size:>7.3f} "
+                f"{kernel['peak_child_kib'] / 1024:>9.0f} {ratio:>6.1f}x  scores identical: {identical}",
+                flush=True,
+            )
             row.update(kernel_wall=kernel["wall"], ratio=ratio, identical=identical)
             if not identical:
                 print("ERROR: the two graders disagree", file=sys.stderr)

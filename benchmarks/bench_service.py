@@ -20,6 +20,7 @@ long run: `--burst 1000 --burst-seconds 300`). A benchmark, not a test: nothing 
 
     python benchmarks/bench_service.py [--idle 20] [--burst 200] [--burst-seconds 60] [--jobs 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,9 @@ def build_course() -> tuple[pathlib.Path, pathlib.Path]:
         converter.start()
     finally:
         os.chdir(here)
-    ExchangeReleaseAssignment(coursedir=CourseDirectory(config=config), authenticator=Authenticator(config=config),
-                              config=config).start()
+    ExchangeReleaseAssignment(
+        coursedir=CourseDirectory(config=config), authenticator=Authenticator(config=config), config=config
+    ).start()
     with open(root / "nbgrader_config.py", "a", encoding="utf-8") as stream:
         stream.write(f"\nc.Exchange.root = {str(exchange)!r}\nc.GradingService.poll_seconds = 0.2\n")
     return root, exchange
@@ -93,8 +95,14 @@ def kinds_of_work(course: Course) -> list[dict]:
     work.append(classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, blank=True))
     answers = classroom.model_answers(course, ASSIGNMENT, NOTEBOOK)
     first, second = list(answers)[:2]
-    work.append(classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, {
-        first: answers[first] + "\nW_V1 = [[1, 2]\n", second: "raise RuntimeError('oops')\n" + answers[second]}))
+    work.append(
+        classroom.filled_notebook(
+            course,
+            ASSIGNMENT,
+            NOTEBOOK,
+            {first: answers[first] + "\nW_V1 = [[1, 2]\n", second: "raise RuntimeError('oops')\n" + answers[second]},
+        )
+    )
     return work
 
 
@@ -185,7 +193,9 @@ class Watcher:
 def percentiles(values: list[float]) -> str:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return f"median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   max {ordered[-1]:6.2f} s   (n={len(ordered)})"
+    return (
+        f"median {statistics.median(ordered):6.2f} s   p95 {p95:6.2f} s   max {ordered[-1]:6.2f} s   (n={len(ordered)})"
+    )
 
 
 def batch_times(root: pathlib.Path, jobs: int, with_feedback: bool = True) -> tuple[float, float | None]:
@@ -209,13 +219,22 @@ def batch_times(root: pathlib.Path, jobs: int, with_feedback: bool = True) -> tu
         os.chdir(here)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "autograder", "grade", "--course", str(course_copy), ASSIGNMENT,
-                    "--jobs", str(jobs)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", "--course", str(course_copy), ASSIGNMENT, "--jobs", str(jobs)],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     graded = time.monotonic() - start
     if not with_feedback:
         return graded, None
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--force", "--log-level=ERROR"],
-                   cwd=course_copy, check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--force", "--log-level=ERROR"],
+        cwd=course_copy,
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     return graded, time.monotonic() - start
 
 
@@ -225,8 +244,11 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=200, help="submissions in the burst")
     parser.add_argument("--burst-seconds", type=float, default=60.0, help="the burst arrives within this time")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--no-nbgrader-feedback", action="store_true",
-                        help="skip timing nbgrader generate_feedback after the batch grader (minutes)")
+    parser.add_argument(
+        "--no-nbgrader-feedback",
+        action="store_true",
+        help="skip timing nbgrader generate_feedback after the batch grader (minutes)",
+    )
     args = parser.parse_args()
     sys.modules.setdefault("rfc3987_syntax", None)  # as the grader does: a slow, unused import of jsonschema
 
@@ -235,14 +257,19 @@ def main() -> int:
     idle_students = prepare_students([f"idle{n:03d}" for n in range(args.idle)], exchange, course)
     burst_students = prepare_students([f"burst{n:04d}" for n in range(args.burst)], exchange, course)
     log = open(WORK / "service.log", "w")
-    service = subprocess.Popen([sys.executable, "-m", "autograder", "serve", "--course", str(root),
-                                "--jobs", str(args.jobs)], stderr=log, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    service = subprocess.Popen(
+        [sys.executable, "-m", "autograder", "serve", "--course", str(root), "--jobs", str(args.jobs)],
+        stderr=log,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     try:
         while "serving course" not in (WORK / "service.log").read_text():
             time.sleep(0.1)
         watcher = Watcher()
-        print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {ASSIGNMENT}/{NOTEBOOK}; "
-              f"service --jobs {args.jobs}; memory at start {rss_mib(service.pid):.0f} MiB")
+        print(
+            f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; {ASSIGNMENT}/{NOTEBOOK}; "
+            f"service --jobs {args.jobs}; memory at start {rss_mib(service.pid):.0f} MiB"
+        )
 
         for student in idle_students:
             student.submit(ASSIGNMENT)
@@ -275,9 +302,11 @@ def main() -> int:
         drained = max(watcher.appeared[s.name] for s in burst_students) - burst_start
         burst = [watcher.latencies[s.name] for s in burst_students]
         print(f"burst ({args.burst} in {arrived:.0f} s): {percentiles(burst)}")
-        print(f"burst drained in {drained:.1f} s ({args.burst / drained:.2f} submissions/s), "
-              f"{drained - arrived:.1f} s after the last submission; memory peak "
-              f"{peak:.0f} MiB, end {rss_mib(service.pid):.0f} MiB")
+        print(
+            f"burst drained in {drained:.1f} s ({args.burst / drained:.2f} submissions/s), "
+            f"{drained - arrived:.1f} s after the last submission; memory peak "
+            f"{peak:.0f} MiB, end {rss_mib(service.pid):.0f} MiB"
+        )
     finally:
         service.terminate()
         service.wait(60)
@@ -286,19 +315,36 @@ def main() -> int:
 
     graded, with_feedback = batch_times(root, args.jobs, not args.no_nbgrader_feedback)
     total = args.burst + args.idle
-    print(f"batch grader, same {total} submissions (--jobs {args.jobs}): grade {graded:.1f} s"
-          + (f", grade + nbgrader generate_feedback {with_feedback:.1f} s" if with_feedback else ""))
+    print(
+        f"batch grader, same {total} submissions (--jobs {args.jobs}): grade {graded:.1f} s"
+        + (f", grade + nbgrader generate_feedback {with_feedback:.1f} s" if with_feedback else "")
+    )
     batch_burst = graded / total * args.burst  # the batch grader's time for the burst's submissions
-    print(f"ratios: burst drain / batch grade of the same {args.burst} ({batch_burst:.1f} s) = "
-          f"{drained / batch_burst:.2f}"
-          + (f"; / batch grade + feedback ({with_feedback / total * args.burst:.1f} s) = "
-             f"{drained / (with_feedback / total * args.burst):.2f}" if with_feedback else "")
-          + (f"; idle median latency / batch grade of the class = {statistics.median(idle) / graded:.3f}"
-             if idle else ""))
-    (WORK / "results.json").write_text(json.dumps({
-        "idle_latencies": idle, "burst_latencies": burst, "burst_drained": drained, "burst_arrival": arrived,
-        "batch_grade": graded, "batch_grade_and_feedback": with_feedback, "jobs": args.jobs,
-    }, indent=1))
+    print(
+        f"ratios: burst drain / batch grade of the same {args.burst} ({batch_burst:.1f} s) = "
+        f"{drained / batch_burst:.2f}"
+        + (
+            f"; / batch grade + feedback ({with_feedback / total * args.burst:.1f} s) = "
+            f"{drained / (with_feedback / total * args.burst):.2f}"
+            if with_feedback
+            else ""
+        )
+        + (f"; idle median latency / batch grade of the class = {statistics.median(idle) / graded:.3f}" if idle else "")
+    )
+    (WORK / "results.json").write_text(
+        json.dumps(
+            {
+                "idle_latencies": idle,
+                "burst_latencies": burst,
+                "burst_drained": drained,
+                "burst_arrival": arrived,
+                "batch_grade": graded,
+                "batch_grade_and_feedback": with_feedback,
+                "jobs": args.jobs,
+            },
+            indent=1,
+        )
+    )
     print(f"results: {WORK / 'results.json'}; service log: {WORK / 'service.log'}")
     return 0
 

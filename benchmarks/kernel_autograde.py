@@ -4,6 +4,7 @@ The baseline is injected here, in the benchmark's own process, because no config
 course can select it: `SandboxedGrading` has no option that runs student code unsandboxed.
 Usage: python benchmarks/kernel_autograde.py ASSIGNMENT [nbgrader autograde options]
 """
+
 import os
 import sys
 

@@ -5,6 +5,7 @@ rights), then extracts the same plain data with the same driver functions, so th
 identical verdicts and only the cost of running student code differs. Never use it to grade
 untrusted work; `make bench` compares it with the sandboxed runner.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def _execute(client, code: str, timeout: float) -> tuple[str, str | None, list]:
     return ("ok" if status == "ok" else "error"), error, payloads
 
 
-def run_in_kernel(cells, names, helpers_dir, make_probes, limits: sandbox.Limits = sandbox.Limits(),
-                  isolation: str = "kernel") -> sandbox.RunResult:
+def run_in_kernel(
+    cells, names, helpers_dir, make_probes, limits: sandbox.Limits = sandbox.Limits(), isolation: str = "kernel"
+) -> sandbox.RunResult:
     """Same contract as sandbox.run_submission, executed in a Jupyter kernel."""
     from jupyter_client.manager import start_new_kernel
 

@@ -1,5 +1,6 @@
 """Shared fixtures: the repository's course, and a tiny course for testing the grading engine
 apart from the course content."""
+
 import pathlib
 import shutil
 
@@ -37,8 +38,11 @@ collect_ignore_glob = ["fixtures/*"]
 
 
 def pytest_addoption(parser):
-    parser.addoption("--update-golden", action="store_true",
-                     help="rewrite tests/golden/ from what the code produces now (then review the diff)")
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/ from what the code produces now (then review the diff)",
+    )
 
 
 @pytest.fixture
@@ -56,7 +60,8 @@ def golden(request):
         expected = path.read_text(encoding="utf-8")
         assert text == expected, (
             f"{name} differs from its golden file; if the change is intended, run "
-            f"`pytest tests/{pathlib.Path(request.node.fspath).name} --update-golden` and review the diff")
+            f"`pytest tests/{pathlib.Path(request.node.fspath).name} --update-golden` and review the diff"
+        )
 
     return compare
 

@@ -11,6 +11,7 @@ and, for a mistake, "fails": {check name: regex its message must match} and "pas
 `tests/test_content.py` applies it in-process (seconds); `tests/test_course.py` applies the same
 function to what the real sandbox and checks runner report.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,16 +54,19 @@ def assert_meets_the_contract(entry: dict, failures: dict[str, str], spec: Noteb
     kept = {part.grade_id for part in spec.auto_parts} - {marks[name][0] for name in failures}
     assert set(entry["passes"]) == kept, (
         f"'passes' must list exactly the parts that keep full marks ({sorted(kept)}), not {sorted(entry['passes'])}; "
-        f"failing checks: {sorted(failures)}")
+        f"failing checks: {sorted(failures)}"
+    )
 
 
-def run_in_process(course: Course, spec: NotebookSpec, replacements: dict | None, blank: bool = False,
-                   seed: int = 0) -> dict[str, str]:
+def run_in_process(
+    course: Course, spec: NotebookSpec, replacements: dict | None, blank: bool = False, seed: int = 0
+) -> dict[str, str]:
     """Fill the release notebook as a student would, run its code cells in this process (as the
     sandbox driver runs them, one namespace, a failing cell does not stop the run), call the
     hidden checks on what it defined; returns check name -> message of each failed check."""
-    notebook = nbio.parse_notebook(json.dumps(
-        classroom.filled_notebook(course, spec.assignment, spec.notebook, replacements, blank=blank)))
+    notebook = nbio.parse_notebook(
+        json.dumps(classroom.filled_notebook(course, spec.assignment, spec.notebook, replacements, blank=blank))
+    )
     helpers = str(spec.helpers_dir)
     before = set(sys.modules)
     sys.path.insert(0, helpers)
@@ -76,8 +80,11 @@ def run_in_process(course: Course, spec: NotebookSpec, replacements: dict | None
                     pass
         values = {name: namespace[name] for name in spec.extract if name in namespace}
         rng = np.random.default_rng(seed)
-        calls = {name: call_function(namespace[name], probes, rng)
-                 for name, probes in spec.probes.items() if callable(namespace.get(name))}
+        calls = {
+            name: call_function(namespace[name], probes, rng)
+            for name, probes in spec.probes.items()
+            if callable(namespace.get(name))
+        }
     finally:
         sys.path.remove(helpers)
         for name in set(sys.modules) - before:  # the helpers of one assignment never serve another

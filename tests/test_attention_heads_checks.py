@@ -5,6 +5,7 @@ process (answer cells optionally replaced), the names the checks read are turned
 `Submission` with `autograder.testing.make_submission` (the driver's own encoder), and every
 check is called directly. So the content is verified without the sandbox, in about a second.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,10 @@ from autograder.core.testing import call_function, make_submission
 
 ASSIGNMENT = REPOSITORY.source / "attention_heads"
 ref = REPOSITORY.grading_module("attention_heads", "reference")
-MODULES = {notebook: REPOSITORY.grading_module("attention_heads", f"test_{notebook}")
-           for notebook in ("questions", "virtual_head")}
+MODULES = {
+    notebook: REPOSITORY.grading_module("attention_heads", f"test_{notebook}")
+    for notebook in ("questions", "virtual_head")
+}
 ALTERNATIVES = REPOSITORY.library("alternatives", "attention_heads")
 MISTAKES = REPOSITORY.library("mistakes", "attention_heads")
 SOLUTION = re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S)
@@ -94,8 +97,11 @@ def grade(notebook, namespace, seed=0):
     module = MODULES[notebook]
     values = {name: namespace[name] for name in module.EXTRACT if name in namespace}
     rng = np.random.default_rng(seed)
-    calls = {name: call_function(namespace[name], probes, rng)
-             for name, probes in module.PROBES.items() if callable(namespace.get(name))}
+    calls = {
+        name: call_function(namespace[name], probes, rng)
+        for name, probes in module.PROBES.items()
+        if callable(namespace.get(name))
+    }
     sub = make_submission(values, calls)
     verdicts = {}
     for name, function, grade_id, points in _checks(module):
@@ -114,6 +120,7 @@ def failures(verdicts):
 
 
 # -- structure of the notebooks -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("notebook", sorted(MODULES))
 def test_cells_follow_the_nbgrader_conventions(notebook):
@@ -134,7 +141,8 @@ def test_cells_follow_the_nbgrader_conventions(notebook):
         if meta["solution"] and cell["cell_type"] == "code":
             outside = SOLUTION.sub("", source)
             assert not re.search(r"^\s*[A-Za-z_]\w*\s*=|^\s*def ", outside, re.M), (
-                f"{meta['grade_id']} defines names outside its solution region")
+                f"{meta['grade_id']} defines names outside its solution region"
+            )
 
 
 @pytest.mark.parametrize("notebook", sorted(MODULES))
@@ -147,6 +155,7 @@ def test_extract_names_every_name_a_check_reads(notebook):
 
 
 # -- the reference solution, the blank release, alternatives and mistakes -----------------------
+
 
 def _answer_ids(notebook):
     return {_meta(c)["grade_id"] for c in _cells(notebook) if _meta(c).get("solution")}
@@ -167,7 +176,7 @@ def test_messages_never_print_q6_answers():
     answers = ref.q6_answers()
     # Small whole numbers (the rank, a singular value of 2) are everywhere in prose; the score
     # and the fractional singular values are what a message must never print.
-    values = [answers["score"], *answers["singular_values"][:answers["rank"]]]
+    values = [answers["score"], *answers["singular_values"][: answers["rank"]]]
     secrets = {text for v in values if abs(v - round(v)) > 1e-6 for text in (ref.lib.fmt(v), f"{v:.3f}", f"{v:.2f}")}
     for name, spec in MISTAKES.items():
         if spec["notebook"] != "questions" or not any(k.startswith("q6") for k in spec["cells"]):
@@ -182,6 +191,7 @@ def test_messages_never_print_q6_answers():
 
 # -- public checks ------------------------------------------------------------------------------
 
+
 def test_public_checks_reject_what_they_should():
     import tc_checks as tc  # the copy students get
 
@@ -193,14 +203,18 @@ def test_public_checks_reject_what_they_should():
         return ref.attention_pattern(X, W_Q, W_K, mask="none")
 
     fails(tc.check_attention_pattern, no_mask, match="comes later")
-    fails(tc.check_attention_pattern, lambda X, Q, K: ref.attention_pattern(X, Q, K, normalised=False),
-          match="sums to")
-    fails(tc.check_attention_head, lambda X, Q, K, V, O: X + ref.attention_head(X, Q, K, V, O),
-          match="add the residual stream")
-    fails(tc.check_attention_head, lambda X, Q, K, V, O: V @ X @ ref.attention_pattern(X, Q, K).T,
-          match="before W_O")
-    fails(tc.check_attention_head, lambda X, Q, K, V, O: O @ V @ X @ ref.attention_pattern(X, Q, K),
-          match="changed the output at earlier positions")
+    fails(tc.check_attention_pattern, lambda X, Q, K: ref.attention_pattern(X, Q, K, normalised=False), match="sums to")
+    fails(
+        tc.check_attention_head,
+        lambda X, Q, K, V, O: X + ref.attention_head(X, Q, K, V, O),
+        match="add the residual stream",
+    )
+    fails(tc.check_attention_head, lambda X, Q, K, V, O: V @ X @ ref.attention_pattern(X, Q, K).T, match="before W_O")
+    fails(
+        tc.check_attention_head,
+        lambda X, Q, K, V, O: O @ V @ X @ ref.attention_pattern(X, Q, K),
+        match="changed the output at earlier positions",
+    )
     fails(tc.check_decide_attention, {"W_Q"}, match="two")
     fails(tc.check_read_write, {"W_Q", "W_X"}, {"W_O"}, match="not one of")
     heads = tc.q6_heads()
@@ -226,6 +240,7 @@ def test_public_checks_print_the_agreed_line():
 
 # -- pictures -----------------------------------------------------------------------------------
 
+
 def _parses(svg):
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")
@@ -234,8 +249,15 @@ def _parses(svg):
 def test_heatmaps_draw_anything_they_are_given():
     import heatmaps
 
-    for value in ([[1, -2], [np.nan, np.inf]], np.zeros((0, 3)), [1, 2, 3], 5.0, np.ones((40, 70)),
-                  "not a matrix", np.eye(4, dtype=int)):
+    for value in (
+        [[1, -2], [np.nan, np.inf]],
+        np.zeros((0, 3)),
+        [1, 2, 3],
+        5.0,
+        np.ones((40, 70)),
+        "not a matrix",
+        np.eye(4, dtype=int),
+    ):
         figure = heatmaps.show_matrix(value, "t<i>tle & co", "rows", "cols", highlight_rows=[0, 99])
         _parses(figure.svg)
         assert figure._repr_svg_() == figure.svg and figure.svg in figure._repr_html_()
@@ -249,8 +271,9 @@ def test_feedback_figures_are_svg_of_the_students_values(notebook):
     namespace, _ = run_notebook(notebook)
     module = MODULES[notebook]
     values = {name: namespace[name] for name in module.EXTRACT if name in namespace}
-    calls = {name: call_function(namespace[name], probes, np.random.default_rng(0))
-             for name, probes in module.PROBES.items()}
+    calls = {
+        name: call_function(namespace[name], probes, np.random.default_rng(0)) for name, probes in module.PROBES.items()
+    }
     sub = make_submission(values, calls)
     drawn = 0
     for _, _, grade_id, _ in _checks(module):
@@ -263,13 +286,36 @@ def test_feedback_figures_are_svg_of_the_students_values(notebook):
 
 # -- robustness: odd submissions are student mistakes, never grader errors ----------------------
 
-ODD_VALUES = [None, "W_Q", ["a", "b"], {"x": 1}, 3, -1.5, float("nan"), 1 + 2j, np.zeros((0,)),
-              np.ones((2, 3, 4)), np.full((16, 16), np.inf), np.eye(16) * (1 + 1j), [[1, 2], [3]],
-              np.ones((4, 4)), np.ones((16, 16)), np.ones(4), True, print]
-ODD_FUNCTIONS = [lambda *args: None, lambda *args: "text", lambda *args: np.ones((2, 2)),
-                 lambda *args: args[0], lambda *args: np.full(np.shape(args[0]), np.nan),
-                 lambda *args: 1 / 0, lambda *args: np.zeros(np.shape(args[0])[1:] * 2),
-                 lambda *args: np.ones(np.shape(args[0])) * (1 + 1j)]
+ODD_VALUES = [
+    None,
+    "W_Q",
+    ["a", "b"],
+    {"x": 1},
+    3,
+    -1.5,
+    float("nan"),
+    1 + 2j,
+    np.zeros((0,)),
+    np.ones((2, 3, 4)),
+    np.full((16, 16), np.inf),
+    np.eye(16) * (1 + 1j),
+    [[1, 2], [3]],
+    np.ones((4, 4)),
+    np.ones((16, 16)),
+    np.ones(4),
+    True,
+    print,
+]
+ODD_FUNCTIONS = [
+    lambda *args: None,
+    lambda *args: "text",
+    lambda *args: np.ones((2, 2)),
+    lambda *args: args[0],
+    lambda *args: np.full(np.shape(args[0]), np.nan),
+    lambda *args: 1 / 0,
+    lambda *args: np.zeros(np.shape(args[0])[1:] * 2),
+    lambda *args: np.ones(np.shape(args[0])) * (1 + 1j),
+]
 
 
 @pytest.mark.parametrize("notebook", sorted(MODULES))
@@ -364,8 +410,11 @@ def _scheme_points(cell):
 
 @pytest.mark.parametrize("notebook", ["questions", "virtual_head"])
 def test_mark_schemes_score_every_element_with_points_that_add_up(notebook):
-    free_text = [cell for cell in _cells(notebook) if cell["cell_type"] == "markdown"
-                 and _meta(cell).get("grade") and _meta(cell).get("solution")]
+    free_text = [
+        cell
+        for cell in _cells(notebook)
+        if cell["cell_type"] == "markdown" and _meta(cell).get("grade") and _meta(cell).get("solution")
+    ]
     assert free_text
     for cell in free_text:
         items = _scheme_points(cell)

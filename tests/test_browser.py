@@ -10,6 +10,7 @@ tests/artifacts/browser/.
 
 Run it alone with `python -m pytest -q tests/test_browser.py` (add `-s` to see the timings).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,7 +46,9 @@ for i in range(4):
 
 def _requirements():
     """Skip (with the reason) when the browser or its driver is missing; else the modules."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
     from browser import lab, notebook_page
 
     if not os.access(notebook_page.CHROMIUM, os.X_OK):
@@ -70,6 +73,7 @@ class Clock:
 
 
 # -- fixtures -------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory):
@@ -119,7 +123,9 @@ def student(lab_server, browser_context, request):
     _, _, notebook_page = _requirements()
     name = request.node.name.replace("[", "_").replace("]", "")
     folder = lab_server.root_dir / name / ASSIGNMENT
-    shutil.copytree(REPOSITORY.release / ASSIGNMENT, folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copytree(
+        REPOSITORY.release / ASSIGNMENT, folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
+    )
     page = browser_context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -138,6 +144,7 @@ def student(lab_server, browser_context, request):
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
 
 def _load_module(path: pathlib.Path):
     spec = importlib.util.spec_from_file_location(f"_browser_test_{path.stem}", path)
@@ -190,6 +197,7 @@ def _assert_saved(notebook_path: pathlib.Path, typed: dict[int, str], notebook_p
 
 # -- the tests -----------------------------------------------------------------------------------
 
+
 def test_correct_answers_pass_public_checks_and_draw_heatmaps(lab_server, student):
     _, _, notebook_page = _requirements()
     nb, notebook_path, lab_path = student
@@ -217,8 +225,12 @@ def test_correct_answers_pass_public_checks_and_draw_heatmaps(lab_server, studen
     for grade_id, index in test_cells.items():
         assert PASSED in cells[index].text, f"public check {grade_id} did not pass:\n{cells[index].describe()}"
     heatmaps = sum(output.svg for cell in cells for output in cell.outputs)
-    assert heatmaps >= MIN_HEATMAPS, f"{heatmaps} SVG heatmaps rendered, expected at least {MIN_HEATMAPS}:\n{everything}"
-    rendered_answers = [cells[i] for grade_id, i in answer_cells.items() if release["cells"][i]["cell_type"] == "markdown"]
+    assert heatmaps >= MIN_HEATMAPS, (
+        f"{heatmaps} SVG heatmaps rendered, expected at least {MIN_HEATMAPS}:\n{everything}"
+    )
+    rendered_answers = [
+        cells[i] for grade_id, i in answer_cells.items() if release["cells"][i]["cell_type"] == "markdown"
+    ]
     assert all("YOUR ANSWER HERE" not in nb.cell(cell.index).inner_text() for cell in rendered_answers)
 
 
@@ -240,8 +252,11 @@ def test_wrong_answer_shows_the_public_check_message(lab_server, student):
         tc_checks.check_head1(namespace["W_V1"], namespace["W_O1"])
     message = str(expected.value)
     assert "gain 2" in message, f"the public check no longer names the gain: {message}"
-    failing = next(index for index in sorted(test_cells.values())
-                   if "check_head1" in notebook_page.cell_text(release["cells"][index]))
+    failing = next(
+        index
+        for index in sorted(test_cells.values())
+        if "check_head1" in notebook_page.cell_text(release["cells"][index])
+    )
 
     _open_and_answer(nb, lab_server, lab_path, len(release["cells"]), typed, clock)
     nb.run_all()
@@ -259,10 +274,11 @@ def test_wrong_answer_shows_the_public_check_message(lab_server, student):
     assert PASSED not in shown.text
     with_errors = [cell.index for cell in cells if cell.errors]
     assert with_errors == [failing], "only the head 1 check should fail:\n" + "\n".join(
-        cells[i].describe() for i in with_errors)
+        cells[i].describe() for i in with_errors
+    )
     # Everything before the failing check ran cleanly, the head 1 heatmap included; Run All
     # stops at the first error, so later cells do not run.
     before = [cell for cell in cells[:failing] if cell.kind == "code"]
     assert all(cell.executed for cell in before), "\n".join(cell.describe() for cell in before)
     assert any(output.svg for cell in before for output in cell.outputs), "head 1's heatmap is missing"
-    assert not any(cell.executed for cell in cells[failing + 1:]), "Run All went on after the error"
+    assert not any(cell.executed for cell in cells[failing + 1 :]), "Run All went on after the error"

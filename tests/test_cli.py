@@ -1,4 +1,5 @@
 """The command line as instructors and self-learners use it: output formats and exit codes."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "autograder", *args], cwd=REPOSITORY.root,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autograder", *args], cwd=REPOSITORY.root, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +24,14 @@ def notebooks(tmp_path_factory):
     paths = {
         "reference": classroom.filled_notebook(REPOSITORY, "attention_heads", "virtual_head"),
         "blank": classroom.filled_notebook(REPOSITORY, "attention_heads", "virtual_head", blank=True),
-        "wrong": classroom.filled_notebook(REPOSITORY, "attention_heads", "virtual_head", {
-            "ex1_head1_answer": "W_V1 = np.eye(4, 16)\nW_O1 = 2 * np.eye(16, 4, k=-8)",
-        }),
+        "wrong": classroom.filled_notebook(
+            REPOSITORY,
+            "attention_heads",
+            "virtual_head",
+            {
+                "ex1_head1_answer": "W_V1 = np.eye(4, 16)\nW_O1 = 2 * np.eye(16, 4, k=-8)",
+            },
+        ),
     }
     result = {}
     for name, notebook in paths.items():

@@ -1,6 +1,7 @@
 """Every assignment's content, in-process and in seconds, under one contract (tests/content.py):
 points of test cells equal points of checks, the reference earns every point, the blank release
 none, every alternative every point, and every mistake fails exactly what its entry says."""
+
 import pytest
 from conftest import REPOSITORY
 from content import assert_meets_the_contract, check_marks, run_in_process
@@ -47,12 +48,21 @@ def test_library_entry_meets_the_contract(spec, kind, name, entry):
 def test_every_autograded_part_is_broken_by_some_mistake(spec):
     marks = check_marks(spec)
     mistakes = REPOSITORY.library("mistakes", spec.assignment).values()
-    broken = {marks[name.removeprefix("test_")][0] for entry in mistakes if entry["notebook"] == spec.notebook
-              for name in entry["fails"]}
-    assert sorted({part.grade_id for part in spec.auto_parts} - broken) == [], "parts no mistake in mistakes.json breaks"
+    broken = {
+        marks[name.removeprefix("test_")][0]
+        for entry in mistakes
+        if entry["notebook"] == spec.notebook
+        for name in entry["fails"]
+    }
+    assert sorted({part.grade_id for part in spec.auto_parts} - broken) == [], (
+        "parts no mistake in mistakes.json breaks"
+    )
 
 
 def _answer_ids(spec) -> set[str]:
     release = REPOSITORY.release_notebook(spec.assignment, spec.notebook)
-    return {cell["metadata"]["nbgrader"]["grade_id"] for cell in release["cells"]
-            if cell.get("metadata", {}).get("nbgrader", {}).get("solution")}
+    return {
+        cell["metadata"]["nbgrader"]["grade_id"]
+        for cell in release["cells"]
+        if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
+    }

@@ -3,6 +3,7 @@
 Every notebook here is built the way a student builds one, by filling in the committed release
 notebook (autograder.dev.classroom), and all of them are graded in one parallel engine run.
 """
+
 import json
 import re
 
@@ -41,11 +42,14 @@ def reports(tmp_path_factory):
     folder = tmp_path_factory.mktemp("course_cases")
     requests = []
     for number, (name, (spec, replacements, _)) in enumerate(CASES.items()):
-        notebook = classroom.filled_notebook(REPOSITORY, spec.assignment, spec.notebook, replacements,
-                                             blank=replacements is None)
+        notebook = classroom.filled_notebook(
+            REPOSITORY, spec.assignment, spec.notebook, replacements, blank=replacements is None
+        )
         path = folder / f"case{number}.ipynb"
         path.write_text(json.dumps(notebook))
-        requests.append(engine.GradeRequest(str(path), name, expected=engine.NotebookKey(spec.assignment, spec.notebook)))
+        requests.append(
+            engine.GradeRequest(str(path), name, expected=engine.NotebookKey(spec.assignment, spec.notebook))
+        )
     return {report.submission_id: report for report in engine.grade(REPOSITORY, requests)}
 
 
@@ -65,8 +69,9 @@ def test_correct_answers_earn_full_marks(reports, case):
 def test_untouched_release_earns_zero_on_every_autograded_part(reports, case):
     report = reports[case]
     assert set(report.part_scores().values()) == {0.0}
-    assert all("is not defined" in check.message or "could not be called" in check.message
-               for check in report.checks), _failures(report)
+    assert all(
+        "is not defined" in check.message or "could not be called" in check.message for check in report.checks
+    ), _failures(report)
 
 
 @pytest.mark.parametrize("case", [name for name, (_, _, e) in CASES.items() if "fails" in e])

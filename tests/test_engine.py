@@ -1,4 +1,5 @@
 """The grading engine on the mini course: recognition, staged messages, scores, reports."""
+
 import json
 
 import pytest
@@ -74,12 +75,15 @@ def test_report_json_has_the_documented_fields(tmp_path, mini_course):
     assert [c["id"] for c in data["checks"] if c.get("manual")] == ["mini_why"]
 
 
-@pytest.mark.parametrize("code, expected", [
-    ("W = np.eye(2)[:, :1]", "should have shape (2, 2), but it has shape (2, 1)"),
-    ("W = np.full((2, 2), np.nan)", "NaN or infinite"),
-    ("W = 'identity'", "should be an array of real numbers, but it is a string"),
-    ("W = np.eye(2) * (1 + 1j)", "complex entries"),
-])
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        ("W = np.eye(2)[:, :1]", "should have shape (2, 2), but it has shape (2, 1)"),
+        ("W = np.full((2, 2), np.nan)", "NaN or infinite"),
+        ("W = 'identity'", "should be an array of real numbers, but it is a string"),
+        ("W = np.eye(2) * (1 + 1j)", "complex entries"),
+    ],
+)
 def test_staged_messages(tmp_path, mini_course, code, expected):
     report = grade_cells(tmp_path, mini_course, {"mini_matrix_answer": "import numpy as np\n" + code})
     assert expected in by_id(report)["w_is_identity"].message

@@ -9,6 +9,7 @@ config whose `c.CourseDirectory.db_url` names that database, its assignment is g
 `python -m autograder grade --course ROOT mini` (called in-process so the mini course's checks
 are the ones in use).
 """
+
 from __future__ import annotations
 
 import csv
@@ -80,22 +81,42 @@ class PostgresServer:
         return ["setpriv", *options] if options and shutil.which("setpriv") else []
 
     def _run(self, *command):
-        completed = subprocess.run(self._as_server_user() + [str(self.bin_dir / command[0]), *command[1:]],
-                                   capture_output=True, text=True, cwd=self.base)
+        completed = subprocess.run(
+            self._as_server_user() + [str(self.bin_dir / command[0]), *command[1:]],
+            capture_output=True,
+            text=True,
+            cwd=self.base,
+        )
         if completed.returncode != 0:
             raise RuntimeError(f"{command[0]} failed:\n{completed.stdout}{completed.stderr}")
 
     def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.superuser, "--no-sync",
-                  "-E", "UTF8", "--locale=C")
+        self._run(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", self.superuser, "--no-sync", "-E", "UTF8", "--locale=C"
+        )
         # The postmaster runs as our child, not daemonised by pg_ctl, and gets SIGQUIT (immediate
         # shutdown) if this process dies: a killed test session leaves no server behind.
         self.log = open(self.base / "server.log", "wb")
         self.process = subprocess.Popen(
-            self._as_server_user(die_with_us=True) + [str(self.bin_dir / "postgres"),
-             "-D", str(self.data), "-p", str(self.port), "-k", str(self.base),
-             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.base)
+            self._as_server_user(die_with_us=True)
+            + [
+                str(self.bin_dir / "postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.base),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -160,7 +181,8 @@ def postgres():
 def _write_config(root: pathlib.Path, url: str) -> None:
     config = (REPOSITORY.root / "nbgrader_config.py").read_text()
     (root / "nbgrader_config.py").write_text(
-        config + f"\n# This test course's gradebook is a PostgreSQL database.\nc.CourseDirectory.db_url = {url!r}\n")
+        config + f"\n# This test course's gradebook is a PostgreSQL database.\nc.CourseDirectory.db_url = {url!r}\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +192,12 @@ def generated(mini_course, postgres, tmp_path_factory):
     database = postgres.create_database()
     root = release.copy_course(mini_course, tmp_path_factory.mktemp("pg_course") / "course", with_release=True).root
     _write_config(root, postgres.url(database))
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "mini", "--force", "--log-level=ERROR"],
-                   cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", "mini", "--force", "--log-level=ERROR"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     return root, database
 
 
@@ -193,16 +219,23 @@ def pg_class(generated, postgres, tmp_path) -> PgClass:
     _write_config(root, postgres.url(database))
     course = Course(root)
     classroom.write_submission(root, "ada", "mini", {"mini": classroom.filled_notebook(course, "mini", "mini")})
-    classroom.write_submission(root, "bob", "mini", {"mini": classroom.filled_notebook(
-        course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"})})
-    classroom.write_submission(root, "cy", "mini", {"mini": classroom.filled_notebook(course, "mini", "mini", blank=True)})
+    classroom.write_submission(
+        root,
+        "bob",
+        "mini",
+        {"mini": classroom.filled_notebook(course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"})},
+    )
+    classroom.write_submission(
+        root, "cy", "mini", {"mini": classroom.filled_notebook(course, "mini", "mini", blank=True)}
+    )
     return PgClass(root, database, postgres.url(database))
 
 
 def grade_class(root, *extra) -> int:
     """`python -m autograder grade --course ROOT mini`, in-process."""
-    return cli.main(["grade", "--course", str(root), "mini", "--jobs", "2", "--cell-timeout", "5",
-                     "--timeout", "30", *extra])
+    return cli.main(
+        ["grade", "--course", str(root), "mini", "--jobs", "2", "--cell-timeout", "5", "--timeout", "30", *extra]
+    )
 
 
 def gradebook_scores(url):
@@ -234,8 +267,9 @@ def test_class_is_graded_into_postgres_and_nbgrader_exports_the_same_totals(pg_c
     # read back with SQL, not through nbgrader: three students x three parts, 4 + 2 + 0 points
     assert postgres.query("SELECT count(*), sum(auto_score) FROM grade", pg_class.database) == [(9, 6.0)]
 
-    exported = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--log-level=ERROR"], cwd=root,
-                              capture_output=True, text=True)
+    exported = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "export", "--log-level=ERROR"], cwd=root, capture_output=True, text=True
+    )
     assert exported.returncode == 0, exported.stderr
     with open(root / "grades.csv", newline="") as handle:
         rows = {row["student_id"]: row for row in csv.DictReader(handle)}

@@ -7,6 +7,7 @@ a declared name is gone or unused, or when a grader file could reach a module in
 parse cannot follow. Then the same odd answers are staged by the public side (`tclib`) and by
 the grader (`Submission`): both must give the same message, since both use the same function.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,7 +47,7 @@ class _GraderFile:
         self.path = path
         self.assignment = path.parent.name
         self.tree = ast.parse(path.read_text(encoding="utf-8"))
-        self.bound: dict[str, tuple[str, str]] = {}     # name -> module, e.g. tc -> tc_checks
+        self.bound: dict[str, tuple[str, str]] = {}  # name -> module, e.g. tc -> tc_checks
         self.imports = self._imported_course_files()
         self.returning: dict[str, tuple[str, str]] = {}  # function returning a public module
         for node in ast.walk(self.tree):
@@ -55,8 +56,9 @@ class _GraderFile:
                 if module:
                     self.bound[node.targets[0].id] = module
             elif isinstance(node, ast.FunctionDef):
-                returns = [n for n in ast.walk(node)
-                           if isinstance(n, ast.Return) and _loaded_module(n.value, self.assignment)]
+                returns = [
+                    n for n in ast.walk(node) if isinstance(n, ast.Return) and _loaded_module(n.value, self.assignment)
+                ]
                 if returns:
                     self.returning[node.name] = _loaded_module(returns[0].value, self.assignment)
 
@@ -107,7 +109,8 @@ class _GraderFile:
             if isinstance(node, ast.Name) and node.id in self.bound and isinstance(node.ctx, ast.Load):
                 assert id(node) in as_attribute_base, (
                     f"{self.path.name}:{node.lineno} passes the public module {node.id} on as a value; "
-                    "take names from it as attributes so this test can see what the grader uses")
+                    "take names from it as attributes so this test can see what the grader uses"
+                )
         return used
 
 
@@ -140,9 +143,9 @@ def test_the_parse_finds_what_the_grader_is_known_to_use():
     """Guards the parser itself: a few uses that must be seen, through each way of binding."""
     USES = _grader_uses()
     assert "judge_predictions" in USES[("induction_heads", "induction_tools")]  # tools = reference.tools
-    assert "copy_problems_head1" in USES[("attention_heads", "tc_checks")]      # tc = public_module(...)
-    assert "stage_array" in USES[STUDENT_LIBRARY]                               # tclib.stage_array (submission.py)
-    assert "show_head" in USES[("attention_heads", "heatmaps")]                 # a local binding
+    assert "copy_problems_head1" in USES[("attention_heads", "tc_checks")]  # tc = public_module(...)
+    assert "stage_array" in USES[STUDENT_LIBRARY]  # tclib.stage_array (submission.py)
+    assert "show_head" in USES[("attention_heads", "heatmaps")]  # a local binding
     assert ("induction_heads", "heatmaps") not in USES  # a linked file is counted once
 
 
@@ -163,9 +166,25 @@ def test_the_grader_uses_only_declared_names():
 
 # -- one staging, two sides ---------------------------------------------------------------------
 
-ODD_ARRAYS = [None, "W_Q", print, [[1, 2], [3]], {"x": 1}, np.array(["a", "b"]), np.array([None, 1]),
-              np.eye(3) * (1 + 1j), np.eye(3) + 0j, np.ones((3, 2)), np.ones((2, 3)), np.ones(6),
-              np.full((2, 3), np.nan), [[1.0, np.inf, 0.0], [0.0, 0.0, 0.0]], 2.5, True, 1 + 2j]
+ODD_ARRAYS = [
+    None,
+    "W_Q",
+    print,
+    [[1, 2], [3]],
+    {"x": 1},
+    np.array(["a", "b"]),
+    np.array([None, 1]),
+    np.eye(3) * (1 + 1j),
+    np.eye(3) + 0j,
+    np.ones((3, 2)),
+    np.ones((2, 3)),
+    np.ones(6),
+    np.full((2, 3), np.nan),
+    [[1.0, np.inf, 0.0], [0.0, 0.0, 0.0]],
+    2.5,
+    True,
+    1 + 2j,
+]
 ODD_NUMBERS = [None, 2.5, 4.0, float("nan"), float("inf"), np.ones(3), np.array([7.0]), True, "4", 1 + 2j]
 ODD_CHOICES = [None, 3, "W_Q, W_K", ["W_Q", "w_k^T"], ["W_Q", "W_X"], {"WQ", "W_O"}, "W_Q and WV", ""]
 
@@ -218,7 +237,8 @@ def test_the_shipped_student_library_is_the_graders_own():
     """source/common/tclib.py is written from autograder/student/tclib.py by `autograder release`."""
     shipped = REPOSITORY.source / "common" / "tclib.py"
     assert shipped.read_bytes() == pathlib.Path(grader_tclib.__file__).read_bytes(), (
-        "source/common/tclib.py is stale: edit autograder/student/tclib.py and run `make release`")
+        "source/common/tclib.py is stale: edit autograder/student/tclib.py and run `make release`"
+    )
 
 
 def test_the_tolerance_rule_scales_with_the_terms_and_never_below_one():
@@ -233,8 +253,21 @@ def test_the_tolerance_rule_scales_with_the_terms_and_never_below_one():
     assert report == "a differs from b in 1 of 2 entries; the largest difference is 0.011 at index [1]"
 
 
-ODD_RESULTS = [None, "text", print, [[1, 2], [3]], np.array(["a"]), np.ones((2, 3)) * 1j, np.ones((2, 3)) + 0j,
-               np.ones((3, 2)), np.full((2, 3), np.inf), 4.0, True, 1 + 2j, {"x": 1}]
+ODD_RESULTS = [
+    None,
+    "text",
+    print,
+    [[1, 2], [3]],
+    np.array(["a"]),
+    np.ones((2, 3)) * 1j,
+    np.ones((2, 3)) + 0j,
+    np.ones((3, 2)),
+    np.full((2, 3), np.inf),
+    4.0,
+    True,
+    1 + 2j,
+    {"x": 1},
+]
 
 
 @pytest.mark.parametrize("index", range(len(ODD_RESULTS)))
@@ -249,8 +282,11 @@ def test_public_and_hidden_checks_stage_a_result_alike(index):
     assert public is None or public.startswith(f"{what} returned ")
 
 
-@pytest.mark.parametrize("module_name", ["_probe.attention_heads.tc_checks", "tc_checks"],
-                         ids=["as the grader loads it", "as a notebook imports it"])
+@pytest.mark.parametrize(
+    "module_name",
+    ["_probe.attention_heads.tc_checks", "tc_checks"],
+    ids=["as the grader loads it", "as a notebook imports it"],
+)
 def test_public_modules_take_tclib_from_their_own_folder_only(tmp_path, monkeypatch, module_name):
     """A tclib.py earlier on the search path (a submission's, say) is never what they use."""
     (tmp_path / "tclib.py").write_text("raise RuntimeError('a tclib.py from the search path was imported')\n")

@@ -3,6 +3,7 @@
 Fast tests of each defence first; the batch on a class of hostile submissions, and the
 property-based fuzzing of the reader, build one class per module and are marked slow.
 """
+
 import csv
 import json
 import os
@@ -24,10 +25,21 @@ from autograder.nbgrader import release
 
 
 def _notebook(*sources, cell_type="code"):
-    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
-            "cells": [{"cell_type": cell_type, "id": f"c{i}", "metadata": {}, "source": source,
-                       **({"outputs": [], "execution_count": None} if cell_type == "code" else {})}
-                      for i, source in enumerate(sources)]}
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": cell_type,
+                "id": f"c{i}",
+                "metadata": {},
+                "source": source,
+                **({"outputs": [], "execution_count": None} if cell_type == "code" else {}),
+            }
+            for i, source in enumerate(sources)
+        ],
+    }
 
 
 @pytest.fixture
@@ -39,13 +51,17 @@ def good_notebook(tmp_path):
 
 # -- 1. only regular files opened by the grader, without following links ----------------------
 
-@pytest.mark.parametrize("make, word", [
-    (lambda target, path: path.symlink_to(target), "symbolic link"),
-    (lambda target, path: os.link(target, path), "hard link"),
-    (lambda target, path: os.mkfifo(path), "named pipe"),
-    (lambda target, path: path.mkdir(), "folder"),
-    (lambda target, path: path.symlink_to("/dev/zero"), "symbolic link"),
-])
+
+@pytest.mark.parametrize(
+    "make, word",
+    [
+        (lambda target, path: path.symlink_to(target), "symbolic link"),
+        (lambda target, path: os.link(target, path), "hard link"),
+        (lambda target, path: os.mkfifo(path), "named pipe"),
+        (lambda target, path: path.mkdir(), "folder"),
+        (lambda target, path: path.symlink_to("/dev/zero"), "symbolic link"),
+    ],
+)
 def test_notebook_that_is_not_a_regular_file_of_its_own_is_refused(good_notebook, make, word):
     path = good_notebook.parent / "mini.ipynb"
     make(good_notebook, path)
@@ -94,13 +110,16 @@ def test_copy_and_fingerprint_follow_no_link_and_read_no_device(tmp_path):
 
 # -- 2. bounded, linear work on student text ---------------------------------------------------
 
+
 def test_json_bombs_are_refused_with_a_reason():
     bomb = _notebook("W = 1")
     bomb["metadata"]["x"] = [{}] * (nbio.MAX_JSON_CONTAINERS + 1)
     with pytest.raises(nbio.UnreadableNotebook, match="lists and objects"):
         nbio.parse_notebook(json.dumps(bomb))
     with pytest.raises(nbio.UnreadableNotebook, match="not valid notebook JSON"):
-        nbio.parse_notebook(json.dumps(_notebook("W = 1")).replace('"metadata": {}', '"metadata": {"n": ' + "9" * 5000 + "}", 1))
+        nbio.parse_notebook(
+            json.dumps(_notebook("W = 1")).replace('"metadata": {}', '"metadata": {"n": ' + "9" * 5000 + "}", 1)
+        )
     # braces inside strings (code) are not containers: the fast path and the exact count agree
     many_braces = _notebook("d = {" + "{}" * (nbio.MAX_JSON_CONTAINERS // 2 + 10) + "}")
     assert nbio.parse_notebook(json.dumps(many_braces))["cells"]
@@ -110,8 +129,10 @@ def test_ipython_rewrite_is_bounded_with_a_reason():
     shell_lines = "\n".join("!ls -la /tmp" for _ in range(600))
     rewritten = nbio.to_python(shell_lines)
     assert rewritten.startswith("raise SyntaxError(") and "split it into smaller cells" in rewritten
-    assert nbio.to_python("x = 1\n!ls\n%time y = 2") == \
-        "x = 1\nget_ipython().system('ls')\nget_ipython().run_line_magic('time', 'y = 2')\n"
+    assert (
+        nbio.to_python("x = 1\n!ls\n%time y = 2")
+        == "x = 1\nget_ipython().system('ls')\nget_ipython().run_line_magic('time', 'y = 2')\n"
+    )
     budget = [2000]  # what is left of the notebook's budget
     cells = [nbio.to_python("\n".join(["!ls"] * 30), budget) for _ in range(3)]
     assert [cell.startswith("raise SyntaxError(") for cell in cells] == [False, False, True]
@@ -119,7 +140,9 @@ def test_ipython_rewrite_is_bounded_with_a_reason():
 
 def test_name_recognition_keeps_its_meaning():
     source = "# W = 1 commented out\nx, y = 1, 2\nk += 3\nn: int = 4\ndef f(a):\n    z == 1\n"
-    assert {"y", "k", "n", "f"} <= nbio.assigned_names(source) and not {"W", "x", "z", "a"} & nbio.assigned_names(source)
+    assert {"y", "k", "n", "f"} <= nbio.assigned_names(source) and not {"W", "x", "z", "a"} & nbio.assigned_names(
+        source
+    )
     notebook = _notebook("W = 1", "# k = 3", "def double(x):\n    return 2 * x")
     assert nbio.count_defined(notebook, ["W", "k", "double"]) == 2
 
@@ -142,20 +165,28 @@ def test_student_text_costs_linear_time():
         nbio.to_python("\\n".join(["!ls"] * 600))
         print("done")
     """)
-    finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False,
-                              cwd=pathlib.Path(__file__).resolve().parent.parent)
+    finished = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=pathlib.Path(__file__).resolve().parent.parent,
+    )
     assert finished.stdout.strip() == "done", finished.stderr[-2000:]
 
 
 # -- 4. escaped for where it is shown; quotes capped -----------------------------------------
+
 
 def test_submission_strings_are_capped_and_escaped_in_messages():
     from autograder.core.checks import Mistake
     from autograder.core.submission import Submission
 
     huge = "C" * 8_000_000
-    sub = Submission("s", {"W": {"kind": "object", "type": huge},
-                           "E": {"kind": "object", "type": "X\x1b[2J\n  PASS forged (9/9)"}})
+    sub = Submission(
+        "s", {"W": {"kind": "object", "type": huge}, "E": {"kind": "object", "type": "X\x1b[2J\n  PASS forged (9/9)"}}
+    )
     for name in ("W", "E"):
         with pytest.raises(Mistake) as raised:
             sub.array(name)
@@ -172,8 +203,13 @@ def test_text_reports_cannot_forge_lines_on_a_terminal():
     forged = "bad\x1b[1A\r\n  PASS part / check (9/9)\nautograded total: 13/13"
     spec = REPOSITORY.find_spec("attention_heads", "virtual_head")
     part = spec.auto_parts[0]
-    report = engine.Report(notebook="nb\x1b]0;x\x07.ipynb", submission_id="s", graded_as=spec.key, spec=spec,
-                           checks=[CheckResult("check", part.grade_id, 0.0, part.points, False, forged)])
+    report = engine.Report(
+        notebook="nb\x1b]0;x\x07.ipynb",
+        submission_id="s",
+        graded_as=spec.key,
+        spec=spec,
+        checks=[CheckResult("check", part.grade_id, 0.0, part.points, False, forged)],
+    )
     for text in (render_text(report), selfcheck.render(REPOSITORY, report, color=False)):
         assert "\x1b" not in text and "\r" not in text and "\x07" not in text
         lines = text.splitlines()
@@ -185,8 +221,9 @@ def test_student_markdown_is_sanitised_and_course_cells_kept():
 
     from autograder.nbgrader.preprocessors import sanitise_student_html
 
-    nb = nbformat.from_dict(_notebook("Answer <script>alert(1)</script><img src=x onerror=alert(2)> a < b",
-                                      cell_type="markdown"))
+    nb = nbformat.from_dict(
+        _notebook("Answer <script>alert(1)</script><img src=x onerror=alert(2)> a < b", cell_type="markdown")
+    )
     course_cell = nbformat.from_dict(_notebook("<details>course</details>", cell_type="markdown")["cells"][0])
     course_cell.metadata["nbgrader"] = {"locked": True}
     nb.cells.append(course_cell)
@@ -202,8 +239,12 @@ def test_report_html_is_escaped():
 
     spec = REPOSITORY.find_spec("attention_heads", "virtual_head")
     part = spec.auto_parts[0]
-    report = engine.Report(notebook="n", submission_id="s", spec=spec,
-                           checks=[CheckResult("c", part.grade_id, 0.0, 1.0, False, "<script>alert(1)</script>")])
+    report = engine.Report(
+        notebook="n",
+        submission_id="s",
+        spec=spec,
+        checks=[CheckResult("c", part.grade_id, 0.0, 1.0, False, "<script>alert(1)</script>")],
+    )
     body, _ = _render_part(part.grade_id, report)
     assert "<script>" not in body and "&lt;script&gt;" in body
     report.checks[0].message = "C" * 8_000_000
@@ -232,6 +273,7 @@ def test_grades_csv_has_no_formulas_and_one_row_per_student(tmp_path):
 
 
 # -- the exchange -----------------------------------------------------------------------------
+
 
 def test_collect_refuses_links_and_non_regular_files(tmp_path):
     from nbgrader.coursedir import CourseDirectory
@@ -272,9 +314,22 @@ def test_nbgrader_collect_as_configured_takes_no_planted_link(tmp_path):
     (bob / "mini.ipynb").symlink_to(secret / "mini.ipynb")
     (bob / "timestamp.txt").write_text("2026-11-28 09:00:00.000000 UTC")
     (bob / "notes.txt").write_text("own work")
-    finished = subprocess.run([sys.executable, "-m", "nbgrader", "collect", "mini", f"--Exchange.root={exchange}",
-                               "--ExchangeCollect.check_owner=False"], cwd=root, capture_output=True, text=True, check=False,
-                              timeout=120)
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nbgrader",
+            "collect",
+            "mini",
+            f"--Exchange.root={exchange}",
+            "--ExchangeCollect.check_owner=False",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     collected = sorted(str(path.relative_to(root / "submitted")) for path in (root / "submitted").rglob("*"))
     assert collected == ["ada", "bob", "bob/mini", "bob/mini/notes.txt", "bob/mini/timestamp.txt"], collected
@@ -290,6 +345,7 @@ def test_course_configuration_uses_the_guarded_collect_and_export():
 
 
 # -- 5. tolerances that a submission cannot inflate ---------------------------------------------
+
 
 def test_rebasing_a_head_does_not_inflate_the_copy_tolerance():
     tc = REPOSITORY.public_module("attention_heads", "tc_checks")
@@ -312,13 +368,18 @@ def test_rebasing_a_head_does_not_inflate_the_copy_tolerance():
 
 # -- 1 and 3 on the batch: a class of hostile submissions, and fuzzed notebooks -----------------
 
+
 @pytest.fixture(scope="module")
 def hostile_class(mini_course, tmp_path_factory):
     """The mini course generated by nbgrader, with one honest student and one per attack."""
     course = release.copy_course(mini_course, tmp_path_factory.mktemp("hostile") / "course", with_release=True)
     root = course.root
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "mini", "--force", "--log-level=ERROR"],
-                   cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", "mini", "--force", "--log-level=ERROR"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     full = classroom.filled_notebook(course, "mini", "mini")
     wrong = classroom.filled_notebook(course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"})
     classroom.write_submission(root, "ada", "mini", {"mini": full})
@@ -353,7 +414,9 @@ def hostile_class(mini_course, tmp_path_factory):
             cell["metadata"]["nbgrader"]["grade_id"] = ["a", "list"]
     classroom.write_submission(root, "meta_string", "mini", {"mini": as_string})
     classroom.write_submission(root, "meta_list", "mini", {"mini": as_list})
-    scripted = classroom.filled_notebook(course, "mini", "mini", {"mini_why": "Because <script>alert(document.cookie)</script>"})
+    scripted = classroom.filled_notebook(
+        course, "mini", "mini", {"mini_why": "Because <script>alert(document.cookie)</script>"}
+    )
     classroom.write_submission(root, "scripted", "mini", {"mini": scripted})
     (root / "submitted" / "dir_link").mkdir()
     (root / "submitted" / "dir_link" / "mini").symlink_to(solutions)
@@ -377,8 +440,10 @@ def _gradebook_state(root):
 def test_batch_grades_every_hostile_submission_with_a_reason_and_copies_nothing_foreign(hostile_class):
     from autograder.cli.main import main
 
-    assert main(["grade", "--course", str(hostile_class), "mini", "--jobs", "2", "--cell-timeout", "5",
-                 "--timeout", "30"]) == 0
+    assert (
+        main(["grade", "--course", str(hostile_class), "mini", "--jobs", "2", "--cell-timeout", "5", "--timeout", "30"])
+        == 0
+    )
     state = _gradebook_state(hostile_class)
     full = sum(state["ada"][0].values())
     assert full == 4  # mini_matrix 2 + mini_function 2 (mini_why is graded by hand)
@@ -416,7 +481,7 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
     course = Course(root)
     honest = json.loads((root / "submitted" / "ada" / "mini" / "mini.ipynb").read_text())
     json_values = st.recursive(
-        st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=False) | st.text(max_size=20),
+        st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.floats(allow_nan=False) | st.text(max_size=20),
         lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
         max_leaves=12,
     )
@@ -482,8 +547,12 @@ def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_pat
     full, and exits for the whole class on the timestamp)."""
     course = release.copy_course(REPOSITORY, tmp_path / "course")
     root = course.root
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "attention_heads", "--force",
-                    "--log-level=ERROR"], cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", "attention_heads", "--force", "--log-level=ERROR"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     solution = root / "stolen" / "virtual_head.ipynb"
     solution.parent.mkdir()
     shutil.copy(REPOSITORY.solutions / "attention_heads" / "virtual_head.ipynb", solution)
@@ -493,10 +562,15 @@ def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_pat
     os.link(solution, root / "submitted" / "hard" / "attention_heads" / "virtual_head.ipynb")
     folder = classroom.write_submission(root, "piped", "attention_heads", {})
     os.mkfifo(folder / "virtual_head.ipynb")
-    (folder / "questions.ipynb").write_text(json.dumps(classroom.filled_notebook(course, "attention_heads", "questions",
-                                                                                 blank=True)))
-    beside = classroom.write_submission(root, "beside", "attention_heads", {
-        "questions": classroom.filled_notebook(course, "attention_heads", "questions", blank=True)})
+    (folder / "questions.ipynb").write_text(
+        json.dumps(classroom.filled_notebook(course, "attention_heads", "questions", blank=True))
+    )
+    beside = classroom.write_submission(
+        root,
+        "beside",
+        "attention_heads",
+        {"questions": classroom.filled_notebook(course, "attention_heads", "questions", blank=True)},
+    )
     (beside / "zero").symlink_to("/dev/zero")
     (beside / "passwd").symlink_to("/etc/passwd")
     (beside / "gradebook.db").symlink_to(root / "gradebook.db")
@@ -505,8 +579,14 @@ def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_pat
         stream.truncate(1 << 40)
     (beside / "timestamp.txt").write_text("not a date")
     (beside / "notes.txt").write_text("own work")
-    finished = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", "attention_heads", "--force"],
-                              cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    finished = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "autograde", "attention_heads", "--force"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "not grading" in finished.stderr
     from nbgrader.api import Gradebook
@@ -526,14 +606,19 @@ def test_nbgrader_autograde_grades_hostile_notebooks_zero_and_carries_on(tmp_pat
 
 # -- 3 on the command line: odd files each get a report, the others carry on -------------------
 
+
 def test_cli_reports_every_odd_file_and_carries_on(tmp_path, capsys):
     from autograder.cli.main import main
 
     (tmp_path / "folder.ipynb").mkdir()
     os.mkfifo(tmp_path / "pipe.ipynb")
     (tmp_path / "zero.ipynb").symlink_to("/dev/zero")
-    (tmp_path / "digits.ipynb").write_text('{"nbformat": 4, "nbformat_minor": 5, "metadata": {"n": ' + "7" * 5000 + '}, "cells": []}')
-    (tmp_path / "bomb.ipynb").write_text(json.dumps({**_notebook("W = 1"), "metadata": {"m": [{}] * (nbio.MAX_JSON_CONTAINERS + 1)}}))
+    (tmp_path / "digits.ipynb").write_text(
+        '{"nbformat": 4, "nbformat_minor": 5, "metadata": {"n": ' + "7" * 5000 + '}, "cells": []}'
+    )
+    (tmp_path / "bomb.ipynb").write_text(
+        json.dumps({**_notebook("W = 1"), "metadata": {"m": [{}] * (nbio.MAX_JSON_CONTAINERS + 1)}})
+    )
     names = ["folder", "pipe", "zero", "digits", "bomb"]
     assert main(["grade", *[str(tmp_path / f"{name}.ipynb") for name in names], "--json"]) == 0
     reports = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -558,8 +643,12 @@ def test_nbgrader_autograde_copies_nothing_through_a_linked_submission_folder(tm
     grades nothing of it (it reports that student as having no notebooks) and the class goes on."""
     course = release.copy_course(REPOSITORY, tmp_path / "course")
     root = course.root
-    subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", "attention_heads", "--force",
-                    "--log-level=ERROR"], cwd=root, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nbgrader", "generate_assignment", "attention_heads", "--force", "--log-level=ERROR"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     elsewhere = root / "stolen_folder"
     elsewhere.mkdir()
     shutil.copy(REPOSITORY.solutions / "attention_heads" / "virtual_head.ipynb", elsewhere / "virtual_head.ipynb")
@@ -567,10 +656,20 @@ def test_nbgrader_autograde_copies_nothing_through_a_linked_submission_folder(tm
     (elsewhere / "timestamp.txt").write_text("2026-11-28 09:00:00.000000 UTC")
     (root / "submitted" / "linker").mkdir(parents=True)
     (root / "submitted" / "linker" / "attention_heads").symlink_to(elsewhere)
-    classroom.write_submission(root, "honest", "attention_heads", {
-        "virtual_head": classroom.filled_notebook(course, "attention_heads", "virtual_head")})
-    finished = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", "attention_heads", "--force"],
-                              cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    classroom.write_submission(
+        root,
+        "honest",
+        "attention_heads",
+        {"virtual_head": classroom.filled_notebook(course, "attention_heads", "virtual_head")},
+    )
+    finished = subprocess.run(
+        [sys.executable, "-m", "nbgrader", "autograde", "attention_heads", "--force"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert "the link was moved to" in finished.stderr and "No notebooks found" in finished.stderr
     linked = root / "autograded" / "linker" / "attention_heads"
     assert not linked.exists() or not {"secret.txt", "virtual_head.ipynb"} & {p.name for p in linked.iterdir()}

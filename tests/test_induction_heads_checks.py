@@ -4,6 +4,7 @@ Namespaces are built by exec'ing the instructor notebook's setup cell and soluti
 each alternative's or mistake's replacement cells), then graded by calling the hidden checks on
 `make_submission` of the extracted names, and by the public checks the test cells call.
 """
+
 import json
 import re
 import sys
@@ -22,8 +23,7 @@ hidden = REPOSITORY.grading_module("induction_heads", "test_induction_heads")
 ALTERNATIVES = REPOSITORY.library("alternatives", "induction_heads")
 MISTAKES = REPOSITORY.library("mistakes", "induction_heads")
 
-CHECKS = {name: function for name, function in vars(hidden).items()
-          if name.startswith("test_") and callable(function)}
+CHECKS = {name: function for name, function in vars(hidden).items() if name.startswith("test_") and callable(function)}
 
 
 def _meta(cell):
@@ -44,11 +44,9 @@ def _solution_code(cell):
     return text.split("### BEGIN SOLUTION\n", 1)[1].split("### END SOLUTION", 1)[0]
 
 
-ANSWER_CELLS = [cell for cell in NOTEBOOK["cells"]
-                if cell["cell_type"] == "code" and _meta(cell).get("solution")]
+ANSWER_CELLS = [cell for cell in NOTEBOOK["cells"] if cell["cell_type"] == "code" and _meta(cell).get("solution")]
 SETUP = next(_source(cell) for cell in NOTEBOOK["cells"] if _meta(cell).get("grade_id") == "setup")
-TEST_CELLS = [cell for cell in NOTEBOOK["cells"]
-              if _meta(cell).get("grade") and not _meta(cell).get("solution")]
+TEST_CELLS = [cell for cell in NOTEBOOK["cells"] if _meta(cell).get("grade") and not _meta(cell).get("solution")]
 
 
 def namespace(replacements=None):
@@ -129,8 +127,10 @@ def test_notebook_solution_matches_the_independent_reference_construction():
         assert np.allclose(np.asarray(ns[name]), expected), name
     for suffix in ("a", "b", "c", "d", "f", "prev", "ind"):
         answers = reference.reference_answers()
-        assert np.allclose(tools.qk(ns[f"W_Q_{suffix}"], ns[f"W_K_{suffix}"]),
-                           tools.qk(answers[f"W_Q_{suffix}"], answers[f"W_K_{suffix}"])), suffix
+        assert np.allclose(
+            tools.qk(ns[f"W_Q_{suffix}"], ns[f"W_K_{suffix}"]),
+            tools.qk(answers[f"W_Q_{suffix}"], answers[f"W_K_{suffix}"]),
+        ), suffix
 
 
 @pytest.mark.parametrize("variant", sorted(MISTAKES))
@@ -232,8 +232,14 @@ def test_a_failing_public_pattern_check_draws_the_sequence_it_describes(monkeypa
 
 DIAGNOSES = {  # rule -> (check, what its message says): see test_attention_heads_checks
     "shift by one step": ("test_ind_attends_after_earlier_copy", r"shift by one step"),
-    "a tie names every tied position": ("test_ind_attends_after_earlier_copy", r"those positions score exactly as high"),
-    "the tie's shared content term": ("test_ind_attends_after_earlier_copy", r"Every position holding the present token"),
+    "a tie names every tied position": (
+        "test_ind_attends_after_earlier_copy",
+        r"those positions score exactly as high",
+    ),
+    "the tie's shared content term": (
+        "test_ind_attends_after_earlier_copy",
+        r"Every position holding the present token",
+    ),
     "layer-2 part waits for layer 1": ("test_ind_attends_after_earlier_copy", r"cannot be judged yet"),
     "predicts the present token again": ("test_ind_predicts_next_token", r"predicts the present token again"),
     "logits tie": ("test_ind_predicts_next_token", r"its logits tie"),
@@ -245,16 +251,21 @@ DIAGNOSES = {  # rule -> (check, what its message says): see test_attention_head
 @pytest.mark.parametrize("rule", sorted(DIAGNOSES))
 def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(rule):
     check, pattern = DIAGNOSES[rule]
-    messages = [(name, grade(namespace(entry["cells"]))[check]) for name, entry in MISTAKES.items()
-                if check in entry["fails"]]
+    messages = [
+        (name, grade(namespace(entry["cells"]))[check]) for name, entry in MISTAKES.items() if check in entry["fails"]
+    ]
     assert any(re.search(pattern, message) for _, message in messages), f"nothing triggers {rule!r}"
-    assert any(not re.search(pattern, message) for _, message in messages), \
+    assert any(not re.search(pattern, message) for _, message in messages), (
         f"no mistake that fails {check} shows {rule!r} withheld"
+    )
 
 
 def test_mark_schemes_score_every_element_with_points_that_add_up():
-    free_text = [cell for cell in NOTEBOOK["cells"] if cell["cell_type"] == "markdown"
-                 and _meta(cell).get("grade") and _meta(cell).get("solution")]
+    free_text = [
+        cell
+        for cell in NOTEBOOK["cells"]
+        if cell["cell_type"] == "markdown" and _meta(cell).get("grade") and _meta(cell).get("solution")
+    ]
     assert free_text
     for cell in free_text:
         scheme = _source(cell).partition("Mark scheme:")[2].partition("### END SOLUTION")[0]

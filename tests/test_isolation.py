@@ -9,6 +9,7 @@ relay rebuilds what the student half sends and the supervisor caps frames before
 as an unprivileged user with hundreds of processes running, a correct notebook earns full
 marks in every tier while attacks still fail in the strong ones.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,14 @@ from autograder.core.submission import decode_value
 from autograder.sandbox import supervisor as sandbox
 from autograder.sandbox.driver import confine, wire
 
-LIMITS = sandbox.Limits(cell_seconds=2, cell_grace_seconds=1, call_seconds=2, total_seconds=20,
-                        memory_bytes=512 << 20, max_output_bytes=4 << 20)
+LIMITS = sandbox.Limits(
+    cell_seconds=2,
+    cell_grace_seconds=1,
+    call_seconds=2,
+    total_seconds=20,
+    memory_bytes=512 << 20,
+    max_output_bytes=4 << 20,
+)
 LANDLOCK_REASON = sandbox.probe_landlock()
 requires_landlock = pytest.mark.skipif(LANDLOCK_REASON is not None, reason=f"landlock tier: {LANDLOCK_REASON}")
 requires_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_available(), reason="bubblewrap cannot run here")
@@ -66,9 +73,14 @@ def without_tools(tmp_path, monkeypatch, fresh_probes):
 
 
 def run(cells, tier, names=("result",), limits=LIMITS, helpers=None):
-    result = sandbox.run_submission(list(enumerate([cells] if isinstance(cells, str) else cells)), list(names),
-                                    str(helpers or ROOT / "release" / "attention_heads"), lambda values: {},
-                                    limits, tier)
+    result = sandbox.run_submission(
+        list(enumerate([cells] if isinstance(cells, str) else cells)),
+        list(names),
+        str(helpers or ROOT / "release" / "attention_heads"),
+        lambda values: {},
+        limits,
+        tier,
+    )
     return result, {name: decode_value(result.values.get(name, {"kind": "missing"})) for name in names}
 
 
@@ -86,8 +98,13 @@ def test_instructor_grading_refuses_the_plain_process_unless_allowed(without_too
     with pytest.raises(sandbox.SandboxUnavailable) as refused:
         sandbox.choose_isolation("auto")
     message = str(refused.value)
-    for expected in ("bwrap is not installed", "apt-get install bubblewrap", "Linux-only", "landlock",
-                     "--allow-unisolated"):
+    for expected in (
+        "bwrap is not installed",
+        "apt-get install bubblewrap",
+        "Linux-only",
+        "landlock",
+        "--allow-unisolated",
+    ):
         assert expected in message
     with pytest.raises(sandbox.SandboxUnavailable, match="--allow-unisolated"):
         sandbox.choose_isolation("unisolated")
@@ -121,7 +138,10 @@ def test_undumpable_and_rlimits_need_no_linux_only_call_elsewhere(monkeypatch):
     with pytest.raises(confine.ConfinementError, match="Linux-only"):
         confine.seccomp_machine()
     driver_source = (sandbox.DRIVER_DIR / "driver.py").read_text()
-    assert "prctl" not in driver_source and "prlimit" not in (ROOT / "autograder" / "sandbox" / "supervisor.py").read_text()
+    assert (
+        "prctl" not in driver_source
+        and "prlimit" not in (ROOT / "autograder" / "sandbox" / "supervisor.py").read_text()
+    )
 
 
 # -- grader faults are the grader's ------------------------------------------------------------
@@ -138,8 +158,11 @@ def _broken_driver(tmp_path, monkeypatch, confine_source=None, driver_prefix="")
 
 @pytest.mark.parametrize("tier", AVAILABLE)
 def test_a_limit_that_cannot_be_set_is_a_grader_error_not_a_score(tmp_path, monkeypatch, tier):
-    _broken_driver(tmp_path, monkeypatch, confine_source=(
-        "\ndef confine(plan):\n    raise ConfinementError('RLIMIT_AS could not be set (test)')\n"))
+    _broken_driver(
+        tmp_path,
+        monkeypatch,
+        confine_source=("\ndef confine(plan):\n    raise ConfinementError('RLIMIT_AS could not be set (test)')\n"),
+    )
     request = engine.GradeRequest(str(SOLUTION), "s")
     (report,) = engine.grade(REPOSITORY, [request], limits=LIMITS, isolation=tier, allow_unisolated=True)
     assert report.grader_error and "could not be confined: RLIMIT_AS could not be set" in report.grader_error
@@ -157,8 +180,11 @@ def test_a_sandbox_that_dies_at_start_is_a_grader_error_with_its_stderr(tmp_path
 def test_cli_exits_3_and_batch_leaves_the_student_ungraded_on_grader_errors(tmp_path, monkeypatch, capsys):
     from autograder.cli import main as cli
 
-    _broken_driver(tmp_path, monkeypatch, confine_source=(
-        "\ndef confine(plan):\n    raise ConfinementError('seccomp filter refused (test)')\n"))
+    _broken_driver(
+        tmp_path,
+        monkeypatch,
+        confine_source=("\ndef confine(plan):\n    raise ConfinementError('seccomp filter refused (test)')\n"),
+    )
     assert cli.main(["grade", "--allow-unisolated", str(SOLUTION)]) == cli.EXIT_GRADER_FAULT
     captured = capsys.readouterr()
     assert "NOT GRADED (grader error" in captured.out and "seccomp filter refused" in captured.err
@@ -169,21 +195,26 @@ def test_relay_rebuilds_values_from_known_fields_only():
     explosive = {"kind": "strs", "items": [[[]] * 1000] * 1000}
     assert wire.clean_value(explosive)["kind"] == "object"
     assert wire.clean_values({"W": {"kind": "number", "value": 1, "extra": [0] * 100}, "other": 1}, ["W"]) == {
-        "W": {"kind": "number", "value": 1.0, "integer": False}}
+        "W": {"kind": "number", "value": 1.0, "integer": False}
+    }
     assert wire.clean_value({"kind": "array", "dtype": "float64", "shape": [[1]], "data": ""})["kind"] == "object"
     assert wire.clean_calls({"f": [{"result": {"kind": "none"}}] * 50, "g": []}, {"f": 2}) == {
-        "f": [{"result": {"kind": "none"}}] * 2}
+        "f": [{"result": {"kind": "none"}}] * 2
+    }
 
 
 def test_the_largest_arrays_the_driver_sends_pass_the_relay_and_fit_the_frame_caps():
     import numpy
 
-    for array in (numpy.arange(wire.MAX_ARRAY_ELEMENTS, dtype=float),
-                  numpy.ones(wire.MAX_ARRAY_ELEMENTS // 2, dtype=complex)):
+    for array in (
+        numpy.arange(wire.MAX_ARRAY_ELEMENTS, dtype=float),
+        numpy.ones(wire.MAX_ARRAY_ELEMENTS // 2, dtype=complex),
+    ):
         encoded = wire.encode_array(array, numpy)
         assert wire.clean_value(encoded) == encoded
         assert len(wire.pack_frame({"type": "values", "values": {"W": encoded}})) <= (
-            wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES)
+            wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES
+        )
         assert numpy.array_equal(wire.decode_array(encoded, numpy), array)
     assert wire.encode_array(numpy.ones(wire.MAX_ARRAY_ELEMENTS // 2 + 1, dtype=complex), numpy)["kind"] == "too_large"
 
@@ -200,9 +231,10 @@ def test_a_forty_megabyte_values_frame_never_reaches_the_grader(tier):
     refuses it on its header (the student half is killed), the supervisor parses nothing of it."""
     flood = (
         "import json, os, struct, sys\n"
-        "body = b'{\"type\": \"values\", \"values\": {\"result\": [' + b'0,' * (20 << 20) + b'0]}}'\n"
+        'body = b\'{"type": "values", "values": {"result": [\' + b\'0,\' * (20 << 20) + b\'0]}}\'\n'
         "os.write(sys.modules['__main__']._channels['result'], struct.pack('>I', len(body)) + body)\n"
-        "result = 'sent'\n")
+        "result = 'sent'\n"
+    )
     result, values = run(flood, tier)
     assert values["result"] is None and result.grader_error is None
     assert "wrote into the grader's internal pipe" in result.fatal
@@ -243,8 +275,19 @@ result = refused + ran + [str(os.getuid())]
 """
     result, values = run(code, "landlock")
     uid = str(sandbox.SANDBOX_UID if os.geteuid() == 0 else os.geteuid())
-    assert values["result"] == ["fork", "subprocess", "tcp", "unix socket", "signal parent", "signal init",
-                                "ptrace", "write outside", "read passwd", "thread", uid], result.cells
+    assert values["result"] == [
+        "fork",
+        "subprocess",
+        "tcp",
+        "unix socket",
+        "signal parent",
+        "signal init",
+        "ptrace",
+        "write outside",
+        "read passwd",
+        "thread",
+        uid,
+    ], result.cells
     assert not (tmp_path / "escaped").exists()
     with pytest.raises(socket.timeout):
         listener.accept()
@@ -258,7 +301,7 @@ def test_seccomp_programs_are_well_formed_for_every_known_architecture():
             assert len(program) % 8 == 0 and len(program) // 8 < 4096  # BPF_MAXINSNS
             # every jump stays inside the program
             for position in range(0, len(program), 8):
-                code, jt, jf, _ = __import__("struct").unpack("=HBBI", program[position:position + 8])
+                code, jt, jf, _ = __import__("struct").unpack("=HBBI", program[position : position + 8])
                 if code & 0x07 == 0x05:  # BPF_JMP
                     assert position // 8 + 1 + max(jt, jf) < len(program) // 8
 
@@ -277,8 +320,21 @@ def unprivileged_python():
     and kept for later runs. Skips (with the reason) where it cannot be built."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run as another user")
-    readable = subprocess.run(["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
-                               "test", "-r", str(SOLUTION)], check=False).returncode == 0
+    readable = (
+        subprocess.run(
+            [
+                "setpriv",
+                f"--reuid={UNPRIVILEGED}",
+                f"--regid={UNPRIVILEGED}",
+                "--clear-groups",
+                "test",
+                "-r",
+                str(SOLUTION),
+            ],
+            check=False,
+        ).returncode
+        == 0
+    )
     if not readable:
         pytest.skip(f"uid {UNPRIVILEGED} cannot read this checkout ({ROOT}); put it under a world-readable path")
     base = shutil.which("python3", path="/usr/bin") or sys.executable
@@ -288,8 +344,23 @@ def unprivileged_python():
         try:
             shutil.rmtree(VENV, ignore_errors=True)
             subprocess.run([base, "-m", "venv", str(VENV)], check=True, capture_output=True, timeout=120)
-            subprocess.run([str(python), "-m", "pip", "install", "-q", "numpy>=1.26", "pytest>=8", "nbformat>=5.10",
-                            "tqdm>=4.66", "fastjsonschema>=2.18"], check=True, capture_output=True, timeout=600)
+            subprocess.run(
+                [
+                    str(python),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "numpy>=1.26",
+                    "pytest>=8",
+                    "nbformat>=5.10",
+                    "tqdm>=4.66",
+                    "fastjsonschema>=2.18",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
         except (OSError, subprocess.SubprocessError) as error:
             pytest.skip(f"could not build a Python for uid {UNPRIVILEGED}: {error}")
         ready.write_text("ok")
@@ -298,10 +369,22 @@ def unprivileged_python():
 
 
 def as_unprivileged(python, args, workdir, extra_env=None):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "PYTHONPATH": str(ROOT), "PYTHONDONTWRITEBYTECODE": "1",
-           "LANG": "C.UTF-8", **(extra_env or {})}
-    return subprocess.run(["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups",
-                           str(python), *args], capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(workdir),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+        **(extra_env or {}),
+    }
+    return subprocess.run(
+        ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", str(python), *args],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -313,8 +396,17 @@ def crowded():
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="tc_unprivileged_"))
     os.chmod(workdir, 0o777)
     sleepers = subprocess.Popen(
-        ["setpriv", f"--reuid={UNPRIVILEGED}", f"--regid={UNPRIVILEGED}", "--clear-groups", "sh", "-c",
-         "for i in $(seq 300); do sleep 300 & done; wait"], start_new_session=True)
+        [
+            "setpriv",
+            f"--reuid={UNPRIVILEGED}",
+            f"--regid={UNPRIVILEGED}",
+            "--clear-groups",
+            "sh",
+            "-c",
+            "for i in $(seq 300); do sleep 300 & done; wait",
+        ],
+        start_new_session=True,
+    )
     try:
         yield workdir
     finally:
@@ -365,25 +457,57 @@ def test_unprivileged_user_with_hundreds_of_processes_gets_full_marks_in_every_t
     assert _count_processes(UNPRIVILEGED) >= 300
     marker = crowded / "escaped.txt"
     hostile = json.loads(SOLUTION.read_text())
-    hostile["cells"].append({"cell_type": "code", "execution_count": None, "id": "attack", "metadata": {},
-                             "outputs": [], "source": f"PORT = {port}\nMARKER = {str(marker)!r}\n" + ATTACK_CELL})
+    hostile["cells"].append(
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": "attack",
+            "metadata": {},
+            "outputs": [],
+            "source": f"PORT = {port}\nMARKER = {str(marker)!r}\n" + ATTACK_CELL,
+        }
+    )
     hostile_path = crowded / "virtual_head.ipynb"
     hostile_path.write_text(json.dumps(hostile))
     os.chmod(hostile_path, 0o644)
-    probe = as_unprivileged(unprivileged_python, ["-c", "from autograder.sandbox import supervisor as sandbox; import json; "
-                                                        "print(json.dumps(sandbox.tier_status()))"], crowded)
+    probe = as_unprivileged(
+        unprivileged_python,
+        [
+            "-c",
+            "from autograder.sandbox import supervisor as sandbox; import json; "
+            "print(json.dumps(sandbox.tier_status()))",
+        ],
+        crowded,
+    )
     assert probe.returncode == 0, probe.stderr
     tiers = [tier for tier, reason in json.loads(probe.stdout).items() if reason is None]
     assert "unisolated" in tiers and (sys.platform != "linux" or "landlock" in tiers or LANDLOCK_REASON)
     for tier in tiers:
-        done = as_unprivileged(unprivileged_python, ["-m", "autograder", "grade", "--course", str(ROOT), "--json", "--isolation", tier,
-                                                     "--allow-unisolated", str(SOLUTION)], crowded)
+        done = as_unprivileged(
+            unprivileged_python,
+            [
+                "-m",
+                "autograder",
+                "grade",
+                "--course",
+                str(ROOT),
+                "--json",
+                "--isolation",
+                tier,
+                "--allow-unisolated",
+                str(SOLUTION),
+            ],
+            crowded,
+        )
         assert done.returncode == 0, (tier, done.stdout[-2000:], done.stderr[-2000:])
         report = json.loads(done.stdout)
         assert (report["score"], report["max_score"], report["isolation"]) == (13.0, 13.0, tier), report
         if tier != "unisolated":  # the plain process has the user's rights by design
-            attacked = as_unprivileged(unprivileged_python, ["-m", "autograder", "grade", "--course", str(ROOT), "--json",
-                                                             "--isolation", tier, str(hostile_path)], crowded)
+            attacked = as_unprivileged(
+                unprivileged_python,
+                ["-m", "autograder", "grade", "--course", str(ROOT), "--json", "--isolation", tier, str(hostile_path)],
+                crowded,
+            )
             assert attacked.returncode == 0, (tier, attacked.stderr[-2000:])
             assert json.loads(attacked.stdout)["score"] == 13.0
             assert not marker.exists() and not accepted, tier
@@ -398,11 +522,14 @@ def test_cell_limits_count_cpu_time_so_waiting_is_not_a_timeout(tier):
     """A cell that waits 1.5 s (as a correct cell does on a host slowed by its neighbours) is not
     cut at its 1 s limit, since the limit counts CPU time; one that computes for as long is.
     RLIMIT_CPU bounds the whole run, in every process of it."""
-    limits = sandbox.Limits(cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=20,
-                            memory_bytes=512 << 20, wall_factor=3)
-    cells = ["import time\ntime.sleep(1.5)\nwaited = 'done'",
-             "spun = 'interrupted'\nwhile True:\n    pass\nspun = 'never'",
-             "import resource\ncpu = str(resource.getrlimit(resource.RLIMIT_CPU)[0])"]
+    limits = sandbox.Limits(
+        cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=20, memory_bytes=512 << 20, wall_factor=3
+    )
+    cells = [
+        "import time\ntime.sleep(1.5)\nwaited = 'done'",
+        "spun = 'interrupted'\nwhile True:\n    pass\nspun = 'never'",
+        "import resource\ncpu = str(resource.getrlimit(resource.RLIMIT_CPU)[0])",
+    ]
     result, values = run(cells, tier, names=("waited", "spun", "cpu"), limits=limits)
     assert [cell["status"] for cell in result.cells] == ["ok", "timeout", "ok"]
     assert values == {"waited": "done", "spun": "interrupted", "cpu": "20"}
@@ -423,22 +550,28 @@ def test_bubblewrap_without_a_memory_cgroup_allows_no_second_process(monkeypatch
     """Where no memory cgroup can be made (non-root, undelegated cgroup v2), RLIMIT_AS is the
     only memory cap and binds each process: the student half then gets no process to spare."""
     monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
-    code = ("import os, subprocess\nrefused = []\n"
-            "for name, action in (('fork', os.fork), ('subprocess', lambda: subprocess.run(['true']))):\n"
-            "    try:\n        action()\n    except OSError:\n        refused.append(name)\n"
-            "result = refused")
+    code = (
+        "import os, subprocess\nrefused = []\n"
+        "for name, action in (('fork', os.fork), ('subprocess', lambda: subprocess.run(['true']))):\n"
+        "    try:\n        action()\n    except OSError:\n        refused.append(name)\n"
+        "result = refused"
+    )
     _, values = run(code, "bubblewrap")
     assert values["result"] == ["fork", "subprocess"]
 
 
 @pytest.mark.slow
 def test_batch_leaves_students_ungraded_on_grader_errors_and_the_rerun_grades_them(
-        tmp_path, monkeypatch, capsys, mini_class):  # noqa: F811 - the fixture imported from test_batch
+    tmp_path, monkeypatch, capsys, mini_class
+):
     """Not a 0 in the gradebook: no grade at all, no 'graded' marker, exit 3 and the reason on
     stderr; once the fault is fixed, the next run grades exactly those students."""
     real_driver = sandbox.DRIVER_DIR
-    _broken_driver(tmp_path, monkeypatch, confine_source=(
-        "\ndef confine(plan):\n    raise ConfinementError('RLIMIT_CPU could not be set (test)')\n"))
+    _broken_driver(
+        tmp_path,
+        monkeypatch,
+        confine_source=("\ndef confine(plan):\n    raise ConfinementError('RLIMIT_CPU could not be set (test)')\n"),
+    )
     assert run_batch(mini_class) == 3
     err = capsys.readouterr().err
     assert "RLIMIT_CPU could not be set" in err and "NOT graded" in err
@@ -456,9 +589,7 @@ def test_batch_leaves_students_ungraded_on_grader_errors_and_the_rerun_grades_th
     assert auto_scores(mini_class)["ada"] == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}
 
 
-
-def test_nbgrader_autograde_fails_the_submission_on_grader_errors_and_has_no_unsandboxed_option(tmp_path,
-                                                                                               monkeypatch):
+def test_nbgrader_autograde_fails_the_submission_on_grader_errors_and_has_no_unsandboxed_option(tmp_path, monkeypatch):
     """nbgrader reports a preprocessor's exception as a failed submission and leaves its grades
     unset: what a grader fault must be there. And no configuration selects unsandboxed running."""
     import nbformat
@@ -467,8 +598,11 @@ def test_nbgrader_autograde_fails_the_submission_on_grader_errors_and_has_no_uns
 
     options = nbgrader_bridge.SandboxedGrading.class_trait_names(config=True)
     assert "runner" not in options and {"isolation", "allow_unisolated"} <= set(options)
-    _broken_driver(tmp_path, monkeypatch, confine_source=(
-        "\ndef confine(plan):\n    raise ConfinementError('seccomp filter refused (test)')\n"))
+    _broken_driver(
+        tmp_path,
+        monkeypatch,
+        confine_source=("\ndef confine(plan):\n    raise ConfinementError('seccomp filter refused (test)')\n"),
+    )
     nb = nbformat.read(str(SOLUTION), as_version=4)
     resources = {"nbgrader": {"assignment": "attention_heads", "notebook": "virtual_head", "student": "ada"}}
     with pytest.raises(RuntimeError, match="grader error, ada/virtual_head not graded: .*seccomp filter refused"):
@@ -485,8 +619,10 @@ def test_nbgrader_autograde_fails_the_submission_on_grader_errors_and_has_no_uns
 def test_bubblewrap_where_nproc_counts_the_whole_user_sets_none_and_allows_no_second_process(monkeypatch):
     """Before Linux 5.14 RLIMIT_NPROC counted every process of the real user, namespaces or not."""
     monkeypatch.setattr(sandbox, "nproc_counts_per_namespace", lambda: False)
-    code = ("import os, resource\nresult = [str(resource.getrlimit(resource.RLIMIT_NPROC)[0])]\n"
-            "try:\n    os.fork()\nexcept OSError:\n    result.append('fork refused')\n")
+    code = (
+        "import os, resource\nresult = [str(resource.getrlimit(resource.RLIMIT_NPROC)[0])]\n"
+        "try:\n    os.fork()\nexcept OSError:\n    result.append('fork refused')\n"
+    )
     _, values = run(code, "bubblewrap")
     assert values["result"][1:] == ["fork refused"] and values["result"][0] != str(LIMITS.max_processes)
 

@@ -1,5 +1,6 @@
 """The package's architecture, enforced: imports go only downward through the layers, and the
 sandbox driver uses nothing of the grader (only its own directory is visible in the sandbox)."""
+
 import ast
 import pathlib
 
@@ -37,8 +38,11 @@ def test_imports_go_only_downward(path):
     own = _layer(dotted)
     if own is None:  # autograder/__init__.py, __main__.py: the entry points sit above everything
         return
-    upward = [name for name in _imports(path)
-              if (layer := _layer(name)) is not None and LAYERS.index(layer) > LAYERS.index(own)]
+    upward = [
+        name
+        for name in _imports(path)
+        if (layer := _layer(name)) is not None and LAYERS.index(layer) > LAYERS.index(own)
+    ]
     assert not upward, f"{dotted} ({own}) imports from a higher layer: {upward}"
 
 
@@ -50,6 +54,9 @@ def test_code_that_runs_outside_the_grader_imports_nothing_of_it(folder):
 
 
 def test_every_module_is_in_a_layer():
-    unplaced = [str(path.relative_to(PACKAGE)) for path in MODULES
-                if path.parent == PACKAGE and path.name not in ("__init__.py", "__main__.py")]
+    unplaced = [
+        str(path.relative_to(PACKAGE))
+        for path in MODULES
+        if path.parent == PACKAGE and path.name not in ("__init__.py", "__main__.py")
+    ]
     assert not unplaced, f"modules outside every layer: {unplaced}"

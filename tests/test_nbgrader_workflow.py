@@ -5,6 +5,7 @@
 * `nbgrader autograde` (configured to use the sandboxed grader) and the batch grader record the
   same scores for the same class, and feedback reveals neither hidden checks nor answers.
 """
+
 import functools
 import html
 import json
@@ -74,8 +75,9 @@ def _course_copy(tmp_path: pathlib.Path) -> Course:
 
 
 def _nbgrader(root, *args):
-    completed = subprocess.run([sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"],
-                               cwd=root, capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=root, capture_output=True, text=True
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return completed
 
@@ -92,8 +94,10 @@ def _gradebook_state(root, assignment):
                 comments = {comment.name: comment.auto_comment for comment in notebook.comments}
                 for grade in notebook.grades:
                     state[(submission.student.id, notebook.name, grade.name)] = {
-                        "auto_score": grade.auto_score, "manual_score": grade.manual_score,
-                        "needs_manual_grade": grade.needs_manual_grade, "comment": comments.get(grade.name),
+                        "auto_score": grade.auto_score,
+                        "manual_score": grade.manual_score,
+                        "needs_manual_grade": grade.needs_manual_grade,
+                        "comment": comments.get(grade.name),
                     }
                 state[(submission.student.id, notebook.name, "late penalty")] = notebook.late_submission_penalty
         return state
@@ -119,14 +123,18 @@ def graded_class(tmp_path_factory):
         # cut off while saving, and saved under Jupyter's copy name: both graded alike on both paths
         cut = classroom.write_submission(root, "cut", assignment, {nb: filled(nb) for nb in notebooks})
         text = (cut / "questions.ipynb").read_text()
-        (cut / "questions.ipynb").write_text(text[:len(text) // 2])
+        (cut / "questions.ipynb").write_text(text[: len(text) // 2])
         copied = classroom.write_submission(root, "copied", assignment, {nb: filled(nb) for nb in notebooks})
         (copied / "questions.ipynb").rename(copied / "questions-Copy1.ipynb")
         if how == "nbgrader":
             _nbgrader(root, "autograde", assignment, "--force")
         else:  # from elsewhere, so only --course says which course
-            subprocess.run([sys.executable, "-m", "autograder", "grade", "--course", str(root), assignment],
-                           cwd=tmp_path_factory.getbasetemp(), check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "autograder", "grade", "--course", str(root), assignment],
+                cwd=tmp_path_factory.getbasetemp(),
+                check=True,
+                capture_output=True,
+            )
         _nbgrader(root, "generate_feedback", assignment, "--force")
         roots[how] = root
     return assignment, roots
@@ -136,8 +144,12 @@ def test_nbgrader_autograde_and_batch_grader_record_the_same_gradebook_state(gra
     assignment, roots = graded_class
     by_batch = _gradebook_state(roots["batch"], assignment)
     assert _gradebook_state(roots["nbgrader"], assignment) == by_batch
-    parts = {(spec.notebook, part.grade_id): part for spec in REPOSITORY.specs if spec.assignment == assignment
-             for part in spec.parts}
+    parts = {
+        (spec.notebook, part.grade_id): part
+        for spec in REPOSITORY.specs
+        if spec.assignment == assignment
+        for part in spec.parts
+    }
     wrong_lost_points = False
     for (student, notebook, grade_id), record in by_batch.items():
         part = parts.get((notebook, grade_id))
@@ -156,8 +168,12 @@ def test_unreadable_and_renamed_notebooks_are_graded_alike_with_feedback_that_sa
     the formgrader shows) and in feedback; a renamed one is graded by its content on both paths."""
     assignment, roots = graded_class
     states = {how: _gradebook_state(root, assignment) for how, root in roots.items()}
-    parts = {part.grade_id: part for spec in REPOSITORY.specs if spec.assignment == assignment
-             and spec.notebook == "questions" for part in spec.auto_parts}
+    parts = {
+        part.grade_id: part
+        for spec in REPOSITORY.specs
+        if spec.assignment == assignment and spec.notebook == "questions"
+        for part in spec.auto_parts
+    }
     for how, state in states.items():
         for grade_id, part in parts.items():
             assert state[("cut", "questions", grade_id)]["auto_score"] == 0, (how, grade_id)
@@ -192,7 +208,9 @@ def test_feedback_reveals_no_hidden_checks_or_answers(graded_class):
             assert "BEGIN HIDDEN TESTS" not in text and "def test_" not in text
             student, _, notebook = page.relative_to(root / "feedback").with_suffix("").parts
             # under any name: a renamed notebook is graded by its content
-            submitted = "".join(path.read_text() for path in (root / "submitted" / student / assignment).glob("*.ipynb"))
+            submitted = "".join(
+                path.read_text() for path in (root / "submitted" / student / assignment).glob("*.ipynb")
+            )
             # a line the student wrote themselves may coincide with the hidden reference code
             leaked = [line for line in hidden_lines if line in text and json.dumps(line)[1:-1] not in submitted]
             assert not leaked, f"{page} shows hidden check code: {leaked[:3]}"

@@ -3,6 +3,7 @@
 Each step is tested on notebooks built cell by cell, as nbgrader's own preprocessor tests are:
 `restore_course_metadata` against a synthetic release, `apply_report` against a synthetic report.
 """
+
 import json
 import pathlib
 
@@ -99,17 +100,30 @@ def test_kernelspec_is_the_releases(course):
 
 def _report(course, checks, error=None):
     spec = specs.NotebookSpec(
-        assignment="a", notebook="nb", checks_path=pathlib.Path("test_nb.py"), module=None,
-        helpers_dir=course.release / "a", extract=("W",), probes={},
+        assignment="a",
+        notebook="nb",
+        checks_path=pathlib.Path("test_nb.py"),
+        module=None,
+        helpers_dir=course.release / "a",
+        extract=("W",),
+        probes={},
         parts=(specs.Part("part1", 2.0, False), specs.Part("essay", 1.0, True)),
     )
-    return engine.Report(notebook="nb.ipynb", submission_id="s", graded_as="a/nb", spec=spec, checks=checks,
-                         error=error, isolation="bubblewrap")
+    return engine.Report(
+        notebook="nb.ipynb",
+        submission_id="s",
+        graded_as="a/nb",
+        spec=spec,
+        checks=checks,
+        error=error,
+        isolation="bubblewrap",
+    )
 
 
 def _check(passed, points, message=""):
-    return CheckResult(id="w_right", part="part1", points=points if passed else 0.0, max_points=points,
-                       passed=passed, message=message)
+    return CheckResult(
+        id="w_right", part="part1", points=points if passed else 0.0, max_points=points, passed=passed, message=message
+    )
 
 
 def test_apply_report_writes_score_and_messages_into_autograded_test_cells_only(course):

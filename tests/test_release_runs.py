@@ -11,6 +11,7 @@ write nothing into the repository. How long each run took is printed (run with -
 target is a few seconds per notebook, but speed targets belong to benchmarks, so no test fails
 on time.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.slow
 
 PASSED = "public checks passed"
 NOTEBOOKS = sorted(
-    (path.parent.name, path.stem) for path in REPOSITORY.source.glob("*/*.ipynb")
+    (path.parent.name, path.stem)
+    for path in REPOSITORY.source.glob("*/*.ipynb")
     if ".ipynb_checkpoints" not in path.parts
 )
 IDS = [f"{assignment}/{notebook}" for assignment, notebook in NOTEBOOKS]
@@ -66,8 +68,9 @@ def _is_answer_cell(cell: dict) -> bool:
 def _run(folder: pathlib.Path, notebook_file: str, label: str) -> nbformat.NotebookNode:
     """Execute a notebook in `folder` on a fresh python3 kernel; print how long it took."""
     notebook = nbformat.read(folder / notebook_file, as_version=4)
-    client = NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(folder)}})
+    client = NotebookClient(
+        notebook, timeout=120, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(folder)}}
+    )
     start = time.monotonic()
     client.execute()
     elapsed = time.monotonic() - start
@@ -81,13 +84,19 @@ def _errors(cell) -> list[dict]:
 
 
 def _stdout(cell) -> str:
-    return "".join(output.get("text", "") for output in cell.get("outputs", [])
-                   if output.output_type == "stream" and output.name == "stdout")
+    return "".join(
+        output.get("text", "")
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stdout"
+    )
 
 
 def _stderr(cell) -> str:
-    return "".join(output.get("text", "") for output in cell.get("outputs", [])
-                   if output.output_type == "stream" and output.name == "stderr")
+    return "".join(
+        output.get("text", "")
+        for output in cell.get("outputs", [])
+        if output.output_type == "stream" and output.name == "stderr"
+    )
 
 
 def _describe(index: int, cell) -> str:
@@ -118,14 +127,21 @@ def test_solution_runs_cleanly_and_passes_its_public_checks(assignment, notebook
     solution = REPOSITORY.solutions / assignment / f"{notebook}.ipynb"
     assert solution.exists(), f"no reference solution {solution}: run `python -m autograder release`"
     folder = tmp_path / assignment
-    shutil.copytree(REPOSITORY.solutions / assignment, folder, symlinks=False,
-                    ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copytree(
+        REPOSITORY.solutions / assignment,
+        folder,
+        symlinks=False,
+        ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"),
+    )
     ran = _run(folder, solution.name, f"solutions/{assignment}/{notebook}.ipynb")
     source = _source_cells(assignment, notebook)
     assert len(ran.cells) == len(source), "the solution notebook and its source have different cells"
 
-    problems = [_describe(i, cell) for i, cell in enumerate(ran.cells)
-                if cell.cell_type == "code" and (_errors(cell) or _stderr(cell))]
+    problems = [
+        _describe(i, cell)
+        for i, cell in enumerate(ran.cells)
+        if cell.cell_type == "code" and (_errors(cell) or _stderr(cell))
+    ]
     assert not problems, "the reference solution shows errors or stderr output:\n" + "\n".join(problems)
     tests = [i for i, cell in enumerate(source) if _is_test_cell(cell)]
     assert tests, f"{notebook} has no public-check test cells"
@@ -138,14 +154,19 @@ def test_untouched_release_runs_with_only_unanswered_errors(assignment, notebook
     release = REPOSITORY.release / assignment / f"{notebook}.ipynb"
     assert release.exists(), f"no release {release}: run `python -m autograder release`"
     folder = tmp_path / assignment
-    shutil.copytree(REPOSITORY.release / assignment, folder,
-                    ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copytree(
+        REPOSITORY.release / assignment, folder, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
+    )
     ran = _run(folder, release.name, f"release/{assignment}/{notebook}.ipynb")
     released = classroom.release_notebook(REPOSITORY, assignment, notebook)["cells"]
     assert len(ran.cells) == len(released)
-    answerable = set().union(*(defined_names(text) for grade_id, text in
-                               classroom.model_answers(REPOSITORY, assignment, notebook).items()
-                               if _code_answer(released, grade_id)))
+    answerable = set().union(
+        *(
+            defined_names(text)
+            for grade_id, text in classroom.model_answers(REPOSITORY, assignment, notebook).items()
+            if _code_answer(released, grade_id)
+        )
+    )
 
     problems = []
     for index, (cell, original) in enumerate(zip(ran.cells, released)):

@@ -2,6 +2,7 @@
 nbgrader exchange (a temporary `c.Exchange.root`), students who fetch, submit and fetch feedback
 with nbgrader (its command line, and its exchange classes in-process for speed), a SQLite
 gradebook, kill -9 in the middle of a grade, and two services at once."""
+
 import json
 import os
 import pathlib
@@ -47,8 +48,9 @@ def _nbgrader_in_process(root: pathlib.Path, exchange: pathlib.Path, action: str
         converter.force = True
         converter.start()
     else:
-        ExchangeReleaseAssignment(coursedir=coursedir, authenticator=Authenticator(config=config),
-                                  config=config).start()
+        ExchangeReleaseAssignment(
+            coursedir=coursedir, authenticator=Authenticator(config=config), config=config
+        ).start()
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +77,10 @@ def classroom_setup(released_course, tmp_path):
     shutil.copytree(released_course, base, symlinks=True)
     root, exchange = base / "course", base / "exchange"
     with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
-        config.write(f"\nc.Exchange.root = {str(exchange)!r}\n"
-                     "c.GradingService.lease_seconds = 6\nc.GradingService.poll_seconds = 0.2\n")
+        config.write(
+            f"\nc.Exchange.root = {str(exchange)!r}\n"
+            "c.GradingService.lease_seconds = 6\nc.GradingService.poll_seconds = 0.2\n"
+        )
     return root, exchange, base
 
 
@@ -85,9 +89,24 @@ class ServiceProcess:
         self.log_path = log_path
         env = dict(os.environ, PYTHONPATH=str(WORKTREE), PYTHONDONTWRITEBYTECODE="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "autograder", "serve", "--course", str(root), "--jobs", "2",
-             "--cell-timeout", "20", "--timeout", "60"],
-            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), env=env)
+            [
+                sys.executable,
+                "-m",
+                "autograder",
+                "serve",
+                "--course",
+                str(root),
+                "--jobs",
+                "2",
+                "--cell-timeout",
+                "20",
+                "--timeout",
+                "60",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(log_path, "w"),
+            env=env,
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -143,8 +162,10 @@ def scores(root):
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
-        return {submission.student.id: {grade.name: grade.score for grade in submission.notebooks[0].grades}
-                for submission in gradebook.assignment_submissions("mini")}
+        return {
+            submission.student.id: {grade.name: grade.score for grade in submission.notebooks[0].grades}
+            for submission in gradebook.assignment_submissions("mini")
+        }
 
 
 def finish(processes):
@@ -163,8 +184,11 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
     cy.fetch_assignment("mini")
     finish([bob.cli("fetch_assignment", "mini")])
     ada.write_notebook("mini", "mini", classroom.filled_notebook(course, "mini", "mini"))
-    bob.write_notebook("mini", "mini", classroom.filled_notebook(
-        course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}))
+    bob.write_notebook(
+        "mini",
+        "mini",
+        classroom.filled_notebook(course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}),
+    )
     submitting = bob.cli("submit", "mini")
     ada.submit("mini")
     cy.submit("mini")  # the blank release
@@ -181,9 +205,11 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
     ada_page, bob_page, cy_page = (next(iter(pages[name].values()))["mini"] for name in ("ada", "bob", "cy"))
     assert "differs from the identity" in bob_page and "differs from the identity" not in ada_page
     assert len(list((exchange / COURSE_ID / "feedback").glob("*.html"))) == 3, "one page per submission"
-    assert scores(root) == {"ada": {"mini_matrix": 2, "mini_function": 2, "mini_why": 0},
-                            "bob": {"mini_matrix": 0, "mini_function": 2, "mini_why": 0},
-                            "cy": {"mini_matrix": 0, "mini_function": 0, "mini_why": 0}}
+    assert scores(root) == {
+        "ada": {"mini_matrix": 2, "mini_function": 2, "mini_why": 0},
+        "bob": {"mini_matrix": 0, "mini_function": 2, "mini_why": 0},
+        "cy": {"mini_matrix": 0, "mini_function": 0, "mini_why": 0},
+    }
     assert cy_page != bob_page
     # The page is nbgrader's own generate_feedback page (up to how BeautifulSoup re-serialises it).
     from bs4 import BeautifulSoup
@@ -211,8 +237,11 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
         gradebook.db.commit()
     first_submission = ada.last_submission("mini")
     time.sleep(0.01)  # a later nbgrader timestamp
-    ada.write_notebook("mini", "mini", classroom.filled_notebook(
-        course, "mini", "mini", {"mini_matrix_answer": "W = [[0, 1], [1, 0]]"}))
+    ada.write_notebook(
+        "mini",
+        "mini",
+        classroom.filled_notebook(course, "mini", "mini", {"mini_matrix_answer": "W = [[0, 1], [1, 0]]"}),
+    )
     ada.submit("mini")
     assert ada.last_submission("mini") != first_submission
     wait_for(lambda: ada.feedback_in_exchange("mini", "mini"), "ada's new feedback", [service])
@@ -232,19 +261,22 @@ def test_kill_9_mid_grade_and_two_services_lose_nothing_and_grade_nothing_twice(
     root, exchange, base = classroom_setup
     course = Course(root)
     answers = classroom.model_answers(course, "mini", "mini")
-    slow = classroom.filled_notebook(course, "mini", "mini", {
-        "mini_matrix_answer": "import time\ntime.sleep(6)\n" + answers["mini_matrix_answer"]})
+    slow = classroom.filled_notebook(
+        course, "mini", "mini", {"mini_matrix_answer": "import time\ntime.sleep(6)\n" + answers["mini_matrix_answer"]}
+    )
     names = ["sam", "s1", "s2", "s3", "s4", "s5"]
     people = make_students(names, base / "homes", exchange, COURSE_ID)
     for student in people:
         student.fetch_assignment("mini")
-        student.write_notebook("mini", "mini", slow if student.name == "sam" else
-                               classroom.filled_notebook(course, "mini", "mini"))
+        student.write_notebook(
+            "mini", "mini", slow if student.name == "sam" else classroom.filled_notebook(course, "mini", "mini")
+        )
 
     doomed = services(root, "doomed")
     people[0].submit("mini")
-    wait_for(lambda: any(row.state == jobqueue.RUNNING for row in queue_rows(root)), "the slow grade to start",
-             [doomed])
+    wait_for(
+        lambda: any(row.state == jobqueue.RUNNING for row in queue_rows(root)), "the slow grade to start", [doomed]
+    )
     time.sleep(1.5)  # well inside the six-second cell
     doomed.process.kill()  # SIGKILL: no clean-up of any kind
     doomed.process.wait()
@@ -254,8 +286,11 @@ def test_kill_9_mid_grade_and_two_services_lose_nothing_and_grade_nothing_twice(
     for student in people[1:]:
         student.submit("mini")
     first, second = services(root, "first"), services(root, "second")
-    wait_for(lambda: len(queue_rows(root)) == len(names) and all(
-        row.state == jobqueue.DONE for row in queue_rows(root)), "every submission graded", [first, second])
+    wait_for(
+        lambda: len(queue_rows(root)) == len(names) and all(row.state == jobqueue.DONE for row in queue_rows(root)),
+        "every submission graded",
+        [first, second],
+    )
 
     rows = {row.student: row for row in queue_rows(root)}
     assert rows["sam"].attempts == 2, "the interrupted grade was taken over"
@@ -273,13 +308,18 @@ def test_policy_rate_limit_and_withheld_messages(classroom_setup, capsys):
 
     root, exchange, base = classroom_setup
     with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
-        config.write("c.GradingService.assignments = {'mini': {'graded_per_window': 1, 'window_minutes': 60, "
-                     "'messages_before_deadline': False}}\n")
+        config.write(
+            "c.GradingService.assignments = {'mini': {'graded_per_window': 1, 'window_minutes': 60, "
+            "'messages_before_deadline': False}}\n"
+        )
     course = Course(root)
     (bob,) = make_students(["bob"], base / "homes", exchange, COURSE_ID)
     bob.fetch_assignment("mini")
-    bob.write_notebook("mini", "mini", classroom.filled_notebook(
-        course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}))
+    bob.write_notebook(
+        "mini",
+        "mini",
+        classroom.filled_notebook(course, "mini", "mini", {"mini_matrix_answer": "W = [[2, 0], [0, 2]]"}),
+    )
     bob.submit("mini")
     Service(course, jobs=2).run(until_idle=True)
     bob.fetch_feedback("mini")

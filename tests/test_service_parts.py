@@ -1,5 +1,6 @@
 """The grading service's parts, in-process: its queue on SQLite, its collection step, its policy and
 its withholding of messages (the service itself, against a real exchange, is tests/test_service.py)."""
+
 import os
 import threading
 
@@ -178,10 +179,18 @@ def test_collection_follows_no_link_and_copies_only_regular_files(tmp_path):
     skipped = collect.Collector(_CourseDirectory(course)).collect(found)
     copied = course / "submitted" / "ada" / "hw"
     assert sorted(str(p.relative_to(copied)) for p in copied.rglob("*")) == [
-        "data", "data/table.csv", "hw.ipynb", "timestamp.txt"]
+        "data",
+        "data/table.csv",
+        "hw.ipynb",
+        "timestamp.txt",
+    ]
     assert not any(p.is_symlink() for p in copied.rglob("*"))
-    assert sorted(skipped) == ["answers.txt (a symbolic link)", "big.bin (larger than 100 kB)",
-                               "linked_dir (a symbolic link)", "pipe (not a regular file)"]
+    assert sorted(skipped) == [
+        "answers.txt (a symbolic link)",
+        "big.bin (larger than 100 kB)",
+        "linked_dir (a symbolic link)",
+        "pipe (not a regular file)",
+    ]
 
 
 def test_scanning_ignores_what_nbgrader_submit_does_not_make(tmp_path):
@@ -198,10 +207,19 @@ def test_scanning_ignores_what_nbgrader_submit_does_not_make(tmp_path):
 def test_withheld_feedback_keeps_which_checks_passed_but_not_their_messages():
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    plain = ("Autograder, part p1: 1 / 3\nPASS shape_is_right (1/1)\n"
-             "FAIL copies_dims (0/2): head 1 copies dim 0 into dim 8 with gain -1.0")
-    cell = new_code_cell("check()", outputs=[new_output("display_data", data={
-        "text/html": "<div>head 1 copies dim 0 into dim 8 <svg></svg></div>", "text/plain": plain})])
+    plain = (
+        "Autograder, part p1: 1 / 3\nPASS shape_is_right (1/1)\n"
+        "FAIL copies_dims (0/2): head 1 copies dim 0 into dim 8 with gain -1.0"
+    )
+    cell = new_code_cell(
+        "check()",
+        outputs=[
+            new_output(
+                "display_data",
+                data={"text/html": "<div>head 1 copies dim 0 into dim 8 <svg></svg></div>", "text/plain": plain},
+            )
+        ],
+    )
     nb, _ = feedback.WithholdCheckMessages().preprocess(new_notebook(cells=[cell]), {})
     data = nb.cells[0].outputs[0]["data"]
     assert "dim 8" not in data["text/html"] and "svg" not in data["text/html"]

@@ -1,6 +1,7 @@
 """The grading service on a PostgreSQL gradebook (the server test_gradebook_postgres.py starts):
 claims through `SELECT ... FOR UPDATE SKIP LOCKED` shared by concurrent workers, and the
 service end to end with students on a real exchange."""
+
 import os
 import threading
 
@@ -16,7 +17,7 @@ from autograder.service.service import Service
 pytestmark = pytest.mark.slow
 
 
-def test_workers_sharing_a_postgres_queue_split_it_without_overlap(postgres):  # noqa: F811
+def test_workers_sharing_a_postgres_queue_split_it_without_overlap(postgres):
     url = postgres.url(postgres.create_database())
     setup = jobqueue.Queue(jobqueue.connect(url), "course", worker="setup")
     for number in range(60):
@@ -40,8 +41,11 @@ def test_workers_sharing_a_postgres_queue_split_it_without_overlap(postgres):  #
     assert {row.state for row in setup.rows()} == {jobqueue.DONE}
 
 
-def test_the_service_grades_exchange_submissions_into_a_postgres_gradebook(postgres, mini_course,  # noqa: F811
-                                                                          tmp_path):
+def test_the_service_grades_exchange_submissions_into_a_postgres_gradebook(
+    postgres,
+    mini_course,
+    tmp_path,
+):
     from nbgrader.api import Gradebook
     from nbgrader.auth import Authenticator
     from nbgrader.converters import GenerateAssignment
@@ -67,12 +71,15 @@ def test_the_service_grades_exchange_submissions_into_a_postgres_gradebook(postg
         generate.start()
     finally:
         os.chdir(cwd)
-    ExchangeReleaseAssignment(coursedir=CourseDirectory(config=config), authenticator=Authenticator(config=config),
-                              config=config).start()
+    ExchangeReleaseAssignment(
+        coursedir=CourseDirectory(config=config), authenticator=Authenticator(config=config), config=config
+    ).start()
     course = Course(root)
     ada, bob = make_students(["ada", "bob"], tmp_path / "homes", exchange, "transformer-circuits")
-    for student, notebook in ((ada, classroom.filled_notebook(course, "mini", "mini")),
-                              (bob, classroom.filled_notebook(course, "mini", "mini", blank=True))):
+    for student, notebook in (
+        (ada, classroom.filled_notebook(course, "mini", "mini")),
+        (bob, classroom.filled_notebook(course, "mini", "mini", blank=True)),
+    ):
         student.fetch_assignment("mini")
         student.write_notebook("mini", "mini", notebook)
         student.submit("mini")

@@ -31,6 +31,7 @@ student code cannot reach the grader's channel itself (unisolated as root it cou
 the relay, documented), and neither malformed frames through the relay nor a compromised relay
 can crash or stall the grader.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,16 +54,25 @@ from autograder.nbgrader import preprocessors as nbgrader_bridge
 from autograder.sandbox import supervisor as sandbox
 
 LIMITS = sandbox.Limits(
-    cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=10,
-    memory_bytes=512 << 20, max_processes=32, max_output_bytes=4 << 20,
+    cell_seconds=1,
+    cell_grace_seconds=1,
+    call_seconds=1,
+    total_seconds=10,
+    memory_bytes=512 << 20,
+    max_processes=32,
+    max_output_bytes=4 << 20,
 )
 
 # String conditions are evaluated when a test runs, not at collection: collecting the suite
 # starts no sandbox and makes no cgroup.
 requires_bwrap = pytest.mark.skipif("not sandbox.bubblewrap_available()", reason="bubblewrap cannot run here")
 BWRAP = pytest.param("bubblewrap", marks=requires_bwrap)
-LANDLOCK = pytest.param("landlock", marks=pytest.mark.skipif(
-    "sandbox.probe_landlock() is not None", reason="the landlock tier cannot run here (sandbox.probe_landlock())"))
+LANDLOCK = pytest.param(
+    "landlock",
+    marks=pytest.mark.skipif(
+        "sandbox.probe_landlock() is not None", reason="the landlock tier cannot run here (sandbox.probe_landlock())"
+    ),
+)
 STRONG = [BWRAP, LANDLOCK]  # the tiers instructor grading accepts without --allow-unisolated
 BOTH = [*STRONG, "unisolated"]  # every tier
 
@@ -114,8 +124,9 @@ def notebook(mini_course, replacements=None, blank=False, mutate=None) -> dict:
 
 def cheat(mini_course, attack: str, function: str = FUNCTION_OK) -> dict:
     """W = 5 * eye, then `attack` in the same answer cell; double and k correct (earns 2)."""
-    return notebook(mini_course, {"mini_matrix_answer": "import numpy as np\n" + W_WRONG + attack,
-                                  "mini_function_answer": function})
+    return notebook(
+        mini_course, {"mini_matrix_answer": "import numpy as np\n" + W_WRONG + attack, "mini_function_answer": function}
+    )
 
 
 def grade(course, tmp_path, notebooks: dict, isolation="auto", limits=LIMITS, names=None) -> dict[str, engine.Report]:
@@ -141,8 +152,12 @@ def run_code(mini_course, cells, isolation, names=("result",), limits=LIMITS):
     if isinstance(cells, str):
         cells = [cells]
     result = sandbox.run_submission(
-        list(enumerate(cells)), list(names), str(mini_course.release / "mini"), lambda values: {},
-        limits, isolation,
+        list(enumerate(cells)),
+        list(names),
+        str(mini_course.release / "mini"),
+        lambda values: {},
+        limits,
+        isolation,
     )
     values = {name: decode_value(result.values.get(name, {"kind": "missing"})) for name in names}
     return result, values
@@ -188,18 +203,20 @@ def kill_leftovers(marker: str) -> None:
 
 # Student-side helper for writing raw frames into the student half's own pipe to the relay
 # (the driver's trusted half, which alone talks to the grader; see driver.py).
-FORGE = '''
+FORGE = """
 import json, os, struct, sys
 def frame(message):
     body = json.dumps(message).encode()
     return struct.pack(">I", len(body)) + body
 channel = sys.modules["__main__"]._channels["result"]
-'''
+"""
 
 
 def fork_bomb_code(marker: str, seconds: float) -> str:
-    bomb = ("import os, time\\nwhile True:\\n    try:\\n        os.fork()\\n"
-            "    except OSError:\\n        time.sleep(0.01)\\n")
+    bomb = (
+        "import os, time\\nwhile True:\\n    try:\\n        os.fork()\\n"
+        "    except OSError:\\n        time.sleep(0.01)\\n"
+    )
     return (
         "import os, sys, time\n"
         "if os.fork() == 0:\n"
@@ -245,8 +262,15 @@ builtins.AssertionError = type("NeverRaised", (Exception,), {})
     # report (documented in driver.py) and still gains nothing.
     type_checks = "import builtins\nbuiltins.isinstance = builtins.issubclass = lambda *args: True\n"
     wrong_k = "def double(x):\n    return 2 * x\n\nk = 7\n"
-    reports = grade(mini_course, tmp_path, {"comparisons": cheat(mini_course, comparisons, wrong_k),
-                               "type_checks": cheat(mini_course, type_checks, wrong_k)}, isolation)
+    reports = grade(
+        mini_course,
+        tmp_path,
+        {
+            "comparisons": cheat(mini_course, comparisons, wrong_k),
+            "type_checks": cheat(mini_course, type_checks, wrong_k),
+        },
+        isolation,
+    )
     assert reports["comparisons"].score == 1.0  # only double(x), which is right
     assert not checks(reports["comparisons"])["w_is_identity"].passed
     assert not checks(reports["comparisons"])["k_is_three"].passed
@@ -289,7 +313,9 @@ sys.excepthook = lambda *args: None
 def test_our_own_modules_are_out_of_reach(mini_course, isolation):
     """The grader's package cannot be imported in the sandbox; the driver's code can be patched
     there, but that only changes what the submission reports about itself."""
-    _, values = run_code(mini_course, """
+    _, values = run_code(
+        mini_course,
+        """
 result = []
 for name in ("autograder", "autograder.checks", "autograder.runner", "autograder.engine"):
     try:
@@ -298,7 +324,9 @@ for name in ("autograder", "autograder.checks", "autograder.runner", "autograder
     except ImportError:
         pass
 result = result or "none"
-""", isolation)
+""",
+        isolation,
+    )
     assert values["result"] == "none"
 
 
@@ -341,19 +369,40 @@ for fd in supervisor:  # reopen the relay's ends through /proc
 """
 
 
-@pytest.mark.parametrize("isolation", [
-    *STRONG,
-    pytest.param("unisolated", marks=pytest.mark.skipif(
-        os.geteuid() == 0, reason="as root, unisolated student code may ptrace the driver (documented)")),
-])
+@pytest.mark.parametrize(
+    "isolation",
+    [
+        *STRONG,
+        pytest.param(
+            "unisolated",
+            marks=pytest.mark.skipif(
+                os.geteuid() == 0, reason="as root, unisolated student code may ptrace the driver (documented)"
+            ),
+        ),
+    ],
+)
 def test_student_code_cannot_reach_the_graders_channel(tmp_path, mini_course, isolation):
     """The driver's relay alone holds the grader's pipes; the student half closed them before
     running anything and cannot reopen them through /proc (the relay is not dumpable from
     before the fork). A forged frame claiming W = identity would raise the score."""
-    first = notebook(mini_course, {"mini_matrix_answer": W_WRONG}, mutate=lambda nb: nb["cells"].insert(0, {
-        "cell_type": "code", "id": "first", "execution_count": None, "metadata": {}, "outputs": [],
-        "source": GRADER_CHANNEL_ATTACK}))  # the very first cell: racing the relay's start-up
-    reports = grade(mini_course, tmp_path, {"first": first, "later": cheat(mini_course, GRADER_CHANNEL_ATTACK)}, isolation)
+    first = notebook(
+        mini_course,
+        {"mini_matrix_answer": W_WRONG},
+        mutate=lambda nb: nb["cells"].insert(
+            0,
+            {
+                "cell_type": "code",
+                "id": "first",
+                "execution_count": None,
+                "metadata": {},
+                "outputs": [],
+                "source": GRADER_CHANNEL_ATTACK,
+            },
+        ),
+    )  # the very first cell: racing the relay's start-up
+    reports = grade(
+        mini_course, tmp_path, {"first": first, "later": cheat(mini_course, GRADER_CHANNEL_ATTACK)}, isolation
+    )
     for report in reports.values():
         assert report.score == 2.0 and not checks(report)["w_is_identity"].passed
     # The race above is won or lost in microseconds; this is deterministic: the student half
@@ -400,30 +449,76 @@ def _lying_cases(mini_course, marker: pathlib.Path) -> dict[str, tuple[dict, flo
     )
     return {
         "eq_and_ufunc_always_agree": (cheat(mini_course, LIAR + "W = Liar()\n"), 2.0),
-        "ndarray_subclass_that_lies": (cheat(mini_course, (
-            "class Sly(np.ndarray):\n"
-            "    def __eq__(self, other): return np.ones((2, 2), dtype=bool)\n"
-            "    def __array_ufunc__(self, *args, **kwargs): return True\n"
-            "W = (5 * np.eye(2)).view(Sly)\n")), 2.0),
-        "int_whose_eq_says_yes": (notebook(mini_course, {"mini_function_answer": (
-            "class K(int):\n"
-            "    def __eq__(self, other): return True\n"
-            "    __hash__ = int.__hash__\n"
-            "def double(x):\n    return 2 * x\n\nk = K(7)\n")}), 3.0),
-        "function_returns_a_liar": (notebook(mini_course, {"mini_function_answer": (
-            "import numpy as np\n" + LIAR + "def double(x):\n    return Liar()\n\nk = 3\n")}), 3.0),
-        "reduce_would_run_code_if_unpickled": (notebook(mini_course, {
-            "mini_matrix_answer": "import numpy as np\n" + evil + "W = Evil()\n",
-            "mini_function_answer": "def double(x):\n    return Evil()\n\nk = 3\n"}), 1.0),
-        "array_conversion_raises": (cheat(mini_course, (
-            "class Broken:\n"
-            "    def __array__(self, dtype=None, copy=None): raise RuntimeError('no array today')\n"
-            "W = Broken()\n")), 2.0),
-        "array_conversion_never_ends": (cheat(mini_course, (
-            "class Slow:\n"
-            "    def __array__(self, dtype=None, copy=None):\n"
-            "        while True: pass\n"
-            "W = Slow()\n")), 2.0),
+        "ndarray_subclass_that_lies": (
+            cheat(
+                mini_course,
+                (
+                    "class Sly(np.ndarray):\n"
+                    "    def __eq__(self, other): return np.ones((2, 2), dtype=bool)\n"
+                    "    def __array_ufunc__(self, *args, **kwargs): return True\n"
+                    "W = (5 * np.eye(2)).view(Sly)\n"
+                ),
+            ),
+            2.0,
+        ),
+        "int_whose_eq_says_yes": (
+            notebook(
+                mini_course,
+                {
+                    "mini_function_answer": (
+                        "class K(int):\n"
+                        "    def __eq__(self, other): return True\n"
+                        "    __hash__ = int.__hash__\n"
+                        "def double(x):\n    return 2 * x\n\nk = K(7)\n"
+                    )
+                },
+            ),
+            3.0,
+        ),
+        "function_returns_a_liar": (
+            notebook(
+                mini_course,
+                {
+                    "mini_function_answer": (
+                        "import numpy as np\n" + LIAR + "def double(x):\n    return Liar()\n\nk = 3\n"
+                    )
+                },
+            ),
+            3.0,
+        ),
+        "reduce_would_run_code_if_unpickled": (
+            notebook(
+                mini_course,
+                {
+                    "mini_matrix_answer": "import numpy as np\n" + evil + "W = Evil()\n",
+                    "mini_function_answer": "def double(x):\n    return Evil()\n\nk = 3\n",
+                },
+            ),
+            1.0,
+        ),
+        "array_conversion_raises": (
+            cheat(
+                mini_course,
+                (
+                    "class Broken:\n"
+                    "    def __array__(self, dtype=None, copy=None): raise RuntimeError('no array today')\n"
+                    "W = Broken()\n"
+                ),
+            ),
+            2.0,
+        ),
+        "array_conversion_never_ends": (
+            cheat(
+                mini_course,
+                (
+                    "class Slow:\n"
+                    "    def __array__(self, dtype=None, copy=None):\n"
+                    "        while True: pass\n"
+                    "W = Slow()\n"
+                ),
+            ),
+            2.0,
+        ),
     }
 
 
@@ -438,16 +533,21 @@ def test_lying_objects_earn_only_their_plain_values(tmp_path, mini_course, isola
     assert "no array today" in checks(reports["array_conversion_raises"])["w_is_identity"].message
 
 
-@pytest.mark.parametrize("code, message", [
-    ("W = np.zeros((0, 2, 2))", "should have shape (2, 2)"),  # would broadcast to "all close"
-    ("W = 1.0", "should have shape (2, 2)"),
-    ("W = np.full((2, 2), np.nan)", "NaN or infinite"),
-    ("W = np.full((2, 2), np.inf)", "NaN or infinite"),
-    ("W = np.zeros((2000, 2000))", "far too large"),
-    ("W = np.ma.masked_array(5 * np.eye(2), mask=~np.eye(2, dtype=bool))", "differs from the identity"),
-])
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        ("W = np.zeros((0, 2, 2))", "should have shape (2, 2)"),  # would broadcast to "all close"
+        ("W = 1.0", "should have shape (2, 2)"),
+        ("W = np.full((2, 2), np.nan)", "NaN or infinite"),
+        ("W = np.full((2, 2), np.inf)", "NaN or infinite"),
+        ("W = np.zeros((2000, 2000))", "far too large"),
+        ("W = np.ma.masked_array(5 * np.eye(2), mask=~np.eye(2, dtype=bool))", "differs from the identity"),
+    ],
+)
 def test_values_that_match_anything_are_refused(tmp_path, mini_course, code, message):
-    report = grade(mini_course, tmp_path, {"s": notebook(mini_course, {"mini_matrix_answer": "import numpy as np\n" + code})})["s"]
+    report = grade(
+        mini_course, tmp_path, {"s": notebook(mini_course, {"mini_matrix_answer": "import numpy as np\n" + code})}
+    )["s"]
     assert report.score == 2.0 and message in checks(report)["w_is_identity"].message
 
 
@@ -518,7 +618,9 @@ for path in candidates:
         if match and "5 *" not in match.group(0):
             exec(match.group(0))
 """
-    reports = grade(mini_course, tmp_path, {"honest": notebook(mini_course), "copier": cheat(mini_course, attack)}, isolation)
+    reports = grade(
+        mini_course, tmp_path, {"honest": notebook(mini_course), "copier": cheat(mini_course, attack)}, isolation
+    )
     assert_full_marks(reports["honest"])
     assert reports["copier"].score == 2.0
 
@@ -529,7 +631,9 @@ def test_strong_tiers_hides_the_grader_processes_and_their_environment(mini_cour
     monkeypatch.setenv("TC_THREAT_SECRET", secret)
     with open("/proc/self/cmdline", "rb") as handle:
         grader_cmdline = handle.read().decode(errors="replace")
-    _, values = run_code(mini_course, f"""
+    _, values = run_code(
+        mini_course,
+        f"""
 import os
 try:
     pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
@@ -545,16 +649,24 @@ for pid in pids:
 result = ["secret" for text in seen if {secret!r} in text] + ["grader" for text in seen if text == {grader_cmdline!r}]
 result = result + (["many processes"] if len(pids) > 4 else [])
 result = result or "nothing"
-""", isolation)
+""",
+        isolation,
+    )
     assert values["result"] == "nothing"
 
 
 @pytest.mark.parametrize("isolation", BOTH)
 def test_environment_is_scrubbed_and_grader_variables_reveal_nothing(tmp_path, mini_course, isolation, monkeypatch):
     """Code that cheats only when it sees a grader-ish variable gains nothing: it never sees one."""
-    for name, value in {"NBGRADER_EXECUTION": "autograde", "NBGRADER_VALIDATING": "1", "CI": "true",
-                        "GRADER": "1", "AUTOGRADER": "1", "JUPYTERHUB_API_TOKEN": "tc-secret-token",
-                        "PGPASSWORD": "tc-secret-password"}.items():
+    for name, value in {
+        "NBGRADER_EXECUTION": "autograde",
+        "NBGRADER_VALIDATING": "1",
+        "CI": "true",
+        "GRADER": "1",
+        "AUTOGRADER": "1",
+        "JUPYTERHUB_API_TOKEN": "tc-secret-token",
+        "PGPASSWORD": "tc-secret-password",
+    }.items():
         monkeypatch.setenv(name, value)
     attack = """
 import os
@@ -567,17 +679,31 @@ if grading:
     reports = grade(mini_course, tmp_path, {"cheat": cheat(mini_course, attack)}, isolation)
     assert reports["cheat"].score == 2.0
     _, values = run_code(mini_course, "import os\nresult = sorted(os.environ)", isolation)
-    allowed = {"HOME", "TMPDIR", "PATH", "LANG", "PWD", "MPLBACKEND", "MPLCONFIGDIR", "IPYTHONDIR",
-               "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", *sandbox.PASS_THROUGH_ENV}
+    allowed = {
+        "HOME",
+        "TMPDIR",
+        "PATH",
+        "LANG",
+        "PWD",
+        "MPLBACKEND",
+        "MPLCONFIGDIR",
+        "IPYTHONDIR",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
+        *sandbox.PASS_THROUGH_ENV,
+    }
     assert set(values["result"]) <= allowed
 
 
 # -- writing: the gradebook, other submissions, anything that persists -----------------------
 def _digest(path: pathlib.Path) -> str:
     if path.is_dir():
-        return hashlib.sha256(b"".join(
-            p.relative_to(path).as_posix().encode() + p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
-        )).hexdigest()
+        return hashlib.sha256(
+            b"".join(
+                p.relative_to(path).as_posix().encode() + p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+            )
+        ).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -591,7 +717,10 @@ def test_strong_tiers_cannot_write_the_gradebook_submissions_course_or_python(tm
         "other student's work": secret["other student's work"],
         "source notebook": secret["source notebook"],
         "public helpers": mini_course.release / "mini" / "mini_helpers.py",
-        "hidden checks": pathlib.Path(autograder.__file__).resolve().parent / "assignments" / "attention_heads" / "__init__.py",
+        "hidden checks": pathlib.Path(autograder.__file__).resolve().parent
+        / "assignments"
+        / "attention_heads"
+        / "__init__.py",
         "driver": sandbox.DRIVER_DIR / "driver.py",
     }
     before = {name: _digest(path) for name, path in targets.items()}
@@ -622,15 +751,22 @@ result = written or "nothing"
     _, values = run_code(mini_course, code, isolation)
     assert values["result"] == "nothing"
     assert {name: _digest(path) for name, path in targets.items()} == before
-    assert not pathlib.Path(site_packages, "sitecustomize.py").exists() or "pwned" not in pathlib.Path(
-        site_packages, "sitecustomize.py").read_text()
+    assert (
+        not pathlib.Path(site_packages, "sitecustomize.py").exists()
+        or "pwned" not in pathlib.Path(site_packages, "sitecustomize.py").read_text()
+    )
 
 
 @pytest.mark.parametrize("isolation", STRONG)
 def test_strong_tiers_leaves_nothing_for_later_runs(mini_course, isolation):
     token = uuid.uuid4().hex
-    places = ["/tmp/tc_persist", "/tmp/home/.ipython/profile_default/startup/00-evil.py",
-              "/dev/shm/tc_persist", "/tmp/work/sitecustomize.py", "/tc_persist"]
+    places = [
+        "/tmp/tc_persist",
+        "/tmp/home/.ipython/profile_default/startup/00-evil.py",
+        "/dev/shm/tc_persist",
+        "/tmp/work/sitecustomize.py",
+        "/tc_persist",
+    ]
     first = f"""
 import os
 for path in {places!r}:
@@ -641,8 +777,9 @@ for path in {places!r}:
         pass
 """
     run_code(mini_course, first, isolation)
-    _, values = run_code(mini_course, f"import os\nresult = [p for p in {places!r} if os.path.exists(p)] or 'nothing'",
-                         isolation)
+    _, values = run_code(
+        mini_course, f"import os\nresult = [p for p in {places!r} if os.path.exists(p)] or 'nothing'", isolation
+    )
     assert values["result"] == "nothing"
     assert not any(os.path.exists(path) for path in ("/tmp/tc_persist", "/dev/shm/tc_persist", "/tc_persist"))
 
@@ -651,10 +788,14 @@ for path in {places!r}:
 def test_no_namespace_tiers_run_isolated_python_in_a_fresh_directory_they_remove(tmp_path, mini_course, isolation):
     """The guarantees about files of the tiers without a private /tmp about files: `python -I` (no script dir, no user site, no
     PYTHON* variables) in a new temporary directory with its own HOME, removed after the run."""
-    result, values = run_code(mini_course, """
+    result, values = run_code(
+        mini_course,
+        """
 import os, sys
 result = [os.getcwd(), os.environ["HOME"], str(sys.flags.isolated), str(int(os.getcwd() in sys.path or "" in sys.path))]
-""", isolation)
+""",
+        isolation,
+    )
     cwd, home, isolated, cwd_on_path = values["result"]
     assert result.isolation == isolation
     assert (isolated, cwd_on_path) == ("1", "0")
@@ -669,8 +810,16 @@ def test_files_beside_the_notebook_are_never_imported(tmp_path, mini_course, iso
     folder = tmp_path / "submitted" / "shipper"
     folder.mkdir(parents=True)
     flag = "import builtins; builtins.TC_SHIPPED = True\n"
-    for name in ("numpy.py", "ipykernel_launcher.py", "sitecustomize.py", "usercustomize.py", "mini_helpers.py",
-                 "wire.py", "driver.py", "IPython.py"):
+    for name in (
+        "numpy.py",
+        "ipykernel_launcher.py",
+        "sitecustomize.py",
+        "usercustomize.py",
+        "mini_helpers.py",
+        "wire.py",
+        "driver.py",
+        "IPython.py",
+    ):
         (folder / name).write_text(flag + "def check_w(W): pass\n")
     (folder / "conftest.py").write_text(
         f"open({str(marker)!r}, 'w').write('loaded')\n"
@@ -678,14 +827,28 @@ def test_files_beside_the_notebook_are_never_imported(tmp_path, mini_course, iso
         "@pytest.hookimpl(hookwrapper=True)\n"
         "def pytest_runtest_makereport(item, call):\n"
         "    outcome = yield\n"
-        "    outcome.get_result().outcome = 'passed'\n")
-    (folder / "mini.ipynb").write_text(json.dumps(cheat(mini_course, (
-        "import builtins, importlib\n"
-        "for name in ('sitecustomize', 'usercustomize', 'ipykernel_launcher', 'wire'):\n"
-        "    try:\n        importlib.import_module(name)\n    except ImportError:\n        pass\n"
-        "if getattr(builtins, 'TC_SHIPPED', False):\n    W = np.eye(2)\n"))))
-    (report,) = engine.grade(mini_course, [engine.GradeRequest(str(folder / "mini.ipynb"), "shipper")], limits=LIMITS,
-                             isolation=isolation, allow_unisolated=True)
+        "    outcome.get_result().outcome = 'passed'\n"
+    )
+    (folder / "mini.ipynb").write_text(
+        json.dumps(
+            cheat(
+                mini_course,
+                (
+                    "import builtins, importlib\n"
+                    "for name in ('sitecustomize', 'usercustomize', 'ipykernel_launcher', 'wire'):\n"
+                    "    try:\n        importlib.import_module(name)\n    except ImportError:\n        pass\n"
+                    "if getattr(builtins, 'TC_SHIPPED', False):\n    W = np.eye(2)\n"
+                ),
+            )
+        )
+    )
+    (report,) = engine.grade(
+        mini_course,
+        [engine.GradeRequest(str(folder / "mini.ipynb"), "shipper")],
+        limits=LIMITS,
+        isolation=isolation,
+        allow_unisolated=True,
+    )
     assert report.score == 2.0
     assert not marker.exists()
 
@@ -696,20 +859,44 @@ def test_metadata_outputs_and_kernelspec_are_not_trusted(tmp_path, mini_course):
         for cell in nb["cells"]:
             meta = cell["metadata"].setdefault("nbgrader", {})
             if cell["cell_type"] == "code":
-                cell["outputs"] = [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
-                                    "data": {"text/plain": "2.0"}}]
+                cell["outputs"] = [
+                    {
+                        "output_type": "execute_result",
+                        "execution_count": 1,
+                        "metadata": {},
+                        "data": {"text/plain": "2.0"},
+                    }
+                ]
                 cell["execution_count"] = 1
             if meta.get("grade_id") == "mini_matrix_answer":
                 meta.update(grade=True, points=100, solution=False, locked=True)
-        bonus = {"cell_type": "code", "id": "bonus", "execution_count": 1, "source": "bonus = 1",
-                 "metadata": {"nbgrader": {"grade": True, "solution": False, "locked": True, "points": 50,
-                                           "grade_id": "mini_bonus", "schema_version": 3, "task": False}},
-                 "outputs": [{"output_type": "execute_result", "execution_count": 1, "metadata": {},
-                              "data": {"text/plain": "50.0"}}]}
+        bonus = {
+            "cell_type": "code",
+            "id": "bonus",
+            "execution_count": 1,
+            "source": "bonus = 1",
+            "metadata": {
+                "nbgrader": {
+                    "grade": True,
+                    "solution": False,
+                    "locked": True,
+                    "points": 50,
+                    "grade_id": "mini_bonus",
+                    "schema_version": 3,
+                    "task": False,
+                }
+            },
+            "outputs": [
+                {"output_type": "execute_result", "execution_count": 1, "metadata": {}, "data": {"text/plain": "50.0"}}
+            ],
+        }
         nb["cells"].append(bonus)
 
-    report = grade(mini_course, tmp_path, {"forger": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"},
-                                                  mutate=forge)})["forger"]
+    report = grade(
+        mini_course,
+        tmp_path,
+        {"forger": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"}, mutate=forge)},
+    )["forger"]
     assert (report.score, report.max_score) == (2.0, 4.0)
     assert set(report.part_scores()) == {"mini_matrix", "mini_function"}
 
@@ -727,7 +914,9 @@ def test_strong_tiers_has_no_network(mini_course, isolation):
     abstract.listen(5)
     port = listener.getsockname()[1]
     try:
-        _, values = run_code(mini_course, f"""
+        _, values = run_code(
+            mini_course,
+            f"""
 import socket
 reached = []
 for attempt, target in [("tcp", ("127.0.0.1", {port})), ("internet", ("1.1.1.1", 53))]:
@@ -748,7 +937,9 @@ try:
 except OSError:
     pass
 result = reached or "nothing"
-""", isolation)
+""",
+            isolation,
+        )
         assert values["result"] == "nothing"
         with pytest.raises(socket.timeout):
             listener.accept()
@@ -770,8 +961,17 @@ listing = !touch {marker}
 """
     cell_magic = f"%%bash\ntouch {marker}\n"
     nb = cheat(mini_course, cells)
-    nb["cells"].insert(3, {"cell_type": "code", "id": "magic", "execution_count": None, "metadata": {},
-                           "outputs": [], "source": cell_magic})
+    nb["cells"].insert(
+        3,
+        {
+            "cell_type": "code",
+            "id": "magic",
+            "execution_count": None,
+            "metadata": {},
+            "outputs": [],
+            "source": cell_magic,
+        },
+    )
     report = grade(mini_course, tmp_path, {"shell": nb}, isolation)["shell"]
     assert report.score == 2.0
     assert not marker.exists()
@@ -779,22 +979,29 @@ listing = !touch {marker}
 
 # -- processes: exits, kills, crashes, limits, leftovers -------------------------------------
 @pytest.mark.parametrize("isolation", BOTH)
-@pytest.mark.parametrize("attack, earned, message", [
-    ("exit()", 2.0, None),
-    ("import sys\nsys.exit(0)", 2.0, None),
-    ("raise SystemExit(3)", 2.0, None),
-    ("import os\nos._exit(0)", 0.0, "ended early"),
-    ("import os\nos.abort()", 0.0, "died from signal 6"),
-    ("import ctypes\nctypes.string_at(0)", 0.0, "segmentation fault"),
-    ("def f(n):\n    return f(n + 1)\nf(0)", 2.0, None),  # RecursionError: the rest still counts
-    # Python 3.11 frames live on the heap: unbounded recursion ends when memory or time runs out
-    ("import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1)\nf(0)", 0.0,
-     ("the Python process", "was still running after")),
-    ("import numpy\nhog = numpy.ones(10**11)", 2.0, None),  # MemoryError
-    ("hog = []\nwhile True:\n    hog.append(b'x' * (64 << 20))", "memory", "out of memory"),
-])
-def test_exits_crashes_and_memory_hogs_lose_only_their_own_points(tmp_path, mini_course, isolation, attack,
-                                                                   earned, message):
+@pytest.mark.parametrize(
+    "attack, earned, message",
+    [
+        ("exit()", 2.0, None),
+        ("import sys\nsys.exit(0)", 2.0, None),
+        ("raise SystemExit(3)", 2.0, None),
+        ("import os\nos._exit(0)", 0.0, "ended early"),
+        ("import os\nos.abort()", 0.0, "died from signal 6"),
+        ("import ctypes\nctypes.string_at(0)", 0.0, "segmentation fault"),
+        ("def f(n):\n    return f(n + 1)\nf(0)", 2.0, None),  # RecursionError: the rest still counts
+        # Python 3.11 frames live on the heap: unbounded recursion ends when memory or time runs out
+        (
+            "import sys\nsys.setrecursionlimit(10**8)\ndef f(n):\n    return f(n + 1)\nf(0)",
+            0.0,
+            ("the Python process", "was still running after"),
+        ),
+        ("import numpy\nhog = numpy.ones(10**11)", 2.0, None),  # MemoryError
+        ("hog = []\nwhile True:\n    hog.append(b'x' * (64 << 20))", "memory", "out of memory"),
+    ],
+)
+def test_exits_crashes_and_memory_hogs_lose_only_their_own_points(
+    tmp_path, mini_course, isolation, attack, earned, message
+):
     if earned == "memory":  # killed as a whole by a memory cgroup, else a MemoryError in its own cell
         earned, message = (0.0, message) if memory_cgroup_binds() else (2.0, None)
     report = grade(mini_course, tmp_path, {"s": cheat(mini_course, attack)}, isolation)["s"]
@@ -811,32 +1018,59 @@ def test_time_limits_soft_hard_and_total(tmp_path, mini_course, isolation):
         # soft limit: the cell is interrupted and the rest of the notebook still counts
         "careless_loop": notebook(mini_course, {"mini_matrix_answer": "W = np.eye(2)\nwhile True:\n    pass"}),
         # hard limit: a loop that ignores the interrupt is killed; values so far are lost
-        "ignores_signals": cheat(mini_course, (
-            "import signal\n"
-            "for number in (signal.SIGALRM, signal.SIGPROF, signal.SIGINT, signal.SIGTERM):\n"
-            "    signal.signal(number, signal.SIG_IGN)\n"
-            "while True:\n    pass\n")),
-        "catches_the_interrupt": cheat(mini_course, (
-            "import time\nwhile True:\n    try:\n        while True:\n            pass\n"
-            "    except BaseException:\n        pass\n")),
-        "blocks_the_alarm": cheat(mini_course, (
-            "import signal, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\ntime.sleep(60)\n")),
+        "ignores_signals": cheat(
+            mini_course,
+            (
+                "import signal\n"
+                "for number in (signal.SIGALRM, signal.SIGPROF, signal.SIGINT, signal.SIGTERM):\n"
+                "    signal.signal(number, signal.SIG_IGN)\n"
+                "while True:\n    pass\n"
+            ),
+        ),
+        "catches_the_interrupt": cheat(
+            mini_course,
+            (
+                "import time\nwhile True:\n    try:\n        while True:\n            pass\n"
+                "    except BaseException:\n        pass\n"
+            ),
+        ),
+        "blocks_the_alarm": cheat(
+            mini_course,
+            ("import signal, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})\ntime.sleep(60)\n"),
+        ),
         "stops_itself": cheat(mini_course, "import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n"),
         # passes the notebook's own test cell, then hangs on the grader's inputs, deaf to alarms
-        "function_hangs_on_calls": notebook(mini_course, {"mini_function_answer": (
-            "import signal\n"
-            "def double(x):\n"
-            "    if x.size != 2:\n"
-            "        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-            "        signal.signal(signal.SIGPROF, signal.SIG_IGN)\n"
-            "        while True:\n            pass\n"
-            "    return 2 * x\n\n"
-            "k = 3\n")}),
+        "function_hangs_on_calls": notebook(
+            mini_course,
+            {
+                "mini_function_answer": (
+                    "import signal\n"
+                    "def double(x):\n"
+                    "    if x.size != 2:\n"
+                    "        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+                    "        signal.signal(signal.SIGPROF, signal.SIG_IGN)\n"
+                    "        while True:\n            pass\n"
+                    "    return 2 * x\n\n"
+                    "k = 3\n"
+                )
+            },
+        ),
     }
     started = time.monotonic()
-    reports = grade(mini_course, tmp_path, notebooks, isolation, limits=sandbox.Limits(
-        cell_seconds=1, cell_grace_seconds=1, call_seconds=1, total_seconds=3.5, memory_bytes=512 << 20,
-        wall_factor=1))
+    reports = grade(
+        mini_course,
+        tmp_path,
+        notebooks,
+        isolation,
+        limits=sandbox.Limits(
+            cell_seconds=1,
+            cell_grace_seconds=1,
+            call_seconds=1,
+            total_seconds=3.5,
+            memory_bytes=512 << 20,
+            wall_factor=1,
+        ),
+    )
     elapsed = time.monotonic() - started
     assert reports["careless_loop"].score == 4.0
     for name in ("ignores_signals", "catches_the_interrupt", "blocks_the_alarm", "stops_itself"):
@@ -850,10 +1084,22 @@ def test_time_limits_soft_hard_and_total(tmp_path, mini_course, isolation):
 
 @pytest.mark.parametrize("isolation", BOTH)
 def test_total_time_limit_stops_a_slow_notebook(tmp_path, mini_course, isolation):
-    slow = notebook(mini_course, {"mini_matrix_answer": "import time\ntime.sleep(0.8)\nW = np.eye(2)",
-                                  "mini_function_answer": "import time\ntime.sleep(0.8)\n" + FUNCTION_OK})
-    report = grade(mini_course, tmp_path, {"slow": slow}, isolation, limits=sandbox.Limits(
-        cell_seconds=1, cell_grace_seconds=1, total_seconds=1.2, memory_bytes=512 << 20, wall_factor=1))["slow"]
+    slow = notebook(
+        mini_course,
+        {
+            "mini_matrix_answer": "import time\ntime.sleep(0.8)\nW = np.eye(2)",
+            "mini_function_answer": "import time\ntime.sleep(0.8)\n" + FUNCTION_OK,
+        },
+    )
+    report = grade(
+        mini_course,
+        tmp_path,
+        {"slow": slow},
+        isolation,
+        limits=sandbox.Limits(
+            cell_seconds=1, cell_grace_seconds=1, total_seconds=1.2, memory_bytes=512 << 20, wall_factor=1
+        ),
+    )["slow"]
     assert report.score == 0.0
     assert "longer than 1.2 s in total" in checks(report)["k_is_three"].message
 
@@ -873,7 +1119,9 @@ def test_printing_gigabytes_is_cut_off(tmp_path, mini_course, isolation):
 
 @pytest.mark.parametrize("isolation", BOTH)
 def test_resource_limits_apply(mini_course, isolation):
-    _, values = run_code(mini_course, """
+    _, values = run_code(
+        mini_course,
+        """
 import resource
 result = [str(resource.getrlimit(limit)[0]) for limit in
           (resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_CORE)]
@@ -888,7 +1136,9 @@ try:
 except OSError:
     failures.append("nofile")
 result = result + failures
-""", isolation)
+""",
+        isolation,
+    )
     expected = [LIMITS.memory_bytes + (1 << 30), LIMITS.file_bytes, 256, 0]
     assert values["result"] == [str(limit) for limit in expected] + ["fsize", "nofile"]
 
@@ -924,11 +1174,19 @@ def test_fork_bomb_is_contained_and_leaves_no_process(mini_course, isolation):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("isolation", [
-    *STRONG,
-    pytest.param("unisolated", marks=pytest.mark.skipif(
-        not _pids_cgroup_works(), reason="without a cgroup the unisolated tier cannot find a daemon that left its session")),
-])
+@pytest.mark.parametrize(
+    "isolation",
+    [
+        *STRONG,
+        pytest.param(
+            "unisolated",
+            marks=pytest.mark.skipif(
+                not _pids_cgroup_works(),
+                reason="without a cgroup the unisolated tier cannot find a daemon that left its session",
+            ),
+        ),
+    ],
+)
 @pytest.mark.parametrize("with_cgroups", [True, False], ids=["cgroups", "no_cgroups"])
 def test_no_process_survives_the_run(mini_course, isolation, with_cgroups, monkeypatch):
     if not with_cgroups:
@@ -971,8 +1229,7 @@ def test_hostile_neighbours_do_not_affect_a_correct_submission(tmp_path, mini_co
     hostile = {
         "memory_hog": "hog = []\nwhile True:\n    hog.append(b'x' * (64 << 20))\n",
         "segfault": "import ctypes\nctypes.string_at(0)\n",
-        "ignores_signals": ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-                            "while True:\n    pass\n"),
+        "ignores_signals": ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass\n"),
         "flood": "while True:\n    print('x' * (1 << 20))\n",
         "exits": "import os\nos._exit(0)\n",
         "closes_pipes": "import os, sys, time\nfor fd in (1, 2, int(sys.argv[1]), int(sys.argv[2])):\n    os.close(fd)\ntime.sleep(30)\n",
@@ -984,7 +1241,8 @@ def test_hostile_neighbours_do_not_affect_a_correct_submission(tmp_path, mini_co
             "import os, signal\n"
             "for target in (os.getppid(), 1, -1):\n"
             "    for number in (signal.SIGSTOP, signal.SIGKILL):\n"
-            "        try:\n            os.kill(target, number)\n        except OSError:\n            pass\n")
+            "        try:\n            os.kill(target, number)\n        except OSError:\n            pass\n"
+        )
     notebooks = {"first_correct": notebook(mini_course)}
     notebooks.update({name: cheat(mini_course, attack) for name, attack in hostile.items()})
     notebooks["last_correct"] = notebook(mini_course)
@@ -1005,20 +1263,29 @@ def test_hostile_neighbours_do_not_affect_a_correct_submission(tmp_path, mini_co
 # -- forged frames on the driver's pipe cannot crash or stall the grader ---------------------
 FORGERIES = {
     "unhashable_cell_index": "os.write(channel, frame({'type': 'cell_done', 'index': [0], 'status': 'ok'}))\n",
-    "unknown_cell_indices": ("for index in (999, -5, '0', None, True):\n"
-                             "    os.write(channel, frame({'type': 'cell', 'index': index}))\n"
-                             "    os.write(channel, frame({'type': 'cell_done', 'index': index, 'status': 'error',"
-                             " 'error': {'not': 'text'}}))\n"),
-    "calls_not_a_dict": ("os.write(channel, frame({'type': 'values', 'values': []}))\n"
-                         "os.write(channel, frame({'type': 'calls', 'calls': [1, 2]}))\n"),
-    "verdict_like_frames": ("os.write(channel, frame({'type': 'report', 'score': 4, 'passed': True}))\n"
-                            "os.write(channel, frame({'type': 'verdict', 'checks': {'w_is_identity': True}}))\n"),
-    "deeply_nested_json": ("body = b'[' * 200000 + b']' * 200000\n"
-                           "os.write(channel, struct.pack('>I', len(body)) + body)\n"),
+    "unknown_cell_indices": (
+        "for index in (999, -5, '0', None, True):\n"
+        "    os.write(channel, frame({'type': 'cell', 'index': index}))\n"
+        "    os.write(channel, frame({'type': 'cell_done', 'index': index, 'status': 'error',"
+        " 'error': {'not': 'text'}}))\n"
+    ),
+    "calls_not_a_dict": (
+        "os.write(channel, frame({'type': 'values', 'values': []}))\n"
+        "os.write(channel, frame({'type': 'calls', 'calls': [1, 2]}))\n"
+    ),
+    "verdict_like_frames": (
+        "os.write(channel, frame({'type': 'report', 'score': 4, 'passed': True}))\n"
+        "os.write(channel, frame({'type': 'verdict', 'checks': {'w_is_identity': True}}))\n"
+    ),
+    "deeply_nested_json": (
+        "body = b'[' * 200000 + b']' * 200000\nos.write(channel, struct.pack('>I', len(body)) + body)\n"
+    ),
     "oversized_frame_header": "os.write(channel, struct.pack('>I', 2**31) + b'{}')\n",
     "not_utf8": "os.write(channel, struct.pack('>I', 4) + b'\\xff\\xfe\\xfd\\xfc')\n",
-    "forged_done_then_exit": ("os.write(channel, frame({'type': 'values', 'values': {'W': 5}}))\n"
-                              "os.write(channel, frame({'type': 'done'}))\nos._exit(0)\n"),
+    "forged_done_then_exit": (
+        "os.write(channel, frame({'type': 'values', 'values': {'W': 5}}))\n"
+        "os.write(channel, frame({'type': 'done'}))\nos._exit(0)\n"
+    ),
 }
 
 
@@ -1047,8 +1314,11 @@ def test_a_submission_that_stops_reading_cannot_stall_the_grader(tmp_path, mini_
         "signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
         "for _ in range(3000):\n"
         "    os.write(channel, frame({'type': 'values', 'values': {'double': {'kind': 'callable'}}}))\n"
-        "time.sleep(60)\n")
-    reports = grade(mini_course, tmp_path, {"correct": notebook(mini_course), "stuffer": cheat(mini_course, stuffer)}, isolation)
+        "time.sleep(60)\n"
+    )
+    reports = grade(
+        mini_course, tmp_path, {"correct": notebook(mini_course), "stuffer": cheat(mini_course, stuffer)}, isolation
+    )
     assert_full_marks(reports["correct"])
     assert reports["stuffer"].score == 0.0
     # ended by the cell's hard limit (the deadline the grader kept), not by the notebook's total
@@ -1060,7 +1330,7 @@ def test_a_submission_that_stops_reading_cannot_stall_the_grader(tmp_path, mini_
 # code may ptrace it) and writes straight into the grader's channel.
 COMPROMISED_DRIVER = {
     "deeply_nested_json": "body = b'[' * 200000 + b']' * 200000\nos.write(out, struct.pack('>I', len(body)) + body)\n"
-                          "time.sleep(60)\n",
+    "time.sleep(60)\n",
     "malformed_frames": (
         "for index in ([0], {'a': 1}, 999, -1, None, 'x'):\n"
         "    os.write(out, frame({'type': 'cell', 'index': index}))\n"
@@ -1069,16 +1339,21 @@ COMPROMISED_DRIVER = {
         "os.write(out, frame({'type': 'values', 'values': {'W': 5}, 'defined_in': 5}))\n"
         "os.write(out, frame({'type': 'calls', 'calls': [1, 2]}))\n"
         "os.write(out, frame({'type': 'ended', 'exit_code': 'x', 'corrupted': 1}))\n"
-        "os.write(out, frame({'type': 'done'}))\n"),
+        "os.write(out, frame({'type': 'done'}))\n"
+    ),
     # refused on its length header, before the grader reads or parses any of it
-    "forty_megabyte_values_frame": ("os.write(out, frame({'type': 'cell', 'index': 0}))\n"
-                                    "os.write(out, struct.pack('>I', 40 << 20) + b'{\"type\": \"values\"')\n"
-                                    "time.sleep(60)\n"),
+    "forty_megabyte_values_frame": (
+        "os.write(out, frame({'type': 'cell', 'index': 0}))\n"
+        "os.write(out, struct.pack('>I', 40 << 20) + b'{\"type\": \"values\"')\n"
+        "time.sleep(60)\n"
+    ),
     # each 'values' frame used to make the grader write probes with a blocking write; with
     # nobody reading, the pipe filled and every deadline froze
-    "stops_reading": ("for _ in range(3000):\n"
-                      "    os.write(out, frame({'type': 'values', 'values': {'double': {'kind': 'callable'}}}))\n"
-                      "time.sleep(60)\n"),
+    "stops_reading": (
+        "for _ in range(3000):\n"
+        "    os.write(out, frame({'type': 'values', 'values': {'double': {'kind': 'callable'}}}))\n"
+        "time.sleep(60)\n"
+    ),
 }
 
 
@@ -1092,12 +1367,14 @@ def test_a_compromised_driver_cannot_crash_or_stall_the_supervisor(tmp_path, min
         "out = int(sys.argv[1])\n"
         "def frame(message):\n"
         "    body = json.dumps(message).encode()\n"
-        "    return struct.pack('>I', len(body)) + body\n" + COMPROMISED_DRIVER[attack])
+        "    return struct.pack('>I', len(body)) + body\n" + COMPROMISED_DRIVER[attack]
+    )
     monkeypatch.setattr(sandbox, "DRIVER_DIR", fake)
     limits = sandbox.Limits(cell_seconds=1, cell_grace_seconds=1, total_seconds=2, memory_bytes=512 << 20)
     big_probes = lambda values: {"double": [[{"kind": "str", "value": "x" * 20000}]] * 4}  # noqa: E731
-    result = sandbox.run_submission([(0, "W = 1")], ["W"], str(mini_course.release / "mini"), big_probes,
-                                    limits, "unisolated")
+    result = sandbox.run_submission(
+        [(0, "W = 1")], ["W"], str(mini_course.release / "mini"), big_probes, limits, "unisolated"
+    )
     assert result.seconds < limits.total_seconds * limits.wall_factor + 2
     assert all(type(cell["index"]) is int and cell["index"] == 0 for cell in result.cells)
     assert isinstance(result.values, dict) and isinstance(result.calls, dict)
@@ -1115,51 +1392,112 @@ def _retype(grade_id, cell_type):
         cell = next(c for c in nb["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
         cell["cell_type"] = cell_type
         cell.pop("outputs", None), cell.pop("execution_count", None)
+
     return mutate
 
 
 CARELESS = {
     # case: (replacements, mutate, score, {check id: text in its message})
-    "missing_name": ({"mini_function_answer": "def double(x):\n    return 2 * x\n"}, None, 3.0,
-                     {"k_is_three": "k is not defined"}),
+    "missing_name": (
+        {"mini_function_answer": "def double(x):\n    return 2 * x\n"},
+        None,
+        3.0,
+        {"k_is_three": "k is not defined"},
+    ),
     "name_only_in_a_raw_cell": ({}, _retype("mini_matrix_answer", "raw"), 2.0, {"w_is_identity": "Raw cell"}),
     "name_only_in_markdown": ({}, _retype("mini_matrix_answer", "markdown"), 2.0, {"w_is_identity": "Markdown cell"}),
-    "broken_cell": ({"mini_matrix_answer": "scale = 1 / 0\nW = np.eye(2)"}, None, 2.0,
-                    {"w_is_identity": "ZeroDivisionError"}),
-    "syntax_error": ({"mini_function_answer": "def double(x)\n    return 2 * x\n\nk = 3"}, None, 2.0,
-                     {"double_doubles": "SyntaxError", "k_is_three": "SyntaxError"}),
-    "input_left_in": ({"mini_matrix_answer": "n = int(input('size? '))\nW = np.eye(n)"}, None, 2.0,
-                      {"w_is_identity": "input()"}),
-    "never_executed": ({}, lambda nb: [c.update(execution_count=None, outputs=[]) for c in nb["cells"]
-                                       if c["cell_type"] == "code"], 4.0, {}),
-    "lists_ints_and_bools": ({"mini_matrix_answer": "W = [[True, False], [0, 1]]",
-                              "mini_function_answer": "def double(x):\n    return [2 * row for row in x]\n\nk = 3.0"},
-                             None, 4.0, {}),
-    "wrong_shape": ({"mini_matrix_answer": "W = np.eye(3)"}, None, 2.0,
-                    {"w_is_identity": "should have shape (2, 2), but it has shape (3, 3)"}),
+    "broken_cell": (
+        {"mini_matrix_answer": "scale = 1 / 0\nW = np.eye(2)"},
+        None,
+        2.0,
+        {"w_is_identity": "ZeroDivisionError"},
+    ),
+    "syntax_error": (
+        {"mini_function_answer": "def double(x)\n    return 2 * x\n\nk = 3"},
+        None,
+        2.0,
+        {"double_doubles": "SyntaxError", "k_is_three": "SyntaxError"},
+    ),
+    "input_left_in": (
+        {"mini_matrix_answer": "n = int(input('size? '))\nW = np.eye(n)"},
+        None,
+        2.0,
+        {"w_is_identity": "input()"},
+    ),
+    "never_executed": (
+        {},
+        lambda nb: [c.update(execution_count=None, outputs=[]) for c in nb["cells"] if c["cell_type"] == "code"],
+        4.0,
+        {},
+    ),
+    "lists_ints_and_bools": (
+        {
+            "mini_matrix_answer": "W = [[True, False], [0, 1]]",
+            "mini_function_answer": "def double(x):\n    return [2 * row for row in x]\n\nk = 3.0",
+        },
+        None,
+        4.0,
+        {},
+    ),
+    "wrong_shape": (
+        {"mini_matrix_answer": "W = np.eye(3)"},
+        None,
+        2.0,
+        {"w_is_identity": "should have shape (2, 2), but it has shape (3, 3)"},
+    ),
     "complex_but_real": ({"mini_matrix_answer": "W = np.eye(2) + 0j"}, None, 4.0, {}),
     "complex": ({"mini_matrix_answer": "W = np.eye(2) * (1 + 1j)"}, None, 2.0, {"w_is_identity": "complex entries"}),
-    "object_dtype": ({"mini_matrix_answer": "W = np.array([[1, None], [0, 1]], dtype=object)"}, None, 2.0,
-                     {"w_is_identity": "dtype object"}),
+    "object_dtype": (
+        {"mini_matrix_answer": "W = np.array([[1, None], [0, 1]], dtype=object)"},
+        None,
+        2.0,
+        {"w_is_identity": "dtype object"},
+    ),
     "ragged_list": ({"mini_matrix_answer": "W = [[1, 0], [0]]"}, None, 2.0, {"w_is_identity": "inhomogeneous"}),
-    "nan_and_inf_with_warnings": ({"mini_matrix_answer": "W = np.array([[1.0, 0.0], [0.0, 0.0]]) / 0"}, None, 2.0,
-                                  {"w_is_identity": "NaN or infinite"}),
-    "warnings_on_stderr": ({"mini_matrix_answer": ("import sys, warnings\nwarnings.warn('careful')\n"
-                                                   "print('noise', file=sys.stderr)\nW = np.eye(2)")}, None, 4.0, {}),
-    "function_wrong_shape": ({"mini_function_answer": "def double(x):\n    return 2 * x.ravel()\n\nk = 3"}, None,
-                             3.0, {"double_doubles": "returned shape (4,)"}),
-    "function_raises": ({"mini_function_answer": "def double(x):\n    return 2 * y\n\nk = 3"}, None, 3.0,
-                        {"double_doubles": "NameError"}),
-    "k_not_whole": ({"mini_function_answer": "def double(x):\n    return 2 * x\n\nk = 3.5"}, None, 3.0,
-                    {"k_is_three": "not a whole number"}),
+    "nan_and_inf_with_warnings": (
+        {"mini_matrix_answer": "W = np.array([[1.0, 0.0], [0.0, 0.0]]) / 0"},
+        None,
+        2.0,
+        {"w_is_identity": "NaN or infinite"},
+    ),
+    "warnings_on_stderr": (
+        {
+            "mini_matrix_answer": (
+                "import sys, warnings\nwarnings.warn('careful')\nprint('noise', file=sys.stderr)\nW = np.eye(2)"
+            )
+        },
+        None,
+        4.0,
+        {},
+    ),
+    "function_wrong_shape": (
+        {"mini_function_answer": "def double(x):\n    return 2 * x.ravel()\n\nk = 3"},
+        None,
+        3.0,
+        {"double_doubles": "returned shape (4,)"},
+    ),
+    "function_raises": (
+        {"mini_function_answer": "def double(x):\n    return 2 * y\n\nk = 3"},
+        None,
+        3.0,
+        {"double_doubles": "NameError"},
+    ),
+    "k_not_whole": (
+        {"mini_function_answer": "def double(x):\n    return 2 * x\n\nk = 3.5"},
+        None,
+        3.0,
+        {"k_is_three": "not a whole number"},
+    ),
 }
 
 
 @pytest.mark.slow
 def test_careless_work_gets_a_clear_message_and_the_rest_of_its_points(tmp_path, mini_course):
     """All careless notebooks graded together, as one class."""
-    notebooks = {name: notebook(mini_course, replacements, mutate=mutate)
-                 for name, (replacements, mutate, _, _) in CARELESS.items()}
+    notebooks = {
+        name: notebook(mini_course, replacements, mutate=mutate)
+        for name, (replacements, mutate, _, _) in CARELESS.items()
+    }
     reports = grade(mini_course, tmp_path, notebooks)
     problems = []
     for name, (_, _, score, messages) in CARELESS.items():
@@ -1178,8 +1516,9 @@ def _cells_by_id(nb):
 
 
 def _mangle_delete(nb):
-    nb["cells"] = [c for c in nb["cells"] if c["cell_type"] == "code"
-                   and not c["metadata"].get("nbgrader", {}).get("grade")]
+    nb["cells"] = [
+        c for c in nb["cells"] if c["cell_type"] == "code" and not c["metadata"].get("nbgrader", {}).get("grade")
+    ]
 
 
 def _mangle_duplicate(nb):
@@ -1213,12 +1552,29 @@ def _mangle_metadata(nb):
 
 
 def _pasted(nb):
-    code = "\n\n".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-                       for c in nb["cells"] if c["cell_type"] == "code")
+    code = "\n\n".join(
+        c["source"] if isinstance(c["source"], str) else "".join(c["source"])
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+    )
     nb.clear()
-    nb.update({"nbformat": 4, "nbformat_minor": 5, "metadata": {},
-               "cells": [{"cell_type": "code", "id": "pasted", "execution_count": None, "metadata": {},
-                          "outputs": [], "source": code}]})
+    nb.update(
+        {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {},
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "id": "pasted",
+                    "execution_count": None,
+                    "metadata": {},
+                    "outputs": [],
+                    "source": code,
+                }
+            ],
+        }
+    )
 
 
 MANGLED = {
@@ -1238,7 +1594,8 @@ def test_mangled_notebooks_are_graded_by_what_they_define(tmp_path, mini_course)
     notebooks = {name: notebook(mini_course, mutate=mutate) for name, (mutate, _, _) in MANGLED.items()}
     reports = grade(mini_course, tmp_path, notebooks, names={name: file for name, (_, file, _) in MANGLED.items()})
     assert {name: (report.graded_as, report.score) for name, report in reports.items()} == {
-        name: ("mini/mini", score) for name, (_, _, score) in MANGLED.items()}
+        name: ("mini/mini", score) for name, (_, _, score) in MANGLED.items()
+    }
     assert "NameError" in checks(reports["answer_before_import"])["w_is_identity"].message
 
 
@@ -1252,14 +1609,19 @@ def test_unreadable_notebooks_score_zero_with_the_reason_and_the_batch_goes_on(t
         "not_utf8": (b"\xff\xfe{}", "not UTF-8"),
         "empty": ("", "not valid notebook JSON"),
         "json_list": ("[1, 2, 3]", "not a notebook"),
-        "nbformat_3": (json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": [], "metadata": {}, "cells": []}),
-                       "format version 3"),
+        "nbformat_3": (
+            json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": [], "metadata": {}, "cells": []}),
+            "format version 3",
+        ),
         "invalid_schema": (bad_schema, "does not follow the notebook format"),
         "nested_brackets": ("[" * 100000 + "]" * 100000, "nested more than"),
         "nested_metadata": (dict(valid, metadata=json.loads('{"a":' * 600 + "1" + "}" * 600)), "nested more than"),
     }
-    notebooks = {"correct_before": valid, **{name: content for name, (content, _) in unreadable.items()},
-                 "correct_after": valid}
+    notebooks = {
+        "correct_before": valid,
+        **{name: content for name, (content, _) in unreadable.items()},
+        "correct_after": valid,
+    }
     reports = grade(mini_course, tmp_path, notebooks)
     assert_full_marks(reports["correct_before"])
     assert_full_marks(reports["correct_after"])
@@ -1280,9 +1642,14 @@ def test_notebook_of_hundreds_of_megabytes_is_refused_without_reading_it(tmp_pat
 
     tracemalloc.start()
     try:
-        reports = {r.submission_id: r for r in engine.grade(
-            mini_course, [engine.GradeRequest(str(huge), "huge"), engine.GradeRequest(str(correct), "correct")],
-            limits=LIMITS)}
+        reports = {
+            r.submission_id: r
+            for r in engine.grade(
+                mini_course,
+                [engine.GradeRequest(str(huge), "huge"), engine.GradeRequest(str(correct), "correct")],
+                limits=LIMITS,
+            )
+        }
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -1296,9 +1663,16 @@ def test_reports_reveal_no_hidden_check_code_even_on_internal_errors(tmp_path, m
     garbled = FORGE + (
         "os.write(channel, frame({'type': 'values', 'values': {'W': {'kind': 'array', 'dtype': 'float64',"
         " 'shape': [2, 2], 'data': '!!not base64!!'}}}))\n"
-        "os.write(channel, frame({'type': 'done'}))\nos._exit(0)\n")
-    reports = grade(mini_course, tmp_path, {"garbled": cheat(mini_course, garbled),
-                               "wrong": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"})})
+        "os.write(channel, frame({'type': 'done'}))\nos._exit(0)\n"
+    )
+    reports = grade(
+        mini_course,
+        tmp_path,
+        {
+            "garbled": cheat(mini_course, garbled),
+            "wrong": notebook(mini_course, {"mini_matrix_answer": "W = 5 * np.eye(2)"}),
+        },
+    )
     garbled_check = checks(reports["garbled"])["w_is_identity"]
     assert garbled_check.internal_error  # kept for the instructor, in the grader's log...
     assert "check mini_matrix/w_is_identity raised" in caplog.text and "Traceback" in caplog.text

@@ -8,6 +8,7 @@ an autograded part fails, for self-learners' scripts); 2 for misuse; 3 for a fau
 (no sandbox can run here, or one could not start or be confined: those notebooks are not graded,
 and the message says why and what to do).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,19 @@ ISOLATION_CHOICES = ("auto", "bubblewrap", "landlock", "unisolated")
 
 def _add_run_options(parser, instructor=True):
     parser.add_argument("--jobs", type=int, default=None, help="notebooks run at once (default: all cores)")
-    parser.add_argument("--isolation", choices=ISOLATION_CHOICES, default="auto",
-                        help="sandbox tier (default: the strongest that works here: bubblewrap, then "
-                             "landlock, then" + (" (only with --allow-unisolated)" if instructor else "")
-                             + " a plain unisolated process)")
+    parser.add_argument(
+        "--isolation",
+        choices=ISOLATION_CHOICES,
+        default="auto",
+        help="sandbox tier (default: the strongest that works here: bubblewrap, then "
+        "landlock, then" + (" (only with --allow-unisolated)" if instructor else "") + " a plain unisolated process)",
+    )
     if instructor:
-        parser.add_argument("--allow-unisolated", action="store_true",
-                            help="accept grading in a plain process, with your rights, when no sandbox can run")
+        parser.add_argument(
+            "--allow-unisolated",
+            action="store_true",
+            help="accept grading in a plain process, with your rights, when no sandbox can run",
+        )
     parser.add_argument("--cell-timeout", type=float, default=None, help="seconds per cell (default 10)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per notebook (default 90)")
 
@@ -72,14 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     grade = commands.add_parser("grade", help="grade notebooks, or (with --course) a whole nbgrader class")
-    grade.add_argument("targets", nargs="+", metavar="NOTEBOOK|ASSIGNMENT",
-                       help="notebook files; with --course, the assignment to grade")
+    grade.add_argument(
+        "targets",
+        nargs="+",
+        metavar="NOTEBOOK|ASSIGNMENT",
+        help="notebook files; with --course, the assignment to grade",
+    )
     grade.add_argument("--json", action="store_true", help="one JSON report per notebook per line")
-    grade.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK",
-                       help="grade every notebook as this course notebook (default: recognise it)")
-    grade.add_argument("--course", metavar="ROOT",
-                       help="the course root; given with an ASSIGNMENT, grade that course's submitted/ tree "
-                            "into its gradebook")
+    grade.add_argument(
+        "--as",
+        dest="graded_as",
+        metavar="ASSIGNMENT/NOTEBOOK",
+        help="grade every notebook as this course notebook (default: recognise it)",
+    )
+    grade.add_argument(
+        "--course",
+        metavar="ROOT",
+        help="the course root; given with an ASSIGNMENT, grade that course's submitted/ tree into its gradebook",
+    )
     grade.add_argument("--force", action="store_true", help="with --course: regrade everything")
     grade.add_argument("--student", action="append", default=None, help="with --course: only these students")
     _add_run_options(grade)
@@ -94,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("assignments", nargs="*", help="default: every assignment")
     _add_course_option(release, "the course root (default: the one holding the working directory)")
 
-    serve = commands.add_parser("serve", help="grade submissions as they arrive in the exchange and release "
-                                              "their feedback (docs/SERVICE.md)")
+    serve = commands.add_parser(
+        "serve", help="grade submissions as they arrive in the exchange and release their feedback (docs/SERVICE.md)"
+    )
     _add_course_option(serve, "the course root (default: the one holding the working directory)")
     serve.add_argument("--until-idle", action="store_true", help="stop once nothing is left to grade")
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -120,8 +138,9 @@ def main(argv=None) -> int:
             from autograder.cli import selfcheck
 
             course = _course(args, near=args.notebook)
-            return selfcheck.main(course, args.notebook, _graded_as(course, args), args.jobs, _limits(args),
-                                  args.isolation)
+            return selfcheck.main(
+                course, args.notebook, _graded_as(course, args), args.jobs, _limits(args), args.isolation
+            )
         if args.command == "release":
             from autograder.nbgrader import release
 
@@ -166,9 +185,16 @@ def _grade_class(args) -> int:
 
     if len(args.targets) != 1:
         raise UsageError("with --course, give exactly one assignment name")
-    grader = BatchGrader(_course(args), args.targets[0], jobs=args.jobs, limits=_limits(args),
-                         isolation=args.isolation, force=args.force, students=args.student,
-                         allow_unisolated=args.allow_unisolated)
+    grader = BatchGrader(
+        _course(args),
+        args.targets[0],
+        jobs=args.jobs,
+        limits=_limits(args),
+        isolation=args.isolation,
+        force=args.force,
+        students=args.student,
+        allow_unisolated=args.allow_unisolated,
+    )
     grader.run()
     return EXIT_GRADER_FAULT if grader.flagged else 0
 
@@ -192,8 +218,14 @@ def _grade_files(args) -> int:
         engine.GradeRequest(path, submission_id=f"notebook{number}", expected=graded_as)
         for number, path in enumerate(args.targets)
     ]
-    reports = engine.grade(course, requests, jobs=args.jobs, limits=_limits(args), isolation=args.isolation,
-                           allow_unisolated=args.allow_unisolated)
+    reports = engine.grade(
+        course,
+        requests,
+        jobs=args.jobs,
+        limits=_limits(args),
+        isolation=args.isolation,
+        allow_unisolated=args.allow_unisolated,
+    )
     for report in reports:
         if args.json:
             print(json.dumps(report.to_json()), flush=True)
@@ -217,17 +249,23 @@ def shown(text, indent: str = "") -> str:
 def render_text(report) -> str:
     """A plain-text report: one line per check, grouped by part."""
     if report.grader_error:
-        return (f"{shown(report.notebook)}: NOT GRADED (grader error, isolation {report.isolation}): "
-                f"{shown(report.grader_error, '  ')}")
-    lines = [f"{shown(report.notebook)}: {report.score:g} / {report.max_score:g}"
-             + (f" (graded as {report.graded_as})" if report.graded_as else "")
-             + (f" [isolation: {report.isolation}]" if report.isolation else "")]
+        return (
+            f"{shown(report.notebook)}: NOT GRADED (grader error, isolation {report.isolation}): "
+            f"{shown(report.grader_error, '  ')}"
+        )
+    lines = [
+        f"{shown(report.notebook)}: {report.score:g} / {report.max_score:g}"
+        + (f" (graded as {report.graded_as})" if report.graded_as else "")
+        + (f" [isolation: {report.isolation}]" if report.isolation else "")
+    ]
     if report.error:
         lines.append(f"  error: {shown(report.error, '  ')}")
     for check in report.checks:
         mark = "PASS" if check.passed else "FAIL"
-        lines.append(f"  {mark} {check.part} / {check.id} ({check.points:g}/{check.max_points:g})"
-                     + (f": {shown(check.message, '  ')}" if check.message else ""))
+        lines.append(
+            f"  {mark} {check.part} / {check.id} ({check.points:g}/{check.max_points:g})"
+            + (f": {shown(check.message, '  ')}" if check.message else "")
+        )
     for part in report.manual_parts:
         lines.append(f"  ---- {part.grade_id} ({part.points:g} points) is graded by hand")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ Runs exactly what grading runs (sandbox, hidden checks) and prints a readable re
 when any autograded part is short of full marks, so it can gate a script; points at the
 reference solutions only for parts the learner has attempted.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,7 +32,9 @@ def render(course: Course, report: engine.Report, color: bool = False) -> str:
             continue
         score = scores.get(part.grade_id, 0.0)
         full = score == part.points
-        lines.append(f"{good if full else bad}{'✔' if full else '✘'} {part.grade_id:<24} {score:g}/{part.points:g}{reset}")
+        lines.append(
+            f"{good if full else bad}{'✔' if full else '✘'} {part.grade_id:<24} {score:g}/{part.points:g}{reset}"
+        )
         for check in report.checks:
             if check.part != part.grade_id or (check.passed and not check.message):
                 continue
@@ -40,19 +43,21 @@ def render(course: Course, report: engine.Report, color: bool = False) -> str:
                 name = missing.group(1)
                 if name not in told:
                     told.add(name)
-                    why = check.message[missing.end():].strip()
+                    why = check.message[missing.end() :].strip()
                     why = "" if why == not_written(name) else f" {shown(why, '    ')}"
                     lines.append(f"    ✘ {name} is not defined yet{_where(report, part.grade_id)}{why}")
                 continue
             mark = "·" if check.passed else "✘"
             lines.append(f"    {mark} {check.id}: {shown(check.message, '    ')}")
-    lines.append(f"autograded total: {report.score:g}/{report.max_score:g} "
-                 "(the same checks run when your work is graded)")
+    lines.append(
+        f"autograded total: {report.score:g}/{report.max_score:g} (the same checks run when your work is graded)"
+    )
     attempted = report.attempted
     if attempted:
         solution = course.solutions / report.spec.assignment / f"{report.spec.notebook}.ipynb"
-        lines.append(f"reference solutions for the parts you attempted ({', '.join(attempted)}): "
-                     f"{os.path.relpath(solution)}")
+        lines.append(
+            f"reference solutions for the parts you attempted ({', '.join(attempted)}): {os.path.relpath(solution)}"
+        )
     return "\n".join(lines)
 
 
@@ -68,12 +73,18 @@ def _where(report: engine.Report, part: str) -> str:
 def main(course: Course, notebook: str, graded_as, jobs, limits, isolation) -> int:
     request = engine.GradeRequest(notebook, "self-check", expected=graded_as)
     # A self-learner grades only their own work: the plain-process tier is acceptable here.
-    (report,) = engine.grade(course, [request], jobs=jobs, limits=limits, isolation=isolation,
-                             allow_unisolated=True)
+    (report,) = engine.grade(course, [request], jobs=jobs, limits=limits, isolation=isolation, allow_unisolated=True)
     print(render(course, report, color=sys.stdout.isatty()))
     if report.grader_error:
         return 3
     if report.error or report.spec is None:
         return 1
-    return 0 if all(score == part.points for part in report.spec.auto_parts
-                    for score in [report.part_scores().get(part.grade_id, 0.0)]) else 1
+    return (
+        0
+        if all(
+            score == part.points
+            for part in report.spec.auto_parts
+            for score in [report.part_scores().get(part.grade_id, 0.0)]
+        )
+        else 1
+    )

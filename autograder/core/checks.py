@@ -4,6 +4,7 @@ A check is a pytest test taking the `sub` fixture (an `autograder.submission.Sub
 Its message is shown to the student exactly as written, so it names what is wrong in the
 student's terms and never includes the expected value of a hidden check.
 """
+
 import pytest
 
 

@@ -15,6 +15,7 @@ needs it. Its layout is nbgrader's plus one folder of grading content per assign
 An instructor can copy `source/<assignment>` and `autograder/assignments/<assignment>` into their
 own nbgrader course and grade it there: nothing here depends on where this package is installed.
 """
+
 from __future__ import annotations
 
 import functools
@@ -82,8 +83,9 @@ class Course:
         """Assignments that have grading content."""
         if not self.grading.is_dir():
             return []
-        return sorted(path.name for path in self.grading.iterdir()
-                      if path.is_dir() and not path.name.startswith((".", "_")))
+        return sorted(
+            path.name for path in self.grading.iterdir() if path.is_dir() and not path.name.startswith((".", "_"))
+        )
 
     def grading_dir(self, assignment: str) -> pathlib.Path:
         return self.grading / assignment
@@ -109,12 +111,14 @@ class Course:
         folder = self.grading_dir(assignment)
         init = folder / "__init__.py"
         spec = importlib.util.spec_from_file_location(
-            name, init if init.exists() else None, submodule_search_locations=[str(folder)])
+            name, init if init.exists() else None, submodule_search_locations=[str(folder)]
+        )
         if spec is None or not folder.is_dir():
             raise CourseNotFound(f"{self} has no grading content for {assignment!r} ({folder})")
         package = importlib.util.module_from_spec(spec)
-        vars(package).update(course=self, assignment=assignment,
-                             public_module=functools.partial(self.public_module, assignment))
+        vars(package).update(
+            course=self, assignment=assignment, public_module=functools.partial(self.public_module, assignment)
+        )
         sys.modules[name] = package
         if spec.loader is not None:
             spec.loader.exec_module(package)

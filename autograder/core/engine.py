@@ -3,6 +3,7 @@
 This is the one grading path. The CLI, the batch grader and nbgrader's autograde preprocessor
 all call `grade`, so they reach the same verdicts from the same checks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -90,8 +91,15 @@ class Report:
     def to_json(self) -> dict:
         checks = [check.to_json() for check in self.checks]
         checks += [
-            {"id": part.grade_id, "part": part.grade_id, "points": None, "max_points": part.points,
-             "passed": None, "manual": True, "message": "graded by hand"}
+            {
+                "id": part.grade_id,
+                "part": part.grade_id,
+                "points": None,
+                "max_points": part.points,
+                "passed": None,
+                "manual": True,
+                "message": "graded by hand",
+            }
             for part in self.manual_parts
         ]
         return {
@@ -119,8 +127,10 @@ def identify(course: Course, notebook, path: str, expected: NotebookKey | None) 
     claimed = {_claimed_grade_id(cell) for cell in cells} - {None}
     sources = {nbio.source_text(cell.get("source", "")).strip() for cell in cells if cell.get("cell_type") == "code"}
     given = {spec.key: _locked_sources(course, spec) for spec in course.specs}
-    structure = [(len(claimed & {part.grade_id for part in spec.parts}) + len(given[spec.key] & sources), spec)
-                 for spec in course.specs]
+    structure = [
+        (len(claimed & {part.grade_id for part in spec.parts}) + len(given[spec.key] & sources), spec)
+        for spec in course.specs
+    ]
     best = max((score for score, _ in structure), default=0)
     leaders = [spec for score, spec in structure if score == best]
     if best > 0 and len(leaders) == 1:
@@ -130,9 +140,13 @@ def identify(course: Course, notebook, path: str, expected: NotebookKey | None) 
     if by_name is not None:
         return by_name
     every_given = set().union(*given.values()) if given else set()
-    own = {"cells": [cell for cell in cells
-                     if not (cell.get("cell_type") == "code"
-                             and nbio.source_text(cell.get("source", "")).strip() in every_given)]}
+    own = {
+        "cells": [
+            cell
+            for cell in cells
+            if not (cell.get("cell_type") == "code" and nbio.source_text(cell.get("source", "")).strip() in every_given)
+        ]
+    }
     defined = nbio.defined_names(own)  # one pass over the cells, whatever the number of names
     scored = [(nbio.count_defined(own, spec.extract, defined), spec) for spec in course.specs]
     count, spec = max(scored, key=lambda entry: entry[0], default=(0, None))
@@ -152,9 +166,13 @@ def _locked_sources(course: Course, spec: specs.NotebookSpec) -> set[str]:
         release = course.release_notebook(spec.assignment, spec.notebook)
     except (OSError, nbio.UnreadableNotebook):
         return set()
-    return {nbio.source_text(cell["source"]).strip() for cell in release["cells"]
-            if cell.get("cell_type") == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("locked")
-            and nbio.source_text(cell["source"]).strip()}
+    return {
+        nbio.source_text(cell["source"]).strip()
+        for cell in release["cells"]
+        if cell.get("cell_type") == "code"
+        and cell.get("metadata", {}).get("nbgrader", {}).get("locked")
+        and nbio.source_text(cell["source"]).strip()
+    }
 
 
 def _missing_hints(notebook, names, cells: list[CellReport], answer_of: dict[str, str] | None = None) -> dict[str, str]:
@@ -180,7 +198,9 @@ def _missing_hints(notebook, names, cells: list[CellReport], answer_of: dict[str
             label = nbio.cell_label(index, notebook["cells"][index]["source"])
             report = status.get(index)
             if cell_type == "code" and report is not None and report.status != "ok":
-                hints[name] = f"The cell that assigns it, {label}, stopped with {nbio.quote(report.error)}, so the assignment never ran."
+                hints[name] = (
+                    f"The cell that assigns it, {label}, stopped with {nbio.quote(report.error)}, so the assignment never ran."
+                )
                 break
             if cell_type == "raw":
                 hints[name] = f"It is assigned in {label}, a Raw cell, which never runs: change the cell type to Code."
@@ -196,8 +216,10 @@ def _missing_hints(notebook, names, cells: list[CellReport], answer_of: dict[str
             report = status.get(answer) if answer is not None else None
             if answer is not None and report is not None and report.status != "ok":
                 label = nbio.cell_label(answer, notebook["cells"][answer]["source"])
-                hints[name] = (f"Its answer cell, {label}, stopped with {nbio.quote(report.error)}: replace that "
-                               f"with your code, which assigns `{name} = ...`, and run it.")
+                hints[name] = (
+                    f"Its answer cell, {label}, stopped with {nbio.quote(report.error)}: replace that "
+                    f"with your code, which assigns `{name} = ...`, and run it."
+                )
     return hints
 
 
@@ -217,8 +239,9 @@ def _probe_maker(spec: specs.NotebookSpec, rng: np.random.Generator, drawn: dict
     return make
 
 
-def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, drawn: dict,
-                   spec: specs.NotebookSpec) -> Submission:
+def _as_submission(
+    request: GradeRequest, notebook, result: sandbox.RunResult, drawn: dict, spec: specs.NotebookSpec
+) -> Submission:
     names, answer_of = spec.extract, spec.answer_of
     values = result.values if isinstance(result.values, dict) else {}
     values = {name: value for name, value in values.items() if isinstance(value, dict)}
@@ -226,20 +249,25 @@ def _as_submission(request: GradeRequest, notebook, result: sandbox.RunResult, d
     for name, records in (result.calls or {}).items():
         if name in drawn and isinstance(records, list):
             calls[name] = [
-                {**record, "args": args}
-                for args, record in zip(drawn[name], records)
-                if isinstance(record, dict)
+                {**record, "args": args} for args, record in zip(drawn[name], records) if isinstance(record, dict)
             ]
     cells = [
-        CellReport(int(cell["index"]), nbio.quote(cell["status"], 20),
-                   nbio.quote(cell["error"]) if cell.get("error") is not None else None)
+        CellReport(
+            int(cell["index"]),
+            nbio.quote(cell["status"], 20),
+            nbio.quote(cell["error"]) if cell.get("error") is not None else None,
+        )
         for cell in result.cells
         if isinstance(cell, dict) and isinstance(cell.get("index"), int)
     ]
     return Submission(
-        request.submission_id, values, calls, cells,
-        static_hints=_missing_hints(notebook, [n for n in names if values.get(n, {}).get("kind", "missing") == "missing"],
-                                    cells, answer_of),
+        request.submission_id,
+        values,
+        calls,
+        cells,
+        static_hints=_missing_hints(
+            notebook, [n for n in names if values.get(n, {}).get("kind", "missing") == "missing"], cells, answer_of
+        ),
         fatal=nbio.quote(result.fatal, 1000) if result.fatal else result.fatal,
     )
 
@@ -292,8 +320,12 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
     cells = nbio.code_cells(notebook)
     rng = np.random.default_rng(probe_seed(spec, cells))
     result = (runner or sandbox.run_submission)(
-        cells, list(spec.extract), str(spec.helpers_dir),
-        _probe_maker(spec, rng, drawn), limits, isolation,
+        cells,
+        list(spec.extract),
+        str(spec.helpers_dir),
+        _probe_maker(spec, rng, drawn),
+        limits,
+        isolation,
     )
     report.isolation, report.seconds = result.isolation, result.seconds
     if result.grader_error:

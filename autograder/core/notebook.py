@@ -3,6 +3,7 @@
 Only cell *sources* are taken from a submission: outputs, cell metadata and the kernelspec are
 never trusted. Reading happens in the grader's process and never executes anything.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,9 +44,12 @@ def read_notebook(path: str, root: str | None = None) -> dict:
     The file is opened without following links and must be a regular file with one name (see
     safe_files); with `root`, it must lie below `root` through real folders only.
     """
+
     def too_large(size):
-        return (f"the notebook is {size / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES >> 20} MiB limit; "
-                "clear its outputs (Edit > Clear Outputs of All Cells) and submit again")
+        return (
+            f"the notebook is {size / 2**20:.0f} MiB, over the {MAX_NOTEBOOK_BYTES >> 20} MiB limit; "
+            "clear its outputs (Edit > Clear Outputs of All Cells) and submit again"
+        )
 
     try:
         data = safe_files.read_regular(path, MAX_NOTEBOOK_BYTES, root=root, too_large=too_large)
@@ -113,7 +117,8 @@ def parse_notebook(text: str) -> dict:
     if _too_many_containers(text, MAX_JSON_CONTAINERS):
         raise UnreadableNotebook(
             f"the file's JSON holds more than {MAX_JSON_CONTAINERS} lists and objects, far more "
-            "than any notebook; clear its outputs and metadata and submit again")
+            "than any notebook; clear its outputs and metadata and submit again"
+        )
     try:
         notebook = json.loads(text)
     except json.JSONDecodeError as error:
@@ -125,7 +130,9 @@ def parse_notebook(text: str) -> dict:
     except ValueError as error:  # e.g. an integer of thousands of digits (Python's int limit)
         raise UnreadableNotebook(f"the file is not valid notebook JSON ({quote(str(error), 100)})") from None
     if notebook is None or _nesting_exceeds(notebook, MAX_NESTING):
-        raise UnreadableNotebook(f"the file's JSON is nested more than {MAX_NESTING} levels deep, so it is not a notebook")
+        raise UnreadableNotebook(
+            f"the file's JSON is nested more than {MAX_NESTING} levels deep, so it is not a notebook"
+        )
     if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
         raise UnreadableNotebook("the file is JSON but not a notebook (it has no list of cells)")
     if notebook.get("nbformat") != 4:
@@ -175,11 +182,13 @@ def _as_jupyter_opens_it(notebook: dict, minor: int, validate) -> dict:
     for index, cell in enumerate(cells):
         source = cell.get("source") if isinstance(cell, dict) else None
         readable_source = isinstance(source, str) or (
-            isinstance(source, list) and all(isinstance(line, str) for line in source))
+            isinstance(source, list) and all(isinstance(line, str) for line in source)
+        )
         if not (isinstance(cell, dict) and cell.get("cell_type") in ("code", "markdown", "raw") and readable_source):
             raise UnreadableNotebook(
                 f"cell {index + 1} is not a notebook cell Jupyter can show (it needs a cell_type of code, "
-                f"markdown or raw and a text source); the notebook does not follow the notebook format ({reason})")
+                f"markdown or raw and a text source); the notebook does not follow the notebook format ({reason})"
+            )
     return notebook
 
 
@@ -266,8 +275,10 @@ def _too_costly_to_rewrite(source: str, cost: int) -> str | None:
     if len(source) > MAX_TRANSFORM_CHARS:
         return f"it is {len(source)} characters long, over the {MAX_TRANSFORM_CHARS} the grader rewrites"
     if cost > MAX_REWRITE_COST:
-        return (f"it has too many lines of IPython syntax (lines starting with ! or %, or ending with ?) "
-                f"for its length (at most {MAX_IPYTHON_LINES}, fewer in a long cell)")
+        return (
+            f"it has too many lines of IPython syntax (lines starting with ! or %, or ending with ?) "
+            f"for its length (at most {MAX_IPYTHON_LINES}, fewer in a long cell)"
+        )
     return None
 
 
@@ -331,9 +342,7 @@ def _assigns(source: str, name: str) -> bool:
 def assignment_sites(notebook, name: str) -> list[tuple[int, str]]:
     """(position, cell type) of cells whose text appears to assign `name`."""
     return [
-        (index, cell["cell_type"])
-        for index, cell in enumerate(notebook["cells"])
-        if _assigns(cell["source"], name)
+        (index, cell["cell_type"]) for index, cell in enumerate(notebook["cells"]) if _assigns(cell["source"], name)
     ]
 
 

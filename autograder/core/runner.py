@@ -6,6 +6,7 @@ loaded by `Course.grading_module` (pytest collects those module objects rather t
 the files again), so checks see exactly the grading package the specs were read from. Verdicts are read from pytest's reports;
 only `Mistake` messages reach students, any other exception is an internal error of the check.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -117,15 +118,17 @@ class _CheckPlugin:
         else:
             message = "internal grader error in this check; your instructor has been told"
             internal = str(report.longrepr)
-        results.append(CheckResult(
-            id=check_id,
-            part=marker.kwargs["grade_id"],
-            points=points if report.passed else 0.0,
-            max_points=points,
-            passed=bool(report.passed),
-            message=message,
-            internal_error=internal,
-        ))
+        results.append(
+            CheckResult(
+                id=check_id,
+                part=marker.kwargs["grade_id"],
+                points=points if report.passed else 0.0,
+                max_points=points,
+                passed=bool(report.passed),
+                message=message,
+                internal_error=internal,
+            )
+        )
 
 
 def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str, list[CheckResult]]:
@@ -135,8 +138,20 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
         return {}
     plugin = _CheckPlugin(batches)
     args = [
-        "-q", "-p", "no:cacheprovider", "-p", "no:warnings", "-p", "no:unraisableexception",
-        "-c", "/dev/null", "--rootdir", "/", "--import-mode=importlib", "--tb=native", "-s",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:warnings",
+        "-p",
+        "no:unraisableexception",
+        "-c",
+        "/dev/null",
+        "--rootdir",
+        "/",
+        "--import-mode=importlib",
+        "--tb=native",
+        "-s",
         *(str(spec.checks_path) for spec, _ in batches),
     ]
     quiet = io.StringIO()
@@ -154,7 +169,8 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
     if plugin.collection_errors or exit_code not in (0, 1):
         raise RuntimeError(
             f"the hidden checks could not run (pytest exit {exit_code}):\n"
-            + "\n".join(plugin.collection_errors) + quiet.getvalue()[-4000:]
+            + "\n".join(plugin.collection_errors)
+            + quiet.getvalue()[-4000:]
         )
     # The instructor's side of "internal grader error": the traceback goes to the grader's log
     # (stderr), never into a report.
@@ -162,7 +178,8 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
         for result in results:
             if result.internal_error:
                 logging.getLogger("autograder").error(
-                    "check %s/%s raised on %s:\n%s", result.part, result.id, submission_id, result.internal_error)
+                    "check %s/%s raised on %s:\n%s", result.part, result.id, submission_id, result.internal_error
+                )
     unchecked = [sub.id for _, subs in batches for sub in subs if sub.id not in plugin.results]
     if unchecked:
         raise RuntimeError(f"the hidden checks did not run for {len(unchecked)} submissions, e.g. {unchecked[0]}")

@@ -6,6 +6,7 @@ following links (`O_NOFOLLOW` on the file, `lstat` on every folder between the c
 it), refuses hard links (a file with several names may be the instructor's own), and checks the
 size before reading. Every refusal is an `UnsafeFile` whose message is meant for the student.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,10 @@ def refusal(info: os.stat_result) -> str | None:
     if kind is not None:
         return f"it is {kind}, not a regular file"
     if info.st_nlink > 1:
-        return (f"it is a hard link (the same file has {info.st_nlink} names), so it may be "
-                "someone else's file; submit a copy of your own")
+        return (
+            f"it is a hard link (the same file has {info.st_nlink} names), so it may be "
+            "someone else's file; submit a copy of your own"
+        )
     return None
 
 
@@ -98,8 +101,9 @@ def read_regular(path, limit: int, root=None, too_large=None) -> bytes:
         if reason:
             raise UnsafeFile(reason)
         if info.st_size > limit:
-            raise UnsafeFile(too_large(info.st_size) if too_large else
-                             f"it is {info.st_size} bytes, over the limit of {limit}")
+            raise UnsafeFile(
+                too_large(info.st_size) if too_large else f"it is {info.st_size} bytes, over the limit of {limit}"
+            )
         # Read what fstat says is there (a buffer of `limit` bytes for every notebook would be
         # allocated, if not touched, on each read); more only if the file grows meanwhile.
         data = handle.read(info.st_size + 1)
@@ -164,7 +168,9 @@ def copy_submitted_files(source: pathlib.Path, destination: pathlib.Path, skip) 
             continue  # folders are made as their files are copied
         reason = refusal(info)
         if reason is None and info.st_size > MAX_SIDE_FILE_BYTES:
-            reason = f"it is {info.st_size} bytes, over the {MAX_SIDE_FILE_BYTES >> 20} MiB limit for files beside notebooks"
+            reason = (
+                f"it is {info.st_size} bytes, over the {MAX_SIDE_FILE_BYTES >> 20} MiB limit for files beside notebooks"
+            )
         data = None
         if reason is None:
             try:

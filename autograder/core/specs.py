@@ -3,6 +3,7 @@
 Everything here comes from trusted files of the course: its hidden check modules
 (`autograder/assignments/<assignment>/test_<notebook>.py`) and its instructor notebooks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,7 +38,9 @@ class NotebookSpec:
     probes: dict
     parts: tuple[Part, ...]
     figures: Callable[..., list[str]] | None = None  # optional figures(sub, grade_id) -> SVG strings
-    answer_of: dict = dataclasses.field(default_factory=dict, compare=False)  # name -> grade_id of the answer cell defining it
+    answer_of: dict = dataclasses.field(
+        default_factory=dict, compare=False
+    )  # name -> grade_id of the answer cell defining it
 
     @property
     def key(self) -> str:
@@ -77,18 +80,20 @@ def load_specs(course: Course) -> tuple[NotebookSpec, ...]:
         for checks_path in sorted(course.grading_dir(assignment).glob("test_*.py")):
             module = course.grading_module(assignment, checks_path.stem)
             notebook = module.NOTEBOOK
-            specs.append(NotebookSpec(
-                assignment=assignment,
-                notebook=notebook,
-                checks_path=checks_path,
-                module=module,
-                helpers_dir=course.release / assignment,
-                extract=tuple(module.EXTRACT),
-                probes=dict(getattr(module, "PROBES", {})),
-                parts=source_parts(course, assignment, notebook),
-                figures=getattr(module, "figures", None),
-                answer_of=answer_cells_defining(course, assignment, notebook, module.EXTRACT),
-            ))
+            specs.append(
+                NotebookSpec(
+                    assignment=assignment,
+                    notebook=notebook,
+                    checks_path=checks_path,
+                    module=module,
+                    helpers_dir=course.release / assignment,
+                    extract=tuple(module.EXTRACT),
+                    probes=dict(getattr(module, "PROBES", {})),
+                    parts=source_parts(course, assignment, notebook),
+                    figures=getattr(module, "figures", None),
+                    answer_of=answer_cells_defining(course, assignment, notebook, module.EXTRACT),
+                )
+            )
     return tuple(specs)
 
 
@@ -122,8 +127,11 @@ def attempted_parts(spec: NotebookSpec, submitted: dict, release: dict) -> list[
             written[grade_id] = nbio.source_text(cell.get("source", ""))
     attempted = []
     for part, answer_ids in answer_cells_by_part(release, spec).items():
-        if any(answer in written and written[answer].strip() != nbio.source_text(given[answer]["source"]).strip()
-               for answer in answer_ids if answer in given):
+        if any(
+            answer in written and written[answer].strip() != nbio.source_text(given[answer]["source"]).strip()
+            for answer in answer_ids
+            if answer in given
+        ):
             attempted.append(part)
     return attempted
 

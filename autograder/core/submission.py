@@ -6,6 +6,7 @@ the student's terms, so every check starts from a value it can trust to be well-
 stages after "present" are those of the student library (`autograder.student.tclib`, shipped to
 students as tclib.py), so a public check and the grader word the same problem alike.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,7 +80,9 @@ def _describe(encoded: dict) -> str:
             return tclib.describe_dtype(quote(dtype, 40))
         reason = encoded.get("reason")
         # Type names and exception texts are the student's: quoted capped and without control characters.
-        return f"an object of type {quote(encoded.get('type', '?'), 80)}" + (f" (converting it raised {quote(reason)})" if reason else "")
+        return f"an object of type {quote(encoded.get('type', '?'), 80)}" + (
+            f" (converting it raised {quote(reason)})" if reason else ""
+        )
     if kind == "array":
         return f"an array of shape {tuple(encoded['shape'])}"
     if kind == "number":
@@ -196,9 +199,7 @@ class Submission:
             raise Mistake(tclib.type_problem(name, _describe(encoded), "a string"))
         return str(encoded["value"])
 
-    def matrix_names(
-        self, name: str, allowed: Sequence[str] = ("W_Q", "W_K", "W_V", "W_O")
-    ) -> frozenset[str]:
+    def matrix_names(self, name: str, allowed: Sequence[str] = ("W_Q", "W_K", "W_V", "W_O")) -> frozenset[str]:
         """A choice of matrix names, given as a string or a collection of strings.
 
         Spelling is normalised ("w_q", "WQ", "W_Q^T" all mean W_Q), so only the choice counts.
@@ -210,8 +211,7 @@ class Submission:
         elif encoded.get("kind") == "strs":
             value = [str(item) for item in encoded["items"]]
         else:
-            raise Mistake(tclib.type_problem(
-                name, _describe(encoded), "a set of matrix names such as {'W_Q', 'W_K'}"))
+            raise Mistake(tclib.type_problem(name, _describe(encoded), "a set of matrix names such as {'W_Q', 'W_K'}"))
         return _staged(tclib.stage_matrix_names, value, name, tuple(allowed))
 
     def calls(self, name: str) -> list[Call]:

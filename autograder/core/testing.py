@@ -3,6 +3,7 @@
 The values go through the same encoder the sandboxed driver uses, so a check sees exactly what
 it would see after a real sandboxed run.
 """
+
 from autograder.core.submission import Submission
 from autograder.sandbox.driver import driver
 

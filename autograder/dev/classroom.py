@@ -4,6 +4,7 @@ Used by the demo, the tests and the benchmark, so all of them grade realistic no
 from the one source of truth (the instructor notebooks and the variant libraries) rather than
 from committed copies that could go stale.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ nbgrader_config.py, copied as an instructor would copy them into a course of the
 alternative, partly wrong, blank, careless), grade it with the sandboxed batch grader, write
 feedback and grades.csv with nbgrader, and print a score table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,15 +80,18 @@ def main(argv=None) -> int:
         _nbgrader(demo, "generate_assignment", assignment, "--force")
         described = make_class(demo, assignment)
         print(f"== grading {assignment} (sandboxed, parallel) into {demo.root / 'gradebook.db'}")
-        subprocess.run([sys.executable, "-m", "autograder", "grade", "--course", str(demo.root), assignment],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "autograder", "grade", "--course", str(demo.root), assignment], check=True
+        )
         print(f"== nbgrader generate_feedback {assignment}")
         _nbgrader(demo, "generate_feedback", assignment, "--force")
     print("== nbgrader export")
     _nbgrader(demo, "export", "--to", str(demo.root / "grades.csv"))
     print_table(demo.root / "grades.csv", described)
-    print(f"\nfeedback: {demo.root / 'feedback'}\ngrades:   {demo.root / 'grades.csv'}\n"
-          f"done in {time.monotonic() - started:.0f} s")
+    print(
+        f"\nfeedback: {demo.root / 'feedback'}\ngrades:   {demo.root / 'grades.csv'}\n"
+        f"done in {time.monotonic() - started:.0f} s"
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ ways to act as a student, both nbgrader's own code:
     that command line runs, called in-process (what a burst of hundreds of submissions needs:
     an nbgrader process start costs seconds of CPU).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,15 +32,25 @@ class Student:
         return self.home / ".nbgrader_cache"
 
     def options(self) -> list[str]:
-        return [f"--course={self.course_id}", f"--student={self.name}", f"--Exchange.root={self.exchange}",
-                f"--Exchange.cache={self.cache}", f"--Exchange.assignment_dir={self.home}"]
+        return [
+            f"--course={self.course_id}",
+            f"--student={self.name}",
+            f"--Exchange.root={self.exchange}",
+            f"--Exchange.cache={self.cache}",
+            f"--Exchange.assignment_dir={self.home}",
+        ]
 
     def cli(self, command: str, assignment: str, env: dict | None = None) -> subprocess.Popen:
         """Start `nbgrader COMMAND ASSIGNMENT` as this student (returns the running process)."""
         environment = dict(os.environ if env is None else env, JUPYTERHUB_USER=self.name)
-        return subprocess.Popen([sys.executable, "-m", "nbgrader", command, assignment, *self.options()],
-                                cwd=self.home, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "nbgrader", command, assignment, *self.options()],
+            cwd=self.home,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     # -- in-process: nbgrader's exchange classes, as the command line configures them ----------
     def _run(self, exchange_class, assignment: str):
@@ -100,7 +111,12 @@ class Student:
         if submission is None:
             return None
         secret = (submission / "submission_secret.txt").read_text()
-        page = self.exchange / self.course_id / "feedback" / f"{notebook_hash(secret=secret, notebook_id=notebook_id)}.html"
+        page = (
+            self.exchange
+            / self.course_id
+            / "feedback"
+            / f"{notebook_hash(secret=secret, notebook_id=notebook_id)}.html"
+        )
         return page if page.exists() else None
 
 

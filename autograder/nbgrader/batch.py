@@ -7,6 +7,7 @@ two), except that student code runs in the sandbox, many notebooks at a time, wi
 kernel. Students are committed one at a time, and a marker written last records what was
 graded, so an interrupted batch loses nothing and a rerun grades only what is missing or newer.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,8 +85,12 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
         try:
             safe_files.check_inside(student_dir / "notebook", course.root)
         except safe_files.UnsafeFile as error:
-            item = StudentWork(student, student_dir, {nb: None for nb in notebook_ids},
-                               refused={nb: f"the submission is not graded: {error}" for nb in notebook_ids})
+            item = StudentWork(
+                student,
+                student_dir,
+                {nb: None for nb in notebook_ids},
+                refused={nb: f"the submission is not graded: {error}" for nb in notebook_ids},
+            )
             item.fingerprint = hashlib.sha256(f"refused {error}".encode()).hexdigest()
             work.append(item)
             continue
@@ -154,8 +159,10 @@ def read_timestamp(submitted: pathlib.Path, root: pathlib.Path):
         text = safe_files.read_regular(path, 200, root=root).decode("utf-8").strip()
         return parse_utc(text) if text else None
     except Exception as error:  # noqa: BLE001 - dateutil raises ValueError, OverflowError, TypeError...
-        print(f"warning: {nbio.quote(path, 300)} is ignored ({nbio.quote(error)}); "
-              "the submission is treated as on time", file=sys.stderr)
+        print(
+            f"warning: {nbio.quote(path, 300)} is ignored ({nbio.quote(error)}); the submission is treated as on time",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -200,8 +207,14 @@ class _Pipeline:
         self.late = late
 
     def resources(self, student, notebook_id):
-        return {"nbgrader": {"student": student, "assignment": self.assignment,
-                             "notebook": notebook_id, "db_url": self.db_url}}
+        return {
+            "nbgrader": {
+                "student": student,
+                "assignment": self.assignment,
+                "notebook": notebook_id,
+                "db_url": self.db_url,
+            }
+        }
 
     def sanitized(self, path, student, notebook_id):
         import nbformat
@@ -253,8 +266,9 @@ class _Pipeline:
             for item in chunk:
                 timestamp = read_timestamp(item.submitted, self.course.root)
                 gradebook.update_or_create_student(item.student)
-                gradebook.update_or_create_submission(self.assignment, item.student,
-                                                      **({"timestamp": timestamp} if timestamp else {}))
+                gradebook.update_or_create_submission(
+                    self.assignment, item.student, **({"timestamp": timestamp} if timestamp else {})
+                )
         prepared: dict[NotebookOfStudent, Prepared] = {}
         requests = []
         for item in chunk:
@@ -273,24 +287,33 @@ class _Pipeline:
 
                     # As under `nbgrader autograde` (TolerantNotebookExporter): the release notebook
                     # stands in, so the autograded notebook, the formgrader and feedback show why.
-                    prepared[key] = Prepared(notebook=self.stand_in(item.student, notebook_id),
-                                             reason=unreadable_reason(path.name, error))
+                    prepared[key] = Prepared(
+                        notebook=self.stand_in(item.student, notebook_id), reason=unreadable_reason(path.name, error)
+                    )
                     progress.update(1)
                     continue
                 except Exception as error:  # noqa: BLE001 - one odd notebook must not stop the class
                     import traceback
 
-                    print(f"error: preparing {item.student}/{notebook_id} failed:\n{traceback.format_exc()}",
-                          file=sys.stderr)
-                    prepared[key] = Prepared(reason="the grader could not process this notebook's structure "
-                                             f"({type(error).__name__}); your instructor has been told")
+                    print(
+                        f"error: preparing {item.student}/{notebook_id} failed:\n{traceback.format_exc()}",
+                        file=sys.stderr,
+                    )
+                    prepared[key] = Prepared(
+                        reason="the grader could not process this notebook's structure "
+                        f"({type(error).__name__}); your instructor has been told"
+                    )
                     progress.update(1)
                     continue
                 prepared[key] = Prepared(notebook=nb)
-                requests.append(engine.GradeRequest(
-                    str(path), submission_id(self.assignment, key),
-                    expected=engine.NotebookKey(self.assignment, notebook_id), notebook=json.loads(json.dumps(nb)),
-                ))
+                requests.append(
+                    engine.GradeRequest(
+                        str(path),
+                        submission_id(self.assignment, key),
+                        expected=engine.NotebookKey(self.assignment, notebook_id),
+                        notebook=json.loads(json.dumps(nb)),
+                    )
+                )
         return prepared, requests
 
 
@@ -313,10 +336,19 @@ def _lighten_imports() -> None:
 class BatchGrader:
     """Grade every submission of one assignment of a course into its gradebook and autograded/."""
 
-    def __init__(self, course: Course, assignment: str, jobs: int | None = None,
-                 limits: sandbox.Limits = sandbox.Limits(), isolation: str = "auto", force: bool = False,
-                 students: list[str] | None = None, allow_unisolated: bool = False, quiet: bool = False,
-                 on_recorded=None):
+    def __init__(
+        self,
+        course: Course,
+        assignment: str,
+        jobs: int | None = None,
+        limits: sandbox.Limits = sandbox.Limits(),
+        isolation: str = "auto",
+        force: bool = False,
+        students: list[str] | None = None,
+        allow_unisolated: bool = False,
+        quiet: bool = False,
+        on_recorded=None,
+    ):
         self.course, self.assignment = course, assignment
         self.quiet = quiet  # no progress bar or summary line (the grading service logs its own)
         # Called with each chunk's StudentWork once committed (the grading service releases
@@ -344,8 +376,10 @@ class BatchGrader:
                     "assignment; with --force it also rewrites release/, identically)"
                 ) from None
             due = assignment.duedate
-            print(f"{self.assignment}: due {f'{due:%Y-%m-%d %H:%M} UTC' if due else 'never (no due date set)'}",
-                  file=sys.stderr)
+            print(
+                f"{self.assignment}: due {f'{due:%Y-%m-%d %H:%M} UTC' if due else 'never (no due date set)'}",
+                file=sys.stderr,
+            )
             return [nb.name for nb in assignment.notebooks]
 
     def late_policies(self) -> dict[str | None, str]:
@@ -354,8 +388,13 @@ class BatchGrader:
         from nbgrader.api import Gradebook
 
         config = self.settings.config
-        settings_text = json.dumps({section: {key: repr(value) for key, value in sorted(dict(config.get(section, {})).items())}
-                                    for section in ("LateSubmissionPlugin", "AssignLatePenalties")}, sort_keys=True)
+        settings_text = json.dumps(
+            {
+                section: {key: repr(value) for key, value in sorted(dict(config.get(section, {})).items())}
+                for section in ("LateSubmissionPlugin", "AssignLatePenalties")
+            },
+            sort_keys=True,
+        )
         with Gradebook(self.db_url, self.course_id) as gradebook:
             due = gradebook.find_assignment(self.assignment).duedate
             base = f"due {due.isoformat() if due else None}; {settings_text}"
@@ -378,8 +417,11 @@ class BatchGrader:
             item.fingerprint = with_policy(item.fingerprint, policies.get(item.student, policies[None]))
         todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
         if not self.quiet:
-            print(f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
-                  f"({len(work) - len(todo)} already graded and unchanged)", file=sys.stderr)
+            print(
+                f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
+                f"({len(work) - len(todo)} already graded and unchanged)",
+                file=sys.stderr,
+            )
         if todo:
             self.grade(todo)
         return todo
@@ -393,13 +435,27 @@ class BatchGrader:
 
         pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
         isolation = sandbox.choose_isolation(self.isolation, self.allow_unisolated)
-        total = sum(1 for item in todo for notebook_id, path in item.notebooks.items()
-                    if path is not None and notebook_id not in item.refused)
+        total = sum(
+            1
+            for item in todo
+            for notebook_id, path in item.notebooks.items()
+            if path is not None and notebook_id not in item.refused
+        )
         missing = sum(len(item.notebooks) for item in todo) - total
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
-        chunks = [todo[start:start + chunk_size] for start in range(0, len(todo), chunk_size)]
-        with tqdm(total=total, unit="notebook", desc=f"grading {self.assignment}", file=sys.stderr,
-                  mininterval=0.5, dynamic_ncols=True, disable=self.quiet) as progress, ThreadPoolExecutor(self.jobs) as pool:
+        chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
+        with (
+            tqdm(
+                total=total,
+                unit="notebook",
+                desc=f"grading {self.assignment}",
+                file=sys.stderr,
+                mininterval=0.5,
+                dynamic_ncols=True,
+                disable=self.quiet,
+            ) as progress,
+            ThreadPoolExecutor(self.jobs) as pool,
+        ):
             if missing:
                 progress.set_postfix_str(f"{missing} not submitted or refused, scored 0", refresh=False)
             running = None
@@ -407,8 +463,14 @@ class BatchGrader:
                 started = None
                 if chunk is not None:
                     prepared, requests = pipeline.prepare(chunk, progress)
-                    futures = engine.submit_extractions(self.course, pool, requests, self.limits, isolation,
-                                                        on_extracted=lambda report: progress.update(1))
+                    futures = engine.submit_extractions(
+                        self.course,
+                        pool,
+                        requests,
+                        self.limits,
+                        isolation,
+                        on_extracted=lambda report: progress.update(1),
+                    )
                     started = (chunk, prepared, futures)
                 if running is not None:
                     done_chunk, done_prepared, done_futures = running
@@ -424,8 +486,11 @@ class BatchGrader:
                         self.on_recorded(recorded)
                 running = started
         if self.flagged:
-            print(f"grader error: {len(self.flagged)} notebooks were NOT graded (left for the next run): "
-                  + ", ".join(self.flagged), file=sys.stderr)
+            print(
+                f"grader error: {len(self.flagged)} notebooks were NOT graded (left for the next run): "
+                + ", ".join(self.flagged),
+                file=sys.stderr,
+            )
 
     def _grader_faults(self, chunk, reports) -> set[str]:
         """Students of the chunk with a notebook the grader failed on (noted in `flagged`)."""
@@ -436,8 +501,11 @@ class BatchGrader:
                 if report is not None and report.grader_error:
                     faulty.add(item.student)
                     self.flagged.append(f"{item.student}/{notebook_id}")
-                    print(f"grader error: {item.student}/{self.assignment}/{notebook_id} not graded: "
-                          f"{report.grader_error}", file=sys.stderr)
+                    print(
+                        f"grader error: {item.student}/{self.assignment}/{notebook_id} not graded: "
+                        f"{report.grader_error}",
+                        file=sys.stderr,
+                    )
         return faulty
 
 
@@ -467,8 +535,11 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
         for item in items:
             for notebook_id in item.notebooks:
                 report = reports.get(submission_id(pipeline.assignment, NotebookOfStudent(item.student, notebook_id)))
-                reason = (f"NOT GRADED, grader error: {report.grader_error}" if report and report.grader_error
-                          else "NOT GRADED: another notebook of this submission hit a grader error")
+                reason = (
+                    f"NOT GRADED, grader error: {report.grader_error}"
+                    if report and report.grader_error
+                    else "NOT GRADED: another notebook of this submission hit a grader error"
+                )
                 notebook = gradebook.find_submission_notebook(notebook_id, pipeline.assignment, item.student)
                 for grade in notebook.grades:
                     grade.auto_score, grade.needs_manual_grade = None, True
@@ -493,8 +564,8 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
         # The student's other files, read as hostile: no link followed, no device, pipe or hard
         # link copied, nothing over the size cap; the course's own files then overwrite them.
         left_out = safe_files.copy_submitted_files(
-            item.submitted, destination,
-            skip=lambda relative: any(ignore(None, [part]) for part in relative.parts))
+            item.submitted, destination, skip=lambda relative: any(ignore(None, [part]) for part in relative.parts)
+        )
         for line in left_out:
             print(f"warning: {item.student}/{assignment}/{nbio.quote(line, 300)}", file=sys.stderr)
     source = pipeline.course.source / assignment
@@ -513,13 +584,21 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
             continue
         if state.reason is not None:  # unreadable: the release notebook, every part 0 with the reason
             spec = pipeline.course.find_spec(assignment, notebook_id)
-            report = engine.Report(notebook=notebook_id, submission_id=submission_id(assignment, key), spec=spec,
-                                   graded_as=spec.key if spec else None, error=state.reason)
+            report = engine.Report(
+                notebook=notebook_id,
+                submission_id=submission_id(assignment, key),
+                spec=spec,
+                graded_as=spec.key if spec else None,
+                error=state.reason,
+            )
         else:
             report = reports[submission_id(assignment, key)]
         submitted_as = item.notebooks[notebook_id]
-        original = (submitted_as.name if submitted_as is not None and submitted_as.stem != notebook_id
-                    else renamed_from(root, item.student, assignment, notebook_id))
+        original = (
+            submitted_as.name
+            if submitted_as is not None and submitted_as.stem != notebook_id
+            else renamed_from(root, item.student, assignment, notebook_id)
+        )
         apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
         pipeline.record(gradebook, state.notebook, item.student, notebook_id)
         # Written as nbformat writes notebooks, without its JSON-schema validation: every

@@ -7,6 +7,7 @@ and files whatever they point at as the student's submission. This collector (co
 nbgrader_config.py through nbgrader's ExchangeFactory) refuses a submission that is not a real
 folder, and copies only regular, singly-linked files from it, never following a link.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,16 +31,23 @@ class SafeExchangeCollect(ExchangeCollect):
             self.log.error("Not collecting %s: %s", src, error.strerror)
             return
         if not stat.S_ISDIR(info.st_mode):
-            self.log.error("Not collecting %s: %s, not a submission folder", src,
-                           safe_files.refusal(info) or "it is not a folder")
+            self.log.error(
+                "Not collecting %s: %s, not a submission folder", src, safe_files.refusal(info) or "it is not a folder"
+            )
             return
-        ignored = ignore_patterns(exclude=self.coursedir.ignore, include=self.coursedir.include,
-                                  max_file_size=self.coursedir.max_file_size, log=self.log)
+        ignored = ignore_patterns(
+            exclude=self.coursedir.ignore,
+            include=self.coursedir.include,
+            max_file_size=self.coursedir.max_file_size,
+            log=self.log,
+        )
         budget = 1000 * self.coursedir.max_dir_size
         plan, total = [], 0
         for relative, entry in safe_files.walk_entries(source):
-            if any(part in ignored(str(source / pathlib.Path(*relative.parts[:i])), [part])
-                   for i, part in enumerate(relative.parts)):
+            if any(
+                part in ignored(str(source / pathlib.Path(*relative.parts[:i])), [part])
+                for i, part in enumerate(relative.parts)
+            ):
                 continue
             if stat.S_ISDIR(entry.st_mode):
                 continue

@@ -7,6 +7,7 @@ or a carriage return is run as a formula by spreadsheets (`=HYPERLINK(...)`). Th
 prefixes such text fields with an apostrophe, the spreadsheet convention for "this is text".
 Numbers are left as numbers.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,8 +15,19 @@ import csv
 from nbgrader.api import MissingEntry
 from nbgrader.plugins import CsvExportPlugin
 
-COLUMNS = ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name", "email",
-           "raw_score", "late_submission_penalty", "score", "max_score"]
+COLUMNS = [
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+]
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
@@ -52,17 +64,25 @@ class SafeCsvExportPlugin(CsvExportPlugin):
                 for student in gradebook.students:
                     if students and student.id not in students:
                         continue
-                    row = {"assignment": assignment.name, "duedate": assignment.duedate,
-                           "student_id": student.id, "last_name": student.last_name,
-                           "first_name": student.first_name, "email": student.email,
-                           "max_score": assignment.max_score}
+                    row = {
+                        "assignment": assignment.name,
+                        "duedate": assignment.duedate,
+                        "student_id": student.id,
+                        "last_name": student.last_name,
+                        "first_name": student.first_name,
+                        "email": student.email,
+                        "max_score": assignment.max_score,
+                    }
                     try:
                         submission = gradebook.find_submission(assignment.name, student.id)
                     except MissingEntry:
                         row.update(timestamp="", raw_score=0.0, late_submission_penalty=0.0, score=0.0)
                     else:
                         penalty = submission.late_submission_penalty
-                        row.update(timestamp=submission.timestamp, raw_score=submission.score,
-                                   late_submission_penalty=penalty,
-                                   score=max(0.0, submission.score - (penalty or 0.0)))
+                        row.update(
+                            timestamp=submission.timestamp,
+                            raw_score=submission.score,
+                            late_submission_penalty=penalty,
+                            score=max(0.0, submission.score - (penalty or 0.0)),
+                        )
                     writer.writerow([spreadsheet_safe(row[column]) for column in COLUMNS])

@@ -17,6 +17,7 @@ open. This hook
     `submitted/<student>/.<assignment>.quarantined/`, so nbgrader never reads or copies it.
     Nothing is deleted, and nothing is touched in a folder reached through a link.
 """
+
 from __future__ import annotations
 
 import logging
@@ -100,7 +101,7 @@ def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> N
         from autograder.nbgrader import batch
 
         course = Course(course_root)
-        defined = batch._defined_names(strays[:batch.MAX_STRAY_NOTEBOOKS], course.root)
+        defined = batch._defined_names(strays[: batch.MAX_STRAY_NOTEBOOKS], course.root)
         for notebook_id in missing:
             match = batch._match_renamed(course, defined, folder.name, notebook_id)
             if match is None:
@@ -110,8 +111,12 @@ def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> N
             os.rename(match, target)
             notebooks[notebooks.index(str(match))] = str(target)
             _note_renamed(course_root, folder, notebook_id, match.name)
-            _log.warning("graded %s as %s: it is the assignment's %s notebook under another name",
-                         quote(match, 500), target.name, notebook_id)
+            _log.warning(
+                "graded %s as %s: it is the assignment's %s notebook under another name",
+                quote(match, 500),
+                target.name,
+                notebook_id,
+            )
 
 
 def _set_aside_linked_submission(folder: pathlib.Path, root: pathlib.Path, notebooks: list, error) -> None:
@@ -122,16 +127,26 @@ def _set_aside_linked_submission(folder: pathlib.Path, root: pathlib.Path, noteb
     for path in [path for path in notebooks if pathlib.Path(path).parent == folder]:
         notebooks.remove(path)
     submitted = root / "submitted"
-    linked = next((candidate for candidate in (folder, *folder.parents)
-                   if candidate.is_symlink() and submitted in candidate.parents), None)
+    linked = next(
+        (
+            candidate
+            for candidate in (folder, *folder.parents)
+            if candidate.is_symlink() and submitted in candidate.parents
+        ),
+        None,
+    )
     if linked is None:
         _log.warning("not grading %s: %s", quote(folder, 500), error)
         return
     aside = linked.with_name(f".{linked.name}.quarantined-link")
     os.replace(linked, aside)  # renames the link, not its target
     linked.mkdir()
-    _log.warning("not grading %s: %s; the link was moved to %s and the submission scores as not submitted",
-                 quote(linked, 500), error, quote(aside, 500))
+    _log.warning(
+        "not grading %s: %s; the link was moved to %s and the submission scores as not submitted",
+        quote(linked, 500),
+        error,
+        quote(aside, 500),
+    )
 
 
 def guard_submission(assignment=None, student=None, notebooks=None, root=None, **_) -> None:
@@ -162,5 +177,9 @@ def guard_submission(assignment=None, student=None, notebooks=None, root=None, *
             target = quarantine / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(folder / relative, target)  # moves a link itself, never what it points at
-            _log.warning("moved %s out of the submission into %s: %s", quote(folder / relative, 500),
-                         quote(quarantine, 500), reason)
+            _log.warning(
+                "moved %s out of the submission into %s: %s",
+                quote(folder / relative, 500),
+                quote(quarantine, 500),
+                reason,
+            )

@@ -8,6 +8,7 @@ across machines whenever the gradebook is shared:
   * SQLite: an exclusive `flock` on a file beside the database, holding the holder's name.
 Either is released by the operating system or the server when the holder dies, even by kill -9.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -50,8 +51,10 @@ class GraderLock:
 
     def _busy(self, holder: str | None) -> GraderBusy:
         who = holder or "another process"
-        return GraderBusy(f"another grader is running for {self.assignment!r} of course {self.course_id!r} "
-                          f"({who}); wait for it to finish, then run again (a rerun grades only what is left)")
+        return GraderBusy(
+            f"another grader is running for {self.assignment!r} of course {self.course_id!r} "
+            f"({who}); wait for it to finish, then run again (a rerun grades only what is left)"
+        )
 
     def _key(self) -> int:
         digest = hashlib.sha256(f"autograder {self.course_id} {self.assignment}".encode()).digest()
@@ -61,17 +64,21 @@ class GraderLock:
         import sqlalchemy
 
         name = f"autograder {self.assignment}: {_holder()}"[:63]  # application_name's limit
-        engine = sqlalchemy.create_engine(self.db_url, poolclass=sqlalchemy.pool.NullPool,
-                                          connect_args={"application_name": name})
+        engine = sqlalchemy.create_engine(
+            self.db_url, poolclass=sqlalchemy.pool.NullPool, connect_args={"application_name": name}
+        )
         connection = engine.connect()
         key = self._key()
         if not connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
             # A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
-            holder = connection.execute(sqlalchemy.text(
-                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
-                "AND l.classid = :high AND l.objid = :low"
-            ), {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF}).scalar()
+            holder = connection.execute(
+                sqlalchemy.text(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                    "AND l.classid = :high AND l.objid = :low"
+                ),
+                {"high": (key >> 32) & 0xFFFFFFFF, "low": key & 0xFFFFFFFF},
+            ).scalar()
             connection.close()
             engine.dispose()
             raise self._busy(holder)

@@ -8,6 +8,7 @@ the engine's report is written into each autograded test cell as
 so the gradebook, feedback and export see exactly what stock nbgrader would produce, from
 verdicts reached outside the student's kernel.
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,11 +54,17 @@ def _render_part(grade_id: str, report: engine.Report, note: str | None = None) 
         message = quote(check.message, 4000, keep_newlines=True)  # a cap whatever a check quoted
         detail = f": {_html_lines(message)}" if message else ""
         rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")
-        plain.append(f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
-                     + (f": {message}" if message else ""))
+        plain.append(
+            f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
+            + (f": {message}" if message else "")
+        )
     score = sum(check.points for check in checks)
-    maximum = next((part.points for part in report.spec.auto_parts if part.grade_id == grade_id), 0) if report.spec else 0
-    figures = "".join(f'<div style="display:inline-block;margin:4px">{svg}</div>' for svg in report.figures.get(grade_id, []))
+    maximum = (
+        next((part.points for part in report.spec.auto_parts if part.grade_id == grade_id), 0) if report.spec else 0
+    )
+    figures = "".join(
+        f'<div style="display:inline-block;margin:4px">{svg}</div>' for svg in report.figures.get(grade_id, [])
+    )
     body = (
         f'<div class="tc-grading"><p><b>Autograder, part {html.escape(grade_id)}: {score:g} / {maximum:g}</b> '
         f'<span style="color:#666">(isolation: {html.escape(report.isolation or "none")})</span></p>'
@@ -86,11 +93,13 @@ def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
         cell.execution_count = 1
 
 
-def grade_notebook_node(course: Course, nb, key: engine.NotebookKey, submission_id: str,
-                        **grade_options) -> engine.Report:
+def grade_notebook_node(
+    course: Course, nb, key: engine.NotebookKey, submission_id: str, **grade_options
+) -> engine.Report:
     """Grade an in-memory notebook (nbgrader's sanitised copy) through the one engine path."""
-    request = engine.GradeRequest(f"{submission_id}.ipynb", submission_id, expected=key,
-                                  notebook=json.loads(json.dumps(nb)))
+    request = engine.GradeRequest(
+        f"{submission_id}.ipynb", submission_id, expected=key, notebook=json.loads(json.dumps(nb))
+    )
     (report,) = engine.grade(course, [request], with_figures=True, **grade_options)
     return report
 
@@ -134,8 +143,11 @@ def restore_course_metadata(nb, course: Course, assignment: str, notebook_id: st
         meta = cells[position]["metadata"]["nbgrader"]
         if grade_id in seen or not (meta.get("grade") or meta.get("solution")):
             continue
-        earlier = [i for i, cell in enumerate(nb.cells)
-                   if order.get(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"), len(cells)) < position]
+        earlier = [
+            i
+            for i, cell in enumerate(nb.cells)
+            if order.get(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"), len(cells)) < position
+        ]
         nb.cells.insert(earlier[-1] + 1 if earlier else 0, from_dict(json.loads(json.dumps(cells[position]))))
         seen.add(grade_id)
     if "kernelspec" in release.get("metadata", {}):
@@ -162,8 +174,10 @@ REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file 
 
 def renamed_note(original: str, notebook_id: str) -> str:
     """What the student and the instructor read when a notebook was graded under another name."""
-    return (f"note: {quote(original, 200)} was graded as {notebook_id}.ipynb (it is this assignment's "
-            f"{notebook_id} notebook under another name); submit it as {notebook_id}.ipynb next time")
+    return (
+        f"note: {quote(original, 200)} was graded as {notebook_id}.ipynb (it is this assignment's "
+        f"{notebook_id} notebook under another name); submit it as {notebook_id}.ipynb next time"
+    )
 
 
 def renamed_record(root, student: str, assignment: str):
@@ -188,8 +202,10 @@ def renamed_from(root, student: str, assignment: str, notebook_id: str) -> str |
 
 def unreadable_reason(filename: str, error) -> str:
     """What the student and the instructor read when a submitted notebook cannot be parsed."""
-    return (f"unreadable notebook: {filename} could not be read ({error}), so none of it was graded and "
-            "every part scores 0; open it in JupyterLab (or restore it from a checkpoint), save it and submit again")
+    return (
+        f"unreadable notebook: {filename} could not be read ({error}), so none of it was graded and "
+        "every part scores 0; open it in JupyterLab (or restore it from a checkpoint), save it and submit again"
+    )
 
 
 class TolerantNotebookExporter(NotebookExporter):
@@ -308,11 +324,13 @@ class SandboxedGrading(CoursePreprocessor):
     """
 
     isolation = Enum(
-        ["auto", "bubblewrap", "landlock", "unisolated"], default_value="auto",
+        ["auto", "bubblewrap", "landlock", "unisolated"],
+        default_value="auto",
         help="sandbox tier: the strongest that works here by default; 'unisolated' needs allow_unisolated",
     ).tag(config=True)
     allow_unisolated = Bool(
-        False, help="accept grading in a plain process with the grader's rights when no sandbox can run",
+        False,
+        help="accept grading in a plain process with the grader's rights when no sandbox can run",
     ).tag(config=True)
     _benchmark_options: dict = {}
 
@@ -321,16 +339,26 @@ class SandboxedGrading(CoursePreprocessor):
         refused = info.get("refused") or nb.metadata.pop(REFUSED_KEY, None)
         if refused:
             spec = self.course.find_spec(info["assignment"], info["notebook"])
-            report = engine.Report(notebook=info["notebook"], submission_id=info["student"], spec=spec,
-                                   graded_as=spec.key if spec else None, error=str(refused))
+            report = engine.Report(
+                notebook=info["notebook"],
+                submission_id=info["student"],
+                spec=spec,
+                graded_as=spec.key if spec else None,
+                error=str(refused),
+            )
             self.log.warning("%s: %s", info["notebook"], report.error)
             apply_report(nb, report)
             return nb, resources
-        options = dict(self._benchmark_options) or {"isolation": self.isolation,
-                                                     "allow_unisolated": self.allow_unisolated}
+        options = dict(self._benchmark_options) or {
+            "isolation": self.isolation,
+            "allow_unisolated": self.allow_unisolated,
+        }
         report = grade_notebook_node(
-            self.course, nb, engine.NotebookKey(info["assignment"], info["notebook"]),
-            f"{info['student']}/{info['assignment']}/{info['notebook']}", **options,
+            self.course,
+            nb,
+            engine.NotebookKey(info["assignment"], info["notebook"]),
+            f"{info['student']}/{info['assignment']}/{info['notebook']}",
+            **options,
         )
         if report.grader_error:
             # nbgrader then reports this submission as failed and leaves its grades unset: a

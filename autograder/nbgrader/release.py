@@ -6,6 +6,7 @@ gradebook is untouched) and nothing edits it afterwards: nbgrader's checksums co
 Solutions are the instructor notebooks with nbgrader's markers and metadata removed, next to
 links to the public helper files the release ships, so they open and run where they are.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,16 +24,26 @@ _MARKER = re.compile(r"^\s*(#+|<!--)?\s*(BEGIN|END) (SOLUTION|HIDDEN TESTS|MARK 
 
 def source_assignments(root: pathlib.Path) -> list[str]:
     """The folders of source/ that hold notebooks (source/common holds only shared helpers)."""
-    return sorted(path.name for path in (root / "source").iterdir()
-                  if path.is_dir() and not path.name.startswith(".") and any(path.glob("*.ipynb")))
+    return sorted(
+        path.name
+        for path in (root / "source").iterdir()
+        if path.is_dir() and not path.name.startswith(".") and any(path.glob("*.ipynb"))
+    )
 
 
 def generate_release(root: pathlib.Path, assignment: str) -> None:
     """Run nbgrader generate_assignment for one assignment of the course at `root`."""
     with tempfile.TemporaryDirectory() as scratch:
         command = [
-            sys.executable, "-m", "nbgrader", "generate_assignment", assignment,
-            "--force", "--create", f"--db=sqlite:///{scratch}/gradebook.db", "--log-level=WARN",
+            sys.executable,
+            "-m",
+            "nbgrader",
+            "generate_assignment",
+            assignment,
+            "--force",
+            "--create",
+            f"--db=sqlite:///{scratch}/gradebook.db",
+            "--log-level=WARN",
         ]
         completed = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if completed.returncode != 0:
@@ -98,8 +109,12 @@ def copy_course(course: Course, destination: pathlib.Path, with_release: bool = 
     (and its release when asked): what an instructor copies into a course of their own."""
     destination = pathlib.Path(destination)
     shutil.copytree(course.source, destination / "source", symlinks=True)
-    shutil.copytree(course.grading, destination / course.grading.relative_to(course.root), symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        course.grading,
+        destination / course.grading.relative_to(course.root),
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     shutil.copy(course.root / "nbgrader_config.py", destination / "nbgrader_config.py")
     if with_release:
         shutil.copytree(course.release, destination / "release", symlinks=True)

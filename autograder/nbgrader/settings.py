@@ -6,6 +6,7 @@ nbgrader reads `jupyter_config` and `nbgrader_config` from every Jupyter config 
 settings (late-penalty plugin, gradebook URL, course id, exchange) as `nbgrader autograde`
 would, or the two grade the same class differently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,4 +56,3 @@ def describe(settings: CourseSettings) -> str:
         user = credentials.split(":", 1)[0]
         url = f"{scheme}://{user}{':***' if ':' in credentials else ''}@{host}"
     return f"gradebook {url} (course id {settings.course_id})"
-

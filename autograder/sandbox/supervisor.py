@@ -31,6 +31,7 @@ header before it is read; student stdout and stderr are drained, capped and kept
 report, never interpreted. A sandbox that cannot start or be confined as its tier promises is
 a grader error (`RunResult.grader_error`), never a student's score.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -120,19 +121,62 @@ def _sandbox_env() -> dict[str, str]:
 
 def bubblewrap_command(helpers_dir: str, limits: Limits) -> list[str]:
     command = [
-        "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session",
-        "--uid", "65534", "--gid", "65534", "--hostname", "grader", "--disable-userns",
-        "--ro-bind", "/usr", "/usr",
-        "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-        "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
-        "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
-        "--ro-bind-try", "/etc/fonts", "/etc/fonts",
-        "--ro-bind-try", "/etc/localtime", "/etc/localtime",
-        "--proc", "/proc", "--dev", "/dev",
-        "--size", str(64 << 20), "--tmpfs", "/tmp",
-        "--dir", "/tmp/home", "--dir", "/tmp/work", "--chdir", "/tmp/work",
-        "--ro-bind", str(DRIVER_DIR), "/grader",
-        "--ro-bind", helpers_dir, "/course",
+        "bwrap",
+        "--unshare-all",
+        "--unshare-user",
+        "--die-with-parent",
+        "--new-session",
+        "--uid",
+        "65534",
+        "--gid",
+        "65534",
+        "--hostname",
+        "grader",
+        "--disable-userns",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/sbin",
+        "/sbin",
+        "--ro-bind-try",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.cache",
+        "--ro-bind-try",
+        "/etc/fonts",
+        "/etc/fonts",
+        "--ro-bind-try",
+        "/etc/localtime",
+        "/etc/localtime",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(64 << 20),
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/tmp/home",
+        "--dir",
+        "/tmp/work",
+        "--chdir",
+        "/tmp/work",
+        "--ro-bind",
+        str(DRIVER_DIR),
+        "/grader",
+        "--ro-bind",
+        helpers_dir,
+        "/course",
         "--clearenv",
     ]
     for root in _python_roots():
@@ -146,9 +190,9 @@ TIERS = ("bubblewrap", "landlock", "unisolated")
 SANDBOX_UID = SANDBOX_GID = 65534  # "nobody": the landlock tier's uid when the grader is root
 FIXES = {
     "bubblewrap": "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user "
-                  "namespaces (see docs/DEPLOYMENT.md for Ubuntu's AppArmor rule and for containers)",
+    "namespaces (see docs/DEPLOYMENT.md for Ubuntu's AppArmor rule and for containers)",
     "landlock": "run on Linux 5.13 or later with Landlock enabled (the lsm= boot parameter must "
-                "include landlock) and seccomp filters allowed",
+    "include landlock) and seccomp filters allowed",
     "unisolated": "",
 }
 
@@ -219,9 +263,21 @@ def probe_landlock() -> str | None:
             os.chown(probe_dir, SANDBOX_UID, SANDBOX_GID)
             os.chown(scratch, SANDBOX_UID, SANDBOX_GID)
         plan = _confinement_plan("landlock", Limits(), str(DRIVER_DIR), scratch)
-        done = subprocess.run([sys.executable, "-I", "-S", "-c", _LANDLOCK_PROBE, str(DRIVER_DIR),
-                               __import__("json").dumps(plan), scratch],
-                              capture_output=True, timeout=30, env=_sandbox_env())
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                _LANDLOCK_PROBE,
+                str(DRIVER_DIR),
+                __import__("json").dumps(plan),
+                scratch,
+            ],
+            capture_output=True,
+            timeout=30,
+            env=_sandbox_env(),
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"the confinement probe could not run: {error}"
     finally:
@@ -247,9 +303,11 @@ def choose_isolation(requested: str = "auto", allow_unisolated: bool = False) ->
     reasons = []
     for tier in candidates:
         if tier == "unisolated" and not allow_unisolated:
-            reasons.append("unisolated: refused for grading others' work (student code would run with "
-                           "your rights); pass --allow-unisolated (nbgrader: c.SandboxedGrading.allow_unisolated "
-                           "= True) to accept that")
+            reasons.append(
+                "unisolated: refused for grading others' work (student code would run with "
+                "your rights); pass --allow-unisolated (nbgrader: c.SandboxedGrading.allow_unisolated "
+                "= True) to accept that"
+            )
             continue
         reason = {"bubblewrap": probe_bubblewrap, "landlock": probe_landlock}.get(tier, lambda: None)()
         if reason is None:
@@ -271,8 +329,17 @@ def _readable_by_anyone(path: str) -> bool:
     return bool(mode & 0o004) and (not real.is_dir() or bool(mode & 0o001))
 
 
-_SYSTEM_READ = ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc/ld.so.cache", "/etc/localtime",
-                "/etc/fonts", "/dev/urandom")
+_SYSTEM_READ = (
+    "/usr",
+    "/bin",
+    "/lib",
+    "/lib64",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/fonts",
+    "/dev/urandom",
+)
 
 
 def _rlimits(tier: str, limits: Limits) -> dict:
@@ -340,8 +407,9 @@ def cgroup_v2_parent() -> tuple[pathlib.Path | None, str]:
     if mount is None:
         return None, "no cgroup v2 hierarchy is mounted"
     try:
-        own = next(line[3:] for line in pathlib.Path("/proc/self/cgroup").read_text().splitlines()
-                   if line.startswith("0::"))
+        own = next(
+            line[3:] for line in pathlib.Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::")
+        )
     except (OSError, StopIteration):
         return None, "this process is in no cgroup v2 group"
     here = mount / own.lstrip("/")
@@ -352,9 +420,11 @@ def cgroup_v2_parent() -> tuple[pathlib.Path | None, str]:
             continue
         if {"pids", "memory"} <= enabled and os.access(candidate, os.W_OK):
             return candidate, ""
-    return None, (f"cgroup v2 at {here} is not delegated to this user (pids and memory must be in "
-                  "cgroup.subtree_control of a writable group; systemd: Delegate=yes, or run under "
-                  "`systemd-run --user --scope -p Delegate=yes`)")
+    return None, (
+        f"cgroup v2 at {here} is not delegated to this user (pids and memory must be in "
+        "cgroup.subtree_control of a writable group; systemd: Delegate=yes, or run under "
+        "`systemd-run --user --scope -p Delegate=yes`)"
+    )
 
 
 class _Cgroups:
@@ -407,7 +477,7 @@ class _Cgroups:
         return ["v2"] if self.v2 else [path.parent.name for path in self.paths]
 
     def join_command(self) -> str:
-        return "".join(f'echo $$ > {path}/cgroup.procs && ' for path in self.paths)
+        return "".join(f"echo $$ > {path}/cgroup.procs && " for path in self.paths)
 
     def kill_and_remove(self) -> None:
         for path in self.paths:
@@ -616,8 +686,11 @@ def _cell_frame(frame: dict, known: set) -> tuple | None:
         return None
     status = frame.get("status")
     error = frame.get("error")
-    return (index, status if status in ("ok", "error", "timeout") else "error",
-            None if error is None else str(error)[:1000])
+    return (
+        index,
+        status if status in ("ok", "error", "timeout") else "error",
+        None if error is None else str(error)[:1000],
+    )
 
 
 def _supervise(process, result_r, request_w, job, make_probes, limits, result, started):
@@ -657,14 +730,21 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
             if done:
                 break  # finished; stopped waiting for the last of stdout/stderr
             if cell_deadline is not None and now >= cell_deadline and current_cell is not None:
-                fail(f"cell {current_cell + 1} was still running after "
-                     f"{limits.cell_seconds * wall + limits.cell_grace_seconds:g} s and could not be "
-                     "interrupted, so grading stopped there")
-                cell_status[current_cell] = {"index": current_cell, "status": "timeout",
-                                             "error": "killed by the grader"}
+                fail(
+                    f"cell {current_cell + 1} was still running after "
+                    f"{limits.cell_seconds * wall + limits.cell_grace_seconds:g} s and could not be "
+                    "interrupted, so grading stopped there"
+                )
+                cell_status[current_cell] = {
+                    "index": current_cell,
+                    "status": "timeout",
+                    "error": "killed by the grader",
+                }
             elif not sandbox_started:
-                result.grader_error = (f"the {result.isolation} sandbox did not start within "
-                                       f"{limits.total_seconds * wall:g} s; the machine may be overloaded")
+                result.grader_error = (
+                    f"the {result.isolation} sandbox did not start within "
+                    f"{limits.total_seconds * wall:g} s; the machine may be overloaded"
+                )
             else:
                 fail(f"the notebook ran longer than {limits.total_seconds * wall:g} s in total, so grading stopped")
             break
@@ -732,8 +812,11 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
                 elif kind == "ended" and isinstance(frame.get("exit_code"), int):
                     ended_code = frame["exit_code"]  # the relay's word on how the student half ended
                     if frame.get("corrupted"):
-                        fail("the notebook wrote into the grader's internal pipe, so nothing more it "
-                             "defined could be read" + (f" (in cell {current_cell + 1})" if current_cell is not None else ""))
+                        fail(
+                            "the notebook wrote into the grader's internal pipe, so nothing more it "
+                            "defined could be read"
+                            + (f" (in cell {current_cell + 1})" if current_cell is not None else "")
+                        )
                 elif kind == "done":
                     done = True
                     # drain what is left of stdout/stderr for a moment, then stop
@@ -752,9 +835,12 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
         except subprocess.TimeoutExpired:
             code = None
         stderr = outputs["stderr"].text().strip()
-        result.grader_error = (f"the {result.isolation} sandbox ended before running the notebook "
-                               f"(exit status {code})" + (f": {stderr[-600:]}" if stderr else "")
-                               + (f"; {FIXES[result.isolation]}" if FIXES[result.isolation] else ""))
+        result.grader_error = (
+            f"the {result.isolation} sandbox ended before running the notebook "
+            f"(exit status {code})"
+            + (f": {stderr[-600:]}" if stderr else "")
+            + (f"; {FIXES[result.isolation]}" if FIXES[result.isolation] else "")
+        )
     elif not done and result.fatal is None and result.grader_error is None:
         # The pipes close a moment before the process can be reaped: wait for its status briefly.
         try:
@@ -768,9 +854,11 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
             died_from = -ended_code  # the student half died; the relay reported it
         where = f" in cell {current_cell + 1}" if current_cell is not None else ""
         if died_from is not None:
-            reason = {signal.SIGSEGV: "crashed (segmentation fault)",
-                      signal.SIGKILL: "was killed (out of memory, or past its CPU time limit?)",
-                      signal.SIGXCPU: f"used more than {math.ceil(limits.total_seconds)} s of CPU time"}
+            reason = {
+                signal.SIGSEGV: "crashed (segmentation fault)",
+                signal.SIGKILL: "was killed (out of memory, or past its CPU time limit?)",
+                signal.SIGXCPU: f"used more than {math.ceil(limits.total_seconds)} s of CPU time",
+            }
             fail(f"the Python process {reason.get(died_from, f'died from signal {died_from}')}{where}")
         else:
             fail(f"the Python process ended early{where} (did the notebook call os._exit or close the grader's pipes?)")

@@ -8,6 +8,7 @@ treats the folder as hostile: it follows no link (a symlink to the instructor's 
 otherwise be copied into the course), copies regular files only (a FIFO would block the copy,
 a device would be read), and bounds depth and entry count, reporting everything it left out.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,12 +85,15 @@ def scan_submitted(submitted: pathlib.Path, assignments: set[str]) -> list[Found
                 text = stamp.read_text(errors="replace")[:100].strip()
             submitted_at = parse_timestamp(text) if text else None
             if submitted_at is None:
-                submitted_at = max((entry.stat(follow_symlinks=False).st_mtime for entry in os.scandir(folder)),
-                                   default=folder.stat().st_mtime)
+                submitted_at = max(
+                    (entry.stat(follow_symlinks=False).st_mtime for entry in os.scandir(folder)),
+                    default=folder.stat().st_mtime,
+                )
                 text = repr(submitted_at)
             student = folder.parent.name
-            found.append(Found(student, assignment, text, submitted_at, f"submitted:{student}/{assignment}@{text}",
-                               folder))
+            found.append(
+                Found(student, assignment, text, submitted_at, f"submitted:{student}/{assignment}@{text}", folder)
+            )
     return found
 
 
@@ -101,8 +105,9 @@ class Collector:
 
     def collect(self, found: Found) -> list[str]:
         """Replace submitted/<student>/<assignment>/ with the submission; returns what was left out."""
-        destination = pathlib.Path(self.coursedir.format_path(self.coursedir.submitted_directory, found.student,
-                                                              found.assignment))
+        destination = pathlib.Path(
+            self.coursedir.format_path(self.coursedir.submitted_directory, found.student, found.assignment)
+        )
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = destination.parent / f".{destination.name}.collecting-{os.getpid()}"
         if staging.exists():
@@ -148,8 +153,9 @@ class Collector:
                     if self._ignored(entry.name, is_file=False):
                         continue
                     (target / entry.name).mkdir()
-                    self._copy_tree(pathlib.Path(entry.path), target / entry.name, f"{name}/", depth + 1,
-                                    skipped, budget)
+                    self._copy_tree(
+                        pathlib.Path(entry.path), target / entry.name, f"{name}/", depth + 1, skipped, budget
+                    )
                 elif entry.is_file(follow_symlinks=False):
                     if not self._ignored(entry.name, is_file=True):
                         self._copy_file(pathlib.Path(entry.path), target / entry.name, name, skipped, budget)

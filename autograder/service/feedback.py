@@ -8,6 +8,7 @@ under md5(submission secret + notebook id), the name `nbgrader fetch_feedback` (
 Assignment List extension) looks up from the student's own copy of the secret. No other student
 can name, hence find, the page.
 """
+
 from __future__ import annotations
 
 import html
@@ -43,8 +44,10 @@ class WithholdCheckMessages(Preprocessor):
             lines = plain.splitlines()
             kept = [lines[0]] + [match.group(0) for line in lines[1:] if (match := _CHECK_LINE.match(line))]
             items = "".join(f"<li>{html.escape(line)}</li>" for line in kept[1:])
-            data["text/html"] = (f'<div class="tc-grading"><p><b>{html.escape(kept[0])}</b></p><ul>{items}</ul>'
-                                 "<p><i>The checks' messages are shown after the due date.</i></p></div>")
+            data["text/html"] = (
+                f'<div class="tc-grading"><p><b>{html.escape(kept[0])}</b></p><ul>{items}</ul>'
+                "<p><i>The checks' messages are shown after the due date.</i></p></div>"
+            )
             data["text/plain"] = "\n".join(kept)
         return cell, resources
 
@@ -78,11 +81,14 @@ def _feedback_exporter_class():
         def from_notebook_node(self, nb, resources=None, **kw):
             language = nb.metadata.get("language_info", {})
             lexer = language.get("pygments_lexer", language.get("name", None))
-            self.register_filter("highlight_code",
-                                 self.filters.get("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self)))
+            self.register_filter(
+                "highlight_code", self.filters.get("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self))
+            )
             resources = self._init_resources(resources)
-            self.register_filter("filter_data_type", WidgetsDataTypeFilter(
-                notebook_metadata=self._nb_metadata, parent=self, resources=resources))
+            self.register_filter(
+                "filter_data_type",
+                WidgetsDataTypeFilter(notebook_metadata=self._nb_metadata, parent=self, resources=resources),
+            )
             page, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
             if "<img" in page or "jp-Cell-inputWrapper" in page or "jp-OutputArea-output" in page:
                 return super().from_notebook_node(nb, resources, **kw)  # the pass has work: run it all
@@ -160,16 +166,19 @@ def read_secret(submission: pathlib.Path) -> str | None:
     return secret or None
 
 
-def release_notice(outbound_feedback: pathlib.Path, secret: str, notebook_ids: list[str], title: str,
-                   text: str) -> None:
+def release_notice(
+    outbound_feedback: pathlib.Path, secret: str, notebook_ids: list[str], title: str, text: str
+) -> None:
     """A short page in place of feedback (e.g. "graded at 14:00"), under the names
     fetch_feedback looks up; real feedback replaces it. Written then renamed, as nbgrader does."""
     from nbgrader.utils import notebook_hash
 
     outbound_feedback.mkdir(parents=True, exist_ok=True)
     for notebook_id in notebook_ids:
-        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-                f"<body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>\n")
+        page = (
+            f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>\n"
+        )
         name = notebook_hash(secret=secret, notebook_id=notebook_id)
         temporary = outbound_feedback / f"{name}-tmp.html"
         temporary.write_text(page, encoding="utf-8")

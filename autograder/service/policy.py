@@ -9,6 +9,7 @@
 Late submissions are graded like any other; nbgrader's late penalty (the gradebook's due date
 and the course's `LateSubmissionPlugin`) is applied by the same recording step the batch grader uses.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,19 +45,30 @@ class Policy:
 class GradingService(Configurable):
     """`python -m autograder serve`: instant grading and feedback of nbgrader exchange submissions."""
 
-    instant_feedback = Bool(True, help="Release each submission's feedback to its student as soon as it is "
-                                       "graded (else grade only; release with nbgrader release_feedback)").tag(config=True)
-    graded_per_window = Int(0, help="Graded submissions a student gets per window and assignment; later ones "
-                                    "are kept and graded when the window allows (0: no limit)").tag(config=True)
+    instant_feedback = Bool(
+        True,
+        help="Release each submission's feedback to its student as soon as it is "
+        "graded (else grade only; release with nbgrader release_feedback)",
+    ).tag(config=True)
+    graded_per_window = Int(
+        0,
+        help="Graded submissions a student gets per window and assignment; later ones "
+        "are kept and graded when the window allows (0: no limit)",
+    ).tag(config=True)
     window_minutes = Float(60.0, help="Length of the sliding window of graded_per_window, in minutes").tag(config=True)
-    messages_before_deadline = Bool(True, help="Before the assignment's due date, show the checks' messages and "
-                                               "pictures in feedback (else only which checks passed)").tag(config=True)
-    assignments = Dict(help="Per-assignment overrides of the options above: "
-                            "{assignment: {option: value}}").tag(config=True)
+    messages_before_deadline = Bool(
+        True,
+        help="Before the assignment's due date, show the checks' messages and "
+        "pictures in feedback (else only which checks passed)",
+    ).tag(config=True)
+    assignments = Dict(help="Per-assignment overrides of the options above: {assignment: {option: value}}").tag(
+        config=True
+    )
 
     poll_seconds = Float(0.5, help="How often the exchange is scanned for new submissions").tag(config=True)
-    lease_seconds = Float(60.0, help="A claimed submission whose service has not reported for this long is "
-                                     "given to another service").tag(config=True)
+    lease_seconds = Float(
+        60.0, help="A claimed submission whose service has not reported for this long is given to another service"
+    ).tag(config=True)
     max_attempts = Int(3, help="Grader faults tolerated on one submission before it is marked failed").tag(config=True)
     jobs = Int(0, help="Notebooks graded at once (0: all cores)").tag(config=True)
 
@@ -65,7 +77,9 @@ class GradingService(Configurable):
         override = self.assignments.get(assignment, {})
         unknown = set(override) - set(POLICY_OPTIONS)
         if unknown:
-            raise ValueError(f"GradingService.assignments[{assignment!r}]: unknown options {sorted(unknown)} "
-                             f"(known: {', '.join(POLICY_OPTIONS)})")
+            raise ValueError(
+                f"GradingService.assignments[{assignment!r}]: unknown options {sorted(unknown)} "
+                f"(known: {', '.join(POLICY_OPTIONS)})"
+            )
         options.update(override)
         return Policy(**options)

@@ -18,6 +18,7 @@ Nothing lost, nothing twice:
   * a student has at most one queued row per assignment: enqueueing a newer submission
     supersedes the queued older one, and a student's submissions are never graded concurrently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,7 +35,8 @@ STATES = (QUEUED, RUNNING, DONE, FAILED, SUPERSEDED)
 
 metadata = sa.MetaData()
 jobs = sa.Table(
-    TABLE, metadata,
+    TABLE,
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("course_id", sa.String(128), nullable=False),
     sa.Column("assignment", sa.String(128), nullable=False),
@@ -98,8 +100,15 @@ def connect(db_url: str) -> sa.Engine:
 class Queue:
     """The queue of one course, as seen by one service (or by the status command)."""
 
-    def __init__(self, engine: sa.Engine, course_id: str, lease_seconds: float = 60.0, max_attempts: int = 3,
-                 worker: str | None = None, clock=time.time):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        course_id: str,
+        lease_seconds: float = 60.0,
+        max_attempts: int = 3,
+        worker: str | None = None,
+        clock=time.time,
+    ):
         self.engine, self.course_id = engine, course_id
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
         self.worker = worker or worker_name()
@@ -112,8 +121,9 @@ class Queue:
             rows = connection.execute(sa.select(jobs.c.origin).where(jobs.c.course_id == self.course_id))
             return {row.origin for row in rows}
 
-    def enqueue(self, assignment: str, student: str, origin: str, submitted_at: float,
-                not_before_for=None) -> str | None:
+    def enqueue(
+        self, assignment: str, student: str, origin: str, submitted_at: float, not_before_for=None
+    ) -> str | None:
         """Record a submission found; returns its state (queued or superseded), or None when
         it was already known (found before, by this or another service).
 
@@ -123,35 +133,68 @@ class Queue:
         now = self.clock()
         try:
             with self.engine.begin() as connection:
-                if connection.execute(sa.select(jobs.c.id).where(
-                        jobs.c.course_id == self.course_id, jobs.c.origin == origin)).first() is not None:
+                if (
+                    connection.execute(
+                        sa.select(jobs.c.id).where(jobs.c.course_id == self.course_id, jobs.c.origin == origin)
+                    ).first()
+                    is not None
+                ):
                     return None
-                same = ((jobs.c.course_id == self.course_id) & (jobs.c.assignment == assignment)
-                        & (jobs.c.student == student))
-                newer_exists = connection.execute(sa.select(sa.func.count()).where(
-                    same, jobs.c.state.in_((QUEUED, RUNNING, DONE)), jobs.c.submitted_at >= submitted_at)).scalar()
+                same = (
+                    (jobs.c.course_id == self.course_id)
+                    & (jobs.c.assignment == assignment)
+                    & (jobs.c.student == student)
+                )
+                newer_exists = connection.execute(
+                    sa.select(sa.func.count()).where(
+                        same, jobs.c.state.in_((QUEUED, RUNNING, DONE)), jobs.c.submitted_at >= submitted_at
+                    )
+                ).scalar()
                 state = SUPERSEDED if newer_exists else QUEUED
                 not_before = 0.0
                 if state == QUEUED:
-                    connection.execute(jobs.update().where(same, jobs.c.state == QUEUED).values(
-                        state=SUPERSEDED, finished_at=now, message=f"superseded by {origin}"))
+                    connection.execute(
+                        jobs.update()
+                        .where(same, jobs.c.state == QUEUED)
+                        .values(state=SUPERSEDED, finished_at=now, message=f"superseded by {origin}")
+                    )
                     if not_before_for is not None:
-                        started = [row.started_at for row in connection.execute(sa.select(jobs.c.started_at).where(
-                            same, jobs.c.state.in_((RUNNING, DONE)), jobs.c.started_at.is_not(None)))]
+                        started = [
+                            row.started_at
+                            for row in connection.execute(
+                                sa.select(jobs.c.started_at).where(
+                                    same, jobs.c.state.in_((RUNNING, DONE)), jobs.c.started_at.is_not(None)
+                                )
+                            )
+                        ]
                         not_before = not_before_for(started)
-                connection.execute(jobs.insert().values(
-                    course_id=self.course_id, assignment=assignment, student=student, origin=origin,
-                    submitted_at=submitted_at, state=state, not_before=not_before, attempts=0,
-                    enqueued_at=now, finished_at=now if state == SUPERSEDED else None,
-                    message="a newer submission exists" if state == SUPERSEDED else None))
+                connection.execute(
+                    jobs.insert().values(
+                        course_id=self.course_id,
+                        assignment=assignment,
+                        student=student,
+                        origin=origin,
+                        submitted_at=submitted_at,
+                        state=state,
+                        not_before=not_before,
+                        attempts=0,
+                        enqueued_at=now,
+                        finished_at=now if state == SUPERSEDED else None,
+                        message="a newer submission exists" if state == SUPERSEDED else None,
+                    )
+                )
         except sa.exc.IntegrityError:
             return None  # another service inserted it between our check and our insert
         return state
 
     def not_before(self, origin: str) -> float:
         with self.engine.connect() as connection:
-            return connection.execute(sa.select(jobs.c.not_before).where(
-                jobs.c.course_id == self.course_id, jobs.c.origin == origin)).scalar() or 0.0
+            return (
+                connection.execute(
+                    sa.select(jobs.c.not_before).where(jobs.c.course_id == self.course_id, jobs.c.origin == origin)
+                ).scalar()
+                or 0.0
+            )
 
     # -- claiming ------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[Job]:
@@ -162,48 +205,88 @@ class Queue:
             self._requeue_expired(connection, now)
             running = jobs.alias("running")
             busy_student = sa.exists().where(
-                running.c.course_id == jobs.c.course_id, running.c.assignment == jobs.c.assignment,
-                running.c.student == jobs.c.student, running.c.state == RUNNING)
-            query = (sa.select(jobs.c.id, jobs.c.assignment, jobs.c.student, jobs.c.origin, jobs.c.submitted_at,
-                               jobs.c.attempts)
-                     .where(jobs.c.course_id == self.course_id, jobs.c.state == QUEUED, jobs.c.not_before <= now,
-                            ~busy_student)
-                     .order_by(jobs.c.not_before, jobs.c.id).limit(limit))
+                running.c.course_id == jobs.c.course_id,
+                running.c.assignment == jobs.c.assignment,
+                running.c.student == jobs.c.student,
+                running.c.state == RUNNING,
+            )
+            query = (
+                sa.select(
+                    jobs.c.id, jobs.c.assignment, jobs.c.student, jobs.c.origin, jobs.c.submitted_at, jobs.c.attempts
+                )
+                .where(
+                    jobs.c.course_id == self.course_id, jobs.c.state == QUEUED, jobs.c.not_before <= now, ~busy_student
+                )
+                .order_by(jobs.c.not_before, jobs.c.id)
+                .limit(limit)
+            )
             if self.postgres:
                 query = query.with_for_update(skip_locked=True, of=jobs)
             rows = connection.execute(query).all()
             if not rows:
                 return []
-            connection.execute(jobs.update().where(jobs.c.id.in_([row.id for row in rows])).values(
-                state=RUNNING, claimed_by=self.worker, heartbeat=now, started_at=now,
-                attempts=jobs.c.attempts + 1, message=None))
-        return [Job(row.id, row.assignment, row.student, row.origin, row.submitted_at, row.attempts + 1)
-                for row in rows]
+            connection.execute(
+                jobs.update()
+                .where(jobs.c.id.in_([row.id for row in rows]))
+                .values(
+                    state=RUNNING,
+                    claimed_by=self.worker,
+                    heartbeat=now,
+                    started_at=now,
+                    attempts=jobs.c.attempts + 1,
+                    message=None,
+                )
+            )
+        return [
+            Job(row.id, row.assignment, row.student, row.origin, row.submitted_at, row.attempts + 1) for row in rows
+        ]
 
     def _requeue_expired(self, connection, now: float) -> None:
-        expired = (jobs.c.course_id == self.course_id) & (jobs.c.state == RUNNING) & (
-            jobs.c.heartbeat < now - self.lease_seconds)
+        expired = (
+            (jobs.c.course_id == self.course_id)
+            & (jobs.c.state == RUNNING)
+            & (jobs.c.heartbeat < now - self.lease_seconds)
+        )
         newer = jobs.alias("newer")
         superseded = sa.exists().where(
-            newer.c.course_id == jobs.c.course_id, newer.c.assignment == jobs.c.assignment,
-            newer.c.student == jobs.c.student, newer.c.id != jobs.c.id,
-            newer.c.state.in_((QUEUED, DONE)), newer.c.submitted_at >= jobs.c.submitted_at)
+            newer.c.course_id == jobs.c.course_id,
+            newer.c.assignment == jobs.c.assignment,
+            newer.c.student == jobs.c.student,
+            newer.c.id != jobs.c.id,
+            newer.c.state.in_((QUEUED, DONE)),
+            newer.c.submitted_at >= jobs.c.submitted_at,
+        )
         # A newer submission arrived while this one was being graded: it alone stays queued.
-        connection.execute(jobs.update().where(expired, superseded).values(
-            state=SUPERSEDED, finished_at=now, message="superseded while its grading was interrupted"))
-        connection.execute(jobs.update().where(expired, jobs.c.attempts >= self.max_attempts).values(
-            state=FAILED, finished_at=now, message="the grading service stopped while grading it, too often"))
-        connection.execute(jobs.update().where(expired).values(
-            state=QUEUED, claimed_by=None, message="requeued: the service grading it stopped"))
+        connection.execute(
+            jobs.update()
+            .where(expired, superseded)
+            .values(state=SUPERSEDED, finished_at=now, message="superseded while its grading was interrupted")
+        )
+        connection.execute(
+            jobs.update()
+            .where(expired, jobs.c.attempts >= self.max_attempts)
+            .values(state=FAILED, finished_at=now, message="the grading service stopped while grading it, too often")
+        )
+        connection.execute(
+            jobs.update()
+            .where(expired)
+            .values(state=QUEUED, claimed_by=None, message="requeued: the service grading it stopped")
+        )
 
     def beat(self, job_ids: list[int]) -> None:
         """Keep this worker's claims alive."""
         if not job_ids:
             return
         with self.engine.begin() as connection:
-            connection.execute(jobs.update().where(
-                jobs.c.id.in_(job_ids), jobs.c.claimed_by == self.worker, jobs.c.state == RUNNING,
-            ).values(heartbeat=self.clock()))
+            connection.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id.in_(job_ids),
+                    jobs.c.claimed_by == self.worker,
+                    jobs.c.state == RUNNING,
+                )
+                .values(heartbeat=self.clock())
+            )
 
     # -- finishing -----------------------------------------------------------------------------
     def finish(self, job: Job, message: str | None = None) -> bool:
@@ -217,15 +300,24 @@ class Queue:
             self._close(job, FAILED, message)
             return FAILED
         with self.engine.begin() as connection:
-            connection.execute(jobs.update().where(jobs.c.id == job.id, jobs.c.claimed_by == self.worker).values(
-                state=QUEUED, claimed_by=None, not_before=self.clock() + retry_after, message=message))
+            connection.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, jobs.c.claimed_by == self.worker)
+                .values(state=QUEUED, claimed_by=None, not_before=self.clock() + retry_after, message=message)
+            )
         return QUEUED
 
     def _close(self, job: Job, state: str, message: str | None) -> bool:
         with self.engine.begin() as connection:
-            result = connection.execute(jobs.update().where(
-                jobs.c.id == job.id, jobs.c.claimed_by == self.worker, jobs.c.state == RUNNING,
-            ).values(state=state, finished_at=self.clock(), message=message))
+            result = connection.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job.id,
+                    jobs.c.claimed_by == self.worker,
+                    jobs.c.state == RUNNING,
+                )
+                .values(state=state, finished_at=self.clock(), message=message)
+            )
             return result.rowcount == 1
 
     # -- reporting -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ and autograded/, manual grades never overwritten); generate and release each stu
 feedback; mark the queue rows done. A thread renews this service's claims; a service that dies
 stops renewing them, and another service (or this one restarted) takes them over.
 """
+
 from __future__ import annotations
 
 import collections
@@ -43,8 +44,14 @@ def exchange_inbound(config, course_id: str) -> pathlib.Path:
 
 
 class Service:
-    def __init__(self, course: Course, limits: sandbox.Limits | None = None, isolation: str = "auto",
-                 jobs: int | None = None, settings: GradingService | None = None):
+    def __init__(
+        self,
+        course: Course,
+        limits: sandbox.Limits | None = None,
+        isolation: str = "auto",
+        jobs: int | None = None,
+        settings: GradingService | None = None,
+    ):
         from nbgrader.coursedir import CourseDirectory
 
         self.course, self.limits, self.isolation = course, limits or sandbox.Limits(), isolation
@@ -59,9 +66,12 @@ class Service:
         self.uses_exchange = self.inbound.is_dir()
         self.outbound_feedback = self.inbound.parent / "feedback"
         self.collector = collect.Collector(self.coursedir)
-        self.queue = jobqueue.Queue(jobqueue.connect(self.db_url), self.course_id,
-                                    lease_seconds=self.settings.lease_seconds,
-                                    max_attempts=self.settings.max_attempts)
+        self.queue = jobqueue.Queue(
+            jobqueue.connect(self.db_url),
+            self.course_id,
+            lease_seconds=self.settings.lease_seconds,
+            max_attempts=self.settings.max_attempts,
+        )
         self.known = self.queue.known_origins()
         self.duedates: dict[str, datetime.datetime | None] = {}
         self._assignments_at = 0.0
@@ -78,8 +88,14 @@ class Service:
         # one line per submission instead (their warnings and errors still show).
         logging.getLogger("traitlets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
         where = self.inbound if self.uses_exchange else self.course.root / "submitted"
-        log.info("serving course %s (%s) from %s as %s; gradebook %s", self.course_id, self.course.root, where,
-                 self.queue.worker, self.db_url)
+        log.info(
+            "serving course %s (%s) from %s as %s; gradebook %s",
+            self.course_id,
+            self.course.root,
+            where,
+            self.queue.worker,
+            self.db_url,
+        )
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stopping.set())
@@ -108,8 +124,10 @@ class Service:
 
     def _pending(self) -> bool:
         now = time.time()
-        return any(row.state == jobqueue.RUNNING or (row.state == jobqueue.QUEUED and row.not_before <= now)
-                   for row in self.queue.rows())
+        return any(
+            row.state == jobqueue.RUNNING or (row.state == jobqueue.QUEUED and row.not_before <= now)
+            for row in self.queue.rows()
+        )
 
     def _keep_claims(self) -> None:
         while not self.stopping.wait(max(0.2, self.settings.lease_seconds / 4)):
@@ -141,8 +159,13 @@ class Service:
         new = sorted((item for item in found if item.origin not in self.known), key=lambda item: item.submitted_at)
         for item in new:
             policy = self.settings.policy(item.assignment)
-            state = self.queue.enqueue(item.assignment, item.student, item.origin, item.submitted_at,
-                                       lambda started, p=policy: p.not_before(started, time.time()))
+            state = self.queue.enqueue(
+                item.assignment,
+                item.student,
+                item.origin,
+                item.submitted_at,
+                lambda started, p=policy: p.not_before(started, time.time()),
+            )
             self.known.add(item.origin)
             if state is None:
                 continue
@@ -161,10 +184,14 @@ class Service:
         if secret and notebooks:
             when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(wait_until))
             feedback.release_notice(
-                self.outbound_feedback, secret, notebooks, f"{item.assignment}: submission received",
+                self.outbound_feedback,
+                secret,
+                notebooks,
+                f"{item.assignment}: submission received",
                 f"You have used the {policy.graded_per_window} graded submissions of this "
                 f"{policy.window_minutes:g}-minute window. This submission is kept and will be graded at {when}; "
-                f"fetch your feedback again after that.")
+                f"fetch your feedback again after that.",
+            )
         log.info("%s/%s: rate limit reached, graded at %s", item.student, item.assignment, wait_until)
 
     # -- grading -------------------------------------------------------------------------------
@@ -201,9 +228,16 @@ class Service:
                 self._release(by_student[work.student], policy, withhold, started, graded=True)
                 released.add(work.student)
 
-        grader = batch.BatchGrader(self.course, assignment, jobs=self.jobs, limits=self.limits,
-                                   isolation=self.isolation, students=list(by_student), quiet=True,
-                                   on_recorded=release)
+        grader = batch.BatchGrader(
+            self.course,
+            assignment,
+            jobs=self.jobs,
+            limits=self.limits,
+            isolation=self.isolation,
+            students=list(by_student),
+            quiet=True,
+            on_recorded=release,
+        )
         try:
             grader.run()
         except Exception as error:
@@ -232,11 +266,19 @@ class Service:
             latency = time.time() - job.submitted_at
             self.latencies.append(latency)
             self.stats["graded"] += 1
-            log.info("graded %s/%s (%s) in %.2f s; %.2f s after submission%s", job.student, job.assignment,
-                     job.origin, time.monotonic() - started, latency, f"; {note}" if note else "")
+            log.info(
+                "graded %s/%s (%s) in %.2f s; %.2f s after submission%s",
+                job.student,
+                job.assignment,
+                job.origin,
+                time.monotonic() - started,
+                latency,
+                f"; {note}" if note else "",
+            )
         else:
-            log.warning("%s/%s: the claim expired while grading (another service took it over)",
-                        job.student, job.assignment)
+            log.warning(
+                "%s/%s: the claim expired while grading (another service took it over)", job.student, job.assignment
+            )
 
     def _collect(self, job: jobqueue.Job) -> None:
         folder = self.inbound / job.origin
@@ -253,13 +295,26 @@ class Service:
     def _failed(self, job: jobqueue.Job, message: str) -> None:
         state = self.queue.fail(job, message)
         self.stats["faults"] += 1
-        log.error("%s/%s: %s (%s)", job.student, job.assignment, message,
-                  "will retry" if state == jobqueue.QUEUED else "gave up")
+        log.error(
+            "%s/%s: %s (%s)",
+            job.student,
+            job.assignment,
+            message,
+            "will retry" if state == jobqueue.QUEUED else "gave up",
+        )
 
     def log_summary(self) -> None:
         counts = collections.Counter(row.state for row in self.queue.rows())
         latencies = sorted(self.latencies)
         median = f"{latencies[len(latencies) // 2]:.2f} s" if latencies else "-"
-        log.info("queue: %d queued, %d running, %d done, %d failed; this service graded %d (median %s after "
-                 "submission), %d faults", counts[jobqueue.QUEUED], counts[jobqueue.RUNNING], counts[jobqueue.DONE],
-                 counts[jobqueue.FAILED], self.stats["graded"], median, self.stats["faults"])
+        log.info(
+            "queue: %d queued, %d running, %d done, %d failed; this service graded %d (median %s after "
+            "submission), %d faults",
+            counts[jobqueue.QUEUED],
+            counts[jobqueue.RUNNING],
+            counts[jobqueue.DONE],
+            counts[jobqueue.FAILED],
+            self.stats["graded"],
+            median,
+            self.stats["faults"],
+        )

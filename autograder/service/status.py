@@ -1,4 +1,5 @@
 """`python -m autograder status --course ROOT`: the grading service's queue, throughput and failures."""
+
 from __future__ import annotations
 
 import collections
@@ -29,13 +30,28 @@ def summary(queue: jobqueue.Queue, now: float | None = None) -> dict:
         "latency_median_seconds": statistics.median(latencies) if latencies else None,
         "latency_p95_seconds": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] if latencies else None,
         "grading_median_seconds": statistics.median(grading) if grading else None,
-        "running": [{"student": row.student, "assignment": row.assignment, "by": row.claimed_by,
-                     "seconds": round(now - (row.started_at or now), 1),
-                     "last_heartbeat_seconds_ago": round(now - (row.heartbeat or now), 1)}
-                    for row in rows if row.state == jobqueue.RUNNING],
-        "failed": [{"student": row.student, "assignment": row.assignment, "origin": row.origin,
-                    "attempts": row.attempts, "message": row.message}
-                   for row in rows if row.state == jobqueue.FAILED],
+        "running": [
+            {
+                "student": row.student,
+                "assignment": row.assignment,
+                "by": row.claimed_by,
+                "seconds": round(now - (row.started_at or now), 1),
+                "last_heartbeat_seconds_ago": round(now - (row.heartbeat or now), 1),
+            }
+            for row in rows
+            if row.state == jobqueue.RUNNING
+        ],
+        "failed": [
+            {
+                "student": row.student,
+                "assignment": row.assignment,
+                "origin": row.origin,
+                "attempts": row.attempts,
+                "message": row.message,
+            }
+            for row in rows
+            if row.state == jobqueue.FAILED
+        ],
     }
 
 
@@ -53,10 +69,14 @@ def render(data: dict) -> str:
         f"p95 {seconds(data['latency_p95_seconds'])}; grading median {seconds(data['grading_median_seconds'])}",
     ]
     for row in data["running"]:
-        lines.append(f"  grading {row['student']}/{row['assignment']} on {row['by']} for {row['seconds']:g} s "
-                     f"(last heartbeat {row['last_heartbeat_seconds_ago']:g} s ago)")
+        lines.append(
+            f"  grading {row['student']}/{row['assignment']} on {row['by']} for {row['seconds']:g} s "
+            f"(last heartbeat {row['last_heartbeat_seconds_ago']:g} s ago)"
+        )
     for row in data["failed"]:
-        lines.append(f"  FAILED {row['student']}/{row['assignment']} after {row['attempts']} attempts: {row['message']}")
+        lines.append(
+            f"  FAILED {row['student']}/{row['assignment']} after {row['attempts']} attempts: {row['message']}"
+        )
     return "\n".join(lines)
 
 

@@ -27,6 +27,7 @@ Rounding errors grow with the size of the terms, not of the result, so an answer
 right up to floating point (a re-based head, a product computed in another order) passes,
 while a real mistake, which is far larger than 1e-6 of anything involved, does not.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,9 +40,20 @@ RTOL = 1e-6  # the relative part of the tolerance rule
 # What the grader uses of this module (tested: the grader uses these names and no others); the
 # rest serves the public checks.
 GRADER_API = (
-    "InputProblem", "RTOL", "tolerance", "fmt", "bullet_list", "difference_report",
-    "describe_dtype", "type_problem", "result_type_problem", "stage_array", "stage_result",
-    "stage_number", "stage_whole_number", "stage_matrix_names",
+    "InputProblem",
+    "RTOL",
+    "tolerance",
+    "fmt",
+    "bullet_list",
+    "difference_report",
+    "describe_dtype",
+    "type_problem",
+    "result_type_problem",
+    "stage_array",
+    "stage_result",
+    "stage_number",
+    "stage_whole_number",
+    "stage_matrix_names",
 )
 
 
@@ -51,6 +63,7 @@ class InputProblem(AssertionError):
 
 def public_check(function):
     """Show a failing public check as its message alone, not a traceback through this module."""
+
     @functools.wraps(function)
     def run(*args, **kwargs):
         __tracebackhide__ = True
@@ -58,10 +71,12 @@ def public_check(function):
             return function(*args, **kwargs)
         except AssertionError as failure:
             raise AssertionError(str(failure)) from None
+
     return run
 
 
 # -- the tolerance rule -------------------------------------------------------------------------
+
 
 def tolerance(scale: float = 1.0, rtol: float = RTOL, atol: float = 0.0) -> float:
     """How far from an intended value a computed one may be (the rule in the module docstring)."""
@@ -69,6 +84,7 @@ def tolerance(scale: float = 1.0, rtol: float = RTOL, atol: float = 0.0) -> floa
 
 
 # -- formatting ---------------------------------------------------------------------------------
+
 
 def fmt(value: float) -> str:
     """A number as a person would write it: 2, -1, 0.5, 0.333, 1.2e-07."""
@@ -109,8 +125,9 @@ def bullet_list(problems, limit: int = 6) -> str:
     return "\n".join(shown)
 
 
-def difference_report(actual, expected, actual_name: str, expected_name: str,
-                      rtol: float = RTOL, atol: float = 1e-8, reveal: bool = True) -> str | None:
+def difference_report(
+    actual, expected, actual_name: str, expected_name: str, rtol: float = RTOL, atol: float = 1e-8, reveal: bool = True
+) -> str | None:
     """None when the arrays agree by the tolerance rule; otherwise where and by how much they differ.
 
     The scale of the rule is the largest |expected|. With reveal=False the expected entry is not
@@ -135,6 +152,7 @@ def difference_report(actual, expected, actual_name: str, expected_name: str,
 
 
 # -- staging ------------------------------------------------------------------------------------
+
 
 def shown(value, limit: int = 60) -> str:
     """A value of the student's quoted in a message: its repr, at most `limit` characters, with
@@ -194,13 +212,18 @@ def _real_array(value, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except Exception as error:  # noqa: BLE001 - any odd object: explain, do not crash
-        _fail(type_problem(name, f"an object of type {type(value).__name__} (converting it raised "
-                                 f"{type(error).__name__}: {error})"))
+        _fail(
+            type_problem(
+                name, f"an object of type {type(value).__name__} (converting it raised {type(error).__name__}: {error})"
+            )
+        )
     if array.dtype.kind == "c":
         imaginary = np.flatnonzero(array.imag)
         if imaginary.size:
-            _fail(f"{name} has complex entries (for example {array.flat[imaginary[0]]}); every "
-                  "entry should be a real number.")
+            _fail(
+                f"{name} has complex entries (for example {array.flat[imaginary[0]]}); every "
+                "entry should be a real number."
+            )
         array = array.real
     if array.dtype.kind not in "biuf":
         _fail(type_problem(name, describe_dtype(array.dtype)))
@@ -216,14 +239,18 @@ def stage_array(value, name: str, shape=None, labels=None) -> np.ndarray:
     if shape is not None and array.shape != tuple(shape):
         message = f"{name} should have shape {shape_text(shape, labels)}, but it has shape {array.shape}."
         if len(shape) == 2 and array.shape == tuple(shape)[::-1] and shape[0] != shape[1]:
-            message += (f" That is the transpose: this course uses column vectors, so {name} is "
-                        f"{shape_text(shape, labels)}, not the row-vector (x @ W) layout.")
+            message += (
+                f" That is the transpose: this course uses column vectors, so {name} is "
+                f"{shape_text(shape, labels)}, not the row-vector (x @ W) layout."
+            )
         _fail(message)
     bad = ~np.isfinite(array)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        _fail(f"{name} has {int(bad.sum())} entries that are NaN or infinite (the first at "
-              f"index {where}); every entry should be a finite number.")
+        _fail(
+            f"{name} has {int(bad.sum())} entries that are NaN or infinite (the first at "
+            f"index {where}); every entry should be a finite number."
+        )
     return array
 
 
@@ -244,8 +271,11 @@ def stage_result(value, what: str, shape=None, labels=None) -> np.ndarray:
     try:
         array = np.asarray(value)
     except Exception as error:  # noqa: BLE001 - any odd object: explain, do not crash
-        _fail(result_type_problem(what, f"an object of type {type(value).__name__} (converting it "
-                                        f"raised {type(error).__name__}: {error})"))
+        _fail(
+            result_type_problem(
+                what, f"an object of type {type(value).__name__} (converting it raised {type(error).__name__}: {error})"
+            )
+        )
     if array.dtype.kind == "c":
         if np.any(array.imag != 0):
             _fail(f"{what} returned complex numbers; it should return real ones.")
@@ -256,14 +286,15 @@ def stage_result(value, what: str, shape=None, labels=None) -> np.ndarray:
     if shape is not None and array.shape != tuple(shape):
         message = f"{what} returned shape {array.shape}; it should be {shape_text(shape, labels)}."
         if len(shape) == 2 and array.shape == tuple(shape)[::-1] and shape[0] != shape[1]:
-            message += (" That is the transpose: this course uses column vectors, so the result "
-                        f"is {shape_text(shape, labels)}, not the row-vector (x @ W) layout.")
+            message += (
+                " That is the transpose: this course uses column vectors, so the result "
+                f"is {shape_text(shape, labels)}, not the row-vector (x @ W) layout."
+            )
         _fail(message)
     bad = ~np.isfinite(array)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
-        _fail(f"{what} returned {int(bad.sum())} entries that are NaN or infinite (the first at "
-              f"index {where}).")
+        _fail(f"{what} returned {int(bad.sum())} entries that are NaN or infinite (the first at index {where}).")
     return array
 
 
@@ -301,8 +332,11 @@ def stage_matrix_names(value, name: str, allowed=("W_Q", "W_K", "W_V", "W_O")) -
     elif isinstance(value, (set, frozenset, list, tuple)):
         items = list(value)
     else:
-        _fail(type_problem(name, "None" if value is None else _describe(value),
-                           "a set of matrix names such as {'W_Q', 'W_K'}"))
+        _fail(
+            type_problem(
+                name, "None" if value is None else _describe(value), "a set of matrix names such as {'W_Q', 'W_K'}"
+            )
+        )
     canonical = {re.sub(r"[^A-Z]", "", option.upper()): option for option in allowed}
     chosen = set()
     for item in items:

@@ -10,6 +10,7 @@ W_O is d_model x d_head (the transposes of TransformerLens's row-vector shapes; 
 a sequence X is (d_model, n_ctx) with column t = position t; an attention pattern is A[dest, src]
 with rows summing to 1.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,10 +54,23 @@ WHEN = ("the token itself", "the previous token", "the token two back")
 # What the grader uses of this module (tested: the grader uses these names and no others).
 # Judges return a list of problems, empty when the answer has the property.
 GRADER_API = (
-    "D_MODEL", "D_HEAD", "HEAD2_WRITES",
-    "product_tolerance", "negativity_problems", "causality_problems", "normalisation_problems",
-    "copy_problems_head1", "copy_problems_head2", "product_problems", "composition_problems",
-    "q6_heads", "q6_square_mix_up", "example_stream", "run_two_heads", "trace_two_heads", "simulation_problems",
+    "D_MODEL",
+    "D_HEAD",
+    "HEAD2_WRITES",
+    "product_tolerance",
+    "negativity_problems",
+    "causality_problems",
+    "normalisation_problems",
+    "copy_problems_head1",
+    "copy_problems_head2",
+    "product_problems",
+    "composition_problems",
+    "q6_heads",
+    "q6_square_mix_up",
+    "example_stream",
+    "run_two_heads",
+    "trace_two_heads",
+    "simulation_problems",
 )
 
 
@@ -96,6 +110,7 @@ def _matrix_choice(value, name: str) -> frozenset:
 
 # -- one attention head: properties any correct implementation has -----------------------------
 
+
 def _result(function, args, what: str, shape, labels=None) -> np.ndarray:
     try:
         value = function(*[np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args])
@@ -114,8 +129,7 @@ def _random_head(rng, d_model, d_head, n_ctx, scale=1.0):
 def negativity_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
     if (A < -tol).any():
         dest, src = np.argwhere(A < -tol)[0]
-        return [f"A[{dest}, {src}] = {fmt(A[dest, src])} is negative; attention weights are "
-                "probabilities"]
+        return [f"A[{dest}, {src}] = {fmt(A[dest, src])} is negative; attention weights are probabilities"]
     return []
 
 
@@ -125,12 +139,16 @@ def causality_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
     if not (future > tol).any():
         return []
     dest, src = np.unravel_index(np.argmax(future), future.shape)
-    text = (f"position {dest} gives weight {fmt(A[dest, src])} to position {src}, which comes "
-            "later: a causal head looks only at earlier positions and itself (A[dest, src] = 0 "
-            "for src > dest)")
+    text = (
+        f"position {dest} gives weight {fmt(A[dest, src])} to position {src}, which comes "
+        "later: a causal head looks only at earlier positions and itself (A[dest, src] = 0 "
+        "for src > dest)"
+    )
     if A.shape[0] > 1 and not (np.tril(np.abs(A), k=-1) > tol).any():
-        text += ("; all your weight sits on or above the diagonal, as if the pattern were stored "
-                 "as A[src, dest]: rows should be destinations")
+        text += (
+            "; all your weight sits on or above the diagonal, as if the pattern were stored "
+            "as A[src, dest]: rows should be destinations"
+        )
     return [text]
 
 
@@ -139,8 +157,10 @@ def normalisation_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
     if not (np.abs(sums - 1) > tolerance(A.shape[0], rtol=tol)).any():  # a sum of n_ctx weights
         return []
     dest = int(np.argmax(np.abs(sums - 1)))
-    return [f"row {dest} (destination position {dest}) sums to {fmt(sums[dest])}; each row is a "
-            "probability distribution over source positions and sums to 1"]
+    return [
+        f"row {dest} (destination position {dest}) sums to {fmt(sums[dest])}; each row is a "
+        "probability distribution over source positions and sums to 1"
+    ]
 
 
 def pattern_problems(A: np.ndarray, tol: float = tclib.RTOL) -> list[str]:
@@ -169,10 +189,14 @@ def check_attention_pattern(attention_pattern):
     uniform = np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None]
     report = difference_report(A, uniform, "your pattern", "even attention over positions 0..dest")
     if report:
-        _fail(f"{what}: all scores are equal, so position t should attend evenly to positions "
-              f"0..t; {report}.")
-    _scaling_property(attention_pattern, lambda X, W_Q, W_K, W_V, W_O: (X, W_Q, W_K),
-                      "attention_pattern(X, W_Q, W_K)", ("n_ctx", "n_ctx"), lambda X: (X.shape[1],) * 2)
+        _fail(f"{what}: all scores are equal, so position t should attend evenly to positions 0..t; {report}.")
+    _scaling_property(
+        attention_pattern,
+        lambda X, W_Q, W_K, W_V, W_O: (X, W_Q, W_K),
+        "attention_pattern(X, W_Q, W_K)",
+        ("n_ctx", "n_ctx"),
+        lambda X: (X.shape[1],) * 2,
+    )
     print(f"attention_pattern: {PASSED}")
 
 
@@ -185,19 +209,21 @@ def _scaling_property(function, make_args, signature: str, labels, shape_for):
     d_model, d_head, n_ctx = 12, 3, 5
     X, W_Q, W_K, W_V, W_O = _random_head(rng, d_model, d_head, n_ctx, scale=3.0)
     rows = np.zeros((3 * d_head, d_model))
-    padded = (X, np.vstack([W_Q, rows]), np.vstack([W_K, rows]), np.vstack([W_V, rows]),
-              np.hstack([W_O, rows.T]))
+    padded = (X, np.vstack([W_Q, rows]), np.vstack([W_K, rows]), np.vstack([W_V, rows]), np.hstack([W_O, rows.T]))
     what = f"{signature} with zero rows added to the head's matrices (d_head {d_head} -> {4 * d_head})"
     wide = _result(function, make_args(*padded), what, shape_for(X), labels)
-    halved = _result(function, make_args(X, W_Q / 2, W_K, W_V, W_O),
-                     f"{signature} with W_Q halved", shape_for(X), labels)
+    halved = _result(
+        function, make_args(X, W_Q / 2, W_K, W_V, W_O), f"{signature} with W_Q halved", shape_for(X), labels
+    )
     report = difference_report(wide, halved, "the padded result", "the result with W_Q / 2")
     if report:
-        _fail(f"{what} (d_model={d_model}, n_ctx={n_ctx}): zero rows leave every score q . k "
-              f"unchanged while d_head grows from {d_head} to {4 * d_head}, so scaling by "
-              "1/sqrt(d_head) should give exactly the result for W_Q / 2; "
-              f"{report}. Scale the scores by 1/sqrt(d_head), with d_head read from the arguments "
-              "(not d_model, not a typed number).")
+        _fail(
+            f"{what} (d_model={d_model}, n_ctx={n_ctx}): zero rows leave every score q . k "
+            f"unchanged while d_head grows from {d_head} to {4 * d_head}, so scaling by "
+            "1/sqrt(d_head) should give exactly the result for W_Q / 2; "
+            f"{report}. Scale the scores by 1/sqrt(d_head), with d_head read from the arguments "
+            "(not d_model, not a typed number)."
+        )
 
 
 def _head_properties(head, make_args, name: str, signature: str):
@@ -207,43 +233,57 @@ def _head_properties(head, make_args, name: str, signature: str):
     rng = np.random.default_rng(2022)
     for d_model, d_head, n_ctx in [(16, 4, 6), (8, 2, 1), (12, 3, 5)]:
         X, W_Q, W_K, W_V, W_O = _random_head(rng, d_model, d_head, n_ctx, scale=2.0)
-        what = f"{name}{signature[signature.index('('):]} with d_model={d_model}, d_head={d_head}, n_ctx={n_ctx}"
+        what = f"{name}{signature[signature.index('(') :]} with d_model={d_model}, d_head={d_head}, n_ctx={n_ctx}"
         try:
             raw = head(*make_args(X, W_Q, W_K, W_V, W_O))
         except Exception as error:  # noqa: BLE001
             _fail(f"{what} raised {type(error).__name__}: {error}")
         shape = shape_of(raw)
         if shape == (d_head, n_ctx) and d_head != d_model:
-            _fail(f"{what} returned shape {shape} (d_head, n_ctx): that is the head's result "
-                  "before W_O writes it back into the residual stream; return (d_model, n_ctx).")
+            _fail(
+                f"{what} returned shape {shape} (d_head, n_ctx): that is the head's result "
+                "before W_O writes it back into the residual stream; return (d_model, n_ctx)."
+            )
         out = tclib.stage_result(raw, what, shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
 
         # Causality: changing the last position may change only the last output column.
         X_later = X.copy()
         X_later[:, -1] = rng.normal(size=d_model) * 3
         out_later = _result(head, make_args(X_later, W_Q, W_K, W_V, W_O), what, (d_model, n_ctx), ("d_model", "n_ctx"))
-        report = difference_report(out_later[:, :-1], out[:, :-1],
-                                   "the output at earlier positions after the change", "before")
+        report = difference_report(
+            out_later[:, :-1], out[:, :-1], "the output at earlier positions after the change", "before"
+        )
         if report:
-            _fail(f"{what}: changing only the last position (n_ctx - 1) changed the output at "
-                  f"earlier positions; {report}. A position may only read from itself and earlier "
-                  "positions: check the causal mask and which side of the values the pattern "
-                  "multiplies (A[dest, src]).")
+            _fail(
+                f"{what}: changing only the last position (n_ctx - 1) changed the output at "
+                f"earlier positions; {report}. A position may only read from itself and earlier "
+                "positions: check the causal mask and which side of the values the pattern "
+                "multiplies (A[dest, src])."
+            )
 
         # With zero value weights the head moves nothing, so it adds nothing.
-        zero = _result(head, make_args(X, W_Q, W_K, np.zeros_like(W_V), W_O), what, (d_model, n_ctx), ("d_model", "n_ctx"))
+        zero = _result(
+            head, make_args(X, W_Q, W_K, np.zeros_like(W_V), W_O), what, (d_model, n_ctx), ("d_model", "n_ctx")
+        )
         if np.abs(zero).max() > 1e-9:
-            hint = (" Your output equals X: does the function add the residual stream X to what "
-                    "the head writes? Return only the head's contribution."
-                    if np.allclose(zero, X) else "")
-            _fail(f"{what} with W_V = 0: the head moves nothing, so its output should be all zero, "
-                  f"but an entry is {fmt(np.abs(zero).max())}.{hint}")
+            hint = (
+                " Your output equals X: does the function add the residual stream X to what "
+                "the head writes? Return only the head's contribution."
+                if np.allclose(zero, X)
+                else ""
+            )
+            _fail(
+                f"{what} with W_V = 0: the head moves nothing, so its output should be all zero, "
+                f"but an entry is {fmt(np.abs(zero).max())}.{hint}"
+            )
 
         if n_ctx == 1:  # one position attends to itself with weight 1
             report = difference_report(out, W_O @ W_V @ X, "your output", "W_O @ W_V @ X")
             if report:
-                _fail(f"{what}: with one position the head attends to it with weight 1 and "
-                      f"writes W_O @ W_V @ x; {report}.")
+                _fail(
+                    f"{what}: with one position the head attends to it with weight 1 and "
+                    f"writes W_O @ W_V @ x; {report}."
+                )
     _scaling_property(head, make_args, signature, ("d_model", "n_ctx"), lambda X: X.shape)
     print(f"{name}: {PASSED}")
 
@@ -251,8 +291,12 @@ def _head_properties(head, make_args, name: str, signature: str):
 @public_check
 def check_attention_head(attention_head):
     """Output shape, causality, zero output when W_V = 0, and the one-position case."""
-    _head_properties(attention_head, lambda X, W_Q, W_K, W_V, W_O: (X, W_Q, W_K, W_V, W_O),
-                     "attention_head", "attention_head(X, W_Q, W_K, W_V, W_O)")
+    _head_properties(
+        attention_head,
+        lambda X, W_Q, W_K, W_V, W_O: (X, W_Q, W_K, W_V, W_O),
+        "attention_head",
+        "attention_head(X, W_Q, W_K, W_V, W_O)",
+    )
 
 
 @public_check
@@ -261,7 +305,9 @@ def check_attention_head_low_rank(attention_head_low_rank):
     _head_properties(
         attention_head_low_rank,
         lambda X, W_Q, W_K, W_V, W_O: (X, W_Q.T @ W_K, W_O @ W_V, W_Q.shape[0]),
-        "attention_head_low_rank", "attention_head_low_rank(X, W_QK, W_OV, d_head)")
+        "attention_head_low_rank",
+        "attention_head_low_rank(X, W_QK, W_OV, d_head)",
+    )
 
 
 @public_check
@@ -276,8 +322,7 @@ def check_read_write(matrices_that_read, matrices_that_write):
 def check_decide_attention(matrices_that_decide_attention):
     chosen = _matrix_choice(matrices_that_decide_attention, "matrices_that_decide_attention")
     if len(chosen) != 2:
-        _fail(f"matrices_that_decide_attention names {len(chosen)} matrices; the question asks "
-              "for two.")
+        _fail(f"matrices_that_decide_attention names {len(chosen)} matrices; the question asks for two.")
     print(f"matrices_that_decide_attention: {PASSED}")
 
 
@@ -286,12 +331,12 @@ def check_max_ranks(max_rank_W_QK, max_rank_W_OV):
     for value, name in ((max_rank_W_QK, "max_rank_W_QK"), (max_rank_W_OV, "max_rank_W_OV")):
         rank = stage_whole_number(value, name)
         if not 0 <= rank <= D_MODEL:
-            _fail(f"{name} is {rank}, but the rank of a {D_MODEL} x {D_MODEL} matrix is between "
-                  f"0 and {D_MODEL}.")
+            _fail(f"{name} is {rank}, but the rank of a {D_MODEL} x {D_MODEL} matrix is between 0 and {D_MODEL}.")
     print(f"max_rank_W_QK, max_rank_W_OV: {PASSED}")
 
 
 # -- Q6: given heads ----------------------------------------------------------------------------
+
 
 def q6_heads() -> dict:
     """Two heads with d_model = 16, d_head = 4 (the same every time): W_V1, W_O1, W_V2, W_O2.
@@ -319,11 +364,13 @@ def q6_square_mix_up(value) -> str | None:
     """What a d_model x d_model W_V2_W_O1 is, named only when it equals that product of the
     given heads (the shape alone does not tell which product it is)."""
     heads = q6_heads()
-    products = {"W_O1 @ W_V2, the product in the other order": heads["W_O1"] @ heads["W_V2"],
-                "W_OV1 = W_O1 @ W_V1, head 1's own map": heads["W_O1"] @ heads["W_V1"],
-                "W_OV2 = W_O2 @ W_V2, head 2's own map": heads["W_O2"] @ heads["W_V2"],
-                "W_OV2 @ W_OV1, the two heads' maps composed": (heads["W_O2"] @ heads["W_V2"])
-                @ (heads["W_O1"] @ heads["W_V1"])}
+    products = {
+        "W_O1 @ W_V2, the product in the other order": heads["W_O1"] @ heads["W_V2"],
+        "W_OV1 = W_O1 @ W_V1, head 1's own map": heads["W_O1"] @ heads["W_V1"],
+        "W_OV2 = W_O2 @ W_V2, head 2's own map": heads["W_O2"] @ heads["W_V2"],
+        "W_OV2 @ W_OV1, the two heads' maps composed": (heads["W_O2"] @ heads["W_V2"])
+        @ (heads["W_O1"] @ heads["W_V1"]),
+    }
     try:
         value = np.asarray(value)
     except Exception:  # noqa: BLE001 - an odd object is staged (and explained) by the caller
@@ -341,10 +388,12 @@ def check_q6_product(W_V2_W_O1):
     shape = shape_of(W_V2_W_O1)
     if shape == (D_MODEL, D_MODEL):
         what = q6_square_mix_up(W_V2_W_O1)
-        _fail(f"W_V2_W_O1 has shape {shape} (d_model x d_model)"
-              + (f": that is {what}." if what else ".")
-              + " W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with head 2's "
-              f"W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD}).")
+        _fail(
+            f"W_V2_W_O1 has shape {shape} (d_model x d_model)"
+            + (f": that is {what}." if what else ".")
+            + " W_V2 @ W_O1 takes what head 1 writes (through W_O1) and reads it with head 2's "
+            f"W_V2, so it is d_head x d_head = ({D_HEAD}, {D_HEAD})."
+        )
     stage_array(W_V2_W_O1, "W_V2_W_O1", shape=(D_HEAD, D_HEAD), labels=("d_head", "d_head"))
     print(f"W_V2_W_O1: {PASSED}")
 
@@ -354,17 +403,22 @@ def check_q6_singular_values(singular_values_W_V2_W_O1):
     name = "singular_values_W_V2_W_O1"
     values = stage_array(singular_values_W_V2_W_O1, name).reshape(-1)
     if len(shape_of(singular_values_W_V2_W_O1) or ()) == 2:
-        _fail(f"{name} is a 2-D array; it should be the 1-D array of singular values "
-              "(np.linalg.svd returns U, S, Vh: S is the one you want).")
+        _fail(
+            f"{name} is a 2-D array; it should be the 1-D array of singular values "
+            "(np.linalg.svd returns U, S, Vh: S is the one you want)."
+        )
     if not 1 <= values.size <= D_HEAD:
-        _fail(f"{name} has {values.size} values, but a {D_HEAD} x {D_HEAD} matrix has "
-              f"{D_HEAD} singular values.")
+        _fail(f"{name} has {values.size} values, but a {D_HEAD} x {D_HEAD} matrix has {D_HEAD} singular values.")
     if (values < -1e-12).any():
-        _fail(f"{name} contains the negative value {fmt(values.min())}; singular values are never "
-              "negative (eigenvalues can be, singular values cannot).")
+        _fail(
+            f"{name} contains the negative value {fmt(values.min())}; singular values are never "
+            "negative (eigenvalues can be, singular values cannot)."
+        )
     if (np.diff(values) > 1e-12).any():
-        _fail(f"{name} is not in descending order ({', '.join(fmt(v) for v in values)}); list the "
-              "largest first, as np.linalg.svd does.")
+        _fail(
+            f"{name} is not in descending order ({', '.join(fmt(v) for v in values)}); list the "
+            "largest first, as np.linalg.svd does."
+        )
     print(f"{name}: {PASSED}")
 
 
@@ -380,12 +434,15 @@ def check_q6_rank(rank_W_V2_W_O1):
 def check_q6_v_composition(v_composition_score):
     score = stage_number(v_composition_score, "v_composition_score")
     if not 0 <= score <= 1 + 1e-9:
-        _fail(f"v_composition_score is {fmt(score)}, but the Frobenius norm of a product is at "
-              "most the product of the Frobenius norms, so the score lies between 0 and 1.")
+        _fail(
+            f"v_composition_score is {fmt(score)}, but the Frobenius norm of a product is at "
+            "most the product of the Frobenius norms, so the score lies between 0 and 1."
+        )
     print(f"v_composition_score: {PASSED}")
 
 
 # -- Exercise 1: copy maps ----------------------------------------------------------------------
+
 
 def copy_problems_head1(W_net, tol: float = tclib.RTOL, head: str = "head 1") -> list[str]:
     """How W_net (= W_O1 @ W_V1) differs from copying dim i into dim 8 + i for i = 0..3."""
@@ -394,10 +451,12 @@ def copy_problems_head1(W_net, tol: float = tclib.RTOL, head: str = "head 1") ->
         return [f"{head}'s W_O @ W_V has shape {W.shape}, not ({D_MODEL}, {D_MODEL})"]
     problems = _head1_core(W, tol, head)
     if problems and not _head1_core(W.T, tol, head):
-        return [f"{head} reads {dims_text(HEAD1_WRITES)} and writes {dims_text(HEAD1_READS)}: it is "
-                "the transpose of the intended copy. With column vectors, entry [dest, src] of "
-                "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
-                "are read)"]
+        return [
+            f"{head} reads {dims_text(HEAD1_WRITES)} and writes {dims_text(HEAD1_READS)}: it is "
+            "the transpose of the intended copy. With column vectors, entry [dest, src] of "
+            "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
+            "are read)"
+        ]
     return problems
 
 
@@ -407,24 +466,21 @@ def _gain_problem(head, src, dest, gain, tol):
     if abs(gain) <= tol:
         return f"{head} does not copy dim {src} into dim {dest}"
     if abs(gain + 1) <= tol:
-        return (f"{head} copies dim {src} into dim {dest} with gain -1: that flips the sign; a "
-                "copy has gain 1")
+        return f"{head} copies dim {src} into dim {dest} with gain -1: that flips the sign; a copy has gain 1"
     return f"{head} copies dim {src} into dim {dest} with gain {fmt(gain)}; a copy has gain 1"
 
 
 def _head1_core(W, tol, head):
     big = np.abs(W) > tol
     if not big.any():
-        return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the "
-                "residual stream"]
+        return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the residual stream"]
     problems = []
     rows = np.flatnonzero(big.any(axis=1))
     cols = np.flatnonzero(big.any(axis=0))
     into_content = [d for d in rows if d in CONTENT_DIMS]
     into_free = [d for d in rows if d in HEAD2_WRITES]
     if into_content:
-        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own "
-                        "content (dims 0-7)")
+        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own content (dims 0-7)")
     if into_free:
         problems.append(f"{head} writes into {dims_text(into_free)}, which must stay free for head 2")
     other_content = [s for s in cols if s in CONTENT_DIMS and s not in HEAD1_READS]
@@ -432,8 +488,7 @@ def _head1_core(W, tol, head):
     if other_content:
         problems.append(f"{head} reads {dims_text(other_content)}; head 1 copies dims 0-3 only")
     if empty:
-        problems.append(f"{head} reads {dims_text(empty)}, which are empty before layer 1; head 1 "
-                        "copies dims 0-3 only")
+        problems.append(f"{head} reads {dims_text(empty)}, which are empty before layer 1; head 1 copies dims 0-3 only")
     gains = [W[8 + i, i] for i in HEAD1_READS]
     if all(abs(g - gains[0]) <= tol for g in gains) and abs(gains[0] - 1) > tol and abs(gains[0]) > tol:
         first = _gain_problem(head, 0, 8, gains[0], tol)
@@ -446,8 +501,10 @@ def _head1_core(W, tol, head):
     for i in HEAD1_READS:
         for k in HEAD1_READS:
             if k != i and big[8 + k, i]:
-                problems.append(f"{head} puts {fmt(W[8 + k, i])} x dim {i} into dim {8 + k}; dim {i} "
-                                f"should land only in dim {8 + i}")
+                problems.append(
+                    f"{head} puts {fmt(W[8 + k, i])} x dim {i} into dim {8 + k}; dim {i} "
+                    f"should land only in dim {8 + i}"
+                )
     return problems
 
 
@@ -462,18 +519,19 @@ def copy_problems_head2(W_net, tol: float = tclib.RTOL, head: str = "head 2") ->
         return [f"{head}'s W_O @ W_V has shape {W.shape}, not ({D_MODEL}, {D_MODEL})"]
     problems = _head2_core(W, tol, head)
     if problems and not _head2_core(W.T, tol, head):
-        return [f"{head} reads {dims_text(HEAD2_WRITES)} and writes the dims it should read: it is "
-                "the transpose of an admissible copy. With column vectors, entry [dest, src] of "
-                "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
-                "are read)"]
+        return [
+            f"{head} reads {dims_text(HEAD2_WRITES)} and writes the dims it should read: it is "
+            "the transpose of an admissible copy. With column vectors, entry [dest, src] of "
+            "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
+            "are read)"
+        ]
     return problems
 
 
 def _head2_core(W, tol, head):
     big = np.abs(W) > tol
     if not big.any():
-        return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the "
-                "residual stream"]
+        return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the residual stream"]
     problems = []
     rows = np.flatnonzero(big.any(axis=1))
     cols = np.flatnonzero(big.any(axis=0))
@@ -482,16 +540,18 @@ def _head2_core(W, tol, head):
     if into_head1:
         problems.append(f"{head} writes into {dims_text(into_head1)}, which head 1 already uses")
     if into_content:
-        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own "
-                        "content (dims 0-7)")
+        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own content (dims 0-7)")
     rereads = [s for s in cols if s in HEAD1_READS]
     own = [s for s in cols if s in HEAD2_WRITES]
     if rereads:
-        problems.append(f"{head} re-reads {dims_text(rereads)}, which head 1 already copies from the "
-                        "previous token; take content dims head 1 does not copy")
+        problems.append(
+            f"{head} re-reads {dims_text(rereads)}, which head 1 already copies from the "
+            "previous token; take content dims head 1 does not copy"
+        )
     if own:
-        problems.append(f"{head} reads {dims_text(own)}, which are still empty when head 2 runs (they "
-                        "are where head 2 writes)")
+        problems.append(
+            f"{head} reads {dims_text(own)}, which are still empty when head 2 runs (they are where head 2 writes)"
+        )
     block = W[12:16, 4:12]  # the admissible region: read 4-11, write 12-15
     block_big = np.abs(block) > tol
     for d, s in zip(*np.nonzero(block_big)):
@@ -500,22 +560,26 @@ def _head2_core(W, tol, head):
             problems.append(problem)
     for s in np.flatnonzero(block_big.sum(axis=0) > 1):
         targets = [12 + d for d in np.flatnonzero(block_big[:, s])]
-        problems.append(f"{head} copies dim {4 + s} into {dims_text(targets)}; copy each dim into "
-                        "one dim only")
+        problems.append(f"{head} copies dim {4 + s} into {dims_text(targets)}; copy each dim into one dim only")
     for d in np.flatnonzero(block_big.sum(axis=1) > 1):
         sources = [4 + s for s in np.flatnonzero(block_big[d])]
-        problems.append(f"dim {12 + d} receives a mix of {dims_text(sources)}; each of dims 12-15 "
-                        "should hold a copy of one dim")
+        problems.append(
+            f"dim {12 + d} receives a mix of {dims_text(sources)}; each of dims 12-15 should hold a copy of one dim"
+        )
     content_sources = [4 + s for s in np.flatnonzero(block_big[:, 0:4].any(axis=0))]
     head1_sources = [8 + s for s in np.flatnonzero(block_big[:, 4:8].any(axis=0))]
     if len(content_sources) != 3:
         which = f" ({dims_text(content_sources)})" if content_sources else ""
-        problems.append(f"into dims 12-15, {head} copies {len(content_sources)} of the content "
-                        f"dims 4-7{which}; it should copy three of them")
+        problems.append(
+            f"into dims 12-15, {head} copies {len(content_sources)} of the content "
+            f"dims 4-7{which}; it should copy three of them"
+        )
     if len(head1_sources) != 1:
         which = f" ({dims_text(head1_sources)})" if head1_sources else ""
-        problems.append(f"into dims 12-15, {head} copies {len(head1_sources)} of the dims head 1 "
-                        f"wrote{which}; it should copy exactly one of dims 8-11")
+        problems.append(
+            f"into dims 12-15, {head} copies {len(head1_sources)} of the dims head 1 "
+            f"wrote{which}; it should copy exactly one of dims 8-11"
+        )
     return problems
 
 
@@ -530,8 +594,7 @@ def check_head1(W_V1, W_O1):
     W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
     problems = copy_problems_head1(W_O1 @ W_V1, product_tolerance(W_O1, W_V1))
     if problems:
-        _fail("head 1 (W_O1 @ W_V1) is not yet a copy of dims 0-3 into dims 8-11:\n"
-              + bullet_list(problems))
+        _fail("head 1 (W_O1 @ W_V1) is not yet a copy of dims 0-3 into dims 8-11:\n" + bullet_list(problems))
     print(f"head 1: {PASSED}")
 
 
@@ -540,8 +603,7 @@ def check_head2(W_V2, W_O2):
     W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
     problems = copy_problems_head2(W_O2 @ W_V2, product_tolerance(W_O2, W_V2))
     if problems:
-        _fail("head 2 (W_O2 @ W_V2) is not yet an admissible copy into dims 12-15:\n"
-              + bullet_list(problems))
+        _fail("head 2 (W_O2 @ W_V2) is not yet an admissible copy into dims 12-15:\n" + bullet_list(problems))
     print(f"head 2: {PASSED}")
 
 
@@ -554,10 +616,12 @@ def product_problems(W_net, W_V, W_O, number) -> list[str]:
     if report is None:
         return []
     if difference_report(W_net, product.T, name, "", rtol=0, atol=tol) is None:
-        return [f"{name} is the transpose of W_O{number} @ W_V{number} (it equals "
-                f"W_V{number}.T @ W_O{number}.T, the row-vector layout). With column vectors "
-                f"{name} = W_O{number} @ W_V{number}, so that {name} @ x is what the head writes "
-                "when it reads x."]
+        return [
+            f"{name} is the transpose of W_O{number} @ W_V{number} (it equals "
+            f"W_V{number}.T @ W_O{number}.T, the row-vector layout). With column vectors "
+            f"{name} = W_O{number} @ W_V{number}, so that {name} @ x is what the head writes "
+            "when it reads x."
+        ]
     return [report]
 
 
@@ -576,48 +640,79 @@ def check_products(W_net1, W_net2, W_V1, W_O1, W_V2, W_O2):
 def composition_problems(value, W_net1, W_net2, which: str) -> list[str]:
     """Whether two_token_copy = W_net2 @ W_net1 / one_token_copy = W_net2 + W_net1, naming mix-ups."""
     identity = np.eye(D_MODEL)
-    intended = {"two_token_copy": ("W_net2 @ W_net1", W_net2 @ W_net1),
-                "one_token_copy": ("W_net2 + W_net1", W_net2 + W_net1)}[which]
+    intended = {
+        "two_token_copy": ("W_net2 @ W_net1", W_net2 @ W_net1),
+        "one_token_copy": ("W_net2 + W_net1", W_net2 + W_net1),
+    }[which]
     # the scale of the tolerance rule: the largest terms a product or a sum of the two can hold
-    tol = tolerance(max(np.abs(W_net1).max(initial=0) * np.abs(W_net2).max(initial=0) * D_MODEL,
-                        np.abs(W_net1).max(initial=0) + np.abs(W_net2).max(initial=0)))
+    tol = tolerance(
+        max(
+            np.abs(W_net1).max(initial=0) * np.abs(W_net2).max(initial=0) * D_MODEL,
+            np.abs(W_net1).max(initial=0) + np.abs(W_net2).max(initial=0),
+        )
+    )
     report = difference_report(value, intended[1], which, intended[0], rtol=0, atol=tol)
     mix_ups = [
-        ("W_net1 @ W_net2", W_net1 @ W_net2,
-         "that applies head 2 first and head 1 second. A vector goes through head 1 first, and "
-         "with column vectors the first map stands on the right: W_net2 @ W_net1"),
-        ("W_net2 * W_net1", W_net2 * W_net1,
-         "that is the element-wise product (*); composing maps is the matrix product (@)"),
-        ("I + W_net2 + W_net1", identity + W_net2 + W_net1,
-         "that adds the identity, the direct path that carries the token's own content; "
-         "one_token_copy is only what the heads move from the previous token"),
-        ("(I + W_net2) @ (I + W_net1)", (identity + W_net2) @ (identity + W_net1),
-         "that is the whole two-layer map (direct path, both one-token paths and the two-token "
-         "path); keep only the paths the name asks for"),
+        (
+            "W_net1 @ W_net2",
+            W_net1 @ W_net2,
+            "that applies head 2 first and head 1 second. A vector goes through head 1 first, and "
+            "with column vectors the first map stands on the right: W_net2 @ W_net1",
+        ),
+        (
+            "W_net2 * W_net1",
+            W_net2 * W_net1,
+            "that is the element-wise product (*); composing maps is the matrix product (@)",
+        ),
+        (
+            "I + W_net2 + W_net1",
+            identity + W_net2 + W_net1,
+            "that adds the identity, the direct path that carries the token's own content; "
+            "one_token_copy is only what the heads move from the previous token",
+        ),
+        (
+            "(I + W_net2) @ (I + W_net1)",
+            (identity + W_net2) @ (identity + W_net1),
+            "that is the whole two-layer map (direct path, both one-token paths and the two-token "
+            "path); keep only the paths the name asks for",
+        ),
         ("W_net2 + W_net1", W_net2 + W_net1, "that is one_token_copy: one head acting alone"),
         ("W_net2 @ W_net1", W_net2 @ W_net1, "that is two_token_copy: head 2 reading head 1"),
     ]
     if report is None:
         # Follow-through: right for these W_net1, W_net2, unless on them the intended formula
         # gives the same matrix as a known mix-up; then the value cannot show which was computed.
-        alike = [formula for formula, matrix, _ in mix_ups if formula != intended[0]
-                 and difference_report(matrix, intended[1], "", "", rtol=0, atol=tol) is None]
+        alike = [
+            formula
+            for formula, matrix, _ in mix_ups
+            if formula != intended[0] and difference_report(matrix, intended[1], "", "", rtol=0, atol=tol) is None
+        ]
         if not alike:
             return []
-        nets = [f"W_net{number}" for number, judge, W in
-                ((1, copy_problems_head1, W_net1), (2, copy_problems_head2, W_net2)) if judge(W, tol)]
-        fix = (f"Your {' and '.join(nets)} {'is' if len(nets) == 1 else 'are'} not yet what a "
-               "correct head gives (see check_head1, check_head2 and check_products): fix that "
-               "first; for correct heads these formulas give different matrices" if nets else
-               "With other heads these formulas give different matrices")
-        return [f"{which} cannot be judged yet: for your W_net1 and W_net2, {intended[0]} is the "
-                f"same matrix as {' and as '.join(alike)}, so your {which} cannot show which one "
-                f"you computed. {fix}"]
+        nets = [
+            f"W_net{number}"
+            for number, judge, W in ((1, copy_problems_head1, W_net1), (2, copy_problems_head2, W_net2))
+            if judge(W, tol)
+        ]
+        fix = (
+            f"Your {' and '.join(nets)} {'is' if len(nets) == 1 else 'are'} not yet what a "
+            "correct head gives (see check_head1, check_head2 and check_products): fix that "
+            "first; for correct heads these formulas give different matrices"
+            if nets
+            else "With other heads these formulas give different matrices"
+        )
+        return [
+            f"{which} cannot be judged yet: for your W_net1 and W_net2, {intended[0]} is the "
+            f"same matrix as {' and as '.join(alike)}, so your {which} cannot show which one "
+            f"you computed. {fix}"
+        ]
     # Several mix-ups can coincide (for correct heads W_net1 @ W_net2 and W_net2 * W_net1 are
     # both zero), so name every one that fits.
-    fits = [f"{formula}: {why}" for formula, matrix, why in mix_ups
-            if formula != intended[0]
-            and difference_report(value, matrix, "", "", rtol=0, atol=tol) is None]
+    fits = [
+        f"{formula}: {why}"
+        for formula, matrix, why in mix_ups
+        if formula != intended[0] and difference_report(value, matrix, "", "", rtol=0, atol=tol) is None
+    ]
     if len(fits) == 1:
         return [f"{which} equals {fits[0]}."]
     if fits:
@@ -640,8 +735,12 @@ def check_composition(two_token_copy, one_token_copy, W_net1, W_net2):
 
 @public_check
 def check_ranks(rank_W_net1, rank_W_net2, rank_two_token_copy, rank_one_token_copy):
-    values = {"rank_W_net1": rank_W_net1, "rank_W_net2": rank_W_net2,
-              "rank_two_token_copy": rank_two_token_copy, "rank_one_token_copy": rank_one_token_copy}
+    values = {
+        "rank_W_net1": rank_W_net1,
+        "rank_W_net2": rank_W_net2,
+        "rank_two_token_copy": rank_two_token_copy,
+        "rank_one_token_copy": rank_one_token_copy,
+    }
     for name, value in values.items():
         rank = stage_whole_number(value, name)
         if not 0 <= rank <= D_MODEL:
@@ -650,6 +749,7 @@ def check_ranks(rank_W_net1, rank_W_net2, rank_two_token_copy, rank_one_token_co
 
 
 # -- Exercise 1: the two-layer model with previous-token attention ------------------------------
+
 
 def previous_token_pattern(n_ctx: int) -> np.ndarray:
     """A[dest, src] = 1 for src = dest - 1 (position 0, with nothing before it, attends to itself)."""
@@ -694,8 +794,7 @@ def trace_two_heads(W_V1, W_O1, W_V2, W_O2, n_ctx: int = 48, seed: int = 0) -> n
 def _terms_text(terms) -> str:
     if not terms:
         return "nothing"
-    return " + ".join(f"{'' if abs(g - 1) < 1e-9 else fmt(g) + ' x '}dim {j} of {WHEN[k]}"
-                      for k, j, g in terms)
+    return " + ".join(f"{'' if abs(g - 1) < 1e-9 else fmt(g) + ' x '}dim {j} of {WHEN[k]}" for k, j, g in terms)
 
 
 def simulation_problems(coef, tol: float = tclib.RTOL, distances=("previous", "two_back")) -> list[str]:
@@ -718,15 +817,16 @@ def _simulation_findings(coef, tol):
         if 2 in ks:
             two_back.append(text)
 
-    terms = [[(k, j, float(coef[d, k, j])) for k in range(3) for j in range(8)
-              if abs(coef[d, k, j]) > tol] for d in range(D_MODEL)]
+    terms = [
+        [(k, j, float(coef[d, k, j])) for k in range(3) for j in range(8) if abs(coef[d, k, j]) > tol]
+        for d in range(D_MODEL)
+    ]
     for d in range(12):  # the content dims and head 1's dims: one exact term each
         k0, j0 = (0, d) if d < 8 else (1, d - 8)
         got = terms[d]
         if len(got) == 1 and got[0][:2] == (k0, j0) and abs(got[0][2] - 1) <= tol:
             continue
-        should = (f"the token's own dim {d}" if d < 8
-                  else f"dim {d - 8} of the previous token (head 1's copy)")
+        should = f"the token's own dim {d}" if d < 8 else f"dim {d - 8} of the previous token (head 1's copy)"
         offending = {k for k, j, g in got if (k, j) != (k0, j0) or abs(g - 1) > tol}
         if not any((k, j) == (k0, j0) for k, j, _ in got):
             offending.add(k0)
@@ -750,19 +850,25 @@ def _simulation_findings(coef, tol):
         elif abs(got[0][2] - 1) > tol:
             text += "; a copy has gain 1"
         else:
-            text += ("; head 2 should copy content dims 4-7 of the previous token, or one of "
-                     "dims 0-3 from two tokens back")
+            text += (
+                "; head 2 should copy content dims 4-7 of the previous token, or one of dims 0-3 from two tokens back"
+            )
         report(text, {k for k, _, _ in got})
     if len(set(copies_previous)) != len(copies_previous):
-        previous.append("dims 12-15 hold exact copies of content dims "
-                        f"{', '.join(str(j) for j in sorted(copies_previous))} of the previous token: "
-                        "the same dim twice; three different ones of dims 4-7 should be copied")
+        previous.append(
+            "dims 12-15 hold exact copies of content dims "
+            f"{', '.join(str(j) for j in sorted(copies_previous))} of the previous token: "
+            "the same dim twice; three different ones of dims 4-7 should be copied"
+        )
     elif len(copies_previous) != 3:
-        previous.append(f"{len(copies_previous)} of dims 12-15 hold an exact copy of one of content "
-                        "dims 4-7 of the previous token (three different ones should)")
+        previous.append(
+            f"{len(copies_previous)} of dims 12-15 hold an exact copy of one of content "
+            "dims 4-7 of the previous token (three different ones should)"
+        )
     if len(copies_back) != 1:
-        two_back.append(f"{len(copies_back)} of dims 12-15 hold an exact copy of a dim from two "
-                        "tokens back (exactly one should)")
+        two_back.append(
+            f"{len(copies_back)} of dims 12-15 hold an exact copy of a dim from two tokens back (exactly one should)"
+        )
     return previous, two_back
 
 
@@ -772,8 +878,10 @@ def check_simulation(W_V1, W_O1, W_V2, W_O2):
     W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
     problems = simulation_problems(trace_two_heads(W_V1, W_O1, W_V2, W_O2))
     if problems:
-        _fail("In the two-layer model with previous-token attention (run on a random residual "
-              "stream), at each position:\n" + bullet_list(problems, limit=8))
+        _fail(
+            "In the two-layer model with previous-token attention (run on a random residual "
+            "stream), at each position:\n" + bullet_list(problems, limit=8)
+        )
     print(f"simulation: {PASSED}")
 
 
@@ -783,16 +891,23 @@ def check_capacity(fraction_previous_token, fraction_two_tokens_back):
     b = stage_number(fraction_two_tokens_back, "fraction_two_tokens_back")
     for value, name in ((a, "fraction_previous_token"), (b, "fraction_two_tokens_back")):
         if not 0 <= value <= 1:
-            _fail(f"{name} is {fmt(value)}; a fraction of the capacity lies between 0 and 1"
-                  + (" (is it a percentage?)" if 1 < value <= 100 else "") + ".")
+            _fail(
+                f"{name} is {fmt(value)}; a fraction of the capacity lies between 0 and 1"
+                + (" (is it a percentage?)" if 1 < value <= 100 else "")
+                + "."
+            )
     for value, name in ((a, "fraction_previous_token"), (b, "fraction_two_tokens_back")):
         dims = value * WRITTEN_DIMS
         if abs(dims - round(dims)) > tolerance(WRITTEN_DIMS):
-            _fail(f"{name} is {fmt(value)}, which is {fmt(dims)} of the {WRITTEN_DIMS} dims the two "
-                  "heads write: a fraction of those dims counts whole dims, so it is a multiple "
-                  f"of 1/{WRITTEN_DIMS}.")
+            _fail(
+                f"{name} is {fmt(value)}, which is {fmt(dims)} of the {WRITTEN_DIMS} dims the two "
+                "heads write: a fraction of those dims counts whole dims, so it is a multiple "
+                f"of 1/{WRITTEN_DIMS}."
+            )
     if abs(a + b - 1) > tolerance():
-        _fail(f"fraction_previous_token + fraction_two_tokens_back = {fmt(a + b)}; every dim the "
-              "two heads write carries either the previous token or the token two back, so the "
-              "fractions add up to 1.")
+        _fail(
+            f"fraction_previous_token + fraction_two_tokens_back = {fmt(a + b)}; every dim the "
+            "two heads write carries either the previous token or the token two back, so the "
+            "fractions add up to 1."
+        )
     print(f"fraction_previous_token, fraction_two_tokens_back: {PASSED}")

@@ -11,6 +11,7 @@ Every function returns a `Figure`, which Jupyter displays by itself (it has `_re
 Colours: red is positive, blue negative, white zero; the scale is symmetric around zero and
 its range is printed next to the colour bar. Grey cells are NaN or infinite.
 """
+
 from __future__ import annotations
 
 import html
@@ -98,8 +99,9 @@ def show_matrix(
     vmax: the value drawn in full colour (default: the largest finite |entry|).
     annotate: print the values in the cells (default: when the matrix is small).
     """
-    return Figure([_heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols,
-                            row_ticks, col_ticks, vmax, annotate)])
+    return Figure(
+        [_heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row_ticks, col_ticks, vmax, annotate)]
+    )
 
 
 def show_attention(A, tokens=None, title: str = "attention pattern", vmax: float | None = None) -> Figure:
@@ -110,8 +112,22 @@ def show_attention(A, tokens=None, title: str = "attention pattern", vmax: float
         # Probabilities get a fixed 0..1 scale, so two patterns are directly comparable.
         vmax = 1.0 if finite.size == 0 or (finite.min() >= 0 and finite.max() <= 1) else None
     ticks = [str(token) for token in tokens] if tokens is not None else None
-    return Figure([_heatmap(array, title, "destination (query) position", "source (key) position",
-                            None, None, ticks, ticks, vmax, None)])
+    return Figure(
+        [
+            _heatmap(
+                array,
+                title,
+                "destination (query) position",
+                "source (key) position",
+                None,
+                None,
+                ticks,
+                ticks,
+                vmax,
+                None,
+            )
+        ]
+    )
 
 
 def show_head(W_V, W_O, name: str = "head") -> Figure:
@@ -124,16 +140,17 @@ def show_head(W_V, W_O, name: str = "head") -> Figure:
     reads = _nonzero(np.abs(W_V), axis=0)
     writes = _nonzero(np.abs(W_O), axis=1)
     panels = [
-        _heatmap(W_V, f"{name}: W_V (reads)", "head dim", "residual dim (read)", None, reads,
-                 None, None, None, None),
-        _heatmap(W_O, f"{name}: W_O (writes)", "residual dim (written)", "head dim", writes, None,
-                 None, None, None, None),
+        _heatmap(W_V, f"{name}: W_V (reads)", "head dim", "residual dim (read)", None, reads, None, None, None, None),
+        _heatmap(
+            W_O, f"{name}: W_O (writes)", "residual dim (written)", "head dim", writes, None, None, None, None, None
+        ),
     ]
     caption = f"{name} reads {_dims(reads)}; writes {_dims(writes)}"
     return Figure(panels, caption)
 
 
 # -- drawing ------------------------------------------------------------------------------------
+
 
 def _as_2d(M) -> np.ndarray:
     try:
@@ -232,8 +249,7 @@ def _runs(indices, limit):
     return runs
 
 
-def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row_ticks,
-             col_ticks, vmax, annotate):
+def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row_ticks, col_ticks, vmax, annotate):
     array = _as_2d(M)
     rows, cols = array.shape
     finite = np.isfinite(array)
@@ -267,35 +283,55 @@ def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row
     highlighted_cols = {i for run in _runs(highlight_cols or [], cols) for i in range(*run)}
     for i in range(0, rows, tick_every):
         weight = "bold" if i in highlighted_rows else "normal"
-        out.append(_text(left - 4, top + i * cell + cell / 2 + 4, row_ticks[i][:12], size=10,
-                         anchor="end", weight=weight))
+        out.append(
+            _text(left - 4, top + i * cell + cell / 2 + 4, row_ticks[i][:12], size=10, anchor="end", weight=weight)
+        )
     for j in range(0, cols, tick_every):
         weight = "bold" if j in highlighted_cols else "normal"
         x, y = left + j * cell + cell / 2, top - 4
         rotate = longest_col_tick > 3
-        out.append(_text(x + (3 if rotate else 0), y, col_ticks[j][:12], size=10,
-                         anchor="start" if rotate else "middle", weight=weight, rotate=rotate))
+        out.append(
+            _text(
+                x + (3 if rotate else 0),
+                y,
+                col_ticks[j][:12],
+                size=10,
+                anchor="start" if rotate else "middle",
+                weight=weight,
+                rotate=rotate,
+            )
+        )
 
     for i in range(rows):
         for j in range(cols):
             value = float(array[i, j])
             x, y = left + j * cell, top + i * cell
             fill = _colour(value / vmax) if math.isfinite(value) else "#9a9a9a"
-            out.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" '
-                       f'stroke="#ffffff" stroke-width="0.5"><title>[{i}, {j}] = {_number(value)}'
-                       f"</title></rect>")
+            out.append(
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" '
+                f'stroke="#ffffff" stroke-width="0.5"><title>[{i}, {j}] = {_number(value)}'
+                f"</title></rect>"
+            )
             if annotate and (value != 0 or not math.isfinite(value)):
                 strong = math.isfinite(value) and abs(value) / vmax > 0.6
-                out.append(_text(x + cell / 2, y + cell / 2 + 3.5, _short(value), size=8,
-                                 colour="#ffffff" if strong else "#222"))
-    out.append(f'<rect x="{left}" y="{top}" width="{grid_w}" height="{grid_h}" fill="none" '
-               f'stroke="#666" stroke-width="0.8"/>')
+                out.append(
+                    _text(
+                        x + cell / 2, y + cell / 2 + 3.5, _short(value), size=8, colour="#ffffff" if strong else "#222"
+                    )
+                )
+    out.append(
+        f'<rect x="{left}" y="{top}" width="{grid_w}" height="{grid_h}" fill="none" stroke="#666" stroke-width="0.8"/>'
+    )
     for start, stop in _runs(highlight_rows or [], rows):
-        out.append(f'<rect x="{left - 1}" y="{top + start * cell - 1}" width="{grid_w + 2}" '
-                   f'height="{(stop - start) * cell + 2}" fill="none" stroke="#111" stroke-width="2"/>')
+        out.append(
+            f'<rect x="{left - 1}" y="{top + start * cell - 1}" width="{grid_w + 2}" '
+            f'height="{(stop - start) * cell + 2}" fill="none" stroke="#111" stroke-width="2"/>'
+        )
     for start, stop in _runs(highlight_cols or [], cols):
-        out.append(f'<rect x="{left + start * cell - 1}" y="{top - 1}" width="{(stop - start) * cell + 2}" '
-                   f'height="{grid_h + 2}" fill="none" stroke="#111" stroke-width="2"/>')
+        out.append(
+            f'<rect x="{left + start * cell - 1}" y="{top - 1}" width="{(stop - start) * cell + 2}" '
+            f'height="{grid_h + 2}" fill="none" stroke="#111" stroke-width="2"/>'
+        )
 
     # Colour bar: discrete steps (no gradient ids, so many figures can share one page).
     steps, bar_h = 24, max(grid_h, 120)
@@ -303,10 +339,15 @@ def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row
     low = 0.0 if finite.any() and array[finite].min() >= 0 else -1.0
     for k in range(steps):
         t = 1 - (1 - low) * (k + 0.5) / steps
-        out.append(f'<rect x="{legend_x}" y="{top + k * bar_h / steps:.1f}" width="12" '
-                   f'height="{bar_h / steps + 0.3:.1f}" fill="{_colour(t)}"/>')
-    labels = [(vmax, top + 8), (0.0, top + bar_h)] if low == 0 else [
-        (vmax, top + 8), (0.0, top + bar_h / 2 + 4), (-vmax, top + bar_h)]
+        out.append(
+            f'<rect x="{legend_x}" y="{top + k * bar_h / steps:.1f}" width="12" '
+            f'height="{bar_h / steps + 0.3:.1f}" fill="{_colour(t)}"/>'
+        )
+    labels = (
+        [(vmax, top + 8), (0.0, top + bar_h)]
+        if low == 0
+        else [(vmax, top + 8), (0.0, top + bar_h / 2 + 4), (-vmax, top + bar_h)]
+    )
     for label, y in labels:
         out.append(_text(legend_x + 16, y, _number(label), size=10, anchor="start"))
     return (width, height, "".join(out))

@@ -17,6 +17,7 @@ Conventions: column vectors; ``W_Q, W_K, W_V`` are ``D_HEAD x D_MODEL``, ``W_O``
 ``D_MODEL x D_HEAD``; ``W_QK = W_Q.T @ W_K``, ``W_OV = W_O @ W_V``; a sequence is ``X`` of
 shape ``(D_MODEL, n_ctx)``; patterns are ``A[dest, src]``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,25 +47,85 @@ public_check, stage_array, tolerance = tclib.public_check, tclib.stage_array, tc
 
 
 __all__ = [
-    "VOCAB", "BOS", "N_VOCAB", "D_MODEL", "D_HEAD", "TOK", "POS", "FREE", "ALPHAS", "LAMBDAS",
-    "BETA", "MASS_THRESHOLD", "LOGIT_MARGIN", "MAX_HALF", "N_CTX_MAX", "W_E", "W_U",
-    "pos_pair", "pair_rotation", "positional_code", "embed", "make_sequence", "draw_sequences",
-    "EXAMPLE", "qk", "ov", "attention_pattern", "head_output", "composition_score", "composition_scores",
-    "show_pattern", "show_ex2", "show_ex3",
-    "check_ex2a", "check_ex2b", "check_ex2c", "check_ex2d", "check_ex2e", "check_ex2f",
-    "check_ex3_prev", "check_ex3_ind_qk", "check_ex3_ind_ov",
+    "VOCAB",
+    "BOS",
+    "N_VOCAB",
+    "D_MODEL",
+    "D_HEAD",
+    "TOK",
+    "POS",
+    "FREE",
+    "ALPHAS",
+    "LAMBDAS",
+    "BETA",
+    "MASS_THRESHOLD",
+    "LOGIT_MARGIN",
+    "MAX_HALF",
+    "N_CTX_MAX",
+    "W_E",
+    "W_U",
+    "pos_pair",
+    "pair_rotation",
+    "positional_code",
+    "embed",
+    "make_sequence",
+    "draw_sequences",
+    "EXAMPLE",
+    "qk",
+    "ov",
+    "attention_pattern",
+    "head_output",
+    "composition_score",
+    "composition_scores",
+    "show_pattern",
+    "show_ex2",
+    "show_ex3",
+    "check_ex2a",
+    "check_ex2b",
+    "check_ex2c",
+    "check_ex2d",
+    "check_ex2e",
+    "check_ex2f",
+    "check_ex3_prev",
+    "check_ex3_ind_qk",
+    "check_ex3_ind_ov",
 ]
 
 # What the grader uses of this module (tested: the grader uses these names and no others).
 # Judges return a list of problems, empty when the behaviour is right.
 GRADER_API = (
-    "VOCAB", "D_MODEL", "D_HEAD", "TOK", "POS", "ALPHAS", "W_E", "W_U",
-    "pair_rotation", "embed", "draw_sequences", "qk", "ov", "normalised", "attention_pattern",
-    "composition_score", "composition_scores", "layer1_residual",
-    "previous_position_targets", "previous_copy_targets",
-    "judge_same_content", "judge_present", "judge_previous", "judge_previous_copy",
-    "judge_writes_free", "judge_readable", "judge_induction", "judge_ablation",
-    "judge_copies_attended_token", "judge_predictions", "layer1_problems", "judged_after",
+    "VOCAB",
+    "D_MODEL",
+    "D_HEAD",
+    "TOK",
+    "POS",
+    "ALPHAS",
+    "W_E",
+    "W_U",
+    "pair_rotation",
+    "embed",
+    "draw_sequences",
+    "qk",
+    "ov",
+    "normalised",
+    "attention_pattern",
+    "composition_score",
+    "composition_scores",
+    "layer1_residual",
+    "previous_position_targets",
+    "previous_copy_targets",
+    "judge_same_content",
+    "judge_present",
+    "judge_previous",
+    "judge_previous_copy",
+    "judge_writes_free",
+    "judge_readable",
+    "judge_induction",
+    "judge_ablation",
+    "judge_copies_attended_token",
+    "judge_predictions",
+    "layer1_problems",
+    "judged_after",
 )
 
 # --- the residual stream ------------------------------------------------------------------
@@ -73,22 +134,22 @@ BOS = 0
 N_VOCAB = len(VOCAB)
 D_MODEL = 32
 D_HEAD = 16
-TOK = slice(0, 9)     # token content: token j is the unit vector e_j
-POS = slice(9, 15)    # positional code: pair k is dims 9+2k (cos) and 10+2k (sin)
+TOK = slice(0, 9)  # token content: token j is the unit vector e_j
+POS = slice(9, 15)  # positional code: pair k is dims 9+2k (cos) and 10+2k (sin)
 FREE = slice(15, 32)  # empty in the embedding; heads may write here
 ALPHAS = np.array([np.pi / 2, 2 * np.pi / 5, np.pi / 5])  # angular frequencies: periods 4, 5, 10
-LAMBDAS = np.array([1.0, 1.0, 1.0])                        # magnitude of each pair
-MAX_HALF = 8                 # at most 8 distinct letters before the repeat
+LAMBDAS = np.array([1.0, 1.0, 1.0])  # magnitude of each pair
+MAX_HALF = 8  # at most 8 distinct letters before the repeat
 N_CTX_MAX = 1 + 2 * MAX_HALF
 
 # --- the attention rule and the grading thresholds ----------------------------------------
-BETA = 100.0           # inverse temperature, applied after dividing W_QK by its largest singular value
-MASS_THRESHOLD = 0.9   # a head "attends to" a position when it puts at least this much there
-LOGIT_MARGIN = 0.05    # the predicted token must beat every other by this (normalised W_OV)
+BETA = 100.0  # inverse temperature, applied after dividing W_QK by its largest singular value
+MASS_THRESHOLD = 0.9  # a head "attends to" a position when it puts at least this much there
+LOGIT_MARGIN = 0.05  # the predicted token must beat every other by this (normalised W_OV)
 
 W_E = np.zeros((D_MODEL, N_VOCAB))  # token embedding: column j embeds token j
 W_E[TOK, :] = np.eye(N_VOCAB)
-W_U = W_E.T                          # unembedding: logits = W_U @ (what the head writes)
+W_U = W_E.T  # unembedding: logits = W_U @ (what the head writes)
 
 
 def pos_pair(k: int) -> slice:
@@ -101,7 +162,7 @@ def pair_rotation(angles) -> np.ndarray:
     R = np.zeros((6, 6))
     for k, angle in enumerate(np.broadcast_to(np.asarray(angles, dtype=float), (3,))):
         c, s = np.cos(angle), np.sin(angle)
-        R[2 * k:2 * k + 2, 2 * k:2 * k + 2] = [[c, -s], [s, c]]
+        R[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = [[c, -s], [s, c]]
     return R
 
 
@@ -291,7 +352,9 @@ def _others(failures: list[int], judged: int) -> str:
     if len(failures) <= 1:
         return ""
     shown = ", ".join(str(t) for t in failures[1:8]) + (", ..." if len(failures) > 8 else "")
-    return f" The same goes wrong at {len(failures) - 1} more of the {judged} positions judged here (positions {shown})."
+    return (
+        f" The same goes wrong at {len(failures) - 1} more of the {judged} positions judged here (positions {shown})."
+    )
 
 
 def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=None) -> list[str]:
@@ -301,8 +364,7 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
     `hints(tokens, t, target, rival, tie, tied)` may add a sentence about a recognisable mistake (it must not
     reveal anything hidden).
     """
-    failures = [t for t, target in targets.items()
-                if int(np.argmax(A[t])) != target or A[t, target] < MASS_THRESHOLD]
+    failures = [t for t, target in targets.items() if int(np.argmax(A[t])) != target or A[t, target] < MASS_THRESHOLD]
     if not failures:
         return []
     t = failures[0]
@@ -310,18 +372,24 @@ def judge_targets(A, S, tokens, targets, name: str, target_words: str, hints=Non
     rivals = [s for s in range(t + 1) if s != target]
     rival = max(rivals, key=lambda s: (S[t, s], -s))  # the best-scoring other position
     gap = S[t, target] - S[t, rival]
-    where = (f"{_context(name, tokens)} at {describe(tokens, t)} the head should attend to "
-             f"{target_words}, {describe(tokens, target, t)}, but")
+    where = (
+        f"{_context(name, tokens)} at {describe(tokens, t)} the head should attend to "
+        f"{target_words}, {describe(tokens, target, t)}, but"
+    )
     if gap < -1e-9:
-        message = (f"{where} it puts {A[t, rival]:.2f} of its attention on {describe(tokens, rival, t)} "
-                   f"and only {A[t, target]:.2f} on position {target}.")
+        message = (
+            f"{where} it puts {A[t, rival]:.2f} of its attention on {describe(tokens, rival, t)} "
+            f"and only {A[t, target]:.2f} on position {target}."
+        )
     elif gap <= 1e-9:
         tied = [s for s in range(t + 1) if s != target and abs(S[t, s] - S[t, target]) <= 1e-9]
         names = [describe(tokens, s, t) for s in tied]
         them = "that position scores" if len(tied) == 1 else "those positions score"
         shares = ", ".join(f"{A[t, s]:.2f}" for s in [target, *tied])
-        message = (f"{where} it cannot tell it from {' or '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' or ' + names[-1]}: "
-                   f"{them} exactly as high, so they share the attention ({shares}).")
+        message = (
+            f"{where} it cannot tell it from {' or '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' or ' + names[-1]}: "
+            f"{them} exactly as high, so they share the attention ({shares})."
+        )
     else:
         message = (
             f"{where} it puts only {A[t, target]:.2f} of its attention there (at least "
@@ -388,13 +456,17 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> list[str]:
 
 def _hint_previous(tokens, t, target, top, tie, tied=()):
     if top == t and not tie:
-        return ("A head that should look one step back but lands on itself is usually rotating the "
-                "wrong way (or has W_Q and W_K swapped): it looks one step ahead, the causal mask "
-                "hides the future, and the nearest allowed position is itself.")
+        return (
+            "A head that should look one step back but lands on itself is usually rotating the "
+            "wrong way (or has W_Q and W_K swapped): it looks one step ahead, the causal mask "
+            "hides the future, and the nearest allowed position is itself."
+        )
     lag = t - top
     if lag > 1 and ((lag - 1) % 4 == 0 or (lag - 1) % 5 == 0):
-        return ("Offsets that differ by 4 (or 5) look alike to the pair of period 4 (or 5) alone: "
-                "it takes the pairs together to single out one offset.")
+        return (
+            "Offsets that differ by 4 (or 5) look alike to the pair of period 4 (or 5) alone: "
+            "it takes the pairs together to single out one offset."
+        )
     return None
 
 
@@ -416,8 +488,9 @@ def judge_previous(W_QK, sequences, name="head (c)") -> list[str]:
         return [_zero_message("W_QK")]
     for tokens in sequences:
         A, S = _pattern_of(W, embed(tokens))
-        message = judge_targets(A, S, tokens, previous_position_targets(tokens), name,
-                                "the previous position", _hint_previous)
+        message = judge_targets(
+            A, S, tokens, previous_position_targets(tokens), name, "the previous position", _hint_previous
+        )
         if message:
             return message
     return []
@@ -425,12 +498,16 @@ def judge_previous(W_QK, sequences, name="head (c)") -> list[str]:
 
 def _hint_not_self(tokens, t, target, top, tie, tied=()):
     if top == t:
-        return ("Content alone scores a position's own token exactly like its earlier copy; "
-                "something must lower the score of the present position.")
+        return (
+            "Content alone scores a position's own token exactly like its earlier copy; "
+            "something must lower the score of the present position."
+        )
     if tokens[top] != tokens[t] and not tie:
-        return ("The head prefers a position with a different token: whatever lowers the score "
-                "of the present position also moves the scores of other positions, by more than "
-                "the content match adds.")
+        return (
+            "The head prefers a position with a different token: whatever lowers the score "
+            "of the present position also moves the scores of other positions, by more than "
+            "the content match adds."
+        )
     return None
 
 
@@ -440,8 +517,9 @@ def judge_previous_copy(W_QK, sequences, name="head (d)") -> list[str]:
         return [_zero_message("W_QK")]
     for tokens in sequences:
         A, S = _pattern_of(W, embed(tokens))
-        message = judge_targets(A, S, tokens, previous_copy_targets(tokens), name,
-                                "the earlier copy of the same token", _hint_not_self)
+        message = judge_targets(
+            A, S, tokens, previous_copy_targets(tokens), name, "the earlier copy of the same token", _hint_not_self
+        )
         if message:
             return message
     return []
@@ -478,7 +556,7 @@ def judge_readable(W_OV, name: str, what: str) -> list[str]:
     codes = by_position if what == "position" else by_token  # column v: its code for value v
     label = (lambda v: f"position {v}") if what == "position" else (lambda v: f"token '{VOCAB[v]}'")
     for j in range(N_VOCAB):
-        written = by_token[:, j:j + 1] + by_position  # column s: reading token j at position s
+        written = by_token[:, j : j + 1] + by_position  # column s: reading token j at position s
         distances = ((written[:, :, None] - codes[:, None, :]) ** 2).sum(axis=0)  # [s, value]
         for s in range(N_CTX_MAX):
             truth = s if what == "position" else j
@@ -506,8 +584,15 @@ def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> list[
         return [_zero_message("W_QK")]
     for tokens in sequences:
         A, S = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
-        message = judge_targets(A, S, tokens, induction_targets(tokens), name,
-                                "the position after the first copy of its token", _hint_induction)
+        message = judge_targets(
+            A,
+            S,
+            tokens,
+            induction_targets(tokens),
+            name,
+            "the position after the first copy of its token",
+            _hint_induction,
+        )
         if message:
             return message
     return []
@@ -519,14 +604,18 @@ def _hint_induction(tokens, t, target, top, tie, tied=()):
     n = half_length(tokens)
     same_token = [s for s in range(t + 1) if tokens[s] == tokens[t]]  # the earlier copy and itself
     if tie and set(same_token) <= set(tied):
-        return ("Every position holding the present token (positions "
-                f"{', '.join(map(str, same_token))}) scores as high as the target: part of W_QK "
-                "matches the query's token against the key's own token, which every copy of the "
-                "present token matches. Only the part that singles out the position after the "
-                "earlier copy should decide.")
+        return (
+            "Every position holding the present token (positions "
+            f"{', '.join(map(str, same_token))}) scores as high as the target: part of W_QK "
+            "matches the query's token against the key's own token, which every copy of the "
+            "present token matches. Only the part that singles out the position after the "
+            "earlier copy should decide."
+        )
     if not tie and top == t - n:
-        return ("It finds the earlier copy of its own token but not the position after it: "
-                "shift by one step somewhere on the way.")
+        return (
+            "It finds the earlier copy of its own token but not the position after it: "
+            "shift by one step somewhere on the way."
+        )
     if not tie and top == t - n - 1:
         return "It lands one step before the earlier copy: the shift goes the wrong way."
     return None
@@ -597,24 +686,34 @@ def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> lis
                 hint = ""
                 reads_layer1 = W1 is not None and composition_score(W2, W1) > 0.1
                 if best == tokens[t] and gap < -1e-9 and reads_layer1:
-                    hint = (" It predicts the present token again: the head copies what the layer-1 "
-                            "head wrote at the attended position (the token before it), not the "
-                            "token there.")
+                    hint = (
+                        " It predicts the present token again: the head copies what the layer-1 "
+                        "head wrote at the attended position (the token before it), not the "
+                        "token there."
+                    )
                 if abs(gap) <= 1e-9:
-                    verdict = (f"its logits tie: '{VOCAB[best]}' and '{VOCAB[right]}' (the token that "
-                               f"followed the first '{VOCAB[tokens[t]]}') both get {logits[right, t]:.2f}, "
-                               "so the head does not single out the next token.")
+                    verdict = (
+                        f"its logits tie: '{VOCAB[best]}' and '{VOCAB[right]}' (the token that "
+                        f"followed the first '{VOCAB[tokens[t]]}') both get {logits[right, t]:.2f}, "
+                        "so the head does not single out the next token."
+                    )
                 elif gap < 0:
-                    verdict = (f"its logits favour '{VOCAB[best]}' ({logits[best, t]:.2f}) over "
-                               f"'{VOCAB[right]}' ({logits[right, t]:.2f}), the token that followed the "
-                               f"first '{VOCAB[tokens[t]]}'.")
+                    verdict = (
+                        f"its logits favour '{VOCAB[best]}' ({logits[best, t]:.2f}) over "
+                        f"'{VOCAB[right]}' ({logits[right, t]:.2f}), the token that followed the "
+                        f"first '{VOCAB[tokens[t]]}'."
+                    )
                 else:
-                    verdict = (f"'{VOCAB[right]}', the token that followed the first "
-                               f"'{VOCAB[tokens[t]]}', beats '{VOCAB[best]}' by only {gap:.3f} "
-                               f"({logits[right, t]:.2f} against {logits[best, t]:.2f}); it must win by "
-                               f"at least {LOGIT_MARGIN:g}.")
-                return [f"{_context(name, tokens)} when the head attends to {describe(tokens, source)}, "
-                        f"at {describe(tokens, t)} {verdict}{hint}"]
+                    verdict = (
+                        f"'{VOCAB[right]}', the token that followed the first "
+                        f"'{VOCAB[tokens[t]]}', beats '{VOCAB[best]}' by only {gap:.3f} "
+                        f"({logits[right, t]:.2f} against {logits[best, t]:.2f}); it must win by "
+                        f"at least {LOGIT_MARGIN:g}."
+                    )
+                return [
+                    f"{_context(name, tokens)} when the head attends to {describe(tokens, source)}, "
+                    f"at {describe(tokens, t)} {verdict}{hint}"
+                ]
     return []
 
 
@@ -631,15 +730,18 @@ def judged_after(problems: list[str], upstream: list[str], upstream_part: str) -
     not judged yet, with what to fix first; when it passes, it passes."""
     if not problems or not upstream:
         return problems
-    return [f"This part cannot be judged yet: it is judged on your own layer-1 head, and that head "
-            f"has a problem of its own ({upstream_part}):\n  {upstream[0]}\nFix {upstream_part} "
-            "first; then this part is judged on the corrected head. (What the grader saw with "
-            f"your current head: {problems[0]})"]
+    return [
+        f"This part cannot be judged yet: it is judged on your own layer-1 head, and that head "
+        f"has a problem of its own ({upstream_part}):\n  {upstream[0]}\nFix {upstream_part} "
+        "first; then this part is judged on the corrected head. (What the grader saw with "
+        f"your current head: {problems[0]})"
+    ]
 
 
 # --- plots ---------------------------------------------------------------------------------
 def _heatmaps():
     import heatmaps  # shipped next to this file; imported only when plotting
+
     return heatmaps
 
 
@@ -675,8 +777,14 @@ def show_ex3(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, W_Q_ind, W_K_ind, W_V_ind, 
     return hm.side_by_side(
         show_pattern(W_Q_prev, W_K_prev, tokens, "layer 1: previous-token head"),
         show_pattern(W_Q_ind, W_K_ind, tokens, "layer 2: induction head", X=X1),
-        hm.show_matrix(logits, title="induction head logits", row_label="predicted token",
-                       col_label="position", row_ticks=list(VOCAB), col_ticks=labels),
+        hm.show_matrix(
+            logits,
+            title="induction head logits",
+            row_label="predicted token",
+            col_label="position",
+            row_ticks=list(VOCAB),
+            col_ticks=labels,
+        ),
         caption="your heads, with your own layer-1 pattern",
     )
 
@@ -688,6 +796,7 @@ PUBLIC_SEQUENCES = draw_sequences(np.random.default_rng(2021), 6)
 def _failing_picture(judge_one, W_QK, title, layer1=None):
     """A callable that shows, in a notebook, W_QK's pattern on the first public sequence where
     `judge_one([tokens])` finds a problem (nothing outside IPython)."""
+
     def show():
         try:
             from IPython import get_ipython  # only in a notebook
@@ -700,9 +809,13 @@ def _failing_picture(judge_one, W_QK, title, layer1=None):
             if judge_one([tokens]):
                 X = embed(tokens) if layer1 is None else layer1_residual(layer1[0], tokens, layer1[1](tokens))
                 labels = [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)]
-                display(_heatmaps().show_attention(attention_pattern(W_QK, X), labels,
-                                                   title=f"{title} on {render(tokens)}, where the check fails"))
+                display(
+                    _heatmaps().show_attention(
+                        attention_pattern(W_QK, X), labels, title=f"{title} on {render(tokens)}, where the check fails"
+                    )
+                )
                 return
+
     return show
 
 
@@ -734,40 +847,51 @@ def _verdict(judgements, part: str, picture=None):
 def check_ex2a(W_Q_a, W_K_a):
     m = _read({"W_Q_a": W_Q_a, "W_K_a": W_K_a})
     W_QK = qk(m["W_Q_a"], m["W_K_a"])
-    _verdict([judge_same_content(W_QK, PUBLIC_SEQUENCES)], "a",
-             _failing_picture(lambda seqs: judge_same_content(W_QK, seqs), W_QK, "your head (a)"))
+    _verdict(
+        [judge_same_content(W_QK, PUBLIC_SEQUENCES)],
+        "a",
+        _failing_picture(lambda seqs: judge_same_content(W_QK, seqs), W_QK, "your head (a)"),
+    )
 
 
 @public_check
 def check_ex2b(W_Q_b, W_K_b):
     m = _read({"W_Q_b": W_Q_b, "W_K_b": W_K_b})
     W_QK = qk(m["W_Q_b"], m["W_K_b"])
-    _verdict([judge_present(W_QK, PUBLIC_SEQUENCES)], "b",
-             _failing_picture(lambda seqs: judge_present(W_QK, seqs), W_QK, "your head (b)"))
+    _verdict(
+        [judge_present(W_QK, PUBLIC_SEQUENCES)],
+        "b",
+        _failing_picture(lambda seqs: judge_present(W_QK, seqs), W_QK, "your head (b)"),
+    )
 
 
 @public_check
 def check_ex2c(W_Q_c, W_K_c):
     m = _read({"W_Q_c": W_Q_c, "W_K_c": W_K_c})
     W_QK = qk(m["W_Q_c"], m["W_K_c"])
-    _verdict([judge_previous(W_QK, PUBLIC_SEQUENCES)], "c",
-             _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your head (c)"))
+    _verdict(
+        [judge_previous(W_QK, PUBLIC_SEQUENCES)],
+        "c",
+        _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your head (c)"),
+    )
 
 
 @public_check
 def check_ex2d(W_Q_d, W_K_d):
     m = _read({"W_Q_d": W_Q_d, "W_K_d": W_K_d})
     W_QK = qk(m["W_Q_d"], m["W_K_d"])
-    _verdict([judge_previous_copy(W_QK, PUBLIC_SEQUENCES)], "d",
-             _failing_picture(lambda seqs: judge_previous_copy(W_QK, seqs), W_QK, "your head (d)"))
+    _verdict(
+        [judge_previous_copy(W_QK, PUBLIC_SEQUENCES)],
+        "d",
+        _failing_picture(lambda seqs: judge_previous_copy(W_QK, seqs), W_QK, "your head (d)"),
+    )
 
 
 @public_check
 def check_ex2e(W_V_e, W_O_e):
     m = _read({"W_V_e": W_V_e, "W_O_e": W_O_e})
     W_OV = ov(m["W_V_e"], m["W_O_e"])
-    _verdict([judge_writes_free(W_OV, "W_O_e @ W_V_e"),
-              judge_readable(W_OV, "W_O_e @ W_V_e", "position")], "e")
+    _verdict([judge_writes_free(W_OV, "W_O_e @ W_V_e"), judge_readable(W_OV, "W_O_e @ W_V_e", "position")], "e")
 
 
 @public_check
@@ -775,11 +899,21 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
     m = _read({"W_Q_f": W_Q_f, "W_K_f": W_K_f, "W_V_e": W_V_e, "W_O_e": W_O_e})
     W_QK, W_OV = qk(m["W_Q_f"], m["W_K_f"]), ov(m["W_V_e"], m["W_O_e"])
     upstream = layer1_problems(W_OV, "W_O_e @ W_V_e", "position")
-    _verdict([judged_after(judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"),
-                           upstream, "part (e)"),
-              judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)")], "f",
-             _failing_picture(lambda seqs: judge_induction(W_QK, W_OV, previous_copy_targets, seqs, "head (f)"),
-                              W_QK, "your head (f)", (W_OV, previous_copy_targets)))
+    _verdict(
+        [
+            judged_after(
+                judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"), upstream, "part (e)"
+            ),
+            judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"),
+        ],
+        "f",
+        _failing_picture(
+            lambda seqs: judge_induction(W_QK, W_OV, previous_copy_targets, seqs, "head (f)"),
+            W_QK,
+            "your head (f)",
+            (W_OV, previous_copy_targets),
+        ),
+    )
     c = composition_scores(W_QK, W_OV)
     print(f"    composition of (f) with the layer-1 head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
@@ -789,10 +923,15 @@ def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev):
     m = _read({"W_Q_prev": W_Q_prev, "W_K_prev": W_K_prev, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV = ov(m["W_V_prev"], m["W_O_prev"])
     W_QK = qk(m["W_Q_prev"], m["W_K_prev"])
-    _verdict([judge_previous(W_QK, PUBLIC_SEQUENCES, "the previous-token head"),
-              judge_writes_free(W_OV, "W_O_prev @ W_V_prev"),
-              judge_readable(W_OV, "W_O_prev @ W_V_prev", "token")], "previous-token head",
-             _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your previous-token head"))
+    _verdict(
+        [
+            judge_previous(W_QK, PUBLIC_SEQUENCES, "the previous-token head"),
+            judge_writes_free(W_OV, "W_O_prev @ W_V_prev"),
+            judge_readable(W_OV, "W_O_prev @ W_V_prev", "token"),
+        ],
+        "previous-token head",
+        _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your previous-token head"),
+    )
 
 
 @public_check
@@ -801,11 +940,23 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
     W_QK, W_OV = qk(m["W_Q_ind"], m["W_K_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head"
     upstream = layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token")
-    _verdict([judged_after(judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
-                           upstream, "the previous-token head"),
-              judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name)], "induction head W_Q, W_K",
-             _failing_picture(lambda seqs: judge_induction(W_QK, W_OV, previous_position_targets, seqs, name),
-                              W_QK, "your induction head", (W_OV, previous_position_targets)))
+    _verdict(
+        [
+            judged_after(
+                judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
+                upstream,
+                "the previous-token head",
+            ),
+            judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
+        ],
+        "induction head W_Q, W_K",
+        _failing_picture(
+            lambda seqs: judge_induction(W_QK, W_OV, previous_position_targets, seqs, name),
+            W_QK,
+            "your induction head",
+            (W_OV, previous_position_targets),
+        ),
+    )
     c = composition_scores(W_QK, W_OV)
     print(f"    composition with the previous-token head: Q {c['Q']:.2f}, K {c['K']:.2f}")
 
@@ -815,8 +966,15 @@ def check_ex3_ind_ov(W_V_ind, W_O_ind, W_V_prev, W_O_prev):
     m = _read({"W_V_ind": W_V_ind, "W_O_ind": W_O_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV2, W_OV1 = ov(m["W_V_ind"], m["W_O_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head's W_O_ind @ W_V_ind"
-    _verdict([judge_copies_attended_token(W_OV2, "W_O_ind @ W_V_ind"),
-              judged_after(judge_predictions(W_OV2, W_OV1, previous_position_targets, PUBLIC_SEQUENCES, name),
-                           layer1_problems(W_OV1, "W_O_prev @ W_V_prev", "token"), "the previous-token head")],
-             "induction head W_V, W_O")
+    _verdict(
+        [
+            judge_copies_attended_token(W_OV2, "W_O_ind @ W_V_ind"),
+            judged_after(
+                judge_predictions(W_OV2, W_OV1, previous_position_targets, PUBLIC_SEQUENCES, name),
+                layer1_problems(W_OV1, "W_O_prev @ W_V_prev", "token"),
+                "the previous-token head",
+            ),
+        ],
+        "induction head W_V, W_O",
+    )
     print(f"    V-composition with the previous-token head: {composition_score(W_OV2, W_OV1):.2f}")

@@ -10,6 +10,7 @@ extensions live in sys.prefix) stay on the search paths, exactly as a student in
 makes sure that no process it started is left: the server (its own process group) and any
 kernel whose connection file is in the server's private runtime folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,8 @@ import urllib.request
 # notebook windowing mode that keeps every cell in the DOM (so the test can read all outputs).
 USER_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "fetchNews": "false", "checkForUpdates": False,
+        "fetchNews": "false",
+        "checkForUpdates": False,
     },
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
@@ -97,7 +99,8 @@ class LabServer:
 
     def api(self, method: str, path: str, body=None, timeout: float = 10):
         request = urllib.request.Request(
-            f"{self.base_url}{path}", method=method,
+            f"{self.base_url}{path}",
+            method=method,
             data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
@@ -122,16 +125,23 @@ class LabServer:
     def environment(self) -> dict:
         env = dict(os.environ)
         folders = {
-            "JUPYTER_CONFIG_DIR": "config", "JUPYTER_DATA_DIR": "data",
-            "JUPYTER_RUNTIME_DIR": "runtime", "IPYTHONDIR": "ipython",
+            "JUPYTER_CONFIG_DIR": "config",
+            "JUPYTER_DATA_DIR": "data",
+            "JUPYTER_RUNTIME_DIR": "runtime",
+            "IPYTHONDIR": "ipython",
         }
         for variable, name in folders.items():
             (self.state_dir / name).mkdir(parents=True, exist_ok=True)
             env[variable] = str(self.state_dir / name)
         # Installed extensions stay visible: sys.prefix/share/jupyter and sys.prefix/etc/jupyter
         # are always on Jupyter's paths; drop only extra user-chosen paths.
-        for variable in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH", "JUPYTERLAB_SETTINGS_DIR",
-                         "JUPYTERLAB_WORKSPACES_DIR", "JUPYTERLAB_DIR"):
+        for variable in (
+            "JUPYTER_PATH",
+            "JUPYTER_CONFIG_PATH",
+            "JUPYTERLAB_SETTINGS_DIR",
+            "JUPYTERLAB_WORKSPACES_DIR",
+            "JUPYTERLAB_DIR",
+        ):
             env.pop(variable, None)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
@@ -144,7 +154,9 @@ class LabServer:
             target.write_text(json.dumps(values, indent=2))
         (self.state_dir / "lab-workspaces").mkdir(parents=True, exist_ok=True)
         return [
-            sys.executable, "-m", "jupyterlab",
+            sys.executable,
+            "-m",
+            "jupyterlab",
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
@@ -164,8 +176,12 @@ class LabServer:
             self.port = free_port()
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
-                    self.command(), cwd=self.root_dir, env=self.environment(),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    self.command(),
+                    cwd=self.root_dir,
+                    env=self.environment(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
             if self._wait_until_ready():

@@ -4,6 +4,7 @@ Every action goes through the user interface: clicks into CodeMirror editors, ke
 inserted text, the menu bar. Every wait is on a DOM condition (the kernel indicator, the cell
 prompts, an output appearing), never a fixed sleep.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,13 @@ from playwright.sync_api import Locator, Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--disable-dev-shm-usage",  # containers often have a tiny /dev/shm
 ]
 STDERR = "application/vnd.jupyter.stderr"
@@ -41,7 +47,8 @@ _RUN_FINISHED = """() => {
   return (%s)();
 }""" % (_CELLS, _KERNEL_IDLE)
 
-_SNAPSHOT = """() => [...%s].map((cell, index) => ({
+_SNAPSHOT = (
+    """() => [...%s].map((cell, index) => ({
   index,
   kind: cell.classList.contains('jp-CodeCell') ? 'code'
       : cell.classList.contains('jp-MarkdownCell') ? 'markdown' : 'raw',
@@ -53,7 +60,9 @@ _SNAPSHOT = """() => [...%s].map((cell, index) => ({
     svg: output.querySelectorAll('svg').length
         + output.querySelectorAll('img[src^="data:image/svg+xml"]').length,
   })),
-}))""" % _CELLS
+}))"""
+    % _CELLS
+)
 
 
 @dataclasses.dataclass
@@ -83,8 +92,7 @@ class CellView:
     @property
     def errors(self) -> list[str]:
         """Outputs that show an error: anything on stderr, or a traceback anywhere."""
-        return [output.text for output in self.outputs
-                if output.mime == STDERR or "Traceback" in output.text]
+        return [output.text for output in self.outputs if output.mime == STDERR or "Traceback" in output.text]
 
     def describe(self) -> str:
         shown = "\n".join(f"    [{output.mime}] {output.text.strip()[:1500]}" for output in self.outputs)
@@ -140,7 +148,8 @@ class NotebookPage:
             cell.locator(".jp-MarkdownOutput").dblclick()
         cell.locator(".cm-content").click()
         self.page.wait_for_function(
-            "(i) => %s[i].querySelector('.cm-editor').classList.contains('cm-focused')" % _CELLS, arg=index)
+            "(i) => %s[i].querySelector('.cm-editor').classList.contains('cm-focused')" % _CELLS, arg=index
+        )
         self.page.keyboard.press("ControlOrMeta+A")
         self.page.keyboard.insert_text(text)
         self.page.keyboard.press("Escape")  # back to command mode
@@ -150,7 +159,8 @@ class NotebookPage:
         self.page.keyboard.press("ControlOrMeta+S")
         self.page.wait_for_function(
             "() => !document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)')"
-            ".classList.contains('jp-mod-dirty') && !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')")
+            ".classList.contains('jp-mod-dirty') && !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')"
+        )
 
     # -- running ----------------------------------------------------------------------------
 
@@ -167,8 +177,7 @@ class NotebookPage:
 
     def snapshot(self) -> list[CellView]:
         cells = self.page.evaluate(_SNAPSHOT)
-        return [CellView(c["index"], c["kind"], c["prompt"], [Output(**o) for o in c["outputs"]])
-                for c in cells]
+        return [CellView(c["index"], c["kind"], c["prompt"], [Output(**o) for o in c["outputs"]]) for c in cells]
 
     # -- pictures ---------------------------------------------------------------------------
 
@@ -176,14 +185,17 @@ class NotebookPage:
         """The whole notebook in one picture: make the window tall enough that nothing scrolls."""
         path.parent.mkdir(parents=True, exist_ok=True)
         size = self.page.viewport_size
-        hidden = self.page.evaluate("""() => {
+        hidden = self.page.evaluate(
+            """() => {
           const scroller = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');
           const cells = %s;
           if (!scroller || !cells.length) return 0;
           const bottom = cells[cells.length - 1].getBoundingClientRect().bottom
               - scroller.getBoundingClientRect().top + scroller.scrollTop;
           return Math.max(0, Math.ceil(bottom - scroller.clientHeight));
-        }""" % _CELLS)
+        }"""
+            % _CELLS
+        )
         self.page.set_viewport_size({"width": size["width"], "height": min(size["height"] + hidden + 24, 30_000)})
         self.page.evaluate("""() => new Promise(done => {
           const scroller = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-WindowedPanel-outer');

@@ -4,6 +4,7 @@ the answers to Q3-Q6 and a canonical solution of Exercise 1 from which its answe
 Never shipped to students. Expected values are computed here, not typed in, so a change to the
 given data (tc_checks.q6_heads) or the exercise moves the answers with it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,54 +25,57 @@ MASKS = {
     "zero": "masked scores set to 0 instead of -inf: exp(0) = 1, so later positions still get weight",
     "after": "mask applied after the softmax without renormalising: rows no longer sum to 1",
     "diagonal": "the mask also hides the diagonal (np.triu(..., k=0)): a position may attend to "
-                "itself, so only src > dest is masked (k=1)",
+    "itself, so only src > dest is masked (k=1)",
     "next": "the mask hides only src > dest + 1 (np.triu(..., k=2)): each position still sees the "
-            "next one; mask every src > dest (k=1)",
+    "next one; mask every src > dest (k=1)",
 }
 SCALES = {
     "sqrt": None,
     "none": "scores not scaled by 1/sqrt(d_head)",
     "d_head": "scores divided by d_head instead of sqrt(d_head)",
     "sqrt_d_model": "scores divided by sqrt(d_model) instead of sqrt(d_head) (d_head is the "
-                    "length of a query, W_Q.shape[0])",
+    "length of a query, W_Q.shape[0])",
 }
 # Divisors a student may have typed in place of sqrt(d_head): the course's own sizes.
 FIXED_DIVISORS = (2, 4, 8, 16)
 AXES = {
     "src": None,
     "dest": "softmax taken over destination positions (down each column) instead of over "
-            "source positions (along each row)",
+    "source positions (along each row)",
 }
 NORMALISED = {True: None, False: "pattern not normalised: the exponentials are not divided by their sum"}
 TRANSPOSED = {False: None, True: "pattern transposed: A[src, dest] instead of A[dest, src]"}
 OUTPUTS = {
     "head": None,
     "residual": "returns X + the head's output: the residual stream is added outside the head, so "
-                "return only what the head writes",
+    "return only what the head writes",
     "no_W_O": "the result is not multiplied by W_O: it is the head's d_head-dim result, before W_O "
-              "writes it back into the residual stream",
+    "writes it back into the residual stream",
 }
-QK_SIDES = {False: None, True: "scores use W_QK.T: score[dest, src] should be x_dest^T W_QK x_src "
-                               "(the query comes from the destination)"}
-OV_SIDES = {False: None, True: "uses W_OV.T instead of W_OV: W_OV maps what is read (columns) "
-                               "to what is written (rows)"}
+QK_SIDES = {
+    False: None,
+    True: "scores use W_QK.T: score[dest, src] should be x_dest^T W_QK x_src (the query comes from the destination)",
+}
+OV_SIDES = {
+    False: None,
+    True: "uses W_OV.T instead of W_OV: W_OV maps what is read (columns) to what is written (rows)",
+}
 
 
 def scale_factor(scale, d_head, d_model):
     """What the scores are multiplied by: a named choice of SCALES, or ("fixed", c) for 1/c."""
     if isinstance(scale, tuple):
         return 1 / scale[1]
-    return {"sqrt": 1 / np.sqrt(d_head), "none": 1.0, "d_head": 1 / d_head,
-            "sqrt_d_model": 1 / np.sqrt(d_model)}[scale]
+    return {"sqrt": 1 / np.sqrt(d_head), "none": 1.0, "d_head": 1 / d_head, "sqrt_d_model": 1 / np.sqrt(d_model)}[scale]
 
 
-def pattern_from_scores(scores, d_head, mask="causal", scale="sqrt", axis="src",
-                        normalised=True, transposed=False, d_model=None):
+def pattern_from_scores(
+    scores, d_head, mask="causal", scale="sqrt", axis="src", normalised=True, transposed=False, d_model=None
+):
     """A[dest, src] from raw scores[dest, src] = q_dest . k_src, with the chosen (mis)steps."""
     n_ctx = scores.shape[0]
     scores = scores * scale_factor(scale, d_head, d_model)
-    allowed = np.tril(np.ones((n_ctx, n_ctx), dtype=bool),
-                      k={"diagonal": -1, "next": 1}.get(mask, 0))
+    allowed = np.tril(np.ones((n_ctx, n_ctx), dtype=bool), k={"diagonal": -1, "next": 1}.get(mask, 0))
     if mask in ("causal", "next"):
         scores = np.where(allowed, scores, -np.inf)
     elif mask == "diagonal":  # as with a large finite fill (-1e9): row 0 then spreads over all
@@ -126,8 +130,7 @@ def attention_head_low_rank_four_matrix(X, W_QK, W_OV, d_head):
     return attention_head(X, left_qk.T, right_qk, W_V, W_O)
 
 
-def attention_head_low_rank(X, W_QK, W_OV, d_head, output="head", qk_transposed=False,
-                            ov_transposed=False, **mistakes):
+def attention_head_low_rank(X, W_QK, W_OV, d_head, output="head", qk_transposed=False, ov_transposed=False, **mistakes):
     X, W_QK, W_OV = (np.asarray(a, float) for a in (X, W_QK, W_OV))
     scores = X.T @ (W_QK.T if qk_transposed else W_QK) @ X
     A = pattern_from_scores(scores, int(d_head), d_model=X.shape[0], **mistakes)
@@ -146,11 +149,14 @@ def variants(option_sets: dict, max_mistakes: int = 3):
     return found
 
 
-PATTERN_OPTIONS = {"mask": MASKS, "scale": SCALES, "axis": AXES, "normalised": NORMALISED,
-                   "transposed": TRANSPOSED}
+PATTERN_OPTIONS = {"mask": MASKS, "scale": SCALES, "axis": AXES, "normalised": NORMALISED, "transposed": TRANSPOSED}
 HEAD_OPTIONS = {**PATTERN_OPTIONS, "output": OUTPUTS}
-LOW_RANK_OPTIONS = {**PATTERN_OPTIONS, "output": {k: v for k, v in OUTPUTS.items() if k != "no_W_O"},
-                    "qk_transposed": QK_SIDES, "ov_transposed": OV_SIDES}
+LOW_RANK_OPTIONS = {
+    **PATTERN_OPTIONS,
+    "output": {k: v for k, v in OUTPUTS.items() if k != "no_W_O"},
+    "qk_transposed": QK_SIDES,
+    "ov_transposed": OV_SIDES,
+}
 
 
 def close(actual, expected, rtol=lib.RTOL, atol=1e-8) -> bool:
@@ -183,8 +189,7 @@ def explain_with_options(results, arg_lists, function, option_sets, max_mistakes
         if _reproduces(results, arg_lists, function, kwargs):
             return kwargs, descriptions
     if "scale" in option_sets:
-        others = [({}, [])] + [(kw, d) for kw, d in variants(
-            {k: v for k, v in option_sets.items() if k != "scale"}, 1)]
+        others = [({}, [])] + [(kw, d) for kw, d in variants({k: v for k, v in option_sets.items() if k != "scale"}, 1)]
         constants = {}  # value -> how it may have been typed (sqrt(4) and 2 are one number)
         for divisor in FIXED_DIVISORS:
             constants.setdefault(float(divisor), []).append(f"{divisor}")
@@ -192,10 +197,12 @@ def explain_with_options(results, arg_lists, function, option_sets, max_mistakes
         for constant, typed in sorted(constants.items()):
             for kwargs, descriptions in others:
                 if _reproduces(results, arg_lists, function, {**kwargs, "scale": ("fixed", constant)}):
-                    return {**kwargs, "scale": ("fixed", constant)}, [f"scores divided by the same number, {lib.fmt(constant)} (typed as "
-                            f"{' or '.join(typed)}?), on every input: d_head differs between the "
-                            "grader's inputs, so divide by np.sqrt(d_head) with d_head taken from "
-                            "the arguments"] + descriptions
+                    return {**kwargs, "scale": ("fixed", constant)}, [
+                        f"scores divided by the same number, {lib.fmt(constant)} (typed as "
+                        f"{' or '.join(typed)}?), on every input: d_head differs between the "
+                        "grader's inputs, so divide by np.sqrt(d_head) with d_head taken from "
+                        "the arguments"
+                    ] + descriptions
     return None
 
 
@@ -269,15 +276,14 @@ WRITE = frozenset({"W_O"})  # its output is added to the residual stream
 # moved) by the head, and which the subspace written. Both readings earn the points.
 READ_SUBSPACE = frozenset({"W_V"})
 DECIDE_ATTENTION = frozenset({"W_Q", "W_K"})  # the only inputs of the pattern
-WHY_NOT_READ = {"W_O": "W_O multiplies the head's d_head-dim result, not a residual vector: it "
-                       "maps back into the residual stream"}
+WHY_NOT_READ = {
+    "W_O": "W_O multiplies the head's d_head-dim result, not a residual vector: it maps back into the residual stream"
+}
 WHY_NOT_WRITE = {
-    "W_Q": "W_Q's output (the queries) only feeds the attention scores; none of it is added to "
-           "the residual stream",
-    "W_K": "W_K's output (the keys) only feeds the attention scores; none of it is added to "
-           "the residual stream",
+    "W_Q": "W_Q's output (the queries) only feeds the attention scores; none of it is added to the residual stream",
+    "W_K": "W_K's output (the keys) only feeds the attention scores; none of it is added to the residual stream",
     "W_V": "W_V turns a residual vector (d_model) into a d_head-dim value: it reads; the value "
-           "reaches the residual stream only through another matrix",
+    "reaches the residual stream only through another matrix",
 }
 WHY_NOT_DECIDE = {
     "W_V": "W_V decides what is moved from the attended positions, not which positions are attended",
@@ -292,6 +298,7 @@ def max_rank(d_model, d_head):
 
 # -- Q6 -----------------------------------------------------------------------------------------
 
+
 def q6_answers():
     heads = tc.q6_heads()
     W_V1, W_O1, W_V2, W_O2 = (heads[k] for k in ("W_V1", "W_O1", "W_V2", "W_O2"))
@@ -299,9 +306,15 @@ def q6_answers():
     singular = np.linalg.svd(product, compute_uv=False)
     W_OV1, W_OV2 = W_O1 @ W_V1, W_O2 @ W_V2
     score = np.linalg.norm(W_OV2 @ W_OV1) / (np.linalg.norm(W_OV2) * np.linalg.norm(W_OV1))
-    return {"heads": heads, "product": product, "singular_values": singular,
-            "rank": int(np.linalg.matrix_rank(product)), "score": float(score),
-            "W_OV1": W_OV1, "W_OV2": W_OV2}
+    return {
+        "heads": heads,
+        "product": product,
+        "singular_values": singular,
+        "rank": int(np.linalg.matrix_rank(product)),
+        "score": float(score),
+        "W_OV1": W_OV1,
+        "W_OV2": W_OV2,
+    }
 
 
 def q6_score_variants():
@@ -315,23 +328,27 @@ def q6_score_variants():
         return np.linalg.norm(M, 2)
 
     return [
-        (spec(W_OV2 @ W_OV1) / (spec(W_OV2) * spec(W_OV1)),
-         "that uses the spectral norm (ord=2, the largest singular value); the score uses the "
-         "Frobenius norm (np.linalg.norm's default for matrices)"),
-        (fro(W_OV1 @ W_OV2) / (fro(W_OV2) * fro(W_OV1)),
-         "that multiplies W_OV1 @ W_OV2: head 2 runs after head 1, so its matrix goes on the left "
-         "(W_OV2 @ W_OV1)"),
-        (fro(W_OV2 @ W_OV1),
-         "that is ||W_OV2 W_OV1||_F without the normalisation by ||W_OV2||_F ||W_OV1||_F"),
-        (fro(W_OV2 @ W_OV1) / (fro(W_OV2) * fro(W_OV1)) ** 2,
-         "that divides by the square of ||W_OV2||_F ||W_OV1||_F"),
-        (fro(heads["W_V2"] @ heads["W_O1"]) / (fro(heads["W_V2"]) * fro(heads["W_O1"])),
-         "that scores W_V2 @ W_O1 against W_V2 and W_O1; the score compares the full d_model x "
-         "d_model maps W_OV2 = W_O2 @ W_V2 and W_OV1 = W_O1 @ W_V1"),
+        (
+            spec(W_OV2 @ W_OV1) / (spec(W_OV2) * spec(W_OV1)),
+            "that uses the spectral norm (ord=2, the largest singular value); the score uses the "
+            "Frobenius norm (np.linalg.norm's default for matrices)",
+        ),
+        (
+            fro(W_OV1 @ W_OV2) / (fro(W_OV2) * fro(W_OV1)),
+            "that multiplies W_OV1 @ W_OV2: head 2 runs after head 1, so its matrix goes on the left (W_OV2 @ W_OV1)",
+        ),
+        (fro(W_OV2 @ W_OV1), "that is ||W_OV2 W_OV1||_F without the normalisation by ||W_OV2||_F ||W_OV1||_F"),
+        (fro(W_OV2 @ W_OV1) / (fro(W_OV2) * fro(W_OV1)) ** 2, "that divides by the square of ||W_OV2||_F ||W_OV1||_F"),
+        (
+            fro(heads["W_V2"] @ heads["W_O1"]) / (fro(heads["W_V2"]) * fro(heads["W_O1"])),
+            "that scores W_V2 @ W_O1 against W_V2 and W_O1; the score compares the full d_model x "
+            "d_model maps W_OV2 = W_O2 @ W_V2 and W_OV1 = W_O1 @ W_V1",
+        ),
     ]
 
 
 # -- Exercise 1 ---------------------------------------------------------------------------------
+
 
 def canonical_virtual_head():
     """One correct answer to Exercise 1; every expected number is derived from it."""
@@ -346,15 +363,24 @@ def canonical_virtual_head():
         W_V2[slot, src] = 1.0
         W_O2[12 + slot, slot] = 1.0
     W_net1, W_net2 = W_O1 @ W_V1, W_O2 @ W_V2
-    return {"W_V1": W_V1, "W_O1": W_O1, "W_V2": W_V2, "W_O2": W_O2,
-            "W_net1": W_net1, "W_net2": W_net2,
-            "two_token_copy": W_net2 @ W_net1, "one_token_copy": W_net2 + W_net1}
+    return {
+        "W_V1": W_V1,
+        "W_O1": W_O1,
+        "W_V2": W_V2,
+        "W_O2": W_O2,
+        "W_net1": W_net1,
+        "W_net2": W_net2,
+        "two_token_copy": W_net2 @ W_net1,
+        "one_token_copy": W_net2 + W_net1,
+    }
 
 
 def virtual_head_ranks():
     solution = canonical_virtual_head()
-    return {f"rank_{name}": int(np.linalg.matrix_rank(solution[name]))
-            for name in ("W_net1", "W_net2", "two_token_copy", "one_token_copy")}
+    return {
+        f"rank_{name}": int(np.linalg.matrix_rank(solution[name]))
+        for name in ("W_net1", "W_net2", "two_token_copy", "one_token_copy")
+    }
 
 
 def virtual_head_capacity():
@@ -370,5 +396,10 @@ def capacity_counts(W_V1, W_O1, W_V2, W_O2, tol=1e-9):
     previous = [d for d in written if np.abs(coef[d, 1]).max() > tol]
     two_back = [d for d in written if np.abs(coef[d, 2]).max() > tol]
     head2 = [d for d in written if d in tc.HEAD2_WRITES]
-    return {"written": len(written), "previous": len(previous), "two_back": len(two_back),
-            "head2": len(head2), "head2_previous": len([d for d in previous if d in head2])}
+    return {
+        "written": len(written),
+        "previous": len(previous),
+        "two_back": len(two_back),
+        "head2": len(head2),
+        "head2_previous": len([d for d in previous if d in head2]),
+    }

@@ -12,6 +12,7 @@ the right computation apart from a known mistake, the check says so and what to 
 simulation has no answer of its own: it runs the two heads together, so a head mistake also
 costs it, and its message names the head part to fix first.
 """
+
 import numpy as np
 
 from autograder.core.checks import Mistake, part
@@ -24,10 +25,20 @@ lib = public_module("tclib")  # staging, messages and the tolerance rule, as the
 
 NOTEBOOK = "virtual_head"
 EXTRACT = [
-    "W_V1", "W_O1", "W_V2", "W_O2", "W_net1", "W_net2",
-    "two_token_copy", "one_token_copy",
-    "rank_W_net1", "rank_W_net2", "rank_two_token_copy", "rank_one_token_copy",
-    "fraction_previous_token", "fraction_two_tokens_back",
+    "W_V1",
+    "W_O1",
+    "W_V2",
+    "W_O2",
+    "W_net1",
+    "W_net2",
+    "two_token_copy",
+    "one_token_copy",
+    "rank_W_net1",
+    "rank_W_net2",
+    "rank_two_token_copy",
+    "rank_one_token_copy",
+    "fraction_previous_token",
+    "fraction_two_tokens_back",
 ]
 PROBES = {}
 
@@ -61,8 +72,11 @@ def _net(sub, number):
             return None
         if not ref.close(value, W_V @ W_O):
             return None
-        return (f"that is W_V{number} @ W_O{number} (d_head x d_head); W_net{number} is the "
-                f"d_model x d_model product W_O{number} @ W_V{number}.")
+        return (
+            f"that is W_V{number} @ W_O{number} (d_head x d_head); W_net{number} is the "
+            f"d_model x d_model product W_O{number} @ W_V{number}."
+        )
+
     return _square(sub, f"W_net{number}", {(tc.D_HEAD, tc.D_HEAD): head_space})
 
 
@@ -73,13 +87,13 @@ def _sentences(problems):
 
 # -- the heads ----------------------------------------------------------------------------------
 
+
 @part("ex1_head1", points=2)
 def test_head1_copies(sub):
     W_V1, W_O1 = _head(sub, 1)
     problems = tc.copy_problems_head1(W_O1 @ W_V1, tc.product_tolerance(W_O1, W_V1))
     if problems:
-        raise Mistake("head 1 (W_O1 @ W_V1) is not a copy of dims 0-3 into dims 8-11:\n"
-                      + lib.bullet_list(problems))
+        raise Mistake("head 1 (W_O1 @ W_V1) is not a copy of dims 0-3 into dims 8-11:\n" + lib.bullet_list(problems))
 
 
 @part("ex1_head2", points=2)
@@ -87,24 +101,26 @@ def test_head2_copies(sub):
     W_V2, W_O2 = _head(sub, 2)
     problems = tc.copy_problems_head2(W_O2 @ W_V2, tc.product_tolerance(W_O2, W_V2))
     if problems:
-        raise Mistake("head 2 (W_O2 @ W_V2) is not an admissible copy into dims 12-15:\n"
-                      + lib.bullet_list(problems))
+        raise Mistake("head 2 (W_O2 @ W_V2) is not an admissible copy into dims 12-15:\n" + lib.bullet_list(problems))
 
 
 # -- the expanded products ----------------------------------------------------------------------
+
 
 def _waiting(what, upstream, fix):
     """`upstream()`, or a Mistake saying that `what` cannot be judged until `fix` is fixed."""
     try:
         return upstream()
     except Mistake as problem:
-        raise Mistake(f"{what} cannot be judged yet: it is judged on your own {fix[0]}, and "
-                      f"{problem} Fix {fix[1]} first.") from None
+        raise Mistake(
+            f"{what} cannot be judged yet: it is judged on your own {fix[0]}, and {problem} Fix {fix[1]} first."
+        ) from None
 
 
 def _product(sub, number):
-    W_V, W_O = _waiting(f"W_net{number}", lambda: _head(sub, number),
-                        (f"W_V{number}, W_O{number}", f"ex1_head{number}"))
+    W_V, W_O = _waiting(
+        f"W_net{number}", lambda: _head(sub, number), (f"W_V{number}, W_O{number}", f"ex1_head{number}")
+    )
     W_net = _net(sub, number)
     problems = tc.product_problems(W_net, W_V, W_O, number)
     if problems:
@@ -123,9 +139,9 @@ def test_W_net2_is_product(sub):
 
 # -- composition --------------------------------------------------------------------------------
 
+
 def _composition(sub, which):
-    W_net1, W_net2 = _waiting(which, lambda: (_net(sub, 1), _net(sub, 2)),
-                              ("W_net1 and W_net2", "ex1_products"))
+    W_net1, W_net2 = _waiting(which, lambda: (_net(sub, 1), _net(sub, 2)), ("W_net1 and W_net2", "ex1_products"))
     value = _square(sub, which)
     problems = tc.composition_problems(value, W_net1, W_net2, which)
     if problems:
@@ -171,25 +187,37 @@ def _rank(sub, matrix):
     if own is not None:
         singular = np.linalg.svd(own, compute_uv=False)
         if value == int(np.count_nonzero(singular)) and value > np.linalg.matrix_rank(own):
-            fits.append(f"the number of singular values of your {matrix} that are not exactly 0, "
-                        "counting rounding noise as nonzero (count those above a tolerance, as "
-                        "np.linalg.matrix_rank does)")
-    others = [other for other in _RANKED if other != matrix
-              and (m := _own_square(sub, other)) is not None and np.linalg.matrix_rank(m) == value]
+            fits.append(
+                f"the number of singular values of your {matrix} that are not exactly 0, "
+                "counting rounding noise as nonzero (count those above a tolerance, as "
+                "np.linalg.matrix_rank does)"
+            )
+    others = [
+        other
+        for other in _RANKED
+        if other != matrix and (m := _own_square(sub, other)) is not None and np.linalg.matrix_rank(m) == value
+    ]
     if others:
         fits.append(f"the rank of your {' and your '.join(others)}, not of {matrix}")
     if len(fits) == 1:
         raise Mistake(f"{name} is {value}: that is {fits[0]}.")
     if fits:
-        raise Mistake(f"{name} is {value}, and the grader cannot tell which of these it is:\n"
-                      + lib.bullet_list(fits) + f"\nGive the rank of your {matrix} "
-                      "(np.linalg.matrix_rank).")
+        raise Mistake(
+            f"{name} is {value}, and the grader cannot tell which of these it is:\n"
+            + lib.bullet_list(fits)
+            + f"\nGive the rank of your {matrix} "
+            "(np.linalg.matrix_rank)."
+        )
     if own is not None:
-        raise Mistake(f"{name} is {value}, which is not the rank of your {matrix}; the rank is "
-                      "the number of linearly independent columns (np.linalg.matrix_rank).")
-    raise Mistake(f"{name} is {value}, which is not the rank of {matrix} for a correct pair of "
-                  f"heads (your {matrix} could not be read, so the grader cannot use it); think "
-                  "about how many independent directions the map moves.")
+        raise Mistake(
+            f"{name} is {value}, which is not the rank of your {matrix}; the rank is "
+            "the number of linearly independent columns (np.linalg.matrix_rank)."
+        )
+    raise Mistake(
+        f"{name} is {value}, which is not the rank of {matrix} for a correct pair of "
+        f"heads (your {matrix} could not be read, so the grader cannot use it); think "
+        "about how many independent directions the map moves."
+    )
 
 
 @part("ex1_ranks", points=0.5)
@@ -214,26 +242,36 @@ def test_rank_one_token_copy(sub):
 
 # -- the two heads in the model -----------------------------------------------------------------
 
-_SIMULATION = ("In the two-layer attention-only model with previous-token attention, run on "
-               "random residual streams with your W_V1, W_O1, W_V2, W_O2, at each position:\n")
+_SIMULATION = (
+    "In the two-layer attention-only model with previous-token attention, run on "
+    "random residual streams with your W_V1, W_O1, W_V2, W_O2, at each position:\n"
+)
 
 
 def _simulation(sub, distance):
     W_V1, W_O1 = _head(sub, 1)
     W_V2, W_O2 = _head(sub, 2)
     tol = max(1e-6, tc.product_tolerance(W_O1, W_V1), tc.product_tolerance(W_O2, W_V2))
-    problems = tc.simulation_problems(tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7), tol=tol,
-                                      distances=(distance,))
+    problems = tc.simulation_problems(
+        tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7), tol=tol, distances=(distance,)
+    )
     if not problems:
         return
-    failing = [f"ex1_head{number}" for number, judge, (W_V, W_O) in
-               ((1, tc.copy_problems_head1, (W_V1, W_O1)), (2, tc.copy_problems_head2, (W_V2, W_O2)))
-               if judge(W_O @ W_V, tc.product_tolerance(W_O, W_V))]
+    failing = [
+        f"ex1_head{number}"
+        for number, judge, (W_V, W_O) in (
+            (1, tc.copy_problems_head1, (W_V1, W_O1)),
+            (2, tc.copy_problems_head2, (W_V2, W_O2)),
+        )
+        if judge(W_O @ W_V, tc.product_tolerance(W_O, W_V))
+    ]
     first = ""
     if failing:
-        first = (f"\nThis part has no answer of its own: it runs your two heads together, so it "
-                 f"passes once they do. Fix {' and '.join(failing)} first (its message says what "
-                 "is wrong with the head).")
+        first = (
+            f"\nThis part has no answer of its own: it runs your two heads together, so it "
+            f"passes once they do. Fix {' and '.join(failing)} first (its message says what "
+            "is wrong with the head)."
+        )
     raise Mistake(_SIMULATION + lib.bullet_list(problems, limit=8) + first)
 
 
@@ -249,6 +287,7 @@ def test_simulation_two_tokens_back(sub):
 
 # -- capacity -----------------------------------------------------------------------------------
 
+
 def _own_capacity(sub):
     """Capacity counts measured on the student's own heads, or None when they cannot be read."""
     try:
@@ -256,9 +295,9 @@ def _own_capacity(sub):
         W_V2, W_O2 = _head(sub, 2)
     except Mistake:
         return None
-    counts = ref.capacity_counts(W_V1, W_O1, W_V2, W_O2,
-                                 tol=max(1e-6, tc.product_tolerance(W_O1, W_V1),
-                                         tc.product_tolerance(W_O2, W_V2)))
+    counts = ref.capacity_counts(
+        W_V1, W_O1, W_V2, W_O2, tol=max(1e-6, tc.product_tolerance(W_O1, W_V1), tc.product_tolerance(W_O2, W_V2))
+    )
     return counts if counts["written"] else None
 
 
@@ -271,23 +310,28 @@ def _fraction(sub, name, numerator_key, other_key):
     own = _own_capacity(sub)
     if own is not None and abs(value - own[numerator_key] / own["written"]) <= lib.tolerance():
         return  # follow-through: the fraction measured on the student's own heads
-    within_head2 = {"previous": counts["head2_previous"],
-                    "two_back": counts["head2"] - counts["head2_previous"]}[numerator_key]
+    within_head2 = {"previous": counts["head2_previous"], "two_back": counts["head2"] - counts["head2_previous"]}[
+        numerator_key
+    ]
     if abs(value - within_head2 / counts["head2"]) <= lib.tolerance():
-        raise Mistake(f"{name} is {lib.fmt(value)}: that is a fraction of head 2's dims alone; the "
-                      "question is about the capacity of both heads together (all the dims "
-                      "they write).")
+        raise Mistake(
+            f"{name} is {lib.fmt(value)}: that is a fraction of head 2's dims alone; the "
+            "question is about the capacity of both heads together (all the dims "
+            "they write)."
+        )
     if abs(value - 100 * expected) <= 1e-4 or abs(value / 100 - expected) <= 1e-6 and value > 1:
-        raise Mistake(f"{name} is {lib.fmt(value)}, which looks like a percentage; give a fraction "
-                      "between 0 and 1.")
+        raise Mistake(f"{name} is {lib.fmt(value)}, which looks like a percentage; give a fraction between 0 and 1.")
     if abs(value - counts[numerator_key]) <= lib.tolerance():
-        raise Mistake(f"{name} is {lib.fmt(value)}: that is a number of dims; divide by the number "
-                      "of dims the two heads write in total.")
+        raise Mistake(
+            f"{name} is {lib.fmt(value)}: that is a number of dims; divide by the number "
+            "of dims the two heads write in total."
+        )
     if abs(value - counts[other_key] / counts["written"]) <= lib.tolerance():
-        raise Mistake(f"{name} is {lib.fmt(value)}: that looks like the other fraction (the two "
-                      "answers are swapped).")
-    raise Mistake(f"{name} is {lib.fmt(value)}; count the dims the two heads write, and how many "
-                  "of them carry information from the given distance.")
+        raise Mistake(f"{name} is {lib.fmt(value)}: that looks like the other fraction (the two answers are swapped).")
+    raise Mistake(
+        f"{name} is {lib.fmt(value)}; count the dims the two heads write, and how many "
+        "of them carry information from the given distance."
+    )
 
 
 @part("ex1_capacity", points=0.5)
@@ -302,6 +346,7 @@ def test_fraction_two_tokens_back(sub):
 
 # -- feedback pictures --------------------------------------------------------------------------
 
+
 def figures(sub, grade_id):
     """SVGs of the student's own matrices for a part (never the expected ones)."""
     heatmaps = public_module("heatmaps")
@@ -311,27 +356,44 @@ def figures(sub, grade_id):
             number = grade_id[-1]
             W_V, W_O = _head(sub, int(number))
             pictures.append(heatmaps.show_head(W_V, W_O, f"your head {number}").svg)
-            pictures.append(heatmaps.show_matrix(W_O @ W_V, f"your W_O{number} @ W_V{number}",
-                                                 "written dim", "read dim").svg)
+            pictures.append(
+                heatmaps.show_matrix(W_O @ W_V, f"your W_O{number} @ W_V{number}", "written dim", "read dim").svg
+            )
         elif grade_id == "ex1_products":
-            pictures.append(heatmaps.side_by_side(
-                heatmaps.show_matrix(_net(sub, 1), "your W_net1", "written dim", "read dim"),
-                heatmaps.show_matrix(_net(sub, 2), "your W_net2", "written dim", "read dim")).svg)
+            pictures.append(
+                heatmaps.side_by_side(
+                    heatmaps.show_matrix(_net(sub, 1), "your W_net1", "written dim", "read dim"),
+                    heatmaps.show_matrix(_net(sub, 2), "your W_net2", "written dim", "read dim"),
+                ).svg
+            )
         elif grade_id == "ex1_composition":
-            pictures.append(heatmaps.side_by_side(
-                heatmaps.show_matrix(_square(sub, "two_token_copy"), "your two_token_copy",
-                                     "written dim", "read dim (two tokens back)"),
-                heatmaps.show_matrix(_square(sub, "one_token_copy"), "your one_token_copy",
-                                     "written dim", "read dim (previous token)")).svg)
+            pictures.append(
+                heatmaps.side_by_side(
+                    heatmaps.show_matrix(
+                        _square(sub, "two_token_copy"),
+                        "your two_token_copy",
+                        "written dim",
+                        "read dim (two tokens back)",
+                    ),
+                    heatmaps.show_matrix(
+                        _square(sub, "one_token_copy"),
+                        "your one_token_copy",
+                        "written dim",
+                        "read dim (previous token)",
+                    ),
+                ).svg
+            )
         elif grade_id == "ex1_simulation":
             W_V1, W_O1 = _head(sub, 1)
             W_V2, W_O2 = _head(sub, 2)
             X0 = tc.example_stream()
             _, X2 = tc.run_two_heads(X0, W_V1, W_O1, W_V2, W_O2)
-            pictures.append(heatmaps.side_by_side(
-                heatmaps.show_matrix(X0, "example residual stream before layer 1", "residual dim",
-                                     "position"),
-                heatmaps.show_matrix(X2, "after your two heads", "residual dim", "position")).svg)
+            pictures.append(
+                heatmaps.side_by_side(
+                    heatmaps.show_matrix(X0, "example residual stream before layer 1", "residual dim", "position"),
+                    heatmaps.show_matrix(X2, "after your two heads", "residual dim", "position"),
+                ).svg
+            )
     except Exception:  # noqa: BLE001 - a picture is optional; its absence hides nothing
         return pictures
     return pictures

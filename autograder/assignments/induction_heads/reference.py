@@ -6,6 +6,7 @@ draws. `reference_answers()` is an independent construction of one correct answe
 course's own tests to confirm that the setting leaves comfortable margins; no check compares a
 submission with it.
 """
+
 import functools
 
 import numpy as np
@@ -16,8 +17,15 @@ tools = public_module("induction_tools")
 
 # One seed per check family, so adding a check never changes another check's draw.
 SEEDS = {
-    "a": 7101, "b": 7102, "c": 7103, "d": 7104, "f": 7106,
-    "prev": 7201, "ind_qk": 7202, "ind_ov": 7203, "figures": 7300,
+    "a": 7101,
+    "b": 7102,
+    "c": 7103,
+    "d": 7104,
+    "f": 7106,
+    "prev": 7201,
+    "ind_qk": 7202,
+    "ind_ov": 7203,
+    "figures": 7300,
 }
 COUNT = 12  # sequences per check: every half-length 3..8 twice (see draw_sequences)
 
@@ -36,8 +44,8 @@ def reference_answers() -> dict[str, np.ndarray]:
     """One correct answer to every part (rotation on the key side, content/position ratio 4)."""
     d_head, d_model = tools.D_HEAD, tools.D_MODEL
     tok, pos = tools.TOK, tools.POS
-    copy_dims = slice(15, 21)   # (e): where the layer-1 head writes the position it read
-    prev_dims = slice(15, 24)   # Ex. 3: where the previous-token head writes the token it read
+    copy_dims = slice(15, 21)  # (e): where the layer-1 head writes the position it read
+    prev_dims = slice(15, 24)  # Ex. 3: where the previous-token head writes the token it read
 
     def zeros(rows, cols):
         return np.zeros((rows, cols))

@@ -18,10 +18,26 @@ tools = reference.tools
 
 NOTEBOOK = "induction_heads"
 EXTRACT = [
-    "W_Q_a", "W_K_a", "W_Q_b", "W_K_b", "W_Q_c", "W_K_c", "W_Q_d", "W_K_d",
-    "W_V_e", "W_O_e", "W_Q_f", "W_K_f",
-    "W_Q_prev", "W_K_prev", "W_V_prev", "W_O_prev",
-    "W_Q_ind", "W_K_ind", "W_V_ind", "W_O_ind",
+    "W_Q_a",
+    "W_K_a",
+    "W_Q_b",
+    "W_K_b",
+    "W_Q_c",
+    "W_K_c",
+    "W_Q_d",
+    "W_K_d",
+    "W_V_e",
+    "W_O_e",
+    "W_Q_f",
+    "W_K_f",
+    "W_Q_prev",
+    "W_K_prev",
+    "W_V_prev",
+    "W_O_prev",
+    "W_Q_ind",
+    "W_K_ind",
+    "W_V_ind",
+    "W_O_ind",
 ]
 PROBES = {}
 
@@ -50,8 +66,7 @@ def _layer1(sub, suffix):
     W_OV = _ov(sub, suffix)
     if suffix == "e":
         return W_OV, tools.layer1_problems(W_OV, "W_O_e @ W_V_e", "position"), "part (e) (ex2e)"
-    return W_OV, tools.layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token"), \
-        "the previous-token head (ex3_prev)"
+    return W_OV, tools.layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token"), "the previous-token head (ex3_prev)"
 
 
 def _fail_after(problems, layer1):
@@ -100,8 +115,12 @@ def test_e_written_position_is_readable(sub):
 @part("ex2f", points=2)
 def test_f_attends_after_earlier_copy(sub):
     layer1 = _layer1(sub, "e")
-    _fail_after(tools.judge_induction(_qk(sub, "f"), layer1[0], tools.previous_copy_targets,
-                                      reference.sequences("f"), "head (f)"), layer1)
+    _fail_after(
+        tools.judge_induction(
+            _qk(sub, "f"), layer1[0], tools.previous_copy_targets, reference.sequences("f"), "head (f)"
+        ),
+        layer1,
+    )
 
 
 @part("ex2f", points=1)
@@ -110,27 +129,32 @@ def test_f_uses_q_composition(sub):
     scores = tools.composition_scores(_qk(sub, "f"), layer1[0])
     sub.note(f"composition of (f) with the layer-1 head: Q {scores['Q']:.2f}, K {scores['K']:.2f}")
     if scores["Q"] < 0.1 or scores["Q"] <= scores["K"]:
-        _fail_after([
-            f"Composition of head (f) with the layer-1 head (pattern (d), W_OV = W_O_e @ W_V_e): "
-            f"Q-composition {scores['Q']:.2f}, K-composition {scores['K']:.2f}. In the pointer-"
-            "arithmetic induction head the query reads what layer 1 wrote (the position of the "
-            "earlier copy), so Q-composition should be clearly nonzero (at least 0.10) and larger "
-            "than K-composition."
-        ], layer1)
+        _fail_after(
+            [
+                f"Composition of head (f) with the layer-1 head (pattern (d), W_OV = W_O_e @ W_V_e): "
+                f"Q-composition {scores['Q']:.2f}, K-composition {scores['K']:.2f}. In the pointer-"
+                "arithmetic induction head the query reads what layer 1 wrote (the position of the "
+                "earlier copy), so Q-composition should be clearly nonzero (at least 0.10) and larger "
+                "than K-composition."
+            ],
+            layer1,
+        )
 
 
 @part("ex2f", points=1)
 def test_f_needs_layer1_head(sub):
     # Ablation sets layer 1's output to zero, so it judges (f) alone: no follow-through needed.
-    _fail_on(tools.judge_ablation(_qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets,
-                                  reference.sequences("f"), "head (f)"))
+    _fail_on(
+        tools.judge_ablation(
+            _qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets, reference.sequences("f"), "head (f)"
+        )
+    )
 
 
 # --- Exercise 3 ----------------------------------------------------------------------------
 @part("ex3_prev", points=1)
 def test_prev_attends_to_previous_position(sub):
-    _fail_on(tools.judge_previous(_qk(sub, "prev"), reference.sequences("prev"),
-                                  "the previous-token head"))
+    _fail_on(tools.judge_previous(_qk(sub, "prev"), reference.sequences("prev"), "the previous-token head"))
 
 
 @part("ex3_prev", points=1)
@@ -146,8 +170,16 @@ def test_prev_written_token_is_readable(sub):
 @part("ex3_ind_qk", points=2)
 def test_ind_attends_after_earlier_copy(sub):
     layer1 = _layer1(sub, "prev")
-    _fail_after(tools.judge_induction(_qk(sub, "ind"), layer1[0], tools.previous_position_targets,
-                                      reference.sequences("ind_qk"), "the induction head"), layer1)
+    _fail_after(
+        tools.judge_induction(
+            _qk(sub, "ind"),
+            layer1[0],
+            tools.previous_position_targets,
+            reference.sequences("ind_qk"),
+            "the induction head",
+        ),
+        layer1,
+    )
 
 
 @part("ex3_ind_qk", points=1)
@@ -157,18 +189,28 @@ def test_ind_uses_k_composition(sub):
     scores = tools.composition_scores(W_QK, W_OV1)
     sub.note(f"composition with the previous-token head: Q {scores['Q']:.2f}, K {scores['K']:.2f}")
     if scores["K"] < 0.1 or scores["K"] <= scores["Q"]:
-        _fail_after([
-            f"Composition of the induction head with the previous-token head (W_OV = W_O_prev @ "
-            f"W_V_prev): K-composition {scores['K']:.2f}, Q-composition {scores['Q']:.2f}. In this "
-            "induction head the key reads what the previous-token head wrote, so K-composition "
-            "should be clearly nonzero (at least 0.10) and larger than Q-composition."
-        ], layer1)
+        _fail_after(
+            [
+                f"Composition of the induction head with the previous-token head (W_OV = W_O_prev @ "
+                f"W_V_prev): K-composition {scores['K']:.2f}, Q-composition {scores['Q']:.2f}. In this "
+                "induction head the key reads what the previous-token head wrote, so K-composition "
+                "should be clearly nonzero (at least 0.10) and larger than Q-composition."
+            ],
+            layer1,
+        )
 
 
 @part("ex3_ind_qk", points=1)
 def test_ind_needs_previous_token_head(sub):
-    _fail_on(tools.judge_ablation(_qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets,
-                                  reference.sequences("ind_qk"), "the induction head"))
+    _fail_on(
+        tools.judge_ablation(
+            _qk(sub, "ind"),
+            _ov(sub, "prev"),
+            tools.previous_position_targets,
+            reference.sequences("ind_qk"),
+            "the induction head",
+        )
+    )
 
 
 @part("ex3_ind_ov", points=1)
@@ -182,9 +224,16 @@ def test_ind_predicts_next_token(sub):
     layer1 = _layer1(sub, "prev")
     W_OV1 = layer1[0]
     sub.note(f"V-composition with the previous-token head: {tools.composition_score(W_OV2, W_OV1):.2f}")
-    _fail_after(tools.judge_predictions(W_OV2, W_OV1, tools.previous_position_targets,
-                                        reference.sequences("ind_ov"),
-                                        "the induction head (W_O_ind @ W_V_ind)"), layer1)
+    _fail_after(
+        tools.judge_predictions(
+            W_OV2,
+            W_OV1,
+            tools.previous_position_targets,
+            reference.sequences("ind_ov"),
+            "the induction head (W_O_ind @ W_V_ind)",
+        ),
+        layer1,
+    )
 
 
 # --- feedback pictures of the student's own heads -------------------------------------------
@@ -193,10 +242,17 @@ _PATTERNS = {  # grade_id -> (suffix, title, layer-1 OV suffix and targets or No
     "ex2b": ("b", "your head (b)", None),
     "ex2c": ("c", "your head (c)", None),
     "ex2d": ("d", "your head (d)", None),
-    "ex2f": ("f", "your head (f), after an exact layer-1 pattern (d) with your W_OV (e)", ("e", tools.previous_copy_targets)),
+    "ex2f": (
+        "f",
+        "your head (f), after an exact layer-1 pattern (d) with your W_OV (e)",
+        ("e", tools.previous_copy_targets),
+    ),
     "ex3_prev": ("prev", "your previous-token head", None),
-    "ex3_ind_qk": ("ind", "your induction head, after an exact previous-token pattern with your W_OV",
-                   ("prev", tools.previous_position_targets)),
+    "ex3_ind_qk": (
+        "ind",
+        "your induction head, after an exact previous-token pattern with your W_OV",
+        ("prev", tools.previous_position_targets),
+    ),
 }
 
 
@@ -205,11 +261,17 @@ _JUDGES = {  # grade_id -> (draw, judge of one head's pattern on a list of seque
     "ex2b": ("b", lambda sub, seqs: tools.judge_present(_qk(sub, "b"), seqs)),
     "ex2c": ("c", lambda sub, seqs: tools.judge_previous(_qk(sub, "c"), seqs)),
     "ex2d": ("d", lambda sub, seqs: tools.judge_previous_copy(_qk(sub, "d"), seqs)),
-    "ex2f": ("f", lambda sub, seqs: tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"),
-                                                          tools.previous_copy_targets, seqs, "")),
+    "ex2f": (
+        "f",
+        lambda sub, seqs: tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets, seqs, ""),
+    ),
     "ex3_prev": ("prev", lambda sub, seqs: tools.judge_previous(_qk(sub, "prev"), seqs)),
-    "ex3_ind_qk": ("ind_qk", lambda sub, seqs: tools.judge_induction(
-        _qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets, seqs, "")),
+    "ex3_ind_qk": (
+        "ind_qk",
+        lambda sub, seqs: tools.judge_induction(
+            _qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets, seqs, ""
+        ),
+    ),
 }
 
 
@@ -243,16 +305,29 @@ def figures(sub, grade_id):
             W = tools.normalised(_ov(sub, "e"))
             if W is None:
                 return []
-            return [heatmaps.show_matrix(W, title="your W_O_e @ W_V_e (divided by its largest singular value)",
-                                         row_label="written dim", col_label="read dim").svg]
+            return [
+                heatmaps.show_matrix(
+                    W,
+                    title="your W_O_e @ W_V_e (divided by its largest singular value)",
+                    row_label="written dim",
+                    col_label="read dim",
+                ).svg
+            ]
         if grade_id == "ex3_ind_ov":
             W = tools.normalised(_ov(sub, "ind"))
             if W is None:
                 return []
             logits = tools.W_U @ W @ tools.W_E  # column j: logits when the head attends to token j
-            return [heatmaps.show_matrix(logits, title="your induction head's logits per attended token",
-                                         row_label="logit of token", col_label="attended token",
-                                         row_ticks=list(tools.VOCAB), col_ticks=list(tools.VOCAB)).svg]
+            return [
+                heatmaps.show_matrix(
+                    logits,
+                    title="your induction head's logits per attended token",
+                    row_label="logit of token",
+                    col_label="attended token",
+                    row_ticks=list(tools.VOCAB),
+                    col_ticks=list(tools.VOCAB),
+                ).svg
+            ]
     except Mistake:
         return []  # the checks already explain what is missing or malformed
     return []

@@ -14,6 +14,7 @@ The kernel interfaces used, all documented ABI:
     built here as a flat list of "syscall number -> errno" tests;
   * prctl(2) PR_SET_NO_NEW_PRIVS / PR_SET_KEEPCAPS / PR_SET_DUMPABLE and capset(2).
 """
+
 import ctypes
 import errno
 import os
@@ -48,8 +49,12 @@ def _check(result, what):
 
 # -- resource limits -------------------------------------------------------------------------
 RLIMITS = {
-    "as": "RLIMIT_AS", "fsize": "RLIMIT_FSIZE", "nofile": "RLIMIT_NOFILE", "core": "RLIMIT_CORE",
-    "cpu": "RLIMIT_CPU", "nproc": "RLIMIT_NPROC",
+    "as": "RLIMIT_AS",
+    "fsize": "RLIMIT_FSIZE",
+    "nofile": "RLIMIT_NOFILE",
+    "core": "RLIMIT_CORE",
+    "cpu": "RLIMIT_CPU",
+    "nproc": "RLIMIT_NPROC",
 }
 
 
@@ -153,8 +158,11 @@ SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1
 
 
 class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
-                ("scoped", ctypes.c_uint64)]
+    _fields_ = [
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    ]
 
 
 class _PathBeneathAttr(ctypes.Structure):
@@ -177,12 +185,15 @@ def landlock_abi():
         raise ConfinementError(f"no Landlock syscall numbers known for {_machine()}")
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
-    version = libc.syscall(ctypes.c_long(numbers[0]), None, ctypes.c_size_t(0),
-                           ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    version = libc.syscall(
+        ctypes.c_long(numbers[0]), None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION)
+    )
     if version < 0:
         code = ctypes.get_errno()
-        why = {errno.ENOSYS: "the kernel has no Landlock (Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)",
-               errno.EOPNOTSUPP: "Landlock is built in but not enabled (add landlock to the lsm= boot parameter)"}
+        why = {
+            errno.ENOSYS: "the kernel has no Landlock (Linux 5.13+ with CONFIG_SECURITY_LANDLOCK)",
+            errno.EOPNOTSUPP: "Landlock is built in but not enabled (add landlock to the lsm= boot parameter)",
+        }
         raise ConfinementError(why.get(code, f"landlock_create_ruleset failed: {os.strerror(code)}"))
     return int(version)
 
@@ -196,13 +207,18 @@ def apply_landlock(read_paths, write_paths, read_write_files=()):
     abi = landlock_abi()
     create, add_rule, restrict = _LANDLOCK_SYSCALLS[_machine()]
     fs_rights = _FS_RIGHTS_BY_ABI[max(version for version in _FS_RIGHTS_BY_ABI if version <= abi)]
-    attr = _RulesetAttr(fs_rights, NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0,
-                        SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0)
+    attr = _RulesetAttr(
+        fs_rights,
+        NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0,
+        SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0,
+    )
     size = ctypes.sizeof(_RulesetAttr) if abi >= 6 else (16 if abi >= 4 else 8)
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
-    ruleset = _check(libc.syscall(ctypes.c_long(create), ctypes.byref(attr), ctypes.c_size_t(size),
-                                  ctypes.c_uint32(0)), "landlock_create_ruleset")
+    ruleset = _check(
+        libc.syscall(ctypes.c_long(create), ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)),
+        "landlock_create_ruleset",
+    )
     try:
         file_rights = FS_EXECUTE | FS_READ_FILE | FS_WRITE_FILE | (1 << 14 if abi >= 3 else 0)
         rules = [(path, FS_READ) for path in read_paths] + [(path, fs_rights) for path in write_paths]
@@ -216,14 +232,22 @@ def apply_landlock(read_paths, write_paths, read_write_files=()):
                 if not os.path.isdir(path):
                     rights &= file_rights  # directory-only rights are refused on a file
                 beneath = _PathBeneathAttr(rights, fd)
-                _check(libc.syscall(ctypes.c_long(add_rule), ctypes.c_int(ruleset),
-                                    ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH), ctypes.byref(beneath),
-                                    ctypes.c_uint32(0)), f"landlock_add_rule({path})")
+                _check(
+                    libc.syscall(
+                        ctypes.c_long(add_rule),
+                        ctypes.c_int(ruleset),
+                        ctypes.c_int(LANDLOCK_RULE_PATH_BENEATH),
+                        ctypes.byref(beneath),
+                        ctypes.c_uint32(0),
+                    ),
+                    f"landlock_add_rule({path})",
+                )
             finally:
                 os.close(fd)
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
-        _check(libc.syscall(ctypes.c_long(restrict), ctypes.c_int(ruleset), ctypes.c_uint32(0)),
-               "landlock_restrict_self")
+        _check(
+            libc.syscall(ctypes.c_long(restrict), ctypes.c_int(ruleset), ctypes.c_uint32(0)), "landlock_restrict_self"
+        )
     finally:
         os.close(ruleset)
     return abi
@@ -235,42 +259,159 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 # kernel keyring, eBPF, io_uring (which bypasses seccomp for the operations it queues), kernel
 # modules, handle-based opens (they skip path checks), and clock or system-wide settings.
 _DENIED = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_open", "pidfd_getfd",
-    "pidfd_send_signal", "mount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-    "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree", "mount_setattr",
-    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "kexec_load", "init_module",
-    "finit_module", "delete_module", "open_by_handle_at", "name_to_handle_at", "quotactl",
-    "acct", "swapon", "swapoff", "reboot", "settimeofday", "clock_settime", "tkill", "socket",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+    "pidfd_open",
+    "pidfd_getfd",
+    "pidfd_send_signal",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "kexec_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "quotactl",
+    "acct",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "settimeofday",
+    "clock_settime",
+    "tkill",
+    "socket",
 )
 SYSCALLS = {
     "x86_64": {
-        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
-        "pidfd_open": 434, "pidfd_getfd": 438, "pidfd_send_signal": 424, "mount": 165,
-        "umount2": 166, "pivot_root": 155, "chroot": 161, "unshare": 272, "setns": 308,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "move_mount": 429,
-        "open_tree": 428, "mount_setattr": 442, "keyctl": 250, "add_key": 248,
-        "request_key": 249, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-        "kexec_load": 246, "init_module": 175, "finit_module": 313, "delete_module": 176,
-        "open_by_handle_at": 304, "name_to_handle_at": 303, "quotactl": 179, "acct": 163,
-        "swapon": 167, "swapoff": 168, "reboot": 169, "settimeofday": 164, "clock_settime": 227,
-        "tkill": 200, "socket": 41, "socketpair": 53, "clone": 56, "clone3": 435, "fork": 57,
-        "vfork": 58, "kill": 62, "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297,
+        "ptrace": 101,
+        "process_vm_readv": 310,
+        "process_vm_writev": 311,
+        "kcmp": 312,
+        "pidfd_open": 434,
+        "pidfd_getfd": 438,
+        "pidfd_send_signal": 424,
+        "mount": 165,
+        "umount2": 166,
+        "pivot_root": 155,
+        "chroot": 161,
+        "unshare": 272,
+        "setns": 308,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "move_mount": 429,
+        "open_tree": 428,
+        "mount_setattr": 442,
+        "keyctl": 250,
+        "add_key": 248,
+        "request_key": 249,
+        "bpf": 321,
+        "perf_event_open": 298,
+        "userfaultfd": 323,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "kexec_load": 246,
+        "init_module": 175,
+        "finit_module": 313,
+        "delete_module": 176,
+        "open_by_handle_at": 304,
+        "name_to_handle_at": 303,
+        "quotactl": 179,
+        "acct": 163,
+        "swapon": 167,
+        "swapoff": 168,
+        "reboot": 169,
+        "settimeofday": 164,
+        "clock_settime": 227,
+        "tkill": 200,
+        "socket": 41,
+        "socketpair": 53,
+        "clone": 56,
+        "clone3": 435,
+        "fork": 57,
+        "vfork": 58,
+        "kill": 62,
+        "tgkill": 234,
+        "rt_sigqueueinfo": 129,
+        "rt_tgsigqueueinfo": 297,
     },
     "aarch64": {
-        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
-        "pidfd_open": 434, "pidfd_getfd": 438, "pidfd_send_signal": 424, "mount": 40,
-        "umount2": 39, "pivot_root": 41, "chroot": 51, "unshare": 97, "setns": 268,
-        "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433, "move_mount": 429,
-        "open_tree": 428, "mount_setattr": 442, "keyctl": 219, "add_key": 217,
-        "request_key": 218, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282,
-        "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
-        "kexec_load": 104, "init_module": 105, "finit_module": 273, "delete_module": 106,
-        "open_by_handle_at": 265, "name_to_handle_at": 264, "quotactl": 60, "acct": 89,
-        "swapon": 224, "swapoff": 225, "reboot": 142, "settimeofday": 170, "clock_settime": 112,
-        "tkill": 130, "socket": 198, "socketpair": 199, "clone": 220, "clone3": 435,
-        "kill": 129, "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240,
+        "ptrace": 117,
+        "process_vm_readv": 270,
+        "process_vm_writev": 271,
+        "kcmp": 272,
+        "pidfd_open": 434,
+        "pidfd_getfd": 438,
+        "pidfd_send_signal": 424,
+        "mount": 40,
+        "umount2": 39,
+        "pivot_root": 41,
+        "chroot": 51,
+        "unshare": 97,
+        "setns": 268,
+        "fsopen": 430,
+        "fsconfig": 431,
+        "fsmount": 432,
+        "fspick": 433,
+        "move_mount": 429,
+        "open_tree": 428,
+        "mount_setattr": 442,
+        "keyctl": 219,
+        "add_key": 217,
+        "request_key": 218,
+        "bpf": 280,
+        "perf_event_open": 241,
+        "userfaultfd": 282,
+        "io_uring_setup": 425,
+        "io_uring_enter": 426,
+        "io_uring_register": 427,
+        "kexec_load": 104,
+        "init_module": 105,
+        "finit_module": 273,
+        "delete_module": 106,
+        "open_by_handle_at": 265,
+        "name_to_handle_at": 264,
+        "quotactl": 60,
+        "acct": 89,
+        "swapon": 224,
+        "swapoff": 225,
+        "reboot": 142,
+        "settimeofday": 170,
+        "clock_settime": 112,
+        "tkill": 130,
+        "socket": 198,
+        "socketpair": 199,
+        "clone": 220,
+        "clone3": 435,
+        "kill": 129,
+        "tgkill": 131,
+        "rt_sigqueueinfo": 138,
+        "rt_tgsigqueueinfo": 240,
     },
 }
 AF_UNIX = 1
@@ -316,13 +457,15 @@ def seccomp_program(machine, no_new_processes=False, own_pid=None):
     def allow_if_arg0(name, test, value, code=errno.EPERM):
         """`name` is allowed when arg0 passes `test` (_JEQ or _JSET) against `value`."""
         if name in numbers:
-            ops.extend([
-                _op(_JEQ, numbers[name], 0, 4),
-                _op(_LD_W_ABS, _OFFSET_ARG0),
-                _op(test, value, 1, 0),
-                _op(_RET, _errno(code)),
-                _op(_RET, _RET_ALLOW),
-            ])
+            ops.extend(
+                [
+                    _op(_JEQ, numbers[name], 0, 4),
+                    _op(_LD_W_ABS, _OFFSET_ARG0),
+                    _op(test, value, 1, 0),
+                    _op(_RET, _errno(code)),
+                    _op(_RET, _RET_ALLOW),
+                ]
+            )
 
     for name in _DENIED:
         deny(name, errno.EACCES if name == "socket" else errno.EPERM)

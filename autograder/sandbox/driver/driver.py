@@ -17,6 +17,7 @@ Everything the driver needs is bound before student code runs, so a submission t
 numpy, builtins or this module's globals can only spoil its own report. Nothing it sends can
 carry code: see wire.py.
 """
+
 import builtins
 import math
 import os
@@ -37,6 +38,7 @@ else:  # run as a script inside the sandbox, where `python -I` puts no script di
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import confine  # type: ignore[no-redef]
     import wire  # type: ignore[no-redef]
+
     del sys.path[0]
 
 _np_asarray = numpy.asarray
@@ -125,8 +127,10 @@ def encode_value(value):
         return {"kind": "complex_number", "real": float(value.real), "imag": float(value.imag)}
     if _isinstance(value, str):
         return {"kind": "str", "value": value[: wire.MAX_TEXT_CHARS]}
-    if _isinstance(value, (set, frozenset, list, tuple)) and value and all(
-        _isinstance(item, str) for item in list(value)[: wire.MAX_ITEMS + 1]
+    if (
+        _isinstance(value, (set, frozenset, list, tuple))
+        and value
+        and all(_isinstance(item, str) for item in list(value)[: wire.MAX_ITEMS + 1])
     ):
         items = sorted(value) if _isinstance(value, (set, frozenset)) else list(value)
         return {"kind": "strs", "items": [item[:200] for item in items[: wire.MAX_ITEMS]]}
@@ -273,11 +277,13 @@ def serve(job):
     defined_in = run_cells(job, namespace)
     _signal(signal.SIGALRM, _on_alarm)
     _signal(signal.SIGPROF, _on_alarm)
-    send({
-        "type": "values",
-        "values": extract(job["names"], namespace, job["call_seconds"]),
-        "defined_in": defined_in,
-    })
+    send(
+        {
+            "type": "values",
+            "values": extract(job["names"], namespace, job["call_seconds"]),
+            "defined_in": defined_in,
+        }
+    )
     request = receive()
     _signal(signal.SIGALRM, _on_alarm)
     _signal(signal.SIGPROF, _on_alarm)
@@ -336,10 +342,17 @@ def relay(child, from_child, to_child, supervisor, requests, names):
             elif kind == "values" and requested is None:
                 started = True
                 defined_in = frame.get("defined_in")
-                send({"type": "values", "values": wire.clean_values(frame.get("values"), names),
-                      "defined_in": {name: index for name, index in defined_in.items()
-                                     if name in names and type(index) is int}
-                      if isinstance(defined_in, dict) else {}})
+                send(
+                    {
+                        "type": "values",
+                        "values": wire.clean_values(frame.get("values"), names),
+                        "defined_in": {
+                            name: index for name, index in defined_in.items() if name in names and type(index) is int
+                        }
+                        if isinstance(defined_in, dict)
+                        else {},
+                    }
+                )
                 _channels["request"] = requests
                 request = receive()
                 calls = request.get("calls") if isinstance(request, dict) else None
@@ -347,7 +360,7 @@ def relay(child, from_child, to_child, supervisor, requests, names):
                 caps["next"] = wire.MAX_SMALL_FRAME_BYTES + wire.MAX_VALUE_BYTES * max(1, sum(requested.values()))
                 data = _pack(request)
                 while data:
-                    data = data[_write(to_child, data):]
+                    data = data[_write(to_child, data) :]
             elif kind == "calls" and requested is not None:
                 send({"type": "calls", "calls": wire.clean_calls(frame.get("calls"), requested)})
                 caps["next"] = wire.MAX_SMALL_FRAME_BYTES

@@ -5,6 +5,7 @@ dicts; arrays travel as raw little-endian float64 or complex128 bytes in base64.
 can carry code: decoding builds only dicts, lists, strings, numbers and numpy arrays of a fixed
 numeric dtype. This module is shared by both sides, so it must stay stdlib + numpy.
 """
+
 import base64
 import json
 import struct
@@ -48,8 +49,8 @@ class FrameReader:
                 raise ValueError(f"frame of {length} bytes exceeds the {cap}-byte limit")
             if len(self._buffer) < _HEADER.size + length:
                 break
-            body = bytes(self._buffer[_HEADER.size:_HEADER.size + length])
-            del self._buffer[:_HEADER.size + length]
+            body = bytes(self._buffer[_HEADER.size : _HEADER.size + length])
+            del self._buffer[: _HEADER.size + length]
             frames.append(json.loads(body.decode("utf-8")))
         return frames
 
@@ -132,13 +133,21 @@ def clean_value(value):
                 cleaned[field] = value[field][:300]
         return cleaned
     shape = value.get("shape")
-    if (kind in ("array", "too_large") and isinstance(shape, list) and len(shape) <= MAX_DIMENSIONS
-            and all(type(n) is int and 0 <= n < 1 << 40 for n in shape)):
+    if (
+        kind in ("array", "too_large")
+        and isinstance(shape, list)
+        and len(shape) <= MAX_DIMENSIONS
+        and all(type(n) is int and 0 <= n < 1 << 40 for n in shape)
+    ):
         if kind == "too_large" and type(value.get("elements")) is int:
             return {"kind": kind, "shape": list(shape), "elements": value["elements"]}
         data = value.get("data")
-        if (kind == "array" and value.get("dtype") in ("float64", "complex128") and isinstance(data, str)
-                and len(data) <= MAX_VALUE_BYTES - 4096):
+        if (
+            kind == "array"
+            and value.get("dtype") in ("float64", "complex128")
+            and isinstance(data, str)
+            and len(data) <= MAX_VALUE_BYTES - 4096
+        ):
             return {"kind": kind, "dtype": value["dtype"], "shape": list(shape), "data": data}
     return dict(_MALFORMED)
 
