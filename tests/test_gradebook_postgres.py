@@ -169,7 +169,7 @@ def postgres():
     """A running PostgreSQL server for the session; removed with its data at the end."""
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) installed; `make setup` installs them")
+        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl) installed; `make test` installs them (apt, as root)")
     server = PostgresServer(bin_dir)
     try:
         server.start()
