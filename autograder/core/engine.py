@@ -124,7 +124,7 @@ def identify(course: Course, notebook, path: str, expected: NotebookKey | None) 
     if expected:
         return course.find_spec(expected.assignment, expected.notebook)
     cells = notebook["cells"]
-    claimed = {_claimed_grade_id(cell) for cell in cells} - {None}
+    claimed = {nbio.grade_id(cell) for cell in cells} - {None}
     sources = {nbio.source_text(cell.get("source", "")).strip() for cell in cells if cell.get("cell_type") == "code"}
     given = {spec.key: _locked_sources(course, spec) for spec in course.specs}
     structure = [
@@ -153,13 +153,6 @@ def identify(course: Course, notebook, path: str, expected: NotebookKey | None) 
     return spec if count else None
 
 
-def _claimed_grade_id(cell) -> str | None:
-    meta = cell.get("metadata")
-    claimed = meta.get("nbgrader") if isinstance(meta, dict) else None
-    grade_id = claimed.get("grade_id") if isinstance(claimed, dict) else None
-    return grade_id if isinstance(grade_id, str) else None  # the student's metadata: a list is no id
-
-
 def _locked_sources(course: Course, spec: specs.NotebookSpec) -> set[str]:
     """The code of the release's locked code cells (given set-up and public-check cells)."""
     try:
@@ -184,9 +177,7 @@ def _missing_hints(notebook, names, cells: list[CellReport], answer_of: dict[str
     cells = [cell for cell in cells if 0 <= cell.index < len(notebook["cells"])]  # indexes come from the sandbox
     status = {cell.index: cell for cell in cells}
     hints = {}
-    answer_positions: dict[str | None, int] = {}
-    for position, cell in enumerate(notebook["cells"]):
-        answer_positions.setdefault(_claimed_grade_id(cell), position)
+    answer_positions = nbio.grade_id_positions(notebook)
     wanted = set(names)
     sites: dict[str, list[tuple[int, str]]] = {}  # each cell scanned once, not once per name
     if wanted:
@@ -212,7 +203,8 @@ def _missing_hints(notebook, names, cells: list[CellReport], answer_of: dict[str
                 hints[name] = f"{label} assigns it, but grading stopped before that cell ran."
                 break
         else:
-            answer = answer_positions.get((answer_of or {}).get(name))
+            answer_id = (answer_of or {}).get(name)
+            answer = answer_positions.get(answer_id) if answer_id is not None else None
             report = status.get(answer) if answer is not None else None
             if answer is not None and report is not None and report.status != "ok":
                 label = nbio.cell_label(answer, notebook["cells"][answer]["source"])

@@ -220,6 +220,25 @@ def quote(text, limit: int = MAX_QUOTED_CHARS, keep_newlines: bool = False) -> s
     return pattern.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def grade_id(cell) -> str | None:
+    """A cell's nbgrader grade_id, or None (also when the metadata is malformed: it may be the
+    student's, and a list or a dict there is no id)."""
+    meta = cell.get("metadata")
+    nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
+    found = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def grade_id_positions(notebook) -> dict[str, int]:
+    """grade_id -> position of the first cell that carries it."""
+    positions: dict[str, int] = {}
+    for index, cell in enumerate(notebook["cells"]):
+        found = grade_id(cell)
+        if found is not None:
+            positions.setdefault(found, index)
+    return positions
+
+
 def cell_label(index: int, source: str) -> str:
     """How messages name a cell: its position and the start of its first non-blank line."""
     first = ""

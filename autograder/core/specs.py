@@ -119,12 +119,11 @@ def answer_cells_by_part(release: dict, spec: NotebookSpec) -> dict[str, list[st
 
 def attempted_parts(spec: NotebookSpec, submitted: dict, release: dict) -> list[str]:
     """Parts, in order, where the student changed an answer cell from what the release gave."""
-    given = {_grade_id(cell): cell for cell in release["cells"]}
-    written: dict[str, str] = {}
-    for cell in submitted["cells"]:
-        grade_id = _grade_id(cell)
-        if grade_id is not None and grade_id not in written:
-            written[grade_id] = nbio.source_text(cell.get("source", ""))
+    given = {nbio.grade_id(cell): cell for cell in release["cells"]}
+    written = {
+        grade_id: nbio.source_text(submitted["cells"][index].get("source", ""))
+        for grade_id, index in nbio.grade_id_positions(submitted).items()
+    }
     attempted = []
     for part, answer_ids in answer_cells_by_part(release, spec).items():
         if any(
@@ -136,21 +135,9 @@ def attempted_parts(spec: NotebookSpec, submitted: dict, release: dict) -> list[
     return attempted
 
 
-def _grade_id(cell) -> str | None:
-    """A cell's nbgrader grade_id, or None (also for malformed metadata)."""
-    meta = cell.get("metadata")
-    nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
-    grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
-    return grade_id if isinstance(grade_id, str) else None
-
-
 def answer_cell_positions(spec: NotebookSpec, submitted: dict, release: dict) -> dict[str, int]:
     """grade_id of each part -> position of the first of its answer cells in the submitted notebook."""
-    positions: dict[str, int] = {}
-    for index, cell in enumerate(submitted["cells"]):
-        grade_id = _grade_id(cell)
-        if grade_id is not None:
-            positions.setdefault(grade_id, index)
+    positions = nbio.grade_id_positions(submitted)
     found = {}
     for part, answers in answer_cells_by_part(release, spec).items():
         where = [positions[answer] for answer in answers if answer in positions]
