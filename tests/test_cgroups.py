@@ -180,6 +180,8 @@ def cgroups_without_systemd(monkeypatch) -> list[str]:
 
 
 def assert_falls_back_as_before(monkeypatch, reason_part):
+    # As on a host whose cgroup v2 is not delegated to the grader, where the probe is asked.
+    monkeypatch.setattr(sandbox, "cgroup_v2_parent", lambda: (None, "not delegated"))
     expected = cgroups_without_systemd(monkeypatch)
     sandbox.probe_systemd_scope.cache_clear()
     groups = sandbox._Cgroups(LIMITS)

@@ -289,6 +289,15 @@ def probe_landlock() -> str | None:
     return None
 
 
+def cgroup_status(limits: Limits = Limits()) -> dict:
+    """The cgroup a sandbox gets here: {"cgroup": mechanism, "cgroup_not_used": [why not each
+    one tried before it]}, as every report's isolation details say. Makes one group and removes
+    it at once (through systemd, only the cached probe runs)."""
+    groups = _Cgroups(limits)
+    groups.kill_and_remove()
+    return groups.details()
+
+
 def tier_status() -> dict[str, str | None]:
     """{tier: None when it works here, else the reason it does not}."""
     return {"bubblewrap": probe_bubblewrap(), "landlock": probe_landlock(), "unisolated": None}

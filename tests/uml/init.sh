@@ -5,7 +5,7 @@
 # children of the root group, where this process and the tests stay (the root group may hold
 # processes: a delegated subtree), runs the command that run.sh left in TC_UML_OUT and writes
 # its output and exit status back there, then powers off.
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+PATH=$TC_UML_PYTHON_BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin  # the Python's own scripts first
 export PATH
 mount -t proc proc /proc
 mount -t sysfs sys /sys

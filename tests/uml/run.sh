@@ -53,7 +53,7 @@ out=$(mktemp -d "$cache/run.XXXXXX")
 } > "$out/command"
 # Unknown key=value parameters reach init as its environment.
 "$cache/linux" "mem=$memory" rootfstype=hostfs rootflags=/ ro "init=$repo/tests/uml/init.sh" \
-    "TC_UML_OUT=$out" "TC_UML_REPO=$repo" "PYTHONPATH=${PYTHONPATH:-$repo}" \
+    "TC_UML_OUT=$out" "TC_UML_REPO=$repo" "TC_UML_PYTHON_BIN=$(dirname "$python")" "PYTHONPATH=${PYTHONPATH:-$repo}" \
     "umid=tc_uml_$$" "uml_dir=$cache" con=null con0=fd:0,fd:1 < /dev/null > "$out/console" 2>&1 || true
 cat "$out/log" 2>/dev/null || { echo "the kernel did not run the tests; its console:"; tail -n 30 "$out/console"; }
 status=$(cat "$out/status" 2>/dev/null || echo 1)
