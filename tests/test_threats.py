@@ -84,7 +84,7 @@ FUNCTION_OK = "def double(x):\n    return 2 * x\n\nk = 3\n"
 @functools.cache
 def _pids_cgroup_works() -> bool:
     probe = sandbox._Cgroups(sandbox.Limits())
-    works = any(path.parent.name == "pids" for path in probe.paths)
+    works = probe.caps("pids")
     probe.kill_and_remove()
     return works
 
@@ -94,7 +94,7 @@ def memory_cgroup_binds() -> bool:
     whole. Without one, RLIMIT_AS binds the process, and the hog's cell ends in a MemoryError."""
     probe = sandbox._Cgroups(sandbox.Limits())
     try:
-        return probe.v2 or "memory" in probe.controllers()
+        return probe.caps("memory")
     finally:
         probe.kill_and_remove()
 

@@ -65,6 +65,7 @@ class Report:
     error: str | None = None
     grader_error: str | None = None  # the grader's own fault: no grade, flagged for the instructor
     isolation: str | None = None
+    isolation_details: dict = dataclasses.field(default_factory=dict)  # e.g. which cgroup mechanism, and why not others
     cells: list[CellReport] = dataclasses.field(default_factory=list)
     figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     attempted: list[str] = dataclasses.field(default_factory=list)  # parts whose answer cells the student changed
@@ -111,6 +112,7 @@ class Report:
             "error": self.error,
             "grader_error": self.grader_error,
             "isolation": self.isolation,
+            "isolation_details": self.isolation_details,
         }
 
 
@@ -320,6 +322,7 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         isolation,
     )
     report.isolation, report.seconds = result.isolation, result.seconds
+    report.isolation_details = dict(result.details)
     if result.grader_error:
         report.grader_error = result.grader_error
         report.error = f"grader error, not graded: {result.grader_error}"
