@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from autograder.core import notebook as nbio
-from autograder.core import specs
+from autograder.core import specs, variants
 from autograder.core.course import Course
 from autograder.core.runner import CheckResult, run_checks
 from autograder.core.submission import CellReport, Submission
@@ -52,6 +52,8 @@ class GradeRequest:
     submission_id: str
     expected: NotebookKey | None = None
     notebook: dict | None = None  # already read (and sanitised by nbgrader); else read from path
+    student_id: str | None = None  # who handed it in (nbgrader's student id): whose variant grades it
+    recorded: dict | None = None  # the notebook as handed in, when `notebook` lost its outputs (the variant record)
 
 
 @dataclasses.dataclass
@@ -69,6 +71,9 @@ class Report:
     figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     attempted: list[str] = dataclasses.field(default_factory=list)  # parts whose answer cells the student changed
     answer_cells: dict[str, int] = dataclasses.field(default_factory=dict)  # part -> position of its answer cell
+    variant_of: str | None = None  # the student whose variant it was graded against (None: the default)
+    variant_note: str | None = None  # e.g. the notebook was worked for someone else's variant
+    drawn_for_other: bool = False
     seconds: float = 0.0
 
     @property
@@ -111,6 +116,8 @@ class Report:
             "error": self.error,
             "grader_error": self.grader_error,
             "isolation": self.isolation,
+            "variant_of": self.variant_of,
+            "variant_note": self.variant_note,
         }
 
 
@@ -308,6 +315,19 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
     report.answer_cells = specs.answer_cell_positions(spec, notebook, release)
     if not spec.helpers_dir.is_dir():
         raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
+    choice = variants.choose(
+        variants.settings_of(release),
+        request.student_id,
+        request.recorded if request.recorded is not None else notebook,
+    )
+    report.variant_of, report.variant_note, report.drawn_for_other = (
+        choice.student_id,
+        choice.note,
+        choice.drawn_for_other,
+    )
+    environment = {"AUTOGRADER_STUDENT_ID": choice.student_id} if choice.student_id is not None else {}
+    settings = variants.settings_of(release) or variants.Settings()
+    variant = spec.variant(choice.student_id, settings.salt) if spec.variant is not None else None
     drawn: dict = {}
     cells = nbio.code_cells(notebook)
     rng = np.random.default_rng(probe_seed(spec, cells))
@@ -318,6 +338,7 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         _probe_maker(spec, rng, drawn),
         limits,
         isolation,
+        environment,
     )
     report.isolation, report.seconds = result.isolation, result.seconds
     if result.grader_error:
@@ -325,6 +346,7 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         report.error = f"grader error, not graded: {result.grader_error}"
         return report, None
     submission = _as_submission(request, notebook, result, drawn, spec)
+    submission.variant = variant
     report.cells = submission.cells
     return report, submission
 
