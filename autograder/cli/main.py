@@ -98,12 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="the course root; given with an ASSIGNMENT, grade that course's submitted/ tree into its gradebook",
     )
     grade.add_argument("--force", action="store_true", help="with --course: regrade everything")
-    grade.add_argument("--student", action="append", default=None, help="with --course: only these students")
+    grade.add_argument(
+        "--student",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="with --course: only these students; with notebooks: grade them as this student's work, "
+        "against their variant (default: the student the notebook's set-up cell was drawn for)",
+    )
     _add_run_options(grade)
 
     check = commands.add_parser("check", help="a readable per-part report for a self-learner")
     check.add_argument("notebook")
     check.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK")
+    check.add_argument(
+        "--student",
+        metavar="ID",
+        help="check against this student's variant (default: the student the notebook's set-up cell was drawn for)",
+    )
     _add_course_option(check)
     _add_run_options(check, instructor=False)
 
@@ -139,7 +151,13 @@ def main(argv=None) -> int:
 
             course = _course(args, near=args.notebook)
             return selfcheck.main(
-                course, args.notebook, _graded_as(course, args), args.jobs, _limits(args), args.isolation
+                course,
+                args.notebook,
+                _graded_as(course, args),
+                args.jobs,
+                _limits(args),
+                args.isolation,
+                student_id=args.student,
             )
         if args.command == "release":
             from autograder.nbgrader import release
@@ -214,8 +232,11 @@ def _grade_files(args) -> int:
 
     course = _course(args, near=args.targets[0])
     graded_as = _graded_as(course, args)
+    if args.student and len(args.student) > 1:
+        raise UsageError("with notebooks, give one --student: the student whose work they are")
+    student_id = args.student[0] if args.student else None
     requests = [
-        engine.GradeRequest(path, submission_id=f"notebook{number}", expected=graded_as)
+        engine.GradeRequest(path, submission_id=f"notebook{number}", expected=graded_as, student_id=student_id)
         for number, path in enumerate(args.targets)
     ]
     reports = engine.grade(
@@ -260,6 +281,10 @@ def render_text(report) -> str:
     ]
     if report.error:
         lines.append(f"  error: {shown(report.error, '  ')}")
+    if report.variant_of is not None:
+        lines.append(f"  variant: the one drawn for student {shown(report.variant_of)}")
+    if report.variant_note:
+        lines.append(f"  note: {shown(report.variant_note, '  ')}")
     for check in report.checks:
         mark = "PASS" if check.passed else "FAIL"
         lines.append(

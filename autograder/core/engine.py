@@ -53,7 +53,6 @@ class GradeRequest:
     expected: NotebookKey | None = None
     notebook: dict | None = None  # already read (and sanitised by nbgrader); else read from path
     student_id: str | None = None  # who handed it in (nbgrader's student id): whose variant grades it
-    recorded: dict | None = None  # the notebook as handed in, when `notebook` lost its outputs (the variant record)
 
 
 @dataclasses.dataclass
@@ -315,19 +314,12 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
     report.answer_cells = specs.answer_cell_positions(spec, notebook, release)
     if not spec.helpers_dir.is_dir():
         raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
-    choice = variants.choose(
-        variants.settings_of(release),
-        request.student_id,
-        request.recorded if request.recorded is not None else notebook,
-    )
-    report.variant_of, report.variant_note, report.drawn_for_other = (
-        choice.student_id,
-        choice.note,
-        choice.drawn_for_other,
-    )
+    settings = variants.settings_of(release)
+    choice = variants.choose(settings, request.student_id, notebook)
+    report.variant_of, report.variant_note = choice.student_id, choice.note
+    report.drawn_for_other = choice.drawn_for_other
     environment = {"AUTOGRADER_STUDENT_ID": choice.student_id} if choice.student_id is not None else {}
-    settings = variants.settings_of(release) or variants.Settings()
-    variant = spec.variant(choice.student_id, settings.salt) if spec.variant is not None else None
+    variant = spec.variant(choice.student_id, settings.salt) if spec.variant is not None and settings else None
     drawn: dict = {}
     cells = nbio.code_cells(notebook)
     rng = np.random.default_rng(probe_seed(spec, cells))

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 
 from autograder.core import notebook as nbio
 
 SETUP_CALL = "my_variant"
 RECORD_KEY = "autograder_variant"
+# Notebook metadata where nbgrader's first sanitising step keeps the record before it clears the
+# outputs (autograder.nbgrader.preprocessors.RestoreCourseMetadata); only that step writes it.
+KEPT_RECORD_KEY = "autograder_recorded_variant"
 MAX_STUDENT_ID = 200  # characters of a recorded id kept (quoted when shown)
 
 
@@ -31,6 +35,24 @@ class Settings:
 
     per_student: bool = False
     salt: str = ""
+
+
+_STRING = r"""(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')"""
+# The set-up call as the course's source notebooks spell it (and as `setup_call` writes it).
+SETUP_CALL_PATTERN = re.compile(
+    rf"{SETUP_CALL}\(per_student=(?:True|False), salt={_STRING}(?:, student_id={_STRING})?\)"
+)
+
+
+def setup_call(settings: Settings, student_id: str | None = None) -> str:
+    """The set-up call with these settings (and, for one student's solution, their id)."""
+    student = f", student_id={student_id!r}" if student_id is not None else ""
+    return f"{SETUP_CALL}(per_student={settings.per_student!r}, salt={settings.salt!r}{student})"
+
+
+def with_settings(source: str, settings: Settings, student_id: str | None = None) -> str:
+    """`source` with its set-up call carrying `settings` (unchanged when it has none)."""
+    return SETUP_CALL_PATTERN.sub(lambda _: setup_call(settings, student_id), source)
 
 
 def _literal_keywords(call: ast.Call) -> dict:
@@ -64,7 +86,12 @@ def settings_of(release: dict) -> Settings | None:
 
 def recorded_student(notebook: dict) -> tuple[bool, str | None]:
     """(whether the notebook records a variant, the student id it was drawn for or None for
-    the default), read from the set-up cell's output metadata. Untrusted and bounded."""
+    the default), read from the set-up cell's output metadata (or where sanitising kept it).
+    Untrusted and bounded."""
+    kept = notebook.get("metadata", {}).get(KEPT_RECORD_KEY) if isinstance(notebook.get("metadata"), dict) else None
+    if isinstance(kept, dict) and kept.get("recorded") is True:
+        student = kept.get("student")
+        return True, student[:MAX_STUDENT_ID] if isinstance(student, str) else None
     for cell in notebook.get("cells", ()):
         if not isinstance(cell, dict) or cell.get("cell_type") != "code":
             continue
@@ -88,6 +115,16 @@ class Choice:
     student_id: str | None  # whose variant (None: the exercise page's own set-up)
     note: str | None = None  # for the student and the instructor: the notebook was drawn for another
     drawn_for_other: bool = False
+
+
+def keep_record(nb) -> None:
+    """Keep the notebook's variant record in its metadata before its outputs are cleared (a
+    record the student put there is dropped first)."""
+    metadata = nb["metadata"]
+    metadata.pop(KEPT_RECORD_KEY, None)
+    has_record, student = recorded_student(nb)
+    if has_record:
+        metadata[KEPT_RECORD_KEY] = {"recorded": True, "student": student}
 
 
 def choose(settings: Settings | None, submitter: str | None, notebook: dict) -> Choice:

@@ -182,8 +182,8 @@ def variant_for(student_id: str | None, salt: str = "") -> Variant:
         head1_writes=tuple(dims[8:12]),  # in drawn order: the pairing is part of the variant
         head2_writes=tuple(sorted(dims[12:16])),
     )
-    strong = float(rng.choice([1.5, 2.0, 2.5, 3.0]))
-    weak = float(rng.choice([0.25, 0.5, 0.75]))
+    strong = round(float(rng.uniform(1.5, 3.0)), 2)  # two gains of clearly different sizes
+    weak = round(float(rng.uniform(0.2, 0.8)), 2)
     return Variant(layout, Q6Heads(int(rng.integers(1, 2**31 - 1)), (strong, weak)), student_id)
 
 
