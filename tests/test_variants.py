@@ -305,3 +305,46 @@ def test_self_check_takes_the_recorded_student_or_student(variant_class, tmp_pat
     assert other.returncode == 1
     assert f"drawn for student '{STUDENTS[1]}'" in other.stdout
     assert "ex1_head1" in other.stdout
+
+
+def test_one_command_writes_a_students_solutions_which_earn_full_marks_for_them(variant_class, tmp_path):
+    course, _ = variant_class
+    out = tmp_path / "solutions"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autograder",
+            "solution",
+            ASSIGNMENT,
+            "--student",
+            "s07",
+            "--course",
+            str(course.root),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    assert sorted(path.name for path in out.glob("*.ipynb")) == ["questions.ipynb", "virtual_head.ipynb"]
+    assert "student_id='s07'" in (out / "virtual_head.ipynb").read_text()
+    for notebook in ("questions", "virtual_head"):
+        checked = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "autograder",
+                "check",
+                str(out / f"{notebook}.ipynb"),
+                "--course",
+                str(course.root),
+                "--student",
+                "s07",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "drawn for student s07" in checked.stdout

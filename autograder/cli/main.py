@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("assignments", nargs="*", help="default: every assignment")
     _add_course_option(release, "the course root (default: the one holding the working directory)")
 
+    solution = commands.add_parser(
+        "solution", help="write one student's reference solutions, drawn for their variant"
+    )
+    solution.add_argument("assignment")
+    solution.add_argument("--student", required=True, metavar="ID", help="the student's nbgrader id")
+    solution.add_argument("--output", metavar="DIR", help="default: ./solutions-ID/ASSIGNMENT")
+    _add_course_option(solution, "the course root (default: the one holding the working directory)")
+
     serve = commands.add_parser(
         "serve", help="grade submissions as they arrive in the exchange and release their feedback (docs/SERVICE.md)"
     )
@@ -164,6 +172,8 @@ def main(argv=None) -> int:
 
             release.build(_course(args), args.assignments or None)
             return 0
+        if args.command == "solution":
+            return _solution(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "status":
@@ -215,6 +225,20 @@ def _grade_class(args) -> int:
     )
     grader.run()
     return EXIT_GRADER_FAULT if grader.flagged else 0
+
+
+def _solution(args) -> int:
+    import pathlib
+
+    from autograder.nbgrader import release
+
+    course = _course(args)
+    if args.assignment not in course.assignments():
+        raise UsageError(f"no assignment {args.assignment!r} in {course.root} (known: {', '.join(course.assignments())})")
+    destination = pathlib.Path(args.output or f"solutions-{args.student}/{args.assignment}")
+    for path in release.student_solutions(course, args.assignment, args.student, destination):
+        print(path)
+    return 0
 
 
 def _serve(args) -> int:
