@@ -44,6 +44,27 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# Per-student variants (docs/MARKING.md): every student gets their own layout of Exercise 1's
+# residual stream, Q6's heads and the induction setting, drawn from their nbgrader student id.
+# Off here, so that the committed release/ is the exercise page's own set-up; a course turns it
+# on, with a salt of its own, and runs `nbgrader generate_assignment --force` again.
+c.StudentVariants.per_student = False
+c.StudentVariants.salt = ""
+c.GenerateAssignment.preprocessors = [
+    "autograder.nbgrader.preprocessors.StudentVariants",  # writes the two settings above in
+    "nbgrader.preprocessors.IncludeHeaderFooter",
+    "nbgrader.preprocessors.InstantiateTests",
+    "nbgrader.preprocessors.LockCells",
+    "nbgrader.preprocessors.ClearSolutions",
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.CheckCellMetadata",
+    "nbgrader.preprocessors.ComputeChecksums",
+    "nbgrader.preprocessors.SaveCells",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "nbgrader.preprocessors.ClearMarkScheme",
+    "nbgrader.preprocessors.ComputeChecksums",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 # Submissions are hostile files too. Collecting from the exchange's world-writable inbound folder
 # follows no link and copies only regular files; `nbgrader export` writes a CSV that no
 # spreadsheet runs as formulas (see autograder/nbgrader/exchange.py and export.py).

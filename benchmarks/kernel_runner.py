@@ -46,7 +46,13 @@ def _execute(client, code: str, timeout: float) -> tuple[str, str | None, list]:
 
 
 def run_in_kernel(
-    cells, names, helpers_dir, make_probes, limits: sandbox.Limits = sandbox.Limits(), isolation: str = "kernel"
+    cells,
+    names,
+    helpers_dir,
+    make_probes,
+    limits: sandbox.Limits = sandbox.Limits(),
+    isolation: str = "kernel",
+    environment: dict[str, str] | None = None,
 ) -> sandbox.RunResult:
     """Same contract as sandbox.run_submission, executed in a Jupyter kernel."""
     from jupyter_client.manager import start_new_kernel
@@ -59,6 +65,8 @@ def run_in_kernel(
     manager, client = start_new_kernel(kernel_name="python3", cwd=workdir)
     try:
         _execute(client, _PREAMBLE.format(driver_dir=workdir, helpers=helpers_dir), limits.total_seconds)
+        if environment:
+            _execute(client, f"import os as _tc_os; _tc_os.environ.update({dict(environment)!r})", limits.total_seconds)
         cells_done = []
         for index, source in cells:
             status, error, _ = _execute(client, source, limits.cell_seconds)

@@ -9,7 +9,10 @@ and, for a mistake, "fails": {check name: regex its message must match} and "pas
     listed), and "passes" lists exactly the parts that keep their full marks: the blast radius
     of the mistake, part by part.
 `tests/test_content.py` applies it in-process (seconds); `tests/test_course.py` applies the same
-function to what the real sandbox and checks runner report.
+function to what the real sandbox and checks runner report. The libraries are written for the
+exercise page's own set-up; `run_in_process(..., student=ID)` carries an entry into that
+student's variant (see IN_VARIANT), where the same contract holds, messages aside (they name
+that student's own dims).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import numpy as np
 
 from autograder.core import notebook as nbio
+from autograder.core import variants
 from autograder.core.checks import Mistake
 from autograder.core.course import Course
 from autograder.core.specs import NotebookSpec
@@ -40,8 +44,9 @@ def check_marks(spec: NotebookSpec) -> dict[str, tuple[str, float]]:
     return marks
 
 
-def assert_meets_the_contract(entry: dict, failures: dict[str, str], spec: NotebookSpec) -> None:
-    """`failures`: check name (with or without test_) -> message, for the checks that failed."""
+def assert_meets_the_contract(entry: dict, failures: dict[str, str], spec: NotebookSpec, messages: bool = True) -> None:
+    """`failures`: check name (with or without test_) -> message, for the checks that failed;
+    `messages=False`: the messages are not compared (in another variant they name other dims)."""
     failures = {name.removeprefix("test_"): message for name, message in failures.items()}
     if "fails" not in entry:  # an alternative
         assert failures == {}, f"a correct answer lost points: {failures}"
@@ -49,7 +54,9 @@ def assert_meets_the_contract(entry: dict, failures: dict[str, str], spec: Noteb
     expected = {name.removeprefix("test_"): pattern for name, pattern in entry["fails"].items()}
     for name, pattern in expected.items():
         assert name in failures, f"{name} should fail; failures: {failures}"
-        assert re.search(pattern, failures[name], re.S), f"{name}: {failures[name]!r} does not match {pattern!r}"
+        assert not messages or re.search(pattern, failures[name], re.S), (
+            f"{name}: {failures[name]!r} does not match {pattern!r}"
+        )
     marks = check_marks(spec)
     kept = {part.grade_id for part in spec.auto_parts} - {marks[name][0] for name in failures}
     assert set(entry["passes"]) == kept, (
@@ -58,15 +65,56 @@ def assert_meets_the_contract(entry: dict, failures: dict[str, str], spec: Noteb
     )
 
 
+# How a library entry, written for the exercise page's set-up, is carried into a student's
+# variant. "run": the notebook draws the variant itself (its answers are computed from the data
+# the notebook gives, as Q6's are). A table name -> how it moves: the answers are typed in the
+# page's residual-stream layout and are moved into the variant's by its permutation P (what
+# reads the stream W P^T, what writes into it P W, a map of the stream P W P^T).
+IN_VARIANT: dict[str, str | dict[str, str]] = {
+    "attention_heads/virtual_head": {
+        **{name: "read" for name in ("W_V1", "W_V2")},
+        **{name: "write" for name in ("W_O1", "W_O2")},
+        **{name: "map" for name in ("W_net1", "W_net2", "two_token_copy", "one_token_copy")},
+    },
+}
+
+
+def _moved(values: dict, how: dict[str, str], P: np.ndarray) -> dict:
+    moves = {"read": lambda W: W @ P.T, "write": lambda W: P @ W, "map": lambda W: P @ W @ P.T}
+    moved = {}
+    for name, value in values.items():
+        array = np.asarray(value) if how.get(name) else None
+        ok = array is not None and array.dtype.kind in "biuf" and array.ndim == 2
+        try:
+            moved[name] = moves[how[name]](array.astype(float)) if ok else value
+        except ValueError:  # a wrong shape stays as it is, wrong
+            moved[name] = value
+    return moved
+
+
 def run_in_process(
-    course: Course, spec: NotebookSpec, replacements: dict | None, blank: bool = False, seed: int = 0
+    course: Course,
+    spec: NotebookSpec,
+    replacements: dict | None,
+    blank: bool = False,
+    seed: int = 0,
+    student: str | None = None,
+    salt: str = "",
 ) -> dict[str, str]:
     """Fill the release notebook as a student would, run its code cells in this process (as the
     sandbox driver runs them, one namespace, a failing cell does not stop the run), call the
-    hidden checks on what it defined; returns check name -> message of each failed check."""
-    notebook = nbio.parse_notebook(
-        json.dumps(classroom.filled_notebook(course, spec.assignment, spec.notebook, replacements, blank=blank))
-    )
+    hidden checks on what it defined; returns check name -> message of each failed check.
+    `student`: judged in that student's variant (with `salt`), the entry carried there."""
+    filled = classroom.filled_notebook(course, spec.assignment, spec.notebook, replacements, blank=blank)
+    variant = spec.variant(student, salt) if spec.variant is not None else None
+    how = IN_VARIANT.get(spec.key, "run") if student is not None else None
+    if how == "run":
+        for cell in filled["cells"]:
+            if cell["cell_type"] == "code":
+                cell["source"] = variants.with_settings(
+                    nbio.source_text(cell["source"]), variants.Settings(True, salt), student
+                )
+    notebook = nbio.parse_notebook(json.dumps(filled))
     helpers = str(spec.helpers_dir)
     before = set(sys.modules)
     sys.path.insert(0, helpers)
@@ -90,7 +138,10 @@ def run_in_process(
         for name in set(sys.modules) - before:  # the helpers of one assignment never serve another
             if getattr(sys.modules[name], "__file__", "") and str(sys.modules[name].__file__).startswith(helpers):
                 del sys.modules[name]
+    if isinstance(how, dict):
+        values = _moved(values, how, variant.layout.permutation())
     sub = make_submission(values, calls)
+    sub.variant = variant
     failures = {}
     for name in check_marks(spec):
         try:

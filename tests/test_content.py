@@ -44,6 +44,23 @@ def test_library_entry_meets_the_contract(spec, kind, name, entry):
     assert_meets_the_contract(entry, run_in_process(REPOSITORY, spec, entry["cells"]), spec)
 
 
+# Two students' variants (any salt): the libraries hold in each, as on the exercise page.
+VARIANT_STUDENTS = ("ada", "grace")
+
+
+@pytest.mark.parametrize("student", VARIANT_STUDENTS)
+@pytest.mark.parametrize("spec", [spec for spec in SPECS.values() if spec.variant], ids=lambda spec: spec.key)
+def test_reference_earns_every_point_in_other_variants(spec, student):
+    assert run_in_process(REPOSITORY, spec, {}, student=student, salt="tests") == {}
+
+
+@pytest.mark.parametrize("student", VARIANT_STUDENTS)
+@pytest.mark.parametrize(("spec", "kind", "name", "entry"), [e for e in ENTRIES if e.values[0].variant])
+def test_library_entry_meets_the_contract_in_other_variants(spec, kind, name, entry, student):
+    failures = run_in_process(REPOSITORY, spec, entry["cells"], student=student, salt="tests")
+    assert_meets_the_contract(entry, failures, spec, messages=False)
+
+
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 def test_every_autograded_part_is_broken_by_some_mistake(spec):
     marks = check_marks(spec)

@@ -501,7 +501,7 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
         def update(self, count):
             pass
 
-    def no_sandbox(cells, names, helpers, make_probes, limits, isolation):
+    def no_sandbox(cells, names, helpers, make_probes, limits, isolation, environment=None):
         return RunResult(isolation="none", cells=[{"index": i, "status": "ok"} for i, _ in cells])
 
     @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))

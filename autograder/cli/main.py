@@ -98,18 +98,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="the course root; given with an ASSIGNMENT, grade that course's submitted/ tree into its gradebook",
     )
     grade.add_argument("--force", action="store_true", help="with --course: regrade everything")
-    grade.add_argument("--student", action="append", default=None, help="with --course: only these students")
+    grade.add_argument(
+        "--student",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="with --course: only these students; with notebooks: grade them as this student's work, "
+        "against their variant (default: the student the notebook's set-up cell was drawn for)",
+    )
     _add_run_options(grade)
 
     check = commands.add_parser("check", help="a readable per-part report for a self-learner")
     check.add_argument("notebook")
     check.add_argument("--as", dest="graded_as", metavar="ASSIGNMENT/NOTEBOOK")
+    check.add_argument(
+        "--student",
+        metavar="ID",
+        help="check against this student's variant (default: the student the notebook's set-up cell was drawn for)",
+    )
     _add_course_option(check)
     _add_run_options(check, instructor=False)
 
     release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")
     release.add_argument("assignments", nargs="*", help="default: every assignment")
     _add_course_option(release, "the course root (default: the one holding the working directory)")
+
+    solution = commands.add_parser(
+        "solution", help="write one student's reference solutions, drawn for their variant"
+    )
+    solution.add_argument("assignment")
+    solution.add_argument("--student", required=True, metavar="ID", help="the student's nbgrader id")
+    solution.add_argument("--output", metavar="DIR", help="default: ./solutions-ID/ASSIGNMENT")
+    _add_course_option(solution, "the course root (default: the one holding the working directory)")
 
     serve = commands.add_parser(
         "serve", help="grade submissions as they arrive in the exchange and release their feedback (docs/SERVICE.md)"
@@ -139,13 +159,21 @@ def main(argv=None) -> int:
 
             course = _course(args, near=args.notebook)
             return selfcheck.main(
-                course, args.notebook, _graded_as(course, args), args.jobs, _limits(args), args.isolation
+                course,
+                args.notebook,
+                _graded_as(course, args),
+                args.jobs,
+                _limits(args),
+                args.isolation,
+                student_id=args.student,
             )
         if args.command == "release":
             from autograder.nbgrader import release
 
             release.build(_course(args), args.assignments or None)
             return 0
+        if args.command == "solution":
+            return _solution(args)
         if args.command == "serve":
             return _serve(args)
         if args.command == "status":
@@ -199,6 +227,20 @@ def _grade_class(args) -> int:
     return EXIT_GRADER_FAULT if grader.flagged else 0
 
 
+def _solution(args) -> int:
+    import pathlib
+
+    from autograder.nbgrader import release
+
+    course = _course(args)
+    if args.assignment not in course.assignments():
+        raise UsageError(f"no assignment {args.assignment!r} in {course.root} (known: {', '.join(course.assignments())})")
+    destination = pathlib.Path(args.output or f"solutions-{args.student}/{args.assignment}")
+    for path in release.student_solutions(course, args.assignment, args.student, destination):
+        print(path)
+    return 0
+
+
 def _serve(args) -> int:
     import logging
 
@@ -214,8 +256,11 @@ def _grade_files(args) -> int:
 
     course = _course(args, near=args.targets[0])
     graded_as = _graded_as(course, args)
+    if args.student and len(args.student) > 1:
+        raise UsageError("with notebooks, give one --student: the student whose work they are")
+    student_id = args.student[0] if args.student else None
     requests = [
-        engine.GradeRequest(path, submission_id=f"notebook{number}", expected=graded_as)
+        engine.GradeRequest(path, submission_id=f"notebook{number}", expected=graded_as, student_id=student_id)
         for number, path in enumerate(args.targets)
     ]
     reports = engine.grade(
@@ -260,6 +305,10 @@ def render_text(report) -> str:
     ]
     if report.error:
         lines.append(f"  error: {shown(report.error, '  ')}")
+    if report.variant_of is not None:
+        lines.append(f"  variant: the one drawn for student {shown(report.variant_of)}")
+    if report.variant_note:
+        lines.append(f"  note: {shown(report.variant_note, '  ')}")
     for check in report.checks:
         mark = "PASS" if check.passed else "FAIL"
         lines.append(

@@ -24,6 +24,10 @@ def render(course: Course, report: engine.Report, color: bool = False) -> str:
     if report.error or report.spec is None:
         lines.append(f"{bad}error: {shown(report.error or 'not graded')}{reset}")
         return "\n".join(lines)
+    if report.variant_of is not None:
+        lines.append(f"{dim}variant: the one drawn for student {shown(report.variant_of)}{reset}")
+    if report.variant_note:
+        lines.append(f"{bad}note: {shown(report.variant_note)}{reset}")
     scores = report.part_scores()
     told: set[str] = set()
     for part in report.spec.parts:
@@ -70,8 +74,8 @@ def _where(report: engine.Report, part: str) -> str:
     return f": write it in cell {position + 1}, this part's answer cell, and run it." if position is not None else "."
 
 
-def main(course: Course, notebook: str, graded_as, jobs, limits, isolation) -> int:
-    request = engine.GradeRequest(notebook, "self-check", expected=graded_as)
+def main(course: Course, notebook: str, graded_as, jobs, limits, isolation, student_id: str | None = None) -> int:
+    request = engine.GradeRequest(notebook, "self-check", expected=graded_as, student_id=student_id)
     # A self-learner grades only their own work: the plain-process tier is acceptable here.
     (report,) = engine.grade(course, [request], jobs=jobs, limits=limits, isolation=isolation, allow_unisolated=True)
     print(render(course, report, color=sys.stdout.isatty()))

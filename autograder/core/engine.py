@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from autograder.core import notebook as nbio
-from autograder.core import specs
+from autograder.core import specs, variants
 from autograder.core.course import Course
 from autograder.core.runner import CheckResult, run_checks
 from autograder.core.submission import CellReport, Submission
@@ -52,6 +52,7 @@ class GradeRequest:
     submission_id: str
     expected: NotebookKey | None = None
     notebook: dict | None = None  # already read (and sanitised by nbgrader); else read from path
+    student_id: str | None = None  # who handed it in (nbgrader's student id): whose variant grades it
 
 
 @dataclasses.dataclass
@@ -70,6 +71,9 @@ class Report:
     figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     attempted: list[str] = dataclasses.field(default_factory=list)  # parts whose answer cells the student changed
     answer_cells: dict[str, int] = dataclasses.field(default_factory=dict)  # part -> position of its answer cell
+    variant_of: str | None = None  # the student whose variant it was graded against (None: the default)
+    variant_note: str | None = None  # e.g. the notebook was worked for someone else's variant
+    drawn_for_other: bool = False
     seconds: float = 0.0
 
     @property
@@ -113,6 +117,8 @@ class Report:
             "grader_error": self.grader_error,
             "isolation": self.isolation,
             "isolation_details": self.isolation_details,
+            "variant_of": self.variant_of,
+            "variant_note": self.variant_note,
         }
 
 
@@ -310,6 +316,12 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
     report.answer_cells = specs.answer_cell_positions(spec, notebook, release)
     if not spec.helpers_dir.is_dir():
         raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
+    settings = variants.settings_of(release)
+    choice = variants.choose(settings, request.student_id, notebook)
+    report.variant_of, report.variant_note = choice.student_id, choice.note
+    report.drawn_for_other = choice.drawn_for_other
+    environment = {"AUTOGRADER_STUDENT_ID": choice.student_id} if choice.student_id is not None else {}
+    variant = spec.variant(choice.student_id, settings.salt) if spec.variant is not None and settings else None
     drawn: dict = {}
     cells = nbio.code_cells(notebook)
     rng = np.random.default_rng(probe_seed(spec, cells))
@@ -320,6 +332,7 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         _probe_maker(spec, rng, drawn),
         limits,
         isolation,
+        environment,
     )
     report.isolation, report.seconds = result.isolation, result.seconds
     report.isolation_details = dict(result.details)
@@ -328,6 +341,7 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         report.error = f"grader error, not graded: {result.grader_error}"
         return report, None
     submission = _as_submission(request, notebook, result, drawn, spec)
+    submission.variant = variant
     report.cells = submission.cells
     return report, submission
 

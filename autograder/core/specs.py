@@ -38,6 +38,7 @@ class NotebookSpec:
     probes: dict
     parts: tuple[Part, ...]
     figures: Callable[..., list[str]] | None = None  # optional figures(sub, grade_id) -> SVG strings
+    variant: Callable[..., object] | None = None  # optional VARIANT(student_id, salt) -> the variant
     answer_of: dict = dataclasses.field(
         default_factory=dict, compare=False
     )  # name -> grade_id of the answer cell defining it
@@ -91,6 +92,7 @@ def load_specs(course: Course) -> tuple[NotebookSpec, ...]:
                     probes=dict(getattr(module, "PROBES", {})),
                     parts=source_parts(course, assignment, notebook),
                     figures=getattr(module, "figures", None),
+                    variant=getattr(module, "VARIANT", None),
                     answer_of=answer_cells_defining(course, assignment, notebook, module.EXTRACT),
                 )
             )

@@ -106,8 +106,12 @@ class Submission:
         cells: list[CellReport] | None = None,
         static_hints: dict[str, str] | None = None,
         fatal: str | None = None,
+        variant=None,
     ):
         self.id = submission_id
+        # the assignment's variant this submission is graded against (its public module's
+        # Variant; None for assignments without variants)
+        self.variant = variant
         self._values = values
         self._calls = calls or {}
         self.cells = cells or []

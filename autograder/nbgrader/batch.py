@@ -312,6 +312,7 @@ class _Pipeline:
                         submission_id(self.assignment, key),
                         expected=engine.NotebookKey(self.assignment, notebook_id),
                         notebook=json.loads(json.dumps(nb)),
+                        student_id=item.student,
                     )
                 )
         return prepared, requests
@@ -358,6 +359,7 @@ class BatchGrader:
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
         self.allow_unisolated = allow_unisolated
         self.flagged: list[str] = []  # student/notebook left ungraded by a fault of the grader
+        self.drawn_for_others: list[str] = []  # student/notebook: worked for another student's variant
         _lighten_imports()
         self.settings = settings.load(course)
         self.db_url, self.course_id = self.settings.db_url, self.settings.course_id
@@ -476,6 +478,9 @@ class BatchGrader:
                     done_chunk, done_prepared, done_futures = running
                     reports = engine.check([future.result() for future in done_futures], with_figures=True)
                     by_id = {report.submission_id: report for report in reports}
+                    self.drawn_for_others += [
+                        f"{report.submission_id}: {report.variant_note}" for report in reports if report.drawn_for_other
+                    ]
                     faulty = self._grader_faults(done_chunk, by_id)
                     # A grader fault is never a silent 0: no score, flagged for manual grading with
                     # the reason, and no marker, so that the next run grades the student again.
@@ -485,6 +490,12 @@ class BatchGrader:
                     if self.on_recorded is not None:
                         self.on_recorded(recorded)
                 running = started
+        if self.drawn_for_others:
+            print(
+                f"variants: {len(self.drawn_for_others)} notebooks were worked for another student's variant "
+                "(graded against the submitter's own):\n" + "\n".join(f"  {line}" for line in self.drawn_for_others),
+                file=sys.stderr,
+            )
         if self.flagged:
             print(
                 f"grader error: {len(self.flagged)} notebooks were NOT graded (left for the next run): "

@@ -18,9 +18,9 @@ import os
 
 from nbconvert.exporters import NotebookExporter
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Bool, Enum
+from traitlets import Bool, Enum, Unicode
 
-from autograder.core import engine
+from autograder.core import engine, variants
 from autograder.core.course import Course
 from autograder.core.notebook import quote
 
@@ -84,7 +84,8 @@ def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
         grade_id = meta.get("grade_id")
         if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution") or grade_id not in auto_ids:
             continue
-        body, plain = _render_part(grade_id, report, note)
+        said = [text for text in (note, report.variant_note) if text]
+        body, plain = _render_part(grade_id, report, "; ".join(said) or None)
         score = scores.get(grade_id, 0.0)
         cell.outputs = [
             new_output("display_data", data={"text/html": body, "text/plain": plain}),
@@ -97,8 +98,13 @@ def grade_notebook_node(
     course: Course, nb, key: engine.NotebookKey, submission_id: str, **grade_options
 ) -> engine.Report:
     """Grade an in-memory notebook (nbgrader's sanitised copy) through the one engine path."""
+    student_id = grade_options.pop("student_id", None)
     request = engine.GradeRequest(
-        f"{submission_id}.ipynb", submission_id, expected=key, notebook=json.loads(json.dumps(nb))
+        f"{submission_id}.ipynb",
+        submission_id,
+        expected=key,
+        notebook=json.loads(json.dumps(nb)),
+        student_id=student_id,
     )
     (report,) = engine.grade(course, [request], with_figures=True, **grade_options)
     return report
@@ -310,9 +316,39 @@ class RestoreCourseMetadata(CoursePreprocessor):
             info["refused"] = nb.metadata[REFUSED_KEY] = reason
             release = self.course.release_notebook(info["assignment"], info["notebook"])
             nb.cells = [from_dict(json.loads(json.dumps(cell))) for cell in release["cells"]]
+        variants.keep_record(nb)  # before ClearOutput: whose variant the set-up cell showed
         restore_course_metadata(nb, self.course, info["assignment"], info["notebook"])
         sanitise_student_html(nb)
         return nb, resources
+
+
+class StudentVariants(NbGraderPreprocessor):
+    """First step of generate_assignment: write the course's variant settings into the set-up
+    call `my_variant(per_student=..., salt=...)` of each notebook, so that the release records
+    them once for the students' notebooks, their public checks and the grader (which reads them
+    from the release, never from a submission)."""
+
+    per_student = Bool(
+        False,
+        help="give every student their own variant of the exercises, drawn from their student id "
+        "(off: everyone gets the exercise page's own set-up)",
+    ).tag(config=True)
+    salt = Unicode(
+        "",
+        help="mixed into every draw, so that this course's variants differ from another's or last "
+        "term's; not a secret (it is written into the release)",
+    ).tag(config=True)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "code" and variants.SETUP_CALL in cell.source:
+            settings = variants.Settings(self.per_student, self.salt)
+            cell.source = variants.with_settings(cell.source, settings)
+            if variants.settings_of({"cells": [cell]}) != settings:
+                raise ValueError(
+                    f"cell {index} calls {variants.SETUP_CALL} but not as "
+                    f"{variants.setup_call(variants.Settings())}: the settings cannot be written into it"
+                )
+        return cell, resources
 
 
 class SandboxedGrading(CoursePreprocessor):
@@ -358,6 +394,7 @@ class SandboxedGrading(CoursePreprocessor):
             nb,
             engine.NotebookKey(info["assignment"], info["notebook"]),
             f"{info['student']}/{info['assignment']}/{info['notebook']}",
+            student_id=info["student"],
             **options,
         )
         if report.grader_error:

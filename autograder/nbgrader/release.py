@@ -83,6 +83,30 @@ def generate_solutions(root: pathlib.Path, assignment: str) -> None:
 STUDENT_LIBRARY = pathlib.Path(__file__).resolve().parent.parent / "student" / "tclib.py"
 
 
+def student_solutions(course: Course, assignment: str, student_id: str, destination: pathlib.Path) -> list[pathlib.Path]:
+    """One student's reference solutions: the solution notebooks with their set-up cells drawing
+    that student's variant (with the course's settings, as the release carries them), beside a
+    copy of the public helpers they import. The solutions are written in terms of the variant,
+    so the one source is right for every student."""
+    from autograder.core import variants
+
+    destination.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in sorted((course.source / assignment).iterdir()):
+        if path.suffix == ".ipynb":
+            settings = variants.settings_of(course.release_notebook(assignment, path.stem)) or variants.Settings()
+            notebook = solution_notebook(json.loads(path.read_text(encoding="utf-8")))
+            for cell in notebook["cells"]:
+                if cell["cell_type"] == "code":
+                    cell["source"] = variants.with_settings(cell["source"], settings, student_id)
+            target = destination / path.name
+            target.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            written.append(target)
+        elif path.suffix == ".py":
+            shutil.copyfile(course.release / assignment / path.name, destination / path.name)
+    return written
+
+
 def write_student_library(course: Course) -> None:
     """Copy the student library (autograder/student/tclib.py, its one source) to
     source/common/tclib.py, which the assignments link to and nbgrader ships with each."""

@@ -723,8 +723,11 @@ def run_submission(
     make_probes,
     limits: Limits = Limits(),
     isolation: str = "auto",
+    environment: dict[str, str] | None = None,
 ) -> RunResult:
     """Run `cells` ((index, source) pairs) and return the values of `names` and probe calls.
+
+    `environment`: variables set for the cells (the student id a set-up cell draws a variant from).
 
     `make_probes(values)` is called in the grader's process after the cells ran; it returns
     {function name: [[tagged argument, ...], ...]} for the functions the submission defined.
@@ -789,6 +792,7 @@ def run_submission(
             "call_seconds": limits.call_seconds,
             "wall_factor": limits.wall_factor,
             "helpers": sandbox_helpers,
+            "environment": dict(environment or {}),
             "confine": plan,
             "no_new_processes": _single_process(isolation, cgroups),
         }

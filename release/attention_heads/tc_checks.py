@@ -13,6 +13,8 @@ with rows summing to 1.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -42,11 +44,7 @@ stage_array, stage_number, stage_whole_number = tclib.stage_array, tclib.stage_n
 
 D_MODEL = 16
 D_HEAD = 4
-CONTENT_DIMS = range(0, 8)  # the token's own content, before layer 1
-HEAD1_READS = range(0, 4)
-HEAD1_WRITES = range(8, 12)
-HEAD2_WRITES = range(12, 16)  # free until head 2 writes them
-WRITTEN_DIMS = len(HEAD1_WRITES) + len(HEAD2_WRITES)  # the 8 dims the two heads write together
+WRITTEN_DIMS = 2 * D_HEAD  # the dims the two heads of Exercise 1 write together
 MATRIX_NAMES = ("W_Q", "W_K", "W_V", "W_O")
 PASSED = "public checks passed (hidden checks run when your work is graded)"
 WHEN = ("the token itself", "the previous token", "the token two back")
@@ -56,7 +54,10 @@ WHEN = ("the token itself", "the previous token", "the token two back")
 GRADER_API = (
     "D_MODEL",
     "D_HEAD",
-    "HEAD2_WRITES",
+    "DEFAULT_VARIANT",
+    "EXERCISE_PAGE_LAYOUT",
+    "variant_for",
+    "head1_goal",
     "product_tolerance",
     "negativity_problems",
     "causality_problems",
@@ -72,6 +73,175 @@ GRADER_API = (
     "trace_two_heads",
     "simulation_problems",
 )
+
+
+# -- your variant: where Exercise 1 keeps what, and Q6's two heads ------------------------------
+
+
+class Layout(NamedTuple):
+    """Where Exercise 1's residual stream (d_model = 16) holds what.
+
+    Before layer 1 the token's content sits in `content`; the other dims are zero. Head 1
+    copies `head1_reads[i]` into `head1_writes[i]`; head 2 writes into `head2_writes`, copying
+    three of `other_content` and one of `head1_writes`.
+    """
+
+    content: tuple[int, ...]  # 8 dims, ascending
+    head1_reads: tuple[int, ...]  # 4 of the content dims, in the order they are copied
+    head1_writes: tuple[int, ...]  # 4 free dims: head1_reads[i] is copied into head1_writes[i]
+    head2_writes: tuple[int, ...]  # the other 4 free dims, ascending
+
+    @property
+    def other_content(self) -> tuple[int, ...]:
+        """The content dims head 1 does not copy (head 2 copies three of them)."""
+        return tuple(d for d in self.content if d not in self.head1_reads)
+
+    @property
+    def free(self) -> tuple[int, ...]:
+        """The dims that are zero before layer 1 (the heads write there)."""
+        return tuple(sorted(self.head1_writes + self.head2_writes))
+
+    def role(self, dim: int) -> str:
+        if dim in self.head1_reads:
+            return f"content, copied by head 1 into dim {self.head1_writes[self.head1_reads.index(dim)]}"
+        if dim in self.content:
+            return "content, not copied by head 1"
+        if dim in self.head1_writes:
+            return f"free, head 1 writes its copy of dim {self.head1_reads[self.head1_writes.index(dim)]} here"
+        return "free, head 2 writes here"
+
+    def permutation(self) -> np.ndarray:
+        """P with P @ x moving the exercise page's own layout into this one (P[new, old] = 1)."""
+        page = EXERCISE_PAGE_LAYOUT
+        P = np.zeros((D_MODEL, D_MODEL))
+        for old_dims, new_dims in (
+            (page.head1_reads, self.head1_reads),
+            (page.other_content, self.other_content),
+            (page.head1_writes, self.head1_writes),
+            (page.head2_writes, self.head2_writes),
+        ):
+            P[list(new_dims), list(old_dims)] = 1.0
+        return P
+
+
+EXERCISE_PAGE_LAYOUT = Layout(tuple(range(0, 8)), (0, 1, 2, 3), (8, 9, 10, 11), (12, 13, 14, 15))
+
+
+class Q6Heads(NamedTuple):
+    """How Q6's two given heads are drawn: a seed for their bases, and the two nonzero singular
+    values of W_V2 W_O1 (the gains with which head 2 reads two directions head 1 writes)."""
+
+    seed: int
+    gains: tuple[float, float]
+
+
+class Variant(NamedTuple):
+    """Your version of this assignment's given data: Exercise 1's layout and Q6's heads."""
+
+    layout: Layout
+    q6: Q6Heads
+    student_id: str | None = None  # None: the exercise page's own set-up
+
+    def table(self):
+        """What the set-up cells show (and record) of this variant."""
+        layout = self.layout
+        copies = ", ".join(f"{r} -> {w}" for r, w in zip(layout.head1_reads, layout.head1_writes))
+        rows = (
+            ("content dims (the token itself)", dims_text(layout.content)),
+            ("head 1 copies (read -> written)", copies),
+            ("content dims head 1 leaves", dims_text(layout.other_content)),
+            ("head 2 writes into", dims_text(layout.head2_writes)),
+            ("Q6: the heads' random seed", str(self.q6.seed)),
+        )
+        return tclib.VariantTable("attention_heads", self.student_id, rows, residual_stream_svg(layout))
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.table()._repr_mimebundle_(include, exclude)
+
+    def __str__(self) -> str:
+        return str(self.table())
+
+
+DEFAULT_VARIANT = Variant(EXERCISE_PAGE_LAYOUT, Q6Heads(20211222, (2.0, 0.5)))
+
+
+def variant_for(student_id: str | None, salt: str = "") -> Variant:
+    """The variant drawn for `student_id` (the exercise page's own set-up for None).
+
+    Every variant keeps the exercise's maths: 8 content dims and 8 free ones, so the heads
+    still write 8 dims of which 7 carry the previous token and 1 the token two back; Q6's
+    product W_V2 W_O1 still has rank 2, with gains of different sizes.
+    """
+    rng = tclib.variant_rng("attention_heads", student_id, salt)
+    if rng is None:
+        return DEFAULT_VARIANT
+    dims = [int(d) for d in rng.permutation(D_MODEL)]
+    layout = Layout(
+        content=tuple(sorted(dims[0:8])),
+        head1_reads=tuple(sorted(dims[0:4])),
+        head1_writes=tuple(dims[8:12]),  # in drawn order: the pairing is part of the variant
+        head2_writes=tuple(sorted(dims[12:16])),
+    )
+    strong = round(float(rng.uniform(1.5, 3.0)), 2)  # two gains of clearly different sizes
+    weak = round(float(rng.uniform(0.2, 0.8)), 2)
+    return Variant(layout, Q6Heads(int(rng.integers(1, 2**31 - 1)), (strong, weak)), student_id)
+
+
+def my_variant(per_student: bool = False, salt: str = "", student_id: str | None = None) -> Variant:
+    """Your variant, as the set-up cell draws it. The course sets `per_student` and `salt`
+    (nbgrader writes them into the set-up cell); the student id is found as nbgrader finds it
+    (tclib.find_student_id: set $AUTOGRADER_STUDENT_ID where your id is not your login)."""
+    if not per_student:
+        return DEFAULT_VARIANT
+    return variant_for(student_id or tclib.find_student_id(), salt)
+
+
+_ROLE_COLOURS = {"content": "#4e79a7", "copied": "#f28e2b", "head1": "#e15759", "head2": "#59a14f"}
+
+
+def residual_stream_svg(layout: Layout) -> str:
+    """A labelled strip of the 16 residual dims, coloured by what each holds."""
+    cell, top = 34, 34
+    kinds = []
+    for d in range(D_MODEL):
+        kind = "copied" if d in layout.head1_reads else "content" if d in layout.content else None
+        kind = kind or ("head1" if d in layout.head1_writes else "head2")
+        kinds.append(kind)
+    boxes = []
+    for d, kind in enumerate(kinds):
+        x = 4 + d * cell
+        label = ""
+        if kind == "head1":
+            label = f"\u2190{layout.head1_reads[layout.head1_writes.index(d)]}"
+        boxes.append(
+            f'<rect x="{x}" y="{top}" width="{cell - 2}" height="{cell - 2}" fill="{_ROLE_COLOURS[kind]}"/>'
+            f'<text x="{x + cell / 2 - 1}" y="{top + 20}" font-size="13" text-anchor="middle" fill="#fff" '
+            f'font-family="sans-serif">{d}</text>'
+            f'<text x="{x + cell / 2 - 1}" y="{top + cell + 14}" font-size="11" text-anchor="middle" '
+            f'fill="#222" font-family="sans-serif">{label}</text>'
+        )
+    legend = [
+        ("content", "content, head 1 leaves it"),
+        ("copied", "content head 1 copies"),
+        ("head1", "head 1 writes (\u2190 its source)"),
+        ("head2", "head 2 writes"),
+    ]
+    keys, x = [], 4
+    for kind, words in legend:
+        keys.append(
+            f'<rect x="{x}" y="6" width="12" height="12" fill="{_ROLE_COLOURS[kind]}"/>'
+            f'<text x="{x + 16}" y="16" font-size="11" font-family="sans-serif" fill="#222">{words}</text>'
+        )
+        x += 24 + 6 * len(words)
+    width = max(8 + D_MODEL * cell, x)
+    height = top + cell + 22
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="residual stream layout">'
+        f"<title>Residual dims 0-{D_MODEL - 1} before layer 1 and where the heads write</title>"
+        + "".join(keys + boxes)
+        + "</svg>"
+    )
 
 
 def product_tolerance(W_O, W_V, rtol: float = tclib.RTOL) -> float:
@@ -338,20 +508,21 @@ def check_max_ranks(max_rank_W_QK, max_rank_W_OV):
 # -- Q6: given heads ----------------------------------------------------------------------------
 
 
-def q6_heads() -> dict:
-    """Two heads with d_model = 16, d_head = 4 (the same every time): W_V1, W_O1, W_V2, W_O2.
+def q6_heads(variant: Variant = DEFAULT_VARIANT) -> dict:
+    """Two heads with d_model = 16, d_head = 4 (the same every time for one variant): W_V1,
+    W_O1, W_V2, W_O2.
 
     Head 2 reads part of what head 1 writes (and other directions as well).
     """
-    rng = np.random.default_rng(20211222)
+    rng = np.random.default_rng(variant.q6.seed)
     basis, _ = np.linalg.qr(rng.normal(size=(D_MODEL, D_MODEL)))  # orthonormal directions
     mix1, _ = np.linalg.qr(rng.normal(size=(D_HEAD, D_HEAD)))
     W_O1 = basis[:, 0:4] @ mix1  # head 1 writes into span(basis[:, 0:4])
     W_V1 = rng.normal(size=(D_HEAD, D_MODEL)) / 2
     left, _ = np.linalg.qr(rng.normal(size=(D_HEAD, D_HEAD)))
     right, _ = np.linalg.qr(rng.normal(size=(D_HEAD, D_HEAD)))
-    # Head 2 reads two directions of head 1's output (with gains 2 and 0.5) ...
-    reads_head1 = left @ np.diag([2.0, 0.5, 0.0, 0.0]) @ right.T @ W_O1.T
+    # Head 2 reads two directions of head 1's output (with the variant's two gains) ...
+    reads_head1 = left @ np.diag([*variant.q6.gains, 0.0, 0.0]) @ right.T @ W_O1.T
     # ... and, independently, directions head 1 never writes.
     reads_other = 0.3 * rng.normal(size=(D_HEAD, D_HEAD)) @ basis[:, 4:8].T
     W_V2 = reads_head1 + reads_other
@@ -360,10 +531,10 @@ def q6_heads() -> dict:
 
 
 @public_check
-def q6_square_mix_up(value) -> str | None:
+def q6_square_mix_up(value, variant: Variant = DEFAULT_VARIANT) -> str | None:
     """What a d_model x d_model W_V2_W_O1 is, named only when it equals that product of the
     given heads (the shape alone does not tell which product it is)."""
-    heads = q6_heads()
+    heads = q6_heads(variant)
     products = {
         "W_O1 @ W_V2, the product in the other order": heads["W_O1"] @ heads["W_V2"],
         "W_OV1 = W_O1 @ W_V1, head 1's own map": heads["W_O1"] @ heads["W_V1"],
@@ -384,10 +555,10 @@ def q6_square_mix_up(value) -> str | None:
     return None
 
 
-def check_q6_product(W_V2_W_O1):
+def check_q6_product(W_V2_W_O1, variant: Variant = DEFAULT_VARIANT):
     shape = shape_of(W_V2_W_O1)
     if shape == (D_MODEL, D_MODEL):
-        what = q6_square_mix_up(W_V2_W_O1)
+        what = q6_square_mix_up(W_V2_W_O1, variant)
         _fail(
             f"W_V2_W_O1 has shape {shape} (d_model x d_model)"
             + (f": that is {what}." if what else ".")
@@ -444,15 +615,17 @@ def check_q6_v_composition(v_composition_score):
 # -- Exercise 1: copy maps ----------------------------------------------------------------------
 
 
-def copy_problems_head1(W_net, tol: float = tclib.RTOL, head: str = "head 1") -> list[str]:
-    """How W_net (= W_O1 @ W_V1) differs from copying dim i into dim 8 + i for i = 0..3."""
+def copy_problems_head1(
+    W_net, tol: float = tclib.RTOL, head: str = "head 1", layout: Layout = EXERCISE_PAGE_LAYOUT
+) -> list[str]:
+    """How W_net (= W_O1 @ W_V1) differs from copying head1_reads[i] into head1_writes[i]."""
     W = np.asarray(W_net, float)
     if W.shape != (D_MODEL, D_MODEL):
         return [f"{head}'s W_O @ W_V has shape {W.shape}, not ({D_MODEL}, {D_MODEL})"]
-    problems = _head1_core(W, tol, head)
-    if problems and not _head1_core(W.T, tol, head):
+    problems = _head1_core(W, tol, head, layout)
+    if problems and not _head1_core(W.T, tol, head, layout):
         return [
-            f"{head} reads {dims_text(HEAD1_WRITES)} and writes {dims_text(HEAD1_READS)}: it is "
+            f"{head} reads {dims_text(layout.head1_writes)} and writes {dims_text(layout.head1_reads)}: it is "
             "the transpose of the intended copy. With column vectors, entry [dest, src] of "
             "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
             "are read)"
@@ -470,57 +643,69 @@ def _gain_problem(head, src, dest, gain, tol):
     return f"{head} copies dim {src} into dim {dest} with gain {fmt(gain)}; a copy has gain 1"
 
 
-def _head1_core(W, tol, head):
+def _head1_core(W, tol, head, layout: Layout):
     big = np.abs(W) > tol
     if not big.any():
         return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the residual stream"]
     problems = []
+    reads, writes = layout.head1_reads, layout.head1_writes
     rows = np.flatnonzero(big.any(axis=1))
     cols = np.flatnonzero(big.any(axis=0))
-    into_content = [d for d in rows if d in CONTENT_DIMS]
-    into_free = [d for d in rows if d in HEAD2_WRITES]
+    into_content = [d for d in rows if d in layout.content]
+    into_free = [d for d in rows if d in layout.head2_writes]
     if into_content:
-        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own content (dims 0-7)")
+        problems.append(
+            f"{head} writes into {dims_text(into_content)}, which hold the token's own content "
+            f"({dims_text(layout.content)})"
+        )
     if into_free:
         problems.append(f"{head} writes into {dims_text(into_free)}, which must stay free for head 2")
-    other_content = [s for s in cols if s in CONTENT_DIMS and s not in HEAD1_READS]
-    empty = [s for s in cols if s not in CONTENT_DIMS]
+    other_content = [s for s in cols if s in layout.content and s not in reads]
+    empty = [s for s in cols if s not in layout.content]
     if other_content:
-        problems.append(f"{head} reads {dims_text(other_content)}; head 1 copies dims 0-3 only")
+        problems.append(f"{head} reads {dims_text(other_content)}; head 1 copies {dims_text(reads)} only")
     if empty:
-        problems.append(f"{head} reads {dims_text(empty)}, which are empty before layer 1; head 1 copies dims 0-3 only")
-    gains = [W[8 + i, i] for i in HEAD1_READS]
+        problems.append(
+            f"{head} reads {dims_text(empty)}, which are empty before layer 1; head 1 copies {dims_text(reads)} only"
+        )
+    gains = [W[w, r] for r, w in zip(reads, writes)]
     if all(abs(g - gains[0]) <= tol for g in gains) and abs(gains[0] - 1) > tol and abs(gains[0]) > tol:
-        first = _gain_problem(head, 0, 8, gains[0], tol)
-        problems.append(first.replace("dim 0 into dim 8", "each of dims 0-3 into dims 8-11"))
+        first = _gain_problem(head, reads[0], writes[0], gains[0], tol)
+        problems.append(
+            first.replace(
+                f"dim {reads[0]} into dim {writes[0]}",
+                f"each of {dims_text(reads)} into its dim of {dims_text(writes)}",
+            )
+        )
     else:
-        for i in HEAD1_READS:
-            problem = _gain_problem(head, i, 8 + i, W[8 + i, i], tol)
+        for r, w in zip(reads, writes):
+            problem = _gain_problem(head, r, w, W[w, r], tol)
             if problem:
                 problems.append(problem)
-    for i in HEAD1_READS:
-        for k in HEAD1_READS:
-            if k != i and big[8 + k, i]:
+    for r, w in zip(reads, writes):
+        for other in writes:
+            if other != w and big[other, r]:
                 problems.append(
-                    f"{head} puts {fmt(W[8 + k, i])} x dim {i} into dim {8 + k}; dim {i} "
-                    f"should land only in dim {8 + i}"
+                    f"{head} puts {fmt(W[other, r])} x dim {r} into dim {other}; dim {r} should land only in dim {w}"
                 )
     return problems
 
 
-def copy_problems_head2(W_net, tol: float = tclib.RTOL, head: str = "head 2") -> list[str]:
+def copy_problems_head2(
+    W_net, tol: float = tclib.RTOL, head: str = "head 2", layout: Layout = EXERCISE_PAGE_LAYOUT
+) -> list[str]:
     """How W_net (= W_O2 @ W_V2) differs from an admissible head 2.
 
-    Admissible: copy three of the content dims 4-7 and one of dims 8-11 (what head 1 wrote),
-    each with gain 1, one-to-one into dims 12-15 in any order.
+    Admissible: copy three of the content dims head 1 leaves and one of the dims head 1
+    wrote, each with gain 1, one-to-one into head 2's dims in any order.
     """
     W = np.asarray(W_net, float)
     if W.shape != (D_MODEL, D_MODEL):
         return [f"{head}'s W_O @ W_V has shape {W.shape}, not ({D_MODEL}, {D_MODEL})"]
-    problems = _head2_core(W, tol, head)
-    if problems and not _head2_core(W.T, tol, head):
+    problems = _head2_core(W, tol, head, layout)
+    if problems and not _head2_core(W.T, tol, head, layout):
         return [
-            f"{head} reads {dims_text(HEAD2_WRITES)} and writes the dims it should read: it is "
+            f"{head} reads {dims_text(layout.head2_writes)} and writes the dims it should read: it is "
             "the transpose of an admissible copy. With column vectors, entry [dest, src] of "
             "W_O @ W_V is how much of dim src lands in dim dest (rows are written, columns "
             "are read)"
@@ -528,21 +713,25 @@ def copy_problems_head2(W_net, tol: float = tclib.RTOL, head: str = "head 2") ->
     return problems
 
 
-def _head2_core(W, tol, head):
+def _head2_core(W, tol, head, layout: Layout):
     big = np.abs(W) > tol
     if not big.any():
         return [f"{head} copies nothing: its W_O @ W_V is zero, so it adds nothing to the residual stream"]
     problems = []
+    mine, others, written = layout.head2_writes, layout.other_content, layout.head1_writes
     rows = np.flatnonzero(big.any(axis=1))
     cols = np.flatnonzero(big.any(axis=0))
-    into_head1 = [d for d in rows if d in HEAD1_WRITES]
-    into_content = [d for d in rows if d in CONTENT_DIMS]
+    into_head1 = [d for d in rows if d in written]
+    into_content = [d for d in rows if d in layout.content]
     if into_head1:
         problems.append(f"{head} writes into {dims_text(into_head1)}, which head 1 already uses")
     if into_content:
-        problems.append(f"{head} writes into {dims_text(into_content)}, which hold the token's own content (dims 0-7)")
-    rereads = [s for s in cols if s in HEAD1_READS]
-    own = [s for s in cols if s in HEAD2_WRITES]
+        problems.append(
+            f"{head} writes into {dims_text(into_content)}, which hold the token's own content "
+            f"({dims_text(layout.content)})"
+        )
+    rereads = [s for s in cols if s in layout.head1_reads]
+    own = [s for s in cols if s in mine]
     if rereads:
         problems.append(
             f"{head} re-reads {dims_text(rereads)}, which head 1 already copies from the "
@@ -552,33 +741,35 @@ def _head2_core(W, tol, head):
         problems.append(
             f"{head} reads {dims_text(own)}, which are still empty when head 2 runs (they are where head 2 writes)"
         )
-    block = W[12:16, 4:12]  # the admissible region: read 4-11, write 12-15
+    sources = list(others) + list(written)  # the admissible region: read these, write head 2's dims
+    block = W[np.ix_(list(mine), sources)]
     block_big = np.abs(block) > tol
     for d, s in zip(*np.nonzero(block_big)):
-        problem = _gain_problem(head, 4 + s, 12 + d, block[d, s], tol)
+        problem = _gain_problem(head, sources[s], mine[d], block[d, s], tol)
         if problem:
             problems.append(problem)
     for s in np.flatnonzero(block_big.sum(axis=0) > 1):
-        targets = [12 + d for d in np.flatnonzero(block_big[:, s])]
-        problems.append(f"{head} copies dim {4 + s} into {dims_text(targets)}; copy each dim into one dim only")
+        targets = [mine[d] for d in np.flatnonzero(block_big[:, s])]
+        problems.append(f"{head} copies dim {sources[s]} into {dims_text(targets)}; copy each dim into one dim only")
     for d in np.flatnonzero(block_big.sum(axis=1) > 1):
-        sources = [4 + s for s in np.flatnonzero(block_big[d])]
+        from_dims = [sources[s] for s in np.flatnonzero(block_big[d])]
         problems.append(
-            f"dim {12 + d} receives a mix of {dims_text(sources)}; each of dims 12-15 should hold a copy of one dim"
+            f"dim {mine[d]} receives a mix of {dims_text(from_dims)}; each of {dims_text(mine)} should hold a copy of one dim"
         )
-    content_sources = [4 + s for s in np.flatnonzero(block_big[:, 0:4].any(axis=0))]
-    head1_sources = [8 + s for s in np.flatnonzero(block_big[:, 4:8].any(axis=0))]
+    n = len(others)
+    content_sources = [sources[s] for s in np.flatnonzero(block_big[:, :n].any(axis=0))]
+    head1_sources = [sources[n + s] for s in np.flatnonzero(block_big[:, n:].any(axis=0))]
     if len(content_sources) != 3:
         which = f" ({dims_text(content_sources)})" if content_sources else ""
         problems.append(
-            f"into dims 12-15, {head} copies {len(content_sources)} of the content "
-            f"dims 4-7{which}; it should copy three of them"
+            f"into {dims_text(mine)}, {head} copies {len(content_sources)} of the content "
+            f"{dims_text(others)}{which}; it should copy three of them"
         )
     if len(head1_sources) != 1:
         which = f" ({dims_text(head1_sources)})" if head1_sources else ""
         problems.append(
-            f"into dims 12-15, {head} copies {len(head1_sources)} of the dims head 1 "
-            f"wrote{which}; it should copy exactly one of dims 8-11"
+            f"into {dims_text(mine)}, {head} copies {len(head1_sources)} of the dims head 1 "
+            f"wrote{which}; it should copy exactly one of {dims_text(written)}"
         )
     return problems
 
@@ -589,21 +780,31 @@ def _matrix_pair(W_V, W_O, number):
     return W_V, W_O
 
 
+def head1_goal(layout: Layout) -> str:
+    """What head 1 should do, in words: 'a copy of dims 0-3 into dims 8-11'."""
+    if layout.head1_writes == tuple(sorted(layout.head1_writes)):
+        return f"a copy of {dims_text(layout.head1_reads)} into {dims_text(layout.head1_writes)}"
+    return "a copy of " + ", ".join(f"dim {r} into dim {w}" for r, w in zip(layout.head1_reads, layout.head1_writes))
+
+
 @public_check
-def check_head1(W_V1, W_O1):
+def check_head1(W_V1, W_O1, variant: Variant = DEFAULT_VARIANT):
     W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
-    problems = copy_problems_head1(W_O1 @ W_V1, product_tolerance(W_O1, W_V1))
+    problems = copy_problems_head1(W_O1 @ W_V1, product_tolerance(W_O1, W_V1), layout=variant.layout)
     if problems:
-        _fail("head 1 (W_O1 @ W_V1) is not yet a copy of dims 0-3 into dims 8-11:\n" + bullet_list(problems))
+        _fail(f"head 1 (W_O1 @ W_V1) is not yet {head1_goal(variant.layout)}:\n" + bullet_list(problems))
     print(f"head 1: {PASSED}")
 
 
 @public_check
-def check_head2(W_V2, W_O2):
+def check_head2(W_V2, W_O2, variant: Variant = DEFAULT_VARIANT):
     W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
-    problems = copy_problems_head2(W_O2 @ W_V2, product_tolerance(W_O2, W_V2))
+    problems = copy_problems_head2(W_O2 @ W_V2, product_tolerance(W_O2, W_V2), layout=variant.layout)
     if problems:
-        _fail("head 2 (W_O2 @ W_V2) is not yet an admissible copy into dims 12-15:\n" + bullet_list(problems))
+        _fail(
+            f"head 2 (W_O2 @ W_V2) is not yet an admissible copy into {dims_text(variant.layout.head2_writes)}:\n"
+            + bullet_list(problems)
+        )
     print(f"head 2: {PASSED}")
 
 
@@ -637,7 +838,7 @@ def check_products(W_net1, W_net2, W_V1, W_O1, W_V2, W_O2):
     print(f"W_net1, W_net2: {PASSED}")
 
 
-def composition_problems(value, W_net1, W_net2, which: str) -> list[str]:
+def composition_problems(value, W_net1, W_net2, which: str, layout: Layout = EXERCISE_PAGE_LAYOUT) -> list[str]:
     """Whether two_token_copy = W_net2 @ W_net1 / one_token_copy = W_net2 + W_net1, naming mix-ups."""
     identity = np.eye(D_MODEL)
     intended = {
@@ -692,7 +893,7 @@ def composition_problems(value, W_net1, W_net2, which: str) -> list[str]:
         nets = [
             f"W_net{number}"
             for number, judge, W in ((1, copy_problems_head1, W_net1), (2, copy_problems_head2, W_net2))
-            if judge(W, tol)
+            if judge(W, tol, layout=layout)
         ]
         fix = (
             f"Your {' and '.join(nets)} {'is' if len(nets) == 1 else 'are'} not yet what a "
@@ -721,13 +922,13 @@ def composition_problems(value, W_net1, W_net2, which: str) -> list[str]:
 
 
 @public_check
-def check_composition(two_token_copy, one_token_copy, W_net1, W_net2):
+def check_composition(two_token_copy, one_token_copy, W_net1, W_net2, variant: Variant = DEFAULT_VARIANT):
     W_net1 = stage_array(W_net1, "W_net1", shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
     W_net2 = stage_array(W_net2, "W_net2", shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
     problems = []
     for which, value in (("two_token_copy", two_token_copy), ("one_token_copy", one_token_copy)):
         value = stage_array(value, which, shape=(D_MODEL, D_MODEL), labels=("d_model", "d_model"))
-        problems += composition_problems(value, W_net1, W_net2, which)
+        problems += composition_problems(value, W_net1, W_net2, which, variant.layout)
     if problems:
         _fail("\n".join(problems))
     print(f"two_token_copy, one_token_copy: {PASSED}")
@@ -767,49 +968,58 @@ def run_two_heads(X0, W_V1, W_O1, W_V2, W_O2):
     return X1, X2
 
 
-def example_stream(n_ctx: int = 6) -> np.ndarray:
-    """A readable residual stream: content dim i of position t holds 10 t + i; dims 8-15 are 0."""
+def example_stream(n_ctx: int = 6, layout: Layout = EXERCISE_PAGE_LAYOUT) -> np.ndarray:
+    """A readable residual stream: content dim i of position t holds 10 t + i; the free dims are 0."""
     X0 = np.zeros((D_MODEL, n_ctx))
-    X0[0:8, :] = 10 * np.arange(n_ctx)[None, :] + np.arange(8)[:, None]
+    content = list(layout.content)
+    X0[content, :] = 10 * np.arange(n_ctx)[None, :] + np.array(content)[:, None]
     return X0
 
 
-def trace_two_heads(W_V1, W_O1, W_V2, W_O2, n_ctx: int = 48, seed: int = 0) -> np.ndarray:
+def trace_two_heads(
+    W_V1, W_O1, W_V2, W_O2, n_ctx: int = 48, seed: int = 0, layout: Layout = EXERCISE_PAGE_LAYOUT
+) -> np.ndarray:
     """Run the model on a random residual stream and measure where each input ends up.
 
-    Returns coef with coef[d, k, j] = how much of content dim j of the token k positions back
-    (k = 0, 1, 2) arrives in dim d of the final residual stream. Measured, not derived: the
-    model is linear, so a least-squares fit over the positions recovers it exactly.
+    Returns coef with coef[d, k, j] = how much of content dim layout.content[j] of the token k
+    positions back (k = 0, 1, 2) arrives in dim d of the final residual stream. Measured, not
+    derived: the model is linear, so a least-squares fit over the positions recovers it exactly.
     """
     rng = np.random.default_rng(seed)
+    content = list(layout.content)
     X0 = np.zeros((D_MODEL, n_ctx))
-    X0[0:8] = rng.normal(size=(8, n_ctx))
+    X0[content] = rng.normal(size=(len(content), n_ctx))
     _, X2 = run_two_heads(X0, W_V1, W_O1, W_V2, W_O2)
     t = np.arange(2, n_ctx)
-    features = np.concatenate([X0[0:8, t - k].T for k in range(3)], axis=1)  # (T, 24)
+    features = np.concatenate([X0[content][:, t - k].T for k in range(3)], axis=1)  # (T, 3 x 8)
     solution, *_ = np.linalg.lstsq(features, X2[:, t].T, rcond=None)
-    return solution.T.reshape(D_MODEL, 3, 8)
+    return solution.T.reshape(D_MODEL, 3, len(content))
 
 
-def _terms_text(terms) -> str:
+def _terms_text(terms, layout: Layout) -> str:
     if not terms:
         return "nothing"
-    return " + ".join(f"{'' if abs(g - 1) < 1e-9 else fmt(g) + ' x '}dim {j} of {WHEN[k]}" for k, j, g in terms)
+    return " + ".join(
+        f"{'' if abs(g - 1) < 1e-9 else fmt(g) + ' x '}dim {layout.content[j]} of {WHEN[k]}" for k, j, g in terms
+    )
 
 
-def simulation_problems(coef, tol: float = tclib.RTOL, distances=("previous", "two_back")) -> list[str]:
+def simulation_problems(
+    coef, tol: float = tclib.RTOL, distances=("previous", "two_back"), layout: Layout = EXERCISE_PAGE_LAYOUT
+) -> list[str]:
     """What is wrong with what arrives from the given token distances ("previous", "two_back").
 
     A problem belongs to every token distance it involves, so one wrong head 2 dim that mixes
     both can cost both.
     """
-    by_distance = dict(zip(("previous", "two_back"), _simulation_findings(coef, tol)))
+    by_distance = dict(zip(("previous", "two_back"), _simulation_findings(coef, tol, layout)))
     return [problem for distance in distances for problem in by_distance[distance]]
 
 
-def _simulation_findings(coef, tol):
+def _simulation_findings(coef, tol, layout: Layout):
     """(problems with what arrives from the previous token, problems with two tokens back)."""
     previous, two_back = [], []
+    content = list(layout.content)
 
     def report(text, ks):
         if ks & {0, 1}:
@@ -818,65 +1028,71 @@ def _simulation_findings(coef, tol):
             two_back.append(text)
 
     terms = [
-        [(k, j, float(coef[d, k, j])) for k in range(3) for j in range(8) if abs(coef[d, k, j]) > tol]
+        [(k, j, float(coef[d, k, j])) for k in range(3) for j in range(len(content)) if abs(coef[d, k, j]) > tol]
         for d in range(D_MODEL)
     ]
-    for d in range(12):  # the content dims and head 1's dims: one exact term each
-        k0, j0 = (0, d) if d < 8 else (1, d - 8)
+    # the content dims and head 1's dims: one exact term each
+    expected = {d: (0, j, f"the token's own dim {d}") for j, d in enumerate(content)}
+    for r, w in zip(layout.head1_reads, layout.head1_writes):
+        expected[w] = (1, content.index(r), f"dim {r} of the previous token (head 1's copy)")
+    for d in sorted(expected):
+        k0, j0, should = expected[d]
         got = terms[d]
         if len(got) == 1 and got[0][:2] == (k0, j0) and abs(got[0][2] - 1) <= tol:
             continue
-        should = f"the token's own dim {d}" if d < 8 else f"dim {d - 8} of the previous token (head 1's copy)"
         offending = {k for k, j, g in got if (k, j) != (k0, j0) or abs(g - 1) > tol}
         if not any((k, j) == (k0, j0) for k, j, _ in got):
             offending.add(k0)
-        report(f"dim {d} holds {_terms_text(got)}; it should hold exactly {should}", offending)
+        report(f"dim {d} holds {_terms_text(got, layout)}; it should hold exactly {should}", offending)
     copies_previous, copies_back = [], []
-    for d in HEAD2_WRITES:  # head 2's dims: one exact copy each, from 1 or 2 tokens back
+    mine = layout.head2_writes
+    for d in mine:  # head 2's dims: one exact copy each, from 1 or 2 tokens back
         got = terms[d]
         if len(got) == 1 and abs(got[0][2] - 1) <= tol:
             k, j, _ = got[0]
-            if k == 1 and j in range(4, 8):
-                copies_previous.append(j)
+            if k == 1 and content[j] in layout.other_content:
+                copies_previous.append(content[j])
                 continue
-            if k == 2 and j in HEAD1_READS:
-                copies_back.append(j)
+            if k == 2 and content[j] in layout.head1_reads:
+                copies_back.append(content[j])
                 continue
         if not got:
             continue  # an empty dim shows up in the counts below
-        text = f"dim {d} holds {_terms_text(got)}"
+        text = f"dim {d} holds {_terms_text(got, layout)}"
         if len(got) > 1:
-            text += "; each of dims 12-15 should hold one copied dim"
+            text += f"; each of {dims_text(mine)} should hold one copied dim"
         elif abs(got[0][2] - 1) > tol:
             text += "; a copy has gain 1"
         else:
             text += (
-                "; head 2 should copy content dims 4-7 of the previous token, or one of dims 0-3 from two tokens back"
+                f"; head 2 should copy content {dims_text(layout.other_content)} of the previous token, or one of "
+                f"{dims_text(layout.head1_reads)} from two tokens back"
             )
         report(text, {k for k, _, _ in got})
     if len(set(copies_previous)) != len(copies_previous):
         previous.append(
-            "dims 12-15 hold exact copies of content dims "
+            f"{dims_text(mine)} hold exact copies of content dims "
             f"{', '.join(str(j) for j in sorted(copies_previous))} of the previous token: "
-            "the same dim twice; three different ones of dims 4-7 should be copied"
+            f"the same dim twice; three different ones of {dims_text(layout.other_content)} should be copied"
         )
     elif len(copies_previous) != 3:
         previous.append(
-            f"{len(copies_previous)} of dims 12-15 hold an exact copy of one of content "
-            "dims 4-7 of the previous token (three different ones should)"
+            f"{len(copies_previous)} of {dims_text(mine)} hold an exact copy of one of content "
+            f"{dims_text(layout.other_content)} of the previous token (three different ones should)"
         )
     if len(copies_back) != 1:
         two_back.append(
-            f"{len(copies_back)} of dims 12-15 hold an exact copy of a dim from two tokens back (exactly one should)"
+            f"{len(copies_back)} of {dims_text(mine)} hold an exact copy of a dim from two tokens back (exactly one should)"
         )
     return previous, two_back
 
 
 @public_check
-def check_simulation(W_V1, W_O1, W_V2, W_O2):
+def check_simulation(W_V1, W_O1, W_V2, W_O2, variant: Variant = DEFAULT_VARIANT):
     W_V1, W_O1 = _matrix_pair(W_V1, W_O1, 1)
     W_V2, W_O2 = _matrix_pair(W_V2, W_O2, 2)
-    problems = simulation_problems(trace_two_heads(W_V1, W_O1, W_V2, W_O2))
+    layout = variant.layout
+    problems = simulation_problems(trace_two_heads(W_V1, W_O1, W_V2, W_O2, layout=layout), layout=layout)
     if problems:
         _fail(
             "In the two-layer model with previous-token attention (run on a random residual "

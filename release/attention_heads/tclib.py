@@ -13,6 +13,8 @@ with the functions below, so a message you see here is the message the grader gi
   in how many entries it differs, and where and by how much it differs most.
 * The tolerance rule (``tolerance``), below.
 * ``public_check``: a failing public check shows its message, not a traceback.
+* Variants (``find_student_id``, ``variant_rng``, ``VariantTable``): in a course that gives
+  every student an exercise of their own, the set-up cell draws yours from your student id.
 
 Judges, the functions that decide whether an answer has a property, all follow one
 convention: they return a list of problems (sentences in your terms), empty when all is well.
@@ -31,7 +33,11 @@ while a real mistake, which is far larger than 1e-6 of anything involved, does n
 from __future__ import annotations
 
 import functools
+import hashlib
+import html
+import os
 import re
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +50,7 @@ GRADER_API = (
     "RTOL",
     "tolerance",
     "fmt",
+    "dims_text",
     "bullet_list",
     "difference_report",
     "describe_dtype",
@@ -347,3 +354,68 @@ def stage_matrix_names(value, name: str, allowed=("W_Q", "W_K", "W_V", "W_O")) -
             _fail(f"{name} contains {shown(item)}, which is not one of {', '.join(allowed)}.")
         chosen.add(canonical[key])
     return frozenset(chosen)
+
+
+# -- per-student variants -----------------------------------------------------------------------
+
+# Set it where your course's student ids are not your account names (the id nbgrader files your
+# submission under: `nbgrader list --inbound`, or ask your instructor).
+STUDENT_ID_VARIABLE = "AUTOGRADER_STUDENT_ID"
+
+
+def find_student_id() -> str | None:
+    """Your student id as nbgrader knows it: $AUTOGRADER_STUDENT_ID when set, else the JupyterHub
+    user ($JUPYTERHUB_USER, nbgrader's id on a hub), else this account's name (nbgrader's id on a
+    shared machine), else None."""
+    for variable in (STUDENT_ID_VARIABLE, "JUPYTERHUB_USER"):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return value
+    try:
+        import getpass
+
+        return getpass.getuser() or None
+    except Exception:  # noqa: BLE001 - no account name (a container without /etc/passwd entry)
+        return None
+
+
+def variant_rng(assignment: str, student_id: str | None, salt: str = "") -> np.random.Generator | None:
+    """The random generator a student's variant is drawn with, or None for the exercise page's
+    own set-up (no student id). The same (assignment, salt, student id) gives the same variant
+    everywhere: in the notebook, in the public checks and in the grader."""
+    if student_id is None:
+        return None
+    digest = hashlib.sha256(f"variant\0{assignment}\0{salt}\0{student_id}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "big"))
+
+
+class VariantTable(NamedTuple):
+    """What the set-up cell shows: whose variant it is, a table of its parameters and a picture.
+
+    Its output also records, as output metadata, the student it was drawn for, which the
+    grader reads to tell a notebook worked for someone else's variant."""
+
+    assignment: str
+    student_id: str | None  # None: the exercise page's own set-up
+    rows: tuple  # (parameter, value) pairs, in words
+    svg: str = ""
+
+    def heading(self) -> str:
+        if self.student_id is None:
+            return "The exercise page's own set-up (this course draws no per-student variants)"
+        return f"Your variant of {self.assignment}, drawn for student {self.student_id!r}"
+
+    def __str__(self) -> str:
+        width = max((len(name) for name, _ in self.rows), default=0)
+        lines = [self.heading()] + [f"  {name.ljust(width)}  {value}" for name, value in self.rows]
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        rows = "".join(
+            f'<tr><th style="text-align:left;padding-right:1em">{html.escape(name)}</th>'
+            f'<td style="text-align:left">{html.escape(value)}</td></tr>'
+            for name, value in self.rows
+        )
+        page = f"<p><b>{html.escape(self.heading())}</b></p><table>{rows}</table>{self.svg}"
+        record = {"autograder_variant": {"assignment": self.assignment, "student": self.student_id}}
+        return {"text/plain": str(self), "text/html": page}, record

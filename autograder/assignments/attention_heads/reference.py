@@ -2,7 +2,7 @@
 the answers to Q3-Q6 and a canonical solution of Exercise 1 from which its answers are derived.
 
 Never shipped to students. Expected values are computed here, not typed in, so a change to the
-given data (tc_checks.q6_heads) or the exercise moves the answers with it.
+given data (tc_checks.q6_heads, a student's variant) or the exercise moves the answers with it.
 """
 
 from __future__ import annotations
@@ -299,8 +299,8 @@ def max_rank(d_model, d_head):
 # -- Q6 -----------------------------------------------------------------------------------------
 
 
-def q6_answers():
-    heads = tc.q6_heads()
+def q6_answers(variant=tc.DEFAULT_VARIANT):
+    heads = tc.q6_heads(variant)
     W_V1, W_O1, W_V2, W_O2 = (heads[k] for k in ("W_V1", "W_O1", "W_V2", "W_O2"))
     product = W_V2 @ W_O1
     singular = np.linalg.svd(product, compute_uv=False)
@@ -317,9 +317,9 @@ def q6_answers():
     }
 
 
-def q6_score_variants():
+def q6_score_variants(variant=tc.DEFAULT_VARIANT):
     """Wrong v-composition scores: (value, what went wrong)."""
-    a = q6_answers()
+    a = q6_answers(variant)
     W_OV1, W_OV2 = a["W_OV1"], a["W_OV2"]
     heads = a["heads"]
     fro = np.linalg.norm
@@ -350,18 +350,19 @@ def q6_score_variants():
 # -- Exercise 1 ---------------------------------------------------------------------------------
 
 
-def canonical_virtual_head():
-    """One correct answer to Exercise 1; every expected number is derived from it."""
+def canonical_virtual_head(layout=tc.EXERCISE_PAGE_LAYOUT):
+    """One correct answer to Exercise 1 in `layout`; every expected number is derived from it."""
     W_V1 = np.zeros((4, 16))
     W_O1 = np.zeros((16, 4))
     W_V2 = np.zeros((4, 16))
     W_O2 = np.zeros((16, 4))
-    for i in range(4):
-        W_V1[i, i] = 1.0  # read dim i
-        W_O1[8 + i, i] = 1.0  # write it into dim 8 + i
-    for slot, src in enumerate((4, 5, 6, 8)):
+    for i, (src, dest) in enumerate(zip(layout.head1_reads, layout.head1_writes)):
+        W_V1[i, src] = 1.0  # read one of the content dims head 1 copies
+        W_O1[dest, i] = 1.0  # write it into its dim
+    sources = [*layout.other_content[:3], layout.head1_writes[0]]
+    for slot, (src, dest) in enumerate(zip(sources, layout.head2_writes)):
         W_V2[slot, src] = 1.0
-        W_O2[12 + slot, slot] = 1.0
+        W_O2[dest, slot] = 1.0
     W_net1, W_net2 = W_O1 @ W_V1, W_O2 @ W_V2
     return {
         "W_V1": W_V1,
@@ -375,27 +376,27 @@ def canonical_virtual_head():
     }
 
 
-def virtual_head_ranks():
-    solution = canonical_virtual_head()
+def virtual_head_ranks(layout=tc.EXERCISE_PAGE_LAYOUT):
+    solution = canonical_virtual_head(layout)
     return {
         f"rank_{name}": int(np.linalg.matrix_rank(solution[name]))
         for name in ("W_net1", "W_net2", "two_token_copy", "one_token_copy")
     }
 
 
-def virtual_head_capacity():
+def virtual_head_capacity(layout=tc.EXERCISE_PAGE_LAYOUT):
     """Counts of written dims by what they carry, measured on the canonical solution."""
-    s = canonical_virtual_head()
-    return capacity_counts(s["W_V1"], s["W_O1"], s["W_V2"], s["W_O2"])
+    s = canonical_virtual_head(layout)
+    return capacity_counts(s["W_V1"], s["W_O1"], s["W_V2"], s["W_O2"], layout=layout)
 
 
-def capacity_counts(W_V1, W_O1, W_V2, W_O2, tol=1e-9):
+def capacity_counts(W_V1, W_O1, W_V2, W_O2, tol=1e-9, layout=tc.EXERCISE_PAGE_LAYOUT):
     """The same counts measured on any two heads (for follow-through on a student's own heads)."""
-    coef = tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2)
-    written = [d for d in range(8, 16) if np.abs(coef[d]).max() > tol]
+    coef = tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, layout=layout)
+    written = [d for d in layout.free if np.abs(coef[d]).max() > tol]
     previous = [d for d in written if np.abs(coef[d, 1]).max() > tol]
     two_back = [d for d in written if np.abs(coef[d, 2]).max() > tol]
-    head2 = [d for d in written if d in tc.HEAD2_WRITES]
+    head2 = [d for d in written if d in layout.head2_writes]
     return {
         "written": len(written),
         "previous": len(previous),

@@ -35,6 +35,7 @@ PROBES = {
     "attention_head": ref.probe_head,
     "attention_head_low_rank": ref.probe_low_rank,
 }
+VARIANT = tc.variant_for  # Q6's given heads are the student's own (sub.variant)
 
 
 def _case(number, args):
@@ -446,13 +447,18 @@ def test_max_rank_W_OV(sub):
 # -- Q6 -----------------------------------------------------------------------------------------
 
 
+def _variant(sub):
+    """The student's variant: it decides Q6's two given heads."""
+    return sub.variant or tc.DEFAULT_VARIANT
+
+
 @part("q6_product", points=1)
 def test_W_V2_W_O1(sub):
-    answers = ref.q6_answers()
+    answers = ref.q6_answers(_variant(sub))
     heads = answers["heads"]
     value = sub.array("W_V2_W_O1")
     if value.shape == (tc.D_MODEL, tc.D_MODEL):
-        what = tc.q6_square_mix_up(value)
+        what = tc.q6_square_mix_up(value, _variant(sub))
         raise Mistake(
             "W_V2_W_O1 has shape (16, 16) (d_model x d_model)"
             + (f": that is {what}." if what else ".")
@@ -472,14 +478,14 @@ def test_W_V2_W_O1(sub):
         )
     raise Mistake(
         lib.difference_report(value, expected, "W_V2_W_O1", "W_V2 @ W_O1 of the given heads", reveal=False)
-        + ". Use the heads from q6_heads()."
+        + ". Use the heads the notebook gives you (its Q6 cell)."
     )
 
 
 @part("q6_singular_values", points=2)
 def test_singular_values(sub):
     name = "singular_values_W_V2_W_O1"
-    answers = ref.q6_answers()
+    answers = ref.q6_answers(_variant(sub))
     expected = answers["singular_values"]
     encoded = sub.encoded(name)
     if encoded.get("kind") == "array" and encoded.get("dtype") == "complex128":
@@ -567,7 +573,7 @@ def _own_product(sub):
 
 @part("q6_rank", points=1)
 def test_rank(sub):
-    answers = ref.q6_answers()
+    answers = ref.q6_answers(_variant(sub))
     value = sub.integer("rank_W_V2_W_O1")
     if value == answers["rank"]:
         return
@@ -635,12 +641,12 @@ def _rank_explanations(sub, value, answers):
 
 @part("q6_v_composition", points=2)
 def test_v_composition_score(sub):
-    answers = ref.q6_answers()
+    answers = ref.q6_answers(_variant(sub))
     value = sub.number("v_composition_score")
     expected = answers["score"]
     if abs(value - expected) <= lib.tolerance(abs(expected)):
         return
-    for candidate, why in ref.q6_score_variants():
+    for candidate, why in ref.q6_score_variants(_variant(sub)):
         if abs(value - candidate) <= lib.tolerance(abs(candidate)):
             raise Mistake(f"v_composition_score = {lib.fmt(value)}: {why}.")
     if abs(value - expected) <= 1e-2:

@@ -41,8 +41,14 @@ EXTRACT = [
     "fraction_two_tokens_back",
 ]
 PROBES = {}
+VARIANT = tc.variant_for  # each submission is judged in its student's own layout (sub.variant)
 
 _SQUARE = (tc.D_MODEL, tc.D_MODEL)
+
+
+def _layout(sub):
+    """The residual-stream layout of the student's variant."""
+    return (sub.variant or tc.DEFAULT_VARIANT).layout
 
 
 def _head(sub, number):
@@ -91,17 +97,22 @@ def _sentences(problems):
 @part("ex1_head1", points=2)
 def test_head1_copies(sub):
     W_V1, W_O1 = _head(sub, 1)
-    problems = tc.copy_problems_head1(W_O1 @ W_V1, tc.product_tolerance(W_O1, W_V1))
+    layout = _layout(sub)
+    problems = tc.copy_problems_head1(W_O1 @ W_V1, tc.product_tolerance(W_O1, W_V1), layout=layout)
     if problems:
-        raise Mistake("head 1 (W_O1 @ W_V1) is not a copy of dims 0-3 into dims 8-11:\n" + lib.bullet_list(problems))
+        raise Mistake(f"head 1 (W_O1 @ W_V1) is not {tc.head1_goal(layout)}:\n" + lib.bullet_list(problems))
 
 
 @part("ex1_head2", points=2)
 def test_head2_copies(sub):
     W_V2, W_O2 = _head(sub, 2)
-    problems = tc.copy_problems_head2(W_O2 @ W_V2, tc.product_tolerance(W_O2, W_V2))
+    layout = _layout(sub)
+    problems = tc.copy_problems_head2(W_O2 @ W_V2, tc.product_tolerance(W_O2, W_V2), layout=layout)
     if problems:
-        raise Mistake("head 2 (W_O2 @ W_V2) is not an admissible copy into dims 12-15:\n" + lib.bullet_list(problems))
+        raise Mistake(
+            f"head 2 (W_O2 @ W_V2) is not an admissible copy into {lib.dims_text(layout.head2_writes)}:\n"
+            + lib.bullet_list(problems)
+        )
 
 
 # -- the expanded products ----------------------------------------------------------------------
@@ -143,7 +154,7 @@ def test_W_net2_is_product(sub):
 def _composition(sub, which):
     W_net1, W_net2 = _waiting(which, lambda: (_net(sub, 1), _net(sub, 2)), ("W_net1 and W_net2", "ex1_products"))
     value = _square(sub, which)
-    problems = tc.composition_problems(value, W_net1, W_net2, which)
+    problems = tc.composition_problems(value, W_net1, W_net2, which, _layout(sub))
     if problems:
         raise Mistake(_sentences(problems))
 
@@ -177,7 +188,7 @@ def _own_square(sub, matrix):
 def _rank(sub, matrix):
     name = f"rank_{matrix}"
     value = sub.integer(name)
-    expected = ref.virtual_head_ranks()[name]
+    expected = ref.virtual_head_ranks(_layout(sub))[name]
     if value == expected:
         return
     own = _own_square(sub, matrix)
@@ -252,8 +263,9 @@ def _simulation(sub, distance):
     W_V1, W_O1 = _head(sub, 1)
     W_V2, W_O2 = _head(sub, 2)
     tol = max(1e-6, tc.product_tolerance(W_O1, W_V1), tc.product_tolerance(W_O2, W_V2))
+    layout = _layout(sub)
     problems = tc.simulation_problems(
-        tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7), tol=tol, distances=(distance,)
+        tc.trace_two_heads(W_V1, W_O1, W_V2, W_O2, seed=7, layout=layout), tol=tol, distances=(distance,), layout=layout
     )
     if not problems:
         return
@@ -263,7 +275,7 @@ def _simulation(sub, distance):
             (1, tc.copy_problems_head1, (W_V1, W_O1)),
             (2, tc.copy_problems_head2, (W_V2, W_O2)),
         )
-        if judge(W_O @ W_V, tc.product_tolerance(W_O, W_V))
+        if judge(W_O @ W_V, tc.product_tolerance(W_O, W_V), layout=layout)
     ]
     first = ""
     if failing:
@@ -296,13 +308,18 @@ def _own_capacity(sub):
     except Mistake:
         return None
     counts = ref.capacity_counts(
-        W_V1, W_O1, W_V2, W_O2, tol=max(1e-6, tc.product_tolerance(W_O1, W_V1), tc.product_tolerance(W_O2, W_V2))
+        W_V1,
+        W_O1,
+        W_V2,
+        W_O2,
+        tol=max(1e-6, tc.product_tolerance(W_O1, W_V1), tc.product_tolerance(W_O2, W_V2)),
+        layout=_layout(sub),
     )
     return counts if counts["written"] else None
 
 
 def _fraction(sub, name, numerator_key, other_key):
-    counts = ref.virtual_head_capacity()
+    counts = ref.virtual_head_capacity(_layout(sub))
     value = sub.number(name)
     expected = counts[numerator_key] / counts["written"]
     if abs(value - expected) <= lib.tolerance():
@@ -386,7 +403,7 @@ def figures(sub, grade_id):
         elif grade_id == "ex1_simulation":
             W_V1, W_O1 = _head(sub, 1)
             W_V2, W_O2 = _head(sub, 2)
-            X0 = tc.example_stream()
+            X0 = tc.example_stream(layout=_layout(sub))
             _, X2 = tc.run_two_heads(X0, W_V1, W_O1, W_V2, W_O2)
             pictures.append(
                 heatmaps.side_by_side(

@@ -4,7 +4,8 @@ Two processes: a relay that holds the channels to the grader (argv names the fd 
 to the grader and the fd carrying frames from it) and never runs student code, and a forked
 student half that runs the cells (fds 0-2 belong to the student). Protocol, as the grader sees it:
   grader -> {"type": "job", "cells": [[index, source], ...], "names": [...],
-             "cell_seconds": float, "call_seconds": float, "helpers": path}
+             "cell_seconds": float, "call_seconds": float, "helpers": path,
+             "environment": {name: str}}   (variables the set-up cells read: the student id)
   driver -> {"type": "cell", "index": i}              before each cell (the supervisor times it)
   driver -> {"type": "cell_done", "index": i, "status": "ok"|"error"|"timeout", "error": str}
   driver -> {"type": "values", "values": {name: tagged value}, "defined_in": {name: index}}
@@ -270,6 +271,8 @@ def serve(job):
     _signal(signal.SIGPROF, _on_alarm)
     _timers.update(cpu=True, wall_factor=float(job.get("wall_factor", 1.0)))
     sys.path.insert(0, job["helpers"])
+    environment = job.get("environment") or {}
+    os.environ.update({str(k): str(v) for k, v in environment.items() if isinstance(k, str) and isinstance(v, str)})
     builtins.input = refuse_input
     shell = GradingShell()
     namespace = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": lambda: shell}
