@@ -273,6 +273,12 @@ def test_feedback_tells_the_copier_whose_variant_their_notebook_shows(variant_cl
     assert f"shows the variant drawn for student '{STUDENTS[0]}'" in autograded
     own = (course.root / "autograded" / STUDENTS[0] / ASSIGNMENT / "virtual_head.ipynb").read_text()
     assert "shows the variant drawn for" not in own
+    # feedback shows, beside the messages, the variant the copier was graded against
+    _nbgrader(course.root, "generate_feedback", ASSIGNMENT, f"--student={COPIERS[0]}", "--force")
+    page = (course.root / "feedback" / COPIERS[0] / ASSIGNMENT / "virtual_head.html").read_text()
+    assert f"drawn for student &#x27;{COPIERS[0]}&#x27;" in page or f"drawn for student '{COPIERS[0]}'" in page
+    assert "residual stream layout" in page  # the picture
+    assert "shows the variant drawn for student" in page
 
 
 def test_self_check_takes_the_recorded_student_or_student(variant_class, tmp_path):

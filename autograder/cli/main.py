@@ -123,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("assignments", nargs="*", help="default: every assignment")
     _add_course_option(release, "the course root (default: the one holding the working directory)")
 
-    solution = commands.add_parser(
-        "solution", help="write one student's reference solutions, drawn for their variant"
-    )
+    solution = commands.add_parser("solution", help="write one student's reference solutions, drawn for their variant")
     solution.add_argument("assignment")
     solution.add_argument("--student", required=True, metavar="ID", help="the student's nbgrader id")
     solution.add_argument("--output", metavar="DIR", help="default: ./solutions-ID/ASSIGNMENT")
@@ -234,7 +232,9 @@ def _solution(args) -> int:
 
     course = _course(args)
     if args.assignment not in course.assignments():
-        raise UsageError(f"no assignment {args.assignment!r} in {course.root} (known: {', '.join(course.assignments())})")
+        raise UsageError(
+            f"no assignment {args.assignment!r} in {course.root} (known: {', '.join(course.assignments())})"
+        )
     destination = pathlib.Path(args.output or f"solutions-{args.student}/{args.assignment}")
     for path in release.student_solutions(course, args.assignment, args.student, destination):
         print(path)

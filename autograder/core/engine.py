@@ -74,6 +74,7 @@ class Report:
     variant_of: str | None = None  # the student whose variant it was graded against (None: the default)
     variant_note: str | None = None  # e.g. the notebook was worked for someone else's variant
     drawn_for_other: bool = False
+    variant_shown: dict | None = None  # the variant's table ({mime type: text}) drawn by the grader, for feedback
     seconds: float = 0.0
 
     @property
@@ -322,6 +323,8 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
     report.drawn_for_other = choice.drawn_for_other
     environment = {"AUTOGRADER_STUDENT_ID": choice.student_id} if choice.student_id is not None else {}
     variant = spec.variant(choice.student_id, settings.salt) if spec.variant is not None and settings else None
+    if choice.student_id is not None and hasattr(variant, "_repr_mimebundle_"):
+        report.variant_shown = dict(variant._repr_mimebundle_()[0])  # the course's module, in the grader
     drawn: dict = {}
     cells = nbio.code_cells(notebook)
     rng = np.random.default_rng(probe_seed(spec, cells))

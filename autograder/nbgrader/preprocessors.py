@@ -79,6 +79,12 @@ def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
 
     scores = report.part_scores()
     auto_ids = {part.grade_id for part in report.spec.auto_parts} if report.spec else set()
+    if report.variant_shown:
+        # The set-up cell shows the variant the notebook was graded against, as the grader drew
+        # it: the formgrader and feedback show it beside the messages.
+        for cell in nb.cells:
+            if cell.cell_type == "code" and variants.SETUP_CALL in cell.source:
+                cell.outputs = [new_output("display_data", data=report.variant_shown)]
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         grade_id = meta.get("grade_id")

@@ -83,7 +83,9 @@ def generate_solutions(root: pathlib.Path, assignment: str) -> None:
 STUDENT_LIBRARY = pathlib.Path(__file__).resolve().parent.parent / "student" / "tclib.py"
 
 
-def student_solutions(course: Course, assignment: str, student_id: str, destination: pathlib.Path) -> list[pathlib.Path]:
+def student_solutions(
+    course: Course, assignment: str, student_id: str, destination: pathlib.Path
+) -> list[pathlib.Path]:
     """One student's reference solutions: the solution notebooks with their set-up cells drawing
     that student's variant (with the course's settings, as the release carries them), beside a
     copy of the public helpers they import. The solutions are written in terms of the variant,
