@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from autograder.core.course import Course
-from autograder.core.notebook import grade_id
+from autograder.core.notebook import grade_id as grade_id_of
 from autograder.dev import classroom
 from autograder.nbgrader import markscheme, release
 
@@ -114,7 +114,7 @@ def build_graded_course(repository: Course, folder: pathlib.Path) -> Course:
         for notebook in notebooks:
             source = json.loads((course.source / assignment / f"{notebook}.ipynb").read_text(encoding="utf-8"))
             manual = [cell for cell in source["cells"] if markscheme.manually_graded(cell)]
-            replacements = {grade_id(cell): own_words(grade_id(cell)) for cell in manual}
+            replacements = {grade_id_of(cell): own_words(grade_id_of(cell)) for cell in manual}
             filled[notebook] = classroom.filled_notebook(course, assignment, notebook, replacements)
         classroom.write_submission(root, STUDENT, assignment, filled)
         subprocess.run(

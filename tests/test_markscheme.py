@@ -25,7 +25,7 @@ import grading_pages
 import pytest
 from conftest import REPOSITORY
 
-from autograder.nbgrader import maths, markscheme
+from autograder.nbgrader import markscheme, maths
 
 RAW_TEX = re.compile(r"\$[^$\s][^$]*\$")
 
