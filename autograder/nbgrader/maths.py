@@ -12,10 +12,11 @@ grading service) picks it up:
 * `c.HTMLExporter.filters = {"markdown2html": "autograder.nbgrader.maths.MarkdownWithMathML"}`
   replaces nbconvert's markdown filter by the same mistune renderer with MathML for maths;
 * `c.HTMLExporter.extra_template_basedirs = maths.template_basedirs()` puts this package's
-  templates/ in front of nbgrader's: its `classic/` folder holds only a `mathjax.html.j2`, found
-  before nbconvert's own (in `base/`) by every classic-based page, nbgrader's formgrade and
-  feedback templates included; its `mathjax` macro loads no MathJax (whatever URL it is given,
-  `HTMLExporter.mathjax_url` included) and styles the MathML.
+  templates/ in front of nbgrader's. They hold only a `mathjax.html.j2`, found before nbconvert's
+  own (in `base/`): in `classic/` for every classic-based page (nbgrader's feedback template
+  included), in `formgrade/` for the formgrader's grading page. Their `mathjax` macro loads no
+  MathJax (whatever URL it is given, `HTMLExporter.mathjax_url` included) and styles the MathML;
+  the formgrader's also answers formgrade.js's one question to MathJax (when typesetting ends).
 
 TeX that latex2mathml cannot read stays as it was written, escaped, in a `<code>` element, so
 a grader sees exactly what the student typed. Student TeX is untrusted: the MathML is rebuilt
@@ -135,7 +136,7 @@ class MarkdownWithMathML(LoggingConfigurable):
 
 def template_basedirs() -> list[str]:
     """`HTMLExporter.extra_template_basedirs` for nbgrader: this package's templates first (only
-    the offline mathjax macro), then nbgrader's own (formgrade, feedback)."""
+    the offline mathjax macros), then nbgrader's own (formgrade, feedback)."""
     import nbgrader
 
     # where nbgrader's converters and formgrader find them (importing the server extension for
