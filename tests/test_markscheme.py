@@ -28,6 +28,7 @@ from conftest import REPOSITORY
 from autograder.nbgrader import markscheme, maths
 
 RAW_TEX = re.compile(r"\$[^$\s][^$]*\$")
+PANEL = markscheme.PANEL_CLASS
 
 
 def _source(assignment: str, notebook: str) -> dict:
@@ -62,6 +63,42 @@ def test_a_cell_without_a_scheme_gets_a_panel_that_says_what_is_missing():
     scheme = markscheme.MarkScheme("q1", "Heads move $W_O W_V x$.", "", code=False)
     panel = maths.markdown_to_html(markscheme.panel_markdown(scheme, "q1", "source/a/n.ipynb"))
     assert "<math" in panel and "add a <code>Mark scheme:</code> line" in panel
+
+
+def _render(template: str, resources: dict) -> str:
+    """The release notebook of `questions` rendered by an HTMLExporter with the course's
+    nbgrader configuration (as nbgrader's formgrader and feedback build theirs) and `template`."""
+    from nbconvert.exporters import HTMLExporter
+    from traitlets.config import Config
+
+    from autograder.nbgrader import settings
+
+    config = Config()
+    config.merge(settings.load(REPOSITORY).config)
+    config.HTMLExporter.template_name = template
+    exporter = HTMLExporter(config=config)
+    path = REPOSITORY.release / "attention_heads" / "questions.ipynb"
+    page, _ = exporter.from_filename(str(path), resources=dict(resources))
+    return page
+
+
+FORMGRADER_RESOURCES = {
+    "assignment_id": "attention_heads",
+    "notebook_id": "questions",
+    "submission_id": "x",
+    "base_url": "",
+}
+
+
+def test_only_the_formgraders_grading_page_gets_the_panels():
+    manual = list(markscheme.mark_schemes(_source("attention_heads", "questions")))
+    grading = _render("formgrade", {**FORMGRADER_RESOURCES, "index": 0, "total": 1})
+    assert re.findall(r'data-grade-id="([^"]+)"', grading) == manual
+    # any other page of the same exporter class (feedback is one: tests below) shows none, even
+    # with resources that look like the formgrader's
+    other = _render("classic", FORMGRADER_RESOURCES)
+    assert PANEL not in other and "Mark scheme" not in other
+    assert "<math" in other and "<math" in grading
 
 
 # -- maths ----------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ every text escaped (latex2mathml's own serialisation passes `\\text{<script>}` t
 
 from __future__ import annotations
 
+import functools
 import html
 import pathlib
 import xml.etree.ElementTree as ElementTree
@@ -48,7 +49,6 @@ _ATTRIBUTES = frozenset(
     " linethickness columnalign columnlines columnspacing rowalign rowlines rowspacing frame"
     " framespacing equalrows equalcolumns notation mathcolor mathbackground mathsize".split()
 )
-_NAMESPACE = "http://www.w3.org/1998/Math/MathML"
 
 
 def _clean(element: ElementTree.Element) -> ElementTree.Element | None:
@@ -68,8 +68,11 @@ def _clean(element: ElementTree.Element) -> ElementTree.Element | None:
     return copy
 
 
+@functools.lru_cache(maxsize=4096)
 def tex_to_mathml(tex: str, display: bool = False) -> str | None:
-    """MathML for one TeX formula (safe to put into a page), or None if it cannot be read."""
+    """MathML for one TeX formula (safe to put into a page), or None if it cannot be read.
+
+    Kept per formula: a class's pages repeat the notebook's own formulas in every page."""
     import latex2mathml.converter
 
     try:
@@ -79,8 +82,10 @@ def tex_to_mathml(tex: str, display: bool = False) -> str | None:
     cleaned = _clean(tree)
     if cleaned is None:
         return None
-    cleaned.set("xmlns", _NAMESPACE)
-    cleaned.set("display", "block" if display else "inline")
+    # in HTML, <math> is MathML without a namespace attribute, and inline unless said otherwise
+    cleaned.attrib.pop("display", None)
+    if display:
+        cleaned.set("display", "block")
     return ElementTree.tostring(cleaned, encoding="unicode", method="xml", short_empty_elements=False)
 
 
