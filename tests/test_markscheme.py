@@ -17,6 +17,7 @@ blocked.
 
 from __future__ import annotations
 
+import functools
 import html.parser
 import json
 import re
@@ -65,16 +66,22 @@ def test_a_cell_without_a_scheme_gets_a_panel_that_says_what_is_missing():
     assert "<math" in panel and "add a <code>Mark scheme:</code> line" in panel
 
 
+@functools.cache
+def _course_config():
+    """The course's nbgrader_config.py, as nbgrader's apps load it (the formgrader's included)."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    return PyFileConfigLoader("nbgrader_config.py", path=str(REPOSITORY.root)).load_config()
+
+
 def _render(template: str, resources: dict) -> str:
     """The release notebook of `questions` rendered by an HTMLExporter with the course's
     nbgrader configuration (as nbgrader's formgrader and feedback build theirs) and `template`."""
     from nbconvert.exporters import HTMLExporter
     from traitlets.config import Config
 
-    from autograder.nbgrader import settings
-
     config = Config()
-    config.merge(settings.load(REPOSITORY).config)
+    config.merge(_course_config())
     config.HTMLExporter.template_name = template
     exporter = HTMLExporter(config=config)
     path = REPOSITORY.release / "attention_heads" / "questions.ipynb"
