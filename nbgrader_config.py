@@ -75,3 +75,13 @@ c.ExportApp.plugin_class = "autograder.nbgrader.export.SafeCsvExportPlugin"
 # files and a timestamp.txt that is not a date leave the submission folder for a quarantine
 # folder beside it (see autograder/nbgrader/hooks.py).
 c.Autograde.pre_convert_hook = "autograder.nbgrader.hooks.guard_submission"
+
+# The pages nbgrader renders (the formgrader, feedback) draw their maths as MathML made on the
+# server, so they need no MathJax and no network; the formgrader's grading page shows, beside
+# each free-text answer, its model answer and mark scheme from source/ (never any page for
+# students). See autograder/nbgrader/maths.py and markscheme.py, and docs/MARKING.md.
+from autograder.nbgrader import maths  # noqa: E402 - after get_config(), as nbgrader loads this file
+
+c.HTMLExporter.filters = {"markdown2html": "autograder.nbgrader.maths.MarkdownWithMathML"}
+c.HTMLExporter.extra_template_basedirs = maths.template_basedirs()
+c.HTMLExporter.preprocessors = ["autograder.nbgrader.markscheme.MarkSchemePanels"]

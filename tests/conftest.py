@@ -75,3 +75,25 @@ def no_accounts_left_behind():
     yield
     added = {entry.pw_name for entry in pwd.getpwall()} - before
     assert not added, f"the tests left system accounts behind: {sorted(added)}"
+
+
+@pytest.fixture(scope="session")
+def graded_course(tmp_path_factory) -> Course:
+    """A copy of the course with every assignment generated and one student's work graded and
+    given feedback, by nbgrader's and the course's own commands (tests/grading_pages.py)."""
+    import grading_pages
+
+    return grading_pages.build_graded_course(REPOSITORY, tmp_path_factory.mktemp("graded_course"))
+
+
+@pytest.fixture(scope="session")
+def formgrader(graded_course, tmp_path_factory):
+    """A Jupyter server (nbgrader's server extensions as installed) run at the graded course's
+    root, as an instructor runs one to grade: the formgrader is at /formgrader/."""
+    from browser import lab
+
+    server = lab.LabServer(graded_course.root, tmp_path_factory.mktemp("formgrader_state"))
+    server.start()
+    yield server
+    leftovers = server.stop()
+    assert not leftovers, f"processes outlived the formgrader's server: {leftovers}"

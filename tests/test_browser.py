@@ -8,6 +8,12 @@ check passes, the heatmaps render as SVG and no cell shows an error; with one wr
 public check's message appears under that part's test cell. Screenshots go to
 tests/artifacts/browser/.
 
+The instructor's side, with the network blocked (every request that is not to the local server
+is aborted, and the test fails if one was made): the formgrader's page for grading a graded
+submission shows each free-text answer with its model answer and mark scheme in a panel right
+after it, and the maths of the notebook and of the student's answers drawn as MathML; a feedback
+page, opened through the Jupyter server as a student opens it, draws its maths the same way.
+
 Run it alone with `python -m pytest -q tests/test_browser.py` (add `-s` to see the timings).
 """
 
@@ -17,9 +23,12 @@ import contextlib
 import importlib.util
 import os
 import pathlib
+import re
 import shutil
 import time
+import urllib.parse
 
+import grading_pages
 import numpy as np
 import pytest
 from conftest import REPOSITORY
@@ -95,7 +104,7 @@ def lab_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser_context(lab_server, tmp_path_factory):
+def browser_context(tmp_path_factory):
     playwright, _, notebook_page = _requirements()
     driver = playwright.sync_playwright().start()
     try:
@@ -282,3 +291,119 @@ def test_wrong_answer_shows_the_public_check_message(lab_server, student):
     assert all(cell.executed for cell in before), "\n".join(cell.describe() for cell in before)
     assert any(output.svg for cell in before for output in cell.outputs), "head 1's heatmap is missing"
     assert not any(cell.executed for cell in cells[failing + 1 :]), "Run All went on after the error"
+
+
+# -- the instructor's pages, offline ---------------------------------------------------------------
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+# Per MathML element: laid out as MathML (Chromium's `display: math`), and its size.
+_MATHS = """() => [...document.querySelectorAll('math')].map(m => ({
+  display: getComputedStyle(m).display,
+  width: m.getBoundingClientRect().width,
+  inPanel: !!m.closest('.tc-markscheme'),
+  inAnswer: !!m.closest('.nbgrader_cell'),
+}))"""
+
+# The text of every rendered markdown cell (what would show raw TeX if maths were not drawn).
+_MARKDOWN_TEXT = "() => [...document.querySelectorAll('.text_cell_render')].map(e => e.innerText).join('\\n')"
+
+# grade_id -> the grade_id of the mark-scheme panel in the cell right after that answer's cell.
+_PANEL_AFTER = """(ids) => Object.fromEntries(ids.map(id => {
+  const answer = document.getElementById(id + '-comment')?.closest('.cell');
+  const panel = answer?.nextElementSibling?.querySelector('.tc-markscheme');
+  return [id, panel ? {id: panel.dataset.gradeId, height: panel.getBoundingClientRect().height,
+                      inputs: panel.querySelectorAll('input, textarea, [contenteditable]').length,
+                      text: panel.innerText} : null];
+}))"""
+
+
+def _offline_page(context, server):
+    """A new page, logged in to `server` (its token with every request, the formgrader's API
+    calls included), whose requests to anything but the local server are aborted and recorded."""
+    page = context.new_page()
+    page.set_extra_http_headers({"Authorization": f"token {server.token}"})
+    outside: list[str] = []
+    errors: list[str] = []
+
+    def only_local(route):
+        url = route.request.url
+        if urllib.parse.urlsplit(url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return page, outside, errors
+
+
+def _assert_maths_drawn(page, name: str) -> list[dict]:
+    found = page.evaluate(_MATHS)
+    assert found, f"{name}: no MathML in the page"
+    not_drawn = [m for m in found if "math" not in m["display"] or m["width"] <= 0]
+    assert not not_drawn, f"{name}: MathML not laid out as maths: {not_drawn[:3]}"
+    text = page.evaluate(_MARKDOWN_TEXT)
+    raw = re.findall(r"\$[^$\s][^$]*\$", text)
+    assert not raw, f"{name} shows raw TeX: {raw[:5]}"
+    return found
+
+
+def test_formgrader_shows_mark_schemes_and_draws_maths_with_the_network_blocked(
+    graded_course, formgrader, browser_context
+):
+    clock = Clock()
+    page, outside, errors = _offline_page(browser_context, formgrader)
+    try:
+        assignment, notebook = "attention_heads", "questions"
+        manual = list(grading_pages.fingerprints(graded_course, assignment, notebook))
+        submission = grading_pages.submission_id(graded_course, assignment, notebook)
+        page.goto(f"{formgrader.base_url}/formgrader/submissions/{submission}/")
+        page.wait_for_selector(".tc-markscheme")
+        # the formgrader's own scripts (served locally) ran: its score boxes show the gradebook's
+        # autograded scores, and the free-text ones ask for a manual grade
+        page.wait_for_function(
+            "(n) => [...document.querySelectorAll('input.score')].some(i => i.placeholder !== '')"
+            " && document.querySelectorAll('input.score.needs_manual_grade').length >= n",
+            arg=len(manual),
+        )
+        # and ran to its end (it asks MathJax when typesetting ends, and stops if it cannot)
+        page.wait_for_function("() => window.formgrader && window.formgrader.loaded === true")
+        clock.mark("open the grading page")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "formgrader_mark_scheme.png"), full_page=True)
+        print("\n" + clock.report("formgrader"))
+
+        panels = page.evaluate(_PANEL_AFTER, manual)
+        assert set(panels) == set(manual) and manual, panels
+        for grade_id, panel in panels.items():
+            assert panel is not None, f"no mark-scheme panel right after the answer cell of {grade_id}"
+            assert panel["id"] == grade_id and panel["height"] > 0, panel
+            assert panel["inputs"] == 0, f"the panel of {grade_id} is not read-only"
+            assert "Mark scheme:" in panel["text"] and "Model answer" in panel["text"], panel["text"]
+        assert page.locator(".tc-markscheme").count() == len(manual)
+        found = _assert_maths_drawn(page, "the formgrader's page")
+        assert sum(m["inAnswer"] for m in found) >= len(manual), "the students' own maths is not drawn"
+        assert not outside, f"the formgrader's page requested outside the local server: {outside}"
+        assert not errors, f"uncaught errors in the page: {errors}"
+    finally:
+        page.close()
+
+
+def test_feedback_page_draws_maths_with_the_network_blocked(graded_course, formgrader, browser_context):
+    page, outside, errors = _offline_page(browser_context, formgrader)
+    try:
+        relative = f"feedback/{grading_pages.STUDENT}/attention_heads/questions.html"
+        assert (graded_course.root / relative).exists()
+        page.goto(f"{formgrader.base_url}/files/{relative}")
+        page.wait_for_selector("math")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "feedback_maths.png"), full_page=True)
+        found = _assert_maths_drawn(page, "the feedback page")
+        assert len(found) >= 3
+        assert page.locator(".tc-markscheme").count() == 0
+        assert not outside, f"the feedback page requested outside the local server: {outside}"
+        assert not errors, f"uncaught errors in the page: {errors}"
+    finally:
+        page.close()

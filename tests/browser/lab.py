@@ -108,6 +108,12 @@ class LabServer:
             text = response.read().decode()
         return json.loads(text) if text.strip() else None
 
+    def page(self, path: str, timeout: float = 60) -> str:
+        """The text of one of the server's pages (the formgrader's, say), fetched with the token."""
+        request = urllib.request.Request(f"{self.base_url}{path}", headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read().decode()
+
     def kernels(self) -> list[dict]:
         return self.api("GET", "/api/kernels")
 

@@ -1,0 +1,150 @@
+"""Maths in nbgrader's pages (formgrader and feedback) rendered on the server, as MathML.
+
+nbconvert leaves `$...$` in the HTML for MathJax, and nbgrader's formgrade and feedback
+templates load MathJax from a CDN: offline, graders and students read raw `$W_V^2 W_O^1$`.
+Here the TeX of every markdown cell is turned into MathML while the page is rendered
+(latex2mathml), which browsers draw natively: a page needs no script and no network, also when
+a student opens their feedback file from disk. Two of nbconvert's extension points do it, both
+set in nbgrader_config.py, so every nbgrader path that renders a page (the formgrader,
+`nbgrader generate_feedback`, the formgrader's feedback button, the batch grader and the
+grading service) picks it up:
+
+* `c.HTMLExporter.filters = {"markdown2html": "autograder.nbgrader.maths.MarkdownWithMathML"}`
+  replaces nbconvert's markdown filter by the same mistune renderer with MathML for maths;
+* `c.HTMLExporter.extra_template_basedirs = maths.template_basedirs()` puts this package's
+  templates/ in front of nbgrader's. They hold only a `mathjax.html.j2`, found before nbconvert's
+  own (in `base/`): in `classic/` for every classic-based page (nbgrader's feedback template
+  included), in `formgrade/` for the formgrader's grading page. Their `mathjax` macro loads no
+  MathJax (whatever URL it is given, `HTMLExporter.mathjax_url` included) and styles the MathML;
+  the formgrader's also answers formgrade.js's one question to MathJax (when typesetting ends).
+
+TeX that latex2mathml cannot read stays as it was written, escaped, in a `<code>` element, so
+a grader sees exactly what the student typed. Student TeX is untrusted: the MathML is rebuilt
+from latex2mathml's element tree with MathML elements and presentational attributes only, and
+every text escaped (latex2mathml's own serialisation passes `\\text{<script>}` through).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import pathlib
+import xml.etree.ElementTree as ElementTree
+
+import jinja2
+from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+from traitlets.config import LoggingConfigurable
+
+TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
+
+# MathML Core's elements (what latex2mathml emits is a subset) and its presentational attributes.
+_ELEMENTS = frozenset(
+    "math mi mn mo ms mspace mtext menclose merror mfrac mpadded mphantom mroot mrow msqrt mstyle"
+    " mmultiscripts mover mprescripts msub msubsup msup munder munderover mtable mtd mtr semantics"
+    " annotation".split()
+)
+_ATTRIBUTES = frozenset(
+    "display displaystyle mathvariant scriptlevel stretchy fence separator symmetric largeop"
+    " movablelimits accent accentunder form lspace rspace minsize maxsize width height depth"
+    " linethickness columnalign columnlines columnspacing rowalign rowlines rowspacing frame"
+    " framespacing equalrows equalcolumns notation mathcolor mathbackground mathsize".split()
+)
+
+
+def _clean(element: ElementTree.Element) -> ElementTree.Element | None:
+    """A copy of latex2mathml's tree with only allowed elements and attributes, texts decoded
+    from the character references latex2mathml writes into them (serialising escapes them)."""
+    tag = element.tag.rpartition("}")[2]
+    if tag not in _ELEMENTS:
+        return None
+    copy = ElementTree.Element(tag, {k: v for k, v in element.attrib.items() if k in _ATTRIBUTES})
+    copy.text = html.unescape(element.text) if element.text else None
+    for child in element:
+        cleaned = _clean(child)
+        if cleaned is None:
+            continue
+        cleaned.tail = html.unescape(child.tail) if child.tail else None
+        copy.append(cleaned)
+    return copy
+
+
+@functools.lru_cache(maxsize=4096)
+def tex_to_mathml(tex: str, display: bool = False) -> str | None:
+    """MathML for one TeX formula (safe to put into a page), or None if it cannot be read.
+
+    Kept per formula: a class's pages repeat the notebook's own formulas in every page."""
+    import latex2mathml.converter
+
+    try:
+        tree = latex2mathml.converter.convert_to_element(tex, display="block" if display else "inline")
+    except Exception:  # noqa: BLE001 - any failure to read the student's TeX means: show it as typed
+        return None
+    cleaned = _clean(tree)
+    if cleaned is None:
+        return None
+    # in HTML, <math> is MathML without a namespace attribute, and inline unless said otherwise
+    cleaned.attrib.pop("display", None)
+    if display:
+        cleaned.set("display", "block")
+    return ElementTree.tostring(cleaned, encoding="unicode", method="xml", short_empty_elements=False)
+
+
+def _as_typed(tex: str, left: str, right: str) -> str:
+    return f'<code class="tc-tex">{html.escape(left + tex + right, quote=False)}</code>'
+
+
+class MathMLRenderer(IPythonRenderer):
+    """nbconvert's markdown renderer with maths as MathML (the rest is nbconvert's)."""
+
+    def inline_math(self, body: str) -> str:
+        return tex_to_mathml(body) or _as_typed(body, "$", "$")
+
+    def block_math(self, body: str) -> str:
+        return tex_to_mathml(body, display=True) or _as_typed(body, "$$", "$$")
+
+    def latex_environment(self, name: str, body: str) -> str:
+        whole = f"\\begin{{{name}}}{body}\\end{{{name}}}"
+        return tex_to_mathml(whole, display=True) or _as_typed(whole, "", "")
+
+
+def markdown_to_html(source: str, **renderer_options) -> str:
+    """Markdown (nbconvert's dialect: tables, maths...) to HTML with MathML maths."""
+    renderer = MathMLRenderer(escape=False, **renderer_options)
+    return MarkdownWithMath(renderer=renderer).render(source)
+
+
+# jinja passes a filter the template context when the filter carries this mark (what
+# jinja2.pass_context sets on a function); read from the decorator so no private name is used.
+_PASS_CONTEXT = jinja2.pass_context(lambda: None).jinja_pass_arg  # type: ignore[attr-defined]
+
+
+class MarkdownWithMathML(LoggingConfigurable):
+    """The `markdown2html` filter of an HTMLExporter, with MathML maths. nbconvert builds it with
+    the exporter as parent; it honours the exporter's options as nbconvert's own filter does
+    (cell attachments, embedded images, heading anchors, lexer options)."""
+
+    jinja_pass_arg = _PASS_CONTEXT
+
+    def __call__(self, context, source: str) -> str:
+        exporter = self.parent
+        cell = context.get("cell", {})
+        return markdown_to_html(
+            source,
+            attachments=cell.get("attachments", {}),
+            embed_images=getattr(exporter, "embed_images", False),
+            path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+            anchor_link_text=getattr(exporter, "anchor_link_text", "¶"),
+            exclude_anchor_links=getattr(exporter, "exclude_anchor_links", False),
+            **getattr(exporter, "lexer_options", {}),
+        )
+
+
+def template_basedirs() -> list[str]:
+    """`HTMLExporter.extra_template_basedirs` for nbgrader: this package's templates first (only
+    the offline mathjax macros), then nbgrader's own (formgrade, feedback)."""
+    import nbgrader
+
+    # where nbgrader's converters and formgrader find them (importing the server extension for
+    # its path would cost every nbgrader command that reads the configuration a second)
+    nbgrader_templates = pathlib.Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates"
+    return [str(TEMPLATES), str(nbgrader_templates)]
