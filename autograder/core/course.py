@@ -165,6 +165,11 @@ class Course:
         path = self.release / assignment / f"{notebook}.ipynb"
         return _read_cached(str(path), path.stat().st_mtime_ns, nbio.read_notebook)
 
+    def variant_settings(self, assignment: str, notebook: str):
+        """The variant settings the release notebook carries (core.variants), or None."""
+        path = self.release / assignment / f"{notebook}.ipynb"
+        return _read_cached(str(path), path.stat().st_mtime_ns, _variant_settings_of)
+
     @functools.cached_property
     def specs(self):
         """Every notebook's grading spec, from the hidden check modules and the source notebooks."""
@@ -182,3 +187,10 @@ class Course:
 @functools.lru_cache(maxsize=16)
 def _read_cached(path: str, mtime_ns: int, read):
     return read(path)
+
+
+def _variant_settings_of(path: str):
+    from autograder.core import notebook as nbio
+    from autograder.core import variants
+
+    return variants.settings_of(nbio.read_notebook(path))

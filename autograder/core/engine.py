@@ -317,7 +317,7 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
     report.answer_cells = specs.answer_cell_positions(spec, notebook, release)
     if not spec.helpers_dir.is_dir():
         raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
-    settings = variants.settings_of(release)
+    settings = course.variant_settings(spec.assignment, spec.notebook)
     choice = variants.choose(settings, request.student_id, notebook)
     report.variant_of, report.variant_note = choice.student_id, choice.note
     report.drawn_for_other = choice.drawn_for_other
