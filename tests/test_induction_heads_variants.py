@@ -16,6 +16,7 @@ only with the exercise page's periods; it is run in drawn layouts with those per
 
 import itertools
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -23,8 +24,11 @@ import test_induction_heads_checks as base
 from conftest import REPOSITORY
 from content import assert_meets_the_contract, check_marks
 
+from autograder.core import engine
 from autograder.core import variants as course_variants
+from autograder.core.course import Course
 from autograder.core.testing import make_submission
+from autograder.dev import classroom
 from autograder.student import tclib
 
 tools = base.reference.tools  # the course's trusted copy, as the grader loads it
@@ -377,3 +381,57 @@ def test_a_correct_answer_loses_points_under_another_students_variant():
                     judged_disjoint += 1
                     assert part in lost, (student, other, part)
     assert judged_disjoint >= 100
+
+
+# --- the whole chain, in the real sandbox ---------------------------------------------------------
+def _per_student_course(root):
+    """A copy of this course's induction_heads whose release draws per-student variants (the
+    set-up call as nbgrader writes it for a course that turns them on)."""
+    shutil.copytree(REPOSITORY.source / "induction_heads", root / "source" / "induction_heads")
+    shutil.copytree(REPOSITORY.release / "induction_heads", root / "release" / "induction_heads")
+    shutil.copytree(REPOSITORY.grading / "induction_heads", root / "autograder" / "assignments" / "induction_heads")
+    path = root / "release" / "induction_heads" / "induction_heads.ipynb"
+    release = base.json.loads(path.read_text(encoding="utf-8"))
+    (setup,) = [c for c in release["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup"]
+    text = "".join(setup["source"])
+    assert text.count(base.SETUP_CALL) == 1
+    setup["source"] = text.replace(base.SETUP_CALL, 'my_variant(per_student=True, salt="")')
+    path.write_text(base.json.dumps(release), encoding="utf-8")
+    return Course(root)
+
+
+@pytest.mark.sandbox
+def test_the_sandboxed_grader_grades_each_submission_in_its_students_variant(tmp_path):
+    """An honest notebook (answers written in terms of the variant) earns full marks as anyone's
+    work; a notebook of literal matrices worked for ada earns full marks as ada's and loses points
+    as grace's. The sandbox draws the variant from the submitter's id, as the grader does."""
+    course = _per_student_course(tmp_path / "course")
+    honest = classroom.filled_notebook(course, "induction_heads", "induction_heads")
+    literal = "\n".join(
+        f"{name} = np.array({np.asarray(value).tolist()!r})"
+        for name, value in reference.reference_answers(tools.variant_for("ada")).items()
+    )
+    answer_ids = [grade_id for grade_id in classroom.model_answers(course, "induction_heads", "induction_heads")]
+    code_ids = [grade_id for grade_id in answer_ids if grade_id.endswith("_answer")]
+    copied = classroom.filled_notebook(
+        course,
+        "induction_heads",
+        "induction_heads",
+        {grade_id: "pass" for grade_id in code_ids} | {code_ids[0]: literal},
+    )
+    key = engine.NotebookKey("induction_heads", "induction_heads")
+    requests = []
+    for name, notebook in (("honest", honest), ("copied", copied)):
+        path = tmp_path / f"{name}.ipynb"
+        path.write_text(base.json.dumps(notebook), encoding="utf-8")
+        for student in ("ada", "grace"):
+            requests.append(engine.GradeRequest(str(path), f"{name}/{student}", expected=key, student_id=student))
+    reports = {report.submission_id: report for report in engine.grade(course, requests)}
+    for submission, report in reports.items():
+        assert report.error is None, (submission, report.error)
+        assert report.variant_of == submission.split("/")[1]
+    for student in ("ada", "grace"):
+        report = reports[f"honest/{student}"]
+        assert report.score == report.max_score > 0, [c.message for c in report.checks if not c.passed]
+    assert reports["copied/ada"].score == reports["copied/ada"].max_score
+    assert reports["copied/grace"].score < reports["copied/grace"].max_score
