@@ -96,7 +96,7 @@ def test_variants_are_drawn_from_the_student_id_and_the_course_salt(monkeypatch)
     assert tools.variant_for("ada").student_id == "ada"
     layouts = {(v.tok, v.pos, v.periods) for v in VARIANTS.values()}
     assert len(layouts) >= 190, f"only {len(layouts)} different variants among 200 students"
-    assert len({v.tok[0] for v in VARIANTS.values()}) >= 15 and len({v.pos[0] for v in VARIANTS.values()}) >= 15
+    assert len({v.tok for v in VARIANTS.values()}) >= 195 and len({v.pos for v in VARIANTS.values()}) >= 195
     salted = sum(tools.variant_for(s, "course salt")[:4] != VARIANTS[s][:4] for s in STUDENTS[:50])
     assert salted >= 45
     monkeypatch.setenv(tclib.STUDENT_ID_VARIABLE, "student-007")  # as the sandbox sets it
@@ -157,12 +157,21 @@ def test_what_the_notebook_states_about_the_setting_holds_in_every_variant():
         low, high = v.kappa_range()
         off_diagonal = gram[~np.eye(n, dtype=bool)]
         assert np.isclose(off_diagonal.min(), low) and np.isclose(off_diagonal.max(), high)
-        assert 3 - high >= 1 and high - low <= 3.2  # "at least 1 below kappa(0), varies by at most 3.2"
+        assert 3 - high >= tools.MIN_SELF_GAP and high - low <= tools.MAX_SPREAD
         assert f"between {low:.2f} and {high:.2f}" in str(v)
         # the rotation turns every position's code into the next one's (and back)
         R = tools.pair_rotation(v.ALPHAS)
         assert np.allclose(R @ P[list(v.pos), :-1], P[list(v.pos), 1:])
         assert np.allclose(tools.pair_rotation(-v.ALPHAS) @ P[list(v.pos), 1:], P[list(v.pos), :-1])
+
+
+def test_the_notebook_states_the_bounds_every_variant_keeps():
+    """The text's promise ("at least 1 below kappa(0), varies by at most 3.2") and the (d)
+    solution's comment are the module's bounds, so changing one without the other fails."""
+    text = "\n".join("".join(cell["source"]) for cell in base.NOTEBOOK["cells"])
+    assert f"at least {tools.MIN_SELF_GAP:g} below $\\kappa(0)$ and varies by at most {tools.MAX_SPREAD:g}." in text
+    assert f"at most {tools.MAX_SPREAD:g} r, which must stay below the content" in text
+    assert 1 - tools.MAX_SPREAD / 4 > 0  # so r = 1/4 (the solution's penalty) keeps a content match ahead
 
 
 def test_the_setup_cell_shows_and_records_the_variant():
@@ -349,38 +358,43 @@ def test_public_checks_judge_in_the_variant_they_are_given():
 
 
 # --- an answer worked for someone else ------------------------------------------------------------
-DEPENDS = {  # part -> the group of dims its answer reads or writes first
-    "ex2a": "tok",
-    "ex2b": "pos",
-    "ex2c": "pos",
-    "ex2d": "tok",
-    "ex2e": "pos",
-    "ex2f": "pos",
-    "ex3_prev": "pos",
-    "ex3_ind_qk": "tok",
-    "ex3_ind_ov": "tok",
+DEPENDS = {  # part -> what of the setting its answer is built on
+    "ex2a": ("tok",),
+    "ex2b": ("pos",),
+    "ex2c": ("pos", "periods"),
+    "ex2d": ("tok", "pos"),
+    "ex2e": ("pos",),
+    "ex2f": ("pos", "periods"),
+    "ex3_prev": ("tok", "pos", "periods"),
+    "ex3_ind_qk": ("tok",),
+    "ex3_ind_ov": ("tok",),
 }
 
 
-def test_a_correct_answer_loses_points_under_another_students_variant():
+def _differs(v, w, what) -> bool:
+    return getattr(v, what) != getattr(w, what)
+
+
+def test_a_correct_answer_loses_each_varied_part_under_another_students_variant():
     """For a class of 30: each student's correct answer, graded as two other students' work,
-    scores below full, and loses every part whose own dims it reads from nowhere (the other
-    student's group of those dims shares no dim with its own)."""
+    scores below full and loses every part whose setting (dims or periods) differs between the
+    two variants."""
     class_ = STUDENTS[:30]
     assert len({VARIANTS[s][:4] for s in class_}) == 30
-    judged_disjoint = 0
+    judged = 0
     for i, student in enumerate(class_):
-        answer = reference.reference_answers(VARIANTS[student])
-        assert _graded(answer, VARIANTS[student]) == {}
+        own = VARIANTS[student]
+        answer = reference.reference_answers(own)
+        assert _graded(answer, own) == {}
         for other in (class_[(i + 1) % 30], class_[(i + 7) % 30]):
             failures = _graded(answer, VARIANTS[other])
             assert _score(failures) < FULL, (student, other)
             lost = {MARKS[name][0] for name in failures}
-            for part, group in DEPENDS.items():
-                if not set(getattr(VARIANTS[student], group)) & set(getattr(VARIANTS[other], group)):
-                    judged_disjoint += 1
+            for part, setting in DEPENDS.items():
+                if any(_differs(own, VARIANTS[other], what) for what in setting):
+                    judged += 1
                     assert part in lost, (student, other, part)
-    assert judged_disjoint >= 100
+    assert judged >= 400
 
 
 # --- the whole chain, in the real sandbox ---------------------------------------------------------

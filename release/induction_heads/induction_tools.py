@@ -312,26 +312,19 @@ def _tables(variant: Variant) -> tuple[np.ndarray, np.ndarray]:
 def variant_for(student_id: str | None, salt: str = "") -> Variant:
     """The variant drawn for `student_id` (the exercise page's own set-up for None).
 
-    TOK (9 dims) and POS (6 dims, its pairs side by side) are two blocks placed anywhere in the
-    32 dims, FREE is the rest; the periods are one of PERIOD_CHOICES in a drawn order. Every
-    variant keeps the exercise's maths (keeps_the_maths); a permutation of the residual dims
-    changes no margin.
+    The 32 dims are shuffled: 9 of them (ascending) hold the token content, 6 (ascending, pair
+    by pair) the positional code, the other 17 are free; the periods are one of PERIOD_CHOICES
+    in a drawn order. Every variant keeps the exercise's maths (keeps_the_maths): a permutation
+    of the residual dims changes no margin.
     """
     rng = tclib.variant_rng("induction_heads", student_id, salt)
     if rng is None:
         return DEFAULT_VARIANT
-    blocks = [N_VOCAB, 2 * N_PAIRS]
-    gaps = D_MODEL - sum(blocks)  # free dims, split into the three gaps around the two blocks
-    first, second = sorted(int(x) for x in rng.choice(gaps + 2, size=2, replace=False))
-    before, between = first, second - first - 1  # stars and bars: 3 gap sizes adding up to `gaps`
-    order = [0, 1] if rng.random() < 0.5 else [1, 0]
-    start = before
-    placed = {}
-    for i, block in enumerate(order):
-        placed[block] = tuple(range(start, start + blocks[block]))
-        start += blocks[block] + (between if i == 0 else 0)
-    tok, pos = placed[0], placed[1]
-    free = tuple(d for d in range(D_MODEL) if d not in tok and d not in pos)
+    dims = [int(d) for d in rng.permutation(D_MODEL)]
+    n_pos = 2 * N_PAIRS
+    tok = tuple(sorted(dims[:N_VOCAB]))
+    pos = tuple(sorted(dims[N_VOCAB : N_VOCAB + n_pos]))
+    free = tuple(sorted(dims[N_VOCAB + n_pos :]))
     periods = PERIOD_CHOICES[int(rng.integers(len(PERIOD_CHOICES)))]
     periods = tuple(int(periods[k]) for k in rng.permutation(N_PAIRS))
     return Variant(tok, pos, free, periods, student_id)
