@@ -49,13 +49,24 @@ SETUP = next(_source(cell) for cell in NOTEBOOK["cells"] if _meta(cell).get("gra
 TEST_CELLS = [cell for cell in NOTEBOOK["cells"] if _meta(cell).get("grade") and not _meta(cell).get("solution")]
 
 
-def namespace(replacements=None):
-    """Run the setup cell and every answer cell (or its replacement), in notebook order."""
+SETUP_CALL = 'my_variant(per_student=False, salt="")'  # nbgrader writes the course's settings here
+
+
+def namespace(replacements=None, student_id=None, variant=None):
+    """Run the setup cell and every answer cell (or its replacement), in notebook order; with a
+    `student_id`, the setup cell draws that student's variant (as in a per-student course), with
+    a `variant` (a Variant's fields) it sets up that one."""
     replacements = replacements or {}
+    setup = SETUP
+    assert SETUP.count(SETUP_CALL) == 1
+    if student_id is not None:
+        setup = SETUP.replace(SETUP_CALL, f'my_variant(per_student=True, salt="", student_id={student_id!r})')
+    elif variant is not None:
+        setup = SETUP.replace(SETUP_CALL, f"Variant(*{tuple(variant)!r})")
     sys.path.insert(0, str(SOURCE_DIR))
     try:
         ns = {"__name__": "__main__"}
-        exec(compile(SETUP, "<setup>", "exec"), ns)
+        exec(compile(setup, "<setup>", "exec"), ns)
         for cell in ANSWER_CELLS:
             grade_id = _meta(cell)["grade_id"]
             code = replacements.get(grade_id, _solution_code(cell))
@@ -65,9 +76,11 @@ def namespace(replacements=None):
     return ns
 
 
-def grade(ns):
-    """check name -> None (passed) or the Mistake message."""
+def grade(ns, variant=None):
+    """check name -> None (passed) or the Mistake message, graded against `variant` (the
+    grader's own draw; None: the exercise page's set-up)."""
     sub = make_submission({name: ns[name] for name in hidden.EXTRACT if name in ns})
+    sub.variant = variant
     verdicts = {}
     for name, check in CHECKS.items():
         try:

@@ -3,8 +3,11 @@
 Everything the notebook states about the setting is defined here, once:
 
 * the residual stream (``D_MODEL = 32``): one-hot token content in ``TOK``, an additive
-  sinusoidal positional code in ``POS`` (three (cos, sin) pairs), and ``FREE`` dimensions that
-  only heads write to;
+  sinusoidal positional code in ``POS`` (three (cos, sin) pairs with angular frequencies
+  ``ALPHAS``), and ``FREE`` dimensions that only heads write to. Where these sit and the
+  frequencies are *your variant* (``Variant``, drawn from your student id by ``my_variant``;
+  ``DEFAULT_VARIANT`` is the exercise page's own set-up): every function that needs them takes
+  the variant;
 * the attention rule: causal mask, the scale of ``W_QK`` (and ``W_OV``) divided out, then
   inverse temperature ``BETA``;
 * the sequences the heads are judged on: BOS, ``n`` distinct letters, the same ``n`` letters again.
@@ -19,6 +22,10 @@ shape ``(D_MODEL, n_ctx)``; patterns are ``A[dest, src]``.
 """
 
 from __future__ import annotations
+
+import functools
+import itertools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,7 +50,12 @@ def _beside_this_file(module: str):
 
 
 tclib = _beside_this_file("tclib")  # shared by every assignment: staging, messages, tolerance
-public_check, stage_array, tolerance = tclib.public_check, tclib.stage_array, tclib.tolerance
+public_check, stage_array, tolerance, dims_text = (
+    tclib.public_check,
+    tclib.stage_array,
+    tclib.tolerance,
+    tclib.dims_text,
+)
 
 
 __all__ = [
@@ -52,22 +64,15 @@ __all__ = [
     "N_VOCAB",
     "D_MODEL",
     "D_HEAD",
-    "TOK",
-    "POS",
-    "FREE",
-    "ALPHAS",
-    "LAMBDAS",
     "BETA",
     "MASS_THRESHOLD",
     "LOGIT_MARGIN",
     "MAX_HALF",
     "N_CTX_MAX",
-    "W_E",
-    "W_U",
-    "pos_pair",
+    "Variant",
+    "DEFAULT_VARIANT",
+    "my_variant",
     "pair_rotation",
-    "positional_code",
-    "embed",
     "make_sequence",
     "draw_sequences",
     "EXAMPLE",
@@ -97,13 +102,9 @@ GRADER_API = (
     "VOCAB",
     "D_MODEL",
     "D_HEAD",
-    "TOK",
-    "POS",
-    "ALPHAS",
-    "W_E",
-    "W_U",
+    "DEFAULT_VARIANT",
+    "variant_for",
     "pair_rotation",
-    "embed",
     "draw_sequences",
     "qk",
     "ov",
@@ -128,17 +129,13 @@ GRADER_API = (
     "judged_after",
 )
 
-# --- the residual stream ------------------------------------------------------------------
+# --- what every variant shares --------------------------------------------------------------
 VOCAB = ("BOS", "A", "B", "C", "D", "E", "F", "G", "H")
 BOS = 0
 N_VOCAB = len(VOCAB)
 D_MODEL = 32
 D_HEAD = 16
-TOK = slice(0, 9)  # token content: token j is the unit vector e_j
-POS = slice(9, 15)  # positional code: pair k is dims 9+2k (cos) and 10+2k (sin)
-FREE = slice(15, 32)  # empty in the embedding; heads may write here
-ALPHAS = np.array([np.pi / 2, 2 * np.pi / 5, np.pi / 5])  # angular frequencies: periods 4, 5, 10
-LAMBDAS = np.array([1.0, 1.0, 1.0])  # magnitude of each pair
+N_PAIRS = 3  # positional (cos, sin) pairs
 MAX_HALF = 8  # at most 8 distinct letters before the repeat
 N_CTX_MAX = 1 + 2 * MAX_HALF
 
@@ -147,45 +144,248 @@ BETA = 100.0  # inverse temperature, applied after dividing W_QK by its largest 
 MASS_THRESHOLD = 0.9  # a head "attends to" a position when it puts at least this much there
 LOGIT_MARGIN = 0.05  # the predicted token must beat every other by this (normalised W_OV)
 
-W_E = np.zeros((D_MODEL, N_VOCAB))  # token embedding: column j embeds token j
-W_E[TOK, :] = np.eye(N_VOCAB)
-W_U = W_E.T  # unembedding: logits = W_U @ (what the head writes)
-
-
-def pos_pair(k: int) -> slice:
-    """The two residual dims (cos, sin) of positional pair k."""
-    return slice(POS.start + 2 * k, POS.start + 2 * k + 2)
-
 
 def pair_rotation(angles) -> np.ndarray:
     """6 x 6 block-diagonal matrix; block k is [[cos a, -sin a], [sin a, cos a]] with a = angles[k]."""
-    R = np.zeros((6, 6))
-    for k, angle in enumerate(np.broadcast_to(np.asarray(angles, dtype=float), (3,))):
+    R = np.zeros((2 * N_PAIRS, 2 * N_PAIRS))
+    for k, angle in enumerate(np.broadcast_to(np.asarray(angles, dtype=float), (N_PAIRS,))):
         c, s = np.cos(angle), np.sin(angle)
         R[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = [[c, -s], [s, c]]
     return R
 
 
-def positional_code(n_ctx: int) -> np.ndarray:
-    """(D_MODEL, n_ctx): column t is lambda_k (cos alpha_k t, sin alpha_k t) in pair k, zero elsewhere."""
+def kappa(periods, offsets) -> np.ndarray:
+    """kappa(m) = p_t . p_{t+m} = sum_k cos(2 pi m / period_k) (every pair has magnitude 1)."""
+    m = np.asarray(offsets, dtype=float)
+    return sum(np.cos(2 * np.pi * m / period) for period in periods)
+
+
+# --- your variant: where the residual stream keeps what, and the positional frequencies ---------
+OFFSETS = np.arange(1, N_CTX_MAX)  # every offset between two positions of a sequence
+MIN_SELF_GAP = 1.0  # kappa(0) - kappa(m) for every offset m: positions are told apart by this much
+MAX_SPREAD = 3.2  # max - min of kappa over the offsets: (d)'s penalty r = 1/4 stays below a content match
+PERIOD_RANGE = range(3, 13)  # 3+: the rotation by alpha tells one step ahead from one behind;
+# at most 12: each pair alone repeats within a sequence, so it takes the pairs together
+
+
+def keeps_the_maths(periods) -> bool:
+    """Whether positional periods keep the exercise's maths with the margins of the exercise page.
+
+    Distinct whole periods in PERIOD_RANGE; every offset 1..16 scores at least MIN_SELF_GAP
+    below kappa(0) = 3 (so (b), (c), (e), (f) and the previous-token head separate positions by
+    at least BETA * MIN_SELF_GAP before normalising); kappa varies by at most MAX_SPREAD over
+    those offsets (so (d) with a penalty of 1/4 keeps a content match ahead by 1 - MAX_SPREAD / 4).
+    """
+    if len(set(periods)) != N_PAIRS or not all(period in PERIOD_RANGE for period in periods):
+        return False
+    values = kappa(periods, OFFSETS)
+    return bool(N_PAIRS - values.max() >= MIN_SELF_GAP and values.max() - values.min() <= MAX_SPREAD)
+
+
+# Every set of periods that keeps the maths (the exercise page's 4, 5, 10 among them).
+PERIOD_CHOICES = tuple(periods for periods in itertools.combinations(PERIOD_RANGE, N_PAIRS) if keeps_the_maths(periods))
+
+
+class Variant(NamedTuple):
+    """Your setting of the model: which residual dims hold what, and the positional frequencies.
+
+    Token j is the unit vector of dim ``tok[j]``; positional pair k is dims ``pos[2k]`` (cos)
+    and ``pos[2k + 1]`` (sin) with angular frequency ``2 pi / periods[k]``; ``free`` is zero in
+    every embedding. The arrays the notebook uses are the properties ``TOK``, ``POS``,
+    ``FREE``, ``ALPHAS``, ``W_E``, ``W_U`` and the methods ``pos_pair``, ``positional_code``,
+    ``embed``.
+    """
+
+    tok: tuple[int, ...]  # 9 dims
+    pos: tuple[int, ...]  # 6 dims: 3 (cos, sin) pairs
+    free: tuple[int, ...]  # the other 17 dims, ascending
+    periods: tuple[int, ...]  # one whole period (in positions) per pair
+    student_id: str | None = None  # None: the exercise page's own set-up
+
+    @property
+    def TOK(self) -> np.ndarray:
+        """The token dims (an index array: W[:, TOK] are the columns that read token content)."""
+        return np.array(self.tok)
+
+    @property
+    def POS(self) -> np.ndarray:
+        """The positional dims, pair by pair (cos, sin)."""
+        return np.array(self.pos)
+
+    @property
+    def FREE(self) -> np.ndarray:
+        """The dims that are zero in every embedding (heads may write there)."""
+        return np.array(self.free)
+
+    @property
+    def ALPHAS(self) -> np.ndarray:
+        """The angular frequency of each pair, 2 pi / period."""
+        return np.array([2 * np.pi / period for period in self.periods])
+
+    @property
+    def LAMBDAS(self) -> np.ndarray:
+        """The magnitude of each pair (1 in every variant)."""
+        return np.ones(N_PAIRS)
+
+    @property
+    def W_E(self) -> np.ndarray:
+        """Token embedding (D_MODEL, N_VOCAB): column j embeds token j."""
+        return _tables(self)[0].copy()
+
+    @property
+    def W_U(self) -> np.ndarray:
+        """Unembedding: logits = W_U @ (what the head writes); W_U = W_E.T."""
+        return _tables(self)[0].T.copy()
+
+    def pos_pair(self, k: int) -> np.ndarray:
+        """The two residual dims (cos, sin) of positional pair k."""
+        return np.array(self.pos[2 * k : 2 * k + 2])
+
+    def positional_code(self, n_ctx: int) -> np.ndarray:
+        """(D_MODEL, n_ctx): column t is (cos alpha_k t, sin alpha_k t) in pair k, zero elsewhere."""
+        if n_ctx <= N_CTX_MAX:
+            return _tables(self)[1][:, :n_ctx].copy()
+        return _positional_code(self, n_ctx)
+
+    def embed(self, tokens) -> np.ndarray:
+        """The residual stream X (D_MODEL, n_ctx) of a token sequence: token content + position."""
+        tokens = [int(token) for token in tokens]
+        W_E, P = _tables(self)
+        n = len(tokens)
+        return W_E[:, tokens] + (P[:, :n] if n <= N_CTX_MAX else _positional_code(self, n))
+
+    def kappa_range(self) -> tuple[float, float]:
+        """(min, max) of kappa(m) over the offsets 1..16 of a sequence (kappa(0) = 3)."""
+        values = kappa(self.periods, OFFSETS)
+        return float(values.min()), float(values.max())
+
+    def table(self):
+        """What the set-up cell shows (and records) of this variant."""
+        pairs = "; ".join(
+            f"pair {k}: dims {self.pos[2 * k]}, {self.pos[2 * k + 1]} (period {period})"
+            for k, period in enumerate(self.periods)
+        )
+        alphas = ", ".join(f"2\u03c0/{period}" for period in self.periods)
+        low, high = self.kappa_range()
+        rows = (
+            ("TOK (token j is e_TOK[j])", dims_text(self.tok)),
+            ("POS (positional pairs: cos, sin)", pairs),
+            ("FREE (zero in every embedding)", dims_text(self.free)),
+            ("ALPHAS (angular frequencies)", alphas),
+            (
+                f"\u03ba(m) for offsets 1 \u2264 |m| \u2264 {N_CTX_MAX - 1}",
+                f"between {low:.2f} and {high:.2f} (\u03ba(0) = 3)",
+            ),
+        )
+        return tclib.VariantTable("induction_heads", self.student_id, rows, residual_stream_svg(self))
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.table()._repr_mimebundle_(include, exclude)
+
+    def __str__(self) -> str:
+        return str(self.table())
+
+
+DEFAULT_VARIANT = Variant(tuple(range(0, 9)), tuple(range(9, 15)), tuple(range(15, 32)), (4, 5, 10))
+
+
+def _positional_code(variant: Variant, n_ctx: int) -> np.ndarray:
     t = np.arange(n_ctx)
     P = np.zeros((D_MODEL, n_ctx))
-    for k, (alpha, lam) in enumerate(zip(ALPHAS, LAMBDAS)):
-        P[pos_pair(k), :] = lam * np.stack([np.cos(alpha * t), np.sin(alpha * t)])
+    for k, alpha in enumerate(variant.ALPHAS):
+        P[variant.pos_pair(k), :] = np.stack([np.cos(alpha * t), np.sin(alpha * t)])
     return P
 
 
-_P_TABLE = positional_code(N_CTX_MAX)  # computed once: the checks embed many short sequences
+@functools.lru_cache(maxsize=256)
+def _tables(variant: Variant) -> tuple[np.ndarray, np.ndarray]:
+    """(W_E, positional code of N_CTX_MAX positions), computed once per variant (read-only):
+    the checks embed many short sequences."""
+    W_E = np.zeros((D_MODEL, N_VOCAB))
+    W_E[list(variant.tok), np.arange(N_VOCAB)] = 1.0
+    P = _positional_code(variant, N_CTX_MAX)
+    W_E.setflags(write=False)
+    P.setflags(write=False)
+    return W_E, P
 
 
-def embed(tokens) -> np.ndarray:
-    """The residual stream X (D_MODEL, n_ctx) of a token sequence: token content + position."""
-    tokens = [int(token) for token in tokens]
-    n = len(tokens)
-    P = _P_TABLE[:, :n] if n <= N_CTX_MAX else positional_code(n)
-    return W_E[:, tokens] + P
+def variant_for(student_id: str | None, salt: str = "") -> Variant:
+    """The variant drawn for `student_id` (the exercise page's own set-up for None).
+
+    The 32 dims are shuffled: 9 of them (ascending) hold the token content, 6 (ascending, pair
+    by pair) the positional code, the other 17 are free; the periods are one of PERIOD_CHOICES
+    in a drawn order. Every variant keeps the exercise's maths (keeps_the_maths): a permutation
+    of the residual dims changes no margin.
+    """
+    rng = tclib.variant_rng("induction_heads", student_id, salt)
+    if rng is None:
+        return DEFAULT_VARIANT
+    dims = [int(d) for d in rng.permutation(D_MODEL)]
+    n_pos = 2 * N_PAIRS
+    tok = tuple(sorted(dims[:N_VOCAB]))
+    pos = tuple(sorted(dims[N_VOCAB : N_VOCAB + n_pos]))
+    free = tuple(sorted(dims[N_VOCAB + n_pos :]))
+    periods = PERIOD_CHOICES[int(rng.integers(len(PERIOD_CHOICES)))]
+    periods = tuple(int(periods[k]) for k in rng.permutation(N_PAIRS))
+    return Variant(tok, pos, free, periods, student_id)
 
 
+def my_variant(per_student: bool = False, salt: str = "", student_id: str | None = None) -> Variant:
+    """Your variant, as the set-up cell draws it. The course sets `per_student` and `salt`
+    (nbgrader writes them into the set-up cell); the student id is found as nbgrader finds it
+    (tclib.find_student_id: set $AUTOGRADER_STUDENT_ID where your id is not your login)."""
+    if not per_student:
+        return DEFAULT_VARIANT
+    return variant_for(student_id or tclib.find_student_id(), salt)
+
+
+_ROLE_COLOURS = {"TOK": "#4e79a7", "POS": "#f28e2b", "FREE": "#bab0ac"}
+
+
+def residual_stream_svg(variant: Variant) -> str:
+    """A labelled strip of the 32 residual dims, coloured by what the embedding puts there."""
+    cell, top = 26, 34
+    boxes = []
+    for d in range(D_MODEL):
+        if d in variant.tok:
+            role, label = "TOK", VOCAB[variant.tok.index(d)]
+        elif d in variant.pos:
+            k, which = divmod(variant.pos.index(d), 2)
+            role, label = "POS", f"{'cs'[which]}{k}"
+        else:
+            role, label = "FREE", ""
+        x = 4 + d * cell
+        boxes.append(
+            f'<rect x="{x}" y="{top}" width="{cell - 2}" height="{cell - 2}" fill="{_ROLE_COLOURS[role]}"/>'
+            f'<text x="{x + cell / 2 - 1}" y="{top + 16}" font-size="11" text-anchor="middle" fill="#fff" '
+            f'font-family="sans-serif">{d}</text>'
+            f'<text x="{x + cell / 2 - 1}" y="{top + cell + 12}" font-size="10" text-anchor="middle" '
+            f'fill="#222" font-family="sans-serif">{label}</text>'
+        )
+    legend = [
+        ("TOK", "TOK: token content (letter below)"),
+        ("POS", "POS: pair k, cos (c) or sin (s)"),
+        ("FREE", "FREE: heads write here"),
+    ]
+    keys, x = [], 4
+    for role, words in legend:
+        keys.append(
+            f'<rect x="{x}" y="6" width="12" height="12" fill="{_ROLE_COLOURS[role]}"/>'
+            f'<text x="{x + 16}" y="16" font-size="11" font-family="sans-serif" fill="#222">{words}</text>'
+        )
+        x += 24 + 6 * len(words)
+    width = max(8 + D_MODEL * cell, x)
+    height = top + cell + 20
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="residual stream layout">'
+        f"<title>Residual dims 0-{D_MODEL - 1}: what the embedding puts where</title>"
+        + "".join(keys + boxes)
+        + "</svg>"
+    )
+
+
+# --- sequences -------------------------------------------------------------------------------
 def make_sequence(letters) -> list[int]:
     """BOS, the letters, the letters again: 'CAF' -> [0, 3, 1, 6, 3, 1, 6]."""
     ids = [VOCAB.index(letter) if isinstance(letter, str) else int(letter) for letter in letters]
@@ -314,17 +514,17 @@ def ideal_pattern(n_ctx: int, targets: dict[int, int], default: int = BOS) -> np
     return A
 
 
-def layer1_residual(W_OV1, tokens, targets) -> np.ndarray:
+def layer1_residual(W_OV1, tokens, targets, variant: Variant = DEFAULT_VARIANT) -> np.ndarray:
     """X + what a layer-1 head with this W_OV writes when it attends exactly to `targets`.
 
     The checks of the layer-2 heads use this idealised layer-1 pattern, so a mistake in where
     the layer-1 head looks costs only the points of the part that asks for that pattern.
     """
-    return _layer1(normalised(W_OV1), tokens, targets)
+    return _layer1(normalised(W_OV1), tokens, targets, variant)
 
 
-def _layer1(W1: np.ndarray | None, tokens, targets) -> np.ndarray:
-    X = embed(tokens)
+def _layer1(W1: np.ndarray | None, tokens, targets, variant: Variant) -> np.ndarray:
+    X = variant.embed(tokens)
     return X + _write(W1, ideal_pattern(len(tokens), targets), X)
 
 
@@ -418,7 +618,7 @@ def _zero_message(what: str) -> str:
     return f"{what} is the zero matrix, so the head attends uniformly and cannot pick out any position."
 
 
-def judge_same_content(W_QK, sequences, name="head (a)") -> list[str]:
+def judge_same_content(W_QK, sequences, name="head (a)", variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """Part (a): at every position, >= MASS_THRESHOLD on positions holding the same token, and a
     fair share (at least half of 1/k) on each of the k such positions: content alone cannot
     tell the copies apart."""
@@ -426,7 +626,7 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> list[str]:
     if W is None:
         return [_zero_message("W_QK")]
     for tokens in sequences:
-        A, _ = _pattern_of(W, embed(tokens))
+        A, _ = _pattern_of(W, variant.embed(tokens))
         for t in range(len(tokens)):
             same = [s for s in range(t + 1) if tokens[s] == tokens[t]]
             mass = A[t, same].sum()
@@ -454,7 +654,13 @@ def judge_same_content(W_QK, sequences, name="head (a)") -> list[str]:
     return []
 
 
-def _hint_previous(tokens, t, target, top, tie, tied=()):
+def _basic_periods(periods) -> list[int]:
+    """The periods that are no multiple of another one (4 and 5 of 4, 5, 10): offsets that differ
+    by a multiple of any period differ by a multiple of one of these."""
+    return sorted(p for p in set(periods) if not any(q != p and p % q == 0 for q in periods))
+
+
+def _hint_previous(tokens, t, target, top, tie, tied=(), variant: Variant = DEFAULT_VARIANT):
     if top == t and not tie:
         return (
             "A head that should look one step back but lands on itself is usually rotating the "
@@ -462,34 +668,42 @@ def _hint_previous(tokens, t, target, top, tie, tied=()):
             "hides the future, and the nearest allowed position is itself."
         )
     lag = t - top
-    if lag > 1 and ((lag - 1) % 4 == 0 or (lag - 1) % 5 == 0):
+    basic = _basic_periods(variant.periods)
+    if lag > 1 and any((lag - 1) % period == 0 for period in basic):
+        first, others = basic[0], "".join(f" (or {period})" for period in basic[1:])
         return (
-            "Offsets that differ by 4 (or 5) look alike to the pair of period 4 (or 5) alone: "
+            f"Offsets that differ by {first}{others} look alike to the pair of period {first}{others} alone: "
             "it takes the pairs together to single out one offset."
         )
     return None
 
 
-def judge_present(W_QK, sequences, name="head (b)") -> list[str]:
+def judge_present(W_QK, sequences, name="head (b)", variant: Variant = DEFAULT_VARIANT) -> list[str]:
     W = normalised(W_QK)
     if W is None:
         return [_zero_message("W_QK")]
     for tokens in sequences:
-        A, S = _pattern_of(W, embed(tokens))
+        A, S = _pattern_of(W, variant.embed(tokens))
         message = judge_targets(A, S, tokens, present_targets(tokens), name, "the present position")
         if message:
             return message
     return []
 
 
-def judge_previous(W_QK, sequences, name="head (c)") -> list[str]:
+def judge_previous(W_QK, sequences, name="head (c)", variant: Variant = DEFAULT_VARIANT) -> list[str]:
     W = normalised(W_QK)
     if W is None:
         return [_zero_message("W_QK")]
     for tokens in sequences:
-        A, S = _pattern_of(W, embed(tokens))
+        A, S = _pattern_of(W, variant.embed(tokens))
         message = judge_targets(
-            A, S, tokens, previous_position_targets(tokens), name, "the previous position", _hint_previous
+            A,
+            S,
+            tokens,
+            previous_position_targets(tokens),
+            name,
+            "the previous position",
+            functools.partial(_hint_previous, variant=variant),
         )
         if message:
             return message
@@ -511,12 +725,12 @@ def _hint_not_self(tokens, t, target, top, tie, tied=()):
     return None
 
 
-def judge_previous_copy(W_QK, sequences, name="head (d)") -> list[str]:
+def judge_previous_copy(W_QK, sequences, name="head (d)", variant: Variant = DEFAULT_VARIANT) -> list[str]:
     W = normalised(W_QK)
     if W is None:
         return [_zero_message("W_QK")]
     for tokens in sequences:
-        A, S = _pattern_of(W, embed(tokens))
+        A, S = _pattern_of(W, variant.embed(tokens))
         message = judge_targets(
             A, S, tokens, previous_copy_targets(tokens), name, "the earlier copy of the same token", _hint_not_self
         )
@@ -525,34 +739,35 @@ def judge_previous_copy(W_QK, sequences, name="head (d)") -> list[str]:
     return []
 
 
-def judge_writes_free(W_OV, name: str) -> list[str]:
+def judge_writes_free(W_OV, name: str, variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """The head may write only into FREE: writing into TOK or POS would change the destination's
     own token or position as later heads see them."""
     W = normalised(W_OV)
     if W is None:
         return [f"{name} is the zero matrix: the head writes nothing."]
-    for label, rows in (("token", TOK), ("positional", POS)):
-        block = W[rows, :]
+    for label, rows in (("token", variant.tok), ("positional", variant.pos)):
+        block = W[list(rows), :]
         if np.abs(block).max() > tolerance():  # W is normalised: the rule's scale is 1
             i, j = np.unravel_index(np.argmax(np.abs(block)), block.shape)
             return [
-                f"{name} writes into the {label} subspace (dims {rows.start}-{rows.stop - 1}): for "
-                f"example it maps residual dim {j} into dim {rows.start + i} with weight "
+                f"{name} writes into the {label} subspace ({dims_text(rows)}): for "
+                f"example it maps residual dim {j} into dim {rows[i]} with weight "
                 f"{block[i, j]:.2f} (after dividing {name} by its largest singular value). That "
                 f"would change the destination's own {label} code as later heads see it; write "
-                f"only into the free dims {FREE.start}-{FREE.stop - 1}."
+                f"only into the free {dims_text(variant.free)}."
             ]
     return []
 
 
-def judge_readable(W_OV, name: str, what: str) -> list[str]:
+def judge_readable(W_OV, name: str, what: str, variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """What the head writes, reading any token at any position, must identify `what`
     ('position' or 'token') of the position it reads: it must be nearer (by LOGIT_MARGIN, in
     squared distance) to the head's own code for that value than to its code for any other."""
     W = normalised(W_OV)
     if W is None:
         return [f"{name} is the zero matrix: the head writes nothing."]
-    by_token, by_position = W @ W_E, W @ _P_TABLE  # what the head writes for each part of x_s
+    W_E, P = _tables(variant)
+    by_token, by_position = W @ W_E, W @ P  # what the head writes for each part of x_s
     codes = by_position if what == "position" else by_token  # column v: its code for value v
     label = (lambda v: f"position {v}") if what == "position" else (lambda v: f"token '{VOCAB[v]}'")
     for j in range(N_VOCAB):
@@ -576,14 +791,16 @@ def judge_readable(W_OV, name: str, what: str) -> list[str]:
     return []
 
 
-def judge_induction(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> list[str]:
+def judge_induction(
+    W_QK2, W_OV1, layer1_targets, sequences, name: str, variant: Variant = DEFAULT_VARIANT
+) -> list[str]:
     """Layer-2 head on the residual stream after an (idealised) layer-1 head: second-half
     positions must attend to the position after their token's first copy."""
     W2, W1 = normalised(W_QK2), normalised(W_OV1)
     if W2 is None:
         return [_zero_message("W_QK")]
     for tokens in sequences:
-        A, S = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
+        A, S = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens), variant))
         message = judge_targets(
             A,
             S,
@@ -621,22 +838,22 @@ def _hint_induction(tokens, t, target, top, tie, tied=()):
     return None
 
 
-def induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences) -> float:
+def induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences, variant: Variant = DEFAULT_VARIANT) -> float:
     """Mean attention the layer-2 head puts on its induction target (second-half positions)."""
     W2, W1 = normalised(W_QK2), normalised(W_OV1)
     masses = []
     for tokens in sequences:
-        A, _ = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens)))
+        A, _ = _pattern_of(W2, _layer1(W1, tokens, layer1_targets(tokens), variant))
         masses += [A[t, s] for t, s in induction_targets(tokens).items()]
     return float(np.mean(masses))
 
 
-def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> list[str]:
+def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str, variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """Zeroing the layer-1 head's output must destroy the induction pattern (mean mass < 0.5)."""
     if normalised(W_QK2) is None:
         return [_zero_message("W_QK")]
-    with_head = induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences)
-    ablated = induction_attention_mass(W_QK2, np.zeros((D_MODEL, D_MODEL)), layer1_targets, sequences)
+    with_head = induction_attention_mass(W_QK2, W_OV1, layer1_targets, sequences, variant)
+    ablated = induction_attention_mass(W_QK2, np.zeros((D_MODEL, D_MODEL)), layer1_targets, sequences, variant)
     if ablated >= 0.5:
         return [
             f"With the layer-1 head's output set to zero, {name} still puts on average {ablated:.2f} "
@@ -647,13 +864,14 @@ def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str) -> list[s
     return []
 
 
-def judge_copies_attended_token(W_OV, name: str) -> list[str]:
+def judge_copies_attended_token(W_OV, name: str, variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """Reading letter j, the head's logits W_U (W_OV / sigma_max) e_j must favour j by LOGIT_MARGIN."""
     W = normalised(W_OV)
     if W is None:
         return [f"{name} is the zero matrix: the head writes nothing."]
+    W_E = _tables(variant)[0]
     for j in range(1, N_VOCAB):
-        logits = W_U @ W @ W_E[:, j]
+        logits = W_E.T @ W @ W_E[:, j]
         best = int(np.argmax(np.delete(logits, j)))
         best += best >= j
         if logits[j] - logits[best] < LOGIT_MARGIN:
@@ -667,14 +885,17 @@ def judge_copies_attended_token(W_OV, name: str) -> list[str]:
     return []
 
 
-def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> list[str]:
+def judge_predictions(
+    W_OV2, W_OV1, layer1_targets, sequences, name: str, variant: Variant = DEFAULT_VARIANT
+) -> list[str]:
     """With the layer-2 head attending exactly to the position after the first copy, on the
     residual stream your layer-1 head produces, its logits must predict the next token."""
     W2, W1 = normalised(W_OV2), normalised(W_OV1)
     if W2 is None:
         return [f"{name} is the zero matrix: the head writes nothing."]
+    W_U = _tables(variant)[0].T
     for tokens in sequences:
-        X1 = _layer1(W1, tokens, layer1_targets(tokens))
+        X1 = _layer1(W1, tokens, layer1_targets(tokens), variant)
         targets = induction_targets(tokens)
         logits = W_U @ _write(W2, ideal_pattern(len(tokens), targets), X1)
         for t, source in targets.items():
@@ -718,10 +939,10 @@ def judge_predictions(W_OV2, W_OV1, layer1_targets, sequences, name: str) -> lis
 
 
 # --- follow-through: judging a part on your own earlier answers ------------------------------
-def layer1_problems(W_OV1, name: str, what: str) -> list[str]:
+def layer1_problems(W_OV1, name: str, what: str, variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """What is wrong with a layer-1 head's W_OV for the layer-2 parts built on it: it must write
     only into FREE and write `what` ('position' or 'token') readably."""
-    return judge_writes_free(W_OV1, name) or judge_readable(W_OV1, name, what)
+    return judge_writes_free(W_OV1, name, variant) or judge_readable(W_OV1, name, what, variant)
 
 
 def judged_after(problems: list[str], upstream: list[str], upstream_part: str) -> list[str]:
@@ -745,37 +966,48 @@ def _heatmaps():
     return heatmaps
 
 
-def show_pattern(W_Q, W_K, tokens=EXAMPLE, title="attention pattern", X=None):
+def show_pattern(W_Q, W_K, tokens=EXAMPLE, title="attention pattern", X=None, variant: Variant = DEFAULT_VARIANT):
     """The pattern of the head (W_Q, W_K) on `tokens` (or on a given residual stream X)."""
-    X = embed(tokens) if X is None else X
+    X = variant.embed(tokens) if X is None else X
     A = attention_pattern(qk(W_Q, W_K), X)
     return _heatmaps().show_attention(A, [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)], title=title)
 
 
-def show_ex2(W_Q_d, W_K_d, W_V_e, W_O_e, W_Q_f, W_K_f, tokens=EXAMPLE):
+def show_ex2(W_Q_d, W_K_d, W_V_e, W_O_e, W_Q_f, W_K_f, tokens=EXAMPLE, variant: Variant = DEFAULT_VARIANT):
     """Your two-layer pointer-arithmetic model: layer 1 = (d) pattern + (e) output, layer 2 = (f)."""
-    X = embed(tokens)
+    X = variant.embed(tokens)
     A1 = attention_pattern(qk(W_Q_d, W_K_d), X)
     X1 = X + head_output(ov(W_V_e, W_O_e), A1, X)
     hm = _heatmaps()
     return hm.side_by_side(
-        show_pattern(W_Q_d, W_K_d, tokens, "layer 1: pattern (d)"),
+        show_pattern(W_Q_d, W_K_d, tokens, "layer 1: pattern (d)", variant=variant),
         show_pattern(W_Q_f, W_K_f, tokens, "layer 2: pattern (f)", X=X1),
         caption="your heads, with your own layer-1 pattern",
     )
 
 
-def show_ex3(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, W_Q_ind, W_K_ind, W_V_ind, W_O_ind, tokens=EXAMPLE):
+def show_ex3(
+    W_Q_prev,
+    W_K_prev,
+    W_V_prev,
+    W_O_prev,
+    W_Q_ind,
+    W_K_ind,
+    W_V_ind,
+    W_O_ind,
+    tokens=EXAMPLE,
+    variant: Variant = DEFAULT_VARIANT,
+):
     """Your K-composition model: patterns of both heads and the induction head's logits."""
-    X = embed(tokens)
+    X = variant.embed(tokens)
     A1 = attention_pattern(qk(W_Q_prev, W_K_prev), X)
     X1 = X + head_output(ov(W_V_prev, W_O_prev), A1, X)
     A2 = attention_pattern(qk(W_Q_ind, W_K_ind), X1)
-    logits = W_U @ head_output(ov(W_V_ind, W_O_ind), A2, X1)
+    logits = _tables(variant)[0].T @ head_output(ov(W_V_ind, W_O_ind), A2, X1)
     labels = [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)]
     hm = _heatmaps()
     return hm.side_by_side(
-        show_pattern(W_Q_prev, W_K_prev, tokens, "layer 1: previous-token head"),
+        show_pattern(W_Q_prev, W_K_prev, tokens, "layer 1: previous-token head", variant=variant),
         show_pattern(W_Q_ind, W_K_ind, tokens, "layer 2: induction head", X=X1),
         hm.show_matrix(
             logits,
@@ -790,10 +1022,12 @@ def show_ex3(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, W_Q_ind, W_K_ind, W_V_ind, 
 
 
 # --- public checks -------------------------------------------------------------------------
+# Each takes your answers and, last, your variant (the set-up cell's `variant`; without it, the
+# exercise page's own set-up).
 PUBLIC_SEQUENCES = draw_sequences(np.random.default_rng(2021), 6)
 
 
-def _failing_picture(judge_one, W_QK, title, layer1=None):
+def _failing_picture(judge_one, W_QK, title, variant: Variant, layer1=None):
     """A callable that shows, in a notebook, W_QK's pattern on the first public sequence where
     `judge_one([tokens])` finds a problem (nothing outside IPython)."""
 
@@ -807,7 +1041,10 @@ def _failing_picture(judge_one, W_QK, title, layer1=None):
             return
         for tokens in PUBLIC_SEQUENCES:
             if judge_one([tokens]):
-                X = embed(tokens) if layer1 is None else layer1_residual(layer1[0], tokens, layer1[1](tokens))
+                if layer1 is None:
+                    X = variant.embed(tokens)
+                else:
+                    X = layer1_residual(layer1[0], tokens, layer1[1](tokens), variant)
                 labels = [f"{VOCAB[int(t)]}{i}" for i, t in enumerate(tokens)]
                 display(
                     _heatmaps().show_attention(
@@ -843,74 +1080,64 @@ def _verdict(judgements, part: str, picture=None):
     print(f"({part}) public checks passed (hidden checks run on more sequences when your work is graded)")
 
 
-@public_check
-def check_ex2a(W_Q_a, W_K_a):
-    m = _read({"W_Q_a": W_Q_a, "W_K_a": W_K_a})
-    W_QK = qk(m["W_Q_a"], m["W_K_a"])
+def _check_pattern(judge, W_Q, W_K, names, part, title, variant):
+    m = _read(dict(zip(names, (W_Q, W_K))))
+    W_QK = qk(*m.values())
     _verdict(
-        [judge_same_content(W_QK, PUBLIC_SEQUENCES)],
-        "a",
-        _failing_picture(lambda seqs: judge_same_content(W_QK, seqs), W_QK, "your head (a)"),
+        [judge(W_QK, PUBLIC_SEQUENCES, variant=variant)],
+        part,
+        _failing_picture(lambda seqs: judge(W_QK, seqs, variant=variant), W_QK, title, variant),
     )
 
 
 @public_check
-def check_ex2b(W_Q_b, W_K_b):
-    m = _read({"W_Q_b": W_Q_b, "W_K_b": W_K_b})
-    W_QK = qk(m["W_Q_b"], m["W_K_b"])
-    _verdict(
-        [judge_present(W_QK, PUBLIC_SEQUENCES)],
-        "b",
-        _failing_picture(lambda seqs: judge_present(W_QK, seqs), W_QK, "your head (b)"),
-    )
+def check_ex2a(W_Q_a, W_K_a, variant: Variant = DEFAULT_VARIANT):
+    _check_pattern(judge_same_content, W_Q_a, W_K_a, ("W_Q_a", "W_K_a"), "a", "your head (a)", variant)
 
 
 @public_check
-def check_ex2c(W_Q_c, W_K_c):
-    m = _read({"W_Q_c": W_Q_c, "W_K_c": W_K_c})
-    W_QK = qk(m["W_Q_c"], m["W_K_c"])
-    _verdict(
-        [judge_previous(W_QK, PUBLIC_SEQUENCES)],
-        "c",
-        _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your head (c)"),
-    )
+def check_ex2b(W_Q_b, W_K_b, variant: Variant = DEFAULT_VARIANT):
+    _check_pattern(judge_present, W_Q_b, W_K_b, ("W_Q_b", "W_K_b"), "b", "your head (b)", variant)
 
 
 @public_check
-def check_ex2d(W_Q_d, W_K_d):
-    m = _read({"W_Q_d": W_Q_d, "W_K_d": W_K_d})
-    W_QK = qk(m["W_Q_d"], m["W_K_d"])
-    _verdict(
-        [judge_previous_copy(W_QK, PUBLIC_SEQUENCES)],
-        "d",
-        _failing_picture(lambda seqs: judge_previous_copy(W_QK, seqs), W_QK, "your head (d)"),
-    )
+def check_ex2c(W_Q_c, W_K_c, variant: Variant = DEFAULT_VARIANT):
+    _check_pattern(judge_previous, W_Q_c, W_K_c, ("W_Q_c", "W_K_c"), "c", "your head (c)", variant)
 
 
 @public_check
-def check_ex2e(W_V_e, W_O_e):
+def check_ex2d(W_Q_d, W_K_d, variant: Variant = DEFAULT_VARIANT):
+    _check_pattern(judge_previous_copy, W_Q_d, W_K_d, ("W_Q_d", "W_K_d"), "d", "your head (d)", variant)
+
+
+@public_check
+def check_ex2e(W_V_e, W_O_e, variant: Variant = DEFAULT_VARIANT):
     m = _read({"W_V_e": W_V_e, "W_O_e": W_O_e})
     W_OV = ov(m["W_V_e"], m["W_O_e"])
-    _verdict([judge_writes_free(W_OV, "W_O_e @ W_V_e"), judge_readable(W_OV, "W_O_e @ W_V_e", "position")], "e")
+    name = "W_O_e @ W_V_e"
+    _verdict([judge_writes_free(W_OV, name, variant), judge_readable(W_OV, name, "position", variant)], "e")
 
 
 @public_check
-def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
+def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e, variant: Variant = DEFAULT_VARIANT):
     m = _read({"W_Q_f": W_Q_f, "W_K_f": W_K_f, "W_V_e": W_V_e, "W_O_e": W_O_e})
     W_QK, W_OV = qk(m["W_Q_f"], m["W_K_f"]), ov(m["W_V_e"], m["W_O_e"])
-    upstream = layer1_problems(W_OV, "W_O_e @ W_V_e", "position")
+    upstream = layer1_problems(W_OV, "W_O_e @ W_V_e", "position", variant)
     _verdict(
         [
             judged_after(
-                judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"), upstream, "part (e)"
+                judge_induction(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)", variant),
+                upstream,
+                "part (e)",
             ),
-            judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)"),
+            judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)", variant),
         ],
         "f",
         _failing_picture(
-            lambda seqs: judge_induction(W_QK, W_OV, previous_copy_targets, seqs, "head (f)"),
+            lambda seqs: judge_induction(W_QK, W_OV, previous_copy_targets, seqs, "head (f)", variant),
             W_QK,
             "your head (f)",
+            variant,
             (W_OV, previous_copy_targets),
         ),
     )
@@ -919,41 +1146,44 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e):
 
 
 @public_check
-def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev):
+def check_ex3_prev(W_Q_prev, W_K_prev, W_V_prev, W_O_prev, variant: Variant = DEFAULT_VARIANT):
     m = _read({"W_Q_prev": W_Q_prev, "W_K_prev": W_K_prev, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV = ov(m["W_V_prev"], m["W_O_prev"])
     W_QK = qk(m["W_Q_prev"], m["W_K_prev"])
     _verdict(
         [
-            judge_previous(W_QK, PUBLIC_SEQUENCES, "the previous-token head"),
-            judge_writes_free(W_OV, "W_O_prev @ W_V_prev"),
-            judge_readable(W_OV, "W_O_prev @ W_V_prev", "token"),
+            judge_previous(W_QK, PUBLIC_SEQUENCES, "the previous-token head", variant),
+            judge_writes_free(W_OV, "W_O_prev @ W_V_prev", variant),
+            judge_readable(W_OV, "W_O_prev @ W_V_prev", "token", variant),
         ],
         "previous-token head",
-        _failing_picture(lambda seqs: judge_previous(W_QK, seqs), W_QK, "your previous-token head"),
+        _failing_picture(
+            lambda seqs: judge_previous(W_QK, seqs, variant=variant), W_QK, "your previous-token head", variant
+        ),
     )
 
 
 @public_check
-def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
+def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev, variant: Variant = DEFAULT_VARIANT):
     m = _read({"W_Q_ind": W_Q_ind, "W_K_ind": W_K_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_QK, W_OV = qk(m["W_Q_ind"], m["W_K_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head"
-    upstream = layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token")
+    upstream = layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token", variant)
     _verdict(
         [
             judged_after(
-                judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
+                judge_induction(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name, variant),
                 upstream,
                 "the previous-token head",
             ),
-            judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name),
+            judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name, variant),
         ],
         "induction head W_Q, W_K",
         _failing_picture(
-            lambda seqs: judge_induction(W_QK, W_OV, previous_position_targets, seqs, name),
+            lambda seqs: judge_induction(W_QK, W_OV, previous_position_targets, seqs, name, variant),
             W_QK,
             "your induction head",
+            variant,
             (W_OV, previous_position_targets),
         ),
     )
@@ -962,16 +1192,16 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev):
 
 
 @public_check
-def check_ex3_ind_ov(W_V_ind, W_O_ind, W_V_prev, W_O_prev):
+def check_ex3_ind_ov(W_V_ind, W_O_ind, W_V_prev, W_O_prev, variant: Variant = DEFAULT_VARIANT):
     m = _read({"W_V_ind": W_V_ind, "W_O_ind": W_O_ind, "W_V_prev": W_V_prev, "W_O_prev": W_O_prev})
     W_OV2, W_OV1 = ov(m["W_V_ind"], m["W_O_ind"]), ov(m["W_V_prev"], m["W_O_prev"])
     name = "the induction head's W_O_ind @ W_V_ind"
     _verdict(
         [
-            judge_copies_attended_token(W_OV2, "W_O_ind @ W_V_ind"),
+            judge_copies_attended_token(W_OV2, "W_O_ind @ W_V_ind", variant),
             judged_after(
-                judge_predictions(W_OV2, W_OV1, previous_position_targets, PUBLIC_SEQUENCES, name),
-                layer1_problems(W_OV1, "W_O_prev @ W_V_prev", "token"),
+                judge_predictions(W_OV2, W_OV1, previous_position_targets, PUBLIC_SEQUENCES, name, variant),
+                layer1_problems(W_OV1, "W_O_prev @ W_V_prev", "token", variant),
                 "the previous-token head",
             ),
         ],

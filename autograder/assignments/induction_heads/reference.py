@@ -2,9 +2,9 @@
 
 The simulator and the judging rules are public (`source/induction_heads/induction_tools.py`,
 imported here as the course's trusted copy); what stays hidden is which sequences the grader
-draws. `reference_answers()` is an independent construction of one correct answer, used by the
-course's own tests to confirm that the setting leaves comfortable margins; no check compares a
-submission with it.
+draws. `reference_answers(variant)` is an independent construction of one correct answer in a
+student's variant, used by the course's own tests to confirm that every variant leaves
+comfortable margins; no check compares a submission with it.
 """
 
 import functools
@@ -40,12 +40,13 @@ def sequences(check: str) -> list[list[int]]:
     return [list(tokens) for tokens in _drawn(check)]
 
 
-def reference_answers() -> dict[str, np.ndarray]:
-    """One correct answer to every part (rotation on the key side, content/position ratio 4)."""
+def reference_answers(variant=tools.DEFAULT_VARIANT) -> dict[str, np.ndarray]:
+    """One correct answer to every part in `variant` (rotation on the key side, content/position
+    ratio 4), built from the variant's own dims and frequencies."""
     d_head, d_model = tools.D_HEAD, tools.D_MODEL
-    tok, pos = tools.TOK, tools.POS
-    copy_dims = slice(15, 21)  # (e): where the layer-1 head writes the position it read
-    prev_dims = slice(15, 24)  # Ex. 3: where the previous-token head writes the token it read
+    tok, pos, free, alphas = variant.TOK, variant.POS, variant.FREE, variant.ALPHAS
+    copy_dims = free[:6]  # (e): where the layer-1 head writes the position it read
+    prev_dims = free[:9]  # Ex. 3: where the previous-token head writes the token it read
 
     def zeros(rows, cols):
         return np.zeros((rows, cols))
@@ -64,7 +65,7 @@ def reference_answers() -> dict[str, np.ndarray]:
     for suffix in ("c", "prev"):
         W_Q, W_K = zeros(d_head, d_model), zeros(d_head, d_model)
         W_Q[0:6, pos] = np.eye(6)
-        W_K[0:6, pos] = tools.pair_rotation(tools.ALPHAS)
+        W_K[0:6, pos] = tools.pair_rotation(alphas)
         answers[f"W_Q_{suffix}"], answers[f"W_K_{suffix}"] = W_Q, W_K
 
     # (d): content match minus a quarter of the present-position match.
@@ -79,7 +80,7 @@ def reference_answers() -> dict[str, np.ndarray]:
     answers["W_V_e"], answers["W_O_e"] = W_V, W_O
     W_Q, W_K = zeros(d_head, d_model), zeros(d_head, d_model)
     W_Q[0:6, copy_dims] = np.eye(6)
-    W_K[0:6, pos] = tools.pair_rotation(-tools.ALPHAS)
+    W_K[0:6, pos] = tools.pair_rotation(-alphas)
     answers["W_Q_f"], answers["W_K_f"] = W_Q, W_K
 
     # Exercise 3: previous-token head copies token content; induction head matches it and copies.

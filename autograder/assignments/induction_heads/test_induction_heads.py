@@ -8,6 +8,8 @@ rescaled and list-valued answers are graded alike. Layer-2 checks use an idealis
 pattern with the student's own layer-1 W_OV (follow-through, docs/MARKING.md): a layer-2 part
 earns its points when it is right for the student's own layer-1 head; when it fails while that
 head has a problem of its own, it says it cannot be judged yet and which part to fix first.
+Every submission is judged in its student's own variant (`sub.variant`: where TOK, POS and FREE
+sit and the positional frequencies), so every message names the student's own dims.
 """
 
 from autograder.core.checks import Mistake, part
@@ -40,9 +42,15 @@ EXTRACT = [
     "W_O_ind",
 ]
 PROBES = {}
+VARIANT = tools.variant_for  # each submission is judged in its student's own setting (sub.variant)
 
 READ = ("d_head", "d_model")
 WRITE = ("d_model", "d_head")
+
+
+def _variant(sub):
+    """The student's variant: where their residual stream keeps what, and their frequencies."""
+    return sub.variant or tools.DEFAULT_VARIANT
 
 
 def _reader(sub, name):
@@ -63,10 +71,14 @@ def _ov(sub, suffix):
 
 def _layer1(sub, suffix):
     """(W_OV of the layer-1 head, its own problems, the part that owns them)."""
-    W_OV = _ov(sub, suffix)
+    W_OV, variant = _ov(sub, suffix), _variant(sub)
     if suffix == "e":
-        return W_OV, tools.layer1_problems(W_OV, "W_O_e @ W_V_e", "position"), "part (e) (ex2e)"
-    return W_OV, tools.layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token"), "the previous-token head (ex3_prev)"
+        return W_OV, tools.layer1_problems(W_OV, "W_O_e @ W_V_e", "position", variant), "part (e) (ex2e)"
+    return (
+        W_OV,
+        tools.layer1_problems(W_OV, "W_O_prev @ W_V_prev", "token", variant),
+        "the previous-token head (ex3_prev)",
+    )
 
 
 def _fail_after(problems, layer1):
@@ -84,32 +96,32 @@ def _fail_on(problems):
 # --- Exercise 2 ----------------------------------------------------------------------------
 @part("ex2a", points=2)
 def test_a_attends_to_same_token(sub):
-    _fail_on(tools.judge_same_content(_qk(sub, "a"), reference.sequences("a")))
+    _fail_on(tools.judge_same_content(_qk(sub, "a"), reference.sequences("a"), variant=_variant(sub)))
 
 
 @part("ex2b", points=1)
 def test_b_attends_to_present_position(sub):
-    _fail_on(tools.judge_present(_qk(sub, "b"), reference.sequences("b")))
+    _fail_on(tools.judge_present(_qk(sub, "b"), reference.sequences("b"), variant=_variant(sub)))
 
 
 @part("ex2c", points=2)
 def test_c_attends_to_previous_position(sub):
-    _fail_on(tools.judge_previous(_qk(sub, "c"), reference.sequences("c")))
+    _fail_on(tools.judge_previous(_qk(sub, "c"), reference.sequences("c"), variant=_variant(sub)))
 
 
 @part("ex2d", points=2)
 def test_d_attends_to_earlier_copy_not_itself(sub):
-    _fail_on(tools.judge_previous_copy(_qk(sub, "d"), reference.sequences("d")))
+    _fail_on(tools.judge_previous_copy(_qk(sub, "d"), reference.sequences("d"), variant=_variant(sub)))
 
 
 @part("ex2e", points=1)
 def test_e_writes_only_into_free_dims(sub):
-    _fail_on(tools.judge_writes_free(_ov(sub, "e"), "W_O_e @ W_V_e"))
+    _fail_on(tools.judge_writes_free(_ov(sub, "e"), "W_O_e @ W_V_e", _variant(sub)))
 
 
 @part("ex2e", points=1)
 def test_e_written_position_is_readable(sub):
-    _fail_on(tools.judge_readable(_ov(sub, "e"), "W_O_e @ W_V_e", "position"))
+    _fail_on(tools.judge_readable(_ov(sub, "e"), "W_O_e @ W_V_e", "position", _variant(sub)))
 
 
 @part("ex2f", points=2)
@@ -117,7 +129,7 @@ def test_f_attends_after_earlier_copy(sub):
     layer1 = _layer1(sub, "e")
     _fail_after(
         tools.judge_induction(
-            _qk(sub, "f"), layer1[0], tools.previous_copy_targets, reference.sequences("f"), "head (f)"
+            _qk(sub, "f"), layer1[0], tools.previous_copy_targets, reference.sequences("f"), "head (f)", _variant(sub)
         ),
         layer1,
     )
@@ -146,7 +158,12 @@ def test_f_needs_layer1_head(sub):
     # Ablation sets layer 1's output to zero, so it judges (f) alone: no follow-through needed.
     _fail_on(
         tools.judge_ablation(
-            _qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets, reference.sequences("f"), "head (f)"
+            _qk(sub, "f"),
+            _ov(sub, "e"),
+            tools.previous_copy_targets,
+            reference.sequences("f"),
+            "head (f)",
+            _variant(sub),
         )
     )
 
@@ -154,17 +171,21 @@ def test_f_needs_layer1_head(sub):
 # --- Exercise 3 ----------------------------------------------------------------------------
 @part("ex3_prev", points=1)
 def test_prev_attends_to_previous_position(sub):
-    _fail_on(tools.judge_previous(_qk(sub, "prev"), reference.sequences("prev"), "the previous-token head"))
+    _fail_on(
+        tools.judge_previous(
+            _qk(sub, "prev"), reference.sequences("prev"), "the previous-token head", variant=_variant(sub)
+        )
+    )
 
 
 @part("ex3_prev", points=1)
 def test_prev_writes_only_into_free_dims(sub):
-    _fail_on(tools.judge_writes_free(_ov(sub, "prev"), "W_O_prev @ W_V_prev"))
+    _fail_on(tools.judge_writes_free(_ov(sub, "prev"), "W_O_prev @ W_V_prev", _variant(sub)))
 
 
 @part("ex3_prev", points=1)
 def test_prev_written_token_is_readable(sub):
-    _fail_on(tools.judge_readable(_ov(sub, "prev"), "W_O_prev @ W_V_prev", "token"))
+    _fail_on(tools.judge_readable(_ov(sub, "prev"), "W_O_prev @ W_V_prev", "token", _variant(sub)))
 
 
 @part("ex3_ind_qk", points=2)
@@ -177,6 +198,7 @@ def test_ind_attends_after_earlier_copy(sub):
             tools.previous_position_targets,
             reference.sequences("ind_qk"),
             "the induction head",
+            _variant(sub),
         ),
         layer1,
     )
@@ -209,13 +231,14 @@ def test_ind_needs_previous_token_head(sub):
             tools.previous_position_targets,
             reference.sequences("ind_qk"),
             "the induction head",
+            _variant(sub),
         )
     )
 
 
 @part("ex3_ind_ov", points=1)
 def test_ind_copies_attended_token(sub):
-    _fail_on(tools.judge_copies_attended_token(_ov(sub, "ind"), "W_O_ind @ W_V_ind"))
+    _fail_on(tools.judge_copies_attended_token(_ov(sub, "ind"), "W_O_ind @ W_V_ind", _variant(sub)))
 
 
 @part("ex3_ind_ov", points=1)
@@ -231,6 +254,7 @@ def test_ind_predicts_next_token(sub):
             tools.previous_position_targets,
             reference.sequences("ind_ov"),
             "the induction head (W_O_ind @ W_V_ind)",
+            _variant(sub),
         ),
         layer1,
     )
@@ -257,19 +281,21 @@ _PATTERNS = {  # grade_id -> (suffix, title, layer-1 OV suffix and targets or No
 
 
 _JUDGES = {  # grade_id -> (draw, judge of one head's pattern on a list of sequences)
-    "ex2a": ("a", lambda sub, seqs: tools.judge_same_content(_qk(sub, "a"), seqs)),
-    "ex2b": ("b", lambda sub, seqs: tools.judge_present(_qk(sub, "b"), seqs)),
-    "ex2c": ("c", lambda sub, seqs: tools.judge_previous(_qk(sub, "c"), seqs)),
-    "ex2d": ("d", lambda sub, seqs: tools.judge_previous_copy(_qk(sub, "d"), seqs)),
+    "ex2a": ("a", lambda sub, seqs: tools.judge_same_content(_qk(sub, "a"), seqs, variant=_variant(sub))),
+    "ex2b": ("b", lambda sub, seqs: tools.judge_present(_qk(sub, "b"), seqs, variant=_variant(sub))),
+    "ex2c": ("c", lambda sub, seqs: tools.judge_previous(_qk(sub, "c"), seqs, variant=_variant(sub))),
+    "ex2d": ("d", lambda sub, seqs: tools.judge_previous_copy(_qk(sub, "d"), seqs, variant=_variant(sub))),
     "ex2f": (
         "f",
-        lambda sub, seqs: tools.judge_induction(_qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets, seqs, ""),
+        lambda sub, seqs: tools.judge_induction(
+            _qk(sub, "f"), _ov(sub, "e"), tools.previous_copy_targets, seqs, "", _variant(sub)
+        ),
     ),
-    "ex3_prev": ("prev", lambda sub, seqs: tools.judge_previous(_qk(sub, "prev"), seqs)),
+    "ex3_prev": ("prev", lambda sub, seqs: tools.judge_previous(_qk(sub, "prev"), seqs, variant=_variant(sub))),
     "ex3_ind_qk": (
         "ind_qk",
         lambda sub, seqs: tools.judge_induction(
-            _qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets, seqs, ""
+            _qk(sub, "ind"), _ov(sub, "prev"), tools.previous_position_targets, seqs, "", _variant(sub)
         ),
     ),
 }
@@ -296,9 +322,9 @@ def figures(sub, grade_id):
             suffix, title, layer1 = _PATTERNS[grade_id]
             title += where
             if layer1 is None:
-                X = tools.embed(tokens)
+                X = _variant(sub).embed(tokens)
             else:
-                X = tools.layer1_residual(_ov(sub, layer1[0]), tokens, layer1[1](tokens))
+                X = tools.layer1_residual(_ov(sub, layer1[0]), tokens, layer1[1](tokens), _variant(sub))
             A = tools.attention_pattern(_qk(sub, suffix), X)
             return [heatmaps.show_attention(A, labels, title=title).svg]
         if grade_id == "ex2e":
@@ -317,7 +343,8 @@ def figures(sub, grade_id):
             W = tools.normalised(_ov(sub, "ind"))
             if W is None:
                 return []
-            logits = tools.W_U @ W @ tools.W_E  # column j: logits when the head attends to token j
+            W_E = _variant(sub).W_E
+            logits = W_E.T @ W @ W_E  # column j: logits when the head attends to token j
             return [
                 heatmaps.show_matrix(
                     logits,
