@@ -190,13 +190,13 @@ def variant_class(tmp_path_factory):
     return course, worked
 
 
-def _scores(root):
+def _scores(root, assignment=ASSIGNMENT):
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
         return {
             (submission.student.id, notebook.name, grade.name): grade.auto_score
-            for submission in gradebook.assignment_submissions(ASSIGNMENT)
+            for submission in gradebook.assignment_submissions(assignment)
             for notebook in submission.notebooks
             for grade in notebook.grades
             if grade.auto_score is not None or not grade.needs_manual_grade
@@ -354,3 +354,55 @@ def test_one_command_writes_a_students_solutions_which_earn_full_marks_for_them(
         )
         assert checked.returncode == 0, checked.stdout + checked.stderr
         assert "drawn for student s07" in checked.stdout
+
+
+# -- induction_heads, end to end: fewer students (one notebook, the same mechanism) -------------
+
+INDUCTION = "induction_heads"
+FEW = 5
+
+
+@pytest.fixture(scope="module")
+def induction_graded(variant_class, tmp_path_factory):
+    """Five students' own induction_heads notebooks and five copies handed in by others, graded
+    by the batch grader and, in a copy, by `nbgrader autograde`."""
+    course, _ = variant_class
+    _nbgrader(course.root, "generate_assignment", INDUCTION, "--force")
+    course = Course(course.root)
+    for student, copier in zip(STUDENTS[:FEW], COPIERS[:FEW]):
+        answers = classroom.typed_answers(course, INDUCTION, INDUCTION, student, SALT)
+        worked = classroom.as_run_by(
+            classroom.filled_notebook(course, INDUCTION, INDUCTION, answers), INDUCTION, student
+        )
+        for who in (student, copier):
+            classroom.write_submission(course.root, who, INDUCTION, {INDUCTION: worked})
+    copy = tmp_path_factory.mktemp("induction_autograde") / "course"
+    shutil.copytree(course.root, copy, symlinks=True)
+    batch = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", "--course", str(course.root), INDUCTION, "--jobs", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert batch.returncode == 0, batch.stderr
+    _nbgrader(copy, "autograde", INDUCTION, "--force")
+    return _scores(course.root, INDUCTION), _scores(copy, INDUCTION), batch.stderr
+
+
+@pytest.mark.slow
+def test_induction_heads_is_graded_per_variant_on_both_paths(induction_graded):
+    by_batch, by_nbgrader, stderr = induction_graded
+    assert by_nbgrader == by_batch
+    parts = {
+        part.grade_id: part.points
+        for spec in REPOSITORY.specs
+        if spec.assignment == INDUCTION
+        for part in spec.auto_parts
+    }
+    for student, copier in zip(STUDENTS[:FEW], COPIERS[:FEW]):
+        own = {grade_id: by_batch[(student, INDUCTION, grade_id)] for grade_id in parts}
+        assert own == parts, student  # full marks under their own id
+        copied = sum(by_batch[(copier, INDUCTION, grade_id)] for grade_id in parts)
+        assert copied < sum(parts.values()) / 2, (copier, copied)
+        assert any(
+            line.strip().startswith(f"{copier}/") and f"student '{student}'" in line for line in stderr.splitlines()
+        )
