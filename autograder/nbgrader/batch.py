@@ -348,12 +348,16 @@ class BatchGrader:
         allow_unisolated: bool = False,
         quiet: bool = False,
         on_recorded=None,
+        shared_lock: bool = False,
     ):
         self.course, self.assignment = course, assignment
         self.quiet = quiet  # no progress bar or summary line (the grading service logs its own)
         # Called with each chunk's StudentWork once committed (the grading service releases
         # their feedback there, while the next chunk's notebooks run in their sandboxes).
         self.on_recorded = on_recorded
+        # The grading service's instances grade disjoint students (its queue sees to it), so they
+        # share the assignment's lock; a batch run takes it alone.
+        self.shared_lock = shared_lock
         self.jobs = jobs or os.cpu_count() or 1
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
         self.allow_unisolated = allow_unisolated
@@ -407,7 +411,7 @@ class BatchGrader:
         """Grade what is missing or changed (everything with `force`); returns what was graded.
         Raises GraderBusy while another grader works on the same assignment."""
         print(settings.describe(self.settings), file=sys.stderr)
-        with GraderLock(self.db_url, self.course_id, self.assignment):
+        with GraderLock(self.db_url, self.course_id, self.assignment, shared=self.shared_lock):
             return self._run()
 
     def _run(self) -> list[StudentWork]:
