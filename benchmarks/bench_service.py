@@ -338,7 +338,7 @@ def main() -> int:
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     try:
-        while "serving course" not in (WORK / "service.log").read_text():
+        while "feedback process ready" not in (WORK / "service.log").read_text():
             time.sleep(0.1)
         watcher = Watcher()
         print(

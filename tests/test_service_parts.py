@@ -237,7 +237,10 @@ def test_scanning_ignores_what_nbgrader_submit_does_not_make(tmp_path):
     (inbound / "cy+other+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
     (inbound / "dee+hw+2026-12-01 10:00:00.000000 UTC+abc").symlink_to(tmp_path, target_is_directory=True)
     (inbound / "stray").mkdir()
+    (inbound / "..+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()  # submitted/../hw is the course's hw/
+    (inbound / ".+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
     assert [found.student for found in collect.scan_inbound(inbound, {"hw"})] == ["ada"]
+    assert collect.scan_inbound(inbound, {"hw"}, known={"ada+hw+2026-12-01 10:00:00.000000 UTC+abc"}) == []
 
 
 def test_withheld_feedback_keeps_which_checks_passed_but_not_their_messages():

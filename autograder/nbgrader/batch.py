@@ -399,10 +399,20 @@ class BatchGrader:
             },
             sort_keys=True,
         )
+        from nbgrader.api import MissingEntry
+
         with Gradebook(self.db_url, self.course_id) as gradebook:
             due = gradebook.find_assignment(self.assignment).duedate
             base = f"due {due.isoformat() if due else None}; {settings_text}"
             policies: dict[str | None, str] = {None: f"{base}; extension None"}
+            if self.students:  # only these (the grading service: a few students of a large class)
+                for student in self.students:
+                    try:
+                        extension = gradebook.find_submission(self.assignment, student).extension
+                    except MissingEntry:
+                        continue
+                    policies[student] = f"{base}; extension {extension}"
+                return policies
             for submission in gradebook.assignment_submissions(self.assignment):
                 policies[submission.student.id] = f"{base}; extension {submission.extension}"
         return policies

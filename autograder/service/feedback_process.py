@@ -88,11 +88,13 @@ class FeedbackProcess:
                 initializer=_start,
                 initargs=(str(self.root), os.getpid()),
             )
-            self._pool.submit(_warm)
+            self._warm = self._pool.submit(_warm)
         return self._pool
 
-    def start(self) -> None:
+    def start(self) -> concurrent.futures.Future:
+        """Start the child (its imports take seconds); the future gives its pid once it is ready."""
         self._executor()
+        return self._warm
 
     def submit(
         self, assignment: str, student: str, withhold_messages: bool, release: bool

@@ -130,7 +130,9 @@ class Service:
         # status, and for other services) at once, and the first claim need not wait for the last
         # of its enqueue transactions.
         threading.Thread(target=self._keep_discovering, daemon=True).start()
-        self.feedback.start()
+        self.feedback.start().add_done_callback(
+            lambda ready: log.info("feedback process ready (pid %s)", ready.result()) if not ready.exception() else None
+        )
         summary_at = time.monotonic() + SUMMARY_SECONDS
         try:
             while not self.stopping.is_set():
@@ -264,7 +266,7 @@ class Service:
     def _discover(self) -> int:
         names = set(self.assignments())
         if self.uses_exchange:
-            found = collect.scan_inbound(self.inbound, names)
+            found = collect.scan_inbound(self.inbound, names, self.known)
         else:
             found = collect.scan_submitted(self.course.root / "submitted", names)
         # Oldest first, so that a burst is graded in the order it arrived (a student's older
@@ -412,7 +414,7 @@ class Service:
             except BrokenProcessPool as error:
                 self.feedback.restart()
                 self._failed(job, f"feedback failed: the feedback process died ({error})")
-            except Exception as error:  # noqa: BLE001 - whatever the renderer raised: retried, then failed
+            except Exception as error:  # whatever the renderer raised: retried, then failed
                 log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
                 self._failed(job, f"feedback failed: {error!r}")
             else:
