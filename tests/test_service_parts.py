@@ -279,3 +279,36 @@ def test_services_share_the_assignment_lock_that_a_batch_grader_takes_alone(tmp_
             GraderLock(url, "course", "hw", shared=True).__enter__()
     with GraderLock(url, "course", "hw"):  # all released
         pass
+
+
+def test_a_claim_given_back_counts_no_attempt_and_waits(db_url):
+    clock = Clock()
+    queue = make_queue(db_url, "a", clock=clock)
+    queue.enqueue("hw", "ada", "ada+hw", 100.0)
+    (job,) = queue.claim(1)
+    queue.give_back(job, "waiting: a batch grader holds hw", retry_after=10)
+    (row,) = queue.rows()
+    assert (row.state, row.attempts, row.claimed_by) == (jobqueue.QUEUED, 0, None)
+    assert queue.claim(1) == [], "not before the pause is over"
+    clock.now += 11
+    (job,) = queue.claim(1)
+    assert job.attempts == 1
+
+
+def test_gradebooks_opened_on_one_url_share_an_engine_and_keep_working(tmp_path):
+    """The service's processes open nbgrader Gradebooks all the time: one engine per URL, not one each."""
+    from nbgrader.api import Gradebook
+
+    from autograder.service import engines
+
+    engines.share_gradebook_engines()
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(url, "course") as first:
+        first.add_student("ada")
+        first.db.commit()
+        engine = first.engine
+    with Gradebook(url, "course") as second:  # after the first one disposed the shared engine
+        assert second.engine is engine
+        assert [student.id for student in second.students] == ["ada"]
+    with Gradebook(f"sqlite:///{tmp_path / 'other.db'}", "course") as other:
+        assert other.engine is not engine

@@ -50,6 +50,9 @@ def _start(root: str, parent: int) -> None:
     logging.getLogger("traitlets").setLevel(logging.WARNING)
     from autograder.core.course import Course
     from autograder.nbgrader import settings
+    from autograder.service import engines
+
+    engines.share_gradebook_engines()  # nbgrader's GetGrades opens a Gradebook for every page
 
     config = settings.load(Course(pathlib.Path(root))).config
     config.CourseDirectory.root = root

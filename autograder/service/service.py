@@ -1,13 +1,16 @@
 """`python -m autograder serve --course ROOT`: grade each submission as it arrives, and release its feedback.
 
-One loop: scan the exchange inbound (or, for a course without an exchange, submitted/) for
-submissions not seen before and enqueue them in the gradebook's database; claim what is due
-(several students at once under a burst, one at a time when idle); collect each claimed
-submission into submitted/ as `nbgrader collect --update` would; grade the claimed students
-with the batch grader (the same sanitising, sandboxed grading and recording into the gradebook
-and autograded/, manual grades never overwritten); generate and release each student's
-feedback; mark the queue rows done. A thread renews this service's claims; a service that dies
-stops renewing them, and another service (or this one restarted) takes them over.
+A thread scans the exchange inbound (or, for a course without an exchange, submitted/) for
+submissions not seen before and enqueues them in the gradebook's database (held for the
+instructor instead when the policy holds late work). The main loop claims what is due (several
+students at once under a burst, one at a time when idle); collects each claimed submission into
+submitted/ as `nbgrader collect --update` would; grades the claimed students with the batch
+grader (the same sanitising, sandboxed grading and recording into the gradebook and autograded/,
+manual grades never overwritten); hands each student's feedback, as their grades are committed,
+to a child process that generates and releases it while the next chunk is graded; and marks
+the queue rows done as the child reports each page out. A thread renews this service's claims
+until then; a service that dies stops renewing them, and another service (or this one
+restarted) takes them over.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from autograder.nbgrader import batch
 from autograder.nbgrader import settings as nbgrader_settings
 from autograder.nbgrader.lock import GraderBusy
 from autograder.sandbox import supervisor as sandbox
-from autograder.service import collect, feedback, feedback_process
+from autograder.service import collect, engines, feedback, feedback_process
 from autograder.service import queue as jobqueue
 from autograder.service.policy import GradingService
 
@@ -109,6 +112,7 @@ class Service:
     def run(self, until_idle: bool = False) -> None:
         """Serve until stopped (SIGTERM, SIGINT), or with `until_idle` until nothing is left to do."""
         batch._lighten_imports()
+        engines.share_gradebook_engines()  # a new engine per Gradebook opened creeps in a long run
         # nbgrader's converters and exchange log every file they copy at INFO; the service logs
         # one line per submission instead (their warnings and errors still show).
         logging.getLogger("traitlets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
@@ -124,12 +128,14 @@ class Service:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stopping.set())
-        beating = threading.Thread(target=self._keep_claims, daemon=True)
-        beating.start()
+        # Claims are renewed until this run has finished with them, through a stop's last grades
+        # and feedback too (`finished`, not `stopping`).
+        finished = threading.Event()
+        threading.Thread(target=self._keep_claims, args=(finished,), daemon=True).start()
         # Submissions are found and queued while others are graded: a burst is in the queue (for
         # status, and for other services) at once, and the first claim need not wait for the last
         # of its enqueue transactions.
-        threading.Thread(target=self._keep_discovering, daemon=True).start()
+        threading.Thread(target=self._keep_discovering, args=(finished,), daemon=True).start()
         self.feedback.start().add_done_callback(
             lambda ready: log.info("feedback process ready (pid %s)", ready.result()) if not ready.exception() else None
         )
@@ -152,6 +158,7 @@ class Service:
         finally:
             self.collect_feedback(wait=True)  # what is graded gets its feedback before the service stops
             self.feedback.close()
+            finished.set()
         self.log_summary()
 
     def _claim_size(self) -> int:
@@ -167,16 +174,16 @@ class Service:
             for row in self.queue.rows()
         )
 
-    def _keep_discovering(self) -> None:
-        while not self.stopping.is_set():
+    def _keep_discovering(self, finished: threading.Event) -> None:
+        while not (self.stopping.is_set() or finished.is_set()):
             try:
                 self.discover()
             except Exception:
                 log.exception("scanning for submissions failed")
-            self.stopping.wait(self.settings.poll_seconds)
+            finished.wait(self.settings.poll_seconds)
 
-    def _keep_claims(self) -> None:
-        while not self.stopping.wait(max(0.2, self.settings.lease_seconds / 4)):
+    def _keep_claims(self, finished: threading.Event) -> None:
+        while not finished.wait(max(0.2, self.settings.lease_seconds / 4)):
             try:
                 with self.claimed_lock:
                     claims = sorted(self.claimed)
