@@ -15,8 +15,10 @@ looks up. Phases:
     `nbgrader generate_feedback` (what the service also does for each submission).
 
 It prints median and 95th percentile latencies, the burst's drain time, the batch times, their
-ratios, the CPU time each spent per submission (its own and its children's: a figure that other
-work on a shared machine disturbs less than wall time), the load average at each phase, and the
+ratios, the CPU time each spent per submission in its own processes (the service with its
+feedback process, the batch grader; not the sandboxed runs, whose processes neither reaps, and
+which are the same for both: a figure that other work on a shared machine disturbs less than
+wall time), the load average at each phase, and the
 service's resident memory (with its children) every 100 graded submissions with its slope, fitted
 after the first fifth of the burst (flat memory over a long run: `--burst 1000 --burst-seconds 300`).
 A benchmark, not a test: nothing is asserted.
@@ -152,7 +154,8 @@ def _children(pid: int) -> list[int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process, its reaped descendants and its live children."""
+    """CPU time (user + system) of a process, its reaped descendants and its live children (the
+    sandboxed runs are not among them: bubblewrap's sandbox processes are not reaped by the grader)."""
     ticks = 0
     for one in [pid, *_children(pid)]:
         try:
@@ -385,7 +388,7 @@ def main() -> int:
         print(f"burst ({args.burst} in {arrived:.0f} s, load {burst_load:.1f} at its start): {percentiles(burst)}")
         print(
             f"burst drained in {drained:.1f} s ({args.burst / drained:.2f} submissions/s), "
-            f"{drained - arrived:.1f} s after the last submission; service CPU {service_cpu:.1f} s "
+            f"{drained - arrived:.1f} s after the last submission; service CPU (sandboxes aside) {service_cpu:.1f} s "
             f"({service_cpu / args.burst:.3f} s per submission); memory peak "
             f"{peak:.0f} MiB, end {rss_mib(service.pid):.0f} MiB"
         )
@@ -400,7 +403,7 @@ def main() -> int:
     total = args.burst + args.idle
     print(
         f"batch grader, same {total} submissions (--jobs {args.jobs}, load {batch_load:.1f} at its start): "
-        f"grade {graded:.1f} s, CPU {batch_cpu:.1f} s ({batch_cpu / total:.3f} s per submission)"
+        f"grade {graded:.1f} s, CPU (sandboxes aside) {batch_cpu:.1f} s ({batch_cpu / total:.3f} s per submission)"
         + (f"; grade + nbgrader generate_feedback {with_feedback:.1f} s" if with_feedback else "")
     )
     batch_burst = graded / total * args.burst  # the batch grader's time for the burst's submissions

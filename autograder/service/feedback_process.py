@@ -11,6 +11,11 @@ feedback is out.
 The child dies with the service (PR_SET_PDEATHSIG): after a kill -9 nothing is left running,
 and the claims of submissions whose feedback was not out expire and are taken over (their grades
 are committed, so only their feedback is made again).
+
+The child is started with multiprocessing's "spawn" (never a fork of a process with running
+threads), which imports the parent's main module again: a program that runs the service
+in-process must guard its entry point with `if __name__ == "__main__":` (`python -m autograder`
+does).
 """
 
 from __future__ import annotations
