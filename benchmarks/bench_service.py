@@ -128,14 +128,15 @@ def prepare_students(names, exchange: pathlib.Path, course: Course) -> list[Stud
     return students
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of the service and its children right now."""
+def rss_mib(pid: int, children: bool = True) -> float:
+    """Resident memory of the service (and its children: the feedback process, bubblewrap) right now."""
     total = 0
     pids = [pid]
-    try:
-        pids += [int(child) for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
+    if children:
+        try:
+            pids += [int(child) for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            pass
     for one in pids:
         try:
             for line in pathlib.Path(f"/proc/{one}/status").read_text().splitlines():
@@ -170,7 +171,7 @@ class MemorySampler:
     """The service's resident memory against the number of its feedback pages out, every second."""
 
     def __init__(self, pid: int, watcher):
-        self.pid, self.watcher, self.samples = pid, watcher, []  # (pages out, MiB)
+        self.pid, self.watcher, self.samples = pid, watcher, []  # (pages out, MiB, MiB of the service alone)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -179,17 +180,17 @@ class MemorySampler:
         while not self.stop.wait(1.0):
             with self.watcher.lock:
                 done = len(self.watcher.appeared)
-            self.samples.append((done, rss_mib(self.pid)))
+            self.samples.append((done, rss_mib(self.pid), rss_mib(self.pid, children=False)))
 
     def report(self, total: int) -> str:
         self.stop.set()
         self.thread.join()
         marks = []
         for mark in range(0, total + 1, 100):
-            at = [mib for done, mib in self.samples if done >= mark]
+            at = [(mib, alone) for done, mib, alone in self.samples if done >= mark]
             if at:
-                marks.append(f"{mark}: {at[0]:.0f}")
-        fitted = [(done, mib) for done, mib in self.samples if total * 0.2 <= done < total]
+                marks.append(f"{mark}: {at[0][0]:.0f} ({at[0][1]:.0f})")
+        fitted = [(done, mib) for done, mib, _ in self.samples if total * 0.2 <= done < total]
         slope = "-"
         if len({done for done, _ in fitted}) >= 2:
             mean_x = statistics.fmean(done for done, _ in fitted)
@@ -197,7 +198,10 @@ class MemorySampler:
             covariance = sum((done - mean_x) * (mib - mean_y) for done, mib in fitted)
             variance = sum((done - mean_x) ** 2 for done, _ in fitted)
             slope = f"{1000 * covariance / variance:+.1f} MiB per 1000 submissions"
-        return f"memory (MiB) at N feedback pages out: {', '.join(marks)}; slope after the first fifth: {slope}"
+        return (
+            f"memory (MiB; in brackets the service's main process alone) at N feedback pages out: "
+            f"{', '.join(marks)}; slope after the first fifth: {slope}"
+        )
 
 
 class Watcher:
