@@ -15,8 +15,13 @@ looks up. Phases:
     `nbgrader generate_feedback` (what the service also does for each submission).
 
 It prints median and 95th percentile latencies, the burst's drain time, the batch times, their
-ratios, and the service's resident memory at the start and end of each phase (flat memory over a
-long run: `--burst 1000 --burst-seconds 300`). A benchmark, not a test: nothing is asserted.
+ratios, the CPU time each spent per submission in its own processes (the service with its
+feedback process, the batch grader; not the sandboxed runs, whose processes neither reaps, and
+which are the same for both: a figure that other work on a shared machine disturbs less than
+wall time), the load average at each phase, and the
+service's resident memory (with its children) every 100 graded submissions with its slope, fitted
+after the first fifth of the burst (flat memory over a long run: `--burst 1000 --burst-seconds 300`).
+A benchmark, not a test: nothing is asserted.
 
     python benchmarks/bench_service.py [--idle 20] [--burst 200] [--burst-seconds 60] [--jobs 2]
 """
@@ -40,7 +45,8 @@ sys.path.insert(0, str(ROOT))
 from autograder.core.course import Course  # noqa: E402
 from autograder.dev import classroom  # noqa: E402
 from autograder.dev.students import Student  # noqa: E402
-from autograder.nbgrader import batch, release  # noqa: E402
+from autograder.nbgrader import release  # noqa: E402
+from autograder.nbgrader import settings as nbgrader_settings  # noqa: E402
 
 ASSIGNMENT, NOTEBOOK = "attention_heads", "virtual_head"
 COURSE_ID = "transformer-circuits"
@@ -48,7 +54,7 @@ WORK = ROOT / "build" / "bench_service"
 
 
 def nbgrader_config(root: pathlib.Path, exchange: pathlib.Path):
-    config = batch.course_config(root)
+    config = nbgrader_settings.load(Course(root)).config
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.assignment_id = ASSIGNMENT
     config.Exchange.root = str(exchange)
@@ -122,14 +128,15 @@ def prepare_students(names, exchange: pathlib.Path, course: Course) -> list[Stud
     return students
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of the service and its children right now."""
+def rss_mib(pid: int, children: bool = True) -> float:
+    """Resident memory of the service (and its children: the feedback process, bubblewrap) right now."""
     total = 0
     pids = [pid]
-    try:
-        pids += [int(child) for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
+    if children:
+        try:
+            pids += [int(child) for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            pass
     for one in pids:
         try:
             for line in pathlib.Path(f"/proc/{one}/status").read_text().splitlines():
@@ -138,6 +145,63 @@ def rss_mib(pid: int) -> float:
         except OSError:
             pass
     return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process, its reaped descendants and its live children (the
+    sandboxed runs are not among them: bubblewrap's sandbox processes are not reaped by the grader)."""
+    ticks = 0
+    for one in [pid, *_children(pid)]:
+        try:
+            fields = pathlib.Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class MemorySampler:
+    """The service's resident memory against the number of its feedback pages out, every second."""
+
+    def __init__(self, pid: int, watcher):
+        self.pid, self.watcher, self.samples = pid, watcher, []  # (pages out, MiB, MiB of the service alone)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            with self.watcher.lock:
+                done = len(self.watcher.appeared)
+            self.samples.append((done, rss_mib(self.pid), rss_mib(self.pid, children=False)))
+
+    def report(self, total: int) -> str:
+        self.stop.set()
+        self.thread.join()
+        marks = []
+        for mark in range(0, total + 1, 100):
+            at = [(mib, alone) for done, mib, alone in self.samples if done >= mark]
+            if at:
+                marks.append(f"{mark}: {at[0][0]:.0f} ({at[0][1]:.0f})")
+        fitted = [(done, mib) for done, mib, _ in self.samples if total * 0.2 <= done < total]
+        slope = "-"
+        if len({done for done, _ in fitted}) >= 2:
+            mean_x = statistics.fmean(done for done, _ in fitted)
+            mean_y = statistics.fmean(mib for _, mib in fitted)
+            covariance = sum((done - mean_x) * (mib - mean_y) for done, mib in fitted)
+            variance = sum((done - mean_x) ** 2 for done, _ in fitted)
+            slope = f"{1000 * covariance / variance:+.1f} MiB per 1000 submissions"
+        return (
+            f"memory (MiB; in brackets the service's main process alone) at N feedback pages out: "
+            f"{', '.join(marks)}; slope after the first fifth: {slope}"
+        )
 
 
 class Watcher:
@@ -198,8 +262,9 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-def batch_times(root: pathlib.Path, jobs: int, with_feedback: bool = True) -> tuple[float, float | None]:
-    """(grade, grade + generate_feedback) wall seconds of the batch path on a copy of submitted/."""
+def batch_times(root: pathlib.Path, jobs: int, with_feedback: bool = True) -> tuple[float, float | None, float, float]:
+    """(grade, grade + generate_feedback) wall seconds of the batch path on a copy of submitted/,
+    the batch grader's CPU seconds (with its sandboxes) and the load average when it started."""
     copy = WORK / "batch"
     if copy.exists():
         shutil.rmtree(copy)
@@ -218,16 +283,33 @@ def batch_times(root: pathlib.Path, jobs: int, with_feedback: bool = True) -> tu
     finally:
         os.chdir(here)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    load = os.getloadavg()[0]
     start = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "autograder", "grade", "--course", str(course_copy), ASSIGNMENT, "--jobs", str(jobs)],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    with open(WORK / "batch.log", "w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "autograder",
+                "grade",
+                "--course",
+                str(course_copy),
+                ASSIGNMENT,
+                "--jobs",
+                str(jobs),
+            ],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
     graded = time.monotonic() - start
+    if process.returncode != 0:
+        raise RuntimeError(f"the batch grader failed: see {WORK / 'batch.log'}")
+    cpu = usage.ru_utime + usage.ru_stime
     if not with_feedback:
-        return graded, None
+        return graded, None, cpu, load
     subprocess.run(
         [sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--force", "--log-level=ERROR"],
         cwd=course_copy,
@@ -235,7 +317,7 @@ def batch_times(root: pathlib.Path, jobs: int, with_feedback: bool = True) -> tu
         env=env,
         capture_output=True,
     )
-    return graded, time.monotonic() - start
+    return graded, time.monotonic() - start, cpu, load
 
 
 def main() -> int:
@@ -263,7 +345,7 @@ def main() -> int:
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     try:
-        while "serving course" not in (WORK / "service.log").read_text():
+        while "feedback process ready" not in (WORK / "service.log").read_text():
             time.sleep(0.1)
         watcher = Watcher()
         print(
@@ -283,6 +365,11 @@ def main() -> int:
             print(f"idle  ({args.idle} one at a time):   {percentiles(idle)}; memory {rss_mib(service.pid):.0f} MiB")
 
         gap = args.burst_seconds / max(1, args.burst)
+        burst_load = os.getloadavg()[0]
+        cpu_before = cpu_seconds(service.pid)
+        with watcher.lock:
+            watcher.appeared.clear()  # the sampler counts the burst's pages only
+        sampler = MemorySampler(service.pid, watcher)
         burst_start = time.monotonic()
         peak = 0.0
         for number, student in enumerate(burst_students):
@@ -300,24 +387,28 @@ def main() -> int:
                 print("burst: not drained after 30 minutes")
                 return 1
         drained = max(watcher.appeared[s.name] for s in burst_students) - burst_start
+        service_cpu = cpu_seconds(service.pid) - cpu_before
         burst = [watcher.latencies[s.name] for s in burst_students]
-        print(f"burst ({args.burst} in {arrived:.0f} s): {percentiles(burst)}")
+        print(f"burst ({args.burst} in {arrived:.0f} s, load {burst_load:.1f} at its start): {percentiles(burst)}")
         print(
             f"burst drained in {drained:.1f} s ({args.burst / drained:.2f} submissions/s), "
-            f"{drained - arrived:.1f} s after the last submission; memory peak "
+            f"{drained - arrived:.1f} s after the last submission; service CPU (sandboxes aside) {service_cpu:.1f} s "
+            f"({service_cpu / args.burst:.3f} s per submission); memory peak "
             f"{peak:.0f} MiB, end {rss_mib(service.pid):.0f} MiB"
         )
+        print(sampler.report(args.burst))
     finally:
         service.terminate()
         service.wait(60)
         watcher.stop.set()
         log.close()
 
-    graded, with_feedback = batch_times(root, args.jobs, not args.no_nbgrader_feedback)
+    graded, with_feedback, batch_cpu, batch_load = batch_times(root, args.jobs, not args.no_nbgrader_feedback)
     total = args.burst + args.idle
     print(
-        f"batch grader, same {total} submissions (--jobs {args.jobs}): grade {graded:.1f} s"
-        + (f", grade + nbgrader generate_feedback {with_feedback:.1f} s" if with_feedback else "")
+        f"batch grader, same {total} submissions (--jobs {args.jobs}, load {batch_load:.1f} at its start): "
+        f"grade {graded:.1f} s, CPU (sandboxes aside) {batch_cpu:.1f} s ({batch_cpu / total:.3f} s per submission)"
+        + (f"; grade + nbgrader generate_feedback {with_feedback:.1f} s" if with_feedback else "")
     )
     batch_burst = graded / total * args.burst  # the batch grader's time for the burst's submissions
     print(
@@ -330,6 +421,7 @@ def main() -> int:
             else ""
         )
         + (f"; idle median latency / batch grade of the class = {statistics.median(idle) / graded:.3f}" if idle else "")
+        + f"; service CPU per submission / batch's = {service_cpu / args.burst / (batch_cpu / total):.2f}"
     )
     (WORK / "results.json").write_text(
         json.dumps(
@@ -340,6 +432,9 @@ def main() -> int:
                 "burst_arrival": arrived,
                 "batch_grade": graded,
                 "batch_grade_and_feedback": with_feedback,
+                "service_burst_cpu": service_cpu,
+                "batch_cpu": batch_cpu,
+                "memory_samples": sampler.samples,
                 "jobs": args.jobs,
             },
             indent=1,

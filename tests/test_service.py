@@ -337,3 +337,81 @@ def test_policy_rate_limit_and_withheld_messages(classroom_setup, capsys):
     assert main(["status", "--course", str(root), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["states"]["queued"] == 1 and data["waiting_for_policy"] == 1 and data["states"]["done"] == 1
+
+
+def _set_due_date(root, when) -> None:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate=when)
+
+
+def test_after_deadline_hold_keeps_late_work_for_the_instructor_until_released(classroom_setup, capsys):
+    """In-process: with after_deadline = "hold", late submissions wait, held, with a notice to the
+    student; `grade-held` releases one (graded with nbgrader's late penalty, which its feedback
+    shows), and a policy change to "grade" releases the rest."""
+    import datetime
+
+    from nbgrader.api import Gradebook
+
+    from autograder.service.service import Service
+
+    root, exchange, base = classroom_setup
+    config_file = root / "nbgrader_config.py"
+    with open(config_file, "a", encoding="utf-8") as config:
+        config.write(
+            "c.LateSubmissionPlugin.penalty_method = 'zero'\n"
+            "c.GradingService.assignments = {'mini': {'after_deadline': 'hold'}}\n"
+        )
+    _set_due_date(root, datetime.datetime(2020, 1, 1, 12, 0))
+    course = Course(root)
+    ada, bob = make_students(["ada", "bob"], base / "homes", exchange, COURSE_ID)
+    for student in (ada, bob):
+        student.fetch_assignment("mini")
+        student.write_notebook("mini", "mini", classroom.filled_notebook(course, "mini", "mini"))
+        student.submit("mini")
+    first = ada.last_submission("mini")
+    time.sleep(0.01)
+    ada.submit("mini")  # a resubmission supersedes the held one
+    assert ada.last_submission("mini") != first
+    Service(course, jobs=2).run(until_idle=True)  # returns: nothing is due
+
+    states = {(row.student, row.state) for row in queue_rows(root)}
+    assert states == {("ada", jobqueue.SUPERSEDED), ("ada", jobqueue.HELD), ("bob", jobqueue.HELD)}
+    assert not (root / "autograded").exists() or not any((root / "autograded").iterdir()), "nothing graded"
+    for student in (ada, bob):
+        student.fetch_feedback("mini")
+        pages = student.fetched_feedback("mini")  # by submission time (ada's superseded one has a notice too)
+        notice = pages[max(pages)]
+        assert "after the due date (2020-01-01 12:00 UTC)" in notice["mini"], notice["mini"]
+        assert "kept, ungraded, for your instructor" in notice["mini"]
+    capsys.readouterr()
+    assert main(["status", "--course", str(root)]) == 0
+    shown = capsys.readouterr().out
+    assert "2 held for the instructor" in shown and "HELD ada/mini" in shown and "HELD bob/mini" in shown
+
+    assert main(["grade-held", "--course", str(root), "mini", "--student", "ada"]) == 0
+    assert "1 held submission of mini by ada queued" in capsys.readouterr().out
+    Service(course, jobs=2).run(until_idle=True)
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        graded = gradebook.find_submission_notebook("mini", "mini", "ada")
+        assert graded.score == 4 and graded.late_submission_penalty == 4, "penalty_method 'zero' after the due date"
+        assert {s.student.id for s in gradebook.assignment_submissions("mini")} == {"ada"}, "bob is still held"
+    ada.fetch_feedback("mini")
+    page = ada.fetched_feedback("mini")[max(ada.fetched_feedback("mini"))]["mini"]
+    assert "Late submission penalty (Score: -4.0)" in page
+    assert {row.student: row.state for row in queue_rows(root) if row.state != jobqueue.SUPERSEDED} == {
+        "ada": jobqueue.DONE,
+        "bob": jobqueue.HELD,
+    }
+
+    with open(config_file, "a", encoding="utf-8") as config:
+        config.write("c.GradingService.assignments = {'mini': {'after_deadline': 'grade'}}\n")
+    Service(course, jobs=2).run(until_idle=True)  # the policy no longer holds bob's: it is graded
+    assert {row.student: row.state for row in queue_rows(root) if row.state != jobqueue.SUPERSEDED} == {
+        "ada": jobqueue.DONE,
+        "bob": jobqueue.DONE,
+    }
+    bob.fetch_feedback("mini")
+    page = bob.fetched_feedback("mini")[max(bob.fetched_feedback("mini"))]["mini"]
+    assert "Late submission penalty (Score: -4.0)" in page and "kept, ungraded" not in page

@@ -148,6 +148,42 @@ def test_policy_overrides_per_assignment_and_rejects_unknown_options():
         settings.policy("hw3")
 
 
+def test_held_submissions_are_never_claimed_until_released_and_a_resubmission_supersedes_them(db_url):
+    queue = make_queue(db_url, "a")
+    assert queue.enqueue("hw", "ada", "ada-late", 100.0, hold="held: late") == jobqueue.HELD
+    assert queue.enqueue("hw", "bob", "bob-late", 100.0, hold="held: late") == jobqueue.HELD
+    assert queue.claim(10) == []
+    assert queue.enqueue("hw", "ada", "ada-later", 200.0, hold="held: late") == jobqueue.HELD
+    assert queue.enqueue("hw", "ada", "ada-old", 50.0, hold="held: late") == jobqueue.SUPERSEDED
+    states = {row.origin: row.state for row in queue.rows()}
+    assert states == {
+        "ada-late": jobqueue.SUPERSEDED,
+        "bob-late": jobqueue.HELD,
+        "ada-later": jobqueue.HELD,
+        "ada-old": jobqueue.SUPERSEDED,
+    }
+    assert [row.origin for row in queue.rows(states=(jobqueue.HELD,))] == ["bob-late", "ada-later"]
+    assert queue.release_held("hw", ["ada"]) == 1
+    (job,) = queue.claim(10)
+    assert job.origin == "ada-later"
+    assert queue.release_held() == 1
+    (job,) = queue.claim(10)
+    assert job.origin == "bob-late" and queue.release_held() == 0
+
+
+def test_after_deadline_policy_holds_only_late_work_and_only_when_asked():
+    hold = Policy(after_deadline="hold")
+    assert hold.holds(submitted_at=1001.0, deadline=1000.0)
+    assert not hold.holds(submitted_at=999.0, deadline=1000.0)
+    assert not hold.holds(submitted_at=1001.0, deadline=None), "no due date: nothing is late"
+    assert not Policy().holds(submitted_at=1001.0, deadline=1000.0), "the default grades late work"
+    with pytest.raises(ValueError, match="after_deadline"):
+        Policy(after_deadline="keep")
+    settings = GradingService()
+    settings.assignments = {"hw": {"after_deadline": "hold"}}
+    assert settings.policy("hw").after_deadline == "hold" and settings.policy("other").after_deadline == "grade"
+
+
 class _CourseDirectory:
     """What the collector reads of nbgrader's CourseDirectory."""
 
@@ -201,7 +237,10 @@ def test_scanning_ignores_what_nbgrader_submit_does_not_make(tmp_path):
     (inbound / "cy+other+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
     (inbound / "dee+hw+2026-12-01 10:00:00.000000 UTC+abc").symlink_to(tmp_path, target_is_directory=True)
     (inbound / "stray").mkdir()
+    (inbound / "..+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()  # submitted/../hw is the course's hw/
+    (inbound / ".+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
     assert [found.student for found in collect.scan_inbound(inbound, {"hw"})] == ["ada"]
+    assert collect.scan_inbound(inbound, {"hw"}, known={"ada+hw+2026-12-01 10:00:00.000000 UTC+abc"}) == []
 
 
 def test_withheld_feedback_keeps_which_checks_passed_but_not_their_messages():
@@ -224,3 +263,52 @@ def test_withheld_feedback_keeps_which_checks_passed_but_not_their_messages():
     data = nb.cells[0].outputs[0]["data"]
     assert "dim 8" not in data["text/html"] and "svg" not in data["text/html"]
     assert "FAIL copies_dims (0/2)" in data["text/html"] and "PASS shape_is_right (1/1)" in data["text/plain"]
+
+
+def test_services_share_the_assignment_lock_that_a_batch_grader_takes_alone(tmp_path):
+    from autograder.nbgrader.lock import GraderBusy, GraderLock
+
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with GraderLock(url, "course", "hw", shared=True), GraderLock(url, "course", "hw", shared=True):
+        with pytest.raises(GraderBusy):
+            GraderLock(url, "course", "hw").__enter__()
+        with GraderLock(url, "course", "other"):  # another assignment is free
+            pass
+    with GraderLock(url, "course", "hw"):
+        with pytest.raises(GraderBusy, match="pid"):
+            GraderLock(url, "course", "hw", shared=True).__enter__()
+    with GraderLock(url, "course", "hw"):  # all released
+        pass
+
+
+def test_a_claim_given_back_counts_no_attempt_and_waits(db_url):
+    clock = Clock()
+    queue = make_queue(db_url, "a", clock=clock)
+    queue.enqueue("hw", "ada", "ada+hw", 100.0)
+    (job,) = queue.claim(1)
+    queue.give_back(job, "waiting: a batch grader holds hw", retry_after=10)
+    (row,) = queue.rows()
+    assert (row.state, row.attempts, row.claimed_by) == (jobqueue.QUEUED, 0, None)
+    assert queue.claim(1) == [], "not before the pause is over"
+    clock.now += 11
+    (job,) = queue.claim(1)
+    assert job.attempts == 1
+
+
+def test_gradebooks_opened_on_one_url_share_an_engine_and_keep_working(tmp_path):
+    """The service's processes open nbgrader Gradebooks all the time: one engine per URL, not one each."""
+    from nbgrader.api import Gradebook
+
+    from autograder.service import engines
+
+    engines.share_gradebook_engines()
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(url, "course") as first:
+        first.add_student("ada")
+        first.db.commit()
+        engine = first.engine
+    with Gradebook(url, "course") as second:  # after the first one disposed the shared engine
+        assert second.engine is engine
+        assert [student.id for student in second.students] == ["ada"]
+    with Gradebook(f"sqlite:///{tmp_path / 'other.db'}", "course") as other:
+        assert other.engine is not engine

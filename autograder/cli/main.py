@@ -1,4 +1,4 @@
-"""Command line: `python -m autograder {grade,check,release,serve,status} ...` (`autograder` once installed).
+"""Command line: `python -m autograder {grade,check,release,serve,status,grade-held} ...` (`autograder` once installed).
 
 The course is `--course ROOT` when given, else the course that holds the notebooks named, else
 the one holding the working directory.
@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="the grading service's queue, throughput and failures")
     _add_course_option(status, "the course root (default: the one holding the working directory)")
     status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+
+    held = commands.add_parser(
+        "grade-held", help="queue for grading the submissions the service holds (after the due date)"
+    )
+    held.add_argument("assignment", nargs="?", help="default: every assignment")
+    held.add_argument("--student", action="append", default=None, help="only these students' held submissions")
+    _add_course_option(held, "the course root (default: the one holding the working directory)")
     return parser
 
 
@@ -178,6 +185,10 @@ def main(argv=None) -> int:
             from autograder.service import status
 
             return status.main(_course(args), args.json)
+        if args.command == "grade-held":
+            from autograder.service import status
+
+            return status.grade_held(_course(args), args.assignment, args.student)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_MISUSE

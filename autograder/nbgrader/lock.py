@@ -7,6 +7,10 @@ across machines whenever the gradebook is shared:
     holder is named in that connection's application_name, so a second grader can say who;
   * SQLite: an exclusive `flock` on a file beside the database, holding the holder's name.
 Either is released by the operating system or the server when the holder dies, even by kill -9.
+
+The grading service takes the lock shared: its instances (on one machine or several) each grade
+the students the queue gave them, so they may grade one assignment at once, but none of them
+while a batch grader holds it exclusively, nor a batch grader while any of them holds it.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ def _holder() -> str:
 
 
 class GraderLock:
-    """`with GraderLock(db_url, course_id, assignment): ...` or raise GraderBusy."""
+    """`with GraderLock(db_url, course_id, assignment): ...` or raise GraderBusy (`shared`: with
+    other shared holders, excluding exclusive ones)."""
 
-    def __init__(self, db_url: str, course_id: str, assignment: str):
+    def __init__(self, db_url: str, course_id: str, assignment: str, shared: bool = False):
         self.db_url, self.course_id, self.assignment = db_url, course_id, assignment
+        self.shared = shared
         self._release = None
 
     def __enter__(self) -> GraderLock:
@@ -69,7 +75,8 @@ class GraderLock:
         )
         connection = engine.connect()
         key = self._key()
-        if not connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
+        take = "pg_try_advisory_lock_shared" if self.shared else "pg_try_advisory_lock"
+        if not connection.execute(sqlalchemy.text(f"SELECT {take}(:key)"), {"key": key}).scalar():
             # A bigint advisory key shows in pg_locks as classid (high half) and objid (low half).
             holder = connection.execute(
                 sqlalchemy.text(
@@ -94,12 +101,14 @@ class GraderLock:
         path = database.with_name(f"{database.name}.{self.assignment}.grading.lock")
         handle = open(path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read(200).strip() or None
             handle.close()
             raise self._busy(holder) from None
+        if self.shared:  # the file names the exclusive holder; shared ones leave it alone
+            return handle.close
         handle.seek(0)
         handle.truncate()
         handle.write(_holder() + "\n")

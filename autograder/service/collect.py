@@ -24,6 +24,7 @@ log = logging.getLogger("autograder.service")
 MAX_DEPTH = 16
 MAX_ENTRIES = 5000
 CHUNK = 1 << 20
+_refused: set[str] = set()  # inbound folders already reported as ignored (once each, not every scan)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,17 +53,27 @@ def parse_timestamp(text: str) -> float | None:
     return moment.timestamp()
 
 
-def scan_inbound(inbound: pathlib.Path, assignments: set[str]) -> list[Found]:
+def scan_inbound(inbound: pathlib.Path, assignments: set[str], known=frozenset()) -> list[Found]:
     """Every submission folder in `inbound` of one of `assignments` (named as nbgrader submit
-    names them; anything else, and anything that is not a real directory, is ignored)."""
+    names them; anything else, and anything that is not a real directory, is ignored), except
+    the `known` ones: a scan every fraction of a second costs a directory listing, not a date
+    parse per submission ever made."""
     found = []
     try:
         entries = list(os.scandir(inbound))
     except FileNotFoundError:
         return []
     for entry in entries:
+        if entry.name in known:
+            continue
         parts = entry.name.rsplit("+", 3)  # as nbgrader collect splits it: usernames may hold '+'
         if len(parts) < 3 or parts[1] not in assignments or not entry.is_dir(follow_symlinks=False):
+            continue
+        if parts[0] in ("", ".", "..") or parts[0].startswith("."):
+            # submitted/<student>/ must be a folder of submitted/: "..+hw+..." would name the course root
+            if entry.path not in _refused:
+                _refused.add(entry.path)
+                log.warning("%s is ignored: %r is not a student name", entry.path, parts[0])
             continue
         submitted_at = parse_timestamp(parts[2])
         if submitted_at is None:

@@ -4,20 +4,31 @@
     c.GradingService.graded_per_window = 3            # at most 3 graded submissions per student...
     c.GradingService.window_minutes = 60              # ...in any 60 minutes (0: no limit)
     c.GradingService.messages_before_deadline = True  # feedback shows the checks' messages before the due date
+    c.GradingService.after_deadline = "grade"         # or "hold": late submissions wait for the instructor
     c.GradingService.assignments = {"induction_heads": {"graded_per_window": 1}}   # per-assignment overrides
 
-Late submissions are graded like any other; nbgrader's late penalty (the gradebook's due date
-and the course's `LateSubmissionPlugin`) is applied by the same recording step the batch grader uses.
+After the due date (the gradebook's, plus the student's extension), `after_deadline = "grade"`
+grades a submission like any other, with nbgrader's late penalty (the course's
+`LateSubmissionPlugin`, applied by the same recording step the batch grader uses); "hold" keeps it
+in the queue as held, with a notice to the student, until the instructor releases it
+(`python -m autograder grade-held`) or the policy no longer holds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from traitlets import Bool, Dict, Float, Int
+from traitlets import Bool, Dict, Enum, Float, Int
 from traitlets.config import Configurable
 
-POLICY_OPTIONS = ("instant_feedback", "graded_per_window", "window_minutes", "messages_before_deadline")
+POLICY_OPTIONS = (
+    "instant_feedback",
+    "graded_per_window",
+    "window_minutes",
+    "messages_before_deadline",
+    "after_deadline",
+)
+AFTER_DEADLINE = ("grade", "hold")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +39,16 @@ class Policy:
     graded_per_window: int = 0
     window_minutes: float = 60.0
     messages_before_deadline: bool = True
+    after_deadline: str = "grade"  # "grade" (with nbgrader's late penalty) or "hold" (for the instructor)
+
+    def __post_init__(self) -> None:
+        if self.after_deadline not in AFTER_DEADLINE:
+            raise ValueError(f"after_deadline must be one of {AFTER_DEADLINE}, not {self.after_deadline!r}")
+
+    def holds(self, submitted_at: float, deadline: float | None) -> bool:
+        """Whether a submission made at `submitted_at` is held for the instructor (epoch seconds;
+        `deadline`: the due date plus the student's extension, None when there is no due date)."""
+        return self.after_deadline == "hold" and deadline is not None and submitted_at > deadline
 
     def not_before(self, graded_start_times: list[float], now: float) -> float:
         """When a new submission may be graded, given when this student's graded ones started:
@@ -60,6 +81,12 @@ class GradingService(Configurable):
         True,
         help="Before the assignment's due date, show the checks' messages and "
         "pictures in feedback (else only which checks passed)",
+    ).tag(config=True)
+    after_deadline = Enum(
+        AFTER_DEADLINE,
+        "grade",
+        help="After the due date (plus the student's extension): 'grade' (with nbgrader's late "
+        "penalty) or 'hold' (kept for the instructor; python -m autograder grade-held releases them)",
     ).tag(config=True)
     assignments = Dict(help="Per-assignment overrides of the options above: {assignment: {option: value}}").tag(
         config=True

@@ -2,7 +2,8 @@
 
 Each row is one submission found in the exchange (or in submitted/): who, which assignment,
 when it was submitted, and where it is in its life: queued -> running -> done, or failed after
-too many attempts, or superseded by a newer submission of the same student. The table lives
+too many attempts, or superseded by a newer submission of the same student; a submission the
+policy holds for the instructor (after the due date) is held until released, then queued. The table lives
 next to nbgrader's (same database, its own SQLAlchemy metadata, created on first use), so it is
 as durable and as shared as the gradebook itself.
 
@@ -15,8 +16,8 @@ Nothing lost, nothing twice:
     mid-grade stops beating, and once the lease runs out the row is queued again for anyone.
     The batch grader's marker (written after its gradebook commit) makes the retry record
     nothing twice: a submission already recorded is not graded again, only its feedback made;
-  * a student has at most one queued row per assignment: enqueueing a newer submission
-    supersedes the queued older one, and a student's submissions are never graded concurrently.
+  * a student has at most one queued (or held) row per assignment: enqueueing a newer submission
+    supersedes the waiting older one, and a student's submissions are never graded concurrently.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import sqlalchemy as sa
 TABLE = "autograder_grading_queue"
 
 QUEUED, RUNNING, DONE, FAILED, SUPERSEDED = "queued", "running", "done", "failed", "superseded"
-STATES = (QUEUED, RUNNING, DONE, FAILED, SUPERSEDED)
+HELD = "held"  # kept for the instructor (submitted after the due date); never claimed until released
+STATES = (QUEUED, HELD, RUNNING, DONE, FAILED, SUPERSEDED)
+WAITING = (QUEUED, HELD)
 
 metadata = sa.MetaData()
 jobs = sa.Table(
@@ -122,13 +125,20 @@ class Queue:
             return {row.origin for row in rows}
 
     def enqueue(
-        self, assignment: str, student: str, origin: str, submitted_at: float, not_before_for=None
+        self,
+        assignment: str,
+        student: str,
+        origin: str,
+        submitted_at: float,
+        not_before_for=None,
+        hold: str | None = None,
     ) -> str | None:
-        """Record a submission found; returns its state (queued or superseded), or None when
-        it was already known (found before, by this or another service).
+        """Record a submission found; returns its state (queued, held or superseded), or None
+        when it was already known (found before, by this or another service).
 
         `not_before_for(graded_start_times) -> float` is the policy's rate limit: given when
         this student's graded submissions of the assignment started, when this one may start.
+        `hold`: why the policy holds it for the instructor (held, not queued), or None.
         """
         now = self.clock()
         try:
@@ -147,18 +157,18 @@ class Queue:
                 )
                 newer_exists = connection.execute(
                     sa.select(sa.func.count()).where(
-                        same, jobs.c.state.in_((QUEUED, RUNNING, DONE)), jobs.c.submitted_at >= submitted_at
+                        same, jobs.c.state.in_((QUEUED, HELD, RUNNING, DONE)), jobs.c.submitted_at >= submitted_at
                     )
                 ).scalar()
-                state = SUPERSEDED if newer_exists else QUEUED
+                state = SUPERSEDED if newer_exists else HELD if hold else QUEUED
                 not_before = 0.0
-                if state == QUEUED:
+                if state != SUPERSEDED:
                     connection.execute(
                         jobs.update()
-                        .where(same, jobs.c.state == QUEUED)
+                        .where(same, jobs.c.state.in_(WAITING))
                         .values(state=SUPERSEDED, finished_at=now, message=f"superseded by {origin}")
                     )
-                    if not_before_for is not None:
+                    if not_before_for is not None and state == QUEUED:
                         started = [
                             row.started_at
                             for row in connection.execute(
@@ -180,7 +190,7 @@ class Queue:
                         attempts=0,
                         enqueued_at=now,
                         finished_at=now if state == SUPERSEDED else None,
-                        message="a newer submission exists" if state == SUPERSEDED else None,
+                        message="a newer submission exists" if state == SUPERSEDED else hold if state == HELD else None,
                     )
                 )
         except sa.exc.IntegrityError:
@@ -195,6 +205,26 @@ class Queue:
                 ).scalar()
                 or 0.0
             )
+
+    def release_held(
+        self, assignment: str | None = None, students: list[str] | None = None, ids: list[int] | None = None
+    ) -> int:
+        """Queue held submissions for grading (all, or of one assignment, some students, some
+        rows); returns how many. The next claim of any service grades them."""
+        condition = (jobs.c.course_id == self.course_id) & (jobs.c.state == HELD)
+        if assignment is not None:
+            condition &= jobs.c.assignment == assignment
+        if students:
+            condition &= jobs.c.student.in_(students)
+        if ids is not None:
+            condition &= jobs.c.id.in_(ids)
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                jobs.update()
+                .where(condition)
+                .values(state=QUEUED, not_before=0.0, message="held after the due date; released for grading")
+            )
+            return result.rowcount
 
     # -- claiming ------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[Job]:
@@ -307,6 +337,22 @@ class Queue:
             )
         return QUEUED
 
+    def give_back(self, job: Job, message: str, retry_after: float = 5.0) -> None:
+        """Put a claimed job back in the queue as if it had not been claimed (no attempt counted):
+        it could not be graded for a reason that is no fault, e.g. a batch grader holds the assignment."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, jobs.c.claimed_by == self.worker, jobs.c.state == RUNNING)
+                .values(
+                    state=QUEUED,
+                    claimed_by=None,
+                    attempts=jobs.c.attempts - 1,
+                    not_before=self.clock() + retry_after,
+                    message=message,
+                )
+            )
+
     def _close(self, job: Job, state: str, message: str | None) -> bool:
         with self.engine.begin() as connection:
             result = connection.execute(
@@ -321,9 +367,11 @@ class Queue:
             return result.rowcount == 1
 
     # -- reporting -----------------------------------------------------------------------------
-    def rows(self, since: float | None = None) -> list:
+    def rows(self, since: float | None = None, states: tuple[str, ...] | None = None) -> list:
         with self.engine.connect() as connection:
             query = sa.select(jobs).where(jobs.c.course_id == self.course_id).order_by(jobs.c.id)
             if since is not None:
                 query = query.where(jobs.c.enqueued_at >= since)
+            if states is not None:
+                query = query.where(jobs.c.state.in_(states))
             return list(connection.execute(query).all())

@@ -1,13 +1,16 @@
 """`python -m autograder serve --course ROOT`: grade each submission as it arrives, and release its feedback.
 
-One loop: scan the exchange inbound (or, for a course without an exchange, submitted/) for
-submissions not seen before and enqueue them in the gradebook's database; claim what is due
-(several students at once under a burst, one at a time when idle); collect each claimed
-submission into submitted/ as `nbgrader collect --update` would; grade the claimed students
-with the batch grader (the same sanitising, sandboxed grading and recording into the gradebook
-and autograded/, manual grades never overwritten); generate and release each student's
-feedback; mark the queue rows done. A thread renews this service's claims; a service that dies
-stops renewing them, and another service (or this one restarted) takes them over.
+A thread scans the exchange inbound (or, for a course without an exchange, submitted/) for
+submissions not seen before and enqueues them in the gradebook's database (held for the
+instructor instead when the policy holds late work). The main loop claims what is due (several
+students at once under a burst, one at a time when idle); collects each claimed submission into
+submitted/ as `nbgrader collect --update` would; grades the claimed students with the batch
+grader (the same sanitising, sandboxed grading and recording into the gradebook and autograded/,
+manual grades never overwritten); hands each student's feedback, as their grades are committed,
+to a child process that generates and releases it while the next chunk is graded; and marks
+the queue rows done as the child reports each page out. A thread renews this service's claims
+until then; a service that dies stops renewing them, and another service (or this one
+restarted) takes them over.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import pathlib
 import signal
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 from autograder.core.course import Course
 from autograder.nbgrader import batch
 from autograder.nbgrader import settings as nbgrader_settings
+from autograder.nbgrader.lock import GraderBusy
 from autograder.sandbox import supervisor as sandbox
-from autograder.service import collect, feedback
+from autograder.service import collect, engines, feedback, feedback_process
 from autograder.service import queue as jobqueue
 from autograder.service.policy import GradingService
 
@@ -33,7 +38,8 @@ log = logging.getLogger("autograder.service")
 
 ASSIGNMENTS_REFRESH_SECONDS = 30
 SUMMARY_SECONDS = 60
-CLAIM_CHUNKS = 4
+CLAIM_CHUNKS = 8
+BUSY_RETRY_SECONDS = 10  # how often claims wait on a batch grader that holds the assignment
 
 
 def exchange_inbound(config, course_id: str) -> pathlib.Path:
@@ -41,6 +47,21 @@ def exchange_inbound(config, course_id: str) -> pathlib.Path:
     from nbgrader.exchange.default import Exchange
 
     return pathlib.Path(Exchange(config=config).root) / course_id / "inbound"
+
+
+def _utc(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(seconds: float) -> str:
+    """A lateness as a student reads it: "40 seconds", "3 minutes", "2.5 hours", "4.0 days"."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} seconds"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} minutes"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 86400:.1f} days"
 
 
 class Service:
@@ -58,6 +79,7 @@ class Service:
         loaded = nbgrader_settings.load(course)  # the whole configuration chain, as nbgrader reads it
         self.config = loaded.config
         self.config.CourseDirectory.root = str(course.root)
+        self.fixed_settings = settings is not None  # else re-read with the due dates, so a policy change applies
         self.settings = settings or GradingService(config=self.config)
         self.jobs = jobs or self.settings.jobs or os.cpu_count() or 1
         self.db_url, self.course_id = loaded.db_url, loaded.course_id
@@ -75,8 +97,14 @@ class Service:
         self.known = self.queue.known_origins()
         self.duedates: dict[str, datetime.datetime | None] = {}
         self._assignments_at = 0.0
-        self.claimed: list[int] = []
+        # Claims this service holds: being graded, or graded and waiting for their feedback.
+        self.claimed: set[int] = set()
+        self.claimed_lock = threading.Lock()  # the heartbeat thread reads the claims
+        self.feedback = feedback_process.FeedbackProcess(course.root)
+        self.awaiting: list[tuple] = []  # (future, job, grading started, note) per feedback in the making
         self.stopping = threading.Event()
+        self.discovering = threading.Lock()  # the discovery thread, and run(until_idle) itself
+        self.refreshing = threading.Lock()  # due dates and policy, read by both threads
         self.stats: collections.Counter[str] = collections.Counter()
         self.latencies: collections.deque[float] = collections.deque(maxlen=1000)
 
@@ -84,6 +112,7 @@ class Service:
     def run(self, until_idle: bool = False) -> None:
         """Serve until stopped (SIGTERM, SIGINT), or with `until_idle` until nothing is left to do."""
         batch._lighten_imports()
+        engines.share_gradebook_engines()  # a new engine per Gradebook opened creeps in a long run
         # nbgrader's converters and exchange log every file they copy at INFO; the service logs
         # one line per submission instead (their warnings and errors still show).
         logging.getLogger("traitlets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
@@ -99,27 +128,43 @@ class Service:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stopping.set())
-        beating = threading.Thread(target=self._keep_claims, daemon=True)
-        beating.start()
+        # Claims are renewed until this run has finished with them, through a stop's last grades
+        # and feedback too (`finished`, not `stopping`).
+        finished = threading.Event()
+        threading.Thread(target=self._keep_claims, args=(finished,), daemon=True).start()
+        # Submissions are found and queued while others are graded: a burst is in the queue (for
+        # status, and for other services) at once, and the first claim need not wait for the last
+        # of its enqueue transactions.
+        threading.Thread(target=self._keep_discovering, args=(finished,), daemon=True).start()
+        self.feedback.start().add_done_callback(
+            lambda ready: log.info("feedback process ready (pid %s)", ready.result()) if not ready.exception() else None
+        )
         summary_at = time.monotonic() + SUMMARY_SECONDS
-        while not self.stopping.is_set():
-            self.discover()
-            claimed = self.queue.claim(self._claim_size())
-            if claimed:
-                self.grade(claimed)
-            elif until_idle and not self._pending():
-                break
-            else:
-                self.stopping.wait(self.settings.poll_seconds)
-            if time.monotonic() > summary_at:
-                self.log_summary()
-                summary_at = time.monotonic() + SUMMARY_SECONDS
+        try:
+            while not self.stopping.is_set():
+                if until_idle:
+                    self.discover()  # what is in the exchange now is queued before "idle" is judged
+                self.collect_feedback()
+                claimed = self.queue.claim(self._claim_size())
+                if claimed:
+                    self.grade(claimed)
+                elif until_idle and not self._pending():
+                    break
+                else:
+                    self.stopping.wait(self.settings.poll_seconds)
+                if time.monotonic() > summary_at:
+                    self.log_summary()
+                    summary_at = time.monotonic() + SUMMARY_SECONDS
+        finally:
+            self.collect_feedback(wait=True)  # what is graded gets its feedback before the service stops
+            self.feedback.close()
+            finished.set()
         self.log_summary()
 
     def _claim_size(self) -> int:
         # Idle, whoever submitted; under a burst, several of the batch grader's chunks, so that
-        # its pipeline runs one chunk's sandboxes while the previous chunk is checked, recorded
-        # and its feedback released.
+        # its pipeline runs one chunk's sandboxes while the previous chunk is checked and
+        # recorded (and the feedback process makes the chunk before's pages).
         return CLAIM_CHUNKS * batch.CHUNK_NOTEBOOKS_PER_JOB * self.jobs
 
     def _pending(self) -> bool:
@@ -129,29 +174,106 @@ class Service:
             for row in self.queue.rows()
         )
 
-    def _keep_claims(self) -> None:
-        while not self.stopping.wait(max(0.2, self.settings.lease_seconds / 4)):
+    def _keep_discovering(self, finished: threading.Event) -> None:
+        while not (self.stopping.is_set() or finished.is_set()):
             try:
-                self.queue.beat(list(self.claimed))
+                self.discover()
+            except Exception:
+                log.exception("scanning for submissions failed")
+            finished.wait(self.settings.poll_seconds)
+
+    def _keep_claims(self, finished: threading.Event) -> None:
+        while not finished.wait(max(0.2, self.settings.lease_seconds / 4)):
+            try:
+                with self.claimed_lock:
+                    claims = sorted(self.claimed)
+                self.queue.beat(claims)
             except Exception:
                 log.exception("renewing claims failed")
 
     # -- discovery -----------------------------------------------------------------------------
     def assignments(self) -> dict[str, datetime.datetime | None]:
-        """assignment -> due date (naive UTC or None), as the gradebook lists them (refreshed now and then)."""
+        """assignment -> due date (naive UTC or None), as the gradebook lists them; refreshed now
+        and then, with the policy (the course's nbgrader_config.py read again), and then held
+        submissions the policy no longer holds are queued."""
+        with self.refreshing:
+            return self._assignments()
+
+    def _assignments(self) -> dict[str, datetime.datetime | None]:
         if time.monotonic() - self._assignments_at > ASSIGNMENTS_REFRESH_SECONDS or not self.duedates:
             from nbgrader.api import Gradebook
 
+            first = self._assignments_at == 0.0  # the policy was just read, by __init__
             with Gradebook(self.db_url, self.course_id) as gradebook:
                 self.duedates = {a.name: a.duedate for a in gradebook.assignments if a.notebooks}
             self._assignments_at = time.monotonic()
+            if not first and not self.fixed_settings:
+                self._reload_policy()
+            self.release_unheld()
         return self.duedates
+
+    def _reload_policy(self) -> None:
+        try:
+            config = nbgrader_settings.load(self.course).config
+            settings = GradingService(config=config)
+            for assignment in self.duedates:
+                settings.policy(assignment)  # an invalid override is refused before it applies
+        except Exception as error:  # noqa: BLE001 - a configuration being edited must not stop the service
+            log.warning("keeping the previous policy: the configuration does not load (%s)", error)
+            return
+        self.settings = settings
+
+    def deadline(self, assignment: str, student: str) -> float | None:
+        """When a submission of `student` becomes late (epoch seconds): the gradebook's due date
+        plus the student's extension, as nbgrader computes lateness; None without a due date."""
+        due = self.duedates.get(assignment)  # as last read by assignments()
+        if due is None:
+            return None
+        from nbgrader.api import Gradebook, MissingEntry
+
+        with Gradebook(self.db_url, self.course_id) as gradebook:
+            try:
+                extension = gradebook.find_submission(assignment, student).extension
+            except MissingEntry:
+                extension = None
+        moment = due + (extension or datetime.timedelta(0))
+        return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+    def _hold_reason(self, policy, assignment: str, student: str, submitted_at: float) -> str | None:
+        if policy.after_deadline != "hold":
+            return None
+        deadline = self.deadline(assignment, student)
+        if not policy.holds(submitted_at, deadline):
+            return None
+        return (
+            f"held for the instructor: submitted {_duration(submitted_at - deadline)} after the due date "
+            f"({_utc(deadline)}); `python -m autograder grade-held` releases it"
+        )
+
+    def release_unheld(self) -> int:
+        """Queue the held submissions that the policy in force no longer holds (it changed to
+        "grade", or the due date or the student's extension moved past them)."""
+        due_now = [
+            row.id
+            for row in self.queue.rows(states=(jobqueue.HELD,))
+            if not self._hold_reason(
+                self.settings.policy(row.assignment), row.assignment, row.student, row.submitted_at
+            )
+        ]
+        released = self.queue.release_held(ids=due_now) if due_now else 0
+        if released:
+            log.info("%d held submissions queued for grading: the policy no longer holds them", released)
+        return released
 
     def discover(self) -> int:
         """Enqueue submissions not seen before; returns how many were new."""
+        with self.discovering:
+            return self._discover()
+
+    def _discover(self) -> int:
         names = set(self.assignments())
         if self.uses_exchange:
-            found = collect.scan_inbound(self.inbound, names)
+            found = collect.scan_inbound(self.inbound, names, self.known)
         else:
             found = collect.scan_submitted(self.course.root / "submitted", names)
         # Oldest first, so that a burst is graded in the order it arrived (a student's older
@@ -159,12 +281,14 @@ class Service:
         new = sorted((item for item in found if item.origin not in self.known), key=lambda item: item.submitted_at)
         for item in new:
             policy = self.settings.policy(item.assignment)
+            hold = self._hold_reason(policy, item.assignment, item.student, item.submitted_at)
             state = self.queue.enqueue(
                 item.assignment,
                 item.student,
                 item.origin,
                 item.submitted_at,
                 lambda started, p=policy: p.not_before(started, time.time()),
+                hold=hold,
             )
             self.known.add(item.origin)
             if state is None:
@@ -173,25 +297,41 @@ class Service:
             log.info("found %s/%s submitted %s: %s", item.student, item.assignment, item.timestamp, state)
             if state == jobqueue.QUEUED:
                 self._notice_if_deferred(item, policy)
+            elif state == jobqueue.HELD:
+                self._notice_held(item, policy)
         return len(new)
+
+    def _notice_held(self, item: collect.Found, policy) -> None:
+        log.info("%s/%s: submitted after the due date, held for the instructor", item.student, item.assignment)
+        deadline = self.deadline(item.assignment, item.student)
+        if deadline is None or not self.uses_exchange or not policy.instant_feedback:
+            return
+        self._notice(
+            item,
+            f"{item.assignment}: submission received after the due date",
+            f"This submission arrived {_duration(item.submitted_at - deadline)} after the due date "
+            f"({_utc(deadline)}). It is kept, ungraded, for your instructor, who decides whether "
+            "work handed in late is graded; if it is, your feedback will replace this page.",
+        )
+
+    def _notice(self, item: collect.Found, title: str, text: str) -> None:
+        secret = feedback.read_secret(item.path)
+        notebooks = sorted(path.stem for path in item.path.glob("*.ipynb") if not path.is_symlink())
+        if secret and notebooks:
+            feedback.release_notice(self.outbound_feedback, secret, notebooks, title, text)
 
     def _notice_if_deferred(self, item: collect.Found, policy) -> None:
         wait_until = self.queue.not_before(item.origin)
         if wait_until <= time.time() or not self.uses_exchange or not policy.instant_feedback:
             return
-        secret = feedback.read_secret(item.path)
-        notebooks = sorted(path.stem for path in item.path.glob("*.ipynb") if not path.is_symlink())
-        if secret and notebooks:
-            when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(wait_until))
-            feedback.release_notice(
-                self.outbound_feedback,
-                secret,
-                notebooks,
-                f"{item.assignment}: submission received",
-                f"You have used the {policy.graded_per_window} graded submissions of this "
-                f"{policy.window_minutes:g}-minute window. This submission is kept and will be graded at {when}; "
-                f"fetch your feedback again after that.",
-            )
+        when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(wait_until))
+        self._notice(
+            item,
+            f"{item.assignment}: submission received",
+            f"You have used the {policy.graded_per_window} graded submissions of this "
+            f"{policy.window_minutes:g}-minute window. This submission is kept and will be graded at {when}; "
+            f"fetch your feedback again after that.",
+        )
         log.info("%s/%s: rate limit reached, graded at %s", item.student, item.assignment, wait_until)
 
     # -- grading -------------------------------------------------------------------------------
@@ -199,12 +339,16 @@ class Service:
         by_assignment = collections.defaultdict(list)
         for job in claimed:
             by_assignment[job.assignment].append(job)
-        self.claimed = [job.id for job in claimed]
+        with self.claimed_lock:
+            self.claimed.update(job.id for job in claimed)
         try:
             for assignment, jobs in by_assignment.items():
                 self._grade_assignment(assignment, jobs)
         finally:
-            self.claimed = []
+            # Every claimed job was failed, or handed to the feedback process (claimed until it reports).
+            waiting = {job.id for _, job, _, _ in self.awaiting}
+            with self.claimed_lock:
+                self.claimed.difference_update(job.id for job in claimed if job.id not in waiting)
 
     def _grade_assignment(self, assignment: str, jobs: list[jobqueue.Job]) -> None:
         started = time.monotonic()
@@ -237,9 +381,15 @@ class Service:
             students=list(by_student),
             quiet=True,
             on_recorded=release,
+            shared_lock=True,
         )
         try:
             grader.run()
+        except GraderBusy as error:  # a batch grader holds the assignment: no fault, wait for it
+            log.warning("%s: %s; its submissions wait", assignment, error)
+            for student in set(by_student) - released:
+                self.queue.give_back(by_student[student], f"waiting: {error}", retry_after=BUSY_RETRY_SECONDS)
+            return
         except Exception as error:
             log.exception("grading %s for %s failed", assignment, ", ".join(sorted(set(by_student) - released)))
             for student in set(by_student) - released:
@@ -252,16 +402,35 @@ class Service:
             self._release(by_student[student], policy, withhold, started, graded=False)
 
     def _release(self, job: jobqueue.Job, policy, withhold: bool, started: float, graded: bool) -> None:
-        """Generate the job's feedback, release it (as the policy says) and mark the job done."""
-        try:
-            feedback.generate(self.config, self.course.root, job.assignment, job.student, withhold)
-            if policy.instant_feedback and self.uses_exchange:
-                feedback.release(self.config, self.course.root, job.assignment, job.student)
-        except Exception as error:
-            log.exception("feedback for %s/%s failed", job.student, job.assignment)
-            self._failed(job, f"feedback failed: {error!r}")
-            return
+        """Have the feedback process generate the job's feedback and release it (as the policy
+        says); the job is marked done when it reports back (collect_feedback)."""
         note = None if graded else "already graded (recorded before a restart); feedback only"
+        release = policy.instant_feedback and self.uses_exchange
+        future = self.feedback.submit(job.assignment, job.student, withhold, release)
+        self.awaiting.append((future, job, started, note))
+
+    def collect_feedback(self, wait: bool = False) -> None:
+        """Mark done the jobs whose feedback is out (with `wait`, once all of it is)."""
+        still = []
+        for future, job, started, note in self.awaiting:
+            if not (wait or future.done()):
+                still.append((future, job, started, note))
+                continue
+            try:
+                future.result()
+            except BrokenProcessPool as error:
+                self.feedback.restart()
+                self._failed(job, f"feedback failed: the feedback process died ({error})")
+            except Exception as error:  # whatever the renderer raised: retried, then failed
+                log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
+                self._failed(job, f"feedback failed: {error!r}")
+            else:
+                self._finish(job, started, note)
+            with self.claimed_lock:
+                self.claimed.discard(job.id)
+        self.awaiting = still
+
+    def _finish(self, job: jobqueue.Job, started: float, note: str | None) -> None:
         if self.queue.finish(job, note):
             latency = time.time() - job.submitted_at
             self.latencies.append(latency)

@@ -41,6 +41,17 @@ def summary(queue: jobqueue.Queue, now: float | None = None) -> dict:
             for row in rows
             if row.state == jobqueue.RUNNING
         ],
+        "held": [
+            {
+                "student": row.student,
+                "assignment": row.assignment,
+                "origin": row.origin,
+                "submitted": _utc(row.submitted_at),
+                "message": row.message,
+            }
+            for row in rows
+            if row.state == jobqueue.HELD
+        ],
         "failed": [
             {
                 "student": row.student,
@@ -62,8 +73,8 @@ def render(data: dict) -> str:
     states = data["states"]
     lines = [
         f"course {data['course_id']}: {states['queued']} queued ({data['waiting_for_policy']} held by the "
-        f"rate limit), {states['running']} grading, {states['done']} done, {states['failed']} failed, "
-        f"{states['superseded']} superseded",
+        f"rate limit), {states['held']} held for the instructor, {states['running']} grading, "
+        f"{states['done']} done, {states['failed']} failed, {states['superseded']} superseded",
         f"last hour: {data['graded_last_hour']} graded ({data['graded_last_10_minutes']} in the last 10 minutes); "
         f"submission to feedback: median {seconds(data['latency_median_seconds'])}, "
         f"p95 {seconds(data['latency_p95_seconds'])}; grading median {seconds(data['grading_median_seconds'])}",
@@ -73,6 +84,10 @@ def render(data: dict) -> str:
             f"  grading {row['student']}/{row['assignment']} on {row['by']} for {row['seconds']:g} s "
             f"(last heartbeat {row['last_heartbeat_seconds_ago']:g} s ago)"
         )
+    for row in data["held"]:
+        lines.append(f"  HELD {row['student']}/{row['assignment']} submitted {row['submitted']}: {row['message']}")
+    if data["held"]:
+        lines.append("  (python -m autograder grade-held [ASSIGNMENT] [--student S] queues them for grading)")
     for row in data["failed"]:
         lines.append(
             f"  FAILED {row['student']}/{row['assignment']} after {row['attempts']} attempts: {row['message']}"
@@ -80,11 +95,29 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main(course, as_json: bool = False) -> int:
+def _utc(epoch: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _queue(course) -> jobqueue.Queue:
     from autograder.nbgrader import settings
 
     loaded = settings.load(course)
-    queue = jobqueue.Queue(jobqueue.connect(loaded.db_url), loaded.course_id)
-    data = summary(queue)
+    return jobqueue.Queue(jobqueue.connect(loaded.db_url), loaded.course_id)
+
+
+def grade_held(course, assignment: str | None = None, students: list[str] | None = None) -> int:
+    """`python -m autograder grade-held`: queue held submissions; the running service grades them."""
+    count = _queue(course).release_held(assignment, students)
+    which = f" of {assignment}" if assignment else ""
+    who = f" by {', '.join(students)}" if students else ""
+    print(f"{count} held submission{'s' if count != 1 else ''}{which}{who} queued for grading")
+    return 0
+
+
+def main(course, as_json: bool = False) -> int:
+    data = summary(_queue(course))
     print(json.dumps(data) if as_json else render(data))
     return 0
