@@ -44,6 +44,15 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
+# Feedback pages show each part's checks and score, not the execute_result from which nbgrader's
+# SaveAutoGrades reads that score (it would read `Out[1]: 1.0`). `python -m autograder grade` and
+# `python -m autograder feedback` write these pages too, in parallel and with a compact stylesheet
+# (autograder/nbgrader/feedback.py).
+c.GenerateFeedback.preprocessors = [
+    "autograder.nbgrader.feedback.HideScoreOutputs",
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
 # Submissions are hostile files too. Collecting from the exchange's world-writable inbound folder
 # follows no link and copies only regular files; `nbgrader export` writes a CSV that no
 # spreadsheet runs as formulas (see autograder/nbgrader/exchange.py and export.py).
