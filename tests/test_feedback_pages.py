@@ -51,6 +51,19 @@ def test_the_batch_writes_each_students_pages_while_grading(mini_class):
         assert "Bootstrap v3" not in page and ".panel-heading{" in page
         assert sum(len(style) for style in re.findall(r"<style[^>]*>.*?</style>", page, flags=re.S)) < 20_000
     assert "differs from the identity" in _text(_page(mini_class, "bob"))
+    # nbgrader's GetGrades and the renderer's one-query version read the same into a page
+    import nbformat
+    from nbgrader.preprocessors import GetGrades
+
+    for student in ("ada", "bob", "dee"):
+        read = []
+        for step in (GetGrades, feedback._get_grades_class()):
+            nb = nbformat.read(mini_class / "autograded" / student / "mini" / "mini.ipynb", as_version=4)
+            info = {"student": student, "assignment": "mini", "notebook": "mini"}
+            info["db_url"] = f"sqlite:///{mini_class / 'gradebook.db'}"
+            nb, resources = step().preprocess(nb, {"nbgrader": info})
+            read.append(([cell.metadata.get("nbgrader") for cell in nb.cells], resources["nbgrader"]))
+        assert read[0] == read[1], student
     assert "could not be read" in _text(_page(mini_class, "dee"))
     # partial credit still reaches the gradebook from those execute_results
     assert auto_scores(mini_class)["ada"] == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}
@@ -271,11 +284,9 @@ def test_configured_preprocessors_are_kept_once(monkeypatch):
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
     from nbgrader.preprocessors import GetGrades
 
-    assert feedback._preprocessors(configured, False) == [
-        feedback.HideScoreOutputs,
-        GetGrades,
-        CSSHTMLHeaderPreprocessor,
-    ]
+    chosen = feedback._preprocessors(configured, False)
+    assert chosen == [feedback.HideScoreOutputs, feedback._get_grades_class(), CSSHTMLHeaderPreprocessor]
+    assert issubclass(chosen[1], GetGrades)
     assert feedback._preprocessors(configured, True)[:2] == [feedback.HideScoreOutputs, feedback.WithholdCheckMessages]
 
 

@@ -22,6 +22,7 @@ of an earlier grading is removed: it would describe work that is not what the gr
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import os
@@ -88,6 +89,39 @@ class HideScoreOutputs(Preprocessor):
         return cell, resources
 
 
+@functools.cache
+def _get_grades_class():
+    from nbgrader import utils
+    from nbgrader.api import Gradebook
+    from nbgrader.preprocessors import GetGrades
+
+    class GetGradesAtOnce(GetGrades):
+        """nbgrader's GetGrades (each graded cell's score and points, each answer's comment, the
+        notebook's score and late penalty), read with one query for the submitted notebook
+        instead of one per cell (most of a page's cost, with a dozen parts)."""
+
+        def preprocess(self, nb, resources):
+            info = resources["nbgrader"]
+            with Gradebook(info["db_url"]) as gradebook:
+                notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+                grades = {grade.name: grade for grade in notebook.grades}
+                comments = {comment.name: comment for comment in notebook.comments}
+                for cell in nb.cells:
+                    meta = cell.metadata.get("nbgrader", {})
+                    grade_id = meta.get("grade_id")
+                    if utils.is_solution(cell) or utils.is_task(cell):
+                        meta["comment"] = comments[grade_id].comment
+                    if utils.is_grade(cell) or utils.is_task(cell):
+                        meta["score"], meta["points"] = grades[grade_id].score, grades[grade_id].max_score
+                late_penalty = notebook.late_submission_penalty or 0
+                info["score"] = notebook.score - late_penalty
+                info["max_score"] = notebook.max_score
+                info["late_penalty"] = late_penalty
+            return nb, resources
+
+    return GetGradesAtOnce
+
+
 def converter_config(course_config, root: pathlib.Path, assignment: str, student: str):
     """The configuration one student's feedback is rendered with: the course's, for this student,
     with the compact template (unless the course names a feedback template of its own)."""
@@ -115,19 +149,50 @@ def _feedback_exporter_class():
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
+    class RememberedHighlight:
+        """nbconvert's code highlighting, remembered: a class's pages show the same course cells
+        (given code, test cells) again and again, and highlighting them is a pure function of
+        the cell's text, the notebook's lexer and the cell's magics language."""
+
+        LIMIT = 2048
+
+        def __init__(self):
+            self.highlighters: dict = {}
+            self.done: dict = {}
+
+        def using(self, exporter, lexer):
+            if lexer not in self.highlighters:
+                self.highlighters[lexer] = Highlight2HTML(pygments_lexer=lexer, parent=exporter)
+            highlight = self.highlighters[lexer]
+
+            def highlight_code(source, language=None, metadata=None):
+                key = (source, language, lexer, (metadata or {}).get("magics_language"))
+                if key not in self.done:
+                    if len(self.done) >= self.LIMIT:
+                        self.done.clear()
+                    self.done[key] = highlight(source, language, metadata)
+                return self.done[key]
+
+            return highlight_code
+
     class FeedbackHTMLExporter(HTMLExporter):
         """nbconvert's HTML exporter without its closing accessibility pass where that pass has
-        nothing to do. The pass re-parses the whole page with BeautifulSoup (85% of a feedback
-        page's cost, with the checks' SVG pictures) to give <img> tags without alt text one, and
-        JupyterLab-template cells a tabindex; a feedback page (nbgrader's classic-based template)
-        with no <img> has neither, and then the page is returned as rendered."""
+        nothing to do, and with its code highlighting remembered between pages. The pass
+        re-parses the whole page with BeautifulSoup (85% of a feedback page's cost, with the
+        checks' SVG pictures) to give <img> tags without alt text one, and JupyterLab-template
+        cells a tabindex; a feedback page (nbgrader's classic-based template) with no <img> has
+        neither, and then the page is returned as rendered."""
+
+        remembered = None
 
         def from_notebook_node(self, nb, resources=None, **kw):
             language = nb.metadata.get("language_info", {})
             lexer = language.get("pygments_lexer", language.get("name", None))
-            self.register_filter(
-                "highlight_code", self.filters.get("highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self))
-            )
+            if "highlight_code" in self.filters:  # the course configured its own: used as it is
+                self.register_filter("highlight_code", self.filters["highlight_code"])
+            else:
+                self.remembered = self.remembered or RememberedHighlight()
+                self.register_filter("highlight_code", self.remembered.using(self, lexer))
             resources = self._init_resources(resources)
             self.register_filter(
                 "filter_data_type",
@@ -173,10 +238,12 @@ def _feedback_converter_class():
 def _preprocessors(configured: list, withhold_messages: bool) -> list:
     """The course's GenerateFeedback preprocessors, with the score outputs hidden first and,
     when asked, the checks' messages withheld."""
+    from nbgrader.preprocessors import GetGrades
     from traitlets.utils.importstring import import_item
 
     steps = [import_item(step) if isinstance(step, str) else step for step in configured]
     steps = [step for step in steps if step not in (HideScoreOutputs, WithholdCheckMessages)]
+    steps = [_get_grades_class() if step is GetGrades else step for step in steps]
     return [HideScoreOutputs, *([WithholdCheckMessages] if withhold_messages else []), *steps]
 
 
