@@ -418,6 +418,16 @@ class BatchGrader:
             return self._run()
 
     def _run(self) -> list[StudentWork]:
+        renderer = pages.ParallelFeedback(self.course.root, self.assignment, self.jobs) if self.feedback else None
+        if renderer is not None:
+            renderer.start()  # a worker takes seconds to start: from here on, alongside the rest
+        try:
+            return self._grade_and_render(renderer)
+        finally:
+            if renderer is not None:
+                renderer.close()
+
+    def _grade_and_render(self, renderer) -> list[StudentWork]:
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
         policies = self.late_policies()
         for item in work:
@@ -429,21 +439,14 @@ class BatchGrader:
                 f"({len(work) - len(todo)} already graded and unchanged)",
                 file=sys.stderr,
             )
-        renderer = pages.ParallelFeedback(self.course.root, self.assignment, self.jobs) if self.feedback else None
-        try:
-            if renderer is not None:
-                # Unchanged students whose pages are missing or older than their grading get them now.
-                graded = {item.student for item in todo}
-                renderer.render(self._without_current_feedback([item for item in work if item.student not in graded]))
-            if todo:
-                if renderer is not None:
-                    renderer.start()
-                self.grade(todo, renderer)
-            if renderer is not None:
-                self._finish_feedback(renderer)
-        finally:
-            if renderer is not None:
-                renderer.close()
+        if renderer is not None:
+            # Unchanged students whose pages are missing or older than their grading get them now.
+            graded = {item.student for item in todo}
+            renderer.render(self._without_current_feedback([item for item in work if item.student not in graded]))
+        if todo:
+            self.grade(todo, renderer)
+        if renderer is not None:
+            self._finish_feedback(renderer)
         return todo
 
     def _without_current_feedback(self, work: list[StudentWork]) -> list[str]:

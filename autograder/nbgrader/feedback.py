@@ -384,8 +384,10 @@ class ParallelFeedback:
             )
 
         worker = started()  # at once: its imports and configuration overlap with the caller's work
+        used = False
         try:
             while (student := self._todo.get()) is not None:
+                used = True
                 if worker.poll() is not None:
                     worker = started()
                 try:
@@ -400,7 +402,9 @@ class ParallelFeedback:
                     reply = {"error": f"the feedback worker stopped (exit status {worker.returncode})"}
                 self._done.put((student, reply.get("error")))
         finally:
-            if worker is not None and worker.poll() is None:
+            if worker.poll() is None:
+                if not used:
+                    worker.kill()  # nothing was asked of it: not worth waiting for its start
                 worker.stdin.close()
                 worker.wait()
 
