@@ -44,7 +44,7 @@ c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.OverwriteCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
-# Per-student variants (docs/MARKING.md): every student gets their own layout of Exercise 1's
+# Per-student variants (docs/VARIANTS.md): every student gets their own layout of Exercise 1's
 # residual stream, Q6's heads and the induction setting, drawn from their nbgrader student id.
 # Off here, so that the committed release/ is the exercise page's own set-up; a course turns it
 # on, with a salt of its own, and runs `nbgrader generate_assignment --force` again.
@@ -64,6 +64,15 @@ c.GenerateAssignment.preprocessors = [
     "nbgrader.preprocessors.ClearMarkScheme",
     "nbgrader.preprocessors.ComputeChecksums",
     "nbgrader.preprocessors.CheckCellMetadata",
+]
+# Feedback pages show each part's checks and score, not the execute_result from which nbgrader's
+# SaveAutoGrades reads that score (it would read `Out[1]: 1.0`). `python -m autograder grade` and
+# `python -m autograder feedback` write these pages too, in parallel and with a compact stylesheet
+# (autograder/nbgrader/feedback.py).
+c.GenerateFeedback.preprocessors = [
+    "autograder.nbgrader.feedback.HideScoreOutputs",
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
 ]
 # Submissions are hostile files too. Collecting from the exchange's world-writable inbound folder
 # follows no link and copies only regular files; `nbgrader export` writes a CSV that no

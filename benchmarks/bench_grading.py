@@ -9,7 +9,13 @@ checks), checks that both gradebooks hold identical scores, and prints wall time
 second, peak memory and the ratio. First it prints the start cost of each isolation tier this
 machine offers (one trivial cell, start to result), measured in the same run.
 
-    python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200]
+Feedback, for the sizes in --feedback-sizes: the class graded alone (`grade --no-feedback`)
+then given `nbgrader generate_feedback --force` (stock nbgrader's feedback), against another
+copy of the same class graded with its feedback (`grade`, pages rendered in parallel while
+grading goes on); it prints both, their ratio, the mean page size of each, and checks that both
+copies hold the same scores and a page for every student.
+
+    python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200] [--feedback-sizes 50]
 """
 
 from __future__ import annotations
@@ -107,6 +113,64 @@ def scores(root: pathlib.Path) -> dict:
         }
 
 
+def page_sizes(root: pathlib.Path) -> list[int]:
+    return [page.stat().st_size for page in (root / "feedback").glob(f"*/{ASSIGNMENT}/{NOTEBOOK}.html")]
+
+
+def feedback_rows(size: int, graded_root: pathlib.Path, grading: dict, stock: bool = True) -> dict:
+    """Stock feedback after grading alone (on `graded_root`) against grading with feedback (a
+    fresh copy); without `stock`, grading with feedback against grading alone only."""
+    if not stock:
+        both_root = make_course(f"feedback-{size}", size)
+        both = measured(
+            [sys.executable, "-m", "autograder", "grade", "--course", str(both_root), ASSIGNMENT, "--force"], ROOT
+        )
+        pages = page_sizes(both_root)
+        complete = len(pages) == size and scores(graded_root) == scores(both_root)
+        print(
+            f"{size:>5} {'grading with feedback':<28} {both['wall']:>8.1f} {size / both['wall']:>7.2f} "
+            f"{both['wall'] / size:>7.3f} {'':>9} {'':>7}  pages {sum(pages) / max(1, len(pages)) / 1024:.0f} KiB; "
+            f"{both['wall'] / grading['wall']:.2f}x grading alone; {len(pages)} pages, scores identical: {complete}",
+            flush=True,
+        )
+        return {"grading_with_feedback_wall": both["wall"], "feedback_complete": complete}
+    stock_run = measured(
+        [sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--force", "--log-level=ERROR"],
+        graded_root,
+    )
+    both_root = make_course(f"feedback-{size}", size)
+    both = measured(
+        [sys.executable, "-m", "autograder", "grade", "--course", str(both_root), ASSIGNMENT, "--force"], ROOT
+    )
+    stock_pages, our_pages = page_sizes(graded_root), page_sizes(both_root)
+    complete = len(stock_pages) == len(our_pages) == size and scores(graded_root) == scores(both_root)
+    before = grading["wall"] + stock_run["wall"]
+    mean = lambda sizes: sum(sizes) / max(1, len(sizes)) / 1024  # noqa: E731
+    for label, wall, extra in (
+        ("nbgrader generate_feedback", stock_run["wall"], f"pages {mean(stock_pages):.0f} KiB"),
+        ("grading, then that", before, ""),
+        (
+            "grading with feedback",
+            both["wall"],
+            f"pages {mean(our_pages):.0f} KiB; {both['wall'] / grading['wall']:.2f}x grading alone; "
+            f"{len(our_pages)} pages, scores identical: {complete}",
+        ),
+    ):
+        ratio = f"{before / wall:>6.1f}x" if label == "grading with feedback" else ""
+        print(
+            f"{size:>5} {label:<28} {wall:>8.1f} {size / wall:>7.2f} {wall / size:>7.3f} {'':>9} {ratio:>7}  {extra}",
+            flush=True,
+        )
+    return {
+        "stock_feedback_wall": stock_run["wall"],
+        "grading_with_feedback_wall": both["wall"],
+        "feedback_speedup": before / both["wall"],
+        "stock_page_kib": mean(stock_pages),
+        "page_kib": mean(our_pages),
+        "feedback_complete": complete,
+    }
+
+
 def sandbox_start_costs(runs: int = 10) -> None:
     """Median seconds from start to result of a one-cell run, per tier, and the ratio to bubblewrap."""
     import statistics
@@ -142,8 +206,24 @@ def main() -> int:
         default=None,
         help="sizes at which to run the slow kernel baseline too (default: all)",
     )
+    parser.add_argument(
+        "--feedback-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes at which to measure feedback: grading + nbgrader generate_feedback against grading with feedback (default: all)",
+    )
+    parser.add_argument(
+        "--stock-feedback-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes at which to run nbgrader generate_feedback too (default: the feedback sizes; it is slow)",
+    )
     args = parser.parse_args()
     baseline_sizes = args.sizes if args.baseline_sizes is None else args.baseline_sizes
+    feedback_sizes = args.sizes if args.feedback_sizes is None else args.feedback_sizes
+    stock_sizes = feedback_sizes if args.stock_feedback_sizes is None else args.stock_feedback_sizes
     print(f"machine: {os.cpu_count()} cores; class: N submissions of {ASSIGNMENT}/{NOTEBOOK}")
     sandbox_start_costs()
     print(f"{'N':>5} {'grader':<28} {'wall s':>8} {'nb/s':>7} {'s/nb':>7} {'peak MiB':>9} {'ratio':>7}")
@@ -151,14 +231,23 @@ def main() -> int:
     for size in args.sizes:
         batch_root = make_course(f"batch-{size}", size)
         batch = measured(
-            [sys.executable, "-m", "autograder", "grade", "--course", str(batch_root), ASSIGNMENT, "--force"], ROOT
+            [
+                sys.executable,
+                *("-m", "autograder", "grade", "--course", str(batch_root), ASSIGNMENT, "--force", "--no-feedback"),
+            ],
+            ROOT,
         )
         print(
-            f"{size:>5} {'sandboxed batch (2 jobs)':<28} {batch['wall']:>8.1f} {size / batch['wall']:>7.2f} "
+            f"{size:>5} {'sandboxed batch (grading)':<28} {batch['wall']:>8.1f} {size / batch['wall']:>7.2f} "
             f"{batch['wall'] / size:>7.3f} {batch['peak_child_kib'] / 1024:>9.0f} {'':>7}",
             flush=True,
         )
         row = {"N": size, "batch_wall": batch["wall"], "batch_peak_mib": batch["peak_child_kib"] / 1024}
+        if size in feedback_sizes:
+            row.update(feedback_rows(size, batch_root, batch, stock=size in stock_sizes))
+            if not row["feedback_complete"]:
+                print("ERROR: feedback is missing or scores differ", file=sys.stderr)
+                return 1
         if size in baseline_sizes:
             kernel_root = make_course(f"kernel-{size}", size)
             kernel = measured(

@@ -211,14 +211,15 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
         "cy": {"mini_matrix": 0, "mini_function": 0, "mini_why": 0},
     }
     assert cy_page != bob_page
-    # The page is nbgrader's own generate_feedback page (up to how BeautifulSoup re-serialises it).
+    # The page is nbgrader's own generate_feedback page (up to how BeautifulSoup re-serialises it)
+    # with the renderer's template (nbgrader's feedback template, a compact stylesheet).
     from bs4 import BeautifulSoup
     from nbgrader.converters import GenerateFeedback
     from nbgrader.coursedir import CourseDirectory
 
-    config = nbgrader_settings.load(Course(root)).config
-    config.CourseDirectory.root, config.CourseDirectory.student_id = str(root), "bob"
-    config.CourseDirectory.assignment_id = "mini"
+    from autograder.nbgrader import feedback
+
+    config = feedback.converter_config(nbgrader_settings.load(Course(root)).config, root, "mini", "bob")
     stock = GenerateFeedback(coursedir=CourseDirectory(config=config), config=config)
     stock.force = True
     cwd = os.getcwd()

@@ -1,4 +1,4 @@
-"""Command line: `python -m autograder {grade,check,release,serve,status,grade-held} ...` (`autograder` once installed).
+"""Command line: `python -m autograder {grade,feedback,check,release,solution,serve,status,grade-held} ...` (`autograder` once installed).
 
 The course is `--course ROOT` when given, else the course that holds the notebooks named, else
 the one holding the working directory.
@@ -106,7 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --course: only these students; with notebooks: grade them as this student's work, "
         "against their variant (default: the student the notebook's set-up cell was drawn for)",
     )
+    grade.add_argument(
+        "--no-feedback",
+        dest="feedback",
+        action="store_false",
+        help="with --course: grade only (by default each graded student's feedback pages are written to "
+        "feedback/, as `nbgrader generate_feedback` writes them, while grading goes on)",
+    )
     _add_run_options(grade)
+
+    feedback = commands.add_parser(
+        "feedback",
+        help="write the feedback pages of every graded student of an assignment, in parallel "
+        "(what `nbgrader generate_feedback --force` writes; e.g. after manual grading)",
+    )
+    feedback.add_argument("assignment")
+    _add_course_option(feedback, "the course root (default: the one holding the working directory)")
+    feedback.add_argument("--student", action="append", default=None, help="only these students")
+    feedback.add_argument("--jobs", type=int, default=None, help="pages rendered at once (default: all cores)")
 
     check = commands.add_parser("check", help="a readable per-part report for a self-learner")
     check.add_argument("notebook")
@@ -159,6 +176,10 @@ def main(argv=None) -> int:
             return _grade_class(args)
         if args.command == "grade":
             return _grade_files(args)
+        if args.command == "feedback":
+            from autograder.nbgrader import feedback
+
+            return feedback.main(_course(args), args.assignment, args.student, args.jobs)
         if args.command == "check":
             from autograder.cli import selfcheck
 
@@ -231,9 +252,10 @@ def _grade_class(args) -> int:
         force=args.force,
         students=args.student,
         allow_unisolated=args.allow_unisolated,
+        feedback=args.feedback,
     )
     grader.run()
-    return EXIT_GRADER_FAULT if grader.flagged else 0
+    return EXIT_GRADER_FAULT if grader.flagged or grader.feedback_errors else 0
 
 
 def _solution(args) -> int:

@@ -2,8 +2,8 @@
 
 In build/demo/ (a scratch nbgrader course: this repository's source/, grading content and
 nbgrader_config.py, copied as an instructor would copy them into a course of their own): generate the assignments, collect a class of five students (correct,
-alternative, partly wrong, blank, careless), grade it with the sandboxed batch grader, write
-feedback and grades.csv with nbgrader, and print a score table.
+alternative, partly wrong, blank, careless), grade it with the sandboxed batch grader (which
+writes each student's feedback as it goes), export grades.csv with nbgrader, and print a score table.
 """
 
 from __future__ import annotations
@@ -79,12 +79,10 @@ def main(argv=None) -> int:
         print(f"== nbgrader generate_assignment {assignment}")
         _nbgrader(demo, "generate_assignment", assignment, "--force")
         described = make_class(demo, assignment)
-        print(f"== grading {assignment} (sandboxed, parallel) into {demo.root / 'gradebook.db'}")
+        print(f"== grading {assignment} (sandboxed, parallel) into {demo.root / 'gradebook.db'}, with feedback")
         subprocess.run(
             [sys.executable, "-m", "autograder", "grade", "--course", str(demo.root), assignment], check=True
         )
-        print(f"== nbgrader generate_feedback {assignment}")
-        _nbgrader(demo, "generate_feedback", assignment, "--force")
     print("== nbgrader export")
     _nbgrader(demo, "export", "--to", str(demo.root / "grades.csv"))
     print_table(demo.root / "grades.csv", described)

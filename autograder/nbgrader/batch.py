@@ -6,6 +6,9 @@ autograded/ tree that generate_feedback, export and the formgrader read; a test 
 two), except that student code runs in the sandbox, many notebooks at a time, with no Jupyter
 kernel. Students are committed one at a time, and a marker written last records what was
 graded, so an interrupted batch loses nothing and a rerun grades only what is missing or newer.
+With `feedback`, each committed student's feedback pages are rendered (autograder.nbgrader.feedback,
+in worker processes) while the next students are graded, where `nbgrader generate_feedback`
+would write them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from autograder.core import engine, safe_files
 from autograder.core import notebook as nbio
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
+from autograder.nbgrader import feedback as pages
 from autograder.nbgrader import settings
 from autograder.nbgrader.lock import GraderLock
 from autograder.sandbox import supervisor as sandbox
@@ -350,8 +354,11 @@ class BatchGrader:
         quiet: bool = False,
         on_recorded=None,
         shared_lock: bool = False,
+        feedback: bool = False,
     ):
         self.course, self.assignment = course, assignment
+        self.feedback = feedback  # render each graded student's feedback pages as part of grading
+        self.feedback_errors: dict[str, str] = {}  # student -> why their pages could not be made
         self.quiet = quiet  # no progress bar or summary line (the grading service logs its own)
         # Called with each chunk's StudentWork once committed (the grading service releases
         # their feedback there, while the next chunk's notebooks run in their sandboxes).
@@ -427,6 +434,16 @@ class BatchGrader:
             return self._run()
 
     def _run(self) -> list[StudentWork]:
+        renderer = pages.ParallelFeedback(self.course.root, self.assignment, self.jobs) if self.feedback else None
+        if renderer is not None:
+            renderer.start()  # a worker takes seconds to start: from here on, alongside the rest
+        try:
+            return self._grade_and_render(renderer)
+        finally:
+            if renderer is not None:
+                renderer.close()
+
+    def _grade_and_render(self, renderer) -> list[StudentWork]:
         work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
         policies = self.late_policies()
         for item in work:
@@ -438,13 +455,51 @@ class BatchGrader:
                 f"({len(work) - len(todo)} already graded and unchanged)",
                 file=sys.stderr,
             )
+        if renderer is not None:
+            # Unchanged students whose pages are missing or older than their grading get them now.
+            graded = {item.student for item in todo}
+            renderer.render(self._without_current_feedback([item for item in work if item.student not in graded]))
         if todo:
-            self.grade(todo)
+            self.grade(todo, renderer)
+        if renderer is not None:
+            self._finish_feedback(renderer)
         return todo
 
-    def grade(self, todo: list[StudentWork]) -> None:
+    def _without_current_feedback(self, work: list[StudentWork]) -> list[str]:
+        """Students among `work` (graded before) whose feedback pages are missing or older than
+        their autograded notebooks, and whose every autograded part has a score."""
+        root = self.course.root
+        wanted = []
+        for item in work:
+            autograded = sorted((root / "autograded" / item.student / self.assignment).glob("*.ipynb"))
+            folder = pages.feedback_folder(root, item.student, self.assignment)
+            for notebook in autograded:
+                page = folder / f"{notebook.stem}.html"
+                if not page.is_file() or page.stat().st_mtime < notebook.stat().st_mtime:
+                    wanted.append(item.student)
+                    break
+        ungraded = pages.ungraded_students(self.db_url, self.course_id, self.assignment, wanted) if wanted else {}
+        return [student for student in wanted if student not in ungraded]
+
+    def _finish_feedback(self, renderer: pages.ParallelFeedback) -> None:
+        count = len(renderer)
+        if count and not self.quiet:
+            print(f"{self.assignment}: finishing feedback pages ({count} students)", file=sys.stderr)
+        self.feedback_errors = renderer.finish()
+        for student, error in sorted(self.feedback_errors.items()):
+            print(f"feedback error: {student}/{self.assignment}: no feedback pages:\n{error}", file=sys.stderr)
+        if count and not self.quiet:
+            where = self.course.root / "feedback"
+            print(
+                f"{self.assignment}: feedback for {count - len(self.feedback_errors)} students in {where} "
+                "(nbgrader release_feedback publishes it)",
+                file=sys.stderr,
+            )
+
+    def grade(self, todo: list[StudentWork], renderer: pages.ParallelFeedback | None = None) -> None:
         """Grade in chunks, pipelined: while one chunk's notebooks run in sandboxes, the main thread
-        checks and records the previous chunk and prepares the next."""
+        checks and records the previous chunk and prepares the next (and, with a `renderer`,
+        hands each recorded chunk's students to it)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from tqdm import tqdm
@@ -501,6 +556,8 @@ class BatchGrader:
                     recorded = [item for item in done_chunk if item.student not in faulty]
                     _record_chunk(pipeline, recorded, done_prepared, by_id)
                     _flag_grader_faults(pipeline, [item for item in done_chunk if item.student in faulty], by_id)
+                    if renderer is not None:
+                        renderer.render([item.student for item in recorded])
                     if self.on_recorded is not None:
                         self.on_recorded(recorded)
                 running = started
@@ -556,6 +613,12 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
 
     if not items:
         return
+    for item in items:
+        # No marker (a run that graded these files before must not make the next run skip
+        # them), and no feedback pages: those of an earlier grading would contradict the
+        # gradebook, which now holds no score.
+        marker_path(pipeline.course.root, item.student, pipeline.assignment).unlink(missing_ok=True)
+        pages.remove(pipeline.course.root, item.student, pipeline.assignment)
     with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
         for item in items:
             for notebook_id in item.notebooks:

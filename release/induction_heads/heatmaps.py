@@ -24,7 +24,8 @@ __all__ = ["Figure", "show_matrix", "show_head", "show_attention", "side_by_side
 GRADER_API = ("show_matrix", "show_head", "show_attention", "side_by_side")
 
 _MAX_SIDE = 340  # pixels the cells of one matrix may take along its longer side
-_FONT = "font-family:Helvetica,Arial,sans-serif"
+_FONT = "Helvetica,Arial,sans-serif"  # set once on the <svg>, inherited by every text
+_INK = "#222"  # the text colour, set once on the <svg> (every shape names its own fill)
 # Diverging stops (ColorBrewer RdBu), from -1 to +1.
 _STOPS = [
     (-1.0, (33, 102, 172)),
@@ -54,7 +55,7 @@ class Figure:
         if self.caption:
             height += 22
             parts.append(_text(4, height - 6, self.caption, size=13, anchor="start"))
-            width = max(width, 8 * len(self.caption))
+            width = max(width, math.ceil(4 + text_width(self.caption, 13) + 4))
         return (width, height, "".join(parts))
 
     @property
@@ -62,7 +63,7 @@ class Figure:
         width, height, body = self.as_panel()
         return (
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}">{body}</svg>'
+            f'viewBox="0 0 {width} {height}" font-family="{_FONT}" fill="{_INK}">{body}</svg>'
         )
 
     def _repr_svg_(self) -> str:
@@ -228,12 +229,41 @@ def _short(value: float) -> str:
     return f"{value:.0e}".replace("e+0", "e")
 
 
-def _text(x, y, content, size=11, anchor="middle", weight="normal", colour="#222", rotate=False) -> str:
-    transform = f' transform="rotate(-90 {x:.1f} {y:.1f})"' if rotate else ""
+# Advance widths of Helvetica (Arial has the same), in thousandths of the font size, by
+# character; bold is wider by about a tenth. Enough to size a figure so its texts fit.
+_WIDTHS = {
+    **dict.fromkeys("ijl|!.,:;'`", 240),
+    **dict.fromkeys(" ftrI[]()/\\-", 333),
+    **dict.fromkeys('ckszvxyJ*"', 500),
+    **dict.fromkeys("abdeghnopqu0123456789$_#?L", 556),
+    **dict.fromkeys("=+<>~^", 584),
+    **dict.fromkeys("ABEKPSTVXYFZ&", 667),
+    **dict.fromkeys("CDHNRUGOQ", 722),
+    **dict.fromkeys("wmM", 833),
+    **dict.fromkeys("W%@", 944),
+}
+
+
+def text_width(content, size: float, bold: bool = False) -> float:
+    """The width in pixels of `content` drawn in this module's font at `size` (a slight
+    overestimate: a text measured by it fits in the space it says)."""
+    units = sum(_WIDTHS.get(character, 600) for character in str(content))
+    return units * size / 1000 * (1.1 if bold else 1.0) * 1.03
+
+
+def _n(value) -> str:
+    """A coordinate, as short as it can be written (28, 28.5)."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _text(x, y, content, size=11, anchor="middle", weight="normal", colour=_INK, rotate=False) -> str:
+    transform = f' transform="rotate(-90 {_n(x)} {_n(y)})"' if rotate else ""
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" '
-        f'font-weight="{weight}" fill="{colour}" style="{_FONT}"{transform}>'
-        f"{html.escape(str(content))}</text>"
+        f'<text x="{_n(x)}" y="{_n(y)}" font-size="{size}"'
+        + (f' text-anchor="{anchor}"' if anchor != "start" else "")
+        + (f' font-weight="{weight}"' if weight != "normal" else "")
+        + (f' fill="{colour}"' if colour != _INK else "")
+        + f"{transform}>{html.escape(str(content))}</text>"
     )
 
 
@@ -272,12 +302,21 @@ def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row
     width = legend_x + 60
     height = top + max(grid_h, 120) + 10
     out = []
+    # Every label is measured, and the figure made as large as its longest one needs: a title
+    # longer than a narrow matrix is drawn whole, not cut off at the figure's edge.
     if title:
         out.append(_text(left, 16, title, size=13, anchor="start", weight="bold"))
+        width = max(width, math.ceil(left + text_width(title, 13, bold=True) + 4))
     if col_label:
-        out.append(_text(left + grid_w / 2, (22 if title else 4) + 12, col_label, size=11))
+        half = text_width(col_label, 11) / 2
+        middle = max(left + grid_w / 2, half + 2)  # centred over the grid, unless that crosses x = 0
+        out.append(_text(middle, (22 if title else 4) + 12, col_label, size=11))
+        width = max(width, math.ceil(middle + half + 2))
     if row_label:
-        out.append(_text(10, top + grid_h / 2, row_label, size=11, rotate=True))
+        half = text_width(row_label, 11) / 2
+        middle = max(top + grid_h / 2, top - 10 + half)  # never up into the column labels
+        out.append(_text(10, middle, row_label, size=11, rotate=True))
+        height = max(height, math.ceil(middle + half + 4))
 
     highlighted_rows = {i for run in _runs(highlight_rows or [], rows) for i in range(*run)}
     highlighted_cols = {i for run in _runs(highlight_cols or [], cols) for i in range(*run)}
@@ -302,23 +341,26 @@ def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row
             )
         )
 
+    cells, values = [], []
     for i in range(rows):
         for j in range(cols):
             value = float(array[i, j])
             x, y = left + j * cell, top + i * cell
             fill = _colour(value / vmax) if math.isfinite(value) else "#9a9a9a"
-            out.append(
-                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" '
-                f'stroke="#ffffff" stroke-width="0.5"><title>[{i}, {j}] = {_number(value)}'
-                f"</title></rect>"
+            cells.append(
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}">'
+                f"<title>[{i}, {j}] = {_number(value)}</title></rect>"
             )
             if annotate and (value != 0 or not math.isfinite(value)):
                 strong = math.isfinite(value) and abs(value) / vmax > 0.6
-                out.append(
-                    _text(
-                        x + cell / 2, y + cell / 2 + 3.5, _short(value), size=8, colour="#ffffff" if strong else "#222"
-                    )
+                paint = ' fill="#fff"' if strong else ""
+                values.append(
+                    f'<text x="{_n(x + cell / 2)}" y="{_n(y + cell / 2 + 3.5)}"{paint}>{html.escape(_short(value))}</text>'
                 )
+    # What every cell (and every value in one) has in common is said once, on its group.
+    out.append(f'<g stroke="#fff" stroke-width="0.5">{"".join(cells)}</g>')
+    if values:
+        out.append(f'<g font-size="8" text-anchor="middle">{"".join(values)}</g>')
     out.append(
         f'<rect x="{left}" y="{top}" width="{grid_w}" height="{grid_h}" fill="none" stroke="#666" stroke-width="0.8"/>'
     )

@@ -1,0 +1,504 @@
+"""Feedback pages, the one renderer of the batch grader, the grading service and `autograder feedback`.
+
+A page is made by nbgrader's own `GenerateFeedback` converter run in-process for one student
+(autograded/<student>/<a>/ -> feedback/<student>/<a>/<notebook>.html, the submission's
+timestamp.txt and submission_secret.txt copied along), so `nbgrader release_feedback` and
+`fetch_feedback` work on what it leaves exactly as on what `nbgrader generate_feedback` leaves.
+What differs from a stock run is cost and size, never what nbgrader's template says:
+
+* the HTML exporter (compiled templates, registered preprocessors) is kept between students,
+  and its closing accessibility pass is skipped where it has nothing to do (FeedbackHTMLExporter);
+* the page's template is nbgrader's feedback template with a short stylesheet of the rules that
+  template uses, in place of the whole of Bootstrap (117 KB) that nbgrader inlines in every page.
+  `release_feedback` publishes only the .html files, so each page must carry its styles itself;
+* the execute_result that carries a part's score for nbgrader's SaveAutoGrades (`Out[1]: 1.0`)
+  is not shown (HideScoreOutputs; also configured for `nbgrader generate_feedback` in
+  nbgrader_config.py); the score itself is on the page, from the gradebook, as nbgrader shows it;
+* ParallelFeedback renders many students at once, in worker processes, while grading goes on.
+
+A student left ungraded (a fault of the grader, or nothing graded yet) gets no page, and any page
+of an earlier grading is removed: it would describe work that is not what the gradebook holds.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import logging
+import os
+import pathlib
+import re
+import shutil
+
+from nbconvert.preprocessors import Preprocessor
+from traitlets import default
+
+log = logging.getLogger("autograder.feedback")
+
+TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
+TEMPLATE_NAME = "tc_feedback"  # templates/tc_feedback/: nbgrader's feedback template, compact styles
+
+_CHECK_LINE = re.compile(r"^(PASS|FAIL) (\S+ \([^)]*\))")
+
+
+class WithholdCheckMessages(Preprocessor):
+    """Before the due date, if the policy says so: each autograded part's feedback lists which
+    checks passed and their points, without the checks' messages and pictures."""
+
+    @default("enabled")
+    def _enabled_default(self):
+        return True  # nbconvert preprocessors start disabled; this one is only registered when wanted
+
+    def preprocess_cell(self, cell, resources, index):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            plain = data.get("text/plain", "")
+            if output.get("output_type") != "display_data" or not plain.startswith("Autograder, part"):
+                continue
+            lines = plain.splitlines()
+            kept = [lines[0]] + [match.group(0) for line in lines[1:] if (match := _CHECK_LINE.match(line))]
+            items = "".join(f"<li>{html.escape(line)}</li>" for line in kept[1:])
+            data["text/html"] = (
+                f'<div class="tc-grading"><p><b>{html.escape(kept[0])}</b></p><ul>{items}</ul>'
+                "<p><i>The checks' messages are shown after the due date.</i></p></div>"
+            )
+            data["text/plain"] = "\n".join(kept)
+        return cell, resources
+
+
+class HideScoreOutputs(Preprocessor):
+    """Feedback shows each autograded part's checks, not the number nbgrader reads its score from.
+
+    The grader leaves in every autograded test cell an execute_result whose text is the part's
+    score, which nbgrader's SaveAutoGrades reads as partial credit when it grades; a feedback
+    page would show it as `Out[1]: 1.0`. The page's scores come from the gradebook (GetGrades),
+    so the output, and the execution count that numbers its prompt, are dropped from the copy
+    that is rendered; the autograded notebook keeps them."""
+
+    @default("enabled")
+    def _enabled_default(self):
+        return True
+
+    def preprocess_cell(self, cell, resources, index):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.get("cell_type") == "code" and meta.get("grade") and not meta.get("solution"):
+            cell.outputs = [
+                output for output in cell.get("outputs", []) if output.get("output_type") != "execute_result"
+            ]
+            cell.execution_count = None
+        return cell, resources
+
+
+@functools.cache
+def _get_grades_class():
+    from nbgrader import utils
+    from nbgrader.api import Gradebook
+    from nbgrader.preprocessors import GetGrades
+
+    class GetGradesAtOnce(GetGrades):
+        """nbgrader's GetGrades (each graded cell's score and points, each answer's comment, the
+        notebook's score and late penalty), read with one query for the submitted notebook
+        instead of one per cell (most of a page's cost, with a dozen parts)."""
+
+        def preprocess(self, nb, resources):
+            info = resources["nbgrader"]
+            with Gradebook(info["db_url"]) as gradebook:
+                notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
+                grades = {grade.name: grade for grade in notebook.grades}
+                comments = {comment.name: comment for comment in notebook.comments}
+                for cell in nb.cells:
+                    meta = cell.metadata.get("nbgrader", {})
+                    grade_id = meta.get("grade_id")
+                    if utils.is_solution(cell) or utils.is_task(cell):
+                        meta["comment"] = comments[grade_id].comment
+                    if utils.is_grade(cell) or utils.is_task(cell):
+                        meta["score"], meta["points"] = grades[grade_id].score, grades[grade_id].max_score
+                late_penalty = notebook.late_submission_penalty or 0
+                info["score"] = notebook.score - late_penalty
+                info["max_score"] = notebook.max_score
+                info["late_penalty"] = late_penalty
+            return nb, resources
+
+    return GetGradesAtOnce
+
+
+def converter_config(course_config, root: pathlib.Path, assignment: str, student: str):
+    """The configuration one student's feedback is rendered with: the course's, for this student,
+    with the compact template (unless the course names a feedback template of its own)."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.merge(course_config)
+    config.CourseDirectory.root = str(root)
+    config.CourseDirectory.assignment_id = assignment
+    config.CourseDirectory.student_id = student
+    if "template_name" not in config.HTMLExporter:
+        from autograder.nbgrader import maths
+
+        config.HTMLExporter.template_name = TEMPLATE_NAME
+        # this package's templates first (the compact feedback template, the offline maths), then nbgrader's
+        config.HTMLExporter.extra_template_basedirs = maths.template_basedirs()
+    return config
+
+
+_exporters: dict[tuple, object] = {}
+
+
+def _feedback_exporter_class():
+    from nbconvert.exporters import HTMLExporter, TemplateExporter
+    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+
+    class RememberedHighlight:
+        """nbconvert's code highlighting, remembered: a class's pages show the same course cells
+        (given code, test cells) again and again, and highlighting them is a pure function of
+        the cell's text, the notebook's lexer and the cell's magics language."""
+
+        LIMIT = 2048
+
+        def __init__(self):
+            self.highlighters: dict = {}
+            self.done: dict = {}
+
+        def using(self, exporter, lexer):
+            if lexer not in self.highlighters:
+                self.highlighters[lexer] = Highlight2HTML(pygments_lexer=lexer, parent=exporter)
+            highlight = self.highlighters[lexer]
+
+            def highlight_code(source, language=None, metadata=None):
+                key = (source, language, lexer, (metadata or {}).get("magics_language"))
+                if key not in self.done:
+                    if len(self.done) >= self.LIMIT:
+                        self.done.clear()
+                    self.done[key] = highlight(source, language, metadata)
+                return self.done[key]
+
+            return highlight_code
+
+    class FeedbackHTMLExporter(HTMLExporter):
+        """nbconvert's HTML exporter without its closing accessibility pass where that pass has
+        nothing to do, and with its code highlighting remembered between pages. The pass
+        re-parses the whole page with BeautifulSoup (85% of a feedback page's cost, with the
+        checks' SVG pictures) to give <img> tags without alt text one, and JupyterLab-template
+        cells a tabindex; a feedback page (nbgrader's classic-based template) with no <img> has
+        neither, and then the page is returned as rendered."""
+
+        remembered = None
+
+        def from_notebook_node(self, nb, resources=None, **kw):
+            language = nb.metadata.get("language_info", {})
+            lexer = language.get("pygments_lexer", language.get("name", None))
+            if "highlight_code" in self.filters:  # the course configured its own: used as it is
+                self.register_filter("highlight_code", self.filters["highlight_code"])
+            else:
+                self.remembered = self.remembered or RememberedHighlight()
+                self.register_filter("highlight_code", self.remembered.using(self, lexer))
+            resources = self._init_resources(resources)
+            self.register_filter(
+                "filter_data_type",
+                WidgetsDataTypeFilter(notebook_metadata=self._nb_metadata, parent=self, resources=resources),
+            )
+            page, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+            if "<img" in page or "jp-Cell-inputWrapper" in page or "jp-OutputArea-output" in page:
+                return super().from_notebook_node(nb, resources, **kw)  # the pass has work: run it all
+            return page, resources
+
+    return FeedbackHTMLExporter
+
+
+def _feedback_converter_class():
+    from nbconvert.writers import FilesWriter
+    from nbgrader.converters import GenerateFeedback
+
+    class OneStudentFeedback(GenerateFeedback):
+        """GenerateFeedback whose HTML exporter (its compiled templates and registered
+        preprocessors, which hold no per-student state) is kept between students: compiling the
+        feedback templates afresh cost more than the rest of a submission's feedback."""
+
+        def start(self) -> None:
+            self.init_notebooks()
+            self.writer = FilesWriter(parent=self, config=self.config)
+            key = (self.coursedir.root, tuple(self.preprocessors), repr(self.config.HTMLExporter))
+            if key not in _exporters:
+                exporter = _feedback_exporter_class()(parent=self, config=self.config)
+                for preprocessor in self.preprocessors:
+                    exporter.register_preprocessor(preprocessor)
+                _exporters[key] = exporter
+            self.exporter = _exporters[key]
+            here = os.getcwd()
+            os.chdir(self.coursedir.root)  # as nbgrader's converters run
+            try:
+                self.convert_notebooks()
+            finally:
+                os.chdir(here)
+
+    return OneStudentFeedback
+
+
+def _preprocessors(configured: list, withhold_messages: bool) -> list:
+    """The course's GenerateFeedback preprocessors, with the score outputs hidden first and,
+    when asked, the checks' messages withheld."""
+    from nbgrader.preprocessors import GetGrades
+    from traitlets.utils.importstring import import_item
+
+    steps = [import_item(step) if isinstance(step, str) else step for step in configured]
+    steps = [step for step in steps if step not in (HideScoreOutputs, WithholdCheckMessages)]
+    steps = [_get_grades_class() if step is GetGrades else step for step in steps]
+    return [HideScoreOutputs, *([WithholdCheckMessages] if withhold_messages else []), *steps]
+
+
+def generate(course_config, root: pathlib.Path, assignment: str, student: str, withhold_messages: bool) -> None:
+    """feedback/<student>/<assignment>/*.html from autograded/, by nbgrader's GenerateFeedback."""
+    from nbgrader.coursedir import CourseDirectory
+
+    config = converter_config(course_config, root, assignment, student)
+    coursedir = CourseDirectory(config=config)
+    converter = _feedback_converter_class()(coursedir=coursedir, config=config)
+    converter.force = True
+    converter.preprocessors = _preprocessors(list(converter.preprocessors), withhold_messages)
+    converter.start()
+
+
+def feedback_folder(root: pathlib.Path, student: str, assignment: str) -> pathlib.Path:
+    """Where nbgrader's generate_feedback writes a student's pages for an assignment."""
+    return pathlib.Path(root) / "feedback" / student / assignment
+
+
+def remove(root: pathlib.Path, student: str, assignment: str) -> bool:
+    """Remove a student's pages for the assignment (they describe a grading that no longer
+    holds); True if there were any."""
+    folder = feedback_folder(root, student, assignment)
+    if folder.is_symlink():
+        folder.unlink()
+        return True
+    if folder.is_dir():
+        shutil.rmtree(folder)
+        return True
+    return False
+
+
+def ungraded_students(db_url: str, course_id: str, assignment: str, students) -> dict[str, str]:
+    """Students among `students` with an autograded part that has no score in the gradebook
+    (a fault of the grader left it for the next run, or it was never graded), and why."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    found = {}
+    with Gradebook(db_url, course_id) as gradebook:
+        for student in students:
+            try:
+                submission = gradebook.find_submission(assignment, student)
+            except MissingEntry:
+                found[student] = "no submission in the gradebook"
+                continue
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    if grade.cell.cell_type == "code" and grade.auto_score is None and grade.manual_score is None:
+                        found[student] = f"{notebook.name}: part {grade.name} has no score"
+                        break
+                if student in found:
+                    break
+    return found
+
+
+# -- rendering many students at once ------------------------------------------------------------
+
+
+def _worker(root: str, assignment: str, withhold_messages: bool) -> None:
+    """`python -m autograder.nbgrader.feedback --worker ...`: one JSON line in per student
+    (`"student"`), one out (`{"student": ..., "error": null | "traceback"}`), until stdin closes."""
+    import json
+    import sys
+    import traceback
+    import warnings
+
+    from autograder.core.course import Course
+    from autograder.nbgrader import settings
+
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see batch._lighten_imports
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+    logging.basicConfig(level=logging.ERROR)  # nbgrader's per-page info lines are not wanted here
+    config = settings.load(Course(root)).config
+    _feedback_converter_class(), _feedback_exporter_class()  # their imports, before the first page is asked for
+    replies = sys.stdout
+    sys.stdout = sys.stderr  # nothing but replies on the channel
+    for line in sys.stdin:
+        student = json.loads(line)
+        try:
+            generate(config, pathlib.Path(root), assignment, student, withhold_messages)
+            error = None
+        except Exception:  # noqa: BLE001 - reported by the parent; one student's fault stops nobody else
+            error = traceback.format_exc(limit=8)
+        replies.write(json.dumps({"student": student, "error": error}) + "\n")
+        replies.flush()
+
+
+def _worker_env() -> dict[str, str]:
+    """The environment of a worker: this one, with this copy of the package first on its path."""
+    import autograder
+
+    package_parent = str(pathlib.Path(autograder.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+
+
+class ParallelFeedback:
+    """Feedback pages rendered by `jobs` worker processes (started on first use) while the
+    caller goes on; `finish()` waits for every page asked for and returns {student: error} for
+    those that could not be made.
+
+    A worker is a fresh `python -m autograder.nbgrader.feedback --worker` (never a fork of a
+    grader that runs threads), fed one student at a time through a pipe. (Not at a lower
+    priority: on a machine shared with other work, a niced worker starves.) A worker that dies
+    costs the page it was making (reported) and is replaced."""
+
+    def __init__(self, root: pathlib.Path, assignment: str, jobs: int, withhold_messages=False):
+        import queue
+
+        self.root, self.assignment, self.jobs = pathlib.Path(root), assignment, max(1, jobs)
+        self.withhold_messages = withhold_messages
+        self._todo: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._feeders: list = []
+        self._asked = 0
+
+    def _command(self) -> list[str]:
+        import sys
+
+        return [
+            sys.executable,
+            "-m",
+            "autograder.nbgrader.feedback",
+            "--worker",
+            str(self.root),
+            self.assignment,
+            "1" if self.withhold_messages else "0",
+        ]
+
+    def _feed(self) -> None:
+        """One worker's feeder thread: hand it the next student, wait for its reply."""
+        import json
+        import subprocess
+
+        def started():
+            return subprocess.Popen(
+                self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_worker_env()
+            )
+
+        worker = started()  # at once: its imports and configuration overlap with the caller's work
+        used = False
+        try:
+            while (student := self._todo.get()) is not None:
+                used = True
+                if worker.poll() is not None:
+                    worker = started()
+                try:
+                    worker.stdin.write(json.dumps(student) + "\n")
+                    worker.stdin.flush()
+                    reply = json.loads(worker.stdout.readline() or "null")
+                except (OSError, ValueError):
+                    reply = None
+                if not isinstance(reply, dict) or reply.get("student") != student:
+                    worker.kill()
+                    worker.wait()
+                    reply = {"error": f"the feedback worker stopped (exit status {worker.returncode})"}
+                self._done.put((student, reply.get("error")))
+        finally:
+            if worker.poll() is None:
+                if not used:
+                    worker.kill()  # nothing was asked of it: not worth waiting for its start
+                worker.stdin.close()
+                worker.wait()
+
+    def start(self) -> None:
+        """Start the workers now (render() does it too), so that they are ready when pages are wanted."""
+        import threading
+
+        while len(self._feeders) < self.jobs:
+            feeder = threading.Thread(target=self._feed, name="feedback-feeder", daemon=True)
+            feeder.start()
+            self._feeders.append(feeder)
+
+    def render(self, students) -> None:
+        for student in students:
+            self.start()
+            self._todo.put(student)
+            self._asked += 1
+
+    def finish(self, on_done=None) -> dict[str, str]:
+        """Wait for every page asked for; `on_done(student, error)` as each finishes."""
+        errors = {}
+        try:
+            for _ in range(self._asked):
+                student, error = self._done.get()
+                if error is not None:
+                    errors[student] = error
+                if on_done is not None:
+                    on_done(student, error)
+        finally:
+            self.close()
+        return errors
+
+    def close(self) -> None:
+        """Stop the workers once they have made the pages already asked for (at once if interrupted)."""
+        import queue
+
+        if any(feeder.is_alive() for feeder in self._feeders) and self._asked:
+            try:  # interrupted: what was not started is not made
+                while True:
+                    self._todo.get_nowait()
+                    self._asked -= 1
+            except queue.Empty:
+                pass
+        for _ in self._feeders:
+            self._todo.put(None)
+        for feeder in self._feeders:
+            feeder.join()
+        self._feeders = []
+
+    def __len__(self) -> int:
+        return self._asked
+
+
+def main(course, assignment: str, students: list[str] | None = None, jobs: int | None = None) -> int:
+    """`python -m autograder feedback --course ROOT ASSIGNMENT`: every graded student's pages,
+    rendered afresh in parallel (after manual grading, say); 0 when every page was made, 3 when
+    some could not be (named on stderr). Students with an autograded part left without a score
+    get no pages, and lose those of an earlier grading."""
+    import sys
+
+    from tqdm import tqdm
+
+    from autograder.nbgrader import settings
+
+    loaded = settings.load(course)
+    print(settings.describe(loaded), file=sys.stderr)
+    autograded = pathlib.Path(course.root) / "autograded"
+    found = sorted(folder.parent.name for folder in autograded.glob(f"*/{assignment}") if folder.is_dir())
+    chosen = [student for student in found if not students or student in students]
+    ungraded = ungraded_students(loaded.db_url, loaded.course_id, assignment, chosen)
+    for student, why in sorted(ungraded.items()):
+        removed = remove(course.root, student, assignment)
+        print(
+            f"{student}/{assignment}: no feedback ({why})" + ("; the earlier pages are removed" if removed else ""),
+            file=sys.stderr,
+        )
+    renderer = ParallelFeedback(course.root, assignment, jobs or os.cpu_count() or 1)
+    wanted = [student for student in chosen if student not in ungraded]
+    renderer.render(wanted)
+    with tqdm(total=len(wanted), unit="student", desc=f"feedback {assignment}", file=sys.stderr) as progress:
+        errors = renderer.finish(on_done=lambda student, error: progress.update(1))
+    for student, error in sorted(errors.items()):
+        print(f"feedback error: {student}/{assignment}: no feedback pages:\n{error}", file=sys.stderr)
+    print(
+        f"{assignment}: feedback for {len(wanted) - len(errors)} students in {pathlib.Path(course.root) / 'feedback'}",
+        file=sys.stderr,
+    )
+    return 3 if errors else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--worker"] and len(sys.argv) == 5:
+        _worker(sys.argv[2], sys.argv[3], sys.argv[4] == "1")
+    else:
+        sys.exit("usage: python -m autograder.nbgrader.feedback --worker ROOT ASSIGNMENT WITHHOLD(0|1)")
