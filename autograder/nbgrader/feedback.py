@@ -334,9 +334,9 @@ def _worker(root: str, assignment: str, withhold_messages: bool) -> None:
 
 def _worker_env() -> dict[str, str]:
     """The environment of a worker: this one, with this copy of the package first on its path."""
-    import autograder
-
-    package_parent = str(pathlib.Path(autograder.__file__).resolve().parent.parent)
+    # this file's own package, never `autograder.__file__`: run from a course root, whose
+    # autograder/assignments/ folder is a namespace package of that name, it is None
+    package_parent = str(pathlib.Path(__file__).resolve().parents[2])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
 
 
@@ -383,7 +383,12 @@ class ParallelFeedback:
                 self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_worker_env()
             )
 
-        worker = started()  # at once: its imports and configuration overlap with the caller's work
+        try:
+            worker = started()  # at once: its imports and configuration overlap with the caller's work
+        except Exception as error:  # noqa: BLE001 - no worker: every page it is asked for fails, said why
+            while (student := self._todo.get()) is not None:
+                self._done.put((student, f"the feedback worker could not be started ({error!r})"))
+            return
         used = False
         try:
             while (student := self._todo.get()) is not None:
