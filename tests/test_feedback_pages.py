@@ -291,10 +291,16 @@ def test_configured_preprocessors_are_kept_once(monkeypatch):
 
 
 def test_a_worker_that_fails_costs_only_its_page(tmp_path):
-    """A student with no autograded notebooks is an error for that student alone."""
+    """A page that cannot be made (its autograded notebook is not a notebook) is an error for
+    that student alone; a student who handed in no notebook gets no page and no error."""
     course = release.copy_course(Course(WORKTREE), tmp_path / "course")
     shutil.rmtree(course.root / "autograded", ignore_errors=True)
+    for student in ("broken", "broken_too"):
+        folder = course.root / "autograded" / student / "attention_heads"
+        folder.mkdir(parents=True)
+        (folder / "questions.ipynb").write_text("{ not json")
     renderer = feedback.ParallelFeedback(course.root, "attention_heads", jobs=2)
-    renderer.render(["nobody", "nobody_else"])
+    renderer.render(["broken", "nothing_handed_in", "broken_too"])
     errors = renderer.finish()
-    assert set(errors) == {"nobody", "nobody_else"} and "No notebooks were matched" in errors["nobody"]
+    assert set(errors) == {"broken", "broken_too"}
+    assert not (course.root / "feedback" / "nothing_handed_in").exists()

@@ -248,9 +248,12 @@ def _preprocessors(configured: list, withhold_messages: bool) -> list:
 
 
 def generate(course_config, root: pathlib.Path, assignment: str, student: str, withhold_messages: bool) -> None:
-    """feedback/<student>/<assignment>/*.html from autograded/, by nbgrader's GenerateFeedback."""
+    """feedback/<student>/<assignment>/*.html from autograded/, by nbgrader's GenerateFeedback
+    (nothing for a student who handed in no notebook: nbgrader would stop on an empty folder)."""
     from nbgrader.coursedir import CourseDirectory
 
+    if not any((pathlib.Path(root) / "autograded" / student / assignment).glob("*.ipynb")):
+        return
     config = converter_config(course_config, root, assignment, student)
     coursedir = CourseDirectory(config=config)
     converter = _feedback_converter_class()(coursedir=coursedir, config=config)
