@@ -51,7 +51,7 @@ def _start(root: str, parent: int) -> None:
         os._exit(1)
     for signum in (signal.SIGINT, signal.SIGTERM):  # a terminal's ^C, systemd's stop: the service
         signal.signal(signum, signal.SIG_IGN)  # finishes what it has in hand, then closes its child
-    sys.modules.setdefault("rfc3987_syntax", None)  # as the batch grader: a slow import nothing uses
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # as the batch grader: a slow import nothing uses
     logging.getLogger("traitlets").setLevel(logging.WARNING)
     from autograder.core.course import Course
     from autograder.nbgrader import settings

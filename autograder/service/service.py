@@ -243,7 +243,7 @@ class Service:
         if policy.after_deadline != "hold":
             return None
         deadline = self.deadline(assignment, student)
-        if not policy.holds(submitted_at, deadline):
+        if deadline is None or not policy.holds(submitted_at, deadline):
             return None
         return (
             f"held for the instructor: submitted {_duration(submitted_at - deadline)} after the due date "
