@@ -408,8 +408,8 @@ def _per_student_course(root):
     release = base.json.loads(path.read_text(encoding="utf-8"))
     (setup,) = [c for c in release["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "setup"]
     text = "".join(setup["source"])
-    assert text.count(base.SETUP_CALL) == 1
-    setup["source"] = text.replace(base.SETUP_CALL, 'my_variant(per_student=True, salt="")')
+    assert len(course_variants.SETUP_CALL_PATTERN.findall(text)) == 1
+    setup["source"] = course_variants.with_settings(text, course_variants.Settings(True, ""))
     path.write_text(base.json.dumps(release), encoding="utf-8")
     return Course(root)
 
