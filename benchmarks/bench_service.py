@@ -19,8 +19,9 @@ ratios, the CPU time each spent per submission in its own processes (the service
 feedback process, the batch grader; not the sandboxed runs, whose processes neither reaps, and
 which are the same for both: a figure that other work on a shared machine disturbs less than
 wall time), the load average at each phase, and the
-service's resident memory (with its children) every 100 graded submissions with its slope, fitted
-after the first fifth of the burst (flat memory over a long run: `--burst 1000 --burst-seconds 300`).
+service's resident memory (with its children, and of its main process alone) every 100 graded
+submissions, with its slope fitted after the first fifth of the burst and over its second half
+(flat memory over a long run: `--burst 1000 --burst-seconds 150`).
 A benchmark, not a test: nothing is asserted.
 
     python benchmarks/bench_service.py [--idle 20] [--burst 200] [--burst-seconds 60] [--jobs 2]
@@ -190,17 +191,21 @@ class MemorySampler:
             at = [(mib, alone) for done, mib, alone in self.samples if done >= mark]
             if at:
                 marks.append(f"{mark}: {at[0][0]:.0f} ({at[0][1]:.0f})")
-        fitted = [(done, mib) for done, mib, _ in self.samples if total * 0.2 <= done < total]
-        slope = "-"
-        if len({done for done, _ in fitted}) >= 2:
+
+        def slope(start: float, column: int) -> str:
+            fitted = [(sample[0], sample[column]) for sample in self.samples if total * start <= sample[0] < total]
+            if len({done for done, _ in fitted}) < 2:
+                return "-"
             mean_x = statistics.fmean(done for done, _ in fitted)
             mean_y = statistics.fmean(mib for _, mib in fitted)
             covariance = sum((done - mean_x) * (mib - mean_y) for done, mib in fitted)
             variance = sum((done - mean_x) ** 2 for done, _ in fitted)
-            slope = f"{1000 * covariance / variance:+.1f} MiB per 1000 submissions"
+            return f"{1000 * covariance / variance:+.1f}"
+
         return (
             f"memory (MiB; in brackets the service's main process alone) at N feedback pages out: "
-            f"{', '.join(marks)}; slope after the first fifth: {slope}"
+            f"{', '.join(marks)}; slope in MiB per 1000 submissions, fitted after the first fifth: "
+            f"{slope(0.2, 1)} ({slope(0.2, 2)}), over the second half: {slope(0.5, 1)} ({slope(0.5, 2)})"
         )
 
 
@@ -331,6 +336,9 @@ def main() -> int:
         action="store_true",
         help="skip timing nbgrader generate_feedback after the batch grader (minutes)",
     )
+    parser.add_argument(
+        "--no-batch", action="store_true", help="skip the batch grader's run (for memory over a long run)"
+    )
     args = parser.parse_args()
     sys.modules.setdefault("rfc3987_syntax", None)  # as the grader does: a slow, unused import of jsonschema
 
@@ -403,6 +411,8 @@ def main() -> int:
         watcher.stop.set()
         log.close()
 
+    if args.no_batch:
+        return 0
     graded, with_feedback, batch_cpu, batch_load = batch_times(root, args.jobs, not args.no_nbgrader_feedback)
     total = args.burst + args.idle
     print(

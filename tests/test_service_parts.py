@@ -312,3 +312,18 @@ def test_gradebooks_opened_on_one_url_share_an_engine_and_keep_working(tmp_path)
         assert [student.id for student in second.students] == ["ada"]
     with Gradebook(f"sqlite:///{tmp_path / 'other.db'}", "course") as other:
         assert other.engine is not engine
+
+
+def test_the_feedback_child_is_replaced_after_its_pages_and_none_is_lost(mini_course):
+    from autograder.service import feedback_process
+
+    children = feedback_process.FeedbackProcess(mini_course.root, pages_per_child=3)
+    try:
+        # nobody here has autograded work: each page is made (as nothing) at once
+        futures = [children.submit("attention_heads", f"nobody{number}", False, False) for number in range(8)]
+        makers = [future.result(timeout=120) for future in futures]
+    finally:
+        children.close()
+    assert [len(set(makers[start : start + 3])) for start in (0, 3, 6)] == [1, 1, 1]  # three pages a child
+    assert len(set(makers)) == 3, f"8 pages at 3 a child should take 3 children, took {len(set(makers))}"
+    assert all(future.done() and future.exception() is None for future in futures)

@@ -8,6 +8,13 @@ at a time (the renderer keeps its compiled templates between students) and the s
 submission done when the child reports back, so a claim stays the service's, renewed, until its
 feedback is out.
 
+A child is retired after PAGES_PER_CHILD pages: the next pages go to a fresh child, while the old
+one makes those already asked of it and exits. What a long-lived child accumulates (the
+allocator's high-water marks, caches of the libraries it runs) is returned every few hundred
+pages, so the service's memory stays flat over a term. (Not ProcessPoolExecutor's
+max_tasks_per_child: on Python 3.11 to 3.13 it deadlocks once a worker retires with work queued,
+CPython issue 115634.)
+
 The child dies with the service (PR_SET_PDEATHSIG): after a kill -9 nothing is left running,
 and the claims of submissions whose feedback was not out expire and are taken over (their grades
 are committed, so only their feedback is made again).
@@ -64,11 +71,13 @@ def _start(root: str, parent: int) -> None:
     _child["config"], _child["root"] = config, pathlib.Path(root)
 
 
-def _make(assignment: str, student: str, withhold_messages: bool, release: bool) -> None:
+def _make(assignment: str, student: str, withhold_messages: bool, release: bool) -> int:
+    """Make (and release) one student's feedback; returns the pid of the child that made it."""
     config, root = _child["config"], _child["root"]
     feedback.generate(config, root, assignment, student, withhold_messages)
     if release:
         feedback.release(config, root, assignment, student)
+    return os.getpid()
 
 
 def _warm() -> int:
@@ -80,12 +89,19 @@ def _warm() -> int:
     return os.getpid()
 
 
-class FeedbackProcess:
-    """One child process that makes and releases feedback, one student at a time, in order."""
+PAGES_PER_CHILD = 300
 
-    def __init__(self, root: pathlib.Path):
+
+class FeedbackProcess:
+    """One child process that makes and releases feedback, one student at a time, in order
+    (a retiring child and its successor may overlap, each with its own students)."""
+
+    def __init__(self, root: pathlib.Path, pages_per_child: int = PAGES_PER_CHILD):
         self.root = pathlib.Path(root)
+        self.pages_per_child = pages_per_child
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._asked: list[concurrent.futures.Future] = []  # of the current child
+        self._retired: list[list[concurrent.futures.Future]] = []  # of retired children still at work
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -107,21 +123,37 @@ class FeedbackProcess:
     def submit(
         self, assignment: str, student: str, withhold_messages: bool, release: bool
     ) -> concurrent.futures.Future:
-        """Make (and with `release`, release) the student's feedback; the future raises what failed."""
+        """Make (and with `release`, release) the student's feedback; the future raises what
+        failed, or gives the pid of the child that made it."""
+        if len(self._asked) >= self.pages_per_child:
+            self._retire()
         try:
-            return self._executor().submit(_make, assignment, student, withhold_messages, release)
+            future = self._executor().submit(_make, assignment, student, withhold_messages, release)
         except concurrent.futures.process.BrokenProcessPool:
             self.restart()
-            return self._executor().submit(_make, assignment, student, withhold_messages, release)
+            future = self._executor().submit(_make, assignment, student, withhold_messages, release)
+        self._asked.append(future)
+        return future
+
+    def _retire(self) -> None:
+        """The next pages go to a new child; the current one makes those it was asked for, then exits."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # what is queued is still made
+            self._retired.append(self._asked)
+        self._pool, self._asked = None, []
+        self._retired = [futures for futures in self._retired if not all(future.done() for future in futures)]
 
     def restart(self) -> None:
         """After the child died (killed, out of memory): the next submit starts a new one."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+        self._asked = []
 
     def close(self) -> None:
-        """Wait for the feedback in hand, then stop the child."""
+        """Wait for the feedback in hand (of retired children too), then stop the child."""
+        for futures in self._retired:
+            concurrent.futures.wait(futures)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-            self._pool = None
+        self._retired, self._pool, self._asked = [], None, []

@@ -418,8 +418,7 @@ class Service:
                 continue
             try:
                 future.result()
-            except BrokenProcessPool as error:
-                self.feedback.restart()
+            except BrokenProcessPool as error:  # the next submit starts a new child
                 self._failed(job, f"feedback failed: the feedback process died ({error})")
             except Exception as error:  # whatever the renderer raised: retried, then failed
                 log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
