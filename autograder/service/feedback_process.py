@@ -10,8 +10,8 @@ feedback is out.
 
 A child is retired after PAGES_PER_CHILD pages: the next pages go to a fresh child, while the old
 one makes those already asked of it and exits. What a long-lived child accumulates (the
-allocator's high-water marks, caches of the libraries it runs) is returned every few hundred
-pages, so the service's memory stays flat over a term. (Not ProcessPoolExecutor's
+allocator's high-water marks, caches of the libraries it runs) is returned every thousand
+pages, so the feedback process's memory stays flat over a term. (Not ProcessPoolExecutor's
 max_tasks_per_child: on Python 3.11 to 3.13 it deadlocks once a worker retires with work queued,
 CPython issue 115634.)
 
@@ -89,7 +89,7 @@ def _warm() -> int:
     return os.getpid()
 
 
-PAGES_PER_CHILD = 300
+PAGES_PER_CHILD = 1000
 
 
 class FeedbackProcess:
@@ -100,8 +100,8 @@ class FeedbackProcess:
         self.root = pathlib.Path(root)
         self.pages_per_child = pages_per_child
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._asked: list[concurrent.futures.Future] = []  # of the current child
-        self._retired: list[list[concurrent.futures.Future]] = []  # of retired children still at work
+        self._asked = 0  # pages asked of the current child
+        self._unfinished: list[concurrent.futures.Future] = []  # pages not made yet, of any child
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
         if self._pool is None:
@@ -125,35 +125,34 @@ class FeedbackProcess:
     ) -> concurrent.futures.Future:
         """Make (and with `release`, release) the student's feedback; the future raises what
         failed, or gives the pid of the child that made it."""
-        if len(self._asked) >= self.pages_per_child:
+        if self._asked >= self.pages_per_child:
             self._retire()
         try:
             future = self._executor().submit(_make, assignment, student, withhold_messages, release)
         except concurrent.futures.process.BrokenProcessPool:
             self.restart()
             future = self._executor().submit(_make, assignment, student, withhold_messages, release)
-        self._asked.append(future)
+        self._asked += 1
+        # only what is not made yet is kept: a future held for each page ever made would creep
+        self._unfinished = [pending for pending in self._unfinished if not pending.done()] + [future]
         return future
 
     def _retire(self) -> None:
         """The next pages go to a new child; the current one makes those it was asked for, then exits."""
         if self._pool is not None:
             self._pool.shutdown(wait=False)  # what is queued is still made
-            self._retired.append(self._asked)
-        self._pool, self._asked = None, []
-        self._retired = [futures for futures in self._retired if not all(future.done() for future in futures)]
+        self._pool, self._asked = None, 0
 
     def restart(self) -> None:
         """After the child died (killed, out of memory): the next submit starts a new one."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self._asked = []
+        self._asked = 0
 
     def close(self) -> None:
         """Wait for the feedback in hand (of retired children too), then stop the child."""
-        for futures in self._retired:
-            concurrent.futures.wait(futures)
+        concurrent.futures.wait(self._unfinished)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        self._retired, self._pool, self._asked = [], None, []
+        self._unfinished, self._pool, self._asked = [], None, 0
