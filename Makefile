@@ -53,10 +53,15 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.created
 demo: $(VENV)/.instructor
 	$(PY) -m autograder.dev.demo
 
+# Test files in parallel worker processes (pytest-xdist), a file to a worker: a file's fixtures
+# (a graded class, a running formgrader) are built once. Up to 4 workers: each test already runs
+# its graders in parallel.
+PARALLEL = -n auto --maxprocesses 4 --dist loadfile
+
 # What CI runs (.ci/run): lint and types, every test tier, then (as root) the threat tests again
 # as an unprivileged user.
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(PARALLEL) tests
 	@$(MAKE) --no-print-directory test-unprivileged
 
 # The threat tests as uid 65534, as a user on a desktop or a JupyterHub pod runs the grader: the
@@ -85,7 +90,7 @@ test-sandbox: $(VENV)/.dev
 
 # Kernels, nbgrader, PostgreSQL, the browser.
 test-integration: $(VENV)/.dev
-	$(PY) -m pytest -q tests -m slow
+	$(PY) -m pytest -q $(PARALLEL) tests -m slow
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
