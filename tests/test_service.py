@@ -308,6 +308,35 @@ def test_kill_9_mid_grade_and_two_services_lose_nothing_and_grade_nothing_twice(
     assert all(student.feedback_in_exchange("mini", "mini") for student in people)
 
 
+def test_a_grading_child_killed_mid_grade_is_the_graders_fault_retried_and_graded_in_full(classroom_setup, services):
+    """The service grades in a child process; one killed (say, by the out-of-memory killer) is a
+    fault of the grader: the submission is graded again by a new child, not scored as broken."""
+    root, exchange, base = classroom_setup
+    course = Course(root)
+    answers = classroom.model_answers(course, "mini", "mini")
+    slow = classroom.filled_notebook(
+        course, "mini", "mini", {"mini_matrix_answer": "import time\ntime.sleep(4)\n" + answers["mini_matrix_answer"]}
+    )
+    (sam,) = make_students(["sam"], base / "homes", exchange, COURSE_ID)
+    sam.fetch_assignment("mini")
+    sam.write_notebook("mini", "mini", slow)
+    service = services(root)
+    found = wait_for(
+        lambda: re.search(r"grading process ready \(pid (\d+)\)", service.log()), "the grading child", [service]
+    )
+    sam.submit("mini")
+    wait_for(lambda: any(row.state == jobqueue.RUNNING for row in queue_rows(root)), "the grade to start", [service])
+    time.sleep(1.5)  # inside the slow cell
+    os.kill(int(found.group(1)), signal.SIGKILL)
+    wait_for(lambda: sam.feedback_in_exchange("mini", "mini"), "sam's feedback", [service])
+    wait_for(lambda: queue_rows(root)[0].state == jobqueue.DONE, "sam's submission done", [service])
+    (row,) = queue_rows(root)
+    assert row.attempts == 2, "graded again after the fault"
+    assert "grader fault: the grading process died" in service.log()
+    assert scores(root) == {"sam": {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}}
+    assert service.graded() == ["sam/mini"]
+
+
 def test_policy_rate_limit_and_withheld_messages(classroom_setup, capsys):
     """In-process: one graded submission per hour, and no messages before the deadline (none is set)."""
     from autograder.service.service import Service

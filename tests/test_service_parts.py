@@ -320,9 +320,9 @@ def test_the_feedback_child_is_replaced_after_its_pages_and_none_is_lost(mini_co
     children = feedback_process.FeedbackProcess(mini_course.root, pages_per_child=3)
     try:
         # nobody here has autograded work: each page is made (as nothing) at once
-        futures = [children.submit("attention_heads", f"nobody{number}", False, False) for number in range(8)]
+        futures = [children.make("attention_heads", f"nobody{number}", False, False) for number in range(8)]
         makers = [future.result(timeout=120) for future in futures]
-        children.submit("attention_heads", "nobody8", False, False).result(timeout=120)
+        children.make("attention_heads", "nobody8", False, False).result(timeout=120)
         # a page made is not remembered (a future held per page ever made crept ~1 KB a page)
         assert len(children._unfinished) <= 1
     finally:
@@ -330,3 +330,93 @@ def test_the_feedback_child_is_replaced_after_its_pages_and_none_is_lost(mini_co
     assert [len(set(makers[start : start + 3])) for start in (0, 3, 6)] == [1, 1, 1]  # three pages a child
     assert len(set(makers)) == 3, f"8 pages at 3 a child should take 3 children, took {len(set(makers))}"
     assert all(future.done() and future.exception() is None for future in futures)
+
+
+def _class_of(root, count: int) -> list[str]:
+    """`count` more students, each with the full model answer, in the generated class at root."""
+    from autograder.core.course import Course
+    from autograder.dev import classroom
+
+    full = classroom.filled_notebook(Course(root), "mini", "mini")
+    names = [f"s{number:02}" for number in range(count)]
+    for name in names:
+        classroom.write_submission(root, name, "mini", {"mini": full})
+    return names
+
+
+def _grade_in(children, students, on_recorded, jobs=1):
+    from autograder.sandbox import supervisor as sandbox
+
+    return children.grade(
+        "mini",
+        students,
+        on_recorded,
+        jobs=jobs,
+        limits=sandbox.Limits(cell_seconds=5, total_seconds=30),
+        isolation="auto",
+    )
+
+
+def _full_marks(root, students) -> bool:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits") as gradebook:
+        return all(
+            {grade.name: grade.score for grade in gradebook.find_submission_notebook("mini", "mini", name).grades}
+            == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}
+            for name in students
+        )
+
+
+def test_the_grading_child_reports_each_chunk_as_committed_and_is_replaced_after_its_submissions(mini_class):
+    from autograder.nbgrader import batch
+    from autograder.service import grading_process
+
+    chunk = batch.CHUNK_NOTEBOOKS_PER_JOB
+    many = _class_of(mini_class, 2 * chunk)
+    children = grading_process.GradingProcess(mini_class, submissions_per_child=2 * chunk)
+    reports: list[tuple[list[str], bool]] = []  # (students, whether the child was still grading)
+
+    def on_recorded(students):
+        reports.append((students, not children._unfinished[-1].done()))
+
+    try:
+        first = _grade_in(children, many, on_recorded)
+        second = _grade_in(children, ["ada"], lambda students: reports.append((students, True)))
+        third = _grade_in(children, ["bob"], lambda students: reports.append((students, True)))
+    finally:
+        children.close()
+    # one report per chunk of the batch grader, the first while the second chunk was still being graded
+    assert [students for students, _ in reports] == [many[:chunk], many[chunk:], ["ada"], ["bob"]]
+    assert reports[0][1], "the first chunk was reported only once the whole claim was graded"
+    assert first["recorded"] == many and first["flagged"] == []
+    assert second["pid"] != first["pid"], f"the child was not replaced after its {2 * chunk} submissions"
+    assert third["pid"] == second["pid"], "the new child was replaced before its allowance"
+    assert _full_marks(mini_class, many + ["ada"])
+
+
+def test_a_grading_child_that_dies_mid_claim_raises_there_and_the_next_claim_gets_a_new_child(mini_class):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from autograder.nbgrader import batch
+    from autograder.service import grading_process
+
+    chunk = batch.CHUNK_NOTEBOOKS_PER_JOB
+    many = _class_of(mini_class, 2 * chunk)
+    children = grading_process.GradingProcess(mini_class)
+    pid = children.start().result(timeout=120)
+    reported: list[str] = []
+
+    def killed_after_the_first_chunk(students):
+        reported.extend(students)
+        os.kill(pid, 9)
+
+    try:
+        with pytest.raises(BrokenProcessPool):
+            _grade_in(children, many, killed_after_the_first_chunk)
+        assert reported == many[:chunk], "what was committed before the child died is reported, and no more"
+        after = _grade_in(children, many[chunk:], reported.extend)
+    finally:
+        children.close()
+    assert after["pid"] != pid and after["recorded"] == many[chunk:]
+    assert _full_marks(mini_class, many)

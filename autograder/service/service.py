@@ -4,11 +4,12 @@ A thread scans the exchange inbound (or, for a course without an exchange, submi
 submissions not seen before and enqueues them in the gradebook's database (held for the
 instructor instead when the policy holds late work). The main loop claims what is due (several
 students at once under a burst, one at a time when idle); collects each claimed submission into
-submitted/ as `nbgrader collect --update` would; grades the claimed students with the batch
-grader (the same sanitising, sandboxed grading and recording into the gradebook and autograded/,
-manual grades never overwritten); hands each student's feedback, as their grades are committed,
-to a child process that generates and releases it while the next chunk is graded; and marks
-the queue rows done as the child reports each page out. A thread renews this service's claims
+submitted/ as `nbgrader collect --update` would; has a child process grade the claimed students
+with the batch grader (the same sanitising, sandboxed grading and recording into the gradebook
+and autograded/, manual grades never overwritten); hands each student's feedback, as the grading
+child reports their grades committed, to another child that generates and releases it while the
+next chunk is graded; and marks the queue rows done as that child reports each page out. Both
+children are replaced now and then (service/child.py), so the service's memory stays flat. A thread renews this service's claims
 until then; a service that dies stops renewing them, and another service (or this one
 restarted) takes them over.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import logging
 import os
 import pathlib
@@ -30,7 +32,7 @@ from autograder.nbgrader import batch
 from autograder.nbgrader import settings as nbgrader_settings
 from autograder.nbgrader.lock import GraderBusy
 from autograder.sandbox import supervisor as sandbox
-from autograder.service import collect, engines, feedback, feedback_process
+from autograder.service import collect, engines, feedback, feedback_process, grading_process
 from autograder.service import queue as jobqueue
 from autograder.service.policy import GradingService
 
@@ -100,6 +102,7 @@ class Service:
         # Claims this service holds: being graded, or graded and waiting for their feedback.
         self.claimed: set[int] = set()
         self.claimed_lock = threading.Lock()  # the heartbeat thread reads the claims
+        self.grading = grading_process.GradingProcess(course.root)
         self.feedback = feedback_process.FeedbackProcess(course.root)
         self.awaiting: list[tuple] = []  # (future, job, grading started, note) per feedback in the making
         self.stopping = threading.Event()
@@ -136,9 +139,8 @@ class Service:
         # status, and for other services) at once, and the first claim need not wait for the last
         # of its enqueue transactions.
         threading.Thread(target=self._keep_discovering, args=(finished,), daemon=True).start()
-        self.feedback.start().add_done_callback(
-            lambda ready: log.info("feedback process ready (pid %s)", ready.result()) if not ready.exception() else None
-        )
+        for name, process in (("grading", self.grading), ("feedback", self.feedback)):
+            process.start().add_done_callback(functools.partial(self._log_ready, name))
         summary_at = time.monotonic() + SUMMARY_SECONDS
         try:
             while not self.stopping.is_set():
@@ -158,8 +160,14 @@ class Service:
         finally:
             self.collect_feedback(wait=True)  # what is graded gets its feedback before the service stops
             self.feedback.close()
+            self.grading.close()
             finished.set()
         self.log_summary()
+
+    @staticmethod
+    def _log_ready(name: str, ready) -> None:
+        if not ready.exception():
+            log.info("%s process ready (pid %s)", name, ready.result())
 
     def _claim_size(self) -> int:
         # Idle, whoever submitted; under a burst, several of the batch grader's chunks, so that
@@ -367,35 +375,37 @@ class Service:
         by_student = {job.student: job for job in ready}
         released: set[str] = set()
 
-        def release(chunk) -> None:
-            for work in chunk:
-                self._release(by_student[work.student], policy, withhold, started, graded=True)
-                released.add(work.student)
+        def release(students: list[str]) -> None:
+            for student in students:
+                self._release(by_student[student], policy, withhold, started, graded=True)
+                released.add(student)
 
-        grader = batch.BatchGrader(
-            self.course,
-            assignment,
-            jobs=self.jobs,
-            limits=self.limits,
-            isolation=self.isolation,
-            students=list(by_student),
-            quiet=True,
-            on_recorded=release,
-            shared_lock=True,
-        )
         try:
-            grader.run()
+            graded = self.grading.grade(
+                assignment, list(by_student), release, jobs=self.jobs, limits=self.limits, isolation=self.isolation
+            )
         except GraderBusy as error:  # a batch grader holds the assignment: no fault, wait for it
             log.warning("%s: %s; its submissions wait", assignment, error)
             for student in set(by_student) - released:
                 self.queue.give_back(by_student[student], f"waiting: {error}", retry_after=BUSY_RETRY_SECONDS)
             return
-        except Exception as error:
-            log.exception("grading %s for %s failed", assignment, ", ".join(sorted(set(by_student) - released)))
+        except Exception as error:  # BrokenProcessPool too: the grading child died (the next claim starts another)
+            log.error(
+                "grading %s for %s failed: %r",
+                assignment,
+                ", ".join(sorted(set(by_student) - released)),
+                error,
+                exc_info=error,
+            )
+            reason = (
+                f"the grading process died, killed or out of memory ({error})"
+                if isinstance(error, BrokenProcessPool)
+                else repr(error)
+            )
             for student in set(by_student) - released:
-                self._failed(by_student[student], f"grader fault: {error!r}")
+                self._failed(by_student[student], f"grader fault: {reason}")
             return
-        faulty = {entry.split("/", 1)[0] for entry in grader.flagged}  # left ungraded by a fault of the grader
+        faulty = {entry.split("/", 1)[0] for entry in graded["flagged"]}  # left ungraded by a fault of the grader
         for student in sorted(faulty - released):
             self._failed(by_student[student], "grader fault: the submission was not graded (see the grader's log)")
         for student in set(by_student) - released - faulty:  # recorded before a restart: feedback only
@@ -406,7 +416,7 @@ class Service:
         says); the job is marked done when it reports back (collect_feedback)."""
         note = None if graded else "already graded (recorded before a restart); feedback only"
         release = policy.instant_feedback and self.uses_exchange
-        future = self.feedback.submit(job.assignment, job.student, withhold, release)
+        future = self.feedback.make(job.assignment, job.student, withhold, release)
         self.awaiting.append((future, job, started, note))
 
     def collect_feedback(self, wait: bool = False) -> None:
