@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from test_batch import auto_scores, generated_class, mini_class, run_batch  # noqa: F401  (fixtures, helpers)
+from test_batch import auto_scores, run_batch
 from test_isolation import _broken_driver
 
 from autograder.core.course import Course

@@ -23,7 +23,7 @@ import threading
 
 import pytest
 from conftest import REPOSITORY
-from test_batch import auto_scores, generated_class, mini_class, run_batch  # noqa: F401  (fixtures, helpers)
+from test_batch import auto_scores, run_batch
 
 from autograder.core import engine
 from autograder.core.submission import decode_value
