@@ -20,8 +20,9 @@ feedback process, the batch grader; not the sandboxed runs, whose processes neit
 which are the same for both: a figure that other work on a shared machine disturbs less than
 wall time), the load average at each phase, and the
 service's resident memory (with its children, and of its main process alone) every 100 graded
-submissions, with its slope fitted after the first fifth of the burst and over its second half
-(flat memory over a long run: `--burst 1000 --burst-seconds 150`).
+submissions, its peak in each grading child's lifetime (the child is replaced after
+SUBMISSIONS_PER_CHILD), and its slope fitted after the first fifth of the burst and over its
+second half (memory over a long run: `--idle 0 --burst 2000 --burst-seconds 300 --no-batch`).
 A benchmark, not a test: nothing is asserted.
 
     python benchmarks/bench_service.py [--idle 20] [--burst 200] [--burst-seconds 60] [--jobs 2]
@@ -48,6 +49,7 @@ from autograder.dev import classroom  # noqa: E402
 from autograder.dev.students import Student  # noqa: E402
 from autograder.nbgrader import release  # noqa: E402
 from autograder.nbgrader import settings as nbgrader_settings  # noqa: E402
+from autograder.service.grading_process import SUBMISSIONS_PER_CHILD  # noqa: E402
 
 ASSIGNMENT, NOTEBOOK = "attention_heads", "virtual_head"
 COURSE_ID = "transformer-circuits"
@@ -202,9 +204,21 @@ class MemorySampler:
             variance = sum((done - mean_x) ** 2 for done, _ in fitted)
             return f"{1000 * covariance / variance:+.1f}"
 
+        # The grading child is replaced after SUBMISSIONS_PER_CHILD, so the total is a sawtooth and
+        # a fitted slope depends on where the teeth fall: bounded means each generation's peak
+        # is no higher than the one before.
+        peaks = []
+        for start in range(0, total, SUBMISSIONS_PER_CHILD):
+            window = [sample for sample in self.samples if start <= sample[0] < start + SUBMISSIONS_PER_CHILD]
+            if window:
+                peaks.append(
+                    f"{start}-{start + SUBMISSIONS_PER_CHILD}: {max(s[1] for s in window):.0f} "
+                    f"({max(s[2] for s in window):.0f})"
+                )
         return (
             f"memory (MiB; in brackets the service's main process alone) at N feedback pages out: "
-            f"{', '.join(marks)}; slope in MiB per 1000 submissions, fitted after the first fifth: "
+            f"{', '.join(marks)}; peak in each grading child's {SUBMISSIONS_PER_CHILD} submissions: "
+            f"{', '.join(peaks)}; slope in MiB per 1000 submissions, fitted after the first fifth: "
             f"{slope(0.2, 1)} ({slope(0.2, 2)}), over the second half: {slope(0.5, 1)} ({slope(0.5, 2)})"
         )
 

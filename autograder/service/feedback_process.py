@@ -1,7 +1,7 @@
 """Feedback made in a child process, so that the grading service's grading never waits for it.
 
 Making one student's feedback page (nbgrader's GenerateFeedback, then ExchangeReleaseFeedback)
-costs about as much CPU as checking and recording their submission. In the grading thread it
+costs about as much CPU as checking and recording their submission. In the grading process it
 would leave the sandboxes idle while each chunk's pages are made; in this child it runs on the
 other core while the next chunk is checked and recorded. The child makes one student's feedback
 at a time (the renderer keeps its compiled templates between students) and the service marks the
