@@ -1,6 +1,7 @@
 """The command line as instructors and self-learners use it: output formats and exit codes."""
 
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -80,3 +81,20 @@ def test_check_reports_per_part_and_exit_status(notebooks):
     assert told and len(told) == len(set(told)), "each undefined name is printed once"
     assert "this part's answer cell" in blank.stdout and "stopped early" not in blank.stdout
     assert "reference solutions" not in blank.stdout, "solutions are offered only for attempted parts"
+
+
+def test_the_grader_opens_gradebooks_with_its_environment_not_activated(tmp_path):
+    """nbgrader runs `alembic` by name to open a gradebook: `.venv/bin/python -m autograder` (and
+    `make demo`) must work with nothing but the system on PATH, as a fresh shell has it."""
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    def open_new_gradebook(name: str, first: str = "") -> subprocess.CompletedProcess:
+        # nbgrader runs alembic only for a new database
+        url = f"sqlite:///{tmp_path / name}.db"
+        code = f"{first}import nbgrader.api; nbgrader.api.Gradebook({url!r}, 'course').close(); print('opened')"
+        return subprocess.run([sys.executable, "-c", code], env=bare, capture_output=True, text=True)
+
+    ours = open_new_gradebook("ours", first="import autograder; ")
+    assert ours.stdout.strip() == "opened", ours.stderr
+    if not any(pathlib.Path(folder, "alembic").exists() for folder in bare["PATH"].split(":")):
+        assert "alembic" in open_new_gradebook("without").stderr  # what importing autograder cures
