@@ -163,7 +163,7 @@ class Course:
         from autograder.core import notebook as nbio
 
         path = self.release / assignment / f"{notebook}.ipynb"
-        return _read_cached(str(path), path.stat().st_mtime_ns, nbio.read_notebook)
+        return _read_cached(str(path), path.stat().st_mtime_ns, nbio.read_course_notebook)
 
     def variant_settings(self, assignment: str, notebook: str):
         """The variant settings the release notebook carries (core.variants), or None."""
@@ -193,4 +193,4 @@ def _variant_settings_of(path: str):
     from autograder.core import notebook as nbio
     from autograder.core import variants
 
-    return variants.settings_of(nbio.read_notebook(path))
+    return variants.settings_of(nbio.read_course_notebook(path))

@@ -62,6 +62,17 @@ def read_notebook(path: str, root: str | None = None) -> dict:
     return parse_notebook(text)
 
 
+def read_course_notebook(path: str | os.PathLike) -> dict:
+    """Parse one of the course's own notebooks (source/, release/): trusted as the instructor's,
+    so its number of names and links never matter (safe_files.read_course_file); still parsed and
+    validated as any notebook is."""
+    try:
+        data = safe_files.read_course_file(path, MAX_NOTEBOOK_BYTES)
+        return parse_notebook(data.decode("utf-8"))
+    except (safe_files.UnsafeFile, UnicodeDecodeError) as error:
+        raise UnreadableNotebook(f"the course notebook {path} cannot be read: {error}") from None
+
+
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*+"')
 
 

@@ -56,7 +56,7 @@ def source_parts(course: Course, assignment: str, notebook: str) -> tuple[Part, 
     """Grade cells of the instructor notebook, in order."""
     path = course.source / assignment / f"{notebook}.ipynb"
     parts = []
-    for cell in nbio.read_notebook(str(path))["cells"]:
+    for cell in nbio.read_course_notebook(path)["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade"):
             parts.append(Part(meta["grade_id"], float(meta.get("points", 0)), bool(meta.get("solution"))))
@@ -66,7 +66,7 @@ def source_parts(course: Course, assignment: str, notebook: str) -> tuple[Part, 
 def answer_cells_defining(course: Course, assignment: str, notebook: str, names) -> dict[str, str]:
     """name -> grade_id of the answer cell whose model answer (in source/) defines it."""
     wanted, found = set(names), {}  # type: set[str], dict[str, str]
-    for cell in nbio.read_notebook(str(course.source / assignment / f"{notebook}.ipynb"))["cells"]:
+    for cell in nbio.read_course_notebook(course.source / assignment / f"{notebook}.ipynb")["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell["cell_type"] == "code" and meta.get("solution"):
             for name in sorted(nbio.assigned_names(cell["source"]) & wanted):

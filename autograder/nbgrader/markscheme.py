@@ -26,7 +26,7 @@ from nbconvert.preprocessors import Preprocessor
 from nbformat import v4
 from traitlets import default
 
-from autograder.core.notebook import grade_id, read_notebook, source_text
+from autograder.core.notebook import grade_id, read_course_notebook, source_text
 
 SCHEME_HEADING = "Mark scheme:"
 GRADING_TEMPLATE = "formgrade"  # nbgrader's template of the formgrader's grading page
@@ -120,7 +120,7 @@ class MarkSchemePanels(Preprocessor):
         path = os.path.join(folder, f"{notebook}.ipynb")
         where = os.path.relpath(path, coursedir.root)
         try:
-            return read_notebook(path, root=coursedir.root), where
+            return read_course_notebook(path), where
         except Exception as error:  # noqa: BLE001 - the page still shows the submission and says why
             self.log.warning("no mark schemes for %s: %s", where, error)
             return None, where
