@@ -149,6 +149,8 @@ def _feedback_exporter_class():
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
+    from autograder.nbgrader import inert, maths
+
     class RememberedHighlight:
         """nbconvert's code highlighting, remembered: a class's pages show the same course cells
         (given code, test cells) again and again, and highlighting them is a pure function of
@@ -181,7 +183,8 @@ def _feedback_exporter_class():
         re-parses the whole page with BeautifulSoup (85% of a feedback page's cost, with the
         checks' SVG pictures) to give <img> tags without alt text one, and JupyterLab-template
         cells a tabindex; a feedback page (nbgrader's classic-based template) with no <img> has
-        neither, and then the page is returned as rendered."""
+        neither, and then the page is returned as rendered. Either way the page is made inert
+        (autograder.nbgrader.inert.inert_page: cleaned, and a policy that runs and loads nothing)."""
 
         remembered = None
 
@@ -200,8 +203,9 @@ def _feedback_exporter_class():
             )
             page, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
             if "<img" in page or "jp-Cell-inputWrapper" in page or "jp-OutputArea-output" in page:
-                return super().from_notebook_node(nb, resources, **kw)  # the pass has work: run it all
-            return page, resources
+                resources.pop(maths.PAGE_BUDGET, None)  # the page is rendered again, with its whole budget
+                page, resources = super().from_notebook_node(nb, resources, **kw)  # the pass has work: run it all
+            return inert.inert_page(page), resources
 
     return FeedbackHTMLExporter
 

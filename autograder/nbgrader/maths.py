@@ -19,7 +19,11 @@ grading service) picks it up:
   the formgrader's also answers formgrade.js's one question to MathJax (when typesetting ends).
 
 TeX that latex2mathml cannot read stays as it was written, escaped, in a `<code>` element, so
-a grader sees exactly what the student typed. Student TeX is untrusted: the MathML is rebuilt
+a grader sees exactly what the student typed. So does TeX past a budget: one formula of more
+than MAX_TEX_PER_FORMULA characters, and whatever comes after MAX_TEX_PER_ANSWER characters in
+one cell or MAX_TEX_PER_PAGE in one page (a note says so): MathML is some twenty times the size
+of its TeX, and one answer's megabyte of TeX must not make a huge page nor a slow one for the
+next student. Every rendered cell is then made inert (autograder.nbgrader.inert.clean_fragment). Student TeX is untrusted: the MathML is rebuilt
 from latex2mathml's element tree with MathML elements and presentational attributes only, and
 every text escaped (latex2mathml's own serialisation passes `\\text{<script>}` through).
 """
@@ -68,11 +72,57 @@ def _clean(element: ElementTree.Element) -> ElementTree.Element | None:
     return copy
 
 
-@functools.lru_cache(maxsize=4096)
+MAX_TEX_PER_FORMULA = 4_000  # characters of TeX; a longer formula is shown as typed
+MAX_TEX_PER_ANSWER = 20_000  # drawn as MathML in one cell; the course's longest cell has about 1,000
+MAX_TEX_PER_PAGE = 100_000  # drawn as MathML in one page; the course's longest notebook has about 2,000
+MAX_MARKDOWN_CHARS = 512 * 1024  # a longer cell is shown as typed, not rendered
+PAGE_BUDGET = "tc_tex_budget"  # the key of a page's TexBudget in its rendering resources
+_CACHED_TEX = 512  # formulas up to this long are remembered (the notebook's own, repeated in every page)
+
+
+class TexBudget:
+    """How much TeX one page may still draw as MathML, and one cell of it."""
+
+    def __init__(self, page_left: int = MAX_TEX_PER_PAGE):
+        self.page_left = page_left
+        self.cell_left = MAX_TEX_PER_ANSWER
+        self.skipped = 0
+
+    def take(self, tex: str) -> bool:
+        """Whether this formula may be drawn (and its length counted), or is shown as typed."""
+        size = len(tex)
+        if size > MAX_TEX_PER_FORMULA or size > self.cell_left or size > self.page_left:
+            self.skipped += 1
+            return False
+        self.cell_left -= size
+        self.page_left -= size
+        return True
+
+    def note(self) -> str:
+        if not self.skipped:
+            return ""
+        return (
+            f'<p class="tc-note"><i>{self.skipped} formula(s) shown as typed: pages draw at most '
+            f"{MAX_TEX_PER_FORMULA:,} characters of TeX per formula, {MAX_TEX_PER_ANSWER:,} per cell "
+            f"and {MAX_TEX_PER_PAGE:,} per page.</i></p>"
+        )
+
+
 def tex_to_mathml(tex: str, display: bool = False) -> str | None:
     """MathML for one TeX formula (safe to put into a page), or None if it cannot be read.
 
-    Kept per formula: a class's pages repeat the notebook's own formulas in every page."""
+    Short formulas are remembered: a class's pages repeat the notebook's own in every page."""
+    if len(tex) <= _CACHED_TEX:
+        return _cached_tex_to_mathml(tex, display)
+    return _tex_to_mathml(tex, display)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_tex_to_mathml(tex: str, display: bool) -> str | None:
+    return _tex_to_mathml(tex, display)
+
+
+def _tex_to_mathml(tex: str, display: bool) -> str | None:
     import latex2mathml.converter
 
     try:
@@ -94,23 +144,42 @@ def _as_typed(tex: str, left: str, right: str) -> str:
 
 
 class MathMLRenderer(IPythonRenderer):
-    """nbconvert's markdown renderer with maths as MathML (the rest is nbconvert's)."""
+    """nbconvert's markdown renderer with maths as MathML (the rest is nbconvert's), within a budget."""
+
+    def __init__(self, *args, budget: TexBudget | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget = budget or TexBudget()
+
+    def _maths(self, tex: str, display: bool, left: str, right: str) -> str:
+        drawn = tex_to_mathml(tex, display=display) if self.budget.take(tex) else None
+        return drawn or _as_typed(tex, left, right)
 
     def inline_math(self, body: str) -> str:
-        return tex_to_mathml(body) or _as_typed(body, "$", "$")
+        return self._maths(body, False, "$", "$")
 
     def block_math(self, body: str) -> str:
-        return tex_to_mathml(body, display=True) or _as_typed(body, "$$", "$$")
+        return self._maths(body, True, "$$", "$$")
 
     def latex_environment(self, name: str, body: str) -> str:
-        whole = f"\\begin{{{name}}}{body}\\end{{{name}}}"
-        return tex_to_mathml(whole, display=True) or _as_typed(whole, "", "")
+        return self._maths(f"\\begin{{{name}}}{body}\\end{{{name}}}", True, "", "")
 
 
-def markdown_to_html(source: str, **renderer_options) -> str:
-    """Markdown (nbconvert's dialect: tables, maths...) to HTML with MathML maths."""
-    renderer = MathMLRenderer(escape=False, **renderer_options)
-    return MarkdownWithMath(renderer=renderer).render(source)
+def markdown_to_html(source: str, budget: TexBudget | None = None, **renderer_options) -> str:
+    """Markdown (nbconvert's dialect: tables, maths...) to inert HTML with MathML maths; TeX past
+    the budget (a fresh page's by default) shown as typed, with a note."""
+    from autograder.nbgrader import inert
+
+    budget = budget or TexBudget()
+    budget.cell_left, budget.skipped = MAX_TEX_PER_ANSWER, 0
+    if len(source) > MAX_MARKDOWN_CHARS:
+        return (
+            f'<pre class="tc-tex">{html.escape(source[:MAX_MARKDOWN_CHARS], quote=False)}</pre>'
+            f'<p class="tc-note"><i>This cell is {len(source):,} characters long: shown as typed, '
+            f"and only its first {MAX_MARKDOWN_CHARS:,}.</i></p>"
+        )
+    renderer = MathMLRenderer(escape=False, budget=budget, **renderer_options)
+    rendered = MarkdownWithMath(renderer=renderer).render(source)
+    return inert.clean_fragment(rendered + budget.note())
 
 
 # jinja passes a filter the template context when the filter carries this mark (what
@@ -128,8 +197,13 @@ class MarkdownWithMathML(LoggingConfigurable):
     def __call__(self, context, source: str) -> str:
         exporter = self.parent
         cell = context.get("cell", {})
+        resources = context.get("resources")
+        budget = None
+        if isinstance(resources, dict):  # one budget per page: the page's resources carry it
+            budget = resources.setdefault(PAGE_BUDGET, TexBudget())
         return markdown_to_html(
             source,
+            budget,
             attachments=cell.get("attachments", {}),
             embed_images=getattr(exporter, "embed_images", False),
             path=context.get("resources", {}).get("metadata", {}).get("path", ""),

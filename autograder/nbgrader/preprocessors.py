@@ -166,21 +166,6 @@ def restore_course_metadata(nb, course: Course, assignment: str, notebook_id: st
         nb.metadata["kernelspec"] = json.loads(json.dumps(release["metadata"]["kernelspec"]))
 
 
-def sanitise_student_html(nb) -> None:
-    """Strip scripts, event handlers and other active HTML from the student's Markdown and Raw
-    cells, which the formgrader and feedback pages render as HTML in the instructor's and the
-    student's browser. Locked cells are the course's (restored from the release) and kept."""
-    import nh3
-
-    for cell in nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") in ("markdown", "raw") and not meta.get("locked"):
-            source = "".join(cell["source"]) if isinstance(cell.get("source"), list) else str(cell.get("source", ""))
-            cleaned = nh3.clean(source)
-            if cleaned != source:
-                cell["source"] = cleaned
-
-
 REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file is not graded
 
 
@@ -305,8 +290,9 @@ class CoursePreprocessor(NbGraderPreprocessor):
 
 
 class RestoreCourseMetadata(CoursePreprocessor):
-    """First sanitising step: the course's nbgrader metadata, never the student's (see above);
-    then the student's Markdown made safe to render. A submitted file that is a link (or a hard
+    """First sanitising step: the course's nbgrader metadata, never the student's (see above).
+    The student's answers are kept as written (`$s > t$` stays so); pages make them inert where
+    they render them (autograder.nbgrader.inert). A submitted file that is a link (or a hard
     link, ...) is replaced by the release notebook, and marked so that it is graded 0 with the
     reason instead of with what the link points at."""
 
@@ -324,7 +310,6 @@ class RestoreCourseMetadata(CoursePreprocessor):
             nb.cells = [from_dict(json.loads(json.dumps(cell))) for cell in release["cells"]]
         variants.keep_record(nb)  # before ClearOutput: whose variant the set-up cell showed
         restore_course_metadata(nb, self.course, info["assignment"], info["notebook"])
-        sanitise_student_html(nb)
         return nb, resources
 
 

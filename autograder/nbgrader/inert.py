@@ -1,0 +1,230 @@
+"""Pages that show student content render inert: the HTML they contain, after Markdown and maths.
+
+A notebook's answers are kept exactly as the student wrote them (autograded/ included); what
+is made harmless is the HTML that the formgrader and feedback pages are made of, at the three
+places student content becomes HTML:
+
+* `clean_fragment` on what the Markdown renderer made of a cell (autograder.nbgrader.maths
+  calls it on every cell it renders), so `[x](javascript:...)`, `&#106;avascript:`, event
+  handlers and `<script>` are gone whatever Markdown made of them, while `<`, `>` and `&` in
+  maths, code and prose show as typed;
+* `InertOutputs`, a preprocessor of every HTML page nbgrader renders with the course's
+  configuration, on outputs and raw cells (which nbconvert puts into a page as they are):
+  HTML and SVG cleaned, scripts and widgets dropped, images only as embedded data, each output
+  bounded in size;
+* `inert_page` on a whole feedback page, which is ours from head to foot: the body cleaned
+  again with the page's allowlist, and a Content-Security-Policy that forbids every script
+  and every load from elsewhere (`FEEDBACK_POLICY`). The formgrader's grading page is
+  nbgrader's, with nbgrader's scripts: it gets `FORMGRADER_POLICY` (its own scripts and
+  server only) from the course's templates/formgrade/mathjax.html.j2, placed after nbgrader's
+  scripts and before any student content.
+
+Links keep only http, https and mailto (and in-page `#` anchors); images only `data:image/...`;
+styles only properties that cannot load anything. The cleaner is ammonia (nh3), which parses
+as a browser does, so spellings (entities, case, whitespace, nesting) cannot hide a scheme.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+
+import nh3
+from nbconvert.exporters import HTMLExporter
+from nbconvert.preprocessors import Preprocessor
+from traitlets import default
+
+# What the formgrader may load and run: its own scripts, styles, fonts and API (same origin);
+# images embedded in the page or from its own server; nothing from anywhere else.
+# Written out in templates/formgrade/mathjax.html.j2 (a test compares the served page with this).
+FORMGRADER_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "font-src 'self' data:; connect-src 'self'; object-src 'none'; frame-src 'none'; base-uri 'self'; "
+    "form-action 'self'"
+)
+# A feedback page is read from the student's disk or a course server: nothing runs, nothing loads.
+FEEDBACK_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+MAX_OUTPUT_CHARS = 512 * 1024  # one output's HTML or SVG in a page; the rest is left out, said so
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+
+_MATHML = frozenset(
+    "math mi mn mo ms mspace mtext menclose merror mfrac mpadded mphantom mroot mrow msqrt mstyle"
+    " mmultiscripts mover mprescripts msub msubsup msup munder munderover mtable mtd mtr semantics"
+    " annotation".split()
+)
+_MATHML_ATTRIBUTES = frozenset(
+    "display displaystyle mathvariant scriptlevel stretchy fence separator symmetric largeop"
+    " movablelimits accent accentunder form lspace rspace minsize maxsize width height depth"
+    " linethickness columnalign columnlines columnspacing rowalign rowlines rowspacing frame"
+    " framespacing equalrows equalcolumns notation mathcolor mathbackground mathsize".split()
+)
+# What the course's pictures (heatmaps.py) and matplotlib's SVG are drawn with; no <use>, <image>,
+# <foreignObject>, <a> or <style>, which can reach out or hold HTML.
+_SVG = frozenset("svg g rect text tspan title line path polyline polygon circle ellipse defs clipPath".split())
+_SVG_ATTRIBUTES = frozenset(
+    "width height viewBox x y x1 y1 x2 y2 cx cy r rx ry d points fill stroke stroke-width opacity"
+    " fill-opacity stroke-opacity stroke-linecap stroke-linejoin stroke-dasharray transform font-size"
+    " font-family font-weight text-anchor dominant-baseline clip-path preserveAspectRatio".split()
+)
+# Style properties that take no URL (no background, list-style, cursor, content, mask, filter).
+_STYLE_PROPERTIES = frozenset(
+    "color background-color white-space display margin margin-top margin-bottom margin-left margin-right"
+    " padding padding-top padding-bottom padding-left padding-right font-weight font-style font-size"
+    " font-family text-align vertical-align border border-top border-bottom border-left border-right"
+    " border-color border-width border-style border-collapse width height max-width text-decoration".split()
+)
+# Classes a fragment may carry: nbconvert's and pygments' (short token names), the page's own
+# panels, the course's (tc-). No others, so an answer cannot pose as one of the formgrader's
+# controls (`score`, `comment`, ...), which its scripts find by class.
+_FRAGMENT_CLASS = re.compile(
+    r"(?:tc-[\w-]+|highlight|hl-[\w+-]+|anchor-link|language-[\w+-]+|[a-z]{1,3}\d?|panel|panel-[a-z]+"
+    r"|pull-right|nbgrader-label|rendered_html|output_[a-z]+|text_cell_render)"
+)
+_TOKEN = re.compile(r"[\w-]+")
+_IMAGE_DATA = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/=\s]*", re.I)
+
+_URL_ATTRIBUTES = frozenset({"href", "src", "cite", "action", "formaction", "xlink:href", "background", "poster"})
+_IGNORED_IN_URL = re.compile(r"[\x00-\x20\x7f]+")
+_HTML_TAGS = frozenset(nh3.ALLOWED_TAGS) - {"area", "map"}
+
+
+def _attributes(page: bool) -> dict[str, set[str]]:
+    common = {"class", "title", "style", "lang", "dir", "align"} | ({"id"} if page else set())
+    attributes: dict[str, set[str]] = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
+    attributes.pop("area", None)
+    attributes["*"] = common
+    attributes["div"] = {"data-grade-id"}
+    for tag in _MATHML:
+        attributes[tag] = set(_MATHML_ATTRIBUTES)
+    for tag in _SVG:
+        attributes[tag] = set(_SVG_ATTRIBUTES)
+    return attributes
+
+
+def _attribute_filter(page: bool):
+    def keep(tag: str, attribute: str, value: str) -> str | None:
+        if attribute == "class":
+            tokens = [token for token in value.split() if (_TOKEN if page else _FRAGMENT_CLASS).fullmatch(token)]
+            return " ".join(tokens) or None
+        if attribute == "id":
+            return value if _TOKEN.fullmatch(value) else None
+        if tag == "img" and attribute == "src":
+            return value if _IMAGE_DATA.fullmatch(value.strip()) else None  # no fetch from anywhere
+        if attribute in _URL_ATTRIBUTES:
+            # as a browser reads a URL: without the whitespace and controls it ignores, any case
+            plain = _IGNORED_IN_URL.sub("", value).lower()
+            if plain.startswith(("http:", "https:", "mailto:")) or (page and plain.startswith("#")):
+                return value
+            return None  # no other scheme, and no relative link into the server that serves the page
+        return value
+
+    return keep
+
+
+@functools.cache
+def _cleaner(page: bool) -> nh3.Cleaner:
+    return nh3.Cleaner(
+        tags=set(_HTML_TAGS | _MATHML | _SVG),
+        clean_content_tags={"script", "style"},
+        attributes=_attributes(page),
+        attribute_filter=_attribute_filter(page),
+        url_schemes=set(URL_SCHEMES) | {"data"},  # data: only for images, see _attribute_filter
+        link_rel="noopener noreferrer nofollow",
+        filter_style_properties=set(_STYLE_PROPERTIES),
+        strip_comments=True,
+    )
+
+
+def clean_fragment(fragment: str) -> str:
+    """A piece of a page made from student content (a rendered cell, an output), made inert."""
+    return _cleaner(False).clean(fragment)
+
+
+def _bounded(text: str, what: str) -> str:
+    if len(text) <= MAX_OUTPUT_CHARS:
+        return text
+    return (
+        f'<p class="tc-note"><i>This {what} is {len(text):,} characters long; it is not shown '
+        f"(pages show at most {MAX_OUTPUT_CHARS:,}).</i></p>"
+    )
+
+
+_KEPT_DATA = ("text/plain", "text/markdown", "text/latex")  # escaped or rendered by the page itself
+
+
+class InertOutputs(Preprocessor):
+    """Outputs and raw cells as a page may show them (see the module's docstring); registered for
+    nbgrader's HTML exporters in nbgrader_config.py (`c.HTMLExporter.preprocessors`)."""
+
+    @default("enabled")
+    def _enabled_default(self):
+        return True
+
+    def preprocess(self, nb, resources):
+        nb.metadata.pop("widgets", None)  # its keys become <script type=...> in nbconvert's footer
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.get("cell_type") == "raw":
+            source = cell.get("source", "")
+            source = "".join(source) if isinstance(source, list) else str(source)
+            cell.source = clean_fragment(_bounded(source, "raw cell"))
+        for output in cell.get("outputs", []):
+            data = output.get("data")
+            if not isinstance(data, dict):
+                continue
+            kept = {key: value for key, value in data.items() if key in _KEPT_DATA}
+            if isinstance(data.get("text/html"), str | list):
+                kept["text/html"] = clean_fragment(_bounded(_text(data["text/html"]), "output"))
+            if isinstance(data.get("image/svg+xml"), str | list):
+                kept["image/svg+xml"] = clean_fragment(_bounded(_text(data["image/svg+xml"]), "picture"))
+            for image in ("image/png", "image/jpeg"):
+                value = data.get(image)
+                if isinstance(value, str) and len(value) <= MAX_OUTPUT_CHARS and _IMAGE_DATA.fullmatch(f"data:{image};base64,{value}"):
+                    kept[image] = value
+            output["data"] = kept
+            output["metadata"] = {}  # filenames, isolation...: nothing a page should take from a notebook
+        return cell, resources
+
+
+def _text(value) -> str:
+    return "".join(value) if isinstance(value, list) else value
+
+
+_HEAD = re.compile(r"<head(?:\s[^>]*)?>", re.I)
+_BODY = re.compile(r"(<body(?:\s[^>]*)?>)(.*)(</body>)", re.I | re.S)
+_ACTIVE = re.compile(r"<script\b.*?</script>|<link\b[^>]*>|<base\b[^>]*>", re.I | re.S)
+
+
+def policy_meta(policy: str) -> str:
+    """The <meta> that puts a Content-Security-Policy on a page (the first thing in its head)."""
+    return f'<meta http-equiv="Content-Security-Policy" content="{html.escape(policy)}">'
+
+
+def inert_page(page: str) -> str:
+    """A whole feedback page made inert: its policy first in the head, nbconvert's scripts and
+    stylesheet links out of the template's parts (a page carries its styles inline), the body
+    cleaned with the page's allowlist (the template's ids, classes and anchors kept)."""
+    body = _BODY.search(page)
+    if body is None:
+        return policy_meta(FEEDBACK_POLICY) + _cleaner(True).clean(page)
+    before, after = _ACTIVE.sub("", page[: body.start()]), _ACTIVE.sub("", page[body.end() :])
+    head = _HEAD.search(before)
+    at = head.end() if head else 0
+    before = before[:at] + policy_meta(FEEDBACK_POLICY) + before[at:]
+    return f"{before}{body.group(1)}{_cleaner(True).clean(body.group(2))}{body.group(3)}{after}"
+
+
+class InertHTMLExporter(HTMLExporter):
+    """nbconvert's HTML exporter whose pages are made inert (`inert_page`): the exporter of
+    `nbgrader generate_feedback` and the formgrader's feedback button, set as
+    `c.GenerateFeedback.exporter_class` in nbgrader_config.py."""
+
+    def from_notebook_node(self, nb, resources=None, **kw):
+        page, resources = super().from_notebook_node(nb, resources, **kw)
+        return inert_page(page), resources
