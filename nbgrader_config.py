@@ -93,7 +93,10 @@ from autograder.nbgrader import maths  # noqa: E402 - after get_config(), as nbg
 
 c.HTMLExporter.filters = {"markdown2html": "autograder.nbgrader.maths.MarkdownWithMathML"}
 c.HTMLExporter.extra_template_basedirs = maths.template_basedirs()
-c.HTMLExporter.preprocessors = ["autograder.nbgrader.markscheme.MarkSchemePanels", "autograder.nbgrader.inert.InertOutputs"]
+c.HTMLExporter.preprocessors = [
+    "autograder.nbgrader.markscheme.MarkSchemePanels",
+    "autograder.nbgrader.inert.InertOutputs",
+]
 # Student content renders inert (docs/hostile-files.md): every cell's HTML is cleaned after Markdown
 # and maths, outputs and raw cells by InertOutputs, and a feedback page as a whole, under a policy
 # that runs and loads nothing (autograder/nbgrader/inert.py).

@@ -45,8 +45,7 @@ FORMGRADER_POLICY = (
 )
 # A feedback page is read from the student's disk or a course server: nothing runs, nothing loads.
 FEEDBACK_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; "
-    "base-uri 'none'; form-action 'none'"
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:; base-uri 'none'; form-action 'none'"
 )
 
 MAX_OUTPUT_CHARS = 512 * 1024  # one output's HTML or SVG in a page; the rest is left out, said so
@@ -76,7 +75,8 @@ _STYLE_PROPERTIES = frozenset(
     "color background-color white-space display margin margin-top margin-bottom margin-left margin-right"
     " padding padding-top padding-bottom padding-left padding-right font-weight font-style font-size"
     " font-family text-align vertical-align border border-top border-bottom border-left border-right"
-    " border-color border-width border-style border-collapse width height max-width text-decoration".split()
+    " border-color border-width border-style border-collapse width height max-width text-decoration"
+    " overflow overflow-x overflow-y".split()
 )
 # Classes a fragment may carry: nbconvert's and pygments' (short token names), the page's own
 # panels, the course's (tc-). No others, so an answer cannot pose as one of the formgrader's
@@ -185,7 +185,11 @@ class InertOutputs(Preprocessor):
                 kept["image/svg+xml"] = clean_fragment(_bounded(_text(data["image/svg+xml"]), "picture"))
             for image in ("image/png", "image/jpeg"):
                 value = data.get(image)
-                if isinstance(value, str) and len(value) <= MAX_OUTPUT_CHARS and _IMAGE_DATA.fullmatch(f"data:{image};base64,{value}"):
+                if (
+                    isinstance(value, str)
+                    and len(value) <= MAX_OUTPUT_CHARS
+                    and _IMAGE_DATA.fullmatch(f"data:{image};base64,{value}")
+                ):
                     kept[image] = value
             output["data"] = kept
             output["metadata"] = {}  # filenames, isolation...: nothing a page should take from a notebook
