@@ -26,7 +26,9 @@ as a browser does, so spellings (entities, case, whitespace, nesting) cannot hid
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import html
 import re
 
@@ -35,13 +37,30 @@ from nbconvert.exporters import HTMLExporter
 from nbconvert.preprocessors import Preprocessor
 from traitlets import default
 
+# nbgrader's own inline code in the body of its grading page, the only inline code the policy
+# allows (by hash): the eye that shows or hides the student's name, and its tooltips. A test
+# renders the page with the installed nbgrader and fails when these change.
+FORMGRADER_INLINE_CODE = (
+    "toggle_name(true);",
+    "toggle_name(false);",
+    '\n  $(\'span.glyphicon.name-hidden\').tooltip({title: "Show student name", placement: "bottom", trigger: "hover"});'
+    '\n  $(\'span.glyphicon.name-shown\').tooltip({title: "Hide student name", placement: "bottom", trigger: "hover"});\n  ',
+)
+
+
+def csp_hash(code: str) -> str:
+    """A Content-Security-Policy source that allows exactly this inline code."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(code.encode()).digest()).decode() + "'"
+
+
 # What the formgrader may load and run: its own scripts, styles, fonts and API (same origin);
-# images embedded in the page or from its own server; nothing from anywhere else.
-# Written out in templates/formgrade/mathjax.html.j2 (a test compares the served page with this).
+# images embedded in the page or from its own server; nothing from anywhere else; no inline code
+# but nbgrader's own. Written out in templates/formgrade/mathjax.html.j2 (a test compares them).
 FORMGRADER_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "font-src 'self' data:; connect-src 'self'; object-src 'none'; frame-src 'none'; base-uri 'self'; "
-    "form-action 'self'"
+    "default-src 'self'; script-src 'self' 'unsafe-hashes' "
+    + " ".join(csp_hash(code) for code in FORMGRADER_INLINE_CODE)
+    + "; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; frame-src 'none'; base-uri 'self'; form-action 'self'"
 )
 # A feedback page is read from the student's disk or a course server: nothing runs, nothing loads.
 FEEDBACK_POLICY = (

@@ -72,9 +72,9 @@ def _clean(element: ElementTree.Element) -> ElementTree.Element | None:
     return copy
 
 
-MAX_TEX_PER_FORMULA = 4_000  # characters of TeX; a longer formula is shown as typed
-MAX_TEX_PER_ANSWER = 20_000  # drawn as MathML in one cell; the course's longest cell has about 1,000
-MAX_TEX_PER_PAGE = 100_000  # drawn as MathML in one page; the course's longest notebook has about 2,000
+MAX_TEX_PER_FORMULA = 2_000  # characters of TeX; a longer formula is shown as typed
+MAX_TEX_PER_ANSWER = 10_000  # drawn as MathML in one cell; the course's longest cell has about 1,000
+MAX_TEX_PER_PAGE = 50_000  # drawn as MathML in one page; the course's longest notebook has about 2,000
 MAX_MARKDOWN_CHARS = 512 * 1024  # a longer cell is shown as typed, not rendered
 PAGE_BUDGET = "tc_tex_budget"  # the key of a page's TexBudget in its rendering resources
 _CACHED_TEX = 512  # formulas up to this long are remembered (the notebook's own, repeated in every page)
@@ -151,8 +151,9 @@ class MathMLRenderer(IPythonRenderer):
         self.budget = budget or TexBudget()
 
     def _maths(self, tex: str, display: bool, left: str, right: str) -> str:
-        drawn = tex_to_mathml(tex, display=display) if self.budget.take(tex) else None
-        return drawn or _as_typed(tex, left, right)
+        if not self.budget.take(tex):  # past the budget: the plain text, no larger than the TeX
+            return html.escape(left + tex + right, quote=False)
+        return tex_to_mathml(tex, display=display) or _as_typed(tex, left, right)
 
     def inline_math(self, body: str) -> str:
         return self._maths(body, False, "$", "$")
