@@ -452,8 +452,11 @@ def test_batch_grades_every_hostile_submission_with_a_reason_and_copies_nothing_
     for student in ("beside", "bad_time", "meta_string", "meta_list"):
         scores, _ = state[student]
         assert scores["mini_matrix"] == 0 and scores["mini_function"] == 2, (student, scores)
+    # the answer is kept as written; the feedback page that shows it runs nothing (issue 21.4)
     scripted = (hostile_class / "autograded" / "scripted" / "mini" / "mini.ipynb").read_text()
-    assert "Because" in scripted and "<script>" not in scripted
+    assert "Because <script>alert(document.cookie)</script>" in scripted
+    page = (hostile_class / "feedback" / "scripted" / "mini" / "mini.html").read_text()
+    assert "Because" in page and "<script" not in page and "alert(document.cookie)" not in page
     autograded = hostile_class / "autograded"
     for path in autograded.rglob("*"):
         assert not path.is_symlink() and (not path.is_file() or os.lstat(path).st_nlink == 1), path
