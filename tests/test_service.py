@@ -80,6 +80,9 @@ def classroom_setup(released_course, tmp_path):
         config.write(
             f"\nc.Exchange.root = {str(exchange)!r}\n"
             "c.GradingService.lease_seconds = 6\nc.GradingService.poll_seconds = 0.2\n"
+            # The simulated students share the tests' uid and are on no roster (tests of the
+            # exchange's trust rules set their own: test_exchange_trust.py).
+            "c.ExchangeTrust.allow_new_students = True\n"
         )
     return root, exchange, base
 

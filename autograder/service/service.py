@@ -27,6 +27,7 @@ import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 
+from autograder.core import collector, names
 from autograder.core.course import Course
 from autograder.nbgrader import batch
 from autograder.nbgrader import settings as nbgrader_settings
@@ -38,10 +39,24 @@ from autograder.service.policy import GradingService
 
 log = logging.getLogger("autograder.service")
 
+
+class _OneTerminalLine(logging.Filter):
+    """Every line the service logs is one line of printable text: a folder name or a message
+    holding terminal control codes (a cleared screen, forged lines) is shown escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = names.shown(record.getMessage(), 4000), None
+        return True
+
+
+log.addFilter(_OneTerminalLine())
+
 ASSIGNMENTS_REFRESH_SECONDS = 30
 SUMMARY_SECONDS = 60
 CLAIM_CHUNKS = 8
 BUSY_RETRY_SECONDS = 10  # how often claims wait on a batch grader that holds the assignment
+RETIME_SLACK_SECONDS = 60  # files changed this long after the folder was first dated: the submission is re-dated
+LOGGED_REFUSALS_PER_SCAN = 20  # an inbound of junk logs a few lines and a count, not a line per name
 
 
 def exchange_inbound(config, course_id: str) -> pathlib.Path:
@@ -89,7 +104,11 @@ class Service:
         self.inbound = exchange_inbound(self.config, self.course_id)
         self.uses_exchange = self.inbound.is_dir()
         self.outbound_feedback = self.inbound.parent / "feedback"
-        self.collector = collect.Collector(self.coursedir)
+        self.trust = collector.ExchangeTrust(config=self.config)
+        self.collector = collect.Collector(self.coursedir, self.trust)
+        self.scanner = collect.Scanner(self.inbound, self.trust)
+        self.roster: set[str] = set()  # nbgrader's students table, refreshed with the due dates
+        self.notebook_ids: dict[str, set[str]] = {}
         self.queue = jobqueue.Queue(
             jobqueue.connect(self.db_url),
             self.course_id,
@@ -128,6 +147,10 @@ class Service:
             self.queue.worker,
             self.db_url,
         )
+        self.assignments()  # the roster, for what follows
+        if self.uses_exchange:
+            described = self.trust.describe(self.roster)
+            (log.warning if "cannot be verified" in described else log.info)("%s", described)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stopping.set())
@@ -214,6 +237,8 @@ class Service:
             first = self._assignments_at == 0.0  # the policy was just read, by __init__
             with Gradebook(self.db_url, self.course_id) as gradebook:
                 self.duedates = {a.name: a.duedate for a in gradebook.assignments if a.notebooks}
+                self.notebook_ids = {a.name: {nb.name for nb in a.notebooks} for a in gradebook.assignments}
+                self.roster = {student.id for student in gradebook.students}
             self._assignments_at = time.monotonic()
             if not first and not self.fixed_settings:
                 self._reload_policy()
@@ -279,11 +304,20 @@ class Service:
             return self._discover()
 
     def _discover(self) -> int:
-        names = set(self.assignments())
+        assignments = set(self.assignments())
         if self.uses_exchange:
-            found = collect.scan_inbound(self.inbound, names, self.known)
+            found, refused = self.scanner.scan(assignments, self.known, self.roster)
+            self._flag([(name, jobqueue.REFUSED, reason) for name, reason in refused.items()], "is not collected")
+            self._flag(
+                [
+                    (item.origin, jobqueue.TIMESTAMP, flag)
+                    for item in found
+                    if (flag := self.trust.claim_flag(item.timestamp, item.submitted_at))
+                ],
+                "is graded by its arrival time:",
+            )
         else:
-            found = collect.scan_submitted(self.course.root / "submitted", names)
+            found = collect.scan_submitted(self.course.root / "submitted", assignments)
         # Oldest first, so that a burst is graded in the order it arrived (a student's older
         # submission found together with a newer one is superseded as the newer is enqueued).
         new = sorted((item for item in found if item.origin not in self.known), key=lambda item: item.submitted_at)
@@ -309,6 +343,15 @@ class Service:
                 self._notice_held(item, policy)
         return len(new)
 
+    def _flag(self, items: list[tuple[str, str, str]], verb: str) -> None:
+        """Record flags for the instructor (status shows them) and log the new ones, escaped."""
+        new = self.queue.flag(items) if items else []
+        for origin, _, message in new[:LOGGED_REFUSALS_PER_SCAN]:
+            log.warning("%s %s %s", origin, verb, message)
+        if len(new) > LOGGED_REFUSALS_PER_SCAN:
+            log.warning("... and %d more (python -m autograder status lists them)", len(new) - LOGGED_REFUSALS_PER_SCAN)
+        self.stats["flagged"] += len(new)
+
     def _notice_held(self, item: collect.Found, policy) -> None:
         log.info("%s/%s: submitted after the due date, held for the instructor", item.student, item.assignment)
         deadline = self.deadline(item.assignment, item.student)
@@ -323,8 +366,9 @@ class Service:
         )
 
     def _notice(self, item: collect.Found, title: str, text: str) -> None:
-        secret = feedback.read_secret(item.path)
-        notebooks = sorted(path.stem for path in item.path.glob("*.ipynb") if not path.is_symlink())
+        # Read by handle (the folder may have been swapped for a link to another student's), and
+        # a page per notebook of the assignment only: not one per file a student can make.
+        secret, notebooks = collect.notice_facts(item, self.notebook_ids.get(item.assignment, set()))
         if secret and notebooks:
             feedback.release_notice(self.outbound_feedback, secret, notebooks, title, text)
 
@@ -363,9 +407,12 @@ class Service:
         ready = []
         for job in jobs:
             try:
-                if self.uses_exchange:
-                    self._collect(job)
+                if self.uses_exchange and not self._collect(job):
+                    continue  # held: it changed after the due date
                 ready.append(job)
+            except collector.Refused as error:  # no fault of the grader: refused with the reason, never retried
+                self.queue.refuse(job, f"not collected: {error}")
+                self._flag([(job.origin, jobqueue.REFUSED, str(error))], "is not collected")
             except Exception as error:  # noqa: BLE001 - one unreadable submission must not stop the others
                 self._failed(job, f"could not collect the submission: {error}")
         if not ready:
@@ -458,13 +505,31 @@ class Service:
                 "%s/%s: the claim expired while grading (another service took it over)", job.student, job.assignment
             )
 
-    def _collect(self, job: jobqueue.Job) -> None:
-        folder = self.inbound / job.origin
-        if folder.is_symlink() or not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is gone or not a directory")
+    def _collect(self, job: jobqueue.Job) -> bool:
+        """Collect the job's submission into submitted/ (collector.Refused when it is refused);
+        False when it changed after it was first dated and is now held for the instructor."""
         stamp = job.origin.rsplit("+", 3)[2]
-        found = collect.Found(job.student, job.assignment, stamp, job.submitted_at, job.origin, folder)
-        self.collector.collect(found)
+        found = collect.Found(
+            job.student, job.assignment, stamp, job.submitted_at, job.origin, self.inbound / job.origin
+        )
+        collected = self.collector.collect(found, self.roster | {job.student})  # on the roster when it was queued
+        flag = self.trust.claim_flag(collected.claimed, collected.arrival)
+        if flag:
+            self._flag([(job.origin, jobqueue.TIMESTAMP, flag)], "is graded by its arrival time:")
+        if collected.arrival <= job.submitted_at + RETIME_SLACK_SECONDS:
+            return True
+        # Changed after it was first seen (a file written since): it arrived when it last changed.
+        policy = self.settings.policy(job.assignment)
+        hold = self._hold_reason(policy, job.assignment, job.student, collected.arrival)
+        self.queue.retime(job, collected.arrival, hold)
+        log.warning(
+            "%s/%s changed after it was first seen: dated %s%s",
+            job.student,
+            job.assignment,
+            _utc(collected.arrival),
+            ", held for the instructor" if hold else "",
+        )
+        return not hold
 
     def _before_deadline(self, assignment: str) -> bool:
         due = self.assignments().get(assignment)
