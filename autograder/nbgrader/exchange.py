@@ -39,7 +39,8 @@ class SafeExchangeCollect(ExchangeCollect):
         inbound = pathlib.Path(self.inbound_path)
         trust = self._trust()
         self.roster, self.duedate = self._gradebook()
-        self.log.info(trust.describe(self.roster))
+        described = trust.describe(self.roster)
+        (self.log.warning if "cannot be verified" in described else self.log.info)(described)
         only = self.coursedir.student_id or None  # an exact id, never a pattern
         entries, refused = collector.scan(inbound, {self.coursedir.assignment_id}, {})
         for name, reason in sorted(refused.items()):
