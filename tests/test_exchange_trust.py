@@ -198,7 +198,10 @@ def _race(exchange: Exchange, attempt, attempts: int) -> dict[str, int]:
                     assert SECRET not in path.read_bytes(), f"collected the instructor's file as {path}"
             files = exchange.submitted("ada")
             outcomes["own notebook"] += files.get("mini.ipynb") == b"ada's own" or files.get(".x") == b"ada's own"
-            outcomes["own notes"] += b"ada's notes" in (files.get("sub/notes.txt", b""), files.get(".sublink/notes.txt", b""))
+            outcomes["own notes"] += b"ada's notes" in (
+                files.get("sub/notes.txt", b""),
+                files.get(".sublink/notes.txt", b""),
+            )
     finally:
         stop.set()
         swapper.join(10)
@@ -404,7 +407,9 @@ def test_a_scan_of_an_inbound_full_of_junk_parses_each_name_once(exchange, monke
     exchange.submit("ada")
     parsed = []
     real = collector.parse_name
-    monkeypatch.setattr(collector, "parse_name", lambda name, assignments: parsed.append(name) or real(name, assignments))
+    monkeypatch.setattr(
+        collector, "parse_name", lambda name, assignments: parsed.append(name) or real(name, assignments)
+    )
     scanner = collect.Scanner(inbound, collector.ExchangeTrust())
     found, refused = scanner.scan({"mini"}, set(), {"ada"})
     assert [item.student for item in found] == ["ada"] and len(refused) == 3_000

@@ -117,7 +117,7 @@ class ServiceProcess:
 
     def graded(self) -> list[str]:
         """student/assignment of every submission this service reports it graded."""
-        return re.findall(r" graded (\S+) \(", self.log())
+        return re.findall(r" graded (\S+/\S+) \(", self.log())
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -247,15 +247,16 @@ class Queue:
 
     # -- claiming ------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[Job]:
-        """Take up to `limit` due submissions (at most one per student and assignment) for this
-        worker; expired leases of dead workers are put back in the queue first."""
+        """Take up to `limit` due submissions for this worker, in the order they became due, at
+        most one per student and none of a student with a submission in flight (of any
+        assignment): one student's submissions never take more than one grading lane. Expired
+        leases of dead workers are put back in the queue first."""
         now = self.clock()
         with self.engine.begin() as connection:
             self._requeue_expired(connection, now)
             running = jobs.alias("running")
             busy_student = sa.exists().where(
                 running.c.course_id == jobs.c.course_id,
-                running.c.assignment == jobs.c.assignment,
                 running.c.student == jobs.c.student,
                 running.c.state == RUNNING,
             )
@@ -267,11 +268,16 @@ class Queue:
                     jobs.c.course_id == self.course_id, jobs.c.state == QUEUED, jobs.c.not_before <= now, ~busy_student
                 )
                 .order_by(jobs.c.not_before, jobs.c.id)
-                .limit(limit)
+                .limit(limit * 4)  # a student's rows of several assignments: the first of each student
             )
             if self.postgres:
                 query = query.with_for_update(skip_locked=True, of=jobs)
-            rows = connection.execute(query).all()
+            rows: list = []
+            students: set[str] = set()
+            for row in connection.execute(query).all():
+                if row.student not in students and len(rows) < limit:
+                    students.add(row.student)
+                    rows.append(row)
             if not rows:
                 return []
             connection.execute(

@@ -17,11 +17,13 @@ restarted) takes them over.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import datetime
 import functools
 import logging
 import os
 import pathlib
+import queue as queue_module
 import signal
 import threading
 import time
@@ -53,7 +55,8 @@ log.addFilter(_OneTerminalLine())
 
 ASSIGNMENTS_REFRESH_SECONDS = 30
 SUMMARY_SECONDS = 60
-CLAIM_CHUNKS = 8
+NOTICES_PER_STUDENT = 10  # notice pages a student gets per NOTICE_WINDOW_SECONDS (a flood writes no more)
+NOTICE_WINDOW_SECONDS = 3600
 BUSY_RETRY_SECONDS = 10  # how often claims wait on a batch grader that holds the assignment
 RETIME_SLACK_SECONDS = 60  # files changed this long after the folder was first dated: the submission is re-dated
 LOGGED_REFUSALS_PER_SCAN = 20  # an inbound of junk logs a few lines and a count, not a line per name
@@ -121,9 +124,17 @@ class Service:
         # Claims this service holds: being graded, or graded and waiting for their feedback.
         self.claimed: set[int] = set()
         self.claimed_lock = threading.Lock()  # the heartbeat thread reads the claims
-        self.grading = grading_process.GradingProcess(course.root)
+        # Lanes: a grading child each, grading one student's claim at a time, so that a slow
+        # submission holds up its own lane only, never the feedback of students on the others.
+        self.lanes: queue_module.Queue[grading_process.GradingProcess] = queue_module.Queue()
+        self.gradings = [grading_process.GradingProcess(course.root) for _ in range(self.jobs)]
+        for grading in self.gradings:
+            self.lanes.put(grading)
+        self.in_flight: set[concurrent.futures.Future] = set()
         self.feedback = feedback_process.FeedbackProcess(course.root)
+        self.feedback_lock = threading.Lock()  # lanes hand feedback over; the main loop collects it
         self.awaiting: list[tuple] = []  # (future, job, grading started, note) per feedback in the making
+        self.notices: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.stopping = threading.Event()
         self.discovering = threading.Lock()  # the discovery thread, and run(until_idle) itself
         self.refreshing = threading.Lock()  # due dates and policy, read by both threads
@@ -162,41 +173,64 @@ class Service:
         # status, and for other services) at once, and the first claim need not wait for the last
         # of its enqueue transactions.
         threading.Thread(target=self._keep_discovering, args=(finished,), daemon=True).start()
-        for name, process in (("grading", self.grading), ("feedback", self.feedback)):
-            process.start().add_done_callback(functools.partial(self._log_ready, name))
+        for index, process in enumerate(self.gradings):
+            process.start().add_done_callback(functools.partial(self._log_ready, f"grading lane {index + 1}"))
+        self.feedback.start().add_done_callback(functools.partial(self._log_ready, "feedback"))
         summary_at = time.monotonic() + SUMMARY_SECONDS
+        lanes = concurrent.futures.ThreadPoolExecutor(self.jobs, thread_name_prefix="grading-lane")
         try:
             while not self.stopping.is_set():
                 if until_idle:
                     self.discover()  # what is in the exchange now is queued before "idle" is judged
                 self.collect_feedback()
-                claimed = self.queue.claim(self._claim_size())
+                self._reap_lanes()
+                free = self.jobs - len(self.in_flight)
+                # One student per claim, at most one claim per student in flight (Queue.claim), in
+                # the order they arrived: a student's slow or numerous submissions wait in their
+                # own lane, and everyone else's are graded on the others.
+                claimed = self.queue.claim(free) if free > 0 else []
+                for job in claimed:
+                    self.in_flight.add(lanes.submit(self._grade_on_lane, job))
                 if claimed:
-                    self.grade(claimed)
-                elif until_idle and not self._pending():
+                    continue
+                if until_idle and not self.in_flight and not self._pending():
                     break
+                if self.in_flight:
+                    concurrent.futures.wait(
+                        self.in_flight, self.settings.poll_seconds, concurrent.futures.FIRST_COMPLETED
+                    )
                 else:
                     self.stopping.wait(self.settings.poll_seconds)
                 if time.monotonic() > summary_at:
                     self.log_summary()
                     summary_at = time.monotonic() + SUMMARY_SECONDS
         finally:
+            lanes.shutdown(wait=True)  # what is being graded is graded
+            self._reap_lanes()
             self.collect_feedback(wait=True)  # what is graded gets its feedback before the service stops
             self.feedback.close()
-            self.grading.close()
+            for grading in self.gradings:
+                grading.close()
             finished.set()
         self.log_summary()
+
+    def _grade_on_lane(self, job: jobqueue.Job) -> None:
+        grading = self.lanes.get()
+        try:
+            self.grade([job], grading)
+        finally:
+            self.lanes.put(grading)
+
+    def _reap_lanes(self) -> None:
+        for future in [future for future in self.in_flight if future.done()]:
+            self.in_flight.discard(future)
+            if future.exception() is not None:  # grade() handles the grader's faults; this is a bug
+                log.error("a grading lane failed", exc_info=future.exception())
 
     @staticmethod
     def _log_ready(name: str, ready) -> None:
         if not ready.exception():
             log.info("%s process ready (pid %s)", name, ready.result())
-
-    def _claim_size(self) -> int:
-        # Idle, whoever submitted; under a burst, several of the batch grader's chunks, so that
-        # its pipeline runs one chunk's sandboxes while the previous chunk is checked and
-        # recorded (and the feedback process makes the chunk before's pages).
-        return CLAIM_CHUNKS * batch.CHUNK_NOTEBOOKS_PER_JOB * self.jobs
 
     def _pending(self) -> bool:
         now = time.time()
@@ -368,8 +402,14 @@ class Service:
     def _notice(self, item: collect.Found, title: str, text: str) -> None:
         # Read by handle (the folder may have been swapped for a link to another student's), and
         # a page per notebook of the assignment only: not one per file a student can make.
+        sent = self.notices[item.student]
+        while sent and sent[0] < time.time() - NOTICE_WINDOW_SECONDS:
+            sent.popleft()
+        if len(sent) >= NOTICES_PER_STUDENT:
+            return
         secret, notebooks = collect.notice_facts(item, self.notebook_ids.get(item.assignment, set()))
         if secret and notebooks:
+            sent.append(time.time())
             feedback.release_notice(self.outbound_feedback, secret, notebooks, title, text)
 
     def _notice_if_deferred(self, item: collect.Found, policy) -> None:
@@ -387,7 +427,9 @@ class Service:
         log.info("%s/%s: rate limit reached, graded at %s", item.student, item.assignment, wait_until)
 
     # -- grading -------------------------------------------------------------------------------
-    def grade(self, claimed: list[jobqueue.Job]) -> None:
+    def grade(self, claimed: list[jobqueue.Job], grading: grading_process.GradingProcess | None = None) -> None:
+        """Grade claimed jobs in `grading` (a lane's child; the first lane's by default)."""
+        grading = grading or self.gradings[0]
         by_assignment = collections.defaultdict(list)
         for job in claimed:
             by_assignment[job.assignment].append(job)
@@ -395,14 +437,15 @@ class Service:
             self.claimed.update(job.id for job in claimed)
         try:
             for assignment, jobs in by_assignment.items():
-                self._grade_assignment(assignment, jobs)
+                self._grade_assignment(assignment, jobs, grading)
         finally:
             # Every claimed job was failed, or handed to the feedback process (claimed until it reports).
-            waiting = {job.id for _, job, _, _ in self.awaiting}
+            with self.feedback_lock:
+                waiting = {job.id for _, job, _, _ in self.awaiting}
             with self.claimed_lock:
                 self.claimed.difference_update(job.id for job in claimed if job.id not in waiting)
 
-    def _grade_assignment(self, assignment: str, jobs: list[jobqueue.Job]) -> None:
+    def _grade_assignment(self, assignment: str, jobs: list[jobqueue.Job], grading) -> None:
         started = time.monotonic()
         ready = []
         for job in jobs:
@@ -428,8 +471,9 @@ class Service:
                 released.add(student)
 
         try:
-            graded = self.grading.grade(
-                assignment, list(by_student), release, jobs=self.jobs, limits=self.limits, isolation=self.isolation
+            # One sandbox per lane: the lanes together run `jobs` at once.
+            graded = grading.grade(
+                assignment, list(by_student), release, jobs=1, limits=self.limits, isolation=self.isolation
             )
         except GraderBusy as error:  # a batch grader holds the assignment: no fault, wait for it
             log.warning("%s: %s; its submissions wait", assignment, error)
@@ -463,28 +507,30 @@ class Service:
         says); the job is marked done when it reports back (collect_feedback)."""
         note = None if graded else "already graded (recorded before a restart); feedback only"
         release = policy.instant_feedback and self.uses_exchange
-        future = self.feedback.make(job.assignment, job.student, withhold, release)
-        self.awaiting.append((future, job, started, note))
+        with self.feedback_lock:
+            future = self.feedback.make(job.assignment, job.student, withhold, release)
+            self.awaiting.append((future, job, started, note))
 
     def collect_feedback(self, wait: bool = False) -> None:
         """Mark done the jobs whose feedback is out (with `wait`, once all of it is)."""
-        still = []
-        for future, job, started, note in self.awaiting:
-            if not (wait or future.done()):
-                still.append((future, job, started, note))
-                continue
-            try:
-                future.result()
-            except BrokenProcessPool as error:  # the next submit starts a new child
-                self._failed(job, f"feedback failed: the feedback process died ({error})")
-            except Exception as error:  # whatever the renderer raised: retried, then failed
-                log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
-                self._failed(job, f"feedback failed: {error!r}")
-            else:
-                self._finish(job, started, note)
-            with self.claimed_lock:
-                self.claimed.discard(job.id)
-        self.awaiting = still
+        with self.feedback_lock:  # lanes add to it meanwhile (without `wait`, nothing here blocks)
+            still = []
+            for future, job, started, note in self.awaiting:
+                if not (wait or future.done()):
+                    still.append((future, job, started, note))
+                    continue
+                try:
+                    future.result()
+                except BrokenProcessPool as error:  # the next submit starts a new child
+                    self._failed(job, f"feedback failed: the feedback process died ({error})")
+                except Exception as error:  # whatever the renderer raised: retried, then failed
+                    log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
+                    self._failed(job, f"feedback failed: {error!r}")
+                else:
+                    self._finish(job, started, note)
+                with self.claimed_lock:
+                    self.claimed.discard(job.id)
+            self.awaiting = still
 
     def _finish(self, job: jobqueue.Job, started: float, note: str | None) -> None:
         if self.queue.finish(job, note):
