@@ -326,12 +326,12 @@ def test_a_grading_child_killed_mid_grade_is_the_graders_fault_retried_and_grade
     sam.write_notebook("mini", "mini", slow)
     service = services(root)
     found = wait_for(
-        lambda: re.search(r"grading process ready \(pid (\d+)\)", service.log()), "the grading child", [service]
+        lambda: re.search(r"grading lane 1 process ready \(pid (\d+)\)", service.log()), "the grading child", [service]
     )
     sam.submit("mini")
     wait_for(lambda: any(row.state == jobqueue.RUNNING for row in queue_rows(root)), "the grade to start", [service])
     time.sleep(1.5)  # inside the slow cell
-    os.kill(int(found.group(1)), signal.SIGKILL)
+    os.kill(int(found.group(1)), signal.SIGKILL)  # lane 1's child: the first lane takes the first claim
     wait_for(lambda: sam.feedback_in_exchange("mini", "mini"), "sam's feedback", [service])
     wait_for(lambda: queue_rows(root)[0].state == jobqueue.DONE, "sam's submission done", [service])
     (row,) = queue_rows(root)

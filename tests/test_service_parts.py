@@ -83,6 +83,21 @@ def test_a_student_is_never_graded_twice_at_once(db_url):
     assert second.origin == "second"
 
 
+def test_claims_take_one_submission_per_student_in_the_order_they_became_due(db_url):
+    """A student with submissions of several assignments takes one lane, never two: the others'
+    submissions, even found later, are claimed before the student's second."""
+    queue = make_queue(db_url, "a")
+    for assignment in ("hw1", "hw2", "hw3"):
+        queue.enqueue(assignment, "flooder", f"flooder+{assignment}+t+x", 100.0)
+    queue.enqueue("hw1", "ada", "ada+hw1+t+x", 101.0)
+    queue.enqueue("hw1", "bob", "bob+hw1+t+x", 102.0)
+    claimed = queue.claim(3)
+    assert [(job.student, job.assignment) for job in claimed] == [("flooder", "hw1"), ("ada", "hw1"), ("bob", "hw1")]
+    assert queue.claim(3) == []  # the flooder has one in flight: their others wait for it
+    queue.finish(claimed[0])
+    assert [(job.student, job.assignment) for job in queue.claim(3)] == [("flooder", "hw2")]
+
+
 def test_a_dead_workers_claim_expires_and_is_retried_then_failed(db_url):
     clock = Clock()
     dead = make_queue(db_url, "dead", clock, lease_seconds=10, max_attempts=2)
