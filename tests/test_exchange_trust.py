@@ -8,7 +8,6 @@ made by a process running as that user where the test runs as root."""
 from __future__ import annotations
 
 import ctypes
-import datetime
 import logging
 import multiprocessing
 import os
@@ -272,7 +271,7 @@ def test_both_collectors_refuse_hard_links_links_pipes_and_devices_alike(exchang
 def test_a_dangling_link_in_inbound_does_not_stop_nbgrader_collect(exchange):
     (exchange.inbound / f"aaron+mini+{STAMP}+0").symlink_to(exchange.inbound / "gone")  # sorts first
     (exchange.inbound / f"ada+mini+{STAMP}+1").symlink_to(exchange.secret)
-    (exchange.inbound / f"ada+mini+not a date+2").mkdir()  # nbgrader's own collect stops at this too
+    (exchange.inbound / "ada+mini+not a date+2").mkdir()  # nbgrader's own collect stops at this too
     exchange.submit("bob")
     log = exchange.nbgrader_collect(allow_new_students=True)
     assert exchange.submitted("bob")["mini.ipynb"] == b"bob's own"
