@@ -326,6 +326,10 @@ def test_where_uids_are_shared_only_roster_students_are_collected_unless_allowed
     assert "not on the course roster" in log and not (exchange.root / "submitted" / "mallory").exists()
     found, refused = _service_scan(exchange, allow_new_students=True)
     assert sorted(item.student for item in found) == ["ada", "mallory"] and not refused
+    # Put on the roster later (the service reads it again every 30 s), mallory is looked at again.
+    scanner = collect.Scanner(exchange.inbound, collector.ExchangeTrust())
+    assert [item.student for item in scanner.scan({"mini"}, set(), {"ada"})[0]] == ["ada"]
+    assert [item.student for item in scanner.scan({"mini"}, set(), {"ada", "mallory"})[0]] == ["mallory"]
     assert "identity cannot be verified" in collector.ExchangeTrust(identity="shared").describe({"ada"})
 
 

@@ -47,12 +47,16 @@ class Scanner:
         self.inbound, self.trust = inbound, trust
         self.remembered: dict[str, str | None] = {}
         self._assignments: frozenset[str] = frozenset()
+        self._roster: frozenset[str] = frozenset()
 
     def scan(self, assignments, known, roster) -> tuple[list[Found], dict[str, str]]:
         """(new submissions, newly refused names -> reason); `known`: origins already queued."""
         if frozenset(assignments) != self._assignments:  # names of another assignment may be new ones
             self._assignments = frozenset(assignments)
             self.remembered = {name: reason for name, reason in self.remembered.items() if reason is not None}
+        if frozenset(roster) != self._roster:  # a student put on the roster: their folders are looked at again
+            self._roster = frozenset(roster)
+            self.remembered = {name: reason for name, reason in self.remembered.items() if reason is None}
         entries, refused = collector.scan(self.inbound, self._assignments, self.remembered)
         found = []
         now = time.time()
