@@ -545,3 +545,34 @@ def test_who_and_when_come_from_the_exchange_not_from_names(classroom_setup, cap
     assert "\x1b" not in shown
     assert sum("minutes before its arrival" in line for line in flags) == 2  # ada's two backdated claims
     assert sum("in the future of its arrival" in line for line in flags) == 1
+
+
+def test_a_submission_changed_after_it_was_first_seen_is_dated_by_the_change(classroom_setup, monkeypatch):
+    """Queued before the due date and rewritten after it (while it waited, say for the rate
+    limit), a submission is dated by its last change when collected, and held under "hold"."""
+    import datetime
+
+    from nbgrader.api import Gradebook
+
+    from autograder.service import service as service_module
+
+    root, exchange, base = classroom_setup
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write("c.GradingService.assignments = {'mini': {'after_deadline': 'hold'}}\n")
+    due = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(seconds=3)
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate=due)
+    course = Course(root)
+    folder = _forge(exchange, course, b"ada+mini+2026-12-01 10:00:00.000000 UTC+1", "2026-12-01 10:00:00.000000 UTC")
+    service = service_module.Service(course, jobs=1)
+    service.discover()
+    (row,) = queue_rows(root)
+    assert row.state == jobqueue.QUEUED  # on time when it was first seen
+    time.sleep(4)
+    (folder / "mini.ipynb").write_text((folder / "mini.ipynb").read_text())  # rewritten after the due date
+    monkeypatch.setattr(service_module, "RETIME_SLACK_SECONDS", 1.0)  # not a minute: the test cannot wait
+    (job,) = service.queue.claim(1)
+    assert service._collect(job) is False
+    (row,) = queue_rows(root)
+    assert row.state == jobqueue.HELD and row.submitted_at > due.replace(tzinfo=datetime.timezone.utc).timestamp()
+    assert "after the due date" in row.message
