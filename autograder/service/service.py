@@ -1,15 +1,18 @@
 """`python -m autograder serve --course ROOT`: grade each submission as it arrives, and release its feedback.
 
 A thread scans the exchange inbound (or, for a course without an exchange, submitted/) for
-submissions not seen before and enqueues them in the gradebook's database (held for the
-instructor instead when the policy holds late work). The main loop claims what is due (several
-students at once under a burst, one at a time when idle); collects each claimed submission into
-submitted/ as `nbgrader collect --update` would; has a child process grade the claimed students
-with the batch grader (the same sanitising, sandboxed grading and recording into the gradebook
-and autograded/, manual grades never overwritten); hands each student's feedback, as the grading
-child reports their grades committed, to another child that generates and releases it while the
-next chunk is graded; and marks the queue rows done as that child reports each page out. Both
-children are replaced now and then (service/child.py), so the service's memory stays flat. A thread renews this service's claims
+submissions not seen before and enqueues them in the gradebook's database with their arrival
+time (held for the instructor instead when the policy holds late work); folders it refuses (a
+name that is no acceptable student id, a folder not owned by the student it names, a student
+not on the roster where identity cannot be verified) are flagged for `status`, once. The main
+loop fills `--jobs` grading lanes, one student's claim per lane and never two of one student at
+once, so a slow or numerous student holds up no one else; each lane collects its submission
+into submitted/ by handle (core/collector.py) and has its own child process grade it with the
+batch grader (the same sanitising, sandboxed grading and recording into the gradebook and
+autograded/, manual grades never overwritten); each student's feedback, once their grades are
+committed, goes to another child that generates and releases it, and the queue row is marked
+done as that child reports the page out. The children are replaced now and then
+(service/child.py), so the service's memory stays flat. A thread renews this service's claims
 until then; a service that dies stops renewing them, and another service (or this one
 restarted) takes them over.
 """
