@@ -8,6 +8,7 @@ made by a process running as that user where the test runs as root."""
 from __future__ import annotations
 
 import ctypes
+import datetime
 import logging
 import multiprocessing
 import os
@@ -347,6 +348,11 @@ def test_nbgrader_collect_takes_the_newest_arrival_and_writes_it_as_the_timestam
     arrival = collector.parse_timestamp(collected["timestamp.txt"].decode())
     assert abs(arrival - os.stat(honest / "mini.ipynb").st_ctime) < 0.01
     assert "minutes before its arrival" in log  # the claim of the one collected is flagged
+    # What the batch grader and `nbgrader autograde` compute lateness from: the arrival.
+    from autograder.nbgrader import batch
+
+    read = batch.read_timestamp(exchange.root / "submitted" / "ada" / "mini", exchange.root)
+    assert abs(read.replace(tzinfo=datetime.timezone.utc).timestamp() - arrival) < 0.01
 
 
 def test_a_claim_in_the_future_or_far_from_the_arrival_is_flagged():
