@@ -14,6 +14,12 @@ looks up. Phases:
     gradebook): `python -m autograder grade --course COPY attention_heads`, and that plus
     `nbgrader generate_feedback` (what the service also does for each submission).
 
+  * fairness (before the burst): a sleeper (a notebook that sleeps SLEEP seconds, within its
+    limits) then an honest student a second later; and a flood (one student submitting FLOOD
+    times, FLOOD more under invented names that are on no roster) then an honest student. It
+    prints each honest student's delay beyond the idle median: what another student's slow or
+    numerous submissions cost them.
+
 It prints median and 95th percentile latencies, the burst's drain time, the batch times, their
 ratios, the CPU time each spent per submission in its own processes (the service with its
 feedback process, the batch grader; not the sandboxed runs, whose processes neither reaps, and
@@ -26,6 +32,7 @@ second half (memory over a long run: `--idle 0 --burst 2000 --burst-seconds 300 
 A benchmark, not a test: nothing is asserted.
 
     python benchmarks/bench_service.py [--idle 20] [--burst 200] [--burst-seconds 60] [--jobs 2]
+                                       [--sleep 30] [--flood 100]
 """
 
 from __future__ import annotations
@@ -92,6 +99,60 @@ def build_course() -> tuple[pathlib.Path, pathlib.Path]:
     with open(root / "nbgrader_config.py", "a", encoding="utf-8") as stream:
         stream.write(f"\nc.Exchange.root = {str(exchange)!r}\nc.GradingService.poll_seconds = 0.2\n")
     return root, exchange
+
+
+def enrol(root: pathlib.Path, names) -> None:
+    """Put students on the course roster (the bench's students share one uid, as in containers:
+    the roster is what makes them students)."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        for name in names:
+            gradebook.update_or_create_student(name)
+
+
+def sleeper_work(course: Course, seconds: float) -> dict:
+    """The correct notebook, with a sleep of `seconds` before its first answer (within its CPU limit)."""
+    answers = classroom.model_answers(course, ASSIGNMENT, NOTEBOOK)
+    first = next(iter(answers))
+    return classroom.filled_notebook(
+        course, ASSIGNMENT, NOTEBOOK, {first: f"import time\ntime.sleep({seconds})\n" + answers[first]}
+    )
+
+
+def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median: float) -> None:
+    """A sleeper, then a flood, each followed by an honest student: print the honest delays."""
+    sleeper, honest = prepare_students(["sleeper", "honest1"], exchange, course)
+    sleeper.write_notebook(ASSIGNMENT, NOTEBOOK, sleeper_work(course, args.sleep))
+    sleeper.submit(ASSIGNMENT)
+    watcher.expect(sleeper, time.monotonic())
+    time.sleep(1.0)
+    honest.submit(ASSIGNMENT)
+    watcher.expect(honest, time.monotonic())
+    watcher.wait_all(args.sleep + 300)
+    print(
+        f"sleeper ({args.sleep:g} s asleep): its feedback after {watcher.latencies.get('sleeper', float('nan')):.1f} s; "
+        f"an honest student's 1 s later after {watcher.latencies.get('honest1', float('nan')):.1f} s "
+        f"(idle median {idle_median:.1f} s; delay {watcher.latencies.get('honest1', float('nan')) - idle_median:+.1f} s)"
+    )
+    flooder, honest = prepare_students(["flooder", "honest2"], exchange, course)
+    invented = prepare_students([f"invented{n:04d}" for n in range(args.flood)], exchange, course)
+    start = time.monotonic()
+    for _ in range(args.flood):
+        flooder.submit(ASSIGNMENT)
+    for student in invented:
+        student.submit(ASSIGNMENT)
+    watcher.expect(flooder, time.monotonic())
+    honest.submit(ASSIGNMENT)
+    watcher.expect(honest, time.monotonic())
+    watcher.wait_all(600)
+    print(
+        f"flood ({args.flood} submissions of one student and {args.flood} under invented names, in "
+        f"{time.monotonic() - start:.0f} s): an honest student's feedback after "
+        f"{watcher.latencies.get('honest2', float('nan')):.1f} s "
+        f"(delay {watcher.latencies.get('honest2', float('nan')) - idle_median:+.1f} s); the flooder's last after "
+        f"{watcher.latencies.get('flooder', float('nan')):.1f} s"
+    )
 
 
 def kinds_of_work(course: Course) -> list[dict]:
@@ -345,6 +406,8 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=200, help="submissions in the burst")
     parser.add_argument("--burst-seconds", type=float, default=60.0, help="the burst arrives within this time")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--sleep", type=float, default=30.0, help="the sleeper's sleep, seconds (0: no fairness phase)")
+    parser.add_argument("--flood", type=int, default=100, help="the flood's submissions")
     parser.add_argument(
         "--no-nbgrader-feedback",
         action="store_true",
@@ -360,6 +423,7 @@ def main() -> int:
     course = Course(root)
     idle_students = prepare_students([f"idle{n:03d}" for n in range(args.idle)], exchange, course)
     burst_students = prepare_students([f"burst{n:04d}" for n in range(args.burst)], exchange, course)
+    enrol(root, [s.name for s in idle_students + burst_students] + ["sleeper", "honest1", "flooder", "honest2"])
     log = open(WORK / "service.log", "w")
     service = subprocess.Popen(
         [sys.executable, "-m", "autograder", "serve", "--course", str(root), "--jobs", str(args.jobs)],
@@ -385,6 +449,10 @@ def main() -> int:
         idle = [watcher.latencies[s.name] for s in idle_students]
         if idle:
             print(f"idle  ({args.idle} one at a time):   {percentiles(idle)}; memory {rss_mib(service.pid):.0f} MiB")
+        if args.sleep > 0:
+            fairness(args, course, exchange, watcher, statistics.median(idle) if idle else 0.0)
+        if not args.burst:
+            return 0
 
         gap = args.burst_seconds / max(1, args.burst)
         burst_load = os.getloadavg()[0]

@@ -320,6 +320,7 @@ def test_nbgrader_collect_as_configured_takes_no_planted_link(tmp_path):
             "mini",
             f"--Exchange.root={exchange}",
             "--ExchangeCollect.check_owner=False",
+            "--ExchangeTrust.allow_new_students=True",  # ada and bob are on no roster here
         ],
         cwd=root,
         capture_output=True,
@@ -329,7 +330,8 @@ def test_nbgrader_collect_as_configured_takes_no_planted_link(tmp_path):
     )
     assert finished.returncode == 0, finished.stderr[-3000:]
     collected = sorted(str(path.relative_to(root / "submitted")) for path in (root / "submitted").rglob("*"))
-    assert collected == ["ada", "bob", "bob/mini", "bob/mini/notes.txt", "bob/mini/timestamp.txt"], collected
+    assert collected == ["bob", "bob/mini", "bob/mini/notes.txt", "bob/mini/timestamp.txt"], collected
+    assert "it is a symbolic link" in finished.stderr  # ada's folder, and bob's mini.ipynb
 
 
 def test_course_configuration_uses_the_guarded_collect_and_export():

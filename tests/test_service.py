@@ -16,6 +16,7 @@ import time
 import pytest
 
 from autograder.cli.main import main
+from autograder.core import names
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.dev.students import make_students
@@ -80,6 +81,9 @@ def classroom_setup(released_course, tmp_path):
         config.write(
             f"\nc.Exchange.root = {str(exchange)!r}\n"
             "c.GradingService.lease_seconds = 6\nc.GradingService.poll_seconds = 0.2\n"
+            # The simulated students share the tests' uid and are on no roster (tests of the
+            # exchange's trust rules set their own: test_exchange_trust.py).
+            "c.ExchangeTrust.allow_new_students = True\n"
         )
     return root, exchange, base
 
@@ -113,7 +117,7 @@ class ServiceProcess:
 
     def graded(self) -> list[str]:
         """student/assignment of every submission this service reports it graded."""
-        return re.findall(r" graded (\S+) \(", self.log())
+        return re.findall(r" graded (\S+/\S+) \(", self.log())
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -322,12 +326,12 @@ def test_a_grading_child_killed_mid_grade_is_the_graders_fault_retried_and_grade
     sam.write_notebook("mini", "mini", slow)
     service = services(root)
     found = wait_for(
-        lambda: re.search(r"grading process ready \(pid (\d+)\)", service.log()), "the grading child", [service]
+        lambda: re.search(r"grading lane 1 process ready \(pid (\d+)\)", service.log()), "the grading child", [service]
     )
     sam.submit("mini")
     wait_for(lambda: any(row.state == jobqueue.RUNNING for row in queue_rows(root)), "the grade to start", [service])
     time.sleep(1.5)  # inside the slow cell
-    os.kill(int(found.group(1)), signal.SIGKILL)
+    os.kill(int(found.group(1)), signal.SIGKILL)  # lane 1's child: the first lane takes the first claim
     wait_for(lambda: sam.feedback_in_exchange("mini", "mini"), "sam's feedback", [service])
     wait_for(lambda: queue_rows(root)[0].state == jobqueue.DONE, "sam's submission done", [service])
     (row,) = queue_rows(root)
@@ -450,3 +454,125 @@ def test_after_deadline_hold_keeps_late_work_for_the_instructor_until_released(c
     bob.fetch_feedback("mini")
     page = bob.fetched_feedback("mini")[max(bob.fetched_feedback("mini"))]["mini"]
     assert "Late submission penalty (Score: -4.0)" in page and "kept, ungraded" not in page
+
+
+def _forge(exchange: pathlib.Path, course: Course, name: bytes, stamp: str) -> pathlib.Path:
+    """A submission folder made by hand in inbound, as a dishonest student can (any name, any date)."""
+    folder = os.fsencode(exchange / COURSE_ID / "inbound") + b"/" + name
+    os.mkdir(folder)
+    with open(folder + b"/mini.ipynb", "w", encoding="utf-8") as notebook:
+        json.dump(classroom.filled_notebook(course, "mini", "mini"), notebook)
+    with open(folder + b"/timestamp.txt", "w", encoding="utf-8") as claim:
+        claim.write(stamp)
+    return pathlib.Path(os.fsdecode(folder))
+
+
+def test_who_and_when_come_from_the_exchange_not_from_names(classroom_setup, capsys, caplog):
+    """In-process discovery on a real exchange, where all students share the tests' uid (as in
+    containers): the roster decides who is graded, the arrival decides lateness and which
+    submission is newest, and names that are globs, markup, control codes or not UTF-8 are
+    refused with the reason, shown escaped, without stopping discovery."""
+    import datetime
+
+    from nbgrader.api import Gradebook
+
+    from autograder.service.service import Service
+
+    root, exchange, base = classroom_setup
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write(
+            "c.ExchangeTrust.allow_new_students = False\n"
+            "c.GradingService.assignments = {'mini': {'after_deadline': 'hold'}}\n"
+        )
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate=now - datetime.timedelta(hours=1))
+        for student in ("ada", "bob", "daemon"):
+            gradebook.update_or_create_student(student)
+    course = Course(root)
+    yesterday = (now - datetime.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+    # An hour after the due date, dated the day before in its name and timestamp.txt.
+    backdated = _forge(exchange, course, f"ada+mini+{yesterday}+1".encode(), yesterday)
+    # Dated 2099, then an honest resubmission (nbgrader submit) that must not be superseded by it.
+    future = _forge(exchange, course, b"bob+mini+2099-01-01 00:00:00.000000 UTC+2", "2099-01-01 00:00:00.000000 UTC")
+    time.sleep(0.05)
+    (bob,) = make_students(["bob"], base / "homes", exchange, COURSE_ID)
+    bob.fetch_assignment("mini")
+    bob.write_notebook("mini", "mini", classroom.filled_notebook(course, "mini", "mini"))
+    bob.submit("mini")
+    (honest,) = [p for p in (exchange / COURSE_ID / "inbound").iterdir() if p.name.startswith("bob+") and p != future]
+    # Names a dishonest student can use; the exchange's folder of the account "daemon" (uid 1)
+    # that belongs to uid 65534 is someone else's.
+    refused = {
+        b"mallory+mini+2026-12-01 10:00:00.000000 UTC+3": "not on the course roster",
+        b"*+mini+2026-12-01 10:00:00.000000 UTC+4": "globs, shells, HTML or CSV",
+        b"<img src=x onerror=alert(1)>+mini+2026-12-01 10:00:00.000000 UTC+5": "globs, shells, HTML or CSV",
+        b"\xff\xfe+mini+2026-12-01 10:00:00.000000 UTC+6": "not UTF-8",
+        b"ada+mini+2026-12-01 10:00:00.000000 UTC\x1b[2J\x1b[H+7": "control characters",
+    }
+    for name in refused:
+        _forge(exchange, course, name, "2026-12-01 10:00:00.000000 UTC")
+    if os.geteuid() == 0:
+        daemon = _forge(exchange, course, b"daemon+mini+2026-12-01 10:00:00.000000 UTC+8", "")
+        os.chown(daemon, 65534, 65534)
+        refused[os.fsencode(daemon.name)] = "not by daemon, the account of the student it names"
+    late_honest = _forge(exchange, course, f"ada+mini+{yesterday}+9".encode(), yesterday)  # after the junk
+
+    service = Service(course, jobs=1)
+    with caplog.at_level("INFO", logger="autograder.service"):
+        service.assignments()
+        service.discover()
+        service.discover()  # the refused names are remembered: nothing new, nothing logged again
+    states = {row.origin: row.state for row in queue_rows(root)}
+    assert states == {
+        backdated.name: jobqueue.SUPERSEDED,  # by ada's later one: both arrived after the due date
+        late_honest.name: jobqueue.HELD,
+        future.name: jobqueue.SUPERSEDED,
+        honest.name: jobqueue.HELD,
+    }, states
+    logged = caplog.text
+    assert "\x1b" not in logged and "\\x1b[2J" in logged and "\\xff\\xfe+mini" in logged
+    assert logged.count("is not collected") == len(refused)
+    capsys.readouterr()
+    assert main(["status", "--course", str(root)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("identity: "), shown  # "daemon" has an account, the others not
+    assert "for the others identity cannot be verified, and only students on the roster are graded" in shown
+    flags = [line for line in shown.splitlines() if line.startswith("  FLAG ")]
+    for name, reason in refused.items():
+        (line,) = [line for line in flags if names.shown(os.fsdecode(name)) in line]
+        assert reason in line
+    assert "\x1b" not in shown
+    assert sum("minutes before its arrival" in line for line in flags) == 2  # ada's two backdated claims
+    assert sum("in the future of its arrival" in line for line in flags) == 1
+
+
+def test_a_submission_changed_after_it_was_first_seen_is_dated_by_the_change(classroom_setup, monkeypatch):
+    """Queued before the due date and rewritten after it (while it waited, say for the rate
+    limit), a submission is dated by its last change when collected, and held under "hold"."""
+    import datetime
+
+    from nbgrader.api import Gradebook
+
+    from autograder.service import service as service_module
+
+    root, exchange, base = classroom_setup
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write("c.GradingService.assignments = {'mini': {'after_deadline': 'hold'}}\n")
+    due = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) + datetime.timedelta(seconds=3)
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        gradebook.update_or_create_assignment("mini", duedate=due)
+    course = Course(root)
+    folder = _forge(exchange, course, b"ada+mini+2026-12-01 10:00:00.000000 UTC+1", "2026-12-01 10:00:00.000000 UTC")
+    service = service_module.Service(course, jobs=1)
+    service.discover()
+    (row,) = queue_rows(root)
+    assert row.state == jobqueue.QUEUED  # on time when it was first seen
+    time.sleep(4)
+    (folder / "mini.ipynb").write_text((folder / "mini.ipynb").read_text())  # rewritten after the due date
+    monkeypatch.setattr(service_module, "RETIME_SLACK_SECONDS", 1.0)  # not a minute: the test cannot wait
+    (job,) = service.queue.claim(1)
+    assert service._collect(job) is False
+    (row,) = queue_rows(root)
+    assert row.state == jobqueue.HELD and row.submitted_at > due.replace(tzinfo=datetime.timezone.utc).timestamp()
+    assert "after the due date" in row.message

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from autograder.core.collector import ExchangeTrust
 from autograder.service import collect, feedback
 from autograder.service import queue as jobqueue
 from autograder.service.policy import GradingService, Policy
@@ -80,6 +81,21 @@ def test_a_student_is_never_graded_twice_at_once(db_url):
     queue.finish(first)
     (second,) = queue.claim(10)
     assert second.origin == "second"
+
+
+def test_claims_take_one_submission_per_student_in_the_order_they_became_due(db_url):
+    """A student with submissions of several assignments takes one lane, never two: the others'
+    submissions, even found later, are claimed before the student's second."""
+    queue = make_queue(db_url, "a")
+    for assignment in ("hw1", "hw2", "hw3"):
+        queue.enqueue(assignment, "flooder", f"flooder+{assignment}+t+x", 100.0)
+    queue.enqueue("hw1", "ada", "ada+hw1+t+x", 101.0)
+    queue.enqueue("hw1", "bob", "bob+hw1+t+x", 102.0)
+    claimed = queue.claim(3)
+    assert [(job.student, job.assignment) for job in claimed] == [("flooder", "hw1"), ("ada", "hw1"), ("bob", "hw1")]
+    assert queue.claim(3) == []  # the flooder has one in flight: their others wait for it
+    queue.finish(claimed[0])
+    assert [(job.student, job.assignment) for job in queue.claim(3)] == [("flooder", "hw2")]
 
 
 def test_a_dead_workers_claim_expires_and_is_retried_then_failed(db_url):
@@ -209,10 +225,10 @@ def test_collection_follows_no_link_and_copies_only_regular_files(tmp_path):
     os.mkfifo(inbound / "pipe")
     (inbound / ".ipynb_checkpoints").mkdir()
     (inbound / "big.bin").write_bytes(b"x" * 200_000)
-    (found,) = collect.scan_inbound(inbound.parent, {"hw"})
-    assert (found.student, found.assignment) == ("ada", "hw")
+    (found,), refused = collect.Scanner(inbound.parent, ExchangeTrust()).scan({"hw"}, set(), {"ada"})
+    assert (found.student, found.assignment, refused) == ("ada", "hw", {})
     course = tmp_path / "course"
-    skipped = collect.Collector(_CourseDirectory(course)).collect(found)
+    skipped = collect.Collector(_CourseDirectory(course)).collect(found).left_out
     copied = course / "submitted" / "ada" / "hw"
     assert sorted(str(p.relative_to(copied)) for p in copied.rglob("*")) == [
         "data",
@@ -222,25 +238,34 @@ def test_collection_follows_no_link_and_copies_only_regular_files(tmp_path):
     ]
     assert not any(p.is_symlink() for p in copied.rglob("*"))
     assert sorted(skipped) == [
-        "answers.txt (a symbolic link)",
-        "big.bin (larger than 100 kB)",
-        "linked_dir (a symbolic link)",
-        "pipe (not a regular file)",
+        "answers.txt: it is a symbolic link, not a regular file",
+        "big.bin: larger than 100 kB",
+        "linked_dir: it is a symbolic link, not a regular file",
+        "pipe: it is a named pipe, not a regular file",
     ]
+    # The timestamp nbgrader reads is the arrival (the folder's change time), not the claim.
+    stamp = collect.parse_timestamp((copied / "timestamp.txt").read_text())
+    assert abs(stamp - os.stat(inbound).st_ctime) < 1 < abs(stamp - collect.parse_timestamp(found.timestamp))
 
 
 def test_scanning_ignores_what_nbgrader_submit_does_not_make(tmp_path):
     inbound = tmp_path / "inbound"
     inbound.mkdir()
     (inbound / "ada+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
-    (inbound / "bob+hw+not a time+abc").mkdir()
+    (inbound / "bob+hw+not a time+abc").mkdir()  # a claim that is not a date: graded by its arrival
     (inbound / "cy+other+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
     (inbound / "dee+hw+2026-12-01 10:00:00.000000 UTC+abc").symlink_to(tmp_path, target_is_directory=True)
     (inbound / "stray").mkdir()
     (inbound / "..+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()  # submitted/../hw is the course's hw/
     (inbound / ".+hw+2026-12-01 10:00:00.000000 UTC+abc").mkdir()
-    assert [found.student for found in collect.scan_inbound(inbound, {"hw"})] == ["ada"]
-    assert collect.scan_inbound(inbound, {"hw"}, known={"ada+hw+2026-12-01 10:00:00.000000 UTC+abc"}) == []
+    scanner = collect.Scanner(inbound, ExchangeTrust(allow_new_students=True))
+    found, refused = scanner.scan({"hw"}, set(), set())
+    assert sorted(item.student for item in found) == ["ada", "bob"]
+    assert sorted(name.split("+")[0] for name in refused) == [".", "..", "dee"]
+    assert scanner.scan({"hw"}, set(), set()) == ([], {})  # each name looked at once
+    fresh = collect.Scanner(inbound, ExchangeTrust(allow_new_students=True))
+    found, _ = fresh.scan({"hw"}, {"ada+hw+2026-12-01 10:00:00.000000 UTC+abc"}, set())
+    assert [item.student for item in found] == ["bob"]
 
 
 def test_withheld_feedback_keeps_which_checks_passed_but_not_their_messages():

@@ -23,6 +23,7 @@ import sys
 from typing import NamedTuple
 
 from autograder.core import engine, safe_files
+from autograder.core import names as student_ids
 from autograder.core import notebook as nbio
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
@@ -85,6 +86,10 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
     for student_dir in sorted(submitted_root.glob(f"*/{assignment}")):
         student = student_dir.parent.name
         if only and student not in only:
+            continue
+        unacceptable = student_ids.refusal(student)  # a glob, markup, control codes, bytes that are not UTF-8
+        if unacceptable:
+            print(f"warning: {student_ids.shown(student_dir)} is not graded: {unacceptable}", file=sys.stderr)
             continue
         try:
             safe_files.check_inside(student_dir / "notebook", course.root)

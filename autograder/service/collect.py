@@ -2,29 +2,27 @@
 
 `nbgrader submit` leaves `<root>/<course>/inbound/<student>+<assignment>+<timestamp>+<random>/`;
 `nbgrader collect --update` copies a student's newest such folder to
-`submitted/<student>/<assignment>/`. The service does the same for one submission at a time,
-with the course's `CourseDirectory.ignore`, `include`, `max_file_size` and `max_dir_size`, but
-treats the folder as hostile: it follows no link (a symlink to the instructor's files would
-otherwise be copied into the course), copies regular files only (a FIFO would block the copy,
-a device would be read), and bounds depth and entry count, reporting everything it left out.
+`submitted/<student>/<assignment>/`. The service does the same for one submission at a time
+with the collector `nbgrader collect` uses here too (autograder.core.collector): by handle,
+following no link, copying regular singly-linked files of the submitter only, refusing
+student ids that are not acceptable (autograder.core.names) and folders not owned by the
+student they name, and timing each submission by its arrival, not by its name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import logging
 import os
 import pathlib
-import shutil
 import stat
+import time
+
+from autograder.core import collector, names
 
 log = logging.getLogger("autograder.service")
 
-MAX_DEPTH = 16
-MAX_ENTRIES = 5000
-CHUNK = 1 << 20
-_refused: set[str] = set()  # inbound folders already reported as ignored (once each, not every scan)
+parse_timestamp = collector.parse_timestamp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,62 +31,80 @@ class Found:
 
     student: str
     assignment: str
-    timestamp: str  # as nbgrader wrote it
-    submitted_at: float  # epoch seconds
+    timestamp: str  # what the submission claims (its name's timestamp), shown to the instructor only
+    submitted_at: float  # when it arrived (epoch seconds): the folder's ctime, never later than first seen
     origin: str  # the inbound folder's name; "submitted:<student>/<assignment>@<timestamp>" for submitted/
     path: pathlib.Path
+    owner: int | None = None
 
 
-def parse_timestamp(text: str) -> float | None:
-    import datetime
+class Scanner:
+    """The inbound's submissions not seen before, each looked at once: names refused (with the
+    reason, logged once) and names of no assignment are remembered, so that an idle service's
+    scan of an inbound full of junk is a directory listing."""
 
-    from nbgrader.utils import parse_utc
+    def __init__(self, inbound: pathlib.Path, trust: collector.ExchangeTrust):
+        self.inbound, self.trust = inbound, trust
+        self.remembered: dict[str, str | None] = {}
+        self._assignments: frozenset[str] = frozenset()
+        self._roster: frozenset[str] = frozenset()
 
-    try:
-        moment = parse_utc(text.strip())
-    except (ValueError, OverflowError):
-        return None
-    if moment.tzinfo is None:  # parse_utc gives naive UTC
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
-
-
-def scan_inbound(inbound: pathlib.Path, assignments: set[str], known=frozenset()) -> list[Found]:
-    """Every submission folder in `inbound` of one of `assignments` (named as nbgrader submit
-    names them; anything else, and anything that is not a real directory, is ignored), except
-    the `known` ones: a scan every fraction of a second costs a directory listing, not a date
-    parse per submission ever made."""
-    found = []
-    try:
-        entries = list(os.scandir(inbound))
-    except FileNotFoundError:
-        return []
-    for entry in entries:
-        if entry.name in known:
-            continue
-        parts = entry.name.rsplit("+", 3)  # as nbgrader collect splits it: usernames may hold '+'
-        if len(parts) < 3 or parts[1] not in assignments or not entry.is_dir(follow_symlinks=False):
-            continue
-        if parts[0] in ("", ".", "..") or parts[0].startswith("."):
-            # submitted/<student>/ must be a folder of submitted/: "..+hw+..." would name the course root
-            if entry.path not in _refused:
-                _refused.add(entry.path)
-                log.warning("%s is ignored: %r is not a student name", entry.path, parts[0])
-            continue
-        submitted_at = parse_timestamp(parts[2])
-        if submitted_at is None:
-            continue
-        found.append(Found(parts[0], parts[1], parts[2], submitted_at, entry.name, pathlib.Path(entry.path)))
-    return found
+    def scan(self, assignments, known, roster) -> tuple[list[Found], dict[str, str]]:
+        """(new submissions, newly refused names -> reason); `known`: origins already queued."""
+        if frozenset(assignments) != self._assignments:  # names of another assignment may be new ones
+            self._assignments = frozenset(assignments)
+            self.remembered = {name: reason for name, reason in self.remembered.items() if reason is not None}
+        if frozenset(roster) != self._roster:  # a student put on the roster: their folders are looked at again
+            self._roster = frozenset(roster)
+            self.remembered = {name: reason for name, reason in self.remembered.items() if reason is None}
+        entries, refused = collector.scan(self.inbound, self._assignments, self.remembered)
+        found = []
+        now = time.time()
+        for entry in entries:
+            if entry.name in known:
+                self.remembered[entry.name] = None
+                continue
+            try:
+                info = collector.inspect(self.inbound, entry.name)
+            except collector.Refused as error:
+                # Not remembered: nbgrader submit may still be making it (or it is gone for good).
+                if entry.name not in refused:
+                    refused[entry.name] = f"not a submission folder: {error}"
+                self.remembered[entry.name] = refused[entry.name]
+                continue
+            reason = self.trust.refusal(entry.student, info.st_uid, roster)
+            if reason:
+                self.remembered[entry.name] = refused[entry.name] = reason
+                continue
+            self.remembered[entry.name] = None  # queued now; the queue knows it from here on
+            arrival = min(info.st_ctime, now)
+            found.append(
+                Found(
+                    entry.student,
+                    entry.assignment,
+                    entry.claimed,
+                    arrival,
+                    entry.name,
+                    self.inbound / entry.name,
+                    info.st_uid,
+                )
+            )
+        return found, refused
 
 
 def scan_submitted(submitted: pathlib.Path, assignments: set[str]) -> list[Found]:
-    """For courses without an exchange: every submitted/<student>/<assignment>/, identified by
-    its timestamp.txt (or, without one, by its newest modification time)."""
+    """For courses without an exchange: every submitted/<student>/<assignment>/ (the instructor
+    put it there), identified by its timestamp.txt (or, without one, by its newest modification
+    time). Student ids that are not acceptable are skipped, with a warning."""
     found = []
     for assignment in assignments:
         for folder in submitted.glob(f"*/{assignment}"):
             if folder.is_symlink() or not folder.is_dir():
+                continue
+            student = folder.parent.name
+            reason = names.refusal(student)
+            if reason:
+                log.warning("%s is not graded: %s", names.shown(folder), reason)
                 continue
             stamp = folder / "timestamp.txt"
             text = ""
@@ -101,7 +117,7 @@ def scan_submitted(submitted: pathlib.Path, assignments: set[str]) -> list[Found
                     default=folder.stat().st_mtime,
                 )
                 text = repr(submitted_at)
-            student = folder.parent.name
+            text = names.shown(text, 60)
             found.append(
                 Found(student, assignment, text, submitted_at, f"submitted:{student}/{assignment}@{text}", folder)
             )
@@ -111,97 +127,54 @@ def scan_submitted(submitted: pathlib.Path, assignments: set[str]) -> list[Found
 class Collector:
     """Copies one exchange submission into submitted/, as nbgrader collect --update does."""
 
-    def __init__(self, coursedir):
+    def __init__(self, coursedir, trust: collector.ExchangeTrust | None = None):
         self.coursedir = coursedir  # nbgrader's CourseDirectory of the course (root, ignore, sizes)
+        self.trust = trust or collector.ExchangeTrust()
+        self.collector = collector.Collector(collector.Rules(coursedir), self.trust)
 
-    def collect(self, found: Found) -> list[str]:
-        """Replace submitted/<student>/<assignment>/ with the submission; returns what was left out."""
+    def collect(self, found: Found, roster=None) -> collector.Collected:
+        """Replace submitted/<student>/<assignment>/ with the submission (collector.Refused when
+        it is refused); what was left out is logged and returned."""
         destination = pathlib.Path(
             self.coursedir.format_path(self.coursedir.submitted_directory, found.student, found.assignment)
         )
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        staging = destination.parent / f".{destination.name}.collecting-{os.getpid()}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        skipped: list[str] = []
-        budget = [1000 * self.coursedir.max_dir_size, MAX_ENTRIES]  # bytes, entries
-        try:
-            staging.mkdir()
-            self._copy_tree(found.path, staging, "", 0, skipped, budget)
-            if destination.exists() or destination.is_symlink():
-                if destination.is_symlink() or not destination.is_dir():
-                    destination.unlink()
-                else:
-                    shutil.rmtree(destination)
-            staging.rename(destination)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging)
-        self._warn_owner(found)
-        for item in skipped:
+        entry = collector.Entry(found.origin, found.student, found.assignment, found.timestamp)
+        collected = self.collector.collect(
+            found.path.parent, entry, destination, roster if roster is not None else {found.student}
+        )
+        for item in collected.left_out:
             log.warning("collect %s/%s: left out %s", found.student, found.assignment, item)
-        return skipped
+        return collected
 
-    def _ignored(self, name: str, is_file: bool) -> bool:
-        if any(fnmatch.fnmatch(name, pattern) for pattern in self.coursedir.ignore):
-            return True
-        return is_file and not any(fnmatch.fnmatch(name, pattern) for pattern in self.coursedir.include)
 
-    def _copy_tree(self, source: pathlib.Path, target: pathlib.Path, relative: str, depth: int, skipped, budget):
-        if depth > MAX_DEPTH:
-            skipped.append(f"{relative or '.'} (nested too deep)")
-            return
-        with os.scandir(source) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                name = f"{relative}{entry.name}"
-                budget[1] -= 1
-                if budget[1] < 0:
-                    skipped.append(f"{name} (too many files)")
-                    continue
-                if entry.is_symlink():
-                    skipped.append(f"{name} (a symbolic link)")
-                elif entry.is_dir(follow_symlinks=False):
-                    if self._ignored(entry.name, is_file=False):
-                        continue
-                    (target / entry.name).mkdir()
-                    self._copy_tree(
-                        pathlib.Path(entry.path), target / entry.name, f"{name}/", depth + 1, skipped, budget
-                    )
-                elif entry.is_file(follow_symlinks=False):
-                    if not self._ignored(entry.name, is_file=True):
-                        self._copy_file(pathlib.Path(entry.path), target / entry.name, name, skipped, budget)
-                else:
-                    skipped.append(f"{name} (not a regular file)")
+def notice_facts(found: Found, notebook_ids: set[str]) -> tuple[str | None, list[str]]:
+    """The submission's secret (nbgrader submit's submission_secret.txt, which names the
+    student's feedback folder) and which of the assignment's notebooks it holds, read by handle
+    from its folder in inbound; (None, []) when the folder is no longer a real one."""
+    from autograder.service import feedback
 
-    def _copy_file(self, source: pathlib.Path, target: pathlib.Path, name: str, skipped, budget) -> None:
-        # O_NOFOLLOW and fstat on the opened file: a file swapped for a link or a FIFO after the
-        # directory was listed is refused too; O_NONBLOCK so opening a FIFO cannot hang.
+    try:
+        parent = os.open(found.path.parent, collector.FOLDER_FLAGS)
+    except OSError:
+        return None, []
+    try:
+        handle, info = collector.open_folder(parent, found.path.name)
+    except collector.Refused:
+        return None, []
+    finally:
+        os.close(parent)
+    try:
+        notebooks = sorted(name[: -len(".ipynb")] for name in os.listdir(handle) if name.endswith(".ipynb"))
+        notebooks = [notebook for notebook in notebooks if notebook in notebook_ids]
         try:
-            descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as error:
-            skipped.append(f"{name} (unreadable: {error.strerror})")
-            return
-        with os.fdopen(descriptor, "rb") as stream:
-            info = os.fstat(stream.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                skipped.append(f"{name} (not a regular file)")
-                return
-            if info.st_size > 1000 * self.coursedir.max_file_size:
-                skipped.append(f"{name} (larger than {self.coursedir.max_file_size} kB)")
-                return
-            if info.st_size > budget[0]:
-                skipped.append(f"{name} (the submission exceeds {self.coursedir.max_dir_size} kB)")
-                return
-            budget[0] -= info.st_size
-            with open(target, "xb") as out:
-                shutil.copyfileobj(stream, out, CHUNK)
-
-    def _warn_owner(self, found: Found) -> None:
-        import pwd
-
-        try:
-            owner = pwd.getpwuid(os.stat(found.path, follow_symlinks=False).st_uid).pw_name
-        except (KeyError, OSError):
-            owner = "unknown id"
-        if owner != found.student:  # nbgrader collect's check_owner warning
-            log.warning("%s claims to be submitted by %s but is owned by %s", found.path, found.student, owner)
+            secret_handle = os.open("submission_secret.txt", collector.FILE_FLAGS, dir_fd=handle)
+        except OSError:
+            return None, notebooks
+        with os.fdopen(secret_handle, "rb") as stream:
+            details = os.fstat(stream.fileno())
+            if not stat.S_ISREG(details.st_mode) or details.st_uid != info.st_uid:
+                return None, notebooks
+            secret = stream.read(feedback.SECRET_LIMIT).decode("ascii", errors="replace")
+        return secret or None, notebooks
+    finally:
+        os.close(handle)

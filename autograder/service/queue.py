@@ -46,7 +46,9 @@ jobs = sa.Table(
     sa.Column("student", sa.String(128), nullable=False),
     # Where the submission is: the exchange inbound folder's name, or "submitted:<timestamp>".
     sa.Column("origin", sa.String(512), nullable=False),
-    sa.Column("submitted_at", sa.Float, nullable=False),  # the submission's own timestamp (epoch seconds)
+    # When the submission arrived (epoch seconds): as the kernel dates its folder and files
+    # (ctime), never what its name or timestamp.txt claim (core/collector.py).
+    sa.Column("submitted_at", sa.Float, nullable=False),
     sa.Column("state", sa.String(16), nullable=False, default=QUEUED),
     sa.Column("not_before", sa.Float, nullable=False, default=0.0),  # policy: graded no earlier than this
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -60,6 +62,23 @@ jobs = sa.Table(
     sa.Index(f"{TABLE}_pending", "course_id", "state", "not_before"),
     sa.Index(f"{TABLE}_student", "course_id", "assignment", "student"),
 )
+
+
+# What the instructor should know about a submission the service refused or doubts: a folder
+# refused (a name that is no acceptable student id, a folder not owned by its student, a link),
+# or a claimed timestamp in the future or far from the arrival. Shown by `status`.
+flags = sa.Table(
+    f"{TABLE}_flags",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("course_id", sa.String(128), nullable=False),
+    sa.Column("origin", sa.String(512), nullable=False),  # escaped (names.shown): any name fits
+    sa.Column("kind", sa.String(16), nullable=False),  # "refused" or "timestamp"
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.UniqueConstraint("course_id", "origin", "kind", name=f"{TABLE}_flag_once"),
+)
+REFUSED, TIMESTAMP = "refused", "timestamp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,15 +247,16 @@ class Queue:
 
     # -- claiming ------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[Job]:
-        """Take up to `limit` due submissions (at most one per student and assignment) for this
-        worker; expired leases of dead workers are put back in the queue first."""
+        """Take up to `limit` due submissions for this worker, in the order they became due, at
+        most one per student and none of a student with a submission in flight (of any
+        assignment): one student's submissions never take more than one grading lane. Expired
+        leases of dead workers are put back in the queue first."""
         now = self.clock()
         with self.engine.begin() as connection:
             self._requeue_expired(connection, now)
             running = jobs.alias("running")
             busy_student = sa.exists().where(
                 running.c.course_id == jobs.c.course_id,
-                running.c.assignment == jobs.c.assignment,
                 running.c.student == jobs.c.student,
                 running.c.state == RUNNING,
             )
@@ -248,11 +268,16 @@ class Queue:
                     jobs.c.course_id == self.course_id, jobs.c.state == QUEUED, jobs.c.not_before <= now, ~busy_student
                 )
                 .order_by(jobs.c.not_before, jobs.c.id)
-                .limit(limit)
+                .limit(limit * 4)  # a student's rows of several assignments: the first of each student
             )
             if self.postgres:
                 query = query.with_for_update(skip_locked=True, of=jobs)
-            rows = connection.execute(query).all()
+            rows: list = []
+            students: set[str] = set()
+            for row in connection.execute(query).all():
+                if row.student not in students and len(rows) < limit:
+                    students.add(row.student)
+                    rows.append(row)
             if not rows:
                 return []
             connection.execute(
@@ -353,6 +378,10 @@ class Queue:
                 )
             )
 
+    def refuse(self, job: Job, message: str) -> bool:
+        """A claimed submission the collector refused (no fault of the grader: never retried)."""
+        return self._close(job, FAILED, message)
+
     def _close(self, job: Job, state: str, message: str | None) -> bool:
         with self.engine.begin() as connection:
             result = connection.execute(
@@ -365,6 +394,65 @@ class Queue:
                 .values(state=state, finished_at=self.clock(), message=message)
             )
             return result.rowcount == 1
+
+    # -- flags for the instructor --------------------------------------------------------------
+    def flag(self, items: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        """Record flags (origin, kind, message), each once per origin and kind, in one
+        transaction; returns those not recorded before (origins and messages escaped)."""
+        from autograder.core import names
+
+        shown = {(names.shown(origin, 500), kind): names.shown(message, 2000) for origin, kind, message in items}
+        if not shown:
+            return []
+        try:
+            with self.engine.begin() as connection:
+                existing = {
+                    (row.origin, row.kind)
+                    for row in connection.execute(
+                        sa.select(flags.c.origin, flags.c.kind).where(flags.c.course_id == self.course_id)
+                    )
+                }
+                new = [
+                    (origin, kind, message)
+                    for (origin, kind), message in shown.items()
+                    if (origin, kind) not in existing
+                ]
+                if new:
+                    now = self.clock()
+                    connection.execute(
+                        flags.insert(),
+                        [
+                            {"course_id": self.course_id, "origin": o, "kind": k, "message": m, "at": now}
+                            for o, k, m in new
+                        ],
+                    )
+        except sa.exc.IntegrityError:
+            return []  # another service recorded them meanwhile
+        return new
+
+    def flags(self, limit: int = 50) -> list:
+        """The newest flags, newest first."""
+        with self.engine.connect() as connection:
+            query = sa.select(flags).where(flags.c.course_id == self.course_id).order_by(flags.c.id.desc()).limit(limit)
+            return list(connection.execute(query).all())
+
+    def flag_count(self) -> int:
+        with self.engine.connect() as connection:
+            count = connection.execute(
+                sa.select(sa.func.count()).select_from(flags).where(flags.c.course_id == self.course_id)
+            ).scalar()
+            return count or 0
+
+    def retime(self, job: Job, arrival: float, hold: str | None) -> None:
+        """The submission changed after it was first seen: it arrived at `arrival`; with `hold`,
+        it is held for the instructor instead of graded now."""
+        with self.engine.begin() as connection:
+            values: dict = {"submitted_at": arrival}
+            if hold:
+                values.update(state=HELD, claimed_by=None, attempts=jobs.c.attempts - 1, message=hold)
+            connection.execute(
+                jobs.update().where(jobs.c.id == job.id, jobs.c.claimed_by == self.worker).values(**values)
+            )
 
     # -- reporting -----------------------------------------------------------------------------
     def rows(self, since: float | None = None, states: tuple[str, ...] | None = None) -> list:

@@ -1,15 +1,18 @@
 """`python -m autograder serve --course ROOT`: grade each submission as it arrives, and release its feedback.
 
 A thread scans the exchange inbound (or, for a course without an exchange, submitted/) for
-submissions not seen before and enqueues them in the gradebook's database (held for the
-instructor instead when the policy holds late work). The main loop claims what is due (several
-students at once under a burst, one at a time when idle); collects each claimed submission into
-submitted/ as `nbgrader collect --update` would; has a child process grade the claimed students
-with the batch grader (the same sanitising, sandboxed grading and recording into the gradebook
-and autograded/, manual grades never overwritten); hands each student's feedback, as the grading
-child reports their grades committed, to another child that generates and releases it while the
-next chunk is graded; and marks the queue rows done as that child reports each page out. Both
-children are replaced now and then (service/child.py), so the service's memory stays flat. A thread renews this service's claims
+submissions not seen before and enqueues them in the gradebook's database with their arrival
+time (held for the instructor instead when the policy holds late work); folders it refuses (a
+name that is no acceptable student id, a folder not owned by the student it names, a student
+not on the roster where identity cannot be verified) are flagged for `status`, once. The main
+loop fills `--jobs` grading lanes, one student's claim per lane and never two of one student at
+once, so a slow or numerous student holds up no one else; each lane collects its submission
+into submitted/ by handle (core/collector.py) and has its own child process grade it with the
+batch grader (the same sanitising, sandboxed grading and recording into the gradebook and
+autograded/, manual grades never overwritten); each student's feedback, once their grades are
+committed, goes to another child that generates and releases it, and the queue row is marked
+done as that child reports the page out. The children are replaced now and then
+(service/child.py), so the service's memory stays flat. A thread renews this service's claims
 until then; a service that dies stops renewing them, and another service (or this one
 restarted) takes them over.
 """
@@ -17,16 +20,19 @@ restarted) takes them over.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import datetime
 import functools
 import logging
 import os
 import pathlib
+import queue as queue_module
 import signal
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 
+from autograder.core import collector, names
 from autograder.core.course import Course
 from autograder.nbgrader import batch
 from autograder.nbgrader import settings as nbgrader_settings
@@ -38,10 +44,25 @@ from autograder.service.policy import GradingService
 
 log = logging.getLogger("autograder.service")
 
+
+class _OneTerminalLine(logging.Filter):
+    """Every line the service logs is one line of printable text: a folder name or a message
+    holding terminal control codes (a cleared screen, forged lines) is shown escaped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = names.shown(record.getMessage(), 4000), None
+        return True
+
+
+log.addFilter(_OneTerminalLine())
+
 ASSIGNMENTS_REFRESH_SECONDS = 30
 SUMMARY_SECONDS = 60
-CLAIM_CHUNKS = 8
+NOTICES_PER_STUDENT = 10  # notice pages a student gets per NOTICE_WINDOW_SECONDS (a flood writes no more)
+NOTICE_WINDOW_SECONDS = 3600
 BUSY_RETRY_SECONDS = 10  # how often claims wait on a batch grader that holds the assignment
+RETIME_SLACK_SECONDS = 60  # files changed this long after the folder was first dated: the submission is re-dated
+LOGGED_REFUSALS_PER_SCAN = 20  # an inbound of junk logs a few lines and a count, not a line per name
 
 
 def exchange_inbound(config, course_id: str) -> pathlib.Path:
@@ -89,7 +110,11 @@ class Service:
         self.inbound = exchange_inbound(self.config, self.course_id)
         self.uses_exchange = self.inbound.is_dir()
         self.outbound_feedback = self.inbound.parent / "feedback"
-        self.collector = collect.Collector(self.coursedir)
+        self.trust = collector.ExchangeTrust(config=self.config)
+        self.collector = collect.Collector(self.coursedir, self.trust)
+        self.scanner = collect.Scanner(self.inbound, self.trust)
+        self.roster: set[str] = set()  # nbgrader's students table, refreshed with the due dates
+        self.notebook_ids: dict[str, set[str]] = {}
         self.queue = jobqueue.Queue(
             jobqueue.connect(self.db_url),
             self.course_id,
@@ -102,9 +127,17 @@ class Service:
         # Claims this service holds: being graded, or graded and waiting for their feedback.
         self.claimed: set[int] = set()
         self.claimed_lock = threading.Lock()  # the heartbeat thread reads the claims
-        self.grading = grading_process.GradingProcess(course.root)
+        # Lanes: a grading child each, grading one student's claim at a time, so that a slow
+        # submission holds up its own lane only, never the feedback of students on the others.
+        self.lanes: queue_module.Queue[grading_process.GradingProcess] = queue_module.Queue()
+        self.gradings = [grading_process.GradingProcess(course.root) for _ in range(self.jobs)]
+        for grading in self.gradings:
+            self.lanes.put(grading)
+        self.in_flight: set[concurrent.futures.Future] = set()
         self.feedback = feedback_process.FeedbackProcess(course.root)
+        self.feedback_lock = threading.Lock()  # lanes hand feedback over; the main loop collects it
         self.awaiting: list[tuple] = []  # (future, job, grading started, note) per feedback in the making
+        self.notices: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.stopping = threading.Event()
         self.discovering = threading.Lock()  # the discovery thread, and run(until_idle) itself
         self.refreshing = threading.Lock()  # due dates and policy, read by both threads
@@ -128,6 +161,10 @@ class Service:
             self.queue.worker,
             self.db_url,
         )
+        self.assignments()  # the roster, for what follows
+        if self.uses_exchange:
+            described = self.trust.describe(self.roster)
+            (log.warning if "cannot be verified" in described else log.info)("%s", described)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self.stopping.set())
@@ -139,41 +176,64 @@ class Service:
         # status, and for other services) at once, and the first claim need not wait for the last
         # of its enqueue transactions.
         threading.Thread(target=self._keep_discovering, args=(finished,), daemon=True).start()
-        for name, process in (("grading", self.grading), ("feedback", self.feedback)):
-            process.start().add_done_callback(functools.partial(self._log_ready, name))
+        for index, process in enumerate(self.gradings):
+            process.start().add_done_callback(functools.partial(self._log_ready, f"grading lane {index + 1}"))
+        self.feedback.start().add_done_callback(functools.partial(self._log_ready, "feedback"))
         summary_at = time.monotonic() + SUMMARY_SECONDS
+        lanes = concurrent.futures.ThreadPoolExecutor(self.jobs, thread_name_prefix="grading-lane")
         try:
             while not self.stopping.is_set():
                 if until_idle:
                     self.discover()  # what is in the exchange now is queued before "idle" is judged
                 self.collect_feedback()
-                claimed = self.queue.claim(self._claim_size())
+                self._reap_lanes()
+                free = self.jobs - len(self.in_flight)
+                # One student per claim, at most one claim per student in flight (Queue.claim), in
+                # the order they arrived: a student's slow or numerous submissions wait in their
+                # own lane, and everyone else's are graded on the others.
+                claimed = self.queue.claim(free) if free > 0 else []
+                for job in claimed:
+                    self.in_flight.add(lanes.submit(self._grade_on_lane, job))
                 if claimed:
-                    self.grade(claimed)
-                elif until_idle and not self._pending():
+                    continue
+                if until_idle and not self.in_flight and not self._pending():
                     break
+                if self.in_flight:
+                    concurrent.futures.wait(
+                        self.in_flight, self.settings.poll_seconds, concurrent.futures.FIRST_COMPLETED
+                    )
                 else:
                     self.stopping.wait(self.settings.poll_seconds)
                 if time.monotonic() > summary_at:
                     self.log_summary()
                     summary_at = time.monotonic() + SUMMARY_SECONDS
         finally:
+            lanes.shutdown(wait=True)  # what is being graded is graded
+            self._reap_lanes()
             self.collect_feedback(wait=True)  # what is graded gets its feedback before the service stops
             self.feedback.close()
-            self.grading.close()
+            for grading in self.gradings:
+                grading.close()
             finished.set()
         self.log_summary()
+
+    def _grade_on_lane(self, job: jobqueue.Job) -> None:
+        grading = self.lanes.get()
+        try:
+            self.grade([job], grading)
+        finally:
+            self.lanes.put(grading)
+
+    def _reap_lanes(self) -> None:
+        for future in [future for future in self.in_flight if future.done()]:
+            self.in_flight.discard(future)
+            if future.exception() is not None:  # grade() handles the grader's faults; this is a bug
+                log.error("a grading lane failed", exc_info=future.exception())
 
     @staticmethod
     def _log_ready(name: str, ready) -> None:
         if not ready.exception():
             log.info("%s process ready (pid %s)", name, ready.result())
-
-    def _claim_size(self) -> int:
-        # Idle, whoever submitted; under a burst, several of the batch grader's chunks, so that
-        # its pipeline runs one chunk's sandboxes while the previous chunk is checked and
-        # recorded (and the feedback process makes the chunk before's pages).
-        return CLAIM_CHUNKS * batch.CHUNK_NOTEBOOKS_PER_JOB * self.jobs
 
     def _pending(self) -> bool:
         now = time.time()
@@ -214,6 +274,8 @@ class Service:
             first = self._assignments_at == 0.0  # the policy was just read, by __init__
             with Gradebook(self.db_url, self.course_id) as gradebook:
                 self.duedates = {a.name: a.duedate for a in gradebook.assignments if a.notebooks}
+                self.notebook_ids = {a.name: {nb.name for nb in a.notebooks} for a in gradebook.assignments}
+                self.roster = {student.id for student in gradebook.students}
             self._assignments_at = time.monotonic()
             if not first and not self.fixed_settings:
                 self._reload_policy()
@@ -279,11 +341,20 @@ class Service:
             return self._discover()
 
     def _discover(self) -> int:
-        names = set(self.assignments())
+        assignments = set(self.assignments())
         if self.uses_exchange:
-            found = collect.scan_inbound(self.inbound, names, self.known)
+            found, refused = self.scanner.scan(assignments, self.known, self.roster)
+            self._flag([(name, jobqueue.REFUSED, reason) for name, reason in refused.items()], "is not collected")
+            self._flag(
+                [
+                    (item.origin, jobqueue.TIMESTAMP, flag)
+                    for item in found
+                    if (flag := self.trust.claim_flag(item.timestamp, item.submitted_at))
+                ],
+                "is graded by its arrival time:",
+            )
         else:
-            found = collect.scan_submitted(self.course.root / "submitted", names)
+            found = collect.scan_submitted(self.course.root / "submitted", assignments)
         # Oldest first, so that a burst is graded in the order it arrived (a student's older
         # submission found together with a newer one is superseded as the newer is enqueued).
         new = sorted((item for item in found if item.origin not in self.known), key=lambda item: item.submitted_at)
@@ -309,6 +380,15 @@ class Service:
                 self._notice_held(item, policy)
         return len(new)
 
+    def _flag(self, items: list[tuple[str, str, str]], verb: str) -> None:
+        """Record flags for the instructor (status shows them) and log the new ones, escaped."""
+        new = self.queue.flag(items) if items else []
+        for origin, _, message in new[:LOGGED_REFUSALS_PER_SCAN]:
+            log.warning("%s %s %s", origin, verb, message)
+        if len(new) > LOGGED_REFUSALS_PER_SCAN:
+            log.warning("... and %d more (python -m autograder status lists them)", len(new) - LOGGED_REFUSALS_PER_SCAN)
+        self.stats["flagged"] += len(new)
+
     def _notice_held(self, item: collect.Found, policy) -> None:
         log.info("%s/%s: submitted after the due date, held for the instructor", item.student, item.assignment)
         deadline = self.deadline(item.assignment, item.student)
@@ -323,9 +403,16 @@ class Service:
         )
 
     def _notice(self, item: collect.Found, title: str, text: str) -> None:
-        secret = feedback.read_secret(item.path)
-        notebooks = sorted(path.stem for path in item.path.glob("*.ipynb") if not path.is_symlink())
+        # Read by handle (the folder may have been swapped for a link to another student's), and
+        # a page per notebook of the assignment only: not one per file a student can make.
+        sent = self.notices[item.student]
+        while sent and sent[0] < time.time() - NOTICE_WINDOW_SECONDS:
+            sent.popleft()
+        if len(sent) >= NOTICES_PER_STUDENT:
+            return
+        secret, notebooks = collect.notice_facts(item, self.notebook_ids.get(item.assignment, set()))
         if secret and notebooks:
+            sent.append(time.time())
             feedback.release_notice(self.outbound_feedback, secret, notebooks, title, text)
 
     def _notice_if_deferred(self, item: collect.Found, policy) -> None:
@@ -343,7 +430,9 @@ class Service:
         log.info("%s/%s: rate limit reached, graded at %s", item.student, item.assignment, wait_until)
 
     # -- grading -------------------------------------------------------------------------------
-    def grade(self, claimed: list[jobqueue.Job]) -> None:
+    def grade(self, claimed: list[jobqueue.Job], grading: grading_process.GradingProcess | None = None) -> None:
+        """Grade claimed jobs in `grading` (a lane's child; the first lane's by default)."""
+        grading = grading or self.gradings[0]
         by_assignment = collections.defaultdict(list)
         for job in claimed:
             by_assignment[job.assignment].append(job)
@@ -351,21 +440,25 @@ class Service:
             self.claimed.update(job.id for job in claimed)
         try:
             for assignment, jobs in by_assignment.items():
-                self._grade_assignment(assignment, jobs)
+                self._grade_assignment(assignment, jobs, grading)
         finally:
             # Every claimed job was failed, or handed to the feedback process (claimed until it reports).
-            waiting = {job.id for _, job, _, _ in self.awaiting}
+            with self.feedback_lock:
+                waiting = {job.id for _, job, _, _ in self.awaiting}
             with self.claimed_lock:
                 self.claimed.difference_update(job.id for job in claimed if job.id not in waiting)
 
-    def _grade_assignment(self, assignment: str, jobs: list[jobqueue.Job]) -> None:
+    def _grade_assignment(self, assignment: str, jobs: list[jobqueue.Job], grading) -> None:
         started = time.monotonic()
         ready = []
         for job in jobs:
             try:
-                if self.uses_exchange:
-                    self._collect(job)
+                if self.uses_exchange and not self._collect(job):
+                    continue  # held: it changed after the due date
                 ready.append(job)
+            except collector.Refused as error:  # no fault of the grader: refused with the reason, never retried
+                self.queue.refuse(job, f"not collected: {error}")
+                self._flag([(job.origin, jobqueue.REFUSED, str(error))], "is not collected")
             except Exception as error:  # noqa: BLE001 - one unreadable submission must not stop the others
                 self._failed(job, f"could not collect the submission: {error}")
         if not ready:
@@ -381,8 +474,9 @@ class Service:
                 released.add(student)
 
         try:
-            graded = self.grading.grade(
-                assignment, list(by_student), release, jobs=self.jobs, limits=self.limits, isolation=self.isolation
+            # One sandbox per lane: the lanes together run `jobs` at once.
+            graded = grading.grade(
+                assignment, list(by_student), release, jobs=1, limits=self.limits, isolation=self.isolation
             )
         except GraderBusy as error:  # a batch grader holds the assignment: no fault, wait for it
             log.warning("%s: %s; its submissions wait", assignment, error)
@@ -416,28 +510,30 @@ class Service:
         says); the job is marked done when it reports back (collect_feedback)."""
         note = None if graded else "already graded (recorded before a restart); feedback only"
         release = policy.instant_feedback and self.uses_exchange
-        future = self.feedback.make(job.assignment, job.student, withhold, release)
-        self.awaiting.append((future, job, started, note))
+        with self.feedback_lock:
+            future = self.feedback.make(job.assignment, job.student, withhold, release)
+            self.awaiting.append((future, job, started, note))
 
     def collect_feedback(self, wait: bool = False) -> None:
         """Mark done the jobs whose feedback is out (with `wait`, once all of it is)."""
-        still = []
-        for future, job, started, note in self.awaiting:
-            if not (wait or future.done()):
-                still.append((future, job, started, note))
-                continue
-            try:
-                future.result()
-            except BrokenProcessPool as error:  # the next submit starts a new child
-                self._failed(job, f"feedback failed: the feedback process died ({error})")
-            except Exception as error:  # whatever the renderer raised: retried, then failed
-                log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
-                self._failed(job, f"feedback failed: {error!r}")
-            else:
-                self._finish(job, started, note)
-            with self.claimed_lock:
-                self.claimed.discard(job.id)
-        self.awaiting = still
+        with self.feedback_lock:  # lanes add to it meanwhile (without `wait`, nothing here blocks)
+            still = []
+            for future, job, started, note in self.awaiting:
+                if not (wait or future.done()):
+                    still.append((future, job, started, note))
+                    continue
+                try:
+                    future.result()
+                except BrokenProcessPool as error:  # the next submit starts a new child
+                    self._failed(job, f"feedback failed: the feedback process died ({error})")
+                except Exception as error:  # whatever the renderer raised: retried, then failed
+                    log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
+                    self._failed(job, f"feedback failed: {error!r}")
+                else:
+                    self._finish(job, started, note)
+                with self.claimed_lock:
+                    self.claimed.discard(job.id)
+            self.awaiting = still
 
     def _finish(self, job: jobqueue.Job, started: float, note: str | None) -> None:
         if self.queue.finish(job, note):
@@ -458,13 +554,31 @@ class Service:
                 "%s/%s: the claim expired while grading (another service took it over)", job.student, job.assignment
             )
 
-    def _collect(self, job: jobqueue.Job) -> None:
-        folder = self.inbound / job.origin
-        if folder.is_symlink() or not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is gone or not a directory")
+    def _collect(self, job: jobqueue.Job) -> bool:
+        """Collect the job's submission into submitted/ (collector.Refused when it is refused);
+        False when it changed after it was first dated and is now held for the instructor."""
         stamp = job.origin.rsplit("+", 3)[2]
-        found = collect.Found(job.student, job.assignment, stamp, job.submitted_at, job.origin, folder)
-        self.collector.collect(found)
+        found = collect.Found(
+            job.student, job.assignment, stamp, job.submitted_at, job.origin, self.inbound / job.origin
+        )
+        collected = self.collector.collect(found, self.roster | {job.student})  # on the roster when it was queued
+        flag = self.trust.claim_flag(collected.claimed, collected.arrival)
+        if flag:
+            self._flag([(job.origin, jobqueue.TIMESTAMP, flag)], "is graded by its arrival time:")
+        if collected.arrival <= job.submitted_at + RETIME_SLACK_SECONDS:
+            return True
+        # Changed after it was first seen (a file written since): it arrived when it last changed.
+        policy = self.settings.policy(job.assignment)
+        hold = self._hold_reason(policy, job.assignment, job.student, collected.arrival)
+        self.queue.retime(job, collected.arrival, hold)
+        log.warning(
+            "%s/%s changed after it was first seen: dated %s%s",
+            job.student,
+            job.assignment,
+            _utc(collected.arrival),
+            ", held for the instructor" if hold else "",
+        )
+        return not hold
 
     def _before_deadline(self, assignment: str) -> bool:
         due = self.assignments().get(assignment)

@@ -7,13 +7,16 @@ import json
 import statistics
 import time
 
+from autograder.core import names
 from autograder.service import queue as jobqueue
 
 RECENT_SECONDS = 3600
+FLAGS_SHOWN = 20
 
 
-def summary(queue: jobqueue.Queue, now: float | None = None) -> dict:
-    """Plain data about the queue (what the status command prints, or emits with --json)."""
+def summary(queue: jobqueue.Queue, now: float | None = None, identity: str | None = None) -> dict:
+    """Plain data about the queue (what the status command prints, or emits with --json);
+    `identity`: what the exchange can verify of who submitted (ExchangeTrust.describe)."""
     now = time.time() if now is None else now
     rows = queue.rows()
     counts = collections.Counter(row.state for row in rows)
@@ -23,6 +26,12 @@ def summary(queue: jobqueue.Queue, now: float | None = None) -> dict:
     grading = [row.finished_at - row.started_at for row in recent if row.started_at is not None]
     return {
         "course_id": queue.course_id,
+        "identity": identity,
+        "flags": [
+            {"origin": row.origin, "kind": row.kind, "message": row.message, "at": _utc(row.at)}
+            for row in queue.flags(FLAGS_SHOWN)
+        ],
+        "flag_count": queue.flag_count(),
         "states": {state: counts.get(state, 0) for state in jobqueue.STATES},
         "waiting_for_policy": sum(1 for row in rows if row.state == jobqueue.QUEUED and row.not_before > now),
         "graded_last_hour": len(recent),
@@ -71,7 +80,8 @@ def render(data: dict) -> str:
         return "-" if value is None else f"{value:.2f} s"
 
     states = data["states"]
-    lines = [
+    lines = [data["identity"]] if data.get("identity") else []
+    lines += [
         f"course {data['course_id']}: {states['queued']} queued ({data['waiting_for_policy']} held by the "
         f"rate limit), {states['held']} held for the instructor, {states['running']} grading, "
         f"{states['done']} done, {states['failed']} failed, {states['superseded']} superseded",
@@ -92,7 +102,13 @@ def render(data: dict) -> str:
         lines.append(
             f"  FAILED {row['student']}/{row['assignment']} after {row['attempts']} attempts: {row['message']}"
         )
-    return "\n".join(lines)
+    for row in data.get("flags", []):
+        lines.append(f"  FLAG {row['origin']} ({row['at']}): {row['kind']}: {row['message']}")
+    if data.get("flag_count", 0) > len(data.get("flags", [])):
+        lines.append(f"  ... {data['flag_count'] - len(data['flags'])} older flags (--json lists the newest)")
+    # Every value may come from a student (names, messages quoting their files): one terminal
+    # line each, control characters escaped.
+    return "\n".join(names.shown(line, 2000) for line in lines)
 
 
 def _utc(epoch: float) -> str:
@@ -108,6 +124,22 @@ def _queue(course) -> jobqueue.Queue:
     return jobqueue.Queue(jobqueue.connect(loaded.db_url), loaded.course_id)
 
 
+def _identity(course) -> str | None:
+    """What the course's exchange can verify of who submitted (None for a course without one)."""
+    from nbgrader.api import Gradebook
+
+    from autograder.core import collector
+    from autograder.nbgrader import settings
+    from autograder.service.service import exchange_inbound
+
+    loaded = settings.load(course)
+    if not exchange_inbound(loaded.config, loaded.course_id).is_dir():
+        return None
+    with Gradebook(loaded.db_url, loaded.course_id) as gradebook:
+        roster = {student.id for student in gradebook.students}
+    return collector.ExchangeTrust(config=loaded.config).describe(roster)
+
+
 def grade_held(course, assignment: str | None = None, students: list[str] | None = None) -> int:
     """`python -m autograder grade-held`: queue held submissions; the running service grades them."""
     count = _queue(course).release_held(assignment, students)
@@ -118,6 +150,6 @@ def grade_held(course, assignment: str | None = None, students: list[str] | None
 
 
 def main(course, as_json: bool = False) -> int:
-    data = summary(_queue(course))
+    data = summary(_queue(course), identity=_identity(course))
     print(json.dumps(data) if as_json else render(data))
     return 0
