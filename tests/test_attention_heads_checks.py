@@ -137,7 +137,7 @@ def test_cells_follow_the_nbgrader_conventions(notebook):
             assert cell["cell_type"] == "markdown" and meta["points"] > 0
             assert "Mark scheme:" in SOLUTION.search(source).group(1), meta["grade_id"]
         if meta["grade"] and not meta["solution"]:  # autograded part: only a public check
-            assert meta["locked"] and re.fullmatch(r"check_\w+\([\w, ]*\)", source.strip()), source
+            assert meta["locked"] and re.fullmatch(r"check_\w+\([\w,\s]*\)", source.strip()), source
         if meta["solution"] and cell["cell_type"] == "code":
             outside = SOLUTION.sub("", source)
             assert not re.search(r"^\s*[A-Za-z_]\w*\s*=|^\s*def ", outside, re.M), (
