@@ -38,6 +38,7 @@ import hashlib
 import html
 import os
 import re
+import textwrap
 from typing import NamedTuple
 
 import numpy as np
@@ -77,9 +78,19 @@ class CheckFailed(AssertionError):
     so JupyterLab and `nbgrader validate` show the lines below instead of the call stack.
     """
 
+    WIDTH = 83  # `nbgrader validate` cuts lines longer than this (its width 90, less its indent)
+
     def _render_traceback_(self) -> list[str]:
-        lines = str(self).splitlines() or ["(no message)"]
-        return [f"\x1b[1;31mCheck failed:\x1b[0m {lines[0]}", *lines[1:]]
+        lines: list[str] = []
+        for number, line in enumerate(str(self).splitlines() or ["(no message)"]):
+            text = f"{self.HEADING} {line}" if number == 0 else line
+            lead = re.match(r"\s*(?:- )?", text).group(0)  # continuation lines align after a bullet
+            wrapped = textwrap.wrap(text, self.WIDTH, subsequent_indent=" " * (len(lead) or 2), break_on_hyphens=False)
+            lines += wrapped or [""]
+        lines[0] = lines[0].replace(self.HEADING, f"\x1b[1;31m{self.HEADING}\x1b[0m", 1)
+        return lines
+
+    HEADING = "Check failed:"
 
 
 def public_check(function):
