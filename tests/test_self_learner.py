@@ -152,3 +152,21 @@ def test_a_moved_work_copy_is_checked_against_its_course_and_every_zero_says_why
         if line.startswith("✘ "):
             assert lines[number + 1].startswith("    ✘ "), f"no reason for {line!r}:\n{checked.stdout}"
     assert "1 point," in checked.stdout and "1 points" not in checked.stdout
+
+
+def test_each_machine_s_extra_is_in_the_readme_and_the_hub_student_gets_nbgrader():
+    import re
+    import tomllib
+
+    project = tomllib.loads((REPOSITORY.root / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    readme = (REPOSITORY.root / "README.md").read_text()
+    rows = readme[readme.index("| machine | extra |") :].split("\n\n")[0].splitlines()[2:]
+    for machine in ("self-learner", "student image of a hub", "the grader"):
+        assert any(machine in row.split("|")[1] for row in rows), machine
+    named = {name for row in rows for name in re.findall(r"`([\w-]+)`", row.split("|")[2])}
+    assert {"student", "hub-student", "instructor"} <= named <= set(extras)
+    hub = " ".join(extras["hub-student"])
+    assert "nbgrader" in hub and "[student]" in hub, "the Assignment List, fetch, submit and Validate are nbgrader's"
+    self_learner = readme[readme.index("## Self-learners") :]
+    assert "autograder work" in self_learner and "--ServerApp.root_dir=." in self_learner
