@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -155,9 +156,7 @@ def test_a_moved_work_copy_is_checked_against_its_course_and_every_zero_says_why
 
 
 def test_each_machine_s_extra_is_in_the_readme_and_the_hub_student_gets_nbgrader():
-    import re
-    import tomllib
-
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPOSITORY.root / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     readme = (REPOSITORY.root / "README.md").read_text()
