@@ -416,6 +416,18 @@ def _head_properties(head, make_args, name: str, signature: str):
             )
         out = tclib.stage_result(raw, what, shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
 
+        # Every position attends somewhere (at least to itself), so with random weights the head
+        # writes something at every position: a zero column is a position left out.
+        silent = [t for t in range(n_ctx) if np.abs(out[:, t]).max() <= 1e-12]
+        if silent:
+            where = ("position " if len(silent) == 1 else "positions ") + ", ".join(map(str, silent))
+            _fail(
+                f"{what}: your output writes nothing at {where} (column all zero). Every position "
+                "attends to itself and earlier positions and gets the weighted sum of their values, "
+                "which for these random weights is never zero: the head leaves that position out "
+                "(does a loop over positions skip it?)."
+            )
+
         # Causality: changing the last position may change only the last output column.
         X_later = X.copy()
         X_later[:, -1] = rng.normal(size=d_model) * 3
