@@ -84,8 +84,9 @@ class CheckFailed(AssertionError):
         lines: list[str] = []
         for number, line in enumerate(str(self).splitlines() or ["(no message)"]):
             text = f"{self.HEADING} {line}" if number == 0 else line
-            lead = re.match(r"\s*(?:- )?", text).group(0)  # continuation lines align after a bullet
-            wrapped = textwrap.wrap(text, self.WIDTH, subsequent_indent=" " * (len(lead) or 2), break_on_hyphens=False)
+            bare = text.lstrip()
+            lead = len(text) - len(bare) + (2 if bare.startswith("- ") else 0)  # align after a bullet
+            wrapped = textwrap.wrap(text, self.WIDTH, subsequent_indent=" " * (lead or 2), break_on_hyphens=False)
             lines += wrapped or [""]
         lines[0] = lines[0].replace(self.HEADING, f"\x1b[1;31m{self.HEADING}\x1b[0m", 1)
         return lines
