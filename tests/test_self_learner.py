@@ -169,3 +169,20 @@ def test_each_machine_s_extra_is_in_the_readme_and_the_hub_student_gets_nbgrader
     assert "nbgrader" in hub and "[student]" in hub, "the Assignment List, fetch, submit and Validate are nbgrader's"
     self_learner = readme[readme.index("## Self-learners") :]
     assert "autograder work" in self_learner and "--ServerApp.root_dir=." in self_learner
+
+
+@pytest.mark.sandbox
+def test_a_check_that_fails_without_a_message_still_says_why(mini_course, tmp_path):
+    """Every part below full marks carries a line saying why, even when a check's Mistake is
+    empty (the grader's fault): in the report, and so in check, feedback and the formgrader."""
+    from autograder.core import engine
+
+    course = release.copy_course(mini_course, tmp_path / "course", with_release=True)
+    checks_file = course.grading / "mini" / "test_mini.py"
+    checks_file.write_text(checks_file.read_text().replace('raise Mistake("k should be 3")', 'raise Mistake("  ")'))
+    path = tmp_path / "mini.ipynb"
+    path.write_text(json.dumps(classroom.filled_notebook(course, "mini", "mini", {"mini_function_answer": "k = 4\n"})))
+    (report,) = engine.grade(course, [engine.GradeRequest(str(path), "ada")], jobs=1, allow_unisolated=True)
+    (failed,) = [check for check in report.checks if check.id == "k_is_three"]
+    assert not failed.passed and "without saying why" in failed.message and failed.internal_error
+    assert "    ✘ k_is_three: this check failed without saying why" in selfcheck.render(course, report)
