@@ -125,6 +125,7 @@ GRADER_API = (
     "judge_ablation",
     "judge_copies_attended_token",
     "judge_predictions",
+    "judge_composition",
     "layer1_problems",
     "judged_after",
 )
@@ -958,6 +959,41 @@ def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str, variant: 
     return []
 
 
+# How each layer-2 head must compose with its layer-1 head: (the score that must lead, the other,
+# what the head is called, what its layer-1 head is, why).
+_COMPOSITION = {
+    "f": (
+        "Q",
+        "K",
+        "head (f)",
+        "the layer-1 head (pattern (d), W_OV = W_O_e @ W_V_e)",
+        "In the pointer-arithmetic induction head the query reads what layer 1 wrote (the position "
+        "of the earlier copy)",
+    ),
+    "ind": (
+        "K",
+        "Q",
+        "the induction head",
+        "the previous-token head (W_OV = W_O_prev @ W_V_prev)",
+        "In this induction head the key reads what the previous-token head wrote",
+    ),
+}
+
+
+def judge_composition(W_QK2, W_OV1, head: str) -> list[str]:
+    """The composition the part asks for (`head`: "f" Q-composition, "ind" K-composition): at
+    least 0.10 and larger than the other kind. Measured on the student's own matrices."""
+    leads, other, name, layer1, why = _COMPOSITION[head]
+    scores = composition_scores(W_QK2, W_OV1)
+    if scores[leads] >= 0.1 and scores[leads] > scores[other]:
+        return []
+    return [
+        f"Composition of {name} with {layer1}: {leads}-composition {scores[leads]:.2f}, "
+        f"{other}-composition {scores[other]:.2f}. {why}, so {leads}-composition should be clearly "
+        f"nonzero (at least 0.10) and larger than {other}-composition."
+    ]
+
+
 def judge_copies_attended_token(W_OV, name: str, variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """Reading letter j, the head's logits W_U (W_OV / sigma_max) e_j must favour j by LOGIT_MARGIN."""
     W = normalised(W_OV)
@@ -1242,6 +1278,7 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e, variant: Variant = DEFAULT_VARIANT):
                 "part (e)",
             ),
             judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)", variant),
+            judged_after(judge_composition(W_QK, W_OV, "f"), upstream, "part (e)"),
         ],
         "f",
         _failing_picture(
@@ -1288,6 +1325,7 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev, variant: Variant = DE
                 "the previous-token head",
             ),
             judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name, variant),
+            judged_after(judge_composition(W_QK, W_OV, "ind"), upstream, "the previous-token head"),
         ],
         "induction head W_Q, W_K",
         _failing_picture(
