@@ -94,7 +94,7 @@ def golden(request):
     def compare(name: str, text: str) -> None:
         path = folder / name
         if request.config.getoption("--update-golden"):
-            folder.mkdir(exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             return
         assert path.exists(), f"no golden file {path}: run `pytest {request.node.nodeid} --update-golden`"

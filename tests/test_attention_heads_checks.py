@@ -137,7 +137,7 @@ def test_cells_follow_the_nbgrader_conventions(notebook):
             assert cell["cell_type"] == "markdown" and meta["points"] > 0
             assert "Mark scheme:" in SOLUTION.search(source).group(1), meta["grade_id"]
         if meta["grade"] and not meta["solution"]:  # autograded part: only a public check
-            assert meta["locked"] and re.fullmatch(r"check_\w+\([\w, ]*\)", source.strip()), source
+            assert meta["locked"] and re.fullmatch(r"check_\w+\([\w,\s]*\)", source.strip()), source
         if meta["solution"] and cell["cell_type"] == "code":
             outside = SOLUTION.sub("", source)
             assert not re.search(r"^\s*[A-Za-z_]\w*\s*=|^\s*def ", outside, re.M), (
@@ -377,7 +377,42 @@ DIAGNOSES = {
     "two orders alike: cannot judge": ("test_two_token_copy", r"cannot be judged yet"),
     "rank counts noise (Exercise 1)": ("test_rank_two_token_copy", r"counting rounding noise"),
     "fractions of head 2 alone": ("test_fraction_previous_token", r"head 2's dims alone"),
+    "a head leaves a position out": ("test_attention_head_matches_reference", r"writes nothing at position"),
+    "a pattern leaves a position out": ("test_attention_pattern_matches_reference", r"leaves out position"),
 }
+
+
+# Each rule with the library entry that leaves something out (a position a pattern or head
+# skips, a dim a head does not copy) and that the rule must not fire on: its cause is not there.
+# (Where that entry passes the rule's check, the rule cannot fire on it either.)
+LEFT_OUT = {
+    "rounding noise": "pattern_leaves_out_a_position",
+    "ranks of other matrices listed": "pattern_leaves_out_a_position",
+    "mask hides the diagonal": "pattern_leaves_out_a_position",
+    "mask lets the next position through": "pattern_leaves_out_a_position",
+    "divided by sqrt(d_model)": "pattern_leaves_out_a_position",
+    "divided by a typed constant": "pattern_leaves_out_a_position",
+    "grader does not know which step": "pattern_leaves_out_a_position",
+    "head waits for the pattern": "head_writes_nothing_for_a_token",
+    "head output transposed": "head_writes_nothing_for_a_token",
+    "W_V2_W_O1 in the other order": "head_writes_nothing_for_a_token",
+    "two orders alike: cannot judge": "head1_leaves_a_dim_out",
+    "rank counts noise (Exercise 1)": "head1_leaves_a_dim_out",
+    "fractions of head 2 alone": "head1_leaves_a_dim_out",
+    # the left-out rules themselves, on an answer that computes every position wrongly
+    "a head leaves a position out": "head_adds_residual",
+    "a pattern leaves a position out": "pattern_no_scaling",
+}
+
+
+@pytest.mark.parametrize("rule", sorted(DIAGNOSES))
+def test_each_diagnosis_is_withheld_from_an_answer_that_leaves_something_out(rule):
+    check, pattern = DIAGNOSES[rule]
+    entry = MISTAKES[LEFT_OUT[rule]]
+    namespace, _ = run_notebook(entry["notebook"], entry["cells"])
+    verdicts = grade(entry["notebook"], namespace)
+    message = verdicts[check][2] if check in verdicts else None
+    assert not (message and re.search(pattern, message)), f"{rule!r} fires on {LEFT_OUT[rule]}: {message}"
 
 
 def _failure_messages(check):

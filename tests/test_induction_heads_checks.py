@@ -258,6 +258,32 @@ DIAGNOSES = {  # rule -> (check, what its message says): see test_attention_head
     "logits tie": ("test_ind_predicts_next_token", r"its logits tie"),
     "(f) waits for (e)": ("test_f_attends_after_earlier_copy", r"Fix part \(e\) \(ex2e\) first"),
     "lands on itself": ("test_c_attends_to_previous_position", r"lands on itself"),
+    "the penalty moves other positions": ("test_d_attends_to_earlier_copy_not_itself", r"different token"),
+    "no content match for a token": ("test_d_attends_to_earlier_copy_not_itself", r"no content match"),
+    "two distances": ("test_prev_written_token_is_readable", r"squared distances"),
+    "writes nothing for a token": ("test_prev_written_token_is_readable", r"writes nothing when the head reads"),
+    "a query reads nothing": ("test_ind_attends_after_earlier_copy", r"reads nothing through your W_QK"),
+    "copies nothing of a token": ("test_ind_copies_attended_token", r"it writes nothing"),
+}
+
+# Each rule that names a cause, with the library entry that leaves something out (a token, a
+# query that reads nothing, a head that writes nothing for a token) and fails the same check:
+# the rule must not fire on it, since its cause is not there.
+LEFT_OUT = {
+    "shift by one step": "ind_qk_tokens_left_out",
+    "a tie names every tied position": "ind_ov_tokens_left_out",
+    "the tie's shared content term": "ind_qk_tokens_left_out",
+    "layer-2 part waits for layer 1": "ind_qk_tokens_left_out",
+    "predicts the present token again": "ind_ov_tokens_left_out",
+    "logits tie": "ind_qk_tokens_left_out",
+    "(f) waits for (e)": "ind_qk_tokens_left_out",
+    "lands on itself": "a_tokens_left_out",
+    "the penalty moves other positions": "d_tokens_left_out",
+    "no content match for a token": "d_penalty_too_strong",
+    "two distances": "prev_tokens_left_out",
+    "writes nothing for a token": "prev_reads_position",
+    "a query reads nothing": "ind_extra_content_term",
+    "copies nothing of a token": "ind_copies_current_token",
 }
 
 
@@ -271,6 +297,17 @@ def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(ru
     assert any(not re.search(pattern, message) for _, message in messages), (
         f"no mistake that fails {check} shows {rule!r} withheld"
     )
+
+
+@pytest.mark.parametrize("rule", sorted(DIAGNOSES))
+def test_each_diagnosis_is_withheld_from_an_answer_that_leaves_something_out(rule):
+    check, pattern = DIAGNOSES[rule]
+    entry = MISTAKES[LEFT_OUT[rule]]
+    message = grade(namespace(entry["cells"])).get(check)
+    if check in entry["fails"]:
+        assert message and not re.search(pattern, message), f"{rule!r} fires on {LEFT_OUT[rule]}: {message}"
+    else:  # the entry passes this check: the rule cannot fire on it either
+        assert message is None, message
 
 
 def test_mark_schemes_score_every_element_with_points_that_add_up():

@@ -1,4 +1,4 @@
-"""Command line: `python -m autograder {grade,feedback,check,release,solution,serve,status,grade-held} ...` (`autograder` once installed).
+"""Command line: `python -m autograder {grade,feedback,check,work,release,solution,serve,status,grade-held} ...` (`autograder` once installed).
 
 The course is `--course ROOT` when given, else the course that holds the notebooks named, else
 the one holding the working directory.
@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_course_option(check)
     _add_run_options(check, instructor=False)
 
+    work = commands.add_parser(
+        "work", help="copy the assignments into work/ (kept out of git) for a self-learner to work on"
+    )
+    work.add_argument("assignments", nargs="*", help="default: every assignment")
+    _add_course_option(work, "the course root (default: the one holding the working directory)")
+
     release = commands.add_parser("release", help="regenerate release/ and solutions/ from source/")
     release.add_argument("assignments", nargs="*", help="default: every assignment")
     _add_course_option(release, "the course root (default: the one holding the working directory)")
@@ -183,7 +189,7 @@ def main(argv=None) -> int:
         if args.command == "check":
             from autograder.cli import selfcheck
 
-            course = _course(args, near=args.notebook)
+            course = selfcheck.find_course(args.notebook, args.course)
             return selfcheck.main(
                 course,
                 args.notebook,
@@ -193,6 +199,10 @@ def main(argv=None) -> int:
                 args.isolation,
                 student_id=args.student,
             )
+        if args.command == "work":
+            from autograder.cli import work
+
+            return work.main(_course(args), args.assignments or None)
         if args.command == "release":
             from autograder.nbgrader import release
 
@@ -331,6 +341,8 @@ def render_text(report) -> str:
             f"{shown(report.notebook)}: NOT GRADED (grader error, isolation {report.isolation}): "
             f"{shown(report.grader_error, '  ')}"
         )
+    from autograder.cli.selfcheck import points_text
+
     lines = [
         f"{shown(report.notebook)}: {report.score:g} / {report.max_score:g}"
         + (f" (graded as {report.graded_as})" if report.graded_as else "")
@@ -349,7 +361,7 @@ def render_text(report) -> str:
             + (f": {shown(check.message, '  ')}" if check.message else "")
         )
     for part in report.manual_parts:
-        lines.append(f"  ---- {part.grade_id} ({part.points:g} points) is graded by hand")
+        lines.append(f"  ---- {part.grade_id} ({points_text(part.points)}) is graded by hand")
     return "\n".join(lines)
 
 

@@ -114,7 +114,11 @@ class _CheckPlugin:
         if report.passed:
             message = "; ".join(submission.take_notes())
         elif call.excinfo is not None and call.excinfo.errisinstance(Mistake):
+            # every failed check says why: an empty Mistake is the check's fault, said as such
             message = str(call.excinfo.value)
+            if not message.strip():
+                message = "this check failed without saying why; that is the grader's fault, and your instructor has been told"
+                internal = "the check raised a Mistake with no message"
         else:
             message = "internal grader error in this check; your instructor has been told"
             internal = str(report.longrepr)

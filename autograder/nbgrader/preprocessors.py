@@ -23,6 +23,7 @@ from traitlets import Bool, Enum, Unicode
 from autograder.core import engine, variants
 from autograder.core.course import Course
 from autograder.core.notebook import quote
+from autograder.core.restore import restore_course_cells
 
 # Words, not emoji: feedback is often read where no emoji font is installed.
 _PASSED = '<b style="color:#1a7f37">passed</b>'
@@ -117,53 +118,9 @@ def grade_notebook_node(
 
 
 def restore_course_metadata(nb, course: Course, assignment: str, notebook_id: str) -> None:
-    """Make a submitted notebook's nbgrader structure the course's own, before nbgrader reads it.
-
-    Every cell carrying a grade_id of this notebook gets the release cell's nbgrader metadata
-    (only the first such cell keeps it) and, where the release cell is locked, its cell type and
-    source; every other cell loses any nbgrader metadata; graded cells the student deleted are
-    put back from the release, after the cell that precedes them there; the kernelspec is the
-    release's. Student metadata therefore never reaches nbgrader's steps, which raise on
-    malformed metadata, and a mangled notebook is still graded by what its code defines. (What
-    nbgrader's OverwriteCells and OverwriteKernelspec then check finds nothing left to change.)
-    """
-    from nbformat import from_dict
-
-    release = course.release_notebook(assignment, notebook_id)
-    cells = release["cells"]
-    order = {}
-    for position, cell in enumerate(cells):
-        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if grade_id:
-            order[grade_id] = position
-    seen = set()
-    for index, cell in enumerate(nb.cells):
-        meta = cell.get("metadata")
-        if not isinstance(meta, dict):
-            cell["metadata"] = meta = {}
-        claimed = meta.pop("nbgrader", None)
-        grade_id = claimed.get("grade_id") if isinstance(claimed, dict) else None
-        if not (isinstance(grade_id, str) and grade_id in order and grade_id not in seen):
-            continue
-        seen.add(grade_id)
-        original = cells[order[grade_id]]
-        if original["metadata"]["nbgrader"].get("locked"):
-            nb.cells[index] = cell = from_dict(json.loads(json.dumps(original)))
-        else:
-            cell["metadata"]["nbgrader"] = json.loads(json.dumps(original["metadata"]["nbgrader"]))
-    for grade_id, position in sorted(order.items(), key=lambda item: item[1]):
-        meta = cells[position]["metadata"]["nbgrader"]
-        if grade_id in seen or not (meta.get("grade") or meta.get("solution")):
-            continue
-        earlier = [
-            i
-            for i, cell in enumerate(nb.cells)
-            if order.get(cell.get("metadata", {}).get("nbgrader", {}).get("grade_id"), len(cells)) < position
-        ]
-        nb.cells.insert(earlier[-1] + 1 if earlier else 0, from_dict(json.loads(json.dumps(cells[position]))))
-        seen.add(grade_id)
-    if "kernelspec" in release.get("metadata", {}):
-        nb.metadata["kernelspec"] = json.loads(json.dumps(release["metadata"]["kernelspec"]))
+    """Make a submitted notebook's nbgrader structure the course's own, before nbgrader reads it
+    (the one restoring step of every grading path and of the self-check: `restore_course_cells`)."""
+    restore_course_cells(nb, course.release_notebook(assignment, notebook_id))
 
 
 REFUSED_KEY = "autograder_refused"  # notebook metadata: why the submitted file is not graded

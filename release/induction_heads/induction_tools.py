@@ -125,6 +125,7 @@ GRADER_API = (
     "judge_ablation",
     "judge_copies_attended_token",
     "judge_predictions",
+    "judge_composition",
     "layer1_problems",
     "judged_after",
 )
@@ -618,6 +619,59 @@ def _zero_message(what: str) -> str:
     return f"{what} is the zero matrix, so the head attends uniformly and cannot pick out any position."
 
 
+# -- what a student's matrices leave out (said in their tokens, never guessed) ----------------
+
+
+def _some(indices, total: int) -> list[int]:
+    """`indices` when they are some but not all of `total` values, else none: a matrix that does
+    nothing with every token reads or writes something else (a different mistake), one that does
+    nothing with some tokens leaves those out."""
+    indices = [int(i) for i in indices]
+    return indices if 0 < len(indices) < total else []
+
+
+def _nothing(vectors: np.ndarray) -> np.ndarray:
+    """Which columns of a normalised matrix's image are nothing (by the tolerance rule, scale 1)."""
+    return np.abs(vectors).max(axis=0, initial=0.0) <= tolerance()
+
+
+def _tokens_text(indices) -> str:
+    names = [f"'{VOCAB[j]}'" for j in indices]
+    return ("token " if len(names) == 1 else "tokens ") + ", ".join(names)
+
+
+def tokens_written_as_nothing(W: np.ndarray, variant: Variant = DEFAULT_VARIANT) -> list[int]:
+    """Tokens j a normalised map sends to nothing (W e_j = 0): a head that writes nothing when it
+    reads them, or a key reading them that no query matches (some tokens only: see `_some`)."""
+    return _some(np.flatnonzero(_nothing(W @ _tables(variant)[0])), N_VOCAB)
+
+
+def tokens_queried_as_nothing(W_QK: np.ndarray, variant: Variant = DEFAULT_VARIANT) -> list[int]:
+    """Tokens j whose query reads nothing through a normalised W_QK (e_j^T W_QK = 0)."""
+    return tokens_written_as_nothing(W_QK.T, variant)
+
+
+def tokens_without_content_match(W_QK: np.ndarray, variant: Variant = DEFAULT_VARIANT) -> list[int]:
+    """Tokens j that a query holding j does not match in a key holding j (e_j^T W_QK e_j = 0)."""
+    W_E = _tables(variant)[0]
+    match = np.einsum("dj,de,ej->j", W_E, W_QK, W_E)
+    return _some(np.flatnonzero(np.abs(match) <= tolerance()), N_VOCAB)
+
+
+def _content_left_out(W_QK: np.ndarray | None, token: int, variant: Variant) -> str | None:
+    """The sentence for a query token the content match leaves out, or None when it has one."""
+    if W_QK is None:
+        return None
+    missing = tokens_without_content_match(W_QK, variant)
+    if token not in missing:
+        return None
+    return (
+        f"Your W_QK gives '{VOCAB[token]}' no content match: a query holding '{VOCAB[token]}' "
+        f"scores a key holding '{VOCAB[token]}' 0, nothing more than any other key. It leaves out "
+        f"{_tokens_text(missing)}: every token needs its match."
+    )
+
+
 def judge_same_content(W_QK, sequences, name="head (a)", variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """Part (a): at every position, >= MASS_THRESHOLD on positions holding the same token, and a
     fair share (at least half of 1/k) on each of the k such positions: content alone cannot
@@ -633,12 +687,13 @@ def judge_same_content(W_QK, sequences, name="head (a)", variant: Variant = DEFA
             token = VOCAB[tokens[t]]
             if mass < MASS_THRESHOLD:
                 top = int(np.argmax(A[t]))
+                left_out = _content_left_out(W, tokens[t], variant)
                 return [
                     f"{_context(name, tokens)} at {describe(tokens, t)} the head puts only {mass:.2f} "
                     f"of its attention on positions holding '{token}' (positions "
                     f"{', '.join(map(str, same))}); the largest share, {A[t, top]:.2f}, goes to "
                     f"{describe(tokens, top, t)}. It should put at least {MASS_THRESHOLD:.2f} on "
-                    f"positions with the same token."
+                    f"positions with the same token." + (f" {left_out}" if left_out else "")
                 ]
             fair = 0.5 / len(same)
             starved = [s for s in same if A[t, s] < fair]
@@ -710,7 +765,10 @@ def judge_previous(W_QK, sequences, name="head (c)", variant: Variant = DEFAULT_
     return []
 
 
-def _hint_not_self(tokens, t, target, top, tie, tied=()):
+def _hint_not_self(tokens, t, target, top, tie, tied=(), W=None, variant: Variant = DEFAULT_VARIANT):
+    left_out = _content_left_out(W, tokens[t], variant)
+    if left_out:  # no content match for this token: the penalty's effect on others is not the cause
+        return left_out
     if top == t:
         return (
             "Content alone scores a position's own token exactly like its earlier copy; "
@@ -732,7 +790,13 @@ def judge_previous_copy(W_QK, sequences, name="head (d)", variant: Variant = DEF
     for tokens in sequences:
         A, S = _pattern_of(W, variant.embed(tokens))
         message = judge_targets(
-            A, S, tokens, previous_copy_targets(tokens), name, "the earlier copy of the same token", _hint_not_self
+            A,
+            S,
+            tokens,
+            previous_copy_targets(tokens),
+            name,
+            "the earlier copy of the same token",
+            functools.partial(_hint_not_self, W=W, variant=variant),
         )
         if message:
             return message
@@ -779,6 +843,14 @@ def judge_readable(W_OV, name: str, what: str, variant: Variant = DEFAULT_VARIAN
             other = int(np.argmin(rivals))
             other += other >= truth
             if distances[s, other] - distances[s, truth] < LOGIT_MARGIN:
+                blank = _some(np.flatnonzero(_nothing(codes)), codes.shape[1])
+                if truth in blank:  # the head writes nothing for it: both distances say only that
+                    left = _tokens_text(blank) if what == "token" else "positions " + ", ".join(map(str, blank))
+                    return [
+                        f"{name} writes nothing when the head reads {label(truth)} (it maps it to "
+                        f"zero), so a later head cannot tell {label(truth)} from {label(other)}. It "
+                        f"leaves out {left}: write the {what} of every position the head reads."
+                    ]
                 closer = "closer to" if distances[s, other] < distances[s, truth] else "about as close to"
                 return [
                     f"{name}: reading token '{VOCAB[j]}' at position {s}, the head writes a vector "
@@ -808,19 +880,42 @@ def judge_induction(
             induction_targets(tokens),
             name,
             "the position after the first copy of its token",
-            _hint_induction,
+            functools.partial(_hint_induction, W2=W2, W1=W1, variant=variant),
         )
         if message:
             return message
     return []
 
 
-def _hint_induction(tokens, t, target, top, tie, tied=()):
+def _hint_induction(tokens, t, target, top, tie, tied=(), W2=None, W1=None, variant: Variant = DEFAULT_VARIANT):
     """A sentence about a recognisable mistake, from where the scores tie or win (never a guess:
-    a tie names only what every tied position has in common)."""
+    a tie names only what every tied position has in common; a token left out is said as such)."""
     n = half_length(tokens)
     same_token = [s for s in range(t + 1) if tokens[s] == tokens[t]]  # the earlier copy and itself
-    if tie and set(same_token) <= set(tied):
+    if W2 is not None and tokens[t] in (queried := tokens_queried_as_nothing(W2, variant)):
+        return (
+            f"A query holding '{VOCAB[tokens[t]]}' reads nothing through your W_QK, so every key "
+            f"scores the same for it. Your W_QK's query leaves out {_tokens_text(queried)}: "
+            "every token needs its query."
+        )
+    if W1 is not None and tokens[t] in (unwritten := tokens_written_as_nothing(W1, variant)):
+        return (
+            f"The previous-token head writes nothing when it reads '{VOCAB[tokens[t]]}', so no key "
+            f"shows that its previous token was '{VOCAB[tokens[t]]}'. That head leaves out "
+            f"{_tokens_text(unwritten)}."
+        )
+    if W2 is not None and W1 is not None and tokens[t] in (keyed := tokens_written_as_nothing(W2 @ W1, variant)):
+        return (
+            f"No query matches a key whose previous token is '{VOCAB[tokens[t]]}' (through what "
+            "the previous-token head wrote there, your W_QK reads nothing of it). Your W_QK's key "
+            f"leaves out {_tokens_text(keyed)} as previous tokens: every token needs its key."
+        )
+    if W2 is not None:  # the shared-content rule needs a content match to be there
+        embedding = _tables(variant)[0][:, tokens[t]]
+        content = abs(float(embedding @ W2 @ embedding)) > tolerance()
+    else:
+        content = True
+    if tie and set(same_token) <= set(tied) and content:
         return (
             "Every position holding the present token (positions "
             f"{', '.join(map(str, same_token))}) scores as high as the target: part of W_QK "
@@ -864,6 +959,41 @@ def judge_ablation(W_QK2, W_OV1, layer1_targets, sequences, name: str, variant: 
     return []
 
 
+# How each layer-2 head must compose with its layer-1 head: (the score that must lead, the other,
+# what the head is called, what its layer-1 head is, why).
+_COMPOSITION = {
+    "f": (
+        "Q",
+        "K",
+        "head (f)",
+        "the layer-1 head (pattern (d), W_OV = W_O_e @ W_V_e)",
+        "In the pointer-arithmetic induction head the query reads what layer 1 wrote (the position "
+        "of the earlier copy)",
+    ),
+    "ind": (
+        "K",
+        "Q",
+        "the induction head",
+        "the previous-token head (W_OV = W_O_prev @ W_V_prev)",
+        "In this induction head the key reads what the previous-token head wrote",
+    ),
+}
+
+
+def judge_composition(W_QK2, W_OV1, head: str) -> list[str]:
+    """The composition the part asks for (`head`: "f" Q-composition, "ind" K-composition): at
+    least 0.10 and larger than the other kind. Measured on the student's own matrices."""
+    leads, other, name, layer1, why = _COMPOSITION[head]
+    scores = composition_scores(W_QK2, W_OV1)
+    if scores[leads] >= 0.1 and scores[leads] > scores[other]:
+        return []
+    return [
+        f"Composition of {name} with {layer1}: {leads}-composition {scores[leads]:.2f}, "
+        f"{other}-composition {scores[other]:.2f}. {why}, so {leads}-composition should be clearly "
+        f"nonzero (at least 0.10) and larger than {other}-composition."
+    ]
+
+
 def judge_copies_attended_token(W_OV, name: str, variant: Variant = DEFAULT_VARIANT) -> list[str]:
     """Reading letter j, the head's logits W_U (W_OV / sigma_max) e_j must favour j by LOGIT_MARGIN."""
     W = normalised(W_OV)
@@ -875,6 +1005,13 @@ def judge_copies_attended_token(W_OV, name: str, variant: Variant = DEFAULT_VARI
         best = int(np.argmax(np.delete(logits, j)))
         best += best >= j
         if logits[j] - logits[best] < LOGIT_MARGIN:
+            blank = tokens_written_as_nothing(W, variant)
+            if j in blank:
+                return [
+                    f"{name}: when the head attends to a position holding '{VOCAB[j]}', it writes "
+                    f"nothing ({name} maps '{VOCAB[j]}' to zero), so no logit goes up. It leaves "
+                    f"out {_tokens_text(blank)}: the head must copy every token it attends to."
+                ]
             return [
                 f"{name}: when the head attends to a position holding '{VOCAB[j]}', its output gives "
                 f"'{VOCAB[j]}' a logit of {logits[j]:.2f} and '{VOCAB[best]}' {logits[best]:.2f} "
@@ -906,7 +1043,17 @@ def judge_predictions(
             if gap < LOGIT_MARGIN:
                 hint = ""
                 reads_layer1 = W1 is not None and composition_score(W2, W1) > 0.1
-                if best == tokens[t] and gap < -1e-9 and reads_layer1:
+                if _nothing(W2 @ X1[:, source : source + 1])[0]:
+                    hint = (
+                        f" The head writes nothing when it attends to {describe(tokens, source)}: "
+                        f"{name} maps all it holds to zero"
+                        + (
+                            f" (it leaves out {_tokens_text(blank)})."
+                            if tokens[source] in (blank := tokens_written_as_nothing(W2, variant))
+                            else "."
+                        )
+                    )
+                elif best == tokens[t] and gap < -1e-9 and reads_layer1:
                     hint = (
                         " It predicts the present token again: the head copies what the layer-1 "
                         "head wrote at the attended position (the token before it), not the "
@@ -1131,6 +1278,7 @@ def check_ex2f(W_Q_f, W_K_f, W_V_e, W_O_e, variant: Variant = DEFAULT_VARIANT):
                 "part (e)",
             ),
             judge_ablation(W_QK, W_OV, previous_copy_targets, PUBLIC_SEQUENCES, "head (f)", variant),
+            judged_after(judge_composition(W_QK, W_OV, "f"), upstream, "part (e)"),
         ],
         "f",
         _failing_picture(
@@ -1177,6 +1325,7 @@ def check_ex3_ind_qk(W_Q_ind, W_K_ind, W_V_prev, W_O_prev, variant: Variant = DE
                 "the previous-token head",
             ),
             judge_ablation(W_QK, W_OV, previous_position_targets, PUBLIC_SEQUENCES, name, variant),
+            judged_after(judge_composition(W_QK, W_OV, "ind"), upstream, "the previous-token head"),
         ],
         "induction head W_Q, W_K",
         _failing_picture(

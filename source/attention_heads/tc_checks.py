@@ -416,6 +416,18 @@ def _head_properties(head, make_args, name: str, signature: str):
             )
         out = tclib.stage_result(raw, what, shape=(d_model, n_ctx), labels=("d_model", "n_ctx"))
 
+        # Every position attends somewhere (at least to itself), so with random weights the head
+        # writes something at every position: a zero column is a position left out.
+        silent = [t for t in range(n_ctx) if np.abs(out[:, t]).max() <= 1e-12]
+        if silent:
+            where = ("position " if len(silent) == 1 else "positions ") + ", ".join(map(str, silent))
+            _fail(
+                f"{what}: your output writes nothing at {where} (column all zero). Every position "
+                "attends to itself and earlier positions and gets the weighted sum of their values, "
+                "which for these random weights is never zero: the head leaves that position out "
+                "(does a loop over positions skip it?)."
+            )
+
         # Causality: changing the last position may change only the last output column.
         X_later = X.copy()
         X_later[:, -1] = rng.normal(size=d_model) * 3
@@ -569,8 +581,28 @@ def check_q6_product(W_V2_W_O1, variant: Variant = DEFAULT_VARIANT):
     print(f"W_V2_W_O1: {PASSED}")
 
 
+def _q6_products(W_V2_W_O1, variant: Variant) -> list:
+    """The products a Q6 answer may be measured on: your own W_V2_W_O1 (follow-through) and the
+    given heads' (which you compute from the heads printed above)."""
+    heads = q6_heads(variant)
+    products = [heads["W_V2"] @ heads["W_O1"]]
+    own = _own_matrix(W_V2_W_O1, (D_HEAD, D_HEAD)) if W_V2_W_O1 is not None else None
+    return ([own] if own is not None else []) + products
+
+
+def _same_singular_values(values, matrix) -> bool:
+    expected = np.linalg.svd(matrix, compute_uv=False)
+    tol = tolerance(float(expected.max(initial=0.0)))
+    n = len(values)
+    return (
+        int(np.sum(expected > tol)) <= n <= len(expected)
+        and bool(np.all(np.abs(values - expected[:n]) <= tol))
+        and bool(np.all(expected[n:] <= tol))
+    )
+
+
 @public_check
-def check_q6_singular_values(singular_values_W_V2_W_O1):
+def check_q6_singular_values(singular_values_W_V2_W_O1, W_V2_W_O1=None, variant: Variant = DEFAULT_VARIANT):
     name = "singular_values_W_V2_W_O1"
     values = stage_array(singular_values_W_V2_W_O1, name).reshape(-1)
     if len(shape_of(singular_values_W_V2_W_O1) or ()) == 2:
@@ -590,14 +622,31 @@ def check_q6_singular_values(singular_values_W_V2_W_O1):
             f"{name} is not in descending order ({', '.join(fmt(v) for v in values)}); list the "
             "largest first, as np.linalg.svd does."
         )
+    if W_V2_W_O1 is not None:
+        products = _q6_products(W_V2_W_O1, variant)
+        if not any(_same_singular_values(values, product) for product in products):
+            own = "your W_V2_W_O1" if len(products) == 2 else "W_V2 @ W_O1 for the given heads"
+            _fail(
+                f"{name} ({len(values)} values) are not the singular values of {own}: compute them "
+                "with np.linalg.svd(W_V2_W_O1, compute_uv=False)."
+            )
     print(f"{name}: {PASSED}")
 
 
 @public_check
-def check_q6_rank(rank_W_V2_W_O1):
+def check_q6_rank(rank_W_V2_W_O1, W_V2_W_O1=None, variant: Variant = DEFAULT_VARIANT):
     rank = stage_whole_number(rank_W_V2_W_O1, "rank_W_V2_W_O1")
     if not 0 <= rank <= D_HEAD:
         _fail(f"rank_W_V2_W_O1 is {rank}, but a {D_HEAD} x {D_HEAD} matrix has rank 0 to {D_HEAD}.")
+    if W_V2_W_O1 is not None:
+        products = _q6_products(W_V2_W_O1, variant)
+        if not any(rank == int(np.linalg.matrix_rank(product)) for product in products):
+            if len(products) == 2:
+                _fail(own_rank_problem("rank_W_V2_W_O1", rank, "W_V2_W_O1", products[0]) or "")
+            _fail(
+                f"rank_W_V2_W_O1 is {rank}; the rank is the number of clearly nonzero singular "
+                "values of W_V2 @ W_O1 (np.linalg.matrix_rank)."
+            )
     print(f"rank_W_V2_W_O1: {PASSED}")
 
 
@@ -934,18 +983,83 @@ def check_composition(two_token_copy, one_token_copy, W_net1, W_net2, variant: V
     print(f"two_token_copy, one_token_copy: {PASSED}")
 
 
+def _own_matrix(value, shape):
+    """The student's own matrix as a float array, or None when it is missing or malformed (its
+    own check explains why)."""
+    try:
+        return stage_array(value, "", shape=shape)
+    except AssertionError:
+        return None
+
+
+def own_rank_problem(name: str, value: int, matrix: str, own, others: dict | None = None) -> str | None:
+    """None when `value` is the rank of the student's own `matrix` (np.linalg.matrix_rank);
+    otherwise what it is instead, in their terms (only their own values are used)."""
+    rank = int(np.linalg.matrix_rank(own))
+    if value == rank:
+        return None
+    fits = []
+    if value == int(np.count_nonzero(np.linalg.svd(own, compute_uv=False))) and value > rank:
+        fits.append(
+            f"the number of singular values of your {matrix} that are not exactly 0, counting "
+            "rounding noise as nonzero (count those above a tolerance, as np.linalg.matrix_rank does)"
+        )
+    same = [
+        other for other, matrix_value in (others or {}).items() if int(np.linalg.matrix_rank(matrix_value)) == value
+    ]
+    if same:
+        fits.append(f"the rank of your {' and your '.join(same)}, not of {matrix}")
+    if len(fits) == 1:
+        return f"{name} is {value}: that is {fits[0]}."
+    if fits:
+        return (
+            f"{name} is {value}, and it could be any of these:\n"
+            + bullet_list(fits)
+            + (f"\nGive the rank of your {matrix} (np.linalg.matrix_rank).")
+        )
+    return (
+        f"{name} is {value}, which is not the rank of your {matrix}; the rank is the number of "
+        f"linearly independent columns (np.linalg.matrix_rank({matrix}))."
+    )
+
+
 @public_check
-def check_ranks(rank_W_net1, rank_W_net2, rank_two_token_copy, rank_one_token_copy):
+def check_ranks(
+    rank_W_net1,
+    rank_W_net2,
+    rank_two_token_copy,
+    rank_one_token_copy,
+    W_net1=None,
+    W_net2=None,
+    two_token_copy=None,
+    one_token_copy=None,
+):
+    """Each rank a whole number from 0 to 16 and, where your matrix is given and well formed,
+    the rank of *your* matrix (follow-through: the ranks are marked on your own matrices)."""
     values = {
-        "rank_W_net1": rank_W_net1,
-        "rank_W_net2": rank_W_net2,
-        "rank_two_token_copy": rank_two_token_copy,
-        "rank_one_token_copy": rank_one_token_copy,
+        "W_net1": (rank_W_net1, W_net1),
+        "W_net2": (rank_W_net2, W_net2),
+        "two_token_copy": (rank_two_token_copy, two_token_copy),
+        "one_token_copy": (rank_one_token_copy, one_token_copy),
     }
-    for name, value in values.items():
+    own = {
+        matrix: m
+        for matrix, (_, value) in values.items()
+        if value is not None and (m := _own_matrix(value, (D_MODEL, D_MODEL))) is not None
+    }
+    problems = []
+    for matrix, (value, _) in values.items():
+        name = f"rank_{matrix}"
         rank = stage_whole_number(value, name)
         if not 0 <= rank <= D_MODEL:
             _fail(f"{name} is {rank}, but a {D_MODEL} x {D_MODEL} matrix has rank 0 to {D_MODEL}.")
+        if matrix in own:
+            others = {other: m for other, m in own.items() if other != matrix}
+            problem = own_rank_problem(name, rank, matrix, own[matrix], others)
+            if problem:
+                problems.append(problem)
+    if problems:
+        _fail("\n".join(problems))
     print(f"ranks: {PASSED}")
 
 

@@ -12,7 +12,8 @@ with the functions below, so a message you see here is the message the grader gi
 * Differences (``difference_report``): in the style of ``numpy.testing``: what was compared,
   in how many entries it differs, and where and by how much it differs most.
 * The tolerance rule (``tolerance``), below.
-* ``public_check``: a failing public check shows its message, not a traceback.
+* ``public_check``: a failing public check raises ``CheckFailed``, which shows its message
+  and not a traceback.
 * Variants (``find_student_id``, ``variant_rng``, ``VariantTable``): in a course that gives
   every student an exercise of their own, the set-up cell draws yours from your student id.
 
@@ -37,6 +38,7 @@ import hashlib
 import html
 import os
 import re
+import textwrap
 from typing import NamedTuple
 
 import numpy as np
@@ -68,8 +70,32 @@ class InputProblem(AssertionError):
     """An answer failed a stage (present, type, shape, finite); the message says why."""
 
 
+class CheckFailed(AssertionError):
+    """A public check failed: shown as its message alone, with none of the checks' frames.
+
+    It is still an error (a failed cell to nbgrader's Validate and to `nbgrader validate`), but
+    IPython asks an exception for its own traceback (`_render_traceback_`) before printing one,
+    so JupyterLab and `nbgrader validate` show the lines below instead of the call stack.
+    """
+
+    WIDTH = 83  # `nbgrader validate` cuts lines longer than this (its width 90, less its indent)
+
+    def _render_traceback_(self) -> list[str]:
+        lines: list[str] = []
+        for number, line in enumerate(str(self).splitlines() or ["(no message)"]):
+            text = f"{self.HEADING} {line}" if number == 0 else line
+            bare = text.lstrip()
+            lead = len(text) - len(bare) + (2 if bare.startswith("- ") else 0)  # align after a bullet
+            wrapped = textwrap.wrap(text, self.WIDTH, subsequent_indent=" " * (lead or 2), break_on_hyphens=False)
+            lines += wrapped or [""]
+        lines[0] = lines[0].replace(self.HEADING, f"\x1b[1;31m{self.HEADING}\x1b[0m", 1)
+        return lines
+
+    HEADING = "Check failed:"
+
+
 def public_check(function):
-    """Show a failing public check as its message alone, not a traceback through this module."""
+    """Show a failing public check as its message alone (a CheckFailed), not a traceback."""
 
     @functools.wraps(function)
     def run(*args, **kwargs):
@@ -77,7 +103,7 @@ def public_check(function):
         try:
             return function(*args, **kwargs)
         except AssertionError as failure:
-            raise AssertionError(str(failure)) from None
+            raise CheckFailed(str(failure)) from None
 
     return run
 

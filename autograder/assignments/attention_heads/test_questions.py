@@ -148,6 +148,8 @@ def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, o
                 "\nYour results on every input the grader tried match the correct "
                 "computation with these mistakes:\n" + lib.bullet_list(mistakes)
             )
+        elif (left_out := _positions_left_out(name, results, arg_lists, expected_fn)) is not None:
+            message += left_out
         else:
             facts = _pattern_facts(results, arg_lists) if name == "attention_pattern" else []
             message += (
@@ -159,6 +161,48 @@ def _compare_with_reference(name, results, arg_lists, expected_fn, explain_fn, o
             else:
                 message += " Go through your steps against the formula in the notebook."
         raise Mistake(message)
+
+
+def _positions_left_out(name, results, arg_lists, expected_fn):
+    """The sentence for results that are right except at positions where they are nothing (a
+    head that writes nothing for a token, a pattern row left empty), or None when that is not
+    what happened: said in the student's positions, measured on every input."""
+    by_input = []
+    for result, args in zip(results, arg_lists):
+        with np.errstate(all="ignore"):
+            expected = np.asarray(expected_fn(*args), float)
+        result = np.asarray(result, float)
+        if result.shape != expected.shape or result.ndim != 2:
+            return None
+        # a head's column t is what it writes at position t; a pattern's row t is where t looks
+        along = 0 if name == "attention_pattern" else 1
+        result_t, expected_t = (result, expected) if along == 1 else (result.T, expected.T)
+        allowed = lib.tolerance(float(np.abs(expected_t).max(initial=0.0)))
+        nothing = np.abs(result_t).max(axis=0) <= allowed
+        something = np.abs(expected_t).max(axis=0) > allowed
+        left = nothing & something
+        rest = ~left
+        if lib.difference_report(result_t[:, rest], expected_t[:, rest], "", "", reveal=False) is not None:
+            return None
+        by_input.append([int(t) for t in np.flatnonzero(left)])
+    if not any(by_input):
+        return None
+    shown = sorted({tuple(positions) for positions in by_input if positions})
+    where = "; ".join(
+        ("position " if len(positions) == 1 else "positions ") + ", ".join(map(str, positions)) for positions in shown
+    )
+    single = all(len(positions) == 1 for positions in shown)
+    if name == "attention_pattern":
+        return (
+            f"\nYour pattern is right everywhere except that it leaves out {where} "
+            f"({'its row is' if single else 'their rows are'} all zero): every position, the first included, attends somewhere, and its row sums to 1."
+        )
+    return (
+        f"\nYour result is right everywhere except that it writes nothing at {where} "
+        f"({'its column is' if single else 'their columns are'} zero), where the head writes something: every position, the first included, "
+        "gets the weighted sum of the values it attends to (a loop that skips a position leaves "
+        "it out)."
+    )
 
 
 def _pattern_facts(results, arg_lists):
