@@ -838,15 +838,17 @@ def _handlers():
     ]
 
 
-_SIDEBAR = (
-    '{% extends "nbgrader:base.tpl" %}{% block sidebar %}{{ super() }}'
-    '<li role="presentation"><a href="{{ base_url }}/grading-view/">Grade by question</a></li>{% endblock %}'
+_FORMGRADER_BASE = (
+    '{% extends "nbgrader:base.tpl" %}{% block body %}<p class="tc-grading-view-link">'
+    '<a href="{{ base_url }}/grading-view/">Grade by question: one free-text part across all students, '
+    "with rubric items</a></p>{{ super() }}{% endblock %}"
 )
 
 
 def _link_from_formgrader(webapp) -> None:
-    """A "Grade by question" entry in the formgrader's sidebar: its pages extend base.tpl, which
-    is served here as nbgrader's own base.tpl with one more link."""
+    """A link to the view on every page of the formgrader: its pages extend base.tpl, which is
+    served here as nbgrader's own base.tpl with the link above its body (a block no page of the
+    formgrader replaces)."""
     import jinja2
 
     env = webapp.settings.get("nbgrader_jinja2_env")
@@ -855,7 +857,7 @@ def _link_from_formgrader(webapp) -> None:
     original = env.loader
     env.loader = jinja2.ChoiceLoader(
         [
-            jinja2.DictLoader({"base.tpl": _SIDEBAR}),
+            jinja2.DictLoader({"base.tpl": _FORMGRADER_BASE}),
             jinja2.PrefixLoader({"nbgrader": original}, delimiter=":"),
             original,
         ]
