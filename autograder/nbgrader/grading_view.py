@@ -673,26 +673,26 @@ def _handlers():
                 answers = {a.student: a for a in course.answers(session, part, with_text=False)}
                 rows = course.answer_rows(session, part)
                 conflicts = []
-                for target in targets:
-                    answer = answers.get(str(target.get("student")))
-                    if answer is None:
-                        raise web.HTTPError(404, "no such answer")
-                    state = course.state(answer, rows.get(answer.student), by_id)
-                    if state["overridden"] and not replace:
-                        conflicts.append({"student": answer.student, "why": "overridden", "state": state})
-                    elif not course.write(
-                        session, part, answer, items, comment, maximum, int(target.get("version", 0)), grader
-                    ):
-                        state = course.state(answer, course.answer_rows(session, part).get(answer.student), by_id)
-                        conflicts.append({"student": answer.student, "why": "changed", "state": state})
+                try:
+                    for target in targets:
+                        answer = answers.get(str(target.get("student")))
+                        if answer is None:
+                            raise web.HTTPError(404, "no such answer")
+                        state = course.state(answer, rows.get(answer.student), by_id)
+                        if state["overridden"] and not replace:
+                            conflicts.append({"student": answer.student, "why": "overridden", "state": state})
+                        elif not course.write(
+                            session, part, answer, items, comment, maximum, int(target.get("version", 0)), grader
+                        ):
+                            state = course.state(answer, course.answer_rows(session, part).get(answer.student), by_id)
+                            conflicts.append({"student": answer.student, "why": "changed", "state": state})
+                    if not conflicts:
+                        session.commit()
+                except sa.exc.IntegrityError:  # another grader's first grade of the same answer came first
+                    conflicts.append({"student": targets[0].get("student"), "why": "changed", "state": None})
                 if conflicts:
                     session.rollback()
                     return self.reply({"conflict": conflicts}, 409)
-                try:
-                    session.commit()
-                except sa.exc.IntegrityError:  # another grader's first grade of the same answer came first
-                    session.rollback()
-                    return self.reply({"conflict": [{"why": "changed"}]}, 409)
                 rows = course.answer_rows(session, part)
                 saved = {t["student"]: course.state(answers[t["student"]], rows[t["student"]], by_id) for t in targets}
             self.reply({"saved": saved})
