@@ -59,14 +59,19 @@ def nbgrader(root: pathlib.Path, *args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def build(repository: Course, folder: pathlib.Path, count: int, db_url: str | None = None) -> Course:
-    """The course in `folder`/course with `count` students graded (on `db_url` if given)."""
+def build(
+    repository: Course, folder: pathlib.Path, count: int, db_url: str | None = None, only: str | None = None
+) -> Course:
+    """The course in `folder`/course with `count` students graded (on `db_url` if given; only
+    the assignment `only` if given)."""
     course = release.copy_course(repository, folder / "course")
     root = course.root
     if db_url is not None:
         with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
             config.write(f"\nc.CourseDirectory.db_url = {db_url!r}\n")
     for assignment in release.source_assignments(root):
+        if only is not None and assignment != only:
+            continue
         nbgrader(root, "generate_assignment", assignment, "--force")
         notebooks = sorted({spec.notebook for spec in course.specs if spec.assignment == assignment})
         released = {}
@@ -94,12 +99,12 @@ def build(repository: Course, folder: pathlib.Path, count: int, db_url: str | No
     return course
 
 
-if __name__ == "__main__":  # python tests/grading_view_class.py FOLDER COUNT: build one to look at
+if __name__ == "__main__":  # python tests/grading_view_class.py FOLDER COUNT [ASSIGNMENT]: build one to look at
     import time
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
     from conftest import REPOSITORY
 
     start = time.monotonic()
-    built = build(REPOSITORY, pathlib.Path(sys.argv[1]), int(sys.argv[2]))
+    built = build(REPOSITORY, pathlib.Path(sys.argv[1]), int(sys.argv[2]), only=(sys.argv[3:] or [None])[0])
     print(built.root, f"{time.monotonic() - start:.0f} s")
