@@ -151,6 +151,34 @@ def chosen_items(student: str, count: int) -> list[int]:
     return sorted({number % count, (number // 3) % count})
 
 
+# -- splitting the work ---------------------------------------------------------------------------
+
+
+def test_two_graders_never_get_the_same_answer_and_shares_split_a_part(course, server):
+    part = klass.manual_parts(course)[5]
+    path = f"part/{part_path(part)}"
+    first = {g: api(server, "POST", path, {"grader": g})[1] for g in ("xena", "yuri")}
+    held = {g: view["answer"]["student"] for g, view in first.items()}
+    assert held["xena"] != held["yuri"]
+    assert api(server, "POST", path, {"grader": "xena"})[1]["answer"]["student"] == held["xena"]  # kept
+    assert api(server, "POST", path, {"grader": "yuri"})[1]["progress"]["claimed_by_others"] == 1
+    skipped = api(server, "POST", path, {"grader": "xena", "skip": [held["xena"]]})[1]["answer"]["student"]
+    assert skipped not in held.values()
+    # the skipped answer went back: it is in nobody's hands now
+    assert api(server, "POST", path, {"grader": "yuri"})[1]["progress"]["claimed_by_others"] == 1
+    halves = [
+        api(server, "POST", path, {"grader": "zoe", "share": f"{k}/2", "skip": klass.students(CLASS_SIZE)})[1]
+        for k in (1, 2)
+    ]
+    assert halves[0]["progress"]["queue"] + halves[1]["progress"]["queue"] == halves[0]["progress"]["answers"] == 26
+    assert all(0 < half["progress"]["queue"] < 26 for half in halves)
+    assert api(server, "POST", path, {"grader": "zoe", "share": "3/2"})[0] == 400
+    for grader in ("xena", "yuri"):  # skipping everything hands every claim back
+        assert api(server, "POST", path, {"grader": grader, "skip": klass.students(CLASS_SIZE)})[1]["answer"] is None
+    assert api(server, "POST", path, {"grader": "ann"})[1]["progress"]["claimed_by_others"] == 0
+    assert "/grading-view/" in server.page("/formgrader/manage_assignments")  # linked from the formgrader
+
+
 # -- grading by keyboard alone -------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -137,6 +138,7 @@ def in_share(student: str, share: str | None) -> bool:
 # -- rendering, made inert ----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=512)  # the page asks for the same question and model answer with every answer
 def render_inert(markdown: str) -> str:
     """An answer's Markdown and maths as HTML with nothing active, as the formgrader shows it:
     the course's sanitiser for student HTML, the course's Markdown and MathML renderer, then
@@ -190,6 +192,7 @@ class Course:
         self.engine = self.gradebook.engine
         metadata.create_all(self.engine)
         self._texts: dict[str, tuple[tuple, dict]] = {}
+        self._questions: dict[tuple, tuple[tuple, dict]] = {}
 
     def session(self):
         from sqlalchemy.orm import Session
@@ -297,14 +300,26 @@ class Course:
 
     def question(self, part) -> dict:
         """The part's question (the markdown cells before it), model answer and mark scheme, from source/."""
-        from autograder.core.notebook import grade_id, read_notebook, source_text
-        from autograder.nbgrader import markscheme
+        from autograder.core.notebook import read_notebook
 
         folder = self.coursedir.format_path(self.coursedir.source_directory, ".", part[0])
+        path = os.path.join(folder, f"{part[1]}.ipynb")
         try:
-            notebook = read_notebook(os.path.join(folder, f"{part[1]}.ipynb"), root=self.coursedir.root)
+            stat = os.stat(path)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if (cached := self._questions.get(part)) is not None and cached[0] == stamp:
+                return cached[1]
+            notebook = read_notebook(path, root=self.coursedir.root)
         except Exception:  # noqa: BLE001 - an assignment without a source notebook: nothing to show
             return {"question": "", "model_answer": "", "scheme": None}
+        self._questions[part] = (stamp, found := self._question(notebook, part))
+        return found
+
+    @staticmethod
+    def _question(notebook: dict, part) -> dict:
+        from autograder.core.notebook import grade_id, source_text
+        from autograder.nbgrader import markscheme
+
         cells = notebook.get("cells", [])
         for index, cell in enumerate(cells):
             if grade_id(cell) == part[2]:
@@ -457,6 +472,15 @@ class Course:
             session.rollback()  # another grader claimed it first
             return False
 
+    def release_claims(self, session, part, grader: str, keep: str | None) -> None:
+        """A grader holds one answer of a part at a time: the ones skipped go back to the others."""
+        where = [getattr(rubric_claims.c, k) == v for k, v in zip(_KEY, part)]
+        session.execute(
+            rubric_claims.delete().where(
+                *where, rubric_claims.c.grader == grader, rubric_claims.c.student != (keep or "")
+            )
+        )
+
     def claims(self, session, part) -> dict[str, str]:
         where = sa.and_(*(getattr(rubric_claims.c, k) == v for k, v in zip(_KEY, part)))
         now = time.time()
@@ -465,6 +489,13 @@ class Course:
 
 
 # -- HTTP ---------------------------------------------------------------------------------------
+
+
+def _version(target: dict) -> int:
+    try:
+        return int(target.get("version", 0))
+    except (TypeError, ValueError):
+        raise web.HTTPError(400, "version: a number") from None
 
 
 def _handler_base():
@@ -504,6 +535,13 @@ def _handler_base():
             self.set_header("Content-Type", "application/json; charset=utf-8")
             self.set_header("Cache-Control", "no-store")
             self.finish(json.dumps(value))
+
+        def write_error(self, status_code: int, **kwargs) -> None:
+            """Errors as JSON with the reason, which the page shows."""
+            error = kwargs.get("exc_info", (None, None))[1]
+            message = getattr(error, "log_message", None) or self._reason
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            self.finish(json.dumps({"message": message}))
 
         def body(self) -> dict:
             try:
@@ -584,8 +622,10 @@ def _handlers():
 
         def view(self, part, grader, student, share=None, skip=()):
             course, grader = self.course, self.grader(grader)
-            if share and not re.fullmatch(r"[1-9]\d*/[1-9]\d*", share):
-                raise web.HTTPError(400, "a share is k/n")
+            if share and not (
+                re.fullmatch(r"[1-9]\d*/[1-9]\d*", share) and int(share.split("/")[0]) <= int(share.split("/")[1])
+            ):
+                raise web.HTTPError(400, "a share is k/n, 1 <= k <= n")
             with course.session() as session:
                 maximum = course.max_score(session, part)
                 rubric = course.rubric(session, part)
@@ -613,6 +653,7 @@ def _handlers():
                         if course.claim(session, part, answer.student, grader):
                             chosen = answer
                             break
+                    course.release_claims(session, part, grader, keep=chosen.student if chosen else None)
                     session.commit()
                 groups: dict[str, list[str]] = {}
                 for a in gradable:
@@ -681,9 +722,7 @@ def _handlers():
                         state = course.state(answer, rows.get(answer.student), by_id)
                         if state["overridden"] and not replace:
                             conflicts.append({"student": answer.student, "why": "overridden", "state": state})
-                        elif not course.write(
-                            session, part, answer, items, comment, maximum, int(target.get("version", 0)), grader
-                        ):
+                        elif not course.write(session, part, answer, items, comment, maximum, _version(target), grader):
                             state = course.state(answer, course.answer_rows(session, part).get(answer.student), by_id)
                             conflicts.append({"student": answer.student, "why": "changed", "state": state})
                     if not conflicts:

@@ -19,7 +19,7 @@ async function api(method, path, body) {
     headers: { "Content-Type": "application/json", "X-XSRFToken": xsrf() },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const value = response.headers.get("Content-Type", "").includes("json") ? await response.json() : {};
+  const value = (response.headers.get("Content-Type") || "").includes("json") ? await response.json() : {};
   return { status: response.status, value };
 }
 
@@ -104,15 +104,16 @@ function renderRubric() {
     li.className = (state.given.has(item.id) ? "given" : "") + (item.points < 0 ? " deduct" : "");
     li.append(el("span", (index < 9 ? `[${index + 1}] ` : "") , "key"), el("span", fmt(item.points), "points"), el("span", item.text));
     if (item.note) li.append(el("div", item.note, "note"));
-    const edit = el("button", "edit"), up = el("button", "↑"), del = el("button", "delete");
-    edit.type = up.type = del.type = "button";
+    const edit = el("button", "edit"), up = el("button", "↑"), down = el("button", "↓"), del = el("button", "delete");
+    edit.type = up.type = down.type = del.type = "button";
     edit.onclick = (e) => { e.stopPropagation(); editItem(item); };
     up.onclick = (e) => { e.stopPropagation(); changeRubric({ action: "move", id: item.id, to: index - 1 }); };
+    down.onclick = (e) => { e.stopPropagation(); changeRubric({ action: "move", id: item.id, to: index + 1 }); };
     del.onclick = (e) => {
       e.stopPropagation();
       if (confirm(`Delete "${item.text}"? Every answer that had it is re-scored.`)) changeRubric({ action: "delete", id: item.id });
     };
-    li.append(" ", edit, up, del);
+    li.append(" ", edit, up, down, del);
     li.onclick = () => toggle(index);
     list.append(li);
   });
@@ -179,6 +180,12 @@ async function changeRubric(change) {
     say(value.rescored !== undefined ? `re-scored ${value.rescored} answer(s)` +
       (value.kept_overridden ? `; ${value.kept_overridden} overridden in the formgrader kept their score` : "") : "");
     renderRubric();
+    const a = state.view.answer;
+    if (a && a.graded && (value.rescored || value.kept_overridden)) {  // its score was just written again
+      const message = $("message").textContent;
+      await load(a.student);
+      say(message);
+    }
   }
 }
 
