@@ -87,6 +87,13 @@ rubric_claims = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
 )
 
+
+def _match(table: sa.Table, part, student: str | None = None):
+    """The WHERE clause of one part's rows in one of our tables (one student's, if given)."""
+    clauses = [table.c.assignment == part[0], table.c.notebook == part[1], table.c.part == part[2]]
+    return sa.and_(*clauses, *([table.c.student == student] if student is not None else []))
+
+
 # -- the mark scheme as rubric items ------------------------------------------------------------
 
 _ITEM = re.compile(r"^[ \t]*[*-][ \t]+([+-]?\d+(?:\.\d+)?)[ \t]*:[ \t]*(.*)$")
@@ -340,8 +347,7 @@ class Course:
 
     def rubric(self, session, part) -> list[dict]:
         """The part's rubric items in order; seeded from the mark scheme the first time."""
-        where = sa.and_(*(getattr(rubric_parts.c, k) == v for k, v in zip(_KEY, part)))
-        if session.execute(sa.select(rubric_parts).where(where)).first() is None:
+        if session.execute(sa.select(rubric_parts).where(_match(rubric_parts, part))).first() is None:
             scheme = self.question(part)["scheme"] or ""
             try:
                 session.execute(rubric_parts.insert().values(**dict(zip(_KEY, part)), seeded=time.time()))
@@ -354,13 +360,14 @@ class Course:
                 session.commit()
             except sa.exc.IntegrityError:
                 session.rollback()  # another request seeded it first
-        where = sa.and_(*(getattr(rubric_items.c, k) == v for k, v in zip(_KEY, part)))
-        rows = session.execute(sa.select(rubric_items).where(where).order_by(rubric_items.c.position))
+        rows = session.execute(
+            sa.select(rubric_items).where(_match(rubric_items, part)).order_by(rubric_items.c.position)
+        )
         return [{"id": r.id, "points": r.points, "text": r.text, "note": r.note} for r in rows]
 
     def answer_rows(self, session, part) -> dict[str, sa.Row]:
-        where = sa.and_(*(getattr(rubric_answers.c, k) == v for k, v in zip(_KEY, part)))
-        return {row.student: row for row in session.execute(sa.select(rubric_answers).where(where))}
+        rows = session.execute(sa.select(rubric_answers).where(_match(rubric_answers, part)))
+        return {row.student: row for row in rows}
 
     # the state of one answer, for the page
 
@@ -401,12 +408,12 @@ class Course:
         }
         key = dict(zip((*_KEY, "student"), (*part, answer.student)))
         if version == 0:  # a first grade; a concurrent first grade fails at commit (the caller's 409)
-            where = sa.and_(*(getattr(rubric_answers.c, k) == v for k, v in key.items()))
+            where = _match(rubric_answers, part, answer.student)
             if session.execute(sa.select(rubric_answers.c.version).where(where)).first() is not None:
                 return False
             session.execute(rubric_answers.insert().values(**key, version=1, **values))
         else:
-            where = sa.and_(*(getattr(rubric_answers.c, k) == v for k, v in key.items()))
+            where = _match(rubric_answers, part, answer.student)
             done = session.execute(
                 rubric_answers.update()
                 .where(where, rubric_answers.c.version == version)
@@ -417,10 +424,10 @@ class Course:
         answer.grade.manual_score = score
         answer.grade.needs_manual_grade = False
         answer.comment.manual_comment = text
-        session.execute(rubric_claims.delete().where(*(getattr(rubric_claims.c, k) == v for k, v in key.items())))
+        session.execute(rubric_claims.delete().where(_match(rubric_claims, part, answer.student)))
         return True
 
-    def rescore(self, session, part, grader: str) -> dict:
+    def rescore(self, session, part) -> dict:
         """Write again every answer whose items changed worth or text; answers overridden by
         hand in the formgrader keep nbgrader's score and comment (and stay overridden)."""
         rubric = self.rubric(session, part)
@@ -438,7 +445,7 @@ class Course:
                 continue
             if self.state(answer, row, by_id)["overridden"]:
                 kept += 1
-                where = sa.and_(*(getattr(rubric_answers.c, k) == getattr(row, k) for k in (*_KEY, "student")))
+                where = _match(rubric_answers, part, row.student)
                 session.execute(
                     rubric_answers.update()
                     .where(where)
@@ -455,7 +462,7 @@ class Course:
         """Take the answer for `grader` (committed at once), unless another grader holds it."""
         key = dict(zip((*_KEY, "student"), (*part, student)))
         now = time.time()
-        where = sa.and_(*(getattr(rubric_claims.c, k) == v for k, v in key.items()))
+        where = _match(rubric_claims, part, student)
         taken = session.execute(
             rubric_claims.update()
             .where(where, sa.or_(rubric_claims.c.grader == grader, rubric_claims.c.at < now - CLAIM_SECONDS))
@@ -474,15 +481,14 @@ class Course:
 
     def release_claims(self, session, part, grader: str, keep: str | None) -> None:
         """A grader holds one answer of a part at a time: the ones skipped go back to the others."""
-        where = [getattr(rubric_claims.c, k) == v for k, v in zip(_KEY, part)]
         session.execute(
             rubric_claims.delete().where(
-                *where, rubric_claims.c.grader == grader, rubric_claims.c.student != (keep or "")
+                _match(rubric_claims, part), rubric_claims.c.grader == grader, rubric_claims.c.student != (keep or "")
             )
         )
 
     def claims(self, session, part) -> dict[str, str]:
-        where = sa.and_(*(getattr(rubric_claims.c, k) == v for k, v in zip(_KEY, part)))
+        where = _match(rubric_claims, part)
         now = time.time()
         rows = session.execute(sa.select(rubric_claims).where(where, rubric_claims.c.at >= now - CLAIM_SECONDS))
         return {row.student: row.grader for row in rows}
@@ -618,7 +624,9 @@ def _handlers():
         @web.authenticated
         def post(self, *where):  # next ungraded: claims it, so POST
             body = self.body()
-            self.reply(self.view(self.part(*where), body.get("grader"), None, body.get("share"), body.get("skip", [])))
+            skip = body.get("skip", [])
+            skip = {str(student) for student in skip} if isinstance(skip, list) else set()
+            self.reply(self.view(self.part(*where), body.get("grader"), None, body.get("share"), skip))
 
         def view(self, part, grader, student, share=None, skip=()):
             course, grader = self.course, self.grader(grader)
@@ -700,7 +708,7 @@ def _handlers():
             part, body, course = self.part(*where), self.body(), self.course
             grader = self.grader(body.get("grader"))
             targets = body.get("answers")  # [{"student", "version"}]
-            if not isinstance(targets, list) or not targets:
+            if not isinstance(targets, list) or not targets or not all(isinstance(t, dict) for t in targets):
                 raise web.HTTPError(400, "answers: [{student, version}]")
             comment = str(body.get("comment", ""))[:20000]
             replace = bool(body.get("replace_override"))
@@ -743,7 +751,7 @@ def _handlers():
         def post(self, *where):
             part, body, course = self.part(*where), self.body(), self.course
             action = body.get("action")
-            where_part = sa.and_(*(getattr(rubric_items.c, k) == v for k, v in zip(_KEY, part)))
+            where_part = _match(rubric_items, part)
             with course.session() as session:
                 rubric = course.rubric(session, part)
                 ids = [item["id"] for item in rubric]
@@ -781,11 +789,7 @@ def _handlers():
                         )
                 else:
                     raise web.HTTPError(400, "action: add, edit, move or delete")
-                result = (
-                    course.rescore(session, part, self.grader(body.get("grader")))
-                    if action in ("edit", "delete")
-                    else {}
-                )
+                result = course.rescore(session, part) if action in ("edit", "delete") else {}
                 session.commit()
                 self.reply({"rubric": course.rubric(session, part), **result})
 
@@ -829,20 +833,7 @@ def _handlers():
 
             course, out = self.course, io.StringIO()
             writer = csv.writer(out)
-            writer.writerow(
-                [
-                    "student",
-                    "assignment",
-                    "notebook",
-                    "part",
-                    "score",
-                    "max_score",
-                    "overridden",
-                    "items",
-                    "comment",
-                    "grader",
-                ]
-            )
+            writer.writerow("student assignment notebook part score max_score overridden items comment grader".split())
             with course.session() as session:
                 for info in course.parts(session):
                     part = (info["assignment"], info["notebook"], info["part"])
