@@ -35,7 +35,6 @@ import os
 import pathlib
 import re
 import time
-import types
 from typing import Any
 
 import sqlalchemy as sa
@@ -151,12 +150,14 @@ def render_inert(markdown: str) -> str:
     the course's sanitiser for student HTML, the course's Markdown and MathML renderer, then
     the rendered page through an allow-list again (links of http(s)/mailto only)."""
     import nh3
+    from nbformat import v4
 
+    from autograder.core.notebook import source_text
     from autograder.nbgrader import maths, preprocessors
 
-    notebook = types.SimpleNamespace(cells=[{"cell_type": "markdown", "source": markdown, "metadata": {}}])
+    notebook = v4.new_notebook(cells=[v4.new_markdown_cell(markdown)])  # as nbgrader hands it a submission
     preprocessors.sanitise_student_html(notebook)
-    rendered = maths.markdown_to_html(str(notebook.cells[0]["source"]))
+    rendered = maths.markdown_to_html(source_text(notebook.cells[0].source))
     tags = set(nh3.ALLOWED_TAGS) | _MATHML
     attributes = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
     for tag in _MATHML:
