@@ -384,3 +384,20 @@ def test_hostile_answer_is_inert_in_the_page(course, server, chromium):
     assert chromium.evaluate("() => window.tcPwned") is None
     box = answer.bounding_box()
     assert box is not None and box["height"] < 1000  # huge text scrolls inside its box
+
+
+def test_moving_and_deleting_items(course, server):
+    part = klass.manual_parts(course)[4]
+    path = f"part/{part_path(part)}"
+    rubric = api(server, "GET", f"{path}?grader=ann")[1]["rubric"]
+    moved = api(server, "POST", f"{path}/rubric", {"action": "move", "id": rubric[-1]["id"], "to": 0})[1]["rubric"]
+    assert [item["id"] for item in moved] == [rubric[-1]["id"]] + [item["id"] for item in rubric[:-1]]
+    before, gone = gradebook_answers(course), rubric[0]
+    had = {k for k, v in before.items() if k[:3] == part and v[2] and gone["text"] in v[2]}
+    status, reply = api(server, "POST", f"{path}/rubric", {"action": "delete", "id": gone["id"]})
+    assert status == 200 and reply["rescored"] == len(had) > 0
+    after = gradebook_answers(course)
+    for key in had:
+        assert after[key][0] == pytest.approx(max(0, before[key][0] - gone["points"]))
+        assert gone["text"] not in after[key][2]
+    assert all(after[k] == before[k] for k in before if k not in had)
