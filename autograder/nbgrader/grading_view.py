@@ -146,30 +146,13 @@ def in_share(student: str, share: str | None) -> bool:
 
 @functools.lru_cache(maxsize=512)  # the page asks for the same question and model answer with every answer
 def render_inert(markdown: str) -> str:
-    """An answer's Markdown and maths as HTML with nothing active, as the formgrader shows it:
-    the course's sanitiser for student HTML, the course's Markdown and MathML renderer, then
-    the rendered page through an allow-list again (links of http(s)/mailto only)."""
-    import nh3
-    from nbformat import v4
+    """An answer's Markdown and maths as HTML with nothing active, exactly as the formgrader and
+    feedback pages show it: the course's Markdown and MathML renderer, whose output is cleaned by
+    the course's one allowlist (`inert.clean_fragment`: links of http(s)/mailto only, no remote
+    loads) within the same TeX budget."""
+    from autograder.nbgrader import maths
 
-    from autograder.core.notebook import source_text
-    from autograder.nbgrader import maths, preprocessors
-
-    notebook = v4.new_notebook(cells=[v4.new_markdown_cell(markdown)])  # as nbgrader hands it a submission
-    preprocessors.sanitise_student_html(notebook)
-    rendered = maths.markdown_to_html(source_text(notebook.cells[0].source))
-    tags = set(nh3.ALLOWED_TAGS) | _MATHML
-    attributes = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
-    for tag in _MATHML:
-        attributes[tag] = attributes.get(tag, set()) | _MATHML_ATTRIBUTES
-    return nh3.clean(rendered, tags=tags, attributes=attributes, url_schemes={"http", "https", "mailto"})
-
-
-_MATHML = set(
-    "math mi mn mo ms mspace mtext menclose merror mfrac mpadded mphantom mroot mrow msqrt mstyle"
-    " mmultiscripts mover mprescripts msub msubsup msup munder munderover mtable mtd mtr semantics".split()
-)
-_MATHML_ATTRIBUTES = set("display mathvariant stretchy fence separator accent form lspace rspace width".split())
+    return maths.markdown_to_html(markdown)
 
 
 # -- the course: parts, answers, questions ------------------------------------------------------
