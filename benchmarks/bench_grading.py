@@ -15,12 +15,21 @@ copy of the same class graded with its feedback (`grade`, pages rendered in para
 grading goes on); it prints both, their ratio, the mean page size of each, and checks that both
 copies hold the same scores and a page for every student.
 
+Profile (--profile-size, default 100): the same class graded in this process with one worker
+(`--jobs 1`), timing each step where it runs: per notebook, the sandbox's start, the imports,
+confinement, the student's cells, the probe calls and teardown (from the supervisor's frame
+times), reading and sanitising, checking, writing the autograded notebooks (with the copies,
+markers and commit), recording in the gradebook, and then rendering each student's feedback
+page. One worker, so each step's seconds are its core-seconds (the sandbox's on the other core).
+
     python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200] [--feedback-sizes 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import pathlib
@@ -196,6 +205,76 @@ def sandbox_start_costs(runs: int = 10) -> None:
         print(f"sandbox start {tier:<11} {cost * 1000:7.1f} ms (median of {runs}){ratio}", flush=True)
 
 
+@contextlib.contextmanager
+def _timing(spent: collections.Counter, owner, name: str, step: str):
+    """Time every call of `owner.name` into `spent[step]` while the block runs."""
+    original = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        begun = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[step] += time.perf_counter() - begun
+
+    setattr(owner, name, timed)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+SANDBOX_STEPS = ("start", "import", "confine", "cells", "probes", "teardown")
+
+
+def profile(size: int, label: str = "") -> collections.Counter:
+    """Seconds per step of grading `size` notebooks with one worker, then rendering feedback."""
+    from autograder.core import engine
+    from autograder.nbgrader import batch, settings
+    from autograder.nbgrader import feedback as pages
+    from autograder.sandbox import supervisor
+
+    root = make_course(f"profile-{size}", size)
+    course = Course(root)
+    spent: collections.Counter = collections.Counter()
+    run_submission = supervisor.run_submission
+
+    def sandboxed(*args, **kwargs):
+        result = run_submission(*args, **kwargs)
+        for step, seconds in result.timings.items():
+            spent[f"sandbox {step}"] += seconds
+        return result
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(setattr, supervisor, "run_submission", run_submission)
+        stack.enter_context(_timing(spent, batch._Pipeline, "prepare", "reading and sanitising"))
+        stack.enter_context(_timing(spent, engine, "check", "checking"))
+        stack.enter_context(_timing(spent, batch._Pipeline, "record", "recording in the gradebook"))
+        stack.enter_context(_timing(spent, batch, "_record_chunk", "writing (with recording)"))
+        supervisor.run_submission = sandboxed
+        grader = batch.BatchGrader(course, ASSIGNMENT, jobs=1, force=True, quiet=True, feedback=False)
+        begun = time.perf_counter()
+        with contextlib.redirect_stderr(open(os.devnull, "w")):
+            grader.run()
+        spent["grading (wall)"] = time.perf_counter() - begun
+    spent["writing autograded notebooks"] = spent.pop("writing (with recording)") - spent["recording in the gradebook"]
+    config = settings.load(course).config
+    begun = time.perf_counter()
+    for number in range(size):
+        pages.generate(config, root, ASSIGNMENT, f"student{number:04d}", False)
+    spent["rendering feedback"] = time.perf_counter() - begun
+    sandbox_total = sum(spent[f"sandbox {step}"] for step in SANDBOX_STEPS)
+    print(f"profile{label}: {size} notebooks, one worker; seconds in all and ms per notebook", flush=True)
+    rows = [*(f"sandbox {step}" for step in SANDBOX_STEPS)]
+    rows += ["reading and sanitising", "checking", "writing autograded notebooks", "recording in the gradebook"]
+    rows += ["rendering feedback"]
+    for step in rows:
+        print(f"  {step:<32} {spent[step]:8.2f} s {spent[step] / size * 1000:8.1f} ms", flush=True)
+    print(f"  {'sandbox, sum of its steps':<32} {sandbox_total:8.2f} s {sandbox_total / size * 1000:8.1f} ms")
+    print(f"  {'grading, wall (one worker)':<32} {spent['grading (wall)']:8.2f} s", flush=True)
+    return spent
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 100, 200])
@@ -220,7 +299,14 @@ def main() -> int:
         default=None,
         help="sizes at which to run nbgrader generate_feedback too (default: the feedback sizes; it is slow)",
     )
+    parser.add_argument("--profile-size", type=int, default=100, help="notebooks in the profile (0: none)")
+    parser.add_argument("--profile-only", action="store_true", help="print the profile and stop")
     args = parser.parse_args()
+    if args.profile_size:
+        print(f"load average before the profile: {os.getloadavg()[0]:.2f}")
+        profile(args.profile_size)
+    if args.profile_only:
+        return 0
     baseline_sizes = args.sizes if args.baseline_sizes is None else args.baseline_sizes
     feedback_sizes = args.sizes if args.feedback_sizes is None else args.feedback_sizes
     stock_sizes = feedback_sizes if args.stock_feedback_sizes is None else args.stock_feedback_sizes

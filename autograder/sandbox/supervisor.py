@@ -90,6 +90,11 @@ class RunResult:
     grader_error: str | None = None  # the grader's own fault: reason and fix, never the student's
     seconds: float = 0.0
     details: dict = dataclasses.field(default_factory=dict)  # how the tier was put together (cgroup mechanism)
+    # Where the time went, for the benchmark's profile only (never in a report, never a verdict):
+    # seconds of "start" (to the interpreter), "import", "confine" (to the first cell), "cells",
+    # "probes" (values and calls), "teardown". The first two come from the driver before any
+    # student code exists; they are clamped and decide nothing.
+    timings: dict = dataclasses.field(default_factory=dict)
 
 
 # -- isolation -------------------------------------------------------------------------------
@@ -808,6 +813,9 @@ def run_submission(
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
         result.seconds = time.monotonic() - started
+        if "teardown" in result.timings:  # to the sandbox's removal, not only to the last frame
+            others = sum(seconds for step, seconds in result.timings.items() if step != "teardown")
+            result.timings["teardown"] = max(0.0, result.seconds - others)
     return result
 
 
@@ -889,6 +897,21 @@ def _cell_frame(frame: dict, known: set) -> tuple | None:
     )
 
 
+def _timings(marks: dict, ended: float) -> dict:
+    """Seconds per step of one run from the times its frames arrived (steps not reached: absent)."""
+    steps = [
+        ("start", "launched", "started"),
+        ("import", "started", "imported"),
+        ("confine", "imported", "first_cell"),
+        ("cells", "first_cell", "values"),
+        ("probes", "values", "done"),
+    ]
+    timings = {name: marks[end] - marks[begin] for name, begin, end in steps if begin in marks and end in marks}
+    if "done" in marks:
+        timings["teardown"] = ended - marks["done"]
+    return timings
+
+
 def _supervise(process, result_r, request_w, job, make_probes, limits, result, started):
     outputs = {"stdout": _Output(limits.kept_output_bytes), "stderr": _Output(limits.kept_output_bytes)}
     selector = selectors.DefaultSelector()
@@ -914,6 +937,7 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
     got_values = got_calls = False
     ended_code = None
     done = False
+    marks = {"launched": started}  # monotonic times of the protocol's steps, for result.timings
     outbox.send(job)
 
     def fail(message):
@@ -973,12 +997,21 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
                 break
             for frame in frames:
                 kind = frame.get("type") if isinstance(frame, dict) else None
+                if kind == "ready" and not sandbox_started and "ready" not in marks:
+                    marks["ready"] = time.monotonic()
+                    for name in ("started", "imported"):  # the driver's clock: CLOCK_MONOTONIC, as ours
+                        value = frame.get(name)
+                        if isinstance(value, float) and math.isfinite(value):
+                            marks[name] = min(max(value, started), marks["ready"])
                 if kind == "grader_error" and not sandbox_started:
                     result.grader_error = str(frame.get("reason"))[:2000]
                     done = True
                     break
                 if kind in ("cell", "cell_done", "values", "calls", "done"):
                     sandbox_started = True
+                    marks.setdefault("first_cell", time.monotonic())
+                if kind in ("values", "done"):
+                    marks.setdefault(kind, time.monotonic())
                 if kind == "cell":
                     cell = _cell_frame(frame, known_cells)
                     if cell is not None:
@@ -1025,6 +1058,7 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
         if done and (result.fatal or result.grader_error):
             break
     selector.close()
+    result.timings = _timings(marks, time.monotonic())
     if not done and result.fatal is None and result.grader_error is None and not sandbox_started:
         try:
             code = process.wait(timeout=2.0)
