@@ -50,6 +50,7 @@ import tempfile
 import time
 import uuid
 
+from autograder.sandbox import warm
 from autograder.sandbox.driver import confine, wire
 
 DRIVER_DIR = pathlib.Path(__file__).resolve().parent / "driver"
@@ -738,12 +739,19 @@ def run_submission(
     {function name: [[tagged argument, ...], ...]} for the functions the submission defined.
     """
     isolation = choose_isolation(isolation, allow_unisolated=True)  # policy is the callers' (engine, batch)
+    make_probes = _first_answer(make_probes)  # a run repeated in a fresh sandbox gets the same inputs
+    not_warm = warm_unavailable(isolation)
+    if not_warm is None:
+        warm_result = _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environment)
+        if warm_result is not None:
+            return warm_result
+        not_warm = warm.POOL.failures.get(_warm_key(isolation, helpers_dir, limits), "its zygote died during the run")
     result = RunResult(isolation=isolation)
     started = time.monotonic()
     result_r, result_w = os.pipe()
     request_r, request_w = os.pipe()
     cgroups = _Cgroups(limits)
-    result.details = cgroups.details()
+    result.details = {**cgroups.details(), "interpreter": "fresh", "interpreter_not_warm": not_warm}
     workdir = None
     # `python -I -S`: isolated mode, and no site hooks (.pth code) run inside the sandbox;
     # the driver puts the site-packages directories on sys.path itself.
@@ -816,6 +824,170 @@ def run_submission(
         if "teardown" in result.timings:  # to the sandbox's removal, not only to the last frame
             others = sum(seconds for step, seconds in result.timings.items() if step != "teardown")
             result.timings["teardown"] = max(0.0, result.seconds - others)
+    return result
+
+
+# -- warm interpreters ----------------------------------------------------------------------------
+WARM_SETTING = "AUTOGRADER_WARM"  # "0": every submission in a fresh sandbox, as before warm interpreters
+
+
+def warm_unavailable(isolation: str) -> str | None:
+    """None when submissions of this tier may run in children forked from a warm interpreter
+    (each confined as the landlock tier confines its sandbox, before it reads its job); else why
+    each keeps a fresh sandbox. docs/DEPLOYMENT.md states what the submissions then share."""
+    if os.environ.get(WARM_SETTING, "1").strip().lower() in ("0", "no", "off", "false"):
+        return f"turned off ({WARM_SETTING}=0)"
+    if isolation not in ("bubblewrap", "landlock"):
+        return "the unisolated tier has no confinement to give a forked child"
+    reason = probe_landlock()
+    if reason is not None:
+        return f"a forked child is confined by Landlock and seccomp, which cannot run here ({reason})"
+    if isolation == "landlock" and cgroup_v2_parent()[0] is None and probe_systemd_scope()[0] is not None:
+        return "cgroups here come from a systemd scope started with each sandbox, which a forked child cannot join"
+    return None
+
+
+def _warm_key(isolation: str, helpers_dir: str, limits: Limits) -> tuple:
+    return (isolation, os.path.realpath(helpers_dir), limits)
+
+
+def _first_answer(make_probes):
+    """`make_probes`, answering every call after the first with the first call's request: a run
+    repeated after a grader fault draws nothing new (the engine keeps what was drawn)."""
+    memo: list = []
+
+    def once(values):
+        if not memo:
+            memo.append(make_probes(values))
+        return memo[0]
+
+    return once
+
+
+def _start_zygote(isolation: str, helpers_dir: str, limits: Limits) -> warm.Zygote:
+    key = _warm_key(isolation, helpers_dir, limits)
+    python = [sys.executable, "-I", "-S"]
+    if isolation == "bubblewrap":
+        # One cgroup for the zygote's life: it holds one child at a time, so this is the group
+        # of each submission in turn (the child cannot reach /sys from inside the namespaces).
+        cgroups = _Cgroups(limits)
+        command = cgroups.wrap(bubblewrap_command(helpers_dir, limits) + [*python, "/grader/driver.py"])
+        env = cgroups.env()
+        zygote = warm.Zygote(key, command, site.getsitepackages(), env, on_close=cgroups.kill_and_remove)
+        zygote.cgroup_details = cgroups.details()
+        return zygote
+    return warm.Zygote(key, [*python, str(DRIVER_DIR / "driver.py")], site.getsitepackages(), _sandbox_env())
+
+
+class _WarmProcess:
+    """What _supervise reads of a sandbox process, for a child of a zygote: its output streams
+    (the exit status is the relay's report)."""
+
+    def __init__(self, stdout_fd: int, stderr_fd: int):
+        self.stdout = os.fdopen(stdout_fd, "rb", buffering=0)
+        self.stderr = os.fdopen(stderr_fd, "rb", buffering=0)
+
+    def wait(self, timeout=None):
+        return None
+
+    def close(self):
+        self.stdout.close()
+        self.stderr.close()
+
+
+def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environment) -> RunResult | None:
+    """One submission in a child of a warm zygote; None when it must run in a fresh sandbox
+    instead (no zygote could start, or the zygote failed before the run could finish: the
+    student's work is then run again, never judged on a grader's fault)."""
+    key = _warm_key(isolation, helpers_dir, limits)
+    zygote = warm.POOL.acquire(key, lambda: _start_zygote(isolation, helpers_dir, limits))
+    if zygote is None:
+        return None
+    result = RunResult(isolation=isolation)
+    started = time.monotonic()
+    in_bubblewrap = isolation == "bubblewrap"
+    cgroups = None
+    if in_bubblewrap:
+        scratch, workdir = f"/tmp/submission-{zygote.served}", None
+        sandbox_helpers, driver_dir = "/course", "/grader"
+        result.details = dict(getattr(zygote, "cgroup_details", {}))
+    else:
+        workdir = scratch = tempfile.mkdtemp(prefix="tc_submission_")
+        os.makedirs(os.path.join(workdir, "home"))
+        sandbox_helpers, driver_dir = helpers_dir, str(DRIVER_DIR)
+        cgroups = _Cgroups(limits)
+        result.details = cgroups.details()
+    result.details["interpreter"] = f"warm (forked from a zygote, child {zygote.served + 1})"
+    home = os.path.join(scratch, "home")
+    plan = _confinement_plan("landlock", limits, sandbox_helpers, scratch)
+    plan["landlock"]["read"] = [path if path != str(DRIVER_DIR) else driver_dir for path in plan["landlock"]["read"]]
+    if in_bubblewrap:
+        plan.pop("drop_to", None)  # already uid 65534 of the sandbox's user namespace
+    elif plan.get("drop_to"):
+        for path in (workdir, home):
+            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+    env = {**_sandbox_env(), "HOME": home, "TMPDIR": scratch, "MPLCONFIGDIR": home, "IPYTHONDIR": home}
+    pipes = [os.pipe() for _ in range(4)]  # result, request, stdout, stderr
+    (result_r, result_w), (request_r, request_w), (out_r, out_w), (err_r, err_w) = pipes
+    child_fds = [result_w, request_r, out_w, err_w]
+    process = _WarmProcess(out_r, err_r)
+    zygote_ok = True
+    try:
+        try:
+            pid = zygote.fork(
+                child_fds,
+                scratch,
+                in_bubblewrap,
+                env,
+                [str(path / "cgroup.procs") for path in cgroups.paths] if cgroups else [],
+            )
+        except warm.ZygoteFailed:
+            zygote_ok = False
+            return None
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        job = {
+            "type": "job",
+            "cells": [[index, source] for index, source in cells],
+            "names": list(names),
+            "cell_seconds": limits.cell_seconds,
+            "call_seconds": limits.call_seconds,
+            "wall_factor": limits.wall_factor,
+            "helpers": sandbox_helpers,
+            "environment": dict(environment or {}),
+            "confine": plan,
+            "no_new_processes": True,  # a forked child is one process: RLIMIT_AS is its memory cap
+        }
+        _supervise(process, result_r, request_w, job, make_probes, limits, result, started)
+    finally:
+        if zygote_ok:
+            if not in_bubblewrap:  # its own session, and its pid not reused before the zygote reaps it
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            if cgroups is not None:
+                cgroups.kill_and_remove()
+            zygote_ok = zygote.reap(remove_scratch=in_bubblewrap)
+            if zygote_ok:
+                warm.POOL.release(zygote)
+        elif cgroups is not None:
+            cgroups.kill_and_remove()
+        process.close()
+        for fd in (result_r, request_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        result.seconds = time.monotonic() - started
+        if "teardown" in result.timings:
+            others = sum(seconds for step, seconds in result.timings.items() if step != "teardown")
+            result.timings["teardown"] = max(0.0, result.seconds - others)
+    if not zygote_ok and "teardown" not in result.timings:
+        return None  # the zygote failed before the run finished: the run is repeated afresh
     return result
 
 

@@ -88,6 +88,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
+PR_SET_CHILD_SUBREAPER = 36
 SECCOMP_MODE_FILTER = 2
 
 
@@ -101,6 +102,12 @@ def make_undumpable():
     """No ptrace and no /proc/<pid>/fd of this process by its own uid (Linux only)."""
     if IS_LINUX:
         _prctl(PR_SET_DUMPABLE, 0)
+
+
+def set_child_subreaper():
+    """Orphaned descendants of this process become its children (so it can reap them all)."""
+    if IS_LINUX:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 # -- dropping root ----------------------------------------------------------------------------

@@ -384,11 +384,8 @@ def _grader_error(reason):
     os._exit(70)
 
 
-def main():
-    supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
-    _channels["result"], _channels["request"] = supervisor, requests
-    send({"type": "ready", "started": _STARTED, "imported": _IMPORTED})
-    job = receive()
+def run_job(supervisor, requests, job):
+    """Confine this process as `job` says, fork the student half and relay for it."""
     # Confined, and not dumpable, before the student half exists: done after the fork, the
     # first cell could open /proc/<relay>/fd/<supervisor fd> while the relay was still
     # starting. The child inherits all of it.
@@ -418,6 +415,134 @@ def main():
     relay(child, up_read, down_write, supervisor, requests, list(job.get("names", ())))
 
 
+def main():
+    supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
+    _channels["result"], _channels["request"] = supervisor, requests
+    send({"type": "ready", "started": _STARTED, "imported": _IMPORTED})
+    run_job(supervisor, requests, receive())
+
+
+# -- the warm interpreter ----------------------------------------------------------------------
+# `driver.py zygote FD`: numpy and this module imported once, then one freshly forked process per
+# submission. The zygote never runs student code and is never confined; each child is, before
+# it reads its job. Control messages (one JSON datagram each, on the unix socket FD, from the
+# supervisor only: no child holds it):
+#   supervisor -> {"type": "fork", "scratch": path, "make_scratch": bool, "env": {...},
+#                  "cgroups": [cgroup.procs path, ...]}   with 4 fds: result, request, stdout, stderr
+#   zygote -> {"type": "forked", "pid": int}
+#   supervisor -> {"type": "reap"}   zygote -> {"type": "reaped"}   (every process of the child gone)
+CHILD_FDS = 4
+
+
+def _send_control(control, message):
+    import json
+
+    control.send(json.dumps(message).encode())
+
+
+def _descendants():
+    """Pids of this process's children (with the subreaper flag: orphans of a child come back here)."""
+    pids = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as stream:
+                pids.update(int(pid) for pid in stream.read().split())
+    except OSError:
+        pass
+    return pids
+
+
+def _reap_all():
+    """Kill and reap every process descended from this one, orphans included."""
+    while True:
+        for pid in _descendants():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            if not _descendants():
+                return
+
+
+def _become_child(control, fds, request):
+    """In the forked child, before anything else: only the four fds of this submission remain
+    (stdin /dev/null, stdout, stderr, result 3, request 4), its own session, its cgroups, its
+    scratch folder and environment; then the same path as a fresh sandbox's driver."""
+    import fcntl  # imported by the zygote already, like every module named here
+
+    control.close()
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
+    null = os.open("/dev/null", os.O_RDONLY)
+    for target, fd in zip((0, 1, 2, 3, 4), (null, *high[2:], *high[:2])):
+        os.dup2(fd, target)
+    os.closerange(5, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)
+    os.setsid()
+    for path in request.get("cgroups") or ():
+        with open(path, "w") as stream:  # before the uid switch and Landlock, which would refuse it
+            stream.write(str(os.getpid()))
+    scratch = request["scratch"]
+    os.chdir(scratch)
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
+    if "numpy.random" in sys.modules:
+        numpy.random.seed()  # the zygote's generator state would be every submission's
+    now = time.monotonic()
+    _channels["result"], _channels["request"] = 3, 4
+    send({"type": "ready", "started": now, "imported": now})
+    run_job(3, 4, receive())
+
+
+def zygote(control_fd):
+    import fcntl  # noqa: F401 - for the children, which must not import after forking
+    import json
+    import shutil
+    import socket
+
+    confine.set_child_subreaper()
+    control = socket.socket(fileno=control_fd)
+    _send_control(control, {"type": "ready", "started": _STARTED, "imported": _IMPORTED})
+    scratch = None
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 1 << 16, CHILD_FDS)
+        except OSError:
+            break
+        if not data:
+            break
+        request = json.loads(data)
+        if request.get("type") == "fork" and len(fds) == CHILD_FDS:
+            scratch = request["scratch"]
+            if request.get("make_scratch"):
+                os.makedirs(os.path.join(scratch, "home"), mode=0o700)
+            child = os.fork()
+            if child == 0:
+                try:
+                    _become_child(control, fds, request)
+                finally:
+                    os._exit(0)
+            for fd in fds:
+                os.close(fd)
+            _send_control(control, {"type": "forked", "pid": child})
+        elif request.get("type") == "reap":
+            for fd in fds:
+                os.close(fd)
+            _reap_all()
+            if scratch is not None and request.get("remove_scratch"):
+                shutil.rmtree(scratch, ignore_errors=True)
+            _send_control(control, {"type": "reaped"})
+        else:
+            for fd in fds:
+                os.close(fd)
+            break
+    _reap_all()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "zygote":
+        zygote(int(sys.argv[2]))
+    else:
+        main()
     os._exit(0)
