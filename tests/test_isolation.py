@@ -23,6 +23,8 @@ import threading
 
 import pytest
 from conftest import REPOSITORY
+from sandbox_start import parametrize_starts as pytest_generate_tests  # noqa: F401
+from sandbox_start import sandbox_start  # noqa: F401 - an autouse fixture
 from test_batch import auto_scores, run_batch
 
 from autograder.core import engine
