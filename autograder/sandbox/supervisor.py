@@ -872,11 +872,12 @@ def _start_zygote(isolation: str, helpers_dir: str, limits: Limits) -> warm.Zygo
         # of each submission in turn (the child cannot reach /sys from inside the namespaces).
         cgroups = _Cgroups(limits)
         command = cgroups.wrap(bubblewrap_command(helpers_dir, limits) + [*python, "/grader/driver.py"])
-        env = cgroups.env()
-        zygote = warm.Zygote(key, command, site.getsitepackages(), env, on_close=cgroups.kill_and_remove)
+        arguments = ["/course", *site.getsitepackages()]
+        zygote = warm.Zygote(key, command, arguments, cgroups.env(), on_close=cgroups.kill_and_remove)
         zygote.cgroup_details = cgroups.details()
         return zygote
-    return warm.Zygote(key, [*python, str(DRIVER_DIR / "driver.py")], site.getsitepackages(), _sandbox_env())
+    arguments = [helpers_dir, *site.getsitepackages()]
+    return warm.Zygote(key, [*python, str(DRIVER_DIR / "driver.py")], arguments, _sandbox_env())
 
 
 class _WarmProcess:
@@ -920,7 +921,8 @@ def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environ
     result.details["interpreter"] = f"warm (forked from a zygote, child {zygote.served + 1})"
     home = os.path.join(scratch, "home")
     plan = _confinement_plan("landlock", limits, sandbox_helpers, scratch)
-    plan["landlock"]["read"] = [path if path != str(DRIVER_DIR) else driver_dir for path in plan["landlock"]["read"]]
+    readable = [path if path != str(DRIVER_DIR) else driver_dir for path in plan["landlock"]["read"]]
+    plan["landlock"]["read"] = readable
     if in_bubblewrap:
         plan.pop("drop_to", None)  # already uid 65534 of the sandbox's user namespace
     elif plan.get("drop_to"):
@@ -967,12 +969,10 @@ def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environ
                     os.killpg(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-            if cgroups is not None:
-                cgroups.kill_and_remove()
-            zygote_ok = zygote.reap(remove_scratch=in_bubblewrap)
+            zygote_ok = zygote.reap(remove_scratch=in_bubblewrap)  # waits for them: no polling below
             if zygote_ok:
                 warm.POOL.release(zygote)
-        elif cgroups is not None:
+        if cgroups is not None:
             cgroups.kill_and_remove()
         process.close()
         for fd in (result_r, request_w):

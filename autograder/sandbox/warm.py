@@ -42,10 +42,18 @@ _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_pref
 
 
 class Zygote:
-    """One warm interpreter: started by `command` (which ends with the driver's argv before the
-    control fd and site directories), with `env`; `on_close` runs when it is stopped (its cgroup)."""
+    """One warm interpreter: `command` (python and the driver), then "zygote", its control fd and
+    `arguments` (helpers folder, bytecode folder, site directories), with `env`; `on_close`
+    runs when it is stopped (its cgroup, its bytecode folder)."""
 
-    def __init__(self, key, command: list[str], site_dirs: list[str], env: dict, on_close: Callable | None = None):
+    def __init__(
+        self,
+        key,
+        command: list[str],
+        arguments: list[str],
+        env: dict,
+        on_close: Callable | None = None,
+    ):
         self.key = key
         self.on_close = on_close
         self.served = 0
@@ -53,7 +61,7 @@ class Zygote:
         self.control = ours
         self.control.settimeout(START_SECONDS)
         self.log = tempfile.TemporaryFile()
-        argv = [*command, "zygote", str(theirs.fileno()), *site_dirs]
+        argv = [*command, "zygote", str(theirs.fileno()), *arguments]
         try:
             self.process = _SPAWNER.submit(
                 subprocess.Popen,
@@ -86,8 +94,9 @@ class Zygote:
         except ValueError:
             message = None
         if not isinstance(message, dict) or message.get("type") != kind:
+            tail = self._log_tail()
             self.close()
-            raise ZygoteFailed(f"no {kind!r} answer ({reason}){self._log_tail()}")
+            raise ZygoteFailed(f"no {kind!r} answer ({reason}){tail}")
         return message
 
     def _log_tail(self) -> str:

@@ -31,8 +31,9 @@ _STARTED = time.monotonic()  # the interpreter is up; the supervisor's profile s
 
 if __name__ == "__main__":
     # Started with `python -I -S`: no site hooks (.pth files) ran; the grader names the
-    # site-packages directories to use after the two channel fds.
-    sys.path.extend(sys.argv[3:])
+    # site-packages directories to use after the two channel fds (a zygote: after its control
+    # fd and helpers folder).
+    sys.path.extend(sys.argv[4:] if sys.argv[1] == "zygote" else sys.argv[3:])
 
 import numpy  # noqa: E402 - after the start time, which the profile reads
 
@@ -431,6 +432,8 @@ def main():
 #                  "cgroups": [cgroup.procs path, ...]}   with 4 fds: result, request, stdout, stderr
 #   zygote -> {"type": "forked", "pid": int}
 #   supervisor -> {"type": "reap"}   zygote -> {"type": "reaped"}   (every process of the child gone)
+# Its argv after the control fd: the public helpers' folder (see _preload_helpers) and the site
+# directories.
 CHILD_FDS = 4
 
 
@@ -495,6 +498,79 @@ def _become_child(control, fds, request):
     run_job(3, 4, receive())
 
 
+def _preload_helpers(helpers):
+    """Compile the course's public helpers once, and import the standard-library modules they
+    import: every child imports them (the first cell does), and in the sandbox their folder is
+    read-only, so each would compile them anew. A child still imports the helpers itself, from
+    their folder first on its path as in a fresh sandbox; only compiling is skipped, while the
+    file is unchanged. Nothing of the helpers runs in the zygote."""
+    import ast
+    import importlib
+    import importlib.machinery as machinery
+    import importlib.util
+    import sysconfig
+
+    compiled = {}
+    imported = set()
+    try:
+        names = sorted(os.listdir(helpers))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(helpers, name)
+        if not name.endswith(".py"):
+            continue
+        try:
+            stat = os.stat(path)
+            with open(path, "rb") as stream:
+                source = stream.read()
+            compiled[path] = (stat.st_mtime_ns, stat.st_size, compile(source, path, "exec", dont_inherit=True))
+            tree = ast.parse(source)
+        except (OSError, SyntaxError, ValueError):
+            continue  # it fails in the cell that imports it, as always
+        for node in ast.walk(tree):  # in functions too: they run in every child all the same
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module)
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
+    for module in sorted(imported):
+        if module == "__future__" or module in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            continue
+        origin = getattr(spec, "origin", None) or ""
+        if spec is not None and os.path.realpath(origin).startswith(stdlib):
+            importlib.import_module(module)
+
+    class CompiledOnce(machinery.SourceFileLoader):
+        def get_code(self, fullname):
+            path = self.get_filename(fullname)
+            known = compiled.get(path)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                known = None
+            if known is not None and (stat.st_mtime_ns, stat.st_size) == known[:2]:
+                return known[2]
+            return super().get_code(fullname)
+
+    finder = machinery.FileFinder.path_hook(
+        (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
+        (CompiledOnce, machinery.SOURCE_SUFFIXES),
+        (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES),
+    )
+
+    def helpers_only(path):
+        if path != helpers:
+            raise ImportError("not the helpers folder")
+        return finder(path)
+
+    sys.path_hooks.insert(0, helpers_only)
+
+
 def zygote(control_fd):
     import fcntl  # noqa: F401 - for the children, which must not import after forking
     import json
@@ -502,6 +578,7 @@ def zygote(control_fd):
     import socket
 
     confine.set_child_subreaper()
+    _preload_helpers(sys.argv[3])
     control = socket.socket(fileno=control_fd)
     _send_control(control, {"type": "ready", "started": _STARTED, "imported": _IMPORTED})
     scratch = None
