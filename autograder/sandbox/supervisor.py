@@ -911,7 +911,7 @@ def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environ
     if in_bubblewrap:
         scratch, workdir = f"/tmp/submission-{zygote.served}", None
         sandbox_helpers, driver_dir = "/course", "/grader"
-        result.details = dict(getattr(zygote, "cgroup_details", {}))
+        result.details = dict(zygote.cgroup_details)
     else:
         workdir = scratch = tempfile.mkdtemp(prefix="tc_submission_")
         os.makedirs(os.path.join(workdir, "home"))
@@ -926,7 +926,7 @@ def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environ
     if in_bubblewrap:
         plan.pop("drop_to", None)  # already uid 65534 of the sandbox's user namespace
     elif plan.get("drop_to"):
-        for path in (workdir, home):
+        for path in (scratch, home):
             os.chown(path, SANDBOX_UID, SANDBOX_GID)
     env = {**_sandbox_env(), "HOME": home, "TMPDIR": scratch, "MPLCONFIGDIR": home, "IPYTHONDIR": home}
     pipes = [os.pipe() for _ in range(4)]  # result, request, stdout, stderr

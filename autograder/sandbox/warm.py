@@ -57,6 +57,7 @@ class Zygote:
         self.key = key
         self.on_close = on_close
         self.served = 0
+        self.cgroup_details: dict = {}  # the cgroup the zygote's children share, when it has one
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
         self.control.settimeout(START_SECONDS)
