@@ -304,3 +304,32 @@ def test_warm_and_fresh_grading_give_identical_reports(repo_course, tmp_path, mo
         ]
     assert len(reports["1"]) == len(notebooks) > 5
     assert reports["0"] == reports["1"]
+
+
+LOCK_SPACE = """
+import os
+os.mkdir("locked")
+for number in range(3):
+    with open(f"locked/fill{number}", "wb") as stream:
+        stream.write(b"x" * (15 << 20))
+os.chmod("locked", 0)
+result = 1
+"""
+
+USE_SPACE = """
+for number in range(3):
+    with open(f"fill{number}", "wb") as stream:
+        stream.write(b"x" * (15 << 20))
+result = 1
+"""
+
+
+@pytest.mark.parametrize("isolation", STRONG)
+def test_a_folder_made_unremovable_is_removed_all_the_same(mini_course, isolation):
+    """In bubblewrap the children share the sandbox's 64 MiB /tmp: 45 MiB left behind in a
+    folder its owner locked would leave the next child no room."""
+    locked, values = run(mini_course, LOCK_SPACE, isolation)
+    assert (locked.fatal, values["result"]) == (None, 1), (locked.fatal, locked.cells, locked.stderr)
+    after, values = run(mini_course, USE_SPACE, isolation)
+    assert (after.fatal, values["result"]) == (None, 1), (after.fatal, after.cells)
+    assert child_number(after) == child_number(locked) + 1

@@ -790,7 +790,7 @@ def run_submission(
             os.close(fd)
         cgroups.kill_and_remove()
         if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            confine.remove_tree(workdir)
         fix = FIXES[isolation] or "check the Python installation"
         result.grader_error = f"the {isolation} sandbox could not be started ({error}); {fix}"
         return result
@@ -819,7 +819,7 @@ def run_submission(
             except OSError:
                 pass
         if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            confine.remove_tree(workdir)
         result.seconds = time.monotonic() - started
         if "teardown" in result.timings:  # to the sandbox's removal, not only to the last frame
             others = sum(seconds for step, seconds in result.timings.items() if step != "teardown")
@@ -981,7 +981,7 @@ def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environ
             except OSError:
                 pass
         if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            confine.remove_tree(workdir)
         result.seconds = time.monotonic() - started
         if "teardown" in result.timings:
             others = sum(seconds for step, seconds in result.timings.items() if step != "teardown")

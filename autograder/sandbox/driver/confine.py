@@ -529,6 +529,26 @@ def apply_seccomp(no_new_processes=False):
     _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "installing the seccomp filter")
 
 
+# -- scratch folders -----------------------------------------------------------------------------
+def remove_tree(path):
+    """Remove a sandbox's scratch folder, whatever modes its code left on the folders inside
+    (a folder made unwritable or unreadable by its owner would otherwise survive the run and
+    keep its files, and its space, for the next one). Links are never followed."""
+    import shutil
+
+    try:
+        os.chmod(path, 0o700, follow_symlinks=False)
+    except (OSError, NotImplementedError):
+        pass
+    for root, folders, _files in os.walk(path):
+        for folder in folders:
+            try:
+                os.chmod(os.path.join(root, folder), 0o700, follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
 # -- one entry point for the driver -----------------------------------------------------------
 def confine(plan):
     """Apply the supervisor's plan (a plain dict from the job frame) to this process, in order:

@@ -574,7 +574,6 @@ def _preload_helpers(helpers):
 def zygote(control_fd):
     import fcntl  # noqa: F401 - for the children, which must not import after forking
     import json
-    import shutil
     import socket
 
     confine.set_child_subreaper()
@@ -608,7 +607,7 @@ def zygote(control_fd):
                 os.close(fd)
             _reap_all()
             if scratch is not None and request.get("remove_scratch"):
-                shutil.rmtree(scratch, ignore_errors=True)
+                confine.remove_tree(scratch)
             _send_control(control, {"type": "reaped"})
         else:
             for fd in fds:
