@@ -1,7 +1,8 @@
 """Run a sandbox test twice: in a fresh sandbox per submission, and in a child forked from a
 warm interpreter (autograder.sandbox.warm). A test module imports `sandbox_start` (an autouse
 fixture) and `parametrize_starts` (its pytest_generate_tests): every test that takes a tier
-(`isolation` or `tier`) then runs once per way of starting, the others once, fresh."""
+(`isolation` or `tier`), or runs the grader as another user (`unprivileged_python`), then runs
+once per way of starting, the others once, fresh."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ STARTS = ("fresh", "warm")
 
 
 def parametrize_starts(metafunc) -> None:
-    if {"isolation", "tier"} & set(metafunc.fixturenames):
+    if {"isolation", "tier", "unprivileged_python"} & set(metafunc.fixturenames):
         metafunc.parametrize("sandbox_start", STARTS, indirect=True)
 
 
