@@ -22,6 +22,12 @@ All tiers: rlimits set by the driver itself (address space, file size, open file
 core dumps), and where this host lets us create one, a pids, memory and cpu cgroup (v1, or a
 delegated v2 subtree) that is killed as a whole and gives each sandbox an equal CPU share.
 
+Warm interpreters (warm.py; `warm_unavailable` says where not): in the bubblewrap and landlock
+tiers each worker keeps a zygote with numpy and the driver imported, and each submission runs in
+a child forked from it that confines itself as the landlock tier does (its own scratch folder,
+cgroup, uid, Landlock, seccomp, one process) before it reads its job; docs/DEPLOYMENT.md says
+what successive submissions then share. `AUTOGRADER_WARM=0`: a fresh sandbox for each.
+
 The supervisor (this module, in the grader's process) owns every deadline: per-cell and
 per-submission time is enforced by killing the whole process tree, which student code can
 neither catch nor signal. Soft cell limits count CPU time (a slow host or a busy neighbour

@@ -3,6 +3,7 @@
 Two processes: a relay that holds the channels to the grader (argv names the fd carrying frames
 to the grader and the fd carrying frames from it) and never runs student code, and a forked
 student half that runs the cells (fds 0-2 belong to the student). Protocol, as the grader sees it:
+  driver -> {"type": "ready", "started": t, "imported": t}   (monotonic times, for the profile only)
   grader -> {"type": "job", "cells": [[index, source], ...], "names": [...],
              "cell_seconds": float, "call_seconds": float, "helpers": path,
              "environment": {name: str}}   (variables the set-up cells read: the student id)
@@ -13,6 +14,9 @@ student half that runs the cells (fds 0-2 belong to the student). Protocol, as t
   driver -> {"type": "calls", "calls": {function_name: [{"result"|"error": ...}, ...]}}
   driver -> {"type": "done"}
   driver -> {"type": "ended", "exit_code": int, "corrupted": bool}   when it ended without "done"
+
+Started as `driver.py zygote ...` it is a warm interpreter instead (see zygote() below and
+autograder/sandbox/warm.py): each child it forks speaks the same protocol on its own fds.
 
 Everything the driver needs is bound before student code runs, so a submission that patches
 numpy, builtins or this module's globals can only spoil its own report. Nothing it sends can
