@@ -333,3 +333,30 @@ def test_a_folder_made_unremovable_is_removed_all_the_same(mini_course, isolatio
     after, values = run(mini_course, USE_SPACE, isolation)
     assert (after.fatal, values["result"]) == (None, 1), (after.fatal, after.cells)
     assert child_number(after) == child_number(locked) + 1
+
+
+def test_the_pool_keeps_a_bounded_number_of_idle_zygotes(tmp_path, mini_course, warm_pool, monkeypatch):
+    """A grader moving from course to course (a test session, a service over a term) keeps at
+    most IDLE_LIMIT idle interpreters, stopping those idle longest."""
+    tier = next((tier for tier in ("landlock", "bubblewrap") if sandbox.warm_unavailable(tier) is None), None)
+    if tier is None:
+        pytest.skip("no warm tier here")
+    monkeypatch.setattr(warm, "IDLE_LIMIT", 2)
+    started = []
+    start = warm.Zygote.__init__
+
+    def remembered(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(warm.Zygote, "__init__", remembered)
+    for number in range(4):
+        helpers = tmp_path / f"helpers{number}"
+        helpers.mkdir()
+        result = sandbox.run_submission([(0, "x = 1")], ["x"], str(helpers), lambda values: {}, LIMITS, tier)
+        assert child_number(result) == 1
+        idle = [zygote for zygotes in warm_pool.idle.values() for zygote in zygotes]
+        assert len(idle) == min(number + 1, 2), idle
+    kept = {zygote.key[1] for zygotes in warm_pool.idle.values() for zygote in zygotes}
+    assert kept == {str(tmp_path / "helpers2"), str(tmp_path / "helpers3")}
+    assert [zygote.alive() for zygote in started] == [False, False, True, True]  # the others stopped

@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 START_SECONDS = 30.0  # a zygote imports numpy inside its sandbox: seconds on a loaded machine
 ANSWER_SECONDS = 10.0  # fork and reap answers; longer means the zygote is stuck: discarded
+IDLE_LIMIT = max(4, 2 * (os.cpu_count() or 1))  # idle zygotes kept, over all tiers, assignments and limits
 
 
 class ZygoteFailed(RuntimeError):
@@ -57,6 +58,7 @@ class Zygote:
         self.key = key
         self.on_close = on_close
         self.served = 0
+        self.released = 0  # when it was last given back to the pool (a count of releases)
         self.cgroup_details: dict = {}  # the cgroup the zygote's children share, when it has one
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
@@ -171,6 +173,7 @@ class WarmPool:
         self.idle: dict = {}
         self.owner = os.getpid()
         self.failures: dict = {}  # key -> why its zygote could not start (then: fresh sandboxes)
+        self.releases = 0
 
     def _mine(self) -> None:
         if self.owner != os.getpid():  # inherited through fork: those zygotes answer our parent
@@ -197,9 +200,20 @@ class WarmPool:
             return None
 
     def release(self, zygote: Zygote) -> None:
+        """Keep `zygote` for the next submission of its key; beyond IDLE_LIMIT idle ones in all,
+        the one idle longest is stopped (a grader that moves on to other assignments or courses
+        does not keep an interpreter for each)."""
         with self.lock:
             self._mine()
+            self.releases += 1
+            zygote.released = self.releases
             self.idle.setdefault(zygote.key, []).append(zygote)
+            idle = [z for zygotes in self.idle.values() for z in zygotes]
+            surplus = sorted(idle, key=lambda z: z.released)[: max(0, len(idle) - IDLE_LIMIT)]
+            for old in surplus:
+                self.idle[old.key].remove(old)
+        for old in surplus:
+            old.close()
 
     def close(self) -> None:
         """Stop every idle zygote (at exit, and between tests)."""
