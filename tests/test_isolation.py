@@ -23,6 +23,8 @@ import threading
 
 import pytest
 from conftest import REPOSITORY
+from sandbox_start import parametrize_starts as pytest_generate_tests  # noqa: F401
+from sandbox_start import sandbox_start  # noqa: F401 - an autouse fixture
 from test_batch import auto_scores, run_batch
 
 from autograder.core import engine
@@ -443,7 +445,9 @@ for action in (lambda: socket.create_connection(("127.0.0.1", PORT), timeout=0.5
 
 
 @pytest.mark.slow
-def test_unprivileged_user_with_hundreds_of_processes_gets_full_marks_in_every_tier(unprivileged_python, crowded):
+def test_unprivileged_user_with_hundreds_of_processes_gets_full_marks_in_every_tier(
+    unprivileged_python, crowded, sandbox_start
+):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(5)
@@ -482,6 +486,7 @@ def test_unprivileged_user_with_hundreds_of_processes_gets_full_marks_in_every_t
     assert probe.returncode == 0, probe.stderr
     tiers = [tier for tier, reason in json.loads(probe.stdout).items() if reason is None]
     assert "unisolated" in tiers and (sys.platform != "linux" or "landlock" in tiers or LANDLOCK_REASON)
+    start = {sandbox.WARM_SETTING: "1" if sandbox_start == "warm" else "0"}
     for tier in tiers:
         done = as_unprivileged(
             unprivileged_python,
@@ -498,15 +503,19 @@ def test_unprivileged_user_with_hundreds_of_processes_gets_full_marks_in_every_t
                 str(SOLUTION),
             ],
             crowded,
+            start,
         )
         assert done.returncode == 0, (tier, done.stdout[-2000:], done.stderr[-2000:])
         report = json.loads(done.stdout)
         assert (report["score"], report["max_score"], report["isolation"]) == (13.0, 13.0, tier), report
+        warm_child = sandbox_start == "warm" and tier != "unisolated"
+        assert report["isolation_details"]["interpreter"].startswith("warm" if warm_child else "fresh"), report
         if tier != "unisolated":  # the plain process has the user's rights by design
             attacked = as_unprivileged(
                 unprivileged_python,
                 ["-m", "autograder", "grade", "--course", str(ROOT), "--json", "--isolation", tier, str(hostile_path)],
                 crowded,
+                start,
             )
             assert attacked.returncode == 0, (tier, attacked.stderr[-2000:])
             assert json.loads(attacked.stdout)["score"] == 13.0

@@ -47,6 +47,8 @@ import time
 import uuid
 
 import pytest
+from sandbox_start import is_warm, sandbox_start  # noqa: F401 - an autouse fixture
+from sandbox_start import parametrize_starts as pytest_generate_tests  # noqa: F401
 
 from autograder.core import engine
 from autograder.core.submission import decode_value
@@ -101,7 +103,10 @@ def memory_cgroup_binds() -> bool:
 
 
 def single_process(isolation) -> bool:
-    """Whether the student half may start no process at all here (see supervisor._single_process)."""
+    """Whether the student half may start no process at all here (see supervisor._single_process;
+    a warm interpreter's child is always one process)."""
+    if is_warm(isolation):
+        return True
     probe = sandbox._Cgroups(sandbox.Limits())
     try:
         return sandbox._single_process(isolation, probe)
@@ -145,7 +150,16 @@ def grade(course, tmp_path, notebooks: dict, isolation="auto", limits=LIMITS, na
             path.write_text(content)
         requests.append(engine.GradeRequest(str(path), submission_id))
     reports = engine.grade(course, requests, jobs=2, limits=limits, isolation=isolation, allow_unisolated=True)
+    for report in reports:
+        if report.isolation is not None and report.grader_error is None:
+            assert_started_as_asked(report.isolation, report.isolation_details)
     return {report.submission_id: report for report in reports}
+
+
+def assert_started_as_asked(isolation, details):
+    """The run went to a warm interpreter's child exactly when this test's start asks for one."""
+    warm_child = details.get("interpreter", "").startswith("warm")
+    assert warm_child == is_warm(isolation), details
 
 
 def run_code(mini_course, cells, isolation, names=("result",), limits=LIMITS):
@@ -161,6 +175,8 @@ def run_code(mini_course, cells, isolation, names=("result",), limits=LIMITS):
         isolation,
     )
     values = {name: decode_value(result.values.get(name, {"kind": "missing"})) for name in names}
+    if result.grader_error is None:
+        assert_started_as_asked(result.isolation, result.details)
     return result, values
 
 

@@ -22,6 +22,12 @@ All tiers: rlimits set by the driver itself (address space, file size, open file
 core dumps), and where this host lets us create one, a pids, memory and cpu cgroup (v1, or a
 delegated v2 subtree) that is killed as a whole and gives each sandbox an equal CPU share.
 
+Warm interpreters (warm.py; `warm_unavailable` says where not): in the bubblewrap and landlock
+tiers each worker keeps a zygote with numpy and the driver imported, and each submission runs in
+a child forked from it that confines itself as the landlock tier does (its own scratch folder,
+cgroup, uid, Landlock, seccomp, one process) before it reads its job; docs/DEPLOYMENT.md says
+what successive submissions then share. `AUTOGRADER_WARM=0`: a fresh sandbox for each.
+
 The supervisor (this module, in the grader's process) owns every deadline: per-cell and
 per-submission time is enforced by killing the whole process tree, which student code can
 neither catch nor signal. Soft cell limits count CPU time (a slow host or a busy neighbour
@@ -50,6 +56,7 @@ import tempfile
 import time
 import uuid
 
+from autograder.sandbox import warm
 from autograder.sandbox.driver import confine, wire
 
 DRIVER_DIR = pathlib.Path(__file__).resolve().parent / "driver"
@@ -90,6 +97,11 @@ class RunResult:
     grader_error: str | None = None  # the grader's own fault: reason and fix, never the student's
     seconds: float = 0.0
     details: dict = dataclasses.field(default_factory=dict)  # how the tier was put together (cgroup mechanism)
+    # Where the time went, for the benchmark's profile only (never in a report, never a verdict):
+    # seconds of "start" (to the interpreter), "import", "confine" (to the first cell), "cells",
+    # "probes" (values and calls), "teardown". The first two come from the driver before any
+    # student code exists; they are clamped and decide nothing.
+    timings: dict = dataclasses.field(default_factory=dict)
 
 
 # -- isolation -------------------------------------------------------------------------------
@@ -733,12 +745,19 @@ def run_submission(
     {function name: [[tagged argument, ...], ...]} for the functions the submission defined.
     """
     isolation = choose_isolation(isolation, allow_unisolated=True)  # policy is the callers' (engine, batch)
+    make_probes = _first_answer(make_probes)  # a run repeated in a fresh sandbox gets the same inputs
+    not_warm = warm_unavailable(isolation)
+    if not_warm is None:
+        warm_result = _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environment)
+        if warm_result is not None:
+            return warm_result
+        not_warm = warm.POOL.failures.get(_warm_key(isolation, helpers_dir, limits), "its zygote died during the run")
     result = RunResult(isolation=isolation)
     started = time.monotonic()
     result_r, result_w = os.pipe()
     request_r, request_w = os.pipe()
     cgroups = _Cgroups(limits)
-    result.details = cgroups.details()
+    result.details = {**cgroups.details(), "interpreter": "fresh", "interpreter_not_warm": not_warm}
     workdir = None
     # `python -I -S`: isolated mode, and no site hooks (.pth code) run inside the sandbox;
     # the driver puts the site-packages directories on sys.path itself.
@@ -777,7 +796,7 @@ def run_submission(
             os.close(fd)
         cgroups.kill_and_remove()
         if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            confine.remove_tree(workdir)
         fix = FIXES[isolation] or "check the Python installation"
         result.grader_error = f"the {isolation} sandbox could not be started ({error}); {fix}"
         return result
@@ -806,8 +825,175 @@ def run_submission(
             except OSError:
                 pass
         if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+            confine.remove_tree(workdir)
         result.seconds = time.monotonic() - started
+        if "teardown" in result.timings:  # to the sandbox's removal, not only to the last frame
+            others = sum(seconds for step, seconds in result.timings.items() if step != "teardown")
+            result.timings["teardown"] = max(0.0, result.seconds - others)
+    return result
+
+
+# -- warm interpreters ----------------------------------------------------------------------------
+WARM_SETTING = "AUTOGRADER_WARM"  # "0": every submission in a fresh sandbox, as before warm interpreters
+
+
+def warm_unavailable(isolation: str) -> str | None:
+    """None when submissions of this tier may run in children forked from a warm interpreter
+    (each confined as the landlock tier confines its sandbox, before it reads its job); else why
+    each keeps a fresh sandbox. docs/DEPLOYMENT.md states what the submissions then share."""
+    if os.environ.get(WARM_SETTING, "1").strip().lower() in ("0", "no", "off", "false"):
+        return f"turned off ({WARM_SETTING}=0)"
+    if isolation not in ("bubblewrap", "landlock"):
+        return "the unisolated tier has no confinement to give a forked child"
+    reason = probe_landlock()
+    if reason is not None:
+        return f"a forked child is confined by Landlock and seccomp, which cannot run here ({reason})"
+    if isolation == "landlock" and cgroup_v2_parent()[0] is None and probe_systemd_scope()[0] is not None:
+        return "cgroups here come from a systemd scope started with each sandbox, which a forked child cannot join"
+    return None
+
+
+def _warm_key(isolation: str, helpers_dir: str, limits: Limits) -> tuple:
+    return (isolation, os.path.realpath(helpers_dir), limits)
+
+
+def _first_answer(make_probes):
+    """`make_probes`, answering every call after the first with the first call's request: a run
+    repeated after a grader fault draws nothing new (the engine keeps what was drawn)."""
+    memo: list = []
+
+    def once(values):
+        if not memo:
+            memo.append(make_probes(values))
+        return memo[0]
+
+    return once
+
+
+def _start_zygote(isolation: str, helpers_dir: str, limits: Limits) -> warm.Zygote:
+    key = _warm_key(isolation, helpers_dir, limits)
+    python = [sys.executable, "-I", "-S"]
+    if isolation == "bubblewrap":
+        # One cgroup for the zygote's life: it holds one child at a time, so this is the group
+        # of each submission in turn (the child cannot reach /sys from inside the namespaces).
+        cgroups = _Cgroups(limits)
+        command = cgroups.wrap(bubblewrap_command(helpers_dir, limits) + [*python, "/grader/driver.py"])
+        arguments = ["/course", *site.getsitepackages()]
+        zygote = warm.Zygote(key, command, arguments, cgroups.env(), on_close=cgroups.kill_and_remove)
+        zygote.cgroup_details = cgroups.details()
+        return zygote
+    arguments = [helpers_dir, *site.getsitepackages()]
+    return warm.Zygote(key, [*python, str(DRIVER_DIR / "driver.py")], arguments, _sandbox_env())
+
+
+class _WarmProcess:
+    """What _supervise reads of a sandbox process, for a child of a zygote: its output streams
+    (the exit status is the relay's report)."""
+
+    def __init__(self, stdout_fd: int, stderr_fd: int):
+        self.stdout = os.fdopen(stdout_fd, "rb", buffering=0)
+        self.stderr = os.fdopen(stderr_fd, "rb", buffering=0)
+
+    def wait(self, timeout=None):
+        return None
+
+    def close(self):
+        self.stdout.close()
+        self.stderr.close()
+
+
+def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environment) -> RunResult | None:
+    """One submission in a child of a warm zygote; None when it must run in a fresh sandbox
+    instead (no zygote could start, or the zygote failed before the run could finish: the
+    student's work is then run again, never judged on a grader's fault)."""
+    key = _warm_key(isolation, helpers_dir, limits)
+    zygote = warm.POOL.acquire(key, lambda: _start_zygote(isolation, helpers_dir, limits))
+    if zygote is None:
+        return None
+    result = RunResult(isolation=isolation)
+    started = time.monotonic()
+    in_bubblewrap = isolation == "bubblewrap"
+    cgroups = None
+    if in_bubblewrap:
+        scratch, workdir = f"/tmp/submission-{zygote.served}", None
+        sandbox_helpers, driver_dir = "/course", "/grader"
+        result.details = dict(zygote.cgroup_details)
+    else:
+        workdir = scratch = tempfile.mkdtemp(prefix="tc_submission_")
+        os.makedirs(os.path.join(workdir, "home"))
+        sandbox_helpers, driver_dir = helpers_dir, str(DRIVER_DIR)
+        cgroups = _Cgroups(limits)
+        result.details = cgroups.details()
+    result.details["interpreter"] = f"warm (forked from a zygote, child {zygote.served + 1})"
+    home = os.path.join(scratch, "home")
+    plan = _confinement_plan("landlock", limits, sandbox_helpers, scratch)
+    readable = [path if path != str(DRIVER_DIR) else driver_dir for path in plan["landlock"]["read"]]
+    plan["landlock"]["read"] = readable
+    if in_bubblewrap:
+        plan.pop("drop_to", None)  # already uid 65534 of the sandbox's user namespace
+    elif plan.get("drop_to"):
+        for path in (scratch, home):
+            os.chown(path, SANDBOX_UID, SANDBOX_GID)
+    env = {**_sandbox_env(), "HOME": home, "TMPDIR": scratch, "MPLCONFIGDIR": home, "IPYTHONDIR": home}
+    pipes = [os.pipe() for _ in range(4)]  # result, request, stdout, stderr
+    (result_r, result_w), (request_r, request_w), (out_r, out_w), (err_r, err_w) = pipes
+    child_fds = [result_w, request_r, out_w, err_w]
+    process = _WarmProcess(out_r, err_r)
+    zygote_ok = True
+    try:
+        try:
+            pid = zygote.fork(
+                child_fds,
+                scratch,
+                in_bubblewrap,
+                env,
+                [str(path / "cgroup.procs") for path in cgroups.paths] if cgroups else [],
+            )
+        except warm.ZygoteFailed:
+            zygote_ok = False
+            return None
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        job = {
+            "type": "job",
+            "cells": [[index, source] for index, source in cells],
+            "names": list(names),
+            "cell_seconds": limits.cell_seconds,
+            "call_seconds": limits.call_seconds,
+            "wall_factor": limits.wall_factor,
+            "helpers": sandbox_helpers,
+            "environment": dict(environment or {}),
+            "confine": plan,
+            "no_new_processes": True,  # a forked child is one process: RLIMIT_AS is its memory cap
+        }
+        _supervise(process, result_r, request_w, job, make_probes, limits, result, started)
+    finally:
+        if zygote_ok:
+            if not in_bubblewrap:  # its own session, and its pid not reused before the zygote reaps it
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            zygote_ok = zygote.reap(remove_scratch=in_bubblewrap)  # waits for them: no polling below
+            if zygote_ok:
+                warm.POOL.release(zygote)
+        if cgroups is not None:
+            cgroups.kill_and_remove()
+        process.close()
+        for fd in (result_r, request_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if workdir:
+            confine.remove_tree(workdir)
+        result.seconds = time.monotonic() - started
+        if "teardown" in result.timings:
+            others = sum(seconds for step, seconds in result.timings.items() if step != "teardown")
+            result.timings["teardown"] = max(0.0, result.seconds - others)
+    if not zygote_ok and "teardown" not in result.timings:
+        return None  # the zygote failed before the run finished: the run is repeated afresh
     return result
 
 
@@ -889,6 +1075,21 @@ def _cell_frame(frame: dict, known: set) -> tuple | None:
     )
 
 
+def _timings(marks: dict, ended: float) -> dict:
+    """Seconds per step of one run from the times its frames arrived (steps not reached: absent)."""
+    steps = [
+        ("start", "launched", "started"),
+        ("import", "started", "imported"),
+        ("confine", "imported", "first_cell"),
+        ("cells", "first_cell", "values"),
+        ("probes", "values", "done"),
+    ]
+    timings = {name: marks[end] - marks[begin] for name, begin, end in steps if begin in marks and end in marks}
+    if "done" in marks:
+        timings["teardown"] = ended - marks["done"]
+    return timings
+
+
 def _supervise(process, result_r, request_w, job, make_probes, limits, result, started):
     outputs = {"stdout": _Output(limits.kept_output_bytes), "stderr": _Output(limits.kept_output_bytes)}
     selector = selectors.DefaultSelector()
@@ -914,6 +1115,7 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
     got_values = got_calls = False
     ended_code = None
     done = False
+    marks = {"launched": started}  # monotonic times of the protocol's steps, for result.timings
     outbox.send(job)
 
     def fail(message):
@@ -973,12 +1175,21 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
                 break
             for frame in frames:
                 kind = frame.get("type") if isinstance(frame, dict) else None
+                if kind == "ready" and not sandbox_started and "ready" not in marks:
+                    marks["ready"] = time.monotonic()
+                    for name in ("started", "imported"):  # the driver's clock: CLOCK_MONOTONIC, as ours
+                        value = frame.get(name)
+                        if isinstance(value, float) and math.isfinite(value):
+                            marks[name] = min(max(value, started), marks["ready"])
                 if kind == "grader_error" and not sandbox_started:
                     result.grader_error = str(frame.get("reason"))[:2000]
                     done = True
                     break
                 if kind in ("cell", "cell_done", "values", "calls", "done"):
                     sandbox_started = True
+                    marks.setdefault("first_cell", time.monotonic())
+                if kind in ("values", "done"):
+                    marks.setdefault(kind, time.monotonic())
                 if kind == "cell":
                     cell = _cell_frame(frame, known_cells)
                     if cell is not None:
@@ -1025,6 +1236,7 @@ def _supervise(process, result_r, request_w, job, make_probes, limits, result, s
         if done and (result.fatal or result.grader_error):
             break
     selector.close()
+    result.timings = _timings(marks, time.monotonic())
     if not done and result.fatal is None and result.grader_error is None and not sandbox_started:
         try:
             code = process.wait(timeout=2.0)

@@ -88,6 +88,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
+PR_SET_CHILD_SUBREAPER = 36
 SECCOMP_MODE_FILTER = 2
 
 
@@ -101,6 +102,12 @@ def make_undumpable():
     """No ptrace and no /proc/<pid>/fd of this process by its own uid (Linux only)."""
     if IS_LINUX:
         _prctl(PR_SET_DUMPABLE, 0)
+
+
+def set_child_subreaper():
+    """Orphaned descendants of this process become its children (so it can reap them all)."""
+    if IS_LINUX:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 # -- dropping root ----------------------------------------------------------------------------
@@ -520,6 +527,26 @@ def apply_seccomp(no_new_processes=False):
     libc = _libc()
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
     _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), "installing the seccomp filter")
+
+
+# -- scratch folders -----------------------------------------------------------------------------
+def remove_tree(path):
+    """Remove a sandbox's scratch folder, whatever modes its code left on the folders inside
+    (a folder made unwritable or unreadable by its owner would otherwise survive the run and
+    keep its files, and its space, for the next one). Links are never followed."""
+    import shutil
+
+    try:
+        os.chmod(path, 0o700, follow_symlinks=False)
+    except (OSError, NotImplementedError):
+        pass
+    for root, folders, _files in os.walk(path):
+        for folder in folders:
+            try:
+                os.chmod(os.path.join(root, folder), 0o700, follow_symlinks=False)
+            except (OSError, NotImplementedError):
+                pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # -- one entry point for the driver -----------------------------------------------------------

@@ -3,6 +3,7 @@
 Two processes: a relay that holds the channels to the grader (argv names the fd carrying frames
 to the grader and the fd carrying frames from it) and never runs student code, and a forked
 student half that runs the cells (fds 0-2 belong to the student). Protocol, as the grader sees it:
+  driver -> {"type": "ready", "started": t, "imported": t}   (monotonic times, for the profile only)
   grader -> {"type": "job", "cells": [[index, source], ...], "names": [...],
              "cell_seconds": float, "call_seconds": float, "helpers": path,
              "environment": {name: str}}   (variables the set-up cells read: the student id)
@@ -14,6 +15,9 @@ student half that runs the cells (fds 0-2 belong to the student). Protocol, as t
   driver -> {"type": "done"}
   driver -> {"type": "ended", "exit_code": int, "corrupted": bool}   when it ended without "done"
 
+Started as `driver.py zygote ...` it is a warm interpreter instead (see zygote() below and
+autograder/sandbox/warm.py): each child it forks speaks the same protocol on its own fds.
+
 Everything the driver needs is bound before student code runs, so a submission that patches
 numpy, builtins or this module's globals can only spoil its own report. Nothing it sends can
 carry code: see wire.py.
@@ -24,14 +28,18 @@ import math
 import os
 import signal
 import sys
+import time
 import traceback
+
+_STARTED = time.monotonic()  # the interpreter is up; the supervisor's profile splits start from imports
 
 if __name__ == "__main__":
     # Started with `python -I -S`: no site hooks (.pth files) ran; the grader names the
-    # site-packages directories to use after the two channel fds.
-    sys.path.extend(sys.argv[3:])
+    # site-packages directories to use after the two channel fds (a zygote: after its control
+    # fd and helpers folder).
+    sys.path.extend(sys.argv[4:] if sys.argv[1] == "zygote" else sys.argv[3:])
 
-import numpy
+import numpy  # noqa: E402 - after the start time, which the profile reads
 
 if __package__:  # imported by the grader (for tests and tooling)
     from . import confine, wire
@@ -58,6 +66,7 @@ _str = str
 _type = type
 _len = len
 _exc_info = sys.exc_info
+_IMPORTED = time.monotonic()
 _channels = {"result": 3, "request": 4}  # replaced by the fds named on the command line
 # Soft time limits: a CPU-time timer (ITIMER_PROF), so that a busy neighbour slowing this
 # sandbox down costs it nothing, and a wall-clock backstop `wall_factor` times longer for code
@@ -380,10 +389,8 @@ def _grader_error(reason):
     os._exit(70)
 
 
-def main():
-    supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
-    _channels["result"], _channels["request"] = supervisor, requests
-    job = receive()
+def run_job(supervisor, requests, job):
+    """Confine this process as `job` says, fork the student half and relay for it."""
     # Confined, and not dumpable, before the student half exists: done after the fork, the
     # first cell could open /proc/<relay>/fd/<supervisor fd> while the relay was still
     # starting. The child inherits all of it.
@@ -413,6 +420,209 @@ def main():
     relay(child, up_read, down_write, supervisor, requests, list(job.get("names", ())))
 
 
+def main():
+    supervisor, requests = int(sys.argv[1]), int(sys.argv[2])
+    _channels["result"], _channels["request"] = supervisor, requests
+    send({"type": "ready", "started": _STARTED, "imported": _IMPORTED})
+    run_job(supervisor, requests, receive())
+
+
+# -- the warm interpreter ----------------------------------------------------------------------
+# `driver.py zygote FD`: numpy and this module imported once, then one freshly forked process per
+# submission. The zygote never runs student code and is never confined; each child is, before
+# it reads its job. Control messages (one JSON datagram each, on the unix socket FD, from the
+# supervisor only: no child holds it):
+#   supervisor -> {"type": "fork", "scratch": path, "make_scratch": bool, "env": {...},
+#                  "cgroups": [cgroup.procs path, ...]}   with 4 fds: result, request, stdout, stderr
+#   zygote -> {"type": "forked", "pid": int}
+#   supervisor -> {"type": "reap"}   zygote -> {"type": "reaped"}   (every process of the child gone)
+# Its argv after the control fd: the public helpers' folder (see _preload_helpers) and the site
+# directories.
+CHILD_FDS = 4
+
+
+def _send_control(control, message):
+    import json
+
+    control.send(json.dumps(message).encode())
+
+
+def _descendants():
+    """Pids of this process's children (with the subreaper flag: orphans of a child come back here)."""
+    pids = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as stream:
+                pids.update(int(pid) for pid in stream.read().split())
+    except OSError:
+        pass
+    return pids
+
+
+def _reap_all():
+    """Kill and reap every process descended from this one, orphans included."""
+    while True:
+        for pid in _descendants():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            if not _descendants():
+                return
+
+
+def _become_child(control, fds, request):
+    """In the forked child, before anything else: only the four fds of this submission remain
+    (stdin /dev/null, stdout, stderr, result 3, request 4), its own session, its cgroups, its
+    scratch folder and environment; then the same path as a fresh sandbox's driver."""
+    import fcntl  # imported by the zygote already, like every module named here
+
+    control.close()
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in fds]
+    null = os.open("/dev/null", os.O_RDONLY)
+    for target, fd in zip((0, 1, 2, 3, 4), (null, *high[2:], *high[:2])):
+        os.dup2(fd, target)
+    os.closerange(5, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1 << 16)
+    os.setsid()
+    for path in request.get("cgroups") or ():
+        with open(path, "w") as stream:  # before the uid switch and Landlock, which would refuse it
+            stream.write(str(os.getpid()))
+    scratch = request["scratch"]
+    os.chdir(scratch)
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
+    if "numpy.random" in sys.modules:
+        numpy.random.seed()  # the zygote's generator state would be every submission's
+    now = time.monotonic()
+    _channels["result"], _channels["request"] = 3, 4
+    send({"type": "ready", "started": now, "imported": now})
+    run_job(3, 4, receive())
+
+
+def _preload_helpers(helpers):
+    """Compile the course's public helpers once, and import the standard-library modules they
+    import: every child imports them (the first cell does), and in the sandbox their folder is
+    read-only, so each would compile them anew. A child still imports the helpers itself, from
+    their folder first on its path as in a fresh sandbox; only compiling is skipped, while the
+    file is unchanged. Nothing of the helpers runs in the zygote."""
+    import ast
+    import importlib
+    import importlib.machinery as machinery
+    import importlib.util
+    import sysconfig
+
+    compiled = {}
+    imported = set()
+    try:
+        names = sorted(os.listdir(helpers))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(helpers, name)
+        if not name.endswith(".py"):
+            continue
+        try:
+            stat = os.stat(path)
+            with open(path, "rb") as stream:
+                source = stream.read()
+            compiled[path] = (stat.st_mtime_ns, stat.st_size, compile(source, path, "exec", dont_inherit=True))
+            tree = ast.parse(source)
+        except (OSError, SyntaxError, ValueError):
+            continue  # it fails in the cell that imports it, as always
+        for node in ast.walk(tree):  # in functions too: they run in every child all the same
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module)
+    stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
+    for module in sorted(imported):
+        if module == "__future__" or module in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            continue
+        origin = getattr(spec, "origin", None) or ""
+        if spec is not None and os.path.realpath(origin).startswith(stdlib):
+            importlib.import_module(module)
+
+    class CompiledOnce(machinery.SourceFileLoader):
+        def get_code(self, fullname):
+            path = self.get_filename(fullname)
+            known = compiled.get(path)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                known = None
+            if known is not None and (stat.st_mtime_ns, stat.st_size) == known[:2]:
+                return known[2]
+            return super().get_code(fullname)
+
+    finder = machinery.FileFinder.path_hook(
+        (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
+        (CompiledOnce, machinery.SOURCE_SUFFIXES),
+        (machinery.SourcelessFileLoader, machinery.BYTECODE_SUFFIXES),
+    )
+
+    def helpers_only(path):
+        if path != helpers:
+            raise ImportError("not the helpers folder")
+        return finder(path)
+
+    sys.path_hooks.insert(0, helpers_only)
+
+
+def zygote(control_fd):
+    import fcntl  # noqa: F401 - for the children, which must not import after forking
+    import json
+    import socket
+
+    confine.set_child_subreaper()
+    _preload_helpers(sys.argv[3])
+    control = socket.socket(fileno=control_fd)
+    _send_control(control, {"type": "ready", "started": _STARTED, "imported": _IMPORTED})
+    scratch = None
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 1 << 16, CHILD_FDS)
+        except OSError:
+            break
+        if not data:
+            break
+        request = json.loads(data)
+        if request.get("type") == "fork" and len(fds) == CHILD_FDS:
+            scratch = request["scratch"]
+            if request.get("make_scratch"):
+                os.makedirs(os.path.join(scratch, "home"), mode=0o700)
+            child = os.fork()
+            if child == 0:
+                try:
+                    _become_child(control, fds, request)
+                finally:
+                    os._exit(0)
+            for fd in fds:
+                os.close(fd)
+            _send_control(control, {"type": "forked", "pid": child})
+        elif request.get("type") == "reap":
+            for fd in fds:
+                os.close(fd)
+            _reap_all()
+            if scratch is not None and request.get("remove_scratch"):
+                confine.remove_tree(scratch)
+            _send_control(control, {"type": "reaped"})
+        else:
+            for fd in fds:
+                os.close(fd)
+            break
+    _reap_all()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "zygote":
+        zygote(int(sys.argv[2]))
+    else:
+        main()
     os._exit(0)
