@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_course_option(solution, "the course root (default: the one holding the working directory)")
 
     serve = commands.add_parser(
-        "serve", help="grade submissions as they arrive in the exchange and release their feedback (docs/SERVICE.md)"
+        "serve",
+        help="grade submissions as they arrive in the exchange and release their feedback (python -m autograder docs service)",
     )
     _add_course_option(serve, "the course root (default: the one holding the working directory)")
     serve.add_argument("--until-idle", action="store_true", help="stop once nothing is left to grade")
