@@ -142,6 +142,8 @@ def _make_course(python, parent: pathlib.Path, ours: bool) -> pathlib.Path:
     (root / "source" / "hw").mkdir()
     for cell in HIDDEN_TESTS_NOTEBOOK["cells"]:
         cell.setdefault("metadata", {}).get("nbgrader", {}).setdefault("schema_version", 3)
+        if cell["cell_type"] == "code":
+            cell.update(outputs=[], execution_count=None)
     (root / "source" / "hw" / "hw.ipynb").write_text(json.dumps(HIDDEN_TESTS_NOTEBOOK))
     with open(root / "nbgrader_config.py", "a") as config:
         config.write(f"\nc.Exchange.root = {str(parent / 'exchange')!r}\nc.Execute.timeout = 3\n")

@@ -407,6 +407,14 @@ def lighten_imports() -> None:
     warnings.filterwarnings("ignore", message=".*not in session.*")
 
 
+def not_registered(loaded: settings.CourseSettings, assignment: str) -> UsageError:
+    return UsageError(
+        f"assignment {assignment!r} is not in the {settings.describe(loaded)}: "
+        f"run `nbgrader generate_assignment --force {assignment}` first (it registers the "
+        "assignment; with --force it also rewrites release/, identically)"
+    )
+
+
 class BatchGrader:
     """Grade every submission of one assignment of a course into its gradebook and autograded/."""
 
@@ -452,11 +460,7 @@ class BatchGrader:
             try:
                 assignment = gradebook.find_assignment(self.assignment)
             except MissingEntry:
-                raise UsageError(
-                    f"assignment {self.assignment!r} is not in the {settings.describe(self.settings)}: "
-                    f"run `nbgrader generate_assignment --force {self.assignment}` first (it registers the "
-                    "assignment; with --force it also rewrites release/, identically)"
-                ) from None
+                raise not_registered(self.settings, self.assignment) from None
             due = assignment.duedate
             print(
                 f"{self.assignment}: due {f'{due:%Y-%m-%d %H:%M} UTC' if due else 'never (no due date set)'}",
@@ -761,6 +765,15 @@ def grade_with_nbgrader(
     """An assignment without this course's grading content, graded by nbgrader itself (`nbgrader
     autograde`, then `generate_feedback`), so that it scores exactly as stock nbgrader scores it."""
     import subprocess
+
+    from nbgrader.api import Gradebook, MissingEntry
+
+    loaded = settings.load(course)
+    with Gradebook(loaded.db_url, loaded.course_id) as gradebook:
+        try:
+            gradebook.find_assignment(assignment)
+        except MissingEntry:
+            raise not_registered(loaded, assignment) from None
 
     def nbgrader(*command: str) -> int:
         arguments = [sys.executable, "-m", "nbgrader", *command, f"--CourseDirectory.root={course.root}"]
