@@ -251,7 +251,17 @@ class Pipeline:
                 instance.course = course
             return instance
 
-        self.sanitize = [made(step) for step in configured_steps(config, "sanitize_preprocessors")]
+        sanitize = configured_steps(config, "sanitize_preprocessors")
+        # A step may do another's work (RestoreCourseMetadata restores the cells and kernelspec that
+        # nbgrader's OverwriteCells and OverwriteKernelspec then find unchanged): the batch leaves out
+        # what an earlier step supersedes, and with it a gradebook connection per notebook and step.
+        superseded: set[str] = set()
+        kept = []
+        for step in sanitize:
+            if f"{step.__module__}.{step.__name__}" not in superseded and step.__name__ not in superseded:
+                kept.append(step)
+            superseded.update(getattr(step, "supersedes", ()))
+        self.sanitize = [made(step) for step in kept]
         autograde = configured_steps(config, "autograde_preprocessors")
         grading = next((i for i, step in enumerate(autograde) if issubclass(step, (SandboxedGrading, Execute))), None)
         if grading is None:

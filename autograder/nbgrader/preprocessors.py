@@ -318,6 +318,10 @@ class RestoreCourseMetadata(CoursePreprocessor):
     link, ...) is replaced by the release notebook, and marked so that it is graded 0 with the
     reason instead of with what the link points at."""
 
+    # Steps after it that find nothing left to do on the course's assignments (the batch grader
+    # leaves them out; `nbgrader autograde` runs them, for its own assignments too).
+    supersedes = ("OverwriteCells", "OverwriteKernelspec")
+
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
         if not grades_assignment(self.course, info.get("assignment")):
