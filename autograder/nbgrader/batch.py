@@ -670,18 +670,18 @@ class BatchGrader:
 
 
 def _record_chunk(pipeline, chunk, prepared, reports):
-    """Write the chunk's autograded notebooks and grades in one transaction, then its markers:
-    an interruption before the commit leaves those students to be graded again by the rerun."""
+    """Write each student's autograded notebooks and grades in one transaction (one gradebook
+    session a chunk), then the student's marker: an interruption before a student's commit
+    leaves that student to be graded again by the rerun."""
     from nbgrader.api import Gradebook
 
     with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
         for item in chunk:
             _record_student(gradebook, pipeline, item, prepared, reports)
-        gradebook.db.commit()
-    for item in chunk:
-        marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
+            gradebook.db.commit()
+            marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
 
 
 def _flag_grader_faults(pipeline, items, reports) -> None:
