@@ -64,7 +64,12 @@ def installed(wheel, tmp_path_factory) -> pathlib.Path:
 
 
 def run(python, *args, cwd, env=None, check=True) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{DEV_SCRIPTS}{os.pathsep}/usr/bin:/bin"}
+    environment = {
+        **os.environ,
+        "PATH": f"{python.parent}{os.pathsep}{DEV_SCRIPTS}{os.pathsep}/usr/bin:/bin",
+        # the dependencies' data files (nbconvert's templates, which nbgrader's extend)
+        "JUPYTER_PATH": str(pathlib.Path(sys.prefix, "share", "jupyter")),
+    }
     environment.pop("PYTHONPATH", None)
     completed = subprocess.run(
         [str(python), *args], cwd=cwd, env={**environment, **(env or {})}, capture_output=True, text=True
@@ -195,7 +200,8 @@ def _term(python, root: pathlib.Path, assignments: list[str]) -> None:
             for path in sorted((home / assignment).glob("*.ipynb")):
                 source_nb = json.loads((root / "source" / assignment / path.name).read_text())
                 path.write_text(json.dumps(_work(json.loads(path.read_text()), source_nb, student)))
-            run(python, "-m", "nbgrader", "submit", assignment, "--course", "course", cwd=home, env=identity)
+            submit = ["submit", assignment, "--course", "course", f"--student={student}"]
+            run(python, "-m", "nbgrader", *submit, cwd=home, env=identity)
     for assignment in assignments:
         run(python, "-m", "nbgrader", "collect", assignment, cwd=root)
 
