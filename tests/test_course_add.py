@@ -60,6 +60,14 @@ def installed(wheel, tmp_path_factory) -> pathlib.Path:
     # packages, so that `autograder` is the installed wheel and never this checkout.
     (env_site,) = [path for path in (home / "lib").glob("python3*/site-packages")]
     (env_site / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    # numpy for real in the new environment: the sandbox sees only the grader's own site-packages
+    import numpy
+
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", f"numpy=={numpy.__version__}"],
+        check=True,
+        capture_output=True,
+    )
     return python
 
 
@@ -277,8 +285,9 @@ def test_the_instructors_assignments_are_graded_exactly_as_stock_nbgrader_grades
     assert _gradebook(stock, "hw")[("correct", "hw", "test_double")] == (2.0, False)
 
 
-def test_add_refuses_to_overwrite_the_instructors_files_and_the_course_grades_its_own(term, tmp_path):
-    python, _, ours = term
+def test_add_refuses_to_overwrite_the_instructors_files_and_the_course_grades_its_own(installed, tmp_path):
+    python = installed
+    ours = _make_course(python, tmp_path, ours=True)
     checks = ours / "source" / "attention_heads" / "tc_checks.py"
     assert checks.is_file() and not checks.is_symlink()
     assert not [path for path in (ours / "source").rglob("*") if path.is_symlink()]
