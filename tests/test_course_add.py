@@ -64,7 +64,7 @@ def installed(wheel, tmp_path_factory) -> pathlib.Path:
     import numpy
 
     subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", f"numpy=={numpy.__version__}"],
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", f"numpy=={numpy.__version__}"],
         check=True,
         capture_output=True,
     )
