@@ -49,7 +49,8 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.created
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@ $(VENV)/.instructor
 
-# Grade a bundled example class end to end and print the score table.
+# Add the course to a fresh `nbgrader quickstart` course (python -m autograder add), grade an example
+# class end to end and print the score table.
 demo: $(VENV)/.instructor
 	$(PY) -m autograder.dev.demo
 

@@ -497,7 +497,7 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
             for index, child in enumerate(value):
                 yield from paths(child, (*prefix, index))
 
-    pipeline = batch._Pipeline(course, f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits", "mini")
+    pipeline = batch.Pipeline(course, f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits", "mini")
 
     class Progress:
         def update(self, count):

@@ -1,4 +1,4 @@
-"""Command line: `python -m autograder {grade,feedback,check,work,release,solution,serve,status,grade-held} ...` (`autograder` once installed).
+"""Command line: `python -m autograder {grade,feedback,check,work,release,solution,serve,status,grade-held,add,docs} ...` (`autograder` once installed).
 
 The course is `--course ROOT` when given, else the course that holds the notebooks named, else
 the one holding the working directory.
@@ -113,7 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --course: grade only (by default each graded student's feedback pages are written to "
         "feedback/, as `nbgrader generate_feedback` writes them, while grading goes on)",
     )
+    grade.add_argument("--quiet", action="store_true", help="with --course: no progress bar and no score table")
     _add_run_options(grade)
+
+    add = commands.add_parser(
+        "add", help="add this course's assignments to an nbgrader course of your own (e.g. `nbgrader quickstart`'s)"
+    )
+    add.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="default: every assignment")
+    add.add_argument("--course", metavar="ROOT", required=True, help="the root of your nbgrader course")
+    add.add_argument("--force", action="store_true", help="replace files of yours that differ from this course's")
+
+    docs = commands.add_parser("docs", help="print one of the course's documents (e.g. deployment, marking)")
+    docs.add_argument("name", nargs="?", help="default: list them")
 
     feedback = commands.add_parser(
         "feedback",
@@ -153,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_course_option(solution, "the course root (default: the one holding the working directory)")
 
     serve = commands.add_parser(
-        "serve", help="grade submissions as they arrive in the exchange and release their feedback (docs/SERVICE.md)"
+        "serve",
+        help="grade submissions as they arrive in the exchange and release their feedback (python -m autograder docs service)",
     )
     _add_course_option(serve, "the course root (default: the one holding the working directory)")
     serve.add_argument("--until-idle", action="store_true", help="stop once nothing is left to grade")
@@ -182,6 +194,14 @@ def main(argv=None) -> int:
             return _grade_class(args)
         if args.command == "grade":
             return _grade_files(args)
+        if args.command == "add":
+            from autograder.nbgrader import add
+
+            root = pathlib.Path(args.course)
+            print(add.report(add.add_course(root, args.assignments, args.force), root))
+            return 0
+        if args.command == "docs":
+            return _docs(args.name)
         if args.command == "feedback":
             from autograder.nbgrader import feedback
 
@@ -248,14 +268,33 @@ def _graded_as(course: Course, args):
     return key
 
 
+def _docs(name: str | None) -> int:
+    from autograder.nbgrader.add import bundled_docs
+
+    found = bundled_docs()
+    if name is None or name.lower().removesuffix(".md") not in found:
+        if name is not None:
+            print(f"error: no document {name!r}", file=sys.stderr)
+        print("documents: " + ", ".join(found) + "  (python -m autograder docs NAME)")
+        return 0 if name is None else EXIT_MISUSE
+    print(found[name.lower().removesuffix(".md")].read_text(encoding="utf-8"), end="")
+    return 0
+
+
 def _grade_class(args) -> int:
-    from autograder.nbgrader.batch import BatchGrader
+    from autograder.nbgrader.batch import BatchGrader, grade_with_nbgrader, score_table
+    from autograder.nbgrader.preprocessors import grades_assignment
 
     if len(args.targets) != 1:
         raise UsageError("with --course, give exactly one assignment name")
+    course = _course(args)
+    if not grades_assignment(course, args.targets[0]):
+        # Not one of this course's assignments: nbgrader grades it, exactly as `nbgrader autograde` does.
+        return grade_with_nbgrader(course, args.targets[0], args.force, args.student, args.feedback, args.quiet)
     grader = BatchGrader(
-        _course(args),
+        course,
         args.targets[0],
+        quiet=args.quiet,
         jobs=args.jobs,
         limits=_limits(args),
         isolation=args.isolation,
@@ -265,6 +304,8 @@ def _grade_class(args) -> int:
         feedback=args.feedback,
     )
     grader.run()
+    if not args.quiet:
+        print(score_table(course, args.targets[0], args.student))
     return EXIT_GRADER_FAULT if grader.flagged or grader.feedback_errors else 0
 
 

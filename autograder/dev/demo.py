@@ -1,9 +1,11 @@
 """`make demo`: the instructor's workflow end to end on a bundled example class.
 
-In build/demo/ (a scratch nbgrader course: this repository's source/, grading content and
-nbgrader_config.py, copied as an instructor would copy them into a course of their own): generate the assignments, collect a class of five students (correct,
-alternative, partly wrong, blank, careless), grade it with the sandboxed batch grader (which
-writes each student's feedback as it goes), export grades.csv with nbgrader, and print a score table.
+In build/demo/ (a fresh `nbgrader quickstart` course, to which `python -m autograder add` adds
+this course's assignments, as an instructor adds them to a course of their own): generate the
+assignments, collect a class of five students (correct, alternative, partly wrong, blank,
+careless), grade it with the sandboxed batch grader (which writes each student's feedback as it
+goes and prints its score table), export grades.csv with nbgrader, and print a score table of
+every assignment.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ def _nbgrader(demo: Course, *args: str) -> None:
     completed = subprocess.run(command, cwd=demo.root, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"`nbgrader {' '.join(args)}` failed:\n{completed.stdout}{completed.stderr}")
+
+
+def _run(command: list[str], cwd: pathlib.Path) -> None:
+    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"`{' '.join(command)}` failed:\n{completed.stdout}{completed.stderr}")
+    if command[2] == "autograder":
+        print(completed.stdout, end="")
 
 
 def _first(library: dict, notebook: str) -> dict:
@@ -73,7 +83,10 @@ def main(argv=None) -> int:
     if target.exists():
         shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    demo = release.copy_course(course, target)
+    print(f"== nbgrader quickstart {target.name}, then python -m autograder add --course {target}")
+    _run([sys.executable, "-m", "nbgrader", "quickstart", target.name], cwd=target.parent)
+    _run([sys.executable, "-m", "autograder", "add", "--course", str(target)], cwd=target.parent)
+    demo = Course(target)
     described = {}
     for assignment in demo.assignments():
         print(f"== nbgrader generate_assignment {assignment}")

@@ -40,12 +40,35 @@ MAX_STRAY_NOTEBOOKS = 16  # notebooks under other names read to find a renamed o
 
 
 @dataclasses.dataclass
+class HandedIn:
+    """What a student handed in for one notebook of the assignment, decided once at intake
+    (`find_work`; `unreadable` when the file is parsed) and carried to grading, recording and
+    feedback: the file to grade, or why none is graded (every part then scores 0 with the reason)."""
+
+    path: pathlib.Path | None = None  # the file graded (None: nothing to grade)
+    refused: str | None = None  # why the file handed in is not graded (a link, a device, ...)
+    renamed_from: str | None = None  # the name it was handed in under, when not the notebook's own
+    unreadable: str | None = None  # why it could not be parsed (the release notebook stands in)
+
+    @property
+    def reason(self) -> str | None:
+        """Why this notebook scores 0, if it does: refused, unreadable or not handed in."""
+        if self.refused or self.unreadable:
+            return self.refused or self.unreadable
+        return None if self.path is not None else "notebook not submitted"
+
+    @property
+    def gradable(self) -> bool:
+        """A file to run: handed in and not refused (an unreadable one is found when parsed)."""
+        return self.path is not None and self.refused is None
+
+
+@dataclasses.dataclass
 class StudentWork:
     student: str
     submitted: pathlib.Path
-    notebooks: dict[str, pathlib.Path | None]  # notebook id -> submitted file (None: missing)
+    notebooks: dict[str, HandedIn]  # notebook id -> what was handed in for it
     fingerprint: str = ""
-    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # notebook id -> why it scores 0
 
 
 class NotebookOfStudent(NamedTuple):
@@ -59,8 +82,8 @@ class NotebookOfStudent(NamedTuple):
 class Prepared:
     """A submitted notebook ready to grade (nbgrader's sanitised copy), or why there is none."""
 
-    notebook: object | None = None  # nbformat NotebookNode
-    reason: str | None = None  # "notebook not submitted", "unreadable notebook: ..."
+    notebook: object | None = None  # nbformat NotebookNode; for an unreadable one, the release's
+    reason: str | None = None  # HandedIn.reason, or a fault of the grader's preparing it
 
 
 def _fingerprint(work: StudentWork) -> str:
@@ -81,6 +104,8 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
     is a link, a hard link, a folder, a pipe or a device, is refused with the reason (see
     safe_files), and that notebook scores 0 with the reason as its comment.
     """
+    from autograder.nbgrader.preprocessors import renamed_from
+
     work = []
     submitted_root = course.root / "submitted"
     for student_dir in sorted(submitted_root.glob(f"*/{assignment}")):
@@ -94,46 +119,43 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
         try:
             safe_files.check_inside(student_dir / "notebook", course.root)
         except safe_files.UnsafeFile as error:
-            item = StudentWork(
-                student,
-                student_dir,
-                {nb: None for nb in notebook_ids},
-                refused={nb: f"the submission is not graded: {error}" for nb in notebook_ids},
-            )
+            reason = f"the submission is not graded: {error}"
+            item = StudentWork(student, student_dir, {nb: HandedIn(refused=reason) for nb in notebook_ids})
             item.fingerprint = hashlib.sha256(f"refused {error}".encode()).hexdigest()
             work.append(item)
             continue
-        notebooks: dict[str, pathlib.Path | None] = {}
-        refused: dict[str, str] = {}
+        notebooks: dict[str, HandedIn] = {}
         for notebook_id in notebook_ids:
             path = student_dir / f"{notebook_id}.ipynb"
             try:
                 info = os.lstat(path)
             except OSError:
-                notebooks[notebook_id] = None
+                notebooks[notebook_id] = HandedIn()
                 continue
-            reason = safe_files.refusal(info)
-            notebooks[notebook_id] = None if reason else path
-            if reason:
-                refused[notebook_id] = f"{path.name} is not graded: {reason}"
-        missing = [nb for nb, path in notebooks.items() if path is None and nb not in refused]
+            refusal = safe_files.refusal(info)
+            notebooks[notebook_id] = (
+                HandedIn(refused=f"{path.name} is not graded: {refusal}")
+                if refusal
+                else HandedIn(path, renamed_from=renamed_from(course.root, student, assignment, notebook_id))
+            )
+        missing = [nb for nb, handed in notebooks.items() if handed.path is None and handed.refused is None]
         if missing:
             # Each stray notebook is read once, and only the first few: a folder of a thousand
             # large notebooks costs no more than a handful.
             strays = sorted(p for p in student_dir.glob("*.ipynb") if p.stem not in notebook_ids)
-            defined = _defined_names(strays[:MAX_STRAY_NOTEBOOKS], course.root)
+            defined = defined_names(strays[:MAX_STRAY_NOTEBOOKS], course.root)
             for notebook_id in missing:
-                match = _match_renamed(course, defined, assignment, notebook_id)
-                notebooks[notebook_id] = match
+                match = match_renamed(course, defined, assignment, notebook_id)
                 if match is not None:
+                    notebooks[notebook_id] = HandedIn(match, renamed_from=match.name)
                     del defined[match]
-        item = StudentWork(student, student_dir, notebooks, refused=refused)
+        item = StudentWork(student, student_dir, notebooks)
         item.fingerprint = _fingerprint(item)
         work.append(item)
     return work
 
 
-def _defined_names(paths, root) -> dict[pathlib.Path, set[str]]:
+def defined_names(paths, root) -> dict[pathlib.Path, set[str]]:
     """The names each readable notebook among `paths` appears to define (unreadable ones left out)."""
     defined = {}
     for path in paths:
@@ -144,9 +166,13 @@ def _defined_names(paths, root) -> dict[pathlib.Path, set[str]]:
     return defined
 
 
-def _match_renamed(course: Course, defined: dict[pathlib.Path, set[str]], assignment, notebook_id):
-    """The candidate that defines most of the names `notebook_id`'s checks ask for, if any."""
+def match_renamed(course: Course, defined: dict[pathlib.Path, set[str]], assignment, notebook_id):
+    """The candidate that defines most of the names `notebook_id`'s checks ask for, if any: a
+    notebook handed in under another name (`questions-Copy1.ipynb`) is graded as the one missing.
+    The batch grader's intake (`find_work`) and nbgrader's pre-convert hook decide by this."""
     spec = course.find_spec(assignment, notebook_id)
+    if spec is None:
+        return None
     best, best_count = None, 0
     for path, names in defined.items():
         count = sum(1 for name in spec.extract if name in names)
@@ -191,27 +217,71 @@ def _already_graded(root, assignment, work: StudentWork) -> bool:
         return False
 
 
-class _Pipeline:
-    """nbgrader's autograde steps around the sandboxed grading, with one gradebook session a chunk.
+def configured_steps(config, name: str) -> list:
+    """nbgrader's `Autograde.<name>` (sanitize_preprocessors, autograde_preprocessors) as the
+    course configures it (nbgrader's default when it does not): classes, in order."""
+    from nbgrader.converters import Autograde
+    from traitlets.utils.importstring import import_item
 
-    Sanitising is RestoreCourseMetadata (the course's cells and metadata, which leaves nbgrader's
-    OverwriteCells, OverwriteKernelspec and CheckCellMetadata nothing to do) and nbgrader's
-    ClearOutput and DeduplicateIds. Recording does what nbgrader's SaveAutoGrades and
-    AssignLatePenalties do, with nbgrader's own functions (determine_grade, compute_checksum,
-    the course's late-submission plugin), but in one transaction per student instead of a
-    gradebook connection per step and a commit per cell, which dominated the cost of a batch.
+    section = config.get("Autograde", {})
+    steps = section[name] if name in section else Autograde.class_traits()[name].default()
+    return [import_item(step) if isinstance(step, str) else step for step in steps]
+
+
+class Pipeline:
+    """nbgrader's autograde pipeline as the course configures it (`Autograde.sanitize_preprocessors`
+    and `autograde_preprocessors`), run by the batch grader: every configured step runs, in order,
+    except that the grading step (SandboxedGrading, or nbgrader's Execute) is the parallel engine,
+    run between `prepare` and `finish`, and the recording steps (SaveAutoGrades and
+    AssignLatePenalties) are `record`, which does what they do with nbgrader's own functions
+    (determine_grade, compute_checksum, the course's late-submission plugin) in the caller's
+    transaction instead of a gradebook connection per step and a commit per cell, which dominated
+    the cost of a batch. A step a course adds therefore runs on both paths.
     """
 
+    RECORDING = "record"  # stands in `after` for the recording steps
+
     def __init__(self, course: Course, db_url: str, course_id: str, assignment: str, config=None):
-        from nbgrader.preprocessors import AssignLatePenalties, ClearOutput, DeduplicateIds
+        from nbgrader.preprocessors import AssignLatePenalties, Execute, SaveAutoGrades
+        from traitlets.config import Config
 
-        from autograder.nbgrader.preprocessors import RestoreCourseMetadata
+        from autograder.nbgrader.preprocessors import CoursePreprocessor, SandboxedGrading
 
+        config = config if config is not None else Config()
         self.course, self.db_url, self.course_id, self.assignment = course, db_url, course_id, assignment
-        restore = RestoreCourseMetadata()
-        restore.course = course
-        self.sanitize = [restore, ClearOutput(), DeduplicateIds()]
-        late = AssignLatePenalties(config=config) if config is not None else AssignLatePenalties()
+
+        def made(step):
+            instance = step(config=config)
+            if isinstance(instance, CoursePreprocessor):
+                instance.course = course
+            return instance
+
+        sanitize = configured_steps(config, "sanitize_preprocessors")
+        # A step may do another's work (RestoreCourseMetadata restores the cells and kernelspec that
+        # nbgrader's OverwriteCells and OverwriteKernelspec then find unchanged): the batch leaves out
+        # what an earlier step supersedes, and with it a gradebook connection per notebook and step.
+        superseded: set[str] = set()
+        kept = []
+        for step in sanitize:
+            if f"{step.__module__}.{step.__name__}" not in superseded and step.__name__ not in superseded:
+                kept.append(step)
+            superseded.update(getattr(step, "supersedes", ()))
+        self.sanitize = [made(step) for step in kept]
+        autograde = configured_steps(config, "autograde_preprocessors")
+        grading = next((i for i, step in enumerate(autograde) if issubclass(step, (SandboxedGrading, Execute))), None)
+        if grading is None:
+            raise UsageError("the course's Autograde.autograde_preprocessors has no grading step (SandboxedGrading)")
+        self.before = [made(step) for step in autograde[:grading]]  # after sanitising, before grading
+        self.after: list = []  # after grading: steps, and RECORDING where the recording steps were
+        for step in autograde[grading + 1 :]:
+            if issubclass(step, (SaveAutoGrades, AssignLatePenalties)):
+                if self.RECORDING not in self.after:
+                    self.after.append(self.RECORDING)
+            else:
+                self.after.append(made(step))
+        if self.RECORDING not in self.after:
+            self.after.append(self.RECORDING)
+        late = AssignLatePenalties(config=config)
         late.init_plugin()
         self.late = late
 
@@ -222,26 +292,38 @@ class _Pipeline:
                 "assignment": self.assignment,
                 "notebook": notebook_id,
                 "db_url": self.db_url,
-            }
+                "course_id": self.course_id,
+            },
+            "metadata": {"name": notebook_id},
         }
 
+    def _run(self, steps, nb, resources):
+        for step in steps:
+            nb, resources = step(nb, resources)  # as nbconvert calls it: a disabled step does nothing
+        return nb
+
     def sanitized(self, path, student, notebook_id):
+        """The submitted notebook through the sanitising steps and those before grading."""
         import nbformat
 
         nb = nbformat.from_dict(nbio.read_notebook(str(path), root=str(self.course.root)))
-        resources = self.resources(student, notebook_id)
-        for step in self.sanitize:
-            nb, resources = step.preprocess(nb, resources)
-        return nb
+        return self._run([*self.sanitize, *self.before], nb, self.resources(student, notebook_id))
 
     def stand_in(self, student, notebook_id):
         """The release notebook, sanitised as a submission is, graded in place of an unreadable one."""
         import nbformat
 
         nb = nbformat.from_dict(json.loads(json.dumps(self.course.release_notebook(self.assignment, notebook_id))))
+        return self._run([*self.sanitize, *self.before], nb, self.resources(student, notebook_id))
+
+    def finish(self, gradebook, nb, student, notebook_id):
+        """The steps after grading, recording (in the caller's transaction) where nbgrader records."""
         resources = self.resources(student, notebook_id)
-        for step in self.sanitize:
-            nb, resources = step.preprocess(nb, resources)
+        for step in self.after:
+            if step == self.RECORDING:
+                self.record(gradebook, nb, student, notebook_id)
+            else:
+                nb, resources = step(nb, resources)
         return nb
 
     def record(self, gradebook, nb, student, notebook_id) -> None:
@@ -281,13 +363,11 @@ class _Pipeline:
         prepared: dict[NotebookOfStudent, Prepared] = {}
         requests = []
         for item in chunk:
-            for notebook_id, path in item.notebooks.items():
+            for notebook_id, handed in item.notebooks.items():
                 key = NotebookOfStudent(item.student, notebook_id)
-                if notebook_id in item.refused:  # not on the progress bar, which counts what is graded
-                    prepared[key] = Prepared(reason=item.refused[notebook_id])
-                    continue
-                if path is None:
-                    prepared[key] = Prepared(reason="notebook not submitted")
+                path = handed.path
+                if path is None or not handed.gradable:  # not on the progress bar, which counts what is graded
+                    prepared[key] = Prepared(reason=handed.reason)
                     continue
                 try:
                     nb = self.sanitized(path, item.student, notebook_id)
@@ -296,9 +376,8 @@ class _Pipeline:
 
                     # As under `nbgrader autograde` (TolerantNotebookExporter): the release notebook
                     # stands in, so the autograded notebook, the formgrader and feedback show why.
-                    prepared[key] = Prepared(
-                        notebook=self.stand_in(item.student, notebook_id), reason=unreadable_reason(path.name, error)
-                    )
+                    handed.unreadable = unreadable_reason(path.name, error)
+                    prepared[key] = Prepared(notebook=self.stand_in(item.student, notebook_id), reason=handed.reason)
                     progress.update(1)
                     continue
                 except Exception as error:  # noqa: BLE001 - one odd notebook must not stop the class
@@ -332,7 +411,7 @@ def submission_id(assignment: str, key: NotebookOfStudent) -> str:
     return f"{key.student}/{assignment}/{key.notebook}"
 
 
-def _lighten_imports() -> None:
+def lighten_imports() -> None:
     """Start-up cost: with the optional rfc3987_syntax installed, importing jsonschema (which
     nbgrader does) compiles an IRI grammar, seconds on every run. nbgrader's schemas use no IRI
     formats, so the batch grader goes without it. Also silence the SQLAlchemy warnings nbgrader's
@@ -341,6 +420,14 @@ def _lighten_imports() -> None:
 
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None: "not installed"
     warnings.filterwarnings("ignore", message=".*not in session.*")
+
+
+def not_registered(loaded: settings.CourseSettings, assignment: str) -> UsageError:
+    return UsageError(
+        f"assignment {assignment!r} is not in the {settings.describe(loaded)}: "
+        f"run `nbgrader generate_assignment --force {assignment}` first (it registers the "
+        "assignment; with --force it also rewrites release/, identically)"
+    )
 
 
 class BatchGrader:
@@ -376,7 +463,7 @@ class BatchGrader:
         self.allow_unisolated = allow_unisolated
         self.flagged: list[str] = []  # student/notebook left ungraded by a fault of the grader
         self.drawn_for_others: list[str] = []  # student/notebook: worked for another student's variant
-        _lighten_imports()
+        lighten_imports()
         self.settings = settings.load(course)
         self.db_url, self.course_id = self.settings.db_url, self.settings.course_id
 
@@ -388,11 +475,7 @@ class BatchGrader:
             try:
                 assignment = gradebook.find_assignment(self.assignment)
             except MissingEntry:
-                raise UsageError(
-                    f"assignment {self.assignment!r} is not in the {settings.describe(self.settings)}: "
-                    f"run `nbgrader generate_assignment --force {self.assignment}` first (it registers the "
-                    "assignment; with --force it also rewrites release/, identically)"
-                ) from None
+                raise not_registered(self.settings, self.assignment) from None
             due = assignment.duedate
             print(
                 f"{self.assignment}: due {f'{due:%Y-%m-%d %H:%M} UTC' if due else 'never (no due date set)'}",
@@ -509,14 +592,9 @@ class BatchGrader:
 
         from tqdm import tqdm
 
-        pipeline = _Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
+        pipeline = Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
         isolation = sandbox.choose_isolation(self.isolation, self.allow_unisolated)
-        total = sum(
-            1
-            for item in todo
-            for notebook_id, path in item.notebooks.items()
-            if path is not None and notebook_id not in item.refused
-        )
+        total = sum(1 for item in todo for handed in item.notebooks.values() if handed.gradable)
         missing = sum(len(item.notebooks) for item in todo) - total
         chunk_size = max(1, CHUNK_NOTEBOOKS_PER_JOB * self.jobs // max(1, len(todo[0].notebooks)))
         chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
@@ -597,18 +675,18 @@ class BatchGrader:
 
 
 def _record_chunk(pipeline, chunk, prepared, reports):
-    """Write the chunk's autograded notebooks and grades in one transaction, then its markers:
-    an interruption before the commit leaves those students to be graded again by the rerun."""
+    """Write each student's autograded notebooks and grades in one transaction (one gradebook
+    session a chunk), then the student's marker: an interruption before a student's commit
+    leaves that student to be graded again by the rerun."""
     from nbgrader.api import Gradebook
 
     with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
         for item in chunk:
             _record_student(gradebook, pipeline, item, prepared, reports)
-        gradebook.db.commit()
-    for item in chunk:
-        marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
+            gradebook.db.commit()
+            marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
 
 
 def _flag_grader_faults(pipeline, items, reports) -> None:
@@ -642,7 +720,7 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
 
 
 def _record_student(gradebook, pipeline, item, prepared, reports):
-    from autograder.nbgrader.preprocessors import apply_report, renamed_from, renamed_note
+    from autograder.nbgrader.preprocessors import apply_report, renamed_note
 
     assignment, root = pipeline.assignment, pipeline.course.root
     destination = root / "autograded" / item.student / assignment
@@ -653,7 +731,7 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
     ignore = shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "__pycache__", MARKER)
-    if not any(reason.startswith("the submission is not graded") for reason in item.refused.values()):
+    if not any((handed.refused or "").startswith("the submission is not graded") for handed in item.notebooks.values()):
         # The student's other files, read as hostile: no link followed, no device, pipe or hard
         # link copied, nothing over the size cap; the course's own files then overwrite them.
         left_out = safe_files.copy_submitted_files(
@@ -686,16 +764,79 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
             )
         else:
             report = reports[submission_id(assignment, key)]
-        submitted_as = item.notebooks[notebook_id]
-        original = (
-            submitted_as.name
-            if submitted_as is not None and submitted_as.stem != notebook_id
-            else renamed_from(root, item.student, assignment, notebook_id)
-        )
+        original = item.notebooks[notebook_id].renamed_from
         apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
-        pipeline.record(gradebook, state.notebook, item.student, notebook_id)
+        graded = pipeline.finish(gradebook, state.notebook, item.student, notebook_id)
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.
         with open(destination / f"{notebook_id}.ipynb", "w", encoding="utf-8") as stream:
-            json.dump(state.notebook, stream, indent=1, sort_keys=True, ensure_ascii=False)
+            json.dump(graded, stream, indent=1, sort_keys=True, ensure_ascii=False)
             stream.write("\n")
+
+
+def grade_with_nbgrader(
+    course: Course, assignment: str, force: bool, students: list[str] | None, feedback: bool, quiet: bool
+) -> int:
+    """An assignment without this course's grading content, graded by nbgrader itself (`nbgrader
+    autograde`, then `generate_feedback`), so that it scores exactly as stock nbgrader scores it."""
+    import subprocess
+
+    from nbgrader.api import Gradebook, MissingEntry
+
+    loaded = settings.load(course)
+    with Gradebook(loaded.db_url, loaded.course_id) as gradebook:
+        try:
+            gradebook.find_assignment(assignment)
+        except MissingEntry:
+            raise not_registered(loaded, assignment) from None
+
+    def nbgrader(*command: str) -> int:
+        arguments = [sys.executable, "-m", "nbgrader", *command, f"--CourseDirectory.root={course.root}"]
+        arguments += ["--force"] if force else []
+        arguments += [] if not quiet else ["--log-level=WARN"]
+        return subprocess.run(arguments, cwd=course.root).returncode
+
+    only_these: list[str | None] = [*students] if students else [None]
+    for student in only_these:
+        only = [f"--student={student}"] if student else []
+        status = nbgrader("autograde", assignment, *only)
+        if status == 0 and feedback:
+            status = nbgrader("generate_feedback", assignment, *only)
+        if status != 0:
+            return status
+    if not quiet:
+        print(score_table(course, assignment, students))
+    return 0
+
+
+def score_table(course: Course, assignment: str, students: list[str] | None = None) -> str:
+    """The gradebook's scores of `assignment`: a line per student with each notebook's score, the
+    total and flags (`manual`: parts left to grade by hand; `late`: a late penalty; `flagged`)."""
+    from nbgrader.api import Gradebook
+
+    loaded = settings.load(course)
+    rows = []
+    with Gradebook(loaded.db_url, loaded.course_id) as gradebook:
+        found = gradebook.find_assignment(assignment)
+        notebooks = [notebook.name for notebook in found.notebooks]
+        for submission in sorted(found.submissions, key=lambda submission: submission.student.id):
+            if students and submission.student.id not in students:
+                continue
+            by_name = {notebook.name: notebook for notebook in submission.notebooks}
+            flags = []
+            if any(notebook.needs_manual_grade for notebook in submission.notebooks):
+                flags.append("manual")
+            if submission.late_submission_penalty:
+                flags.append(f"late -{submission.late_submission_penalty:g}")
+            if any(notebook.flagged for notebook in submission.notebooks):
+                flags.append("flagged")
+            scores = [
+                f"{by_name[name].score:g}/{by_name[name].max_score:g}" if name in by_name else "-" for name in notebooks
+            ]
+            total = f"{submission.score:g}/{submission.max_score:g}"
+            rows.append([nbio.quote(submission.student.id, 30), *scores, total, " ".join(flags)])
+    header = ["student", *notebooks, "total", "flags"]
+    widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join([f"{assignment}: scores in the gradebook (manual: parts left to grade by hand)", *lines])

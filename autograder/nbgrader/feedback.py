@@ -79,6 +79,14 @@ class HideScoreOutputs(Preprocessor):
     def _enabled_default(self):
         return True
 
+    def preprocess(self, nb, resources):
+        from autograder.nbgrader.preprocessors import course_of, grades_assignment
+
+        assignment = resources.get("nbgrader", {}).get("assignment")
+        if assignment is not None and not grades_assignment(course_of(self), assignment):
+            return nb, resources  # nbgrader's own assignment: its outputs are the kernel's, shown as stock
+        return super().preprocess(nb, resources)
+
     def preprocess_cell(self, cell, resources, index):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell.get("cell_type") == "code" and meta.get("grade") and not meta.get("solution"):
@@ -321,7 +329,7 @@ def _worker(root: str, assignment: str, withhold_messages: bool) -> None:
     from autograder.core.course import Course
     from autograder.nbgrader import settings
 
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see batch._lighten_imports
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see batch.lighten_imports
     warnings.filterwarnings("ignore", message=".*not in session.*")
     logging.basicConfig(level=logging.ERROR)  # nbgrader's per-page info lines are not wanted here
     config = settings.load(Course(root)).config

@@ -43,6 +43,13 @@ def _notebook_refusal(path: str) -> str | None:
     return None
 
 
+def _ours(root: pathlib.Path, assignment: str) -> bool:
+    """Whether the course grades `assignment` (it has grading content); nbgrader grades the rest."""
+    from autograder.core.course import GRADING_DIR
+
+    return (pathlib.Path(root) / GRADING_DIR / assignment).is_dir()
+
+
 def _timestamp_refusal(path: pathlib.Path) -> str | None:
     from nbgrader.utils import parse_utc
 
@@ -92,6 +99,8 @@ def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> N
         by_folder.setdefault(pathlib.Path(path).parent, []).append(pathlib.Path(path))
     for folder, paths in by_folder.items():
         course_root = pathlib.Path(root) if root else folder.parents[2]  # <root>/submitted/<student>/<assignment>
+        if not _ours(course_root, folder.name):
+            continue  # nbgrader's own assignment: a stray notebook is skipped as stock nbgrader skips it
         expected = sorted(p.stem for p in (course_root / "source" / folder.name).glob("*.ipynb"))
         missing = [nb for nb in expected if not os.path.lexists(folder / f"{nb}.ipynb")]
         strays = sorted(p for p in paths if p.stem not in expected and stat.S_ISREG(os.lstat(p).st_mode))
@@ -101,9 +110,9 @@ def restore_renamed(notebooks: list[str], root: pathlib.Path | None = None) -> N
         from autograder.nbgrader import batch
 
         course = Course(course_root)
-        defined = batch._defined_names(strays[: batch.MAX_STRAY_NOTEBOOKS], course.root)
+        defined = batch.defined_names(strays[: batch.MAX_STRAY_NOTEBOOKS], course.root)
         for notebook_id in missing:
-            match = batch._match_renamed(course, defined, folder.name, notebook_id)
+            match = batch.match_renamed(course, defined, folder.name, notebook_id)
             if match is None:
                 continue
             del defined[match]
@@ -158,6 +167,10 @@ def guard_submission(assignment=None, student=None, notebooks=None, root=None, *
         _log.exception("looking for renamed notebooks failed")
     for path in list(notebooks):
         reason = _notebook_refusal(path)
+        folder = pathlib.Path(path).parent  # <root>/submitted/<student>/<assignment>
+        if reason is None and os.path.islink(path) and not _ours(pathlib.Path(root or folder.parents[2]), folder.name):
+            # Ours are graded 0 with the reason by RestoreCourseMetadata; nbgrader's own would read the target.
+            reason = "it is a link, and a submission is read only from regular files"
         if reason is not None:
             notebooks.remove(path)
             _log.warning("not grading %s: %s; it scores as not submitted", quote(path, 500), reason)

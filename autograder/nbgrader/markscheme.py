@@ -10,7 +10,7 @@ nbgrader_config.py (`c.HTMLExporter.preprocessors`). It acts only when its expor
 nbgrader's `formgrade` template, the formgrader's page for grading one submission: after every
 manually graded cell of the submission it inserts a read-only panel with the model answer and
 the mark scheme read from source/ at that moment (so an edited scheme shows on the next page
-load). Any other page (feedback above all, which is rendered by the same exporter class from
+load). A notebook none of whose cells has a mark scheme gets no panels. Any other page (feedback above all, which is rendered by the same exporter class from
 the same autograded notebooks) is left exactly as it was, and nothing is ever written to a
 notebook on disk.
 """
@@ -58,11 +58,16 @@ def manually_graded(cell) -> bool:
 
 
 def scheme_of(cell) -> MarkScheme | None:
-    """The model answer and mark scheme in a source cell's solution region, or None."""
+    """The model answer and mark scheme in a source cell's solution region, or None. A cell
+    without a region is a solution as a whole (nbgrader's usual Markdown answer cell): the whole
+    cell is the model answer."""
     found = grade_id(cell)
-    region = _REGION.search(source_text(cell.get("source", "")))
-    if found is None or region is None:
+    text = source_text(cell.get("source", ""))
+    region = _REGION.search(text)
+    if found is None:
         return None
+    if region is None:
+        return MarkScheme(found, text.strip("\n"), "", cell.get("cell_type") == "code")
     answer, heading, scheme = region.group(1).partition(SCHEME_HEADING)
     if not heading:
         answer, scheme = region.group(1), ""
@@ -130,6 +135,8 @@ class MarkSchemePanels(Preprocessor):
             return nb, resources
         source, where = self._source_notebook(resources["assignment_id"], resources["notebook_id"])
         schemes = mark_schemes(source) if source is not None else {}
+        if not any(scheme.scheme for scheme in schemes.values()):
+            return nb, resources  # a notebook without a mark scheme (not this course's): nbgrader's page as it is
         cells = []
         for cell in nb.cells:
             cells.append(cell)

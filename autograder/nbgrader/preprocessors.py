@@ -173,6 +173,8 @@ class TolerantNotebookExporter(NotebookExporter):
         from autograder.core import notebook as nbio
 
         resources = resources if resources is not None else {}
+        if not grades_assignment(course_of(self), resources.get("nbgrader", {}).get("assignment")):
+            return super().from_file(file_stream, resources, **kw)  # nbgrader's own assignment: as stock
         try:
             text = file_stream.read(nbio.MAX_NOTEBOOK_BYTES + 1)
             nb = from_dict(nbio.parse_notebook(text))
@@ -230,6 +232,12 @@ def _course_at(root: str) -> Course:
     return Course(root)
 
 
+def grades_assignment(course: Course, assignment: str | None) -> bool:
+    """Whether `assignment` is one of this course's (it has grading content in the course). Every
+    other assignment of the course is nbgrader's own: each step here leaves it to nbgrader."""
+    return bool(assignment) and course.grading_dir(str(assignment)).is_dir()
+
+
 class CoursePreprocessor(NbGraderPreprocessor):
     """A step that works on the course nbgrader is converting (see `course_of`)."""
 
@@ -253,8 +261,14 @@ class RestoreCourseMetadata(CoursePreprocessor):
     link, ...) is replaced by the release notebook, and marked so that it is graded 0 with the
     reason instead of with what the link points at."""
 
+    # Steps after it that find nothing left to do on the course's assignments (the batch grader
+    # leaves them out; `nbgrader autograde` runs them, for its own assignments too).
+    supersedes = ("OverwriteCells", "OverwriteKernelspec")
+
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
+        if not grades_assignment(self.course, info.get("assignment")):
+            return nb, resources  # nbgrader's own assignment: its OverwriteCells and the rest, as stock
         nb.metadata.pop(REFUSED_KEY, None)  # only this step may say so, never the student
         reason = refused_submission(resources, self.course.root) or info.pop("unreadable", None)
         if reason is not None:
@@ -317,9 +331,21 @@ class SandboxedGrading(CoursePreprocessor):
         help="accept grading in a plain process with the grader's rights when no sandbox can run",
     ).tag(config=True)
     _benchmark_options: dict = {}
+    _execute = None
+
+    def execute_as_nbgrader(self, nb, resources):
+        """nbgrader's own Execute step, configured as the course configures it (its timeout, ...),
+        for an assignment that is not this course's: graded exactly as stock nbgrader grades it."""
+        if self._execute is None:
+            from nbgrader.preprocessors import Execute
+
+            self._execute = Execute(parent=self.parent, config=self.config)
+        return self._execute.preprocess(nb, resources)
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
+        if not grades_assignment(self.course, info.get("assignment")):
+            return self.execute_as_nbgrader(nb, resources)
         refused = info.get("refused") or nb.metadata.pop(REFUSED_KEY, None)
         if refused:
             spec = self.course.find_spec(info["assignment"], info["notebook"])

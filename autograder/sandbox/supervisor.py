@@ -204,7 +204,7 @@ TIERS = ("bubblewrap", "landlock", "unisolated")
 SANDBOX_UID = SANDBOX_GID = 65534  # "nobody": the landlock tier's uid when the grader is root
 FIXES = {
     "bubblewrap": "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user "
-    "namespaces (see docs/DEPLOYMENT.md for Ubuntu's AppArmor rule and for containers)",
+    "namespaces (`python -m autograder docs deployment` prints Ubuntu's AppArmor rule and what containers need)",
     "landlock": "run on Linux 5.13 or later with Landlock enabled (the lsm= boot parameter must "
     "include landlock) and seccomp filters allowed",
     "unisolated": "",

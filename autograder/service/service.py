@@ -147,7 +147,7 @@ class Service:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, until_idle: bool = False) -> None:
         """Serve until stopped (SIGTERM, SIGINT), or with `until_idle` until nothing is left to do."""
-        batch._lighten_imports()
+        batch.lighten_imports()
         engines.share_gradebook_engines()  # a new engine per Gradebook opened creeps in a long run
         # nbgrader's converters and exchange log every file they copy at INFO; the service logs
         # one line per submission instead (their warnings and errors still show).
