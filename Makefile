@@ -31,6 +31,12 @@ define apt_install
 	fi
 endef
 
+# An editable install does not copy the server-extension switch a wheel installs
+# (jupyter-config/autograder-grading-view.json), so it is copied into the venv here: that enables
+# the grading view beside the formgrader.
+ENABLE_GRADING_VIEW = mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d && \
+	cp jupyter-config/autograder-grading-view.json $(VENV)/etc/jupyter/jupyter_server_config.d/
+
 $(VENV)/.created:
 	$(call apt_install,python3-venv)
 	$(PYTHON) -m venv $(VENV)
@@ -41,12 +47,14 @@ $(VENV)/.created:
 $(VENV)/.instructor: pyproject.toml $(VENV)/.created
 	$(call apt_install,bubblewrap)
 	$(PY) -m pip install -q -e ".[instructor]"
+	$(ENABLE_GRADING_VIEW)
 	@touch $@
 
 # Everything: the test suite's kernels, PostgreSQL, the browser tests, lint and types.
 $(VENV)/.dev: pyproject.toml $(VENV)/.created
 	$(call apt_install,bubblewrap chromium postgresql)
 	$(PY) -m pip install -q -e ".[dev]"
+	$(ENABLE_GRADING_VIEW)
 	@touch $@ $(VENV)/.instructor
 
 # Add the course to a fresh `nbgrader quickstart` course (python -m autograder add), grade an example

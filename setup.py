@@ -14,7 +14,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = pathlib.Path(__file__).resolve().parent
-CONTENT = pathlib.Path("autograder", "course_content")  # in the package: see autograder/nbgrader/add.py
+CONTENT = pathlib.Path("autograder", "course_content")  # in the package: see autograder/core/course.py bundled_course
 COPIED = {"source": "source", "autograder/assignments": "autograder/assignments", "docs": "docs"}
 
 

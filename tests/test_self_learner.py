@@ -73,14 +73,10 @@ def test_the_course_is_found_for_a_copy_anywhere(course, tmp_path, monkeypatch):
     assert selfcheck.find_course(str(moved)) == course, "the course the copy recorded"
     plain = elsewhere / "plain.ipynb"
     shutil.copy(course.release / "attention_heads" / "virtual_head.ipynb", plain)
-    assert selfcheck.find_course(str(plain)) == REPOSITORY, "the checkout this grader is installed from"
+    assert selfcheck.find_course(str(plain)) == REPOSITORY, "the course installed with this grader"
     assert selfcheck.find_course(str(plain), str(course.root)) == course, "--course first"
 
-    monkeypatch.setattr(
-        selfcheck,
-        "COURSE_CANDIDATES",
-        [c for c in selfcheck.COURSE_CANDIDATES if c[1] is not selfcheck._this_checkout],
-    )
+    monkeypatch.setattr(selfcheck, "bundled_course", lambda: None)  # a grader installed without course content
     with pytest.raises(CourseNotFound) as error:
         selfcheck.find_course(str(plain))
     assert "--course PATH" in str(error.value) and "source/ and autograder/assignments/" in str(error.value)

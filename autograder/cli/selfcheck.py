@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from autograder.core import engine, variants
 from autograder.core import notebook as nbio
-from autograder.core.course import GRADING_DIR, Course, CourseNotFound
+from autograder.core.course import GRADING_DIR, Course, CourseNotFound, bundled_course
 from autograder.core.errors import UsageError
 from autograder.core.restore import restore_course_cells
 from autograder.core.submission import not_written
@@ -59,19 +59,16 @@ def _recorded(notebook: pathlib.Path) -> Course | None:
     return None
 
 
-def _this_checkout(_notebook: pathlib.Path) -> Course | None:
-    """The checkout this grader runs from, when it is a course (`pip install -e .` of a clone)."""
-    root = pathlib.Path(__file__).resolve().parents[2]
-    return Course(root) if _is_course(root) else None
-
-
 # Where `check` looks for a notebook's course, in order; the first that names one wins. Another
-# source (e.g. course content installed as package data) is one more (description, finder) pair.
+# source is one more (description, finder) pair.
 COURSE_CANDIDATES: list[tuple[str, Callable[[pathlib.Path], Course | None]]] = [
     ("the folders holding the notebook", _holding),
     ("the course recorded in the notebook by `autograder work`", _recorded),
     ("the working directory and the folders holding it", lambda _notebook: _holding(None)),
-    ("the checkout this grader is installed from", _this_checkout),
+    (
+        "the course installed with this grader (its package data, or the checkout it runs from)",
+        lambda _nb: bundled_course(),
+    ),
 ]
 
 

@@ -184,6 +184,19 @@ class Course:
         return None
 
 
+CONTENT_DIR = "course_content"  # in an installed package: a course root (setup.py writes it)
+
+
+def bundled_course() -> Course | None:
+    """The course this package carries: its installed content (a wheel's `autograder/course_content/`),
+    else the checkout it runs from (an editable install of a clone); None when it carries neither."""
+    package = pathlib.Path(__file__).resolve().parents[1]
+    for root in (package / CONTENT_DIR, package.parent):
+        if (root / "source").is_dir() and (root / GRADING_DIR).is_dir():
+            return Course(root)
+    return None
+
+
 @functools.lru_cache(maxsize=16)
 def _read_cached(path: str, mtime_ns: int, read):
     return read(path)

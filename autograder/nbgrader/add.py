@@ -19,21 +19,23 @@ import pathlib
 import shutil
 
 import autograder
+from autograder.core import course as course_module
 from autograder.core.course import GRADING_DIR, Course
 from autograder.core.errors import UsageError
 from autograder.nbgrader.settings import CONFIG_LINE
 
-CONTENT_DIR = "course_content"  # in the installed package: a course root (setup.py writes it)
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
 
 
 def bundled_course() -> Course:
-    """The course this package carries: its installed content, else the checkout it runs from."""
-    package = pathlib.Path(autograder.__file__).resolve().parent
-    for root in (package / CONTENT_DIR, package.parent):
-        if (root / "source").is_dir() and (root / GRADING_DIR).is_dir():
-            return Course(root)
-    raise UsageError(f"this installation of the grader carries no course content (looked in {package / CONTENT_DIR})")
+    """The course this package carries (`course.bundled_course`), or a usage error naming where it looked."""
+    found = course_module.bundled_course()
+    if found is None:
+        package = pathlib.Path(autograder.__file__).resolve().parent
+        raise UsageError(
+            f"this installation of the grader carries no course content (looked in {package / course_module.CONTENT_DIR})"
+        )
+    return found
 
 
 def bundled_docs() -> dict[str, pathlib.Path]:
