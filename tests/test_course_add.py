@@ -192,7 +192,12 @@ def _work(release_nb: dict, source_nb: dict, student: str) -> dict:
 
 
 def _term(python, root: pathlib.Path, assignments: list[str]) -> None:
-    """Release, every student fetches, works and submits, then collect."""
+    """The class on the roster, release, every student fetches, works and submits, then collect.
+
+    The roster is the instructor's usual first step, and on this exchange (one uid for every
+    student) the course's collector takes only students on it (ExchangeTrust)."""
+    for student in STUDENTS:
+        run(python, "-m", "nbgrader", "db", "student", "add", student, cwd=root)
     for assignment in assignments:
         run(python, "-m", "nbgrader", "generate_assignment", assignment, "--force", cwd=root)
         run(python, "-m", "nbgrader", "release_assignment", assignment, "--force", cwd=root)

@@ -113,7 +113,8 @@ _HTML_TAGS = frozenset(nh3.ALLOWED_TAGS) - {"area", "map"}
 
 
 def _attributes(page: bool) -> dict[str, set[str]]:
-    common = {"class", "title", "style", "lang", "dir", "align"} | ({"id"} if page else set())
+    # role and aria-label carry no URL and run nothing: the course's pictures are labelled with them.
+    common = {"class", "title", "style", "lang", "dir", "align", "role", "aria-label"} | ({"id"} if page else set())
     attributes: dict[str, set[str]] = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
     attributes.pop("area", None)
     attributes["*"] = common

@@ -854,7 +854,9 @@ def warm_unavailable(isolation: str) -> str | None:
 
 
 def _warm_key(isolation: str, helpers_dir: str, limits: Limits) -> tuple:
-    return (isolation, os.path.realpath(helpers_dir), limits)
+    # The driver's folder too: a zygote runs the driver it started with, so another driver (an
+    # upgrade in place, a test's broken one) must start zygotes of its own.
+    return (isolation, os.path.realpath(helpers_dir), limits, str(DRIVER_DIR))
 
 
 def _first_answer(make_probes):
