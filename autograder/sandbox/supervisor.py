@@ -803,18 +803,7 @@ def run_submission(
     os.close(result_w)
     os.close(request_r)
     try:
-        job = {
-            "type": "job",
-            "cells": [[index, source] for index, source in cells],
-            "names": list(names),
-            "cell_seconds": limits.cell_seconds,
-            "call_seconds": limits.call_seconds,
-            "wall_factor": limits.wall_factor,
-            "helpers": sandbox_helpers,
-            "environment": dict(environment or {}),
-            "confine": plan,
-            "no_new_processes": _single_process(isolation, cgroups),
-        }
+        job = _job(cells, names, limits, sandbox_helpers, environment, plan, _single_process(isolation, cgroups))
         _supervise(process, result_r, request_w, job, make_probes, limits, result, started)
     finally:
         _kill_tree(process)
@@ -851,6 +840,22 @@ def warm_unavailable(isolation: str) -> str | None:
     if isolation == "landlock" and cgroup_v2_parent()[0] is None and probe_systemd_scope()[0] is not None:
         return "cgroups here come from a systemd scope started with each sandbox, which a forked child cannot join"
     return None
+
+
+def _job(cells, names, limits: Limits, helpers, environment, plan, no_new_processes: bool) -> dict:
+    """The job frame the driver reads before it runs any cell, fresh or warm alike."""
+    return {
+        "type": "job",
+        "cells": [[index, source] for index, source in cells],
+        "names": list(names),
+        "cell_seconds": limits.cell_seconds,
+        "call_seconds": limits.call_seconds,
+        "wall_factor": limits.wall_factor,
+        "helpers": helpers,
+        "environment": dict(environment or {}),
+        "confine": plan,
+        "no_new_processes": no_new_processes,
+    }
 
 
 def _warm_key(isolation: str, helpers_dir: str, limits: Limits) -> tuple:
@@ -957,18 +962,8 @@ def _run_warm(cells, names, helpers_dir, make_probes, limits, isolation, environ
         finally:
             for fd in child_fds:
                 os.close(fd)
-        job = {
-            "type": "job",
-            "cells": [[index, source] for index, source in cells],
-            "names": list(names),
-            "cell_seconds": limits.cell_seconds,
-            "call_seconds": limits.call_seconds,
-            "wall_factor": limits.wall_factor,
-            "helpers": sandbox_helpers,
-            "environment": dict(environment or {}),
-            "confine": plan,
-            "no_new_processes": True,  # a forked child is one process: RLIMIT_AS is its memory cap
-        }
+        # a forked child is one process: RLIMIT_AS is its memory cap
+        job = _job(cells, names, limits, sandbox_helpers, environment, plan, no_new_processes=True)
         _supervise(process, result_r, request_w, job, make_probes, limits, result, started)
     finally:
         if zygote_ok:
