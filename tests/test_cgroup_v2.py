@@ -7,7 +7,7 @@ student half fork), so nothing but the supervisor's cgroup v2 group can bind the
 also runs its submission once without any cgroup, to show that this machine would let it through.
 
 These tests run only where the grader's own cgroup v2 subtree is delegated
-(supervisor.cgroup_v2_parent; the skip reason names what is missing). A host whose pids and
+(cgroups.cgroup_v2_parent; the skip reason names what is missing). A host whose pids and
 memory controllers are bound to cgroup v1 hierarchies in use cannot offer that without
 unmounting them for everyone: there, tests/uml/run.sh boots a throwaway User-Mode Linux kernel
 over the host's files (read-only) and runs this file in it, as root of that kernel, with
@@ -25,9 +25,10 @@ import uuid
 import pytest
 
 from autograder.core.submission import decode_value
+from autograder.sandbox import cgroups
 from autograder.sandbox import supervisor as sandbox
 
-PARENT, REASON = sandbox.cgroup_v2_parent()
+PARENT, REASON = cgroups.cgroup_v2_parent()
 pytestmark = [
     pytest.mark.sandbox,
     pytest.mark.skipif(PARENT is None, reason=f"no delegated cgroup v2 hierarchy with pids and memory: {REASON}"),
@@ -103,7 +104,7 @@ result = [ready, killed]
 @pytest.fixture
 def no_cgroup(monkeypatch):
     def disable():
-        monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
+        monkeypatch.setattr(cgroups.Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
 
     return disable
 
@@ -119,10 +120,10 @@ def test_the_sandbox_runs_in_its_own_v2_group_with_the_limits(tmp_path):
 own = open("/proc/self/cgroup").read().split("0::", 1)[1].split()[0]
 group = MOUNT + own
 result = [own, open(group + "/pids.max").read().strip(), open(group + "/memory.max").read().strip()]
-""".replace("MOUNT", repr(str(sandbox._cgroup2_mount())))
+""".replace("MOUNT", repr(str(cgroups.cgroup2_mount())))
     result = run(tmp_path, code)
     own, pids, memory = decode_value(result.values["result"])
-    assert (sandbox._cgroup2_mount() / own.lstrip("/")).parent == PARENT
+    assert (cgroups.cgroup2_mount() / own.lstrip("/")).parent == PARENT
     assert (pids, memory) == ("32", str(2 << 30))
     assert result.details["cgroup"] == f"cgroup v2, delegated ({PARENT})"
 
@@ -202,11 +203,11 @@ def test_the_systemd_scope_path_binds_too(tmp_path, monkeypatch):
     """The systemd mechanism end to end against the kernel: the probe, the scope's leaf, its
     limits, the kill. systemd's own part (creating a scope whose group is ours) is emulated by
     tests/uml/systemd-run; the real systemd-run is tested in tests/test_cgroups.py where it works."""
-    monkeypatch.setattr(sandbox, "cgroup_v2_parent", lambda: (None, "emulating a host that delegates through systemd"))
+    monkeypatch.setattr(cgroups, "cgroup_v2_parent", lambda: (None, "emulating a host that delegates through systemd"))
     monkeypatch.setenv("PATH", f"{EMULATED_SYSTEMD}:{os.environ['PATH']}")
-    sandbox.probe_systemd_scope.cache_clear()
+    cgroups.probe_systemd_scope.cache_clear()
     try:
-        scopes, reason = sandbox.probe_systemd_scope()
+        scopes, reason = cgroups.probe_systemd_scope()
         assert scopes is not None, reason
         capped = run(tmp_path, EIGHTY_PROCESSES)
         assert capped.details["cgroup"].startswith("cgroup v2 in a systemd scope"), capped.details
@@ -221,4 +222,4 @@ def test_the_systemd_scope_path_binds_too(tmp_path, monkeypatch):
         assert _processes_with(marker) == []
         assert not any(scopes.slice_dir.glob("*.scope/sandbox")), "a sandbox leaf was left behind"
     finally:
-        sandbox.probe_systemd_scope.cache_clear()
+        cgroups.probe_systemd_scope.cache_clear()

@@ -1,6 +1,6 @@
 """How the supervisor gets a cgroup for a sandbox, and what it says about it.
 
-The mechanisms, in the order they are tried (supervisor._Cgroups): a group in a cgroup v2
+The mechanisms, in the order they are tried (cgroups.Cgroups): a group in a cgroup v2
 subtree delegated to the grader's own cgroup; a transient systemd scope with Delegate=yes,
 through which each sandbox is started; cgroup v1 controllers writable by the grader; none.
 Here: the v2 logic against a directory laid out like a cgroupfs (which groups count as
@@ -23,6 +23,7 @@ import sys
 
 import pytest
 
+from autograder.sandbox import cgroups
 from autograder.sandbox import supervisor as sandbox
 
 LIMITS = sandbox.Limits(max_processes=32, memory_bytes=2 << 30)
@@ -31,7 +32,7 @@ LIMITS = sandbox.Limits(max_processes=32, memory_bytes=2 << 30)
 @pytest.fixture
 def fresh_cgroup_probes():
     """The cgroup probes are cached per process; these tests change what the machine offers."""
-    probes = (sandbox.cgroup_v2_parent, sandbox.probe_systemd_scope)
+    probes = (cgroups.cgroup_v2_parent, cgroups.probe_systemd_scope)
     for probe in probes:
         probe.cache_clear()
     yield
@@ -53,21 +54,21 @@ def test_own_group_with_pids_and_memory_enabled_for_its_children_is_delegated(tm
     mount = fake_group(tmp_path / "cgroup", "cpu memory pids")
     fake_group(mount / "user.slice", "memory pids")
     own = fake_group(mount / "user.slice" / "grader.scope", "memory pids cpu")
-    assert sandbox.delegated_v2_group(mount, "/user.slice/grader.scope") == (own, "")
+    assert cgroups.delegated_v2_group(mount, "/user.slice/grader.scope") == (own, "")
 
 
 def test_a_service_in_a_leaf_uses_its_parent(tmp_path):
     mount = fake_group(tmp_path / "cgroup", "cpu memory pids")
     service = fake_group(mount / "grader.service", "memory pids")
     fake_group(mount / "grader.service" / "main")  # where the service keeps its own process
-    assert sandbox.delegated_v2_group(mount, "/grader.service/main") == (service, "")
+    assert cgroups.delegated_v2_group(mount, "/grader.service/main") == (service, "")
 
 
 def test_undelegated_groups_are_refused_naming_what_is_missing(tmp_path):
     mount = fake_group(tmp_path / "cgroup", "cpu memory pids")
     fake_group(mount / "user.slice", "pids")
     fake_group(mount / "user.slice" / "session.scope", "")
-    parent, reason = sandbox.delegated_v2_group(mount, "/user.slice/session.scope")
+    parent, reason = cgroups.delegated_v2_group(mount, "/user.slice/session.scope")
     assert parent is None
     assert f"{mount}/user.slice/session.scope: memory and pids not in cgroup.subtree_control" in reason
     assert f"{mount}/user.slice: memory not in cgroup.subtree_control" in reason
@@ -75,7 +76,7 @@ def test_undelegated_groups_are_refused_naming_what_is_missing(tmp_path):
 
 def test_the_root_group_has_no_parent_to_fall_back_to(tmp_path):
     mount = fake_group(tmp_path / "cgroup", "")  # a v2 hierarchy whose controllers are all bound to v1
-    parent, reason = sandbox.delegated_v2_group(mount, "/")
+    parent, reason = cgroups.delegated_v2_group(mount, "/")
     assert parent is None and reason.count("not in cgroup.subtree_control") == 1, reason
 
 
@@ -83,11 +84,11 @@ def test_a_group_we_cannot_write_is_not_delegated(tmp_path, monkeypatch):
     mount = fake_group(tmp_path / "cgroup", "memory pids")
     own = fake_group(mount / "grader.scope", "memory pids")
     writable = os.access
-    monkeypatch.setattr(sandbox.os, "access", lambda path, mode: writable(path, mode) and path != own)
-    parent, reason = sandbox.delegated_v2_group(mount, "/grader.scope")
+    monkeypatch.setattr(cgroups.os, "access", lambda path, mode: writable(path, mode) and path != own)
+    parent, reason = cgroups.delegated_v2_group(mount, "/grader.scope")
     assert parent == mount  # the root group of the fake is still writable
-    monkeypatch.setattr(sandbox.os, "access", lambda path, mode: False)
-    parent, reason = sandbox.delegated_v2_group(mount, "/grader.scope")
+    monkeypatch.setattr(cgroups.os, "access", lambda path, mode: False)
+    parent, reason = cgroups.delegated_v2_group(mount, "/grader.scope")
     assert parent is None and "not writable by us" in reason
 
 
@@ -96,13 +97,13 @@ def test_a_group_we_cannot_write_is_not_delegated(tmp_path, monkeypatch):
 def delegated(tmp_path, monkeypatch, fresh_cgroup_probes):
     """A delegated group (in a path with a space, as a shell must quote it) and no systemd."""
     parent = fake_group(tmp_path / "cgroup fs" / "grader.scope", "memory pids cpu")
-    monkeypatch.setattr(sandbox, "cgroup_v2_parent", lambda: (parent, ""))
-    monkeypatch.setattr(sandbox, "probe_systemd_scope", lambda: pytest.fail("systemd probed despite delegation"))
+    monkeypatch.setattr(cgroups, "cgroup_v2_parent", lambda: (parent, ""))
+    monkeypatch.setattr(cgroups, "probe_systemd_scope", lambda: pytest.fail("systemd probed despite delegation"))
     return parent
 
 
 def test_the_v2_group_gets_the_limits(delegated):
-    groups = sandbox._Cgroups(LIMITS)
+    groups = cgroups.Cgroups(LIMITS)
     (path,) = groups.paths
     assert path.parent == delegated and path.name.startswith("tc_grader_") and groups.v2
     assert (path / "pids.max").read_text() == "32"
@@ -111,11 +112,11 @@ def test_the_v2_group_gets_the_limits(delegated):
     assert not (path / "memory.swap.max").exists() and not (path / "cpu.weight").exists()
     assert groups.caps("pids") and groups.caps("memory")
     assert groups.details()["cgroup"] == f"cgroup v2, delegated ({delegated})"
-    assert [name for name, _, required in sandbox._v2_settings(LIMITS) if required] == ["pids.max", "memory.max"]
+    assert [name for name, _, required in cgroups.v2_settings(LIMITS) if required] == ["pids.max", "memory.max"]
 
 
 def test_the_sandbox_joins_its_group_before_it_runs(delegated):
-    groups = sandbox._Cgroups(LIMITS)
+    groups = cgroups.Cgroups(LIMITS)
     (path,) = groups.paths
     command = groups.wrap(["sh", "-c", 'echo "$$"'])
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -124,7 +125,7 @@ def test_the_sandbox_joins_its_group_before_it_runs(delegated):
 
 
 def test_killing_the_group_ends_every_process_in_it_even_a_detached_one(delegated):
-    groups = sandbox._Cgroups(LIMITS)
+    groups = cgroups.Cgroups(LIMITS)
     (path,) = groups.paths
     (path / "cgroup.kill").write_text("0")
     daemon = subprocess.Popen(
@@ -142,10 +143,10 @@ def test_killing_the_group_ends_every_process_in_it_even_a_detached_one(delegate
 
 
 def test_without_any_cgroup_the_command_is_unchanged(monkeypatch, fresh_cgroup_probes, tmp_path):
-    monkeypatch.setattr(sandbox, "cgroup_v2_parent", lambda: (None, "no cgroup v2 hierarchy is mounted"))
-    monkeypatch.setattr(sandbox, "probe_systemd_scope", lambda: (None, "systemd-run is not installed"))
-    monkeypatch.setattr(sandbox, "CGROUP_V1_ROOT", tmp_path / "absent")
-    groups = sandbox._Cgroups(LIMITS)
+    monkeypatch.setattr(cgroups, "cgroup_v2_parent", lambda: (None, "no cgroup v2 hierarchy is mounted"))
+    monkeypatch.setattr(cgroups, "probe_systemd_scope", lambda: (None, "systemd-run is not installed"))
+    monkeypatch.setattr(cgroups, "CGROUP_V1_ROOT", tmp_path / "absent")
+    groups = cgroups.Cgroups(LIMITS)
     assert groups.paths == [] and groups.wrap(["true"]) == ["true"] and not groups.caps("pids")
     details = groups.details()
     assert details["cgroup"] == "none"
@@ -158,7 +159,7 @@ def test_without_any_cgroup_the_command_is_unchanged(monkeypatch, fresh_cgroup_p
 
 # -- systemd scopes: the probe and its fallback ---------------------------------------------
 def needs_cgroup2_mount():
-    if sandbox._cgroup2_mount() is None:
+    if cgroups.cgroup2_mount() is None:
         pytest.skip("no cgroup v2 hierarchy is mounted here: the systemd probe stops before systemd-run")
 
 
@@ -173,18 +174,18 @@ def fake_systemd_run(bin_dir: pathlib.Path, script: str) -> pathlib.Path:
 def cgroups_without_systemd(monkeypatch) -> list[str]:
     """The controllers a run gets here when the systemd probe is skipped: today's fallback."""
     with monkeypatch.context() as patch:
-        patch.setattr(sandbox, "probe_systemd_scope", lambda: (None, "skipped"))
-        groups = sandbox._Cgroups(LIMITS)
+        patch.setattr(cgroups, "probe_systemd_scope", lambda: (None, "skipped"))
+        groups = cgroups.Cgroups(LIMITS)
         groups.kill_and_remove()
     return groups.controllers()
 
 
 def assert_falls_back_as_before(monkeypatch, reason_part):
     # As on a host whose cgroup v2 is not delegated to the grader, where the probe is asked.
-    monkeypatch.setattr(sandbox, "cgroup_v2_parent", lambda: (None, "not delegated"))
+    monkeypatch.setattr(cgroups, "cgroup_v2_parent", lambda: (None, "not delegated"))
     expected = cgroups_without_systemd(monkeypatch)
-    sandbox.probe_systemd_scope.cache_clear()
-    groups = sandbox._Cgroups(LIMITS)
+    cgroups.probe_systemd_scope.cache_clear()
+    groups = cgroups.Cgroups(LIMITS)
     try:
         assert groups.scope is None and groups.controllers() == expected
         assert any(line.startswith("systemd scope: ") and reason_part in line for line in groups.why_not), (
@@ -197,7 +198,7 @@ def assert_falls_back_as_before(monkeypatch, reason_part):
 def test_without_systemd_run_on_path_the_probe_says_so_and_runs_fall_back(tmp_path, monkeypatch, fresh_cgroup_probes):
     needs_cgroup2_mount()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    scopes, reason = sandbox.probe_systemd_scope()
+    scopes, reason = cgroups.probe_systemd_scope()
     assert scopes is None and reason == "systemd-run is not installed (not found on PATH)"
     assert_falls_back_as_before(monkeypatch, "not found on PATH")
 
@@ -210,7 +211,7 @@ def test_a_failing_systemd_run_gives_its_own_error_and_runs_fall_back(tmp_path, 
         f'printf "%s\\n" "$@" > {calls}\necho "Failed to connect to bus: No medium found" >&2\nexit 1\n',
     )
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    scopes, reason = sandbox.probe_systemd_scope()
+    scopes, reason = cgroups.probe_systemd_scope()
     assert scopes is None and reason.endswith("failed: Failed to connect to bus: No medium found"), reason
     args = calls.read_text().splitlines()
     assert ("--user" in args) == (os.geteuid() != 0)  # the user's manager, or the system's as root
@@ -223,8 +224,8 @@ def test_a_hanging_systemd_run_is_given_up(tmp_path, monkeypatch, fresh_cgroup_p
     needs_cgroup2_mount()
     fake_systemd_run(tmp_path / "bin", "exec sleep 30\n")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    monkeypatch.setattr(sandbox, "SYSTEMD_RUN_SECONDS", 0.5)
-    scopes, reason = sandbox.probe_systemd_scope()
+    monkeypatch.setattr(cgroups, "SYSTEMD_RUN_SECONDS", 0.5)
+    scopes, reason = cgroups.probe_systemd_scope()
     assert scopes is None and "could not be run" in reason and "timed out" in reason, reason
 
 
@@ -233,7 +234,7 @@ def test_a_scope_somewhere_unexpected_is_refused(tmp_path, monkeypatch, fresh_cg
     elsewhere = tmp_path / "elsewhere.scope"
     fake_systemd_run(tmp_path / "bin", f"echo {elsewhere}\n")  # exit 0 without starting a scope
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    scopes, reason = sandbox.probe_systemd_scope()
+    scopes, reason = cgroups.probe_systemd_scope()
     assert scopes is None and f"put its scope at {elsewhere}, not at tc-grader-probe-" in reason, reason
 
 
@@ -242,12 +243,12 @@ def test_the_scope_setup_runs_the_same_steps_as_the_probe(tmp_path, monkeypatch,
     systemd put it where expected, the leaf, the controllers, the limits, the bus variables
     removed before the driver starts. (The kernel side: tests/test_cgroup_v2.py.)"""
     mount = tmp_path / "cgroup fs"
-    scopes = sandbox.SystemdScopes(
+    scopes = cgroups.SystemdScopes(
         ("/usr/bin/systemd-run", "--user", "--scope"), mount, mount / "app.slice", (("XDG_RUNTIME_DIR", "/run/user/1"),)
     )
-    monkeypatch.setattr(sandbox, "cgroup_v2_parent", lambda: (None, "not delegated"))
-    monkeypatch.setattr(sandbox, "probe_systemd_scope", lambda: (scopes, ""))
-    groups = sandbox._Cgroups(LIMITS)
+    monkeypatch.setattr(cgroups, "cgroup_v2_parent", lambda: (None, "not delegated"))
+    monkeypatch.setattr(cgroups, "probe_systemd_scope", lambda: (scopes, ""))
+    groups = cgroups.Cgroups(LIMITS)
     scope = groups.paths[0].parent
     assert groups.paths[0].name == "sandbox" and scope.parent == mount / "app.slice" and groups.v2
     assert groups.details()["cgroup"] == "cgroup v2 in a systemd scope (systemd-run --user --scope -p Delegate=yes)"
@@ -282,11 +283,11 @@ def test_the_scope_setup_runs_the_same_steps_as_the_probe(tmp_path, monkeypatch,
 
 
 def test_the_real_systemd_run_delegates_a_scope_where_it_works(fresh_cgroup_probes):
-    scopes, reason = sandbox.probe_systemd_scope()
+    scopes, reason = cgroups.probe_systemd_scope()
     if scopes is None:
         pytest.skip(f"systemd-run cannot delegate a scope here: {reason}")
     assert scopes.slice_dir.is_dir() and scopes.mount in scopes.slice_dir.parents
-    groups = sandbox._Cgroups(LIMITS)
+    groups = cgroups.Cgroups(LIMITS)
     try:
         done = subprocess.run(
             groups.wrap(["sh", "-c", 'cat /proc/self/cgroup; cat "$0"/pids.max', str(groups.paths[0])]),
@@ -305,6 +306,6 @@ def test_the_real_systemd_run_delegates_a_scope_where_it_works(fresh_cgroup_prob
 def test_a_run_reports_its_cgroup_mechanism(tmp_path):
     result = sandbox.run_submission([(0, "x = 1")], ["x"], str(tmp_path), lambda values: {}, isolation="unisolated")
     assert result.grader_error is None, result.grader_error
-    probe = sandbox._Cgroups(LIMITS)
+    probe = cgroups.Cgroups(LIMITS)
     probe.kill_and_remove()
     assert result.details["cgroup"] == probe.mechanism and result.details["cgroup_not_used"] == list(probe.why_not)

@@ -75,6 +75,7 @@ def test_a_student_the_grader_failed_on_gets_no_pages_and_loses_the_old_ones(tmp
     assert run_batch(mini_class) == 0
     before = _page(mini_class, "ada")
     from autograder.sandbox import supervisor as sandbox
+    from autograder.sandbox import tiers
 
     real_driver = sandbox.DRIVER_DIR
     _broken_driver(
@@ -89,7 +90,7 @@ def test_a_student_the_grader_failed_on_gets_no_pages_and_loses_the_old_ones(tmp
     # `autograder feedback` agrees: no pages for a student whose parts have no score
     assert subprocess.run(_feedback_command(mini_class), env=_env(), capture_output=True).returncode == 0
     assert not feedback.feedback_folder(mini_class, "ada", "mini").exists()
-    monkeypatch.setattr(sandbox, "DRIVER_DIR", real_driver)
+    monkeypatch.setattr(tiers, "DRIVER_DIR", real_driver)
     assert run_batch(mini_class) == 0  # the rerun grades them, and their pages are back
     assert _text(_page(mini_class, "ada")) == _text(before)
 

@@ -30,6 +30,8 @@ from test_batch import auto_scores, run_batch
 from autograder.core import engine
 from autograder.core.submission import decode_value
 from autograder.sandbox import supervisor as sandbox
+from autograder.sandbox import tiers
+from autograder.sandbox.cgroups import Cgroups
 from autograder.sandbox.driver import confine, wire
 
 LIMITS = sandbox.Limits(
@@ -96,7 +98,7 @@ def test_hidden_bubblewrap_is_reported_and_auto_takes_the_next_tier(without_tool
 
 
 def test_instructor_grading_refuses_the_plain_process_unless_allowed(without_tools, monkeypatch):
-    monkeypatch.setattr(sandbox, "probe_landlock", lambda: "Landlock and seccomp are Linux-only (this is darwin)")
+    monkeypatch.setattr(tiers, "probe_landlock", lambda: "Landlock and seccomp are Linux-only (this is darwin)")
     with pytest.raises(sandbox.SandboxUnavailable) as refused:
         sandbox.choose_isolation("auto")
     message = str(refused.value)
@@ -118,7 +120,7 @@ def test_cli_grade_without_a_sandbox_is_a_grader_error_and_check_still_works(wit
     reason; the self-learner's check runs unisolated, names that tier, and earns full marks."""
     from autograder.cli import main as cli
 
-    monkeypatch.setattr(sandbox, "probe_landlock", lambda: "Landlock and seccomp are Linux-only (this is darwin)")
+    monkeypatch.setattr(tiers, "probe_landlock", lambda: "Landlock and seccomp are Linux-only (this is darwin)")
     assert cli.main(["grade", str(SOLUTION)]) == cli.EXIT_GRADER_FAULT
     assert "--allow-unisolated" in capsys.readouterr().err
     assert cli.main(["grade", "--isolation", "bubblewrap", str(SOLUTION)]) == cli.EXIT_GRADER_FAULT
@@ -155,7 +157,7 @@ def _broken_driver(tmp_path, monkeypatch, confine_source=None, driver_prefix="")
         (fake / "confine.py").write_text((fake / "confine.py").read_text() + confine_source)
     if driver_prefix:
         (fake / "driver.py").write_text(driver_prefix + (fake / "driver.py").read_text())
-    monkeypatch.setattr(sandbox, "DRIVER_DIR", fake)
+    monkeypatch.setattr(tiers, "DRIVER_DIR", fake)
 
 
 @pytest.mark.parametrize("tier", AVAILABLE)
@@ -545,7 +547,7 @@ def test_cell_limits_count_cpu_time_so_waiting_is_not_a_timeout(tier):
 
 
 def test_each_sandbox_gets_its_own_cpu_share_where_cgroups_allow():
-    groups = sandbox._Cgroups(sandbox.Limits())
+    groups = Cgroups(sandbox.Limits())
     try:
         if not groups.paths:
             pytest.skip(f"no cgroup can be created here: {sandbox.cgroup_v2_parent()[1]}")
@@ -558,7 +560,7 @@ def test_each_sandbox_gets_its_own_cpu_share_where_cgroups_allow():
 def test_bubblewrap_without_a_memory_cgroup_allows_no_second_process(monkeypatch):
     """Where no memory cgroup can be made (non-root, undelegated cgroup v2), RLIMIT_AS is the
     only memory cap and binds each process: the student half then gets no process to spare."""
-    monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
+    monkeypatch.setattr(Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
     code = (
         "import os, subprocess\nrefused = []\n"
         "for name, action in (('fork', os.fork), ('subprocess', lambda: subprocess.run(['true']))):\n"
@@ -593,7 +595,7 @@ def test_batch_leaves_students_ungraded_on_grader_errors_and_the_rerun_grades_th
             notebook = gradebook.find_submission_notebook("mini", "mini", student)
             assert all(grade.auto_score is None and grade.needs_manual_grade for grade in notebook.grades), student
             assert all("NOT GRADED, grader error: " in comment.auto_comment for comment in notebook.comments)
-    monkeypatch.setattr(sandbox, "DRIVER_DIR", real_driver)
+    monkeypatch.setattr(tiers, "DRIVER_DIR", real_driver)
     assert run_batch(mini_class) == 0
     assert auto_scores(mini_class)["ada"] == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}
 
@@ -627,7 +629,7 @@ def test_nbgrader_autograde_fails_the_submission_on_grader_errors_and_has_no_uns
 @requires_bwrap
 def test_bubblewrap_where_nproc_counts_the_whole_user_sets_none_and_allows_no_second_process(monkeypatch):
     """Before Linux 5.14 RLIMIT_NPROC counted every process of the real user, namespaces or not."""
-    monkeypatch.setattr(sandbox, "nproc_counts_per_namespace", lambda: False)
+    monkeypatch.setattr(tiers, "nproc_counts_per_namespace", lambda: False)
     code = (
         "import os, resource\nresult = [str(resource.getrlimit(resource.RLIMIT_NPROC)[0])]\n"
         "try:\n    os.fork()\nexcept OSError:\n    result.append('fork refused')\n"

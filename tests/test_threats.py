@@ -55,6 +55,8 @@ from autograder.core.submission import decode_value
 from autograder.dev import classroom
 from autograder.nbgrader import preprocessors as nbgrader_bridge
 from autograder.sandbox import supervisor as sandbox
+from autograder.sandbox import tiers
+from autograder.sandbox.cgroups import Cgroups
 
 LIMITS = sandbox.Limits(
     cell_seconds=1,
@@ -86,7 +88,7 @@ FUNCTION_OK = "def double(x):\n    return 2 * x\n\nk = 3\n"
 # -- helpers ---------------------------------------------------------------------------------
 @functools.cache
 def _pids_cgroup_works() -> bool:
-    probe = sandbox._Cgroups(sandbox.Limits())
+    probe = Cgroups(sandbox.Limits())
     works = probe.caps("pids")
     probe.kill_and_remove()
     return works
@@ -95,7 +97,7 @@ def _pids_cgroup_works() -> bool:
 def memory_cgroup_binds() -> bool:
     """Whether a memory cgroup caps a run here (as root with cgroups): a hog is then killed as a
     whole. Without one, RLIMIT_AS binds the process, and the hog's cell ends in a MemoryError."""
-    probe = sandbox._Cgroups(sandbox.Limits())
+    probe = Cgroups(sandbox.Limits())
     try:
         return probe.caps("memory")
     finally:
@@ -103,13 +105,13 @@ def memory_cgroup_binds() -> bool:
 
 
 def single_process(isolation) -> bool:
-    """Whether the student half may start no process at all here (see supervisor._single_process;
+    """Whether the student half may start no process at all here (see tiers.single_process;
     a warm interpreter's child is always one process)."""
     if is_warm(isolation):
         return True
-    probe = sandbox._Cgroups(sandbox.Limits())
+    probe = Cgroups(sandbox.Limits())
     try:
-        return sandbox._single_process(isolation, probe)
+        return tiers.single_process(isolation, probe)
     finally:
         probe.kill_and_remove()
 
@@ -610,7 +612,7 @@ result = [name for name, path in PATHS.items() if readable(path)] or "nothing"
 @pytest.mark.parametrize("isolation", STRONG)
 def test_strong_tiers_cannot_read_course_gradebook_or_other_work(tmp_path, mini_course, isolation):
     paths = {name: str(path) for name, path in _secret_paths(tmp_path, mini_course).items()}
-    code = f"PATHS = {paths!r}\nPYTHON_ROOTS = {sandbox._python_roots()!r}\n" + READ_ATTEMPT
+    code = f"PATHS = {paths!r}\nPYTHON_ROOTS = {tiers.python_roots()!r}\n" + READ_ATTEMPT
     _, values = run_code(mini_course, code, isolation)
     assert values["result"] == "nothing"
 
@@ -741,7 +743,7 @@ def test_strong_tiers_cannot_write_the_gradebook_submissions_course_or_python(tm
         "driver": sandbox.DRIVER_DIR / "driver.py",
     }
     before = {name: _digest(path) for name, path in targets.items()}
-    site_packages = sandbox._python_roots()[-1]
+    site_packages = tiers.python_roots()[-1]
     code = f"""
 import os, sqlite3
 TARGETS = {{**{ {name: str(path) for name, path in targets.items()}!r},
@@ -1215,7 +1217,7 @@ def test_no_process_survives_the_run(mini_course, isolation, with_cgroups, monke
     if not with_cgroups:
         if isolation == "unisolated":
             pytest.skip("the unisolated tier relies on the cgroup to find daemons (documented)")
-        monkeypatch.setattr(sandbox._Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
+        monkeypatch.setattr(Cgroups, "__init__", lambda self, limits: setattr(self, "paths", []))
     marker = f"tc_daemon_{uuid.uuid4().hex}"
     code = f"""
 import os, signal, subprocess, sys, time
@@ -1392,7 +1394,7 @@ def test_a_compromised_driver_cannot_crash_or_stall_the_supervisor(tmp_path, min
         "    body = json.dumps(message).encode()\n"
         "    return struct.pack('>I', len(body)) + body\n" + COMPROMISED_DRIVER[attack]
     )
-    monkeypatch.setattr(sandbox, "DRIVER_DIR", fake)
+    monkeypatch.setattr(tiers, "DRIVER_DIR", fake)
     limits = sandbox.Limits(cell_seconds=1, cell_grace_seconds=1, total_seconds=2, memory_bytes=512 << 20)
     big_probes = lambda values: {"double": [[{"kind": "str", "value": "x" * 20000}]] * 4}  # noqa: E731
     result = sandbox.run_submission(

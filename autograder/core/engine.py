@@ -23,7 +23,7 @@ from autograder.core.course import Course
 from autograder.core.runner import CheckResult, run_checks
 from autograder.core.submission import CellReport, Submission
 from autograder.sandbox import supervisor as sandbox
-from autograder.sandbox.driver import driver
+from autograder.sandbox.driver import wire
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +235,7 @@ def _probe_maker(spec: specs.NotebookSpec, rng: np.random.Generator, drawn: dict
             if isinstance(value, dict) and value.get("kind") == "callable":
                 arg_lists = [tuple(args) for args in draw(rng)]
                 drawn[name] = arg_lists
-                request[name] = [[driver.encode_value(arg) for arg in args] for args in arg_lists]
+                request[name] = [[wire.encode_value(arg) for arg in args] for args in arg_lists]
         return request
 
     return make

@@ -5,19 +5,19 @@ it would see after a real sandboxed run.
 """
 
 from autograder.core.submission import Submission
-from autograder.sandbox.driver import driver
+from autograder.sandbox.driver import wire
 
 
 def make_submission(values, calls=None, submission_id="synthetic"):
     """`values`: name -> Python value; `calls`: function name -> list of (args, result_or_exception)."""
-    encoded = {name: driver.encode_value(value) for name, value in values.items()}
+    encoded = {name: wire.encode_value(value) for name, value in values.items()}
     call_records = {}
     for name, records in (calls or {}).items():
         encoded.setdefault(name, {"kind": "callable", "type": "function"})
         call_records[name] = [
             {"args": tuple(args), "error": f"{type(result).__name__}: {result}"}
             if isinstance(result, BaseException)
-            else {"args": tuple(args), "result": driver.encode_value(result)}
+            else {"args": tuple(args), "result": wire.encode_value(result)}
             for args, result in records
         ]
     return Submission(submission_id, encoded, call_records)

@@ -21,12 +21,13 @@ import atexit
 import concurrent.futures
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
+
+from autograder.sandbox import processes
 
 START_SECONDS = 30.0  # a zygote imports numpy inside its sandbox: seconds on a loaded machine
 ANSWER_SECONDS = 10.0  # fork and reap answers; longer means the zygote is stuck: discarded
@@ -149,14 +150,7 @@ class Zygote:
             pass
         process = getattr(self, "process", None)
         if process is not None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            processes.kill_tree(process)
         if self.on_close is not None:
             on_close, self.on_close = self.on_close, None
             on_close()

@@ -24,12 +24,10 @@ carry code: see wire.py.
 """
 
 import builtins
-import math
 import os
 import signal
 import sys
 import time
-import traceback
 
 _STARTED = time.monotonic()  # the interpreter is up; the supervisor's profile splits start from imports
 
@@ -50,22 +48,12 @@ else:  # run as a script inside the sandbox, where `python -I` puts no script di
 
     del sys.path[0]
 
-_np_asarray = numpy.asarray
-_np_ndarray = numpy.ndarray
-_np_generic = numpy.generic
 _write = os.write
 _read = os.read
-_isinstance = isinstance
-_callable = callable
 _setitimer = signal.setitimer
 _signal = signal.signal
 _pack = wire.pack_frame
-_encode_array = wire.encode_array
-_decode_array = wire.decode_array
 _str = str
-_type = type
-_len = len
-_exc_info = sys.exc_info
 _IMPORTED = time.monotonic()
 _channels = {"result": 3, "request": 4}  # replaced by the fds named on the command line
 # Soft time limits: a CPU-time timer (ITIMER_PROF), so that a busy neighbour slowing this
@@ -100,74 +88,10 @@ def receive():
             return frames[0]
 
 
-def _short(text, limit=300):
-    text = _str(text)
-    return text if _len(text) <= limit else text[: limit - 3] + "..."
-
-
-def describe_exception(error):
-    """'Type: message (line N)' for a student exception, without grader frames."""
-    name = _type(error).__name__
-    line = ""
-    if _isinstance(error, SyntaxError):
-        line = f" (line {error.lineno})" if error.lineno else ""
-    else:
-        tb = traceback.extract_tb(_exc_info()[2])
-        cell_frames = [frame for frame in tb if frame.filename.startswith("<cell")]
-        if cell_frames:
-            line = f" (line {cell_frames[-1].lineno})"
-    text = _str(error)
-    return _short(f"{name}: {text}{line}" if text else f"{name}{line}")
-
-
-def encode_value(value):
-    """A tagged, plain-data description of one student value."""
-    if value is None:
-        return {"kind": "none"}
-    if _isinstance(value, bool) or _isinstance(value, numpy.bool_):
-        return {"kind": "bool", "value": bool(value)}
-    if _isinstance(value, (int, float, numpy.integer, numpy.floating)):
-        number = float(value)
-        return {
-            "kind": "number",
-            "value": number if math.isfinite(number) else _str(number),
-            "integer": _isinstance(value, (int, numpy.integer)),
-        }
-    if _isinstance(value, (complex, numpy.complexfloating)):
-        return {"kind": "complex_number", "real": float(value.real), "imag": float(value.imag)}
-    if _isinstance(value, str):
-        return {"kind": "str", "value": value[: wire.MAX_TEXT_CHARS]}
-    if (
-        _isinstance(value, (set, frozenset, list, tuple))
-        and value
-        and all(_isinstance(item, str) for item in list(value)[: wire.MAX_ITEMS + 1])
-    ):
-        items = sorted(value) if _isinstance(value, (set, frozenset)) else list(value)
-        return {"kind": "strs", "items": [item[:200] for item in items[: wire.MAX_ITEMS]]}
-    if _callable(value) and not _isinstance(value, _np_ndarray):
-        return {"kind": "callable", "type": _type(value).__name__}
-    try:
-        array = _np_asarray(value)
-    except BaseException as error:  # noqa: BLE001 - student objects may raise anything
-        return {"kind": "object", "type": _type(value).__name__, "reason": describe_exception(error)}
-    if not _isinstance(array, _np_ndarray):
-        return {"kind": "object", "type": _type(value).__name__}
-    if array.dtype.kind in "biuf":
-        if array.ndim == 0:
-            return encode_value(array.item())
-        return _encode_array(array.astype(numpy.float64), numpy)
-    if array.dtype.kind == "c":
-        return _encode_array(array.astype(numpy.complex128), numpy)
-    return {"kind": "object", "type": _type(value).__name__, "dtype": _str(array.dtype)}
-
-
-def decode_argument(encoded):
-    if encoded.get("kind") == "array":
-        return _decode_array(encoded, numpy)
-    if encoded.get("kind") == "number":
-        value = encoded["value"]
-        return int(value) if encoded.get("integer") else float(value)
-    return encoded.get("value")
+# The value encoding is the wire format's (the grader encodes probe arguments with it too).
+describe_exception = wire.describe_exception
+encode_value = wire.encode_value
+decode_argument = wire.decode_argument
 
 
 def run_with_alarm(seconds, function, *args):

@@ -1,14 +1,23 @@
 """Plain-data wire format between the sandboxed driver and the grader.
 
 Frames are a 4-byte big-endian length followed by UTF-8 JSON. Values are encoded as tagged
-dicts; arrays travel as raw little-endian float64 or complex128 bytes in base64. Nothing here
-can carry code: decoding builds only dicts, lists, strings, numbers and numpy arrays of a fixed
-numeric dtype. This module is shared by both sides, so it must stay stdlib + numpy.
+dicts (encode_value); arrays travel as raw little-endian float64 or complex128 bytes in base64.
+Nothing here can carry code: decoding builds only dicts, lists, strings, numbers and numpy
+arrays of a fixed numeric dtype. This module is shared by both sides (the grader imports it,
+never the driver), so it must stay stdlib + numpy.
+
+In the sandbox it is imported before any student code runs: the builtins and numpy functions
+encode_value uses are bound then, so a submission that patches them spoils only its own report.
 """
 
 import base64
 import json
+import math
 import struct
+import sys
+import traceback
+
+import numpy
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_ARRAY_ELEMENTS = 1_000_000
@@ -83,6 +92,88 @@ def decode_array(value, numpy):
     if count > MAX_ARRAY_ELEMENTS or len(raw) != count * numpy.dtype(dtype).itemsize:
         raise ValueError("array data does not match its shape")
     return numpy.frombuffer(raw, dtype=dtype).reshape(shape).astype(value["dtype"])
+
+
+# -- values as tagged dicts ---------------------------------------------------------------------
+_np_asarray = numpy.asarray
+_np_ndarray = numpy.ndarray
+_isinstance = isinstance
+_callable = callable
+_str = str
+_type = type
+_len = len
+_exc_info = sys.exc_info
+
+
+def _short(text, limit=300):
+    text = _str(text)
+    return text if _len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_exception(error):
+    """'Type: message (line N)' for a student exception, without grader frames."""
+    name = _type(error).__name__
+    line = ""
+    if _isinstance(error, SyntaxError):
+        line = f" (line {error.lineno})" if error.lineno else ""
+    else:
+        tb = traceback.extract_tb(_exc_info()[2])
+        cell_frames = [frame for frame in tb if frame.filename.startswith("<cell")]
+        if cell_frames:
+            line = f" (line {cell_frames[-1].lineno})"
+    text = _str(error)
+    return _short(f"{name}: {text}{line}" if text else f"{name}{line}")
+
+
+def encode_value(value):
+    """A tagged, plain-data description of one value (a student's, or a probe call's argument)."""
+    if value is None:
+        return {"kind": "none"}
+    if _isinstance(value, bool) or _isinstance(value, numpy.bool_):
+        return {"kind": "bool", "value": bool(value)}
+    if _isinstance(value, (int, float, numpy.integer, numpy.floating)):
+        number = float(value)
+        return {
+            "kind": "number",
+            "value": number if math.isfinite(number) else _str(number),
+            "integer": _isinstance(value, (int, numpy.integer)),
+        }
+    if _isinstance(value, (complex, numpy.complexfloating)):
+        return {"kind": "complex_number", "real": float(value.real), "imag": float(value.imag)}
+    if _isinstance(value, str):
+        return {"kind": "str", "value": value[:MAX_TEXT_CHARS]}
+    if (
+        _isinstance(value, (set, frozenset, list, tuple))
+        and value
+        and all(_isinstance(item, str) for item in list(value)[: MAX_ITEMS + 1])
+    ):
+        items = sorted(value) if _isinstance(value, (set, frozenset)) else list(value)
+        return {"kind": "strs", "items": [item[:200] for item in items[:MAX_ITEMS]]}
+    if _callable(value) and not _isinstance(value, _np_ndarray):
+        return {"kind": "callable", "type": _type(value).__name__}
+    try:
+        array = _np_asarray(value)
+    except BaseException as error:  # noqa: BLE001 - student objects may raise anything
+        return {"kind": "object", "type": _type(value).__name__, "reason": describe_exception(error)}
+    if not _isinstance(array, _np_ndarray):
+        return {"kind": "object", "type": _type(value).__name__}
+    if array.dtype.kind in "biuf":
+        if array.ndim == 0:
+            return encode_value(array.item())
+        return encode_array(array.astype(numpy.float64), numpy)
+    if array.dtype.kind == "c":
+        return encode_array(array.astype(numpy.complex128), numpy)
+    return {"kind": "object", "type": _type(value).__name__, "dtype": _str(array.dtype)}
+
+
+def decode_argument(encoded):
+    """A probe call's argument from its tagged dict (the inverse of encode_value for arguments)."""
+    if encoded.get("kind") == "array":
+        return decode_array(encoded, numpy)
+    if encoded.get("kind") == "number":
+        value = encoded["value"]
+        return int(value) if encoded.get("integer") else float(value)
+    return encoded.get("value")
 
 
 # -- what the relay lets through ---------------------------------------------------------------
