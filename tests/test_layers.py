@@ -60,3 +60,16 @@ def test_every_module_is_in_a_layer():
         if path.parent == PACKAGE and path.name not in ("__init__.py", "__main__.py")
     ]
     assert not unplaced, f"modules outside every layer: {unplaced}"
+
+
+def test_the_grader_reads_the_sandbox_driver_only_through_its_wire_format():
+    """Above the sandbox, `sandbox.driver.wire` (frames and tagged values) is all that is shared
+    with the driver: the sandbox's main program and its confinement stay the sandbox's own."""
+    reaching_in = {
+        str(path.relative_to(PACKAGE)): names
+        for path in MODULES
+        if path.relative_to(PACKAGE).parts[0] != "sandbox"
+        and (names := [name for name in _imports(path) if _layer(name) == "sandbox.driver"])
+        and any(name != "autograder.sandbox.driver.wire" for name in names)
+    }
+    assert not reaching_in, f"modules importing the driver beyond its wire format: {reaching_in}"

@@ -8,7 +8,7 @@ docs/DEPLOYMENT.md says which hosts offer which):
     are capped by RLIMIT_NPROC set inside the new user namespace, where it counts only the
     sandbox's own processes.
   * "landlock", for hosts without user namespaces (Docker, Kubernetes pods): no namespaces,
-    but the driver confines itself before any student code exists (sandbox_driver/confine.py):
+    but the driver confines itself before any student code exists (driver/confine.py):
     a Landlock ruleset (read-only Python, system libraries, driver and public helpers; writes
     only to a private scratch directory; no TCP; signals and abstract sockets scoped), a
     seccomp filter (no socket() of any family, ptrace, process_vm_*, mount, namespaces,
