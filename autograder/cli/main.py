@@ -360,7 +360,7 @@ def _grade_files(args) -> int:
         if args.json:
             print(json.dumps(report.to_json()), flush=True)
         else:
-            print(report.as_text(), flush=True)
+            print(render_text(report), flush=True)
     faults = [report for report in reports if report.grader_error]
     for report in faults:
         print(f"grader error: {report.notebook} was not graded: {report.grader_error}", file=sys.stderr)

@@ -3,8 +3,9 @@
 One pytest session grades a whole batch: each check module is collected once and its tests are
 parametrised over the submissions of its notebook. The modules are the course's own, already
 loaded by `Course.grading_module` (pytest collects those module objects rather than importing
-the files again), so checks see exactly the grading package the specs were read from. Verdicts are read from pytest's reports;
-only `Mistake` messages reach students, any other exception is an internal error of the check.
+the files again), so checks see exactly the grading package the specs were read from. Verdicts are read from pytest's reports
+as `core.report.CheckResult`s (a name the submission does not define is said as data, besides the
+message); only `Mistake` messages reach students, any other exception is an internal error of the check.
 """
 
 from __future__ import annotations
