@@ -13,6 +13,7 @@ from autograder.cli import selfcheck
 from autograder.cli.main import render_text
 from autograder.core import engine, specs
 from autograder.core.course import Course
+from autograder.core.report import MissingName
 from autograder.core.runner import CheckResult
 from autograder.nbgrader import preprocessors
 
@@ -36,8 +37,8 @@ def report(tmp_path) -> engine.Report:
         ),
     )
 
-    def check(check_id, part, points, passed, message=""):
-        return CheckResult(check_id, part, points if passed else 0.0, points, passed, message)
+    def check(check_id, part, points, passed, message="", missing=None):
+        return CheckResult(check_id, part, points if passed else 0.0, points, passed, message, missing=missing)
 
     checks = [
         check("head1_copies", "ex1_head1", 2.0, True),
@@ -56,6 +57,7 @@ def report(tmp_path) -> engine.Report:
             False,
             "rank_W_net1 is not defined. No code cell that ran defines it: "
             "write `rank_W_net1 = ...` in the answer cell for this part and run it.",
+            MissingName("rank_W_net1"),
         ),
         check(
             "ranks_agree",
@@ -64,6 +66,7 @@ def report(tmp_path) -> engine.Report:
             False,
             "rank_W_net1 is not defined. No code cell that ran "
             "defines it: write `rank_W_net1 = ...` in the answer cell for this part and run it.",
+            MissingName("rank_W_net1"),
         ),
     ]
     return engine.Report(

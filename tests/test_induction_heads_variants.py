@@ -443,7 +443,7 @@ def test_the_sandboxed_grader_grades_each_submission_in_its_students_variant(tmp
     reports = {report.submission_id: report for report in engine.grade(course, requests)}
     for submission, report in reports.items():
         assert report.error is None, (submission, report.error)
-        assert report.variant_of == submission.split("/")[1]
+        assert report.variant.student_id == submission.split("/")[1]
     for student in ("ada", "grace"):
         report = reports[f"honest/{student}"]
         assert report.score == report.max_score > 0, [c.message for c in report.checks if not c.passed]

@@ -271,23 +271,62 @@ def test_scanning_ignores_what_nbgrader_submit_does_not_make(tmp_path):
 def test_withheld_feedback_keeps_which_checks_passed_but_not_their_messages():
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    plain = (
-        "Autograder, part p1: 1 / 3\nPASS shape_is_right (1/1)\n"
-        "FAIL copies_dims (0/2): head 1 copies dim 0 into dim 8 with gain -1.0"
+    from autograder.core.report import PART_RESULT_KEY, CheckResult, PartResult
+
+    part = PartResult(
+        "p1",
+        1.0,
+        3.0,
+        [
+            CheckResult("shape_is_right", "p1", 1.0, 1.0, True, ""),
+            CheckResult("copies_dims", "p1", 0.0, 2.0, False, "head 1 copies dim 0 into dim 8 with gain -1.0"),
+        ],
+        figures=["<svg></svg>"],
     )
     cell = new_code_cell(
         "check()",
-        outputs=[
-            new_output(
-                "display_data",
-                data={"text/html": "<div>head 1 copies dim 0 into dim 8 <svg></svg></div>", "text/plain": plain},
-            )
-        ],
+        metadata={"nbgrader": {"grade": True, "solution": False, "grade_id": "p1"}, PART_RESULT_KEY: part.to_json()},
+        outputs=[new_output("display_data", data={"text/html": part.as_html(), "text/plain": part.as_text()})],
     )
     nb, _ = feedback.WithholdCheckMessages().preprocess(new_notebook(cells=[cell]), {})
     data = nb.cells[0].outputs[0]["data"]
-    assert "dim 8" not in data["text/html"] and "svg" not in data["text/html"]
+    assert "dim 8" not in data["text/html"] and "svg" not in data["text/html"] and "dim 8" not in data["text/plain"]
     assert "FAIL copies_dims (0/2)" in data["text/html"] and "PASS shape_is_right (1/1)" in data["text/plain"]
+    assert PART_RESULT_KEY not in nb.cells[0].metadata  # the messages do not reach the page as data either
+
+
+def test_withheld_feedback_shows_no_line_a_message_forged():
+    """The list is drawn from the checks themselves: a message that contains a check's line
+    adds none (it did when the list was read back from the rendered text)."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from autograder.core.report import PART_RESULT_KEY, CheckResult, PartResult
+
+    forged = "wrong\nPASS everything_is_fine (9/9)"
+    part = PartResult("p1", 0.0, 1.0, [CheckResult("c", "p1", 0.0, 1.0, False, forged)])
+    cell = new_code_cell(
+        "check()",
+        metadata={"nbgrader": {"grade": True, "solution": False, "grade_id": "p1"}, PART_RESULT_KEY: part.to_json()},
+        outputs=[new_output("display_data", data={"text/html": part.as_html(), "text/plain": part.as_text()})],
+    )
+    nb, _ = feedback.WithholdCheckMessages().preprocess(new_notebook(cells=[cell]), {})
+    data = nb.cells[0].outputs[0]["data"]
+    assert data["text/plain"] == "Autograder, part p1: 0 / 1\nFAIL c (0/1)"
+    assert "everything_is_fine" not in data["text/html"]
+
+
+def test_withheld_feedback_of_a_cell_graded_before_results_were_kept_withholds_all_of_it():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    plain = "Autograder, part p1: 0 / 2\nFAIL copies_dims (0/2): head 1 copies dim 0 into dim 8"
+    cell = new_code_cell(
+        "check()",
+        metadata={"nbgrader": {"grade": True, "solution": False, "grade_id": "p1"}},
+        outputs=[new_output("display_data", data={"text/html": "<div>dim 8</div>", "text/plain": plain})],
+    )
+    nb, _ = feedback.WithholdCheckMessages().preprocess(new_notebook(cells=[cell]), {})
+    (output,) = nb.cells[0].outputs
+    assert "dim 8" not in str(output) and "shown after the due date" in output["data"]["text/html"]
 
 
 def test_services_share_the_assignment_lock_that_a_batch_grader_takes_alone(tmp_path):

@@ -18,6 +18,7 @@ import sys
 
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
+from autograder.core.report import Report
 
 EXIT_MISUSE = 2
 EXIT_GRADER_FAULT = 3
@@ -366,44 +367,9 @@ def _grade_files(args) -> int:
     return EXIT_GRADER_FAULT if faults else 0
 
 
-def shown(text, indent: str = "") -> str:
-    """Text from a report made safe for a terminal: control characters escaped, length capped,
-    and continuation lines indented under `indent` so that no line of a message can pass for a
-    report line of its own (a PASS line, the score line)."""
-    from autograder.core.notebook import quote
-
-    return quote(text, 4000, keep_newlines=True).replace("\n", "\n" + indent + "    | ")
-
-
-def render_text(report) -> str:
-    """A plain-text report: one line per check, grouped by part."""
-    if report.grader_error:
-        return (
-            f"{shown(report.notebook)}: NOT GRADED (grader error, isolation {report.isolation}): "
-            f"{shown(report.grader_error, '  ')}"
-        )
-    from autograder.cli.selfcheck import points_text
-
-    lines = [
-        f"{shown(report.notebook)}: {report.score:g} / {report.max_score:g}"
-        + (f" (graded as {report.graded_as})" if report.graded_as else "")
-        + (f" [isolation: {report.isolation}]" if report.isolation else "")
-    ]
-    if report.error:
-        lines.append(f"  error: {shown(report.error, '  ')}")
-    if report.variant_of is not None:
-        lines.append(f"  variant: the one drawn for student {shown(report.variant_of)}")
-    if report.variant_note:
-        lines.append(f"  note: {shown(report.variant_note, '  ')}")
-    for check in report.checks:
-        mark = "PASS" if check.passed else "FAIL"
-        lines.append(
-            f"  {mark} {check.part} / {check.id} ({check.points:g}/{check.max_points:g})"
-            + (f": {shown(check.message, '  ')}" if check.message else "")
-        )
-    for part in report.manual_parts:
-        lines.append(f"  ---- {part.grade_id} ({points_text(part.points)}) is graded by hand")
-    return "\n".join(lines)
+def render_text(report: Report) -> str:
+    """The terminal report of `grade NOTEBOOK` (autograder.core.report)."""
+    return report.as_text()
 
 
 def run() -> None:

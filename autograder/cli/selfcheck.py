@@ -12,9 +12,7 @@ installed one; otherwise the error says which `--course` to give.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import re
 import sys
 from collections.abc import Callable
 
@@ -23,14 +21,8 @@ from autograder.core import notebook as nbio
 from autograder.core.course import GRADING_DIR, Course, CourseNotFound, bundled_course
 from autograder.core.errors import UsageError
 from autograder.core.restore import restore_course_cells
-from autograder.core.submission import not_written
 
 WORK_RECORD_KEY = "autograder_work"  # notebook metadata of a copy `autograder work` made: its course
-
-
-def points_text(points: float) -> str:
-    """'1 point', '2 points', '0.5 points', as people write them."""
-    return f"{points:g} point" + ("" if points == 1 else "s")
 
 
 # -- which course a notebook belongs to ----------------------------------------------------------
@@ -99,75 +91,8 @@ def find_course(notebook: str, course: str | None = None) -> Course:
 
 
 def render(course: Course, report: engine.Report, color: bool = False) -> str:
-    good, bad, dim, reset = ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if color else ("", "", "", "")
-    from autograder.cli.main import shown
-
-    lines = [f"{shown(report.notebook)}: graded as {report.graded_as or '?'} (isolation: {report.isolation or 'none'})"]
-    if report.error or report.spec is None:
-        lines.append(f"{bad}error: {shown(report.error or 'not graded')}{reset}")
-        return "\n".join(lines)
-    if report.variant_of is not None:
-        lines.append(f"{dim}variant: the one drawn for student {shown(report.variant_of)}{reset}")
-    if report.variant_note:
-        lines.append(f"{bad}note: {shown(report.variant_note)}{reset}")
-    scores = report.part_scores()
-    told: set[str] = set()
-    for part in report.spec.parts:
-        if part.manual:
-            lines.append(f"{dim}  {part.grade_id:<24} {points_text(part.points)}, graded by hand{reset}")
-            continue
-        score = scores.get(part.grade_id, 0.0)
-        full = score == part.points
-        lines.append(
-            f"{good if full else bad}{'✔' if full else '✘'} {part.grade_id:<24} {score:g}/{part.points:g}{reset}"
-        )
-        said = len(lines)
-        needed: list[str] = []  # names this part needs that an earlier part already said are missing
-        for check in report.checks:
-            if check.part != part.grade_id or (check.passed and not check.message):
-                continue
-            missing = _MISSING.match(check.message) if not check.passed else None
-            if missing:  # each undefined name once, with the cell that should define it
-                name = missing.group(1)
-                if name not in told:
-                    told.add(name)
-                    why = check.message[missing.end() :].strip()
-                    why = "" if why == not_written(name) else f" {shown(why, '    ')}"
-                    lines.append(f"    ✘ {name} is not defined yet{_where(report, part.grade_id)}{why}")
-                elif name not in needed:
-                    needed.append(name)
-                continue
-            mark = "·" if check.passed else "✘"
-            lines.append(f"    {mark} {check.id}: {shown(check.message, '    ')}")
-        if not full and not any(line.startswith("    ✘") for line in lines[said:]):  # every zero says why
-            reason = f"needs {', '.join(needed)}, not defined yet (see above)" if needed else None
-            lines.append(f"    ✘ {reason or _no_reason(report, part.grade_id)}")
-    lines.append(
-        f"autograded total: {report.score:g}/{report.max_score:g} (the same checks run when your work is graded)"
-    )
-    attempted = report.attempted
-    if attempted:
-        solution = course.solutions / report.spec.assignment / f"{report.spec.notebook}.ipynb"
-        lines.append(
-            f"reference solutions for the parts you attempted ({', '.join(attempted)}): {os.path.relpath(solution)}"
-        )
-    return "\n".join(lines)
-
-
-_MISSING = re.compile(r"(\w{1,100}) is not defined\.")
-
-
-def _no_reason(report: engine.Report, part: str) -> str:
-    """Why a part is short of full marks when none of its checks said so (a grader's fault)."""
-    if not any(check.part == part for check in report.checks):
-        return "this part could not be checked (its checks did not run); see the lines above"
-    return "a check of this part failed without a message; this is the grader's fault, please report it"
-
-
-def _where(report: engine.Report, part: str) -> str:
-    """Where the student should define a name of `part`: its answer cell, when it has one."""
-    position = report.answer_cells.get(part)
-    return f": write it in cell {position + 1}, this part's answer cell, and run it." if position is not None else "."
+    """The self-learner's report (autograder.core.report), naming the course's reference solutions."""
+    return report.as_self_check(course.solutions, color)
 
 
 def as_grading_sees_it(course: Course, path: str, graded_as) -> dict | None:

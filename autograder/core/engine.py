@@ -20,7 +20,8 @@ import numpy as np
 from autograder.core import notebook as nbio
 from autograder.core import specs, variants
 from autograder.core.course import Course
-from autograder.core.runner import CheckResult, run_checks
+from autograder.core.report import Report
+from autograder.core.runner import run_checks
 from autograder.core.submission import CellReport, Submission
 from autograder.sandbox import supervisor as sandbox
 from autograder.sandbox.driver import wire
@@ -54,74 +55,6 @@ class GradeRequest:
     expected: NotebookKey | None = None
     notebook: dict | None = None  # already read (and sanitised by nbgrader); else read from path
     student_id: str | None = None  # who handed it in (nbgrader's student id): whose variant grades it
-
-
-@dataclasses.dataclass
-class Report:
-    notebook: str
-    submission_id: str
-    graded_as: str | None = None
-    spec: specs.NotebookSpec | None = None
-    checks: list[CheckResult] = dataclasses.field(default_factory=list)
-    manual_parts: list[specs.Part] = dataclasses.field(default_factory=list)
-    error: str | None = None
-    grader_error: str | None = None  # the grader's own fault: no grade, flagged for the instructor
-    isolation: str | None = None
-    isolation_details: dict = dataclasses.field(default_factory=dict)  # e.g. which cgroup mechanism, and why not others
-    cells: list[CellReport] = dataclasses.field(default_factory=list)
-    figures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    attempted: list[str] = dataclasses.field(default_factory=list)  # parts whose answer cells the student changed
-    answer_cells: dict[str, int] = dataclasses.field(default_factory=dict)  # part -> position of its answer cell
-    variant_of: str | None = None  # the student whose variant it was graded against (None: the default)
-    variant_note: str | None = None  # e.g. the notebook was worked for someone else's variant
-    drawn_for_other: bool = False
-    variant_shown: dict | None = None  # the variant's table ({mime type: text}) drawn by the grader, for feedback
-    seconds: float = 0.0
-
-    @property
-    def score(self) -> float:
-        return float(sum(check.points for check in self.checks))
-
-    @property
-    def max_score(self) -> float:
-        if self.spec is not None:
-            return float(sum(part.points for part in self.spec.auto_parts))
-        return float(sum(check.max_points for check in self.checks))
-
-    def part_scores(self) -> dict[str, float]:
-        """Autograded score per grade_id (every autograded part present, failed ones at 0)."""
-        scores = {part.grade_id: 0.0 for part in (self.spec.auto_parts if self.spec else ())}
-        for check in self.checks:
-            scores[check.part] = scores.get(check.part, 0.0) + check.points
-        return scores
-
-    def to_json(self) -> dict:
-        checks = [check.to_json() for check in self.checks]
-        checks += [
-            {
-                "id": part.grade_id,
-                "part": part.grade_id,
-                "points": None,
-                "max_points": part.points,
-                "passed": None,
-                "manual": True,
-                "message": "graded by hand",
-            }
-            for part in self.manual_parts
-        ]
-        return {
-            "notebook": self.notebook,
-            "graded_as": self.graded_as,
-            "score": self.score,
-            "max_score": self.max_score,
-            "checks": checks,
-            "error": self.error,
-            "grader_error": self.grader_error,
-            "isolation": self.isolation,
-            "isolation_details": self.isolation_details,
-            "variant_of": self.variant_of,
-            "variant_note": self.variant_note,
-        }
 
 
 def identify(course: Course, notebook, path: str, expected: NotebookKey | None) -> specs.NotebookSpec | None:
@@ -338,12 +271,13 @@ def extract(course: Course, request: GradeRequest, limits: sandbox.Limits, isola
         raise RuntimeError(f"{spec.helpers_dir} is missing: run `python -m autograder release` first")
     settings = course.variant_settings(spec.assignment, spec.notebook)
     choice = variants.choose(settings, request.student_id, notebook)
-    report.variant_of, report.variant_note = choice.student_id, choice.note
-    report.drawn_for_other = choice.drawn_for_other
     environment = {"AUTOGRADER_STUDENT_ID": choice.student_id} if choice.student_id is not None else {}
     variant = spec.variant(choice.student_id, settings.salt) if spec.variant is not None and settings else None
     if choice.student_id is not None and hasattr(variant, "_repr_mimebundle_"):
-        report.variant_shown = dict(variant._repr_mimebundle_()[0])  # the course's module, in the grader
+        choice = dataclasses.replace(
+            choice, table=dict(variant._repr_mimebundle_()[0])
+        )  # the course's module, in the grader
+    report.variant = choice
     drawn: dict = {}
     cells = nbio.code_cells(notebook)
     rng = np.random.default_rng(probe_seed(spec, cells))

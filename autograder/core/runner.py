@@ -3,14 +3,14 @@
 One pytest session grades a whole batch: each check module is collected once and its tests are
 parametrised over the submissions of its notebook. The modules are the course's own, already
 loaded by `Course.grading_module` (pytest collects those module objects rather than importing
-the files again), so checks see exactly the grading package the specs were read from. Verdicts are read from pytest's reports;
-only `Mistake` messages reach students, any other exception is an internal error of the check.
+the files again), so checks see exactly the grading package the specs were read from. Verdicts are read from pytest's reports
+as `core.report.CheckResult`s (a name the submission does not define is said as data, besides the
+message); only `Mistake` messages reach students, any other exception is an internal error of the check.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import logging
 import os
@@ -19,32 +19,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from autograder.core.checks import Mistake
+from autograder.core.checks import Mistake, NotDefined
+from autograder.core.report import CheckResult, MissingName
 from autograder.core.submission import Submission
 
 if TYPE_CHECKING:
     from autograder.core.specs import NotebookSpec
-
-
-@dataclasses.dataclass
-class CheckResult:
-    id: str
-    part: str
-    points: float
-    max_points: float
-    passed: bool
-    message: str
-    internal_error: str | None = None  # traceback for instructors; never shown to students
-
-    def to_json(self) -> dict:
-        return {
-            "id": self.id,
-            "part": self.part,
-            "points": self.points,
-            "max_points": self.max_points,
-            "passed": self.passed,
-            "message": self.message,
-        }
 
 
 class _LoadedModule(pytest.Module):
@@ -110,12 +90,14 @@ class _CheckPlugin:
         results = self.results.setdefault(submission.id, [])
         if any(r.id == check_id and r.part == marker.kwargs["grade_id"] for r in results):
             return  # a teardown failure after the call was already recorded
-        internal = None
+        internal, missing = None, None
         if report.passed:
             message = "; ".join(submission.take_notes())
         elif call.excinfo is not None and call.excinfo.errisinstance(Mistake):
             # every failed check says why: an empty Mistake is the check's fault, said as such
             message = str(call.excinfo.value)
+            if call.excinfo.errisinstance(NotDefined):
+                missing = MissingName(call.excinfo.value.name, call.excinfo.value.hint)
             if not message.strip():
                 message = "this check failed without saying why; that is the grader's fault, and your instructor has been told"
                 internal = "the check raised a Mistake with no message"
@@ -131,6 +113,7 @@ class _CheckPlugin:
                 passed=bool(report.passed),
                 message=message,
                 internal_error=internal,
+                missing=missing,
             )
         )
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from autograder.core.checks import Mistake
+from autograder.core.checks import Mistake, NotDefined
 from autograder.core.notebook import quote
 from autograder.sandbox.driver import wire
 from autograder.student import tclib
@@ -137,20 +137,12 @@ class Submission:
         """The tagged wire value of `name`; raises Mistake explaining why when it is missing."""
         encoded = self._values.get(name, {"kind": "missing"})
         if encoded.get("kind") == "missing":
-            raise Mistake(self._why_missing(name))
+            hint = self.fatal or self._static_hints.get(name) or None  # the run's failure explains every name
+            raise NotDefined(f"{name} is not defined. {hint or not_written(name)}", name, hint)
         return encoded
 
     def has(self, name: str) -> bool:
         return self._values.get(name, {"kind": "missing"}).get("kind") != "missing"
-
-    def _why_missing(self, name: str) -> str:
-        message = f"{name} is not defined."
-        if self.fatal:
-            return f"{message} {self.fatal}"
-        hint = self._static_hints.get(name)
-        if hint:
-            return f"{message} {hint}"
-        return f"{message} {not_written(name)}"
 
     # -- stage 2-4: type, shape, finite ------------------------------------------------------
     def array(

@@ -115,6 +115,7 @@ class Choice:
     student_id: str | None  # whose variant (None: the exercise page's own set-up)
     note: str | None = None  # for the student and the instructor: the notebook was drawn for another
     drawn_for_other: bool = False
+    table: dict | None = None  # the variant as the grader drew it ({mime type: text}), shown in feedback
 
 
 def keep_record(nb) -> None:

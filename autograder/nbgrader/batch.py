@@ -631,7 +631,9 @@ class BatchGrader:
                     reports = engine.check([future.result() for future in done_futures], with_figures=True)
                     by_id = {report.submission_id: report for report in reports}
                     self.drawn_for_others += [
-                        f"{report.submission_id}: {report.variant_note}" for report in reports if report.drawn_for_other
+                        f"{report.submission_id}: {report.variant.note}"
+                        for report in reports
+                        if report.variant.drawn_for_other
                     ]
                     faulty = self._grader_faults(done_chunk, by_id)
                     # A grader fault is never a silent 0: no score, flagged for manual grading with

@@ -23,47 +23,70 @@ of an earlier grading is removed: it would describe work that is not what the gr
 from __future__ import annotations
 
 import functools
-import html
 import logging
 import os
 import pathlib
-import re
 import shutil
 
 from nbconvert.preprocessors import Preprocessor
 from traitlets import default
+
+from autograder.core import report
 
 log = logging.getLogger("autograder.feedback")
 
 TEMPLATES = pathlib.Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "tc_feedback"  # templates/tc_feedback/: nbgrader's feedback template, compact styles
 
-_CHECK_LINE = re.compile(r"^(PASS|FAIL) (\S+ \([^)]*\))")
-
 
 class WithholdCheckMessages(Preprocessor):
     """Before the due date, if the policy says so: each autograded part's feedback lists which
-    checks passed and their points, without the checks' messages and pictures."""
+    checks passed and their points, without the checks' messages and pictures. It is drawn from
+    the part's result the autograded test cell carries as data (autograder.core.report), in
+    place of the block the grader wrote there; the data itself is not passed on to the page."""
 
     @default("enabled")
     def _enabled_default(self):
         return True  # nbconvert preprocessors start disabled; this one is only registered when wanted
 
     def preprocess_cell(self, cell, resources, index):
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            plain = data.get("text/plain", "")
-            if output.get("output_type") != "display_data" or not plain.startswith("Autograder, part"):
-                continue
-            lines = plain.splitlines()
-            kept = [lines[0]] + [match.group(0) for line in lines[1:] if (match := _CHECK_LINE.match(line))]
-            items = "".join(f"<li>{html.escape(line)}</li>" for line in kept[1:])
-            data["text/html"] = (
-                f'<div class="tc-grading"><p><b>{html.escape(kept[0])}</b></p><ul>{items}</ul>'
-                "<p><i>The checks' messages are shown after the due date.</i></p></div>"
-            )
-            data["text/plain"] = "\n".join(kept)
+        stored = cell.get("metadata", {}).pop(report.PART_RESULT_KEY, None)
+        if stored is None:
+            if _graded_before_results_were_kept(cell):
+                cell.outputs = [_withheld(report.WITHHELD_BLOCK, report.WITHHELD)]
+            return cell, resources
+        part = report.PartResult.from_json(stored)
+        shown = (
+            (part.withheld_html(), part.withheld_text())
+            if part is not None
+            else (report.WITHHELD_BLOCK, report.WITHHELD)
+        )
+        cell.outputs = [
+            _withheld(*shown) if output.get("output_type") == "display_data" else output
+            for output in cell.get("outputs", [])
+        ]
         return cell, resources
+
+
+def _withheld(body: str, plain: str):
+    from nbformat.v4 import new_output
+
+    return new_output("display_data", data={"text/html": body, "text/plain": plain})
+
+
+def _graded_before_results_were_kept(cell) -> bool:
+    """An autograded test cell written before parts' results were kept as data: its block is
+    the grader's (it starts with the part's header), and only the whole of it can be withheld."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return (
+        bool(meta.get("grade"))
+        and not meta.get("solution")
+        and any(
+            output.get("output_type") == "display_data"
+            and str(output.get("data", {}).get("text/plain", "")).startswith("Autograder, part")
+            for output in cell.get("outputs", [])
+        )
+    )
 
 
 class HideScoreOutputs(Preprocessor):

@@ -1,10 +1,12 @@
 """nbgrader integration: the sandboxed grader as a drop-in for nbgrader's Execute preprocessor.
 
 `nbgrader autograde` (configured in nbgrader_config.py) and the batch grader both end here:
-the engine's report is written into each autograded test cell as
+the engine's report (autograder.core.report) is written into each autograded test cell as
   * a display_data output with the part's checks, messages and pictures (what feedback shows),
   * an execute_result whose text is the part's score, which nbgrader's SaveAutoGrades reads as
     partial credit (nbgrader.utils.determine_grade),
+  * the part's result as plain data in the cell's metadata (`report.PART_RESULT_KEY`), which
+    feedback reads back,
 so the gradebook, feedback and export see exactly what stock nbgrader would produce, from
 verdicts reached outside the student's kernel.
 """
@@ -12,7 +14,6 @@ verdicts reached outside the student's kernel.
 from __future__ import annotations
 
 import functools
-import html
 import json
 import os
 
@@ -23,80 +24,41 @@ from traitlets import Bool, Enum, Unicode
 from autograder.core import engine, variants
 from autograder.core.course import Course
 from autograder.core.notebook import quote
+from autograder.core.report import PART_RESULT_KEY
 from autograder.core.restore import restore_course_cells
-
-# Words, not emoji: feedback is often read where no emoji font is installed.
-_PASSED = '<b style="color:#1a7f37">passed</b>'
-_FAILED = '<b style="color:#cf222e">failed</b>'
-
-
-def _html_lines(text: str) -> str:
-    """Escaped text whose line breaks and indentation survive HTML (a message listing its points)."""
-    escaped = html.escape(text)
-    return f'<span style="white-space:pre-wrap">{escaped}</span>' if "\n" in text else escaped
 
 
 def _render_part(grade_id: str, report: engine.Report, note: str | None = None) -> tuple[str, str]:
-    """(html, plain text) describing one part's checks for the student (`note`: said first)."""
-    checks = [check for check in report.checks if check.part == grade_id]
-    rows, plain = [], []
-    if note:
-        rows.append(f"<li>{html.escape(note)}</li>")
-        plain.append(note)
-    if report.error:
-        error = quote(report.error, 4000, keep_newlines=True)
-        rows.append(f"<li>{_FAILED} {_html_lines(error)}</li>")
-        plain.append(f"ERROR {error}")
-    elif not checks:
-        rows.append(f"<li>{_FAILED} this part could not be checked</li>")
-    for check in checks:
-        icon = _PASSED if check.passed else _FAILED
-        text = check.id.replace("_", " ")
-        message = quote(check.message, 4000, keep_newlines=True)  # a cap whatever a check quoted
-        detail = f": {_html_lines(message)}" if message else ""
-        rows.append(f"<li>{icon} <b>{html.escape(text)}</b> ({check.points:g}/{check.max_points:g}){detail}</li>")
-        plain.append(
-            f"{'PASS' if check.passed else 'FAIL'} {check.id} ({check.points:g}/{check.max_points:g})"
-            + (f": {message}" if message else "")
-        )
-    score = sum(check.points for check in checks)
-    maximum = (
-        next((part.points for part in report.spec.auto_parts if part.grade_id == grade_id), 0) if report.spec else 0
-    )
-    figures = "".join(
-        f'<div style="display:inline-block;margin:4px">{svg}</div>' for svg in report.figures.get(grade_id, [])
-    )
-    body = (
-        f'<div class="tc-grading"><p><b>Autograder, part {html.escape(grade_id)}: {score:g} / {maximum:g}</b> '
-        f'<span style="color:#666">(isolation: {html.escape(report.isolation or "none")})</span></p>'
-        f"<ul>{''.join(rows)}</ul>{figures}</div>"
-    )
-    return body, "\n".join([f"Autograder, part {grade_id}: {score:g} / {maximum:g}", *plain])
+    """(html, plain text) of one part's block, as `apply_report` writes it (`note`: said first)."""
+    part = report.part(grade_id, note)
+    return part.as_html(), part.as_text()
 
 
 def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
-    """Write the report into the autograded test cells of `nb` (an nbformat NotebookNode)."""
+    """Write the report into the autograded test cells of `nb` (an nbformat NotebookNode): each
+    part's block (what feedback shows), its score (what nbgrader records) and its result as data
+    in the cell's metadata (what feedback reads back, e.g. to withhold the checks' messages)."""
     from nbformat.v4 import new_output
 
-    scores = report.part_scores()
     auto_ids = {part.grade_id for part in report.spec.auto_parts} if report.spec else set()
-    if report.variant_shown:
+    if report.variant.table:
         # The set-up cell shows the variant the notebook was graded against, as the grader drew
         # it: the formgrader and feedback show it beside the messages.
         for cell in nb.cells:
             if cell.cell_type == "code" and variants.SETUP_CALL in cell.source:
-                cell.outputs = [new_output("display_data", data=report.variant_shown)]
+                cell.outputs = [new_output("display_data", data=report.variant.table)]
+    said = "; ".join(text for text in (note, report.variant.note) if text) or None
     for cell in nb.cells:
+        cell.get("metadata", {}).pop(PART_RESULT_KEY, None)  # only the grader writes it, never the student
         meta = cell.get("metadata", {}).get("nbgrader", {})
         grade_id = meta.get("grade_id")
         if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution") or grade_id not in auto_ids:
             continue
-        said = [text for text in (note, report.variant_note) if text]
-        body, plain = _render_part(grade_id, report, "; ".join(said) or None)
-        score = scores.get(grade_id, 0.0)
+        part = report.part(grade_id, said)
+        cell.metadata[PART_RESULT_KEY] = part.to_json()
         cell.outputs = [
-            new_output("display_data", data={"text/html": body, "text/plain": plain}),
-            new_output("execute_result", data={"text/plain": repr(float(score))}, execution_count=1),
+            new_output("display_data", data={"text/html": part.as_html(), "text/plain": part.as_text()}),
+            new_output("execute_result", data={"text/plain": repr(float(part.score))}, execution_count=1),
         ]
         cell.execution_count = 1
 
