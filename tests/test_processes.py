@@ -95,6 +95,8 @@ def test_tasks_run_in_a_fresh_process_with_plain_data_and_reports_in_order(tasks
         assert counted.result(timeout=60) == 5 and reports == [0, 1, 2, 3, 4]
         # what a task prints goes to stderr, never among the replies
         assert worker.submit("noisy").result(timeout=60) == "clean"
+        with pytest.raises(TypeError):  # only plain data crosses
+            worker.submit("echo", object())
         assert worker.in_hand() == 0
     finally:
         worker.close()

@@ -138,25 +138,27 @@ class _Process:
         self.asked = False
         self.failure: str | None = None  # why its set-up failed, as it said
         self.writing = threading.Lock()
+        setup = _line({"setup": list(setup_args)})  # TypeError, before a process is started, for what is no plain data
         self.process = _SPAWNER.submit(
             subprocess.Popen, _command(tasks), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_environment()
         ).result()
         self.pid = self.process.pid
-        self._write({"setup": list(setup_args)})
+        self._write(setup)
         self.reader = threading.Thread(target=self._read, name=f"worker-{self.pid}-replies", daemon=True)
         self.reader.start()
 
-    def _write(self, message: dict) -> None:
+    def _write(self, line: bytes) -> None:
         assert self.process.stdin is not None
         try:
             with self.writing:
-                self.process.stdin.write(json.dumps(message).encode() + b"\n")
+                self.process.stdin.write(line)
                 self.process.stdin.flush()
         except (OSError, ValueError):  # it died (its replies' end fails what it had), or was told to stop
             pass
 
     def ask(self, number: int, task: str, args: Sequence, work: int, on_report) -> concurrent.futures.Future | None:
         """Send it a task; None if it has ended already."""
+        request = _line({"id": number, "task": task, "args": list(args)})  # TypeError for what is no plain data
         future: concurrent.futures.Future = concurrent.futures.Future()
         future.set_running_or_notify_cancel()  # cannot be cancelled: the worker may have started it
         with self.lock:
@@ -165,7 +167,7 @@ class _Process:
             self.pending[number] = (future, on_report)
             self.given += work
             self.asked = True
-        self._write({"id": number, "task": task, "args": list(args)})
+        self._write(request)
         return future
 
     def in_hand(self) -> int:
@@ -234,6 +236,9 @@ class _Process:
         except subprocess.TimeoutExpired:  # its reply channel closed, yet it lives on: it is done
             self.process.kill()
             status = self.process.wait()
+        self._end_requests()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
         with self.lock:
             self.ended = True
             pending, self.pending = self.pending, {}
@@ -332,6 +337,10 @@ class Worker:
             live, self._current = list(self._live), None
         for process in live:
             process.close()
+
+
+def _line(message: dict) -> bytes:
+    return json.dumps(message).encode() + b"\n"
 
 
 def _failed(error: Exception) -> concurrent.futures.Future:
