@@ -51,6 +51,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from autograder.core import processes  # noqa: E402
 from autograder.core.course import Course  # noqa: E402
 from autograder.dev import classroom  # noqa: E402
 from autograder.dev.students import Student  # noqa: E402
@@ -417,7 +418,7 @@ def main() -> int:
         "--no-batch", action="store_true", help="skip the batch grader's run (for memory over a long run)"
     )
     args = parser.parse_args()
-    sys.modules.setdefault("rfc3987_syntax", None)  # as the grader does: a slow, unused import of jsonschema
+    processes.prepare_process()  # as the grader does (a slow, unused import of jsonschema, warnings)
 
     root, exchange = build_course()
     course = Course(root)

@@ -388,7 +388,7 @@ def test_the_feedback_child_is_replaced_after_its_pages_and_none_is_lost(mini_co
         makers = [future.result(timeout=120) for future in futures]
         children.make("attention_heads", "nobody8", False, False).result(timeout=120)
         # a page made is not remembered (a future held per page ever made crept ~1 KB a page)
-        assert len(children._unfinished) <= 1
+        assert children.worker.in_hand() == 0
     finally:
         children.close()
     assert [len(set(makers[start : start + 3])) for start in (0, 3, 6)] == [1, 1, 1]  # three pages a child
@@ -442,7 +442,7 @@ def test_the_grading_child_reports_each_chunk_as_committed_and_is_replaced_after
     reports: list[tuple[list[str], bool]] = []  # (students, whether the child was still grading)
 
     def on_recorded(students):
-        reports.append((students, not children._unfinished[-1].done()))
+        reports.append((students, children.worker.in_hand() > 0))
 
     try:
         first = _grade_in(children, many, on_recorded)
@@ -460,8 +460,7 @@ def test_the_grading_child_reports_each_chunk_as_committed_and_is_replaced_after
 
 
 def test_a_grading_child_that_dies_mid_claim_raises_there_and_the_next_claim_gets_a_new_child(mini_class):
-    from concurrent.futures.process import BrokenProcessPool
-
+    from autograder.core import processes
     from autograder.nbgrader import batch
     from autograder.service import grading_process
 
@@ -476,7 +475,7 @@ def test_a_grading_child_that_dies_mid_claim_raises_there_and_the_next_claim_get
         os.kill(pid, 9)
 
     try:
-        with pytest.raises(BrokenProcessPool):
+        with pytest.raises(processes.WorkerDied):
             _grade_in(children, many, killed_after_the_first_chunk)
         assert reported == many[:chunk], "what was committed before the child died is reported, and no more"
         after = _grade_in(children, many[chunk:], reported.extend)

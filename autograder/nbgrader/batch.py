@@ -22,7 +22,7 @@ import shutil
 import sys
 from typing import NamedTuple
 
-from autograder.core import engine, safe_files
+from autograder.core import engine, processes, safe_files
 from autograder.core import names as student_ids
 from autograder.core import notebook as nbio
 from autograder.core.course import Course
@@ -411,17 +411,6 @@ def submission_id(assignment: str, key: NotebookOfStudent) -> str:
     return f"{key.student}/{assignment}/{key.notebook}"
 
 
-def lighten_imports() -> None:
-    """Start-up cost: with the optional rfc3987_syntax installed, importing jsonschema (which
-    nbgrader does) compiles an IRI grammar, seconds on every run. nbgrader's schemas use no IRI
-    formats, so the batch grader goes without it. Also silence the SQLAlchemy warnings nbgrader's
-    own gradebook code triggers on every submission."""
-    import warnings
-
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None: "not installed"
-    warnings.filterwarnings("ignore", message=".*not in session.*")
-
-
 def not_registered(loaded: settings.CourseSettings, assignment: str) -> UsageError:
     return UsageError(
         f"assignment {assignment!r} is not in the {settings.describe(loaded)}: "
@@ -463,7 +452,7 @@ class BatchGrader:
         self.allow_unisolated = allow_unisolated
         self.flagged: list[str] = []  # student/notebook left ungraded by a fault of the grader
         self.drawn_for_others: list[str] = []  # student/notebook: worked for another student's variant
-        lighten_imports()
+        processes.prepare_process()
         self.settings = settings.load(course)
         self.db_url, self.course_id = self.settings.db_url, self.settings.course_id
 

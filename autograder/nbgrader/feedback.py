@@ -31,7 +31,7 @@ import shutil
 from nbconvert.preprocessors import Preprocessor
 from traitlets import default
 
-from autograder.core import report
+from autograder.core import processes, report
 
 log = logging.getLogger("autograder.feedback")
 
@@ -341,41 +341,30 @@ def ungraded_students(db_url: str, course_id: str, assignment: str, students) ->
 # -- rendering many students at once ------------------------------------------------------------
 
 
-def _worker(root: str, assignment: str, withhold_messages: bool) -> None:
-    """`python -m autograder.nbgrader.feedback --worker ...`: one JSON line in per student
-    (`"student"`), one out (`{"student": ..., "error": null | "traceback"}`), until stdin closes."""
-    import json
-    import sys
-    import traceback
-    import warnings
-
+def _setup_pages(root: str, assignment: str, withhold_messages: bool) -> dict:
+    """In a feedback worker: the course's configuration, the renderer's classes imported."""
     from autograder.core.course import Course
     from autograder.nbgrader import settings
 
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # see batch.lighten_imports
-    warnings.filterwarnings("ignore", message=".*not in session.*")
     logging.basicConfig(level=logging.ERROR)  # nbgrader's per-page info lines are not wanted here
     config = settings.load(Course(root)).config
     _feedback_converter_class(), _feedback_exporter_class()  # their imports, before the first page is asked for
-    replies = sys.stdout
-    sys.stdout = sys.stderr  # nothing but replies on the channel
-    for line in sys.stdin:
-        student = json.loads(line)
-        try:
-            generate(config, pathlib.Path(root), assignment, student, withhold_messages)
-            error = None
-        except Exception:  # noqa: BLE001 - reported by the parent; one student's fault stops nobody else
-            error = traceback.format_exc(limit=8)
-        replies.write(json.dumps({"student": student, "error": error}) + "\n")
-        replies.flush()
+    return {"config": config, "root": pathlib.Path(root), "assignment": assignment, "withhold": withhold_messages}
 
 
-def _worker_env() -> dict[str, str]:
-    """The environment of a worker: this one, with this copy of the package first on its path."""
-    # this file's own package, never `autograder.__file__`: run from a course root, whose
-    # autograder/assignments/ folder is a namespace package of that name, it is None
-    package_parent = str(pathlib.Path(__file__).resolve().parents[2])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+def _page(context: dict, student: str) -> str | None:
+    """Make one student's pages; None, or the traceback of what failed (one student's fault
+    stops nobody else)."""
+    import traceback
+
+    try:
+        generate(context["config"], context["root"], context["assignment"], student, context["withhold"])
+    except Exception:  # noqa: BLE001 - reported by the parent
+        return traceback.format_exc(limit=8)
+    return None
+
+
+PAGES = processes.Tasks(_setup_pages, page=_page)
 
 
 class ParallelFeedback:
@@ -383,10 +372,10 @@ class ParallelFeedback:
     caller goes on; `finish()` waits for every page asked for and returns {student: error} for
     those that could not be made.
 
-    A worker is a fresh `python -m autograder.nbgrader.feedback --worker` (never a fork of a
-    grader that runs threads), fed one student at a time through a pipe. (Not at a lower
-    priority: on a machine shared with other work, a niced worker starves.) A worker that dies
-    costs the page it was making (reported) and is replaced."""
+    Each worker (core/processes.py: a fresh interpreter, never a fork of a grader that runs
+    threads) is fed one student at a time by a thread of its own. (Not at a lower priority: on a
+    machine shared with other work, a niced worker starves.) A worker that dies costs the page it
+    was making (reported) and is replaced."""
 
     def __init__(self, root: pathlib.Path, assignment: str, jobs: int, withhold_messages=False):
         import queue
@@ -398,58 +387,23 @@ class ParallelFeedback:
         self._feeders: list = []
         self._asked = 0
 
-    def _command(self) -> list[str]:
-        import sys
-
-        return [
-            sys.executable,
-            "-m",
-            "autograder.nbgrader.feedback",
-            "--worker",
-            str(self.root),
-            self.assignment,
-            "1" if self.withhold_messages else "0",
-        ]
-
     def _feed(self) -> None:
-        """One worker's feeder thread: hand it the next student, wait for its reply."""
-        import json
-        import subprocess
-
-        def started():
-            return subprocess.Popen(
-                self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_worker_env()
-            )
-
-        try:
-            worker = started()  # at once: its imports and configuration overlap with the caller's work
-        except Exception as error:  # noqa: BLE001 - no worker: every page it is asked for fails, said why
-            while (student := self._todo.get()) is not None:
-                self._done.put((student, f"the feedback worker could not be started ({error!r})"))
-            return
-        used = False
+        """One worker's feeder thread: hand it the next student, wait for its page."""
+        worker = processes.Worker(
+            "autograder.nbgrader.feedback:PAGES", [str(self.root), self.assignment, self.withhold_messages]
+        )
+        worker.start()  # at once: its imports and configuration overlap with the caller's work
         try:
             while (student := self._todo.get()) is not None:
-                used = True
-                if worker.poll() is not None:
-                    worker = started()
                 try:
-                    worker.stdin.write(json.dumps(student) + "\n")
-                    worker.stdin.flush()
-                    reply = json.loads(worker.stdout.readline() or "null")
-                except (OSError, ValueError):
-                    reply = None
-                if not isinstance(reply, dict) or reply.get("student") != student:
-                    worker.kill()
-                    worker.wait()
-                    reply = {"error": f"the feedback worker stopped (exit status {worker.returncode})"}
-                self._done.put((student, reply.get("error")))
+                    error = worker.submit("page", student).result()
+                except processes.WorkerDied as died:
+                    error = f"the feedback worker {died.why}"
+                except processes.TaskFailed as failed:
+                    error = str(failed.__cause__)
+                self._done.put((student, error))
         finally:
-            if worker.poll() is None:
-                if not used:
-                    worker.kill()  # nothing was asked of it: not worth waiting for its start
-                worker.stdin.close()
-                worker.wait()
+            worker.close()  # one never asked for a page is not waited for
 
     def start(self) -> None:
         """Start the workers now (render() does it too), so that they are ready when pages are wanted."""
@@ -536,12 +490,3 @@ def main(course, assignment: str, students: list[str] | None = None, jobs: int |
         file=sys.stderr,
     )
     return 3 if errors else 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:2] == ["--worker"] and len(sys.argv) == 5:
-        _worker(sys.argv[2], sys.argv[3], sys.argv[4] == "1")
-    else:
-        sys.exit("usage: python -m autograder.nbgrader.feedback --worker ROOT ASSIGNMENT WITHHOLD(0|1)")

@@ -1,66 +1,53 @@
-"""The grading service's grading, done by the batch grader in a child process replaced now and then.
+"""The grading service's grading, done by the batch grader in a worker process replaced now and then.
 
-The service's main process keeps the queue, the claims and the exchange; a child runs the batch
-grader on each claim (sanitising, sandboxes, checks, recording into the gradebook and
-autograded/) and reports each chunk of students as its grades are committed, so that the
-service hands their feedback to the feedback process while the next chunk is graded. Grading in
-one long-lived process crept about 15 MiB per 1,000 submissions (the allocator's heap, not
-Python objects, by tracemalloc); the child is a RecycledChild (service/child.py), retired after
+The service's main process keeps the queue, the claims and the exchange; a worker process
+(core/processes.py) runs the batch grader on each claim (sanitising, sandboxes, checks,
+recording into the gradebook and autograded/) and reports each chunk of students as its grades
+are committed, so that the service hands their feedback to the feedback process while the next
+chunk is graded. Grading in one long-lived process crept about 15 MiB per 1,000 submissions (the
+allocator's heap, not Python objects, by tracemalloc); the process is replaced after
 SUBMISSIONS_PER_CHILD submissions, which bounds that by construction.
 
-The chunk reports travel on a pipe of the child's own, as JSON: the parent reads them while the
-child works. A report is written (synchronously, before the next chunk starts) ahead of the
-task's result, so once the result is in, every report of that task can be read.
+A chunk's report is sent (synchronously, before the next chunk starts) ahead of the task's
+result, so once the result is in, every report of that task has been delivered.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import itertools
-import json
+import dataclasses
 import logging
-import multiprocessing
 import os
 import pathlib
+import queue
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 
+from autograder.core import processes
+from autograder.nbgrader.lock import GraderBusy
 from autograder.sandbox import supervisor as sandbox
-from autograder.service import child
 
 SUBMISSIONS_PER_CHILD = 500
 
-_child: dict = {}
 
-
-def _start(root: str, reports, log_level: int, log_format: str | None) -> None:
-    import warnings
-
+def _setup(root: str, log_level: int, log_format: str | None) -> pathlib.Path:
+    """In the worker: logging as the service's, shared gradebook engines, the grader imported."""
     logging.basicConfig(
         level=log_level, format=log_format or logging.BASIC_FORMAT
     )  # the grader's warnings read as the service's
     logging.getLogger("traitlets").setLevel(max(logging.WARNING, log_level))
-    warnings.filterwarnings("ignore", message=".*not in session.*")
-    from autograder.service import engines
-
-    engines.share_gradebook_engines()  # a new engine per Gradebook opened creeps in a long run
-    _child["root"], _child["reports"] = pathlib.Path(root), reports
-
-
-def _warm() -> int:
-    """Import the grader before the first submission needs it."""
-    import nbformat  # noqa: F401
+    import nbformat  # noqa: F401  # the grader's imports, before the first submission needs them
     import nbgrader.api  # noqa: F401
 
     from autograder.nbgrader import batch  # noqa: F401
+    from autograder.service import engines
 
-    return os.getpid()
+    engines.share_gradebook_engines()  # a new engine per Gradebook opened creeps in a long run
+    return pathlib.Path(root)
 
 
-def _grade(task: int, assignment: str, students: list[str], jobs: int, limits: sandbox.Limits, isolation: str) -> dict:
-    """Grade these students' submissions of `assignment`, reporting each committed chunk on the
-    pipe as [task, [student, ...]]; returns every student recorded, and those left ungraded by a
-    fault of the grader ("student/notebook")."""
+def _grade(root: pathlib.Path, assignment: str, students: list[str], jobs: int, limits: dict, isolation: str) -> dict:
+    """Grade these students' submissions of `assignment`, reporting each committed chunk as
+    [student, ...]; returns every student recorded, and those left ungraded by a fault of the
+    grader ("student/notebook"), or {"busy": why} when another grader holds the assignment."""
     from autograder.core.course import Course
     from autograder.nbgrader import batch
 
@@ -69,41 +56,50 @@ def _grade(task: int, assignment: str, students: list[str], jobs: int, limits: s
     def report(chunk) -> None:
         names = [work.student for work in chunk]
         recorded.extend(names)
-        _child["reports"].send_bytes(json.dumps([task, names]).encode())
+        processes.report(names)
 
     grader = batch.BatchGrader(
-        Course(_child["root"]),
+        Course(root),
         assignment,
         jobs=jobs,
-        limits=limits,
+        limits=sandbox.Limits(**limits),
         isolation=isolation,
         students=students,
         quiet=True,
         on_recorded=report,
         shared_lock=True,
     )
-    grader.run()
+    try:
+        grader.run()
+    except GraderBusy as error:
+        return {"busy": str(error)}
     return {"recorded": recorded, "flagged": list(grader.flagged), "pid": os.getpid()}
 
 
-class GradingProcess(child.RecycledChild):
-    """Grade claims in a child process, one claim at a time."""
+TASKS = processes.Tasks(_setup, grade=_grade)
 
-    initializer, warm = _start, _warm
+
+class GradingProcess:
+    """Grade claims in a worker process, one claim at a time."""
 
     def __init__(self, root: pathlib.Path, submissions_per_child: int = SUBMISSIONS_PER_CHILD):
-        super().__init__(work_per_child=submissions_per_child)
         self.root = pathlib.Path(root)
-        self._tasks = itertools.count()
-        self._reports: Connection | None = None  # the parent's end of the current child's report pipe
-
-    def initargs(self) -> tuple:
-        # a pipe per child: one that died mid-report leaves nothing half-written for the next
-        self._reports, sending = multiprocessing.get_context("spawn").Pipe(duplex=False)
         root_logger = logging.getLogger()
         handler = root_logger.handlers[0] if root_logger.handlers else None
         log_format = getattr(handler.formatter, "_fmt", None) if handler and handler.formatter else None
-        return (str(self.root), sending, logging.getLogger("autograder.service").getEffectiveLevel(), log_format)
+        log_level = logging.getLogger("autograder.service").getEffectiveLevel()
+        self.worker = processes.Worker(
+            "autograder.service.grading_process:TASKS",
+            [str(self.root), log_level, log_format],
+            work_per_child=submissions_per_child,
+        )
+
+    def start(self):
+        """Start the worker (its imports take seconds); the future gives its pid once it is ready."""
+        return self.worker.start()
+
+    def close(self) -> None:
+        self.worker.close()
 
     def grade(
         self,
@@ -114,13 +110,21 @@ class GradingProcess(child.RecycledChild):
         limits: sandbox.Limits,
         isolation: str,
     ) -> dict:
-        """Grade the students' submissions in the child, calling `on_recorded(students)` here as
-        each chunk's grades are committed there; returns the child's summary (see `_grade`), or
-        raises what the grader raised (BrokenProcessPool if the child died)."""
-        task = next(self._tasks)
-        future = self.submit(len(students), _grade, task, assignment, students, jobs, limits, isolation)
-        reports = self._reports
-        assert reports is not None
+        """Grade the students' submissions in the worker, calling `on_recorded(students)` here as
+        each chunk's grades are committed there; returns the worker's summary (see `_grade`), or
+        raises GraderBusy, what the grader raised (TaskFailed), or WorkerDied if it died."""
+        reports: queue.SimpleQueue = queue.SimpleQueue()
+        future = self.worker.submit(
+            "grade",
+            assignment,
+            students,
+            jobs,
+            dataclasses.asdict(limits),
+            isolation,
+            work=len(students),
+            on_report=reports.put,
+        )
+        future.add_done_callback(lambda _: reports.put(None))  # after every report of the task
         delivered: set[str] = set()
 
         def deliver(names: list[str]) -> None:
@@ -129,18 +133,10 @@ class GradingProcess(child.RecycledChild):
             if new:
                 on_recorded(new)
 
-        while True:
-            finished = future.done()
-            try:
-                while reports.poll(0 if finished else 0.05):
-                    reported_task, names = json.loads(reports.recv_bytes())
-                    if reported_task == task:
-                        deliver(names)
-            except (EOFError, OSError, ValueError):  # the child died mid-report: its result says so
-                concurrent.futures.wait([future])
-                finished = True
-            if finished:
-                break
-        if future.exception() is None:
-            deliver(future.result()["recorded"])
-        return future.result()
+        while (names := reports.get()) is not None:
+            deliver(names)
+        summary = future.result()
+        if "busy" in summary:
+            raise GraderBusy(summary["busy"])
+        deliver(summary["recorded"])
+        return summary

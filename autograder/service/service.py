@@ -12,7 +12,7 @@ batch grader (the same sanitising, sandboxed grading and recording into the grad
 autograded/, manual grades never overwritten); each student's feedback, once their grades are
 committed, goes to another child that generates and releases it, and the queue row is marked
 done as that child reports the page out. The children are replaced now and then
-(service/child.py), so the service's memory stays flat. A thread renews this service's claims
+(core/processes.py), so the service's memory stays flat. A thread renews this service's claims
 until then; a service that dies stops renewing them, and another service (or this one
 restarted) takes them over.
 """
@@ -30,11 +30,9 @@ import queue as queue_module
 import signal
 import threading
 import time
-from concurrent.futures.process import BrokenProcessPool
 
-from autograder.core import collector, names
+from autograder.core import collector, names, processes
 from autograder.core.course import Course
-from autograder.nbgrader import batch
 from autograder.nbgrader import settings as nbgrader_settings
 from autograder.nbgrader.lock import GraderBusy
 from autograder.sandbox import supervisor as sandbox
@@ -147,7 +145,7 @@ class Service:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, until_idle: bool = False) -> None:
         """Serve until stopped (SIGTERM, SIGINT), or with `until_idle` until nothing is left to do."""
-        batch.lighten_imports()
+        processes.prepare_process()
         engines.share_gradebook_engines()  # a new engine per Gradebook opened creeps in a long run
         # nbgrader's converters and exchange log every file they copy at INFO; the service logs
         # one line per submission instead (their warnings and errors still show).
@@ -483,7 +481,7 @@ class Service:
             for student in set(by_student) - released:
                 self.queue.give_back(by_student[student], f"waiting: {error}", retry_after=BUSY_RETRY_SECONDS)
             return
-        except Exception as error:  # BrokenProcessPool too: the grading child died (the next claim starts another)
+        except Exception as error:  # WorkerDied too: the grading child died (the next claim starts another)
             log.error(
                 "grading %s for %s failed: %r",
                 assignment,
@@ -493,7 +491,7 @@ class Service:
             )
             reason = (
                 f"the grading process died, killed or out of memory ({error})"
-                if isinstance(error, BrokenProcessPool)
+                if isinstance(error, processes.WorkerDied)
                 else repr(error)
             )
             for student in set(by_student) - released:
@@ -524,7 +522,7 @@ class Service:
                     continue
                 try:
                     future.result()
-                except BrokenProcessPool as error:  # the next submit starts a new child
+                except processes.WorkerDied as error:  # the next submit starts a new child
                     self._failed(job, f"feedback failed: the feedback process died ({error})")
                 except Exception as error:  # whatever the renderer raised: retried, then failed
                     log.error("feedback for %s/%s failed: %r", job.student, job.assignment, error, exc_info=error)
