@@ -22,7 +22,7 @@ from autograder.core import variants
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.nbgrader import release
-from tests.builders import REPOSITORY
+from tests.builders import REPOSITORY, nbgrader
 
 ASSIGNMENT = "attention_heads"
 SALT = "spring-2027"
@@ -158,20 +158,12 @@ def _course_with_variants(root) -> Course:
     return course
 
 
-def _nbgrader(root, *args):
-    completed = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=root, capture_output=True, text=True
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return completed
-
-
 @pytest.fixture(scope="module")
 def variant_class(tmp_path_factory):
     """A course with per-student variants, and a class in submitted/: 30 students' own work, and
     30 more who each hand in one of those notebooks as theirs."""
     course = _course_with_variants(tmp_path_factory.mktemp("variants") / "course")
-    _nbgrader(course.root, "generate_assignment", ASSIGNMENT, "--force")
+    nbgrader(course.root, "generate_assignment", ASSIGNMENT, "--force")
     course = Course(course.root)
     filled = functools.partial(classroom.filled_notebook, course, ASSIGNMENT)
     worked = {}
@@ -274,7 +266,7 @@ def test_feedback_tells_the_copier_whose_variant_their_notebook_shows(variant_cl
     own = (course.root / "autograded" / STUDENTS[0] / ASSIGNMENT / "virtual_head.ipynb").read_text()
     assert "shows the variant drawn for" not in own
     # feedback shows, beside the messages, the variant the copier was graded against
-    _nbgrader(course.root, "generate_feedback", ASSIGNMENT, f"--student={COPIERS[0]}", "--force")
+    nbgrader(course.root, "generate_feedback", ASSIGNMENT, f"--student={COPIERS[0]}", "--force")
     page = (course.root / "feedback" / COPIERS[0] / ASSIGNMENT / "virtual_head.html").read_text()
     assert f"drawn for student &#x27;{COPIERS[0]}&#x27;" in page or f"drawn for student '{COPIERS[0]}'" in page
     assert "residual stream layout" in page  # the picture
@@ -367,7 +359,7 @@ def induction_graded(variant_class, tmp_path_factory):
     """Five students' own induction_heads notebooks and five copies handed in by others, graded
     by the batch grader and, in a copy, by `nbgrader autograde`."""
     course, _ = variant_class
-    _nbgrader(course.root, "generate_assignment", INDUCTION, "--force")
+    nbgrader(course.root, "generate_assignment", INDUCTION, "--force")
     course = Course(course.root)
     for student, copier in zip(STUDENTS[:FEW], COPIERS[:FEW]):
         answers = classroom.typed_answers(course, INDUCTION, INDUCTION, student, SALT)
@@ -384,7 +376,7 @@ def induction_graded(variant_class, tmp_path_factory):
         text=True,
     )
     assert batch.returncode == 0, batch.stderr
-    _nbgrader(copy, "autograde", INDUCTION, "--force")
+    nbgrader(copy, "autograde", INDUCTION, "--force")
     return _scores(course.root, INDUCTION), _scores(copy, INDUCTION), batch.stderr
 
 

@@ -19,7 +19,7 @@ from autograder.core.course import Course
 from autograder.dev import classroom, students
 from autograder.nbgrader import feedback, release
 from autograder.nbgrader import settings as nbgrader_settings
-from tests.builders import REPOSITORY
+from tests.builders import REPOSITORY, nbgrader
 from tests.builders.classes import auto_scores, run_batch
 from tests.builders.sandbox import broken_driver
 
@@ -151,13 +151,6 @@ def _in_process(root: pathlib.Path, exchange: pathlib.Path, action: str) -> None
         ).start()
 
 
-def _nbgrader(root, *command):
-    done = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *command, "--log-level=ERROR"], cwd=root, env=_env(), capture_output=True
-    )
-    assert done.returncode == 0, done.stderr.decode()
-
-
 @pytest.mark.slow
 def test_students_fetch_pages_that_open_on_their_own(mini_course, tmp_path):
     """submit -> collect -> `autograder grade` -> `nbgrader release_feedback` -> fetch_feedback:
@@ -182,7 +175,7 @@ def test_students_fetch_pages_that_open_on_their_own(mini_course, tmp_path):
         person.fetch_assignment("mini")
         person.write_notebook("mini", "mini", classroom.filled_notebook(course, "mini", "mini", answers[person.name]))
         person.submit("mini")
-    _nbgrader(root, "collect", "mini")
+    nbgrader(root, "collect", "mini", env=_env())
     done = subprocess.run(
         [sys.executable, "-m", "autograder", "grade", "--course", str(root), "mini", "--jobs", "2"],
         env=_env(),
@@ -190,7 +183,7 @@ def test_students_fetch_pages_that_open_on_their_own(mini_course, tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    _nbgrader(root, "release_feedback", "mini")
+    nbgrader(root, "release_feedback", "mini", env=_env())
     for person in people:
         person.fetch_feedback("mini")
         (fetched,) = person.fetched_feedback("mini").values()  # one submission, one timestamp

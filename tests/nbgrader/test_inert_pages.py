@@ -28,7 +28,7 @@ import pytest
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.nbgrader import inert, release
-from tests.builders import REPOSITORY, grading_pages
+from tests.builders import REPOSITORY, grading_pages, nbgrader
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +82,7 @@ HUGE_TEX = " ".join(f"$x_{{{i}}}^2 + y$" for i in range(20_000))  # about 300 KB
 def _build(folder: pathlib.Path) -> pathlib.Path:
     course = release.copy_course(REPOSITORY, folder / "course")
     root = course.root
-    grading_pages.nbgrader(root, "generate_assignment", ASSIGNMENT, "--force")
+    nbgrader(root, "generate_assignment", ASSIGNMENT, "--force")
     notebook = classroom.filled_notebook(
         course,
         ASSIGNMENT,
@@ -103,7 +103,7 @@ def _build(folder: pathlib.Path) -> pathlib.Path:
     pages = root / "pages"
     pages.mkdir()
     shutil.copy(root / "feedback" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.html", pages / "batch.html")
-    grading_pages.nbgrader(root, "generate_feedback", ASSIGNMENT, "--force")
+    nbgrader(root, "generate_feedback", ASSIGNMENT, "--force")
     shutil.copy(root / "feedback" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.html", pages / "nbgrader.html")
     return root
 

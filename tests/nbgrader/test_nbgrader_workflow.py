@@ -20,7 +20,7 @@ import pytest
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.nbgrader import release
-from tests.builders import REPOSITORY
+from tests.builders import REPOSITORY, nbgrader
 
 pytestmark = pytest.mark.slow
 
@@ -74,14 +74,6 @@ def _course_copy(tmp_path: pathlib.Path) -> Course:
     return release.copy_course(REPOSITORY, tmp_path / "course")
 
 
-def _nbgrader(root, *args):
-    completed = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args, "--log-level=WARN"], cwd=root, capture_output=True, text=True
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return completed
-
-
 def _gradebook_state(root, assignment):
     """Everything autograding records: per graded cell its scores, review flag and comment, and
     per notebook its late penalty."""
@@ -111,7 +103,7 @@ def graded_class(tmp_path_factory):
     for how in ("nbgrader", "batch"):
         course = _course_copy(tmp_path_factory.mktemp(how))
         root = course.root
-        _nbgrader(root, "generate_assignment", assignment, "--force")
+        nbgrader(root, "generate_assignment", assignment, "--force")
         notebooks = [spec.notebook for spec in course.specs if spec.assignment == assignment]
         mistakes = course.library("mistakes", assignment)
         mistake = {nb: next((e["cells"] for e in mistakes.values() if e["notebook"] == nb), {}) for nb in notebooks}
@@ -127,7 +119,7 @@ def graded_class(tmp_path_factory):
         copied = classroom.write_submission(root, "copied", assignment, {nb: filled(nb) for nb in notebooks})
         (copied / "questions.ipynb").rename(copied / "questions-Copy1.ipynb")
         if how == "nbgrader":
-            _nbgrader(root, "autograde", assignment, "--force")
+            nbgrader(root, "autograde", assignment, "--force")
         else:  # from elsewhere, so only --course says which course
             subprocess.run(
                 [sys.executable, "-m", "autograder", "grade", "--course", str(root), assignment],
@@ -135,7 +127,7 @@ def graded_class(tmp_path_factory):
                 check=True,
                 capture_output=True,
             )
-        _nbgrader(root, "generate_feedback", assignment, "--force")
+        nbgrader(root, "generate_feedback", assignment, "--force")
         roots[how] = root
     return assignment, roots
 

@@ -24,6 +24,7 @@ from autograder.nbgrader import release
 from autograder.nbgrader import settings as nbgrader_settings
 from autograder.service import queue as jobqueue
 from tests.builders import REPOSITORY
+from tests.builders.classes import auto_scores
 
 pytestmark = pytest.mark.slow
 
@@ -163,16 +164,6 @@ def queue_rows(root):
     return jobqueue.Queue(jobqueue.connect(db_url), course_id).rows()
 
 
-def scores(root):
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
-        return {
-            submission.student.id: {grade.name: grade.score for grade in submission.notebooks[0].grades}
-            for submission in gradebook.assignment_submissions("mini")
-        }
-
-
 def finish(processes):
     for process in processes:
         output, _ = process.communicate(timeout=WAIT_SECONDS)
@@ -210,7 +201,7 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
     ada_page, bob_page, cy_page = (next(iter(pages[name].values()))["mini"] for name in ("ada", "bob", "cy"))
     assert "differs from the identity" in bob_page and "differs from the identity" not in ada_page
     assert len(list((exchange / COURSE_ID / "feedback").glob("*.html"))) == 3, "one page per submission"
-    assert scores(root) == {
+    assert auto_scores(root) == {
         "ada": {"mini_matrix": 2, "mini_function": 2, "mini_why": 0},
         "bob": {"mini_matrix": 0, "mini_function": 2, "mini_why": 0},
         "cy": {"mini_matrix": 0, "mini_function": 0, "mini_why": 0},
@@ -254,7 +245,7 @@ def test_students_fetch_their_own_feedback_seconds_after_submitting(classroom_se
     ada.fetch_feedback("mini")
     newest = ada.fetched_feedback("mini")[max(ada.fetched_feedback("mini"))]["mini"]
     assert "differs from the identity" in newest
-    assert scores(root)["ada"] == {"mini_matrix": 0, "mini_function": 2, "mini_why": 1}
+    assert auto_scores(root)["ada"] == {"mini_matrix": 0, "mini_function": 2, "mini_why": 1}
 
     def status():
         capsys.readouterr()
@@ -308,8 +299,8 @@ def test_kill_9_mid_grade_and_two_services_lose_nothing_and_grade_nothing_twice(
     assert all(rows[name].attempts == 1 for name in names[1:])
     graded = first.graded() + second.graded()
     assert sorted(graded) == sorted(f"{name}/mini" for name in names), "each submission graded once"
-    assert all(score == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0} for score in scores(root).values())
-    assert set(scores(root)) == set(names)
+    assert all(score == {"mini_matrix": 2, "mini_function": 2, "mini_why": 0} for score in auto_scores(root).values())
+    assert set(auto_scores(root)) == set(names)
     assert all(student.feedback_in_exchange("mini", "mini") for student in people)
 
 
@@ -338,7 +329,7 @@ def test_a_grading_child_killed_mid_grade_is_the_graders_fault_retried_and_grade
     (row,) = queue_rows(root)
     assert row.attempts == 2, "graded again after the fault"
     assert "grader fault: the grading process died" in service.log()
-    assert scores(root) == {"sam": {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}}
+    assert auto_scores(root) == {"sam": {"mini_matrix": 2, "mini_function": 2, "mini_why": 0}}
     assert service.graded() == ["sam/mini"]
 
 

@@ -1,4 +1,4 @@
-"""The grading service's parts, in-process: its queue on SQLite, its collection step, its policy and
+"""The grading service's parts, in-process: its queue on SQLite (and, shared by workers, on PostgreSQL), its collection step, its policy and
 its withholding of messages (the service itself, against a real exchange, is tests/service/test_service.py)."""
 
 import os
@@ -49,15 +49,25 @@ def test_a_resubmission_supersedes_the_queued_one_and_an_older_one_found_late_is
     assert job.origin == "new"
 
 
-def test_concurrent_claims_never_share_a_job(db_url):
-    setup = make_queue(db_url, "setup")
-    for number in range(40):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def any_db_url(request, tmp_path):
+    """A fresh gradebook database on each engine the service supports: an SQLite file, and a
+    database of the session's PostgreSQL server (claims by `SELECT ... FOR UPDATE SKIP LOCKED`)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gradebook.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.url(server.create_database())
+
+
+def test_workers_sharing_a_queue_split_it_without_overlap(any_db_url):
+    setup = make_queue(any_db_url, "setup")
+    for number in range(60):
         setup.enqueue("hw", f"student{number}", f"origin{number}", 100.0)
-    taken: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    taken: dict[str, list[str]] = {name: [] for name in ("a", "b", "c", "d")}
 
     def drain(worker):
-        queue = make_queue(db_url, worker)
-        while jobs := queue.claim(3):
+        queue = make_queue(any_db_url, worker)
+        while jobs := queue.claim(4):
             taken[worker] += [job.origin for job in jobs]
             for job in jobs:
                 assert queue.finish(job)
@@ -67,8 +77,8 @@ def test_concurrent_claims_never_share_a_job(db_url):
         thread.start()
     for thread in threads:
         thread.join()
-    everything = [origin for origins in taken.values() for origin in origins]
-    assert sorted(everything) == sorted(f"origin{number}" for number in range(40))
+    everything = sorted(origin for origins in taken.values() for origin in origins)
+    assert everything == sorted(f"origin{number}" for number in range(60)), "each job claimed exactly once"
     assert {row.state for row in setup.rows()} == {jobqueue.DONE}
 
 

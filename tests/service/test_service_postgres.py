@@ -1,9 +1,8 @@
-"""The grading service on a PostgreSQL gradebook (the session's server, tests/builders/postgres.py):
-claims through `SELECT ... FOR UPDATE SKIP LOCKED` shared by concurrent workers, and the
-service end to end with students on a real exchange."""
+"""The grading service on a PostgreSQL gradebook (the session's server, tests/builders/postgres.py),
+end to end with students on a real exchange (the queue shared by concurrent workers, on SQLite
+and PostgreSQL alike, is tests/service/test_service_parts.py)."""
 
 import os
-import threading
 
 import pytest
 
@@ -14,30 +13,6 @@ from autograder.service import queue as jobqueue
 from autograder.service.service import Service
 
 pytestmark = pytest.mark.slow
-
-
-def test_workers_sharing_a_postgres_queue_split_it_without_overlap(postgres):
-    url = postgres.url(postgres.create_database())
-    setup = jobqueue.Queue(jobqueue.connect(url), "course", worker="setup")
-    for number in range(60):
-        setup.enqueue("hw", f"student{number}", f"origin{number}", 100.0)
-    taken: dict[str, list[str]] = {name: [] for name in ("a", "b", "c", "d")}
-
-    def drain(worker):
-        queue = jobqueue.Queue(jobqueue.connect(url), "course", worker=worker)
-        while jobs := queue.claim(4):
-            taken[worker] += [job.origin for job in jobs]
-            for job in jobs:
-                assert queue.finish(job)
-
-    threads = [threading.Thread(target=drain, args=(name,)) for name in taken]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    everything = sorted(origin for origins in taken.values() for origin in origins)
-    assert everything == sorted(f"origin{number}" for number in range(60)), "each job claimed exactly once"
-    assert {row.state for row in setup.rows()} == {jobqueue.DONE}
 
 
 def test_the_service_grades_exchange_submissions_into_a_postgres_gradebook(
