@@ -4,6 +4,7 @@ Fast tests of each defence first; the batch on a class of hostile submissions, a
 property-based fuzzing of the reader, build one class per module and are marked slow.
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -464,8 +465,6 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
     """Property: whatever is done to a notebook's JSON structure, reading and preparing it gives
     that notebook a sanitised notebook or a reason, never an exception, and the honest student
     in the same chunk is prepared as before."""
-    import contextlib
-
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 

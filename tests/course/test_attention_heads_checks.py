@@ -9,6 +9,7 @@ check is called directly. So the content is verified without the sandbox, in abo
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import re
@@ -342,8 +343,6 @@ def test_checks_turn_odd_values_into_mistakes(notebook):
 
 
 def test_public_checks_explain_odd_values_with_assertion_errors():
-    import inspect
-
     import tc_checks as tc
 
     checks = [getattr(tc, name) for name in dir(tc) if name.startswith("check_")]

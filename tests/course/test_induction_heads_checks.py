@@ -7,6 +7,7 @@ each alternative's or mistake's replacement cells), then graded by calling the h
 
 import re
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -153,8 +154,6 @@ def test_a_failing_pattern_is_pictured_on_the_sequence_where_its_check_fails():
 def test_a_failing_public_pattern_check_draws_the_sequence_it_describes(monkeypatch):
     """In a notebook, a failing pattern check shows the pattern on the public sequence its
     message names (and outside IPython it draws nothing)."""
-    import types
-
     shown = []
     ipython = types.ModuleType("IPython")
     ipython.get_ipython = lambda: object()

@@ -1,5 +1,6 @@
 """The batch grader on the mini course: gradebook, autograded tree, resumability, manual grades."""
 
+import datetime
 import json
 import shutil
 import subprocess
@@ -157,8 +158,6 @@ def test_configuration_is_read_as_nbgrader_reads_it(mini_class, tmp_path, monkey
 def test_a_rerun_after_a_due_date_or_extension_change_updates_the_late_penalty(mini_class, capsys):
     """The due date, the student's extension and the penalty settings decide whether a grade is
     current: after each changes, a rerun regrades and the late penalty follows."""
-    import datetime
-
     from nbgrader.api import Gradebook
 
     url = f"sqlite:///{mini_class / 'gradebook.db'}"

@@ -19,8 +19,10 @@ import json
 import os
 import pathlib
 import re
+import site
 import subprocess
 import sys
+import venv
 import zipfile
 
 import pytest
@@ -48,9 +50,6 @@ def wheel(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def installed(wheel, tmp_path_factory) -> pathlib.Path:
     """A fresh virtual environment with the wheel pip-installed; returns its python."""
-    import site
-    import venv
-
     home = tmp_path_factory.mktemp("venv") / "env"
     venv.create(home, with_pip=True)
     python = home / "bin" / "python"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
+import io
 import logging
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -88,8 +90,6 @@ class Exchange:
     def nbgrader_collect(self, **trust) -> str:
         """`nbgrader collect --update mini` as the course configures it (SafeExchangeCollect), in
         process; returns its log."""
-        import io
-
         from nbgrader.auth import Authenticator
         from nbgrader.coursedir import CourseDirectory
 
@@ -134,7 +134,6 @@ def gradebook(tmp_path_factory) -> pathlib.Path:
 @pytest.fixture
 def exchange(gradebook):
     # Not under pytest's tmp_path, which only its owner can enter: "other students" must reach it.
-    import tempfile
 
     base = pathlib.Path(tempfile.mkdtemp(prefix="exchange-trust-"))
     os.chmod(base, 0o755)

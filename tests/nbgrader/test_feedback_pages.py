@@ -5,6 +5,7 @@ on their own once fetched; none for a student the grader failed on; and what the
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import pathlib
@@ -33,8 +34,6 @@ def _page(root, student) -> str:
 
 def _text(page: str) -> str:
     """What a reader sees: tags removed."""
-    import html
-
     return html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<(style|script)[^>]*>.*?</\1>", "", page, flags=re.S)))
 
 

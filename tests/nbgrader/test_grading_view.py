@@ -13,9 +13,11 @@ Run it alone: `python -m pytest -q -s tests/nbgrader/test_grading_view.py` (-s p
 from __future__ import annotations
 
 import csv
+import html.parser
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -48,8 +50,6 @@ def test_every_mark_scheme_seeds_its_rubric():
 def test_hostile_markdown_is_rendered_inert():
     """Inert by what the HTML can do, not by its text: the words of a hostile link may stay,
     shown as typed, but no element runs, loads or links anywhere but http(s) and mailto."""
-    import html.parser
-
     rendered = grading_view.render_inert(klass.HOSTILE[:700] + "\n\n$W_O W_V$")
     found: list[tuple[str, dict]] = []
 
@@ -80,8 +80,6 @@ def course(tmp_path_factory):
     `python -m tests.builders.grading_view_class FOLDER 30`, to try changes to the view quickly)."""
     folder = tmp_path_factory.mktemp("grading_view")
     if os.environ.get("TC_GRADING_VIEW_CLASS"):
-        import shutil
-
         from autograder.core.course import Course
 
         shutil.copytree(os.environ["TC_GRADING_VIEW_CLASS"], folder / "course", symlinks=True)

@@ -4,6 +4,7 @@ the formgrader's policy against the installed nbgrader's page, and the TeX budge
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -162,8 +163,6 @@ def test_much_tex_makes_a_bounded_page_quickly(formulas):
 
 
 def test_the_course_own_maths_is_all_drawn():
-    import json
-
     for path in sorted(REPOSITORY.release.glob("*/*.ipynb")):
         budget = maths.TexBudget()
         for cell in json.loads(path.read_text())["cells"]:

@@ -4,6 +4,7 @@ Each step is tested on notebooks built cell by cell, as nbgrader's own preproces
 `restore_course_metadata` against a synthetic release, `apply_report` against a synthetic report.
 """
 
+import html
 import json
 import pathlib
 
@@ -172,8 +173,6 @@ def test_course_of_a_lone_preprocessor_is_its_configured_course_directory(tmp_pa
 
 def test_a_message_of_several_lines_keeps_its_line_breaks_in_html(course):
     """A message listing what is wrong, one point a line, must not run together on the page."""
-    import html
-
     message = "W_net2 is wrong:\n  - head 2 writes into dims 8-11\n  - into dims 12-15"
     nb = _release()
     preprocessors.apply_report(nb, _report(course, [_check(False, 2.0, message)]))

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -384,8 +385,6 @@ def as_unprivileged(python, args, workdir, extra_env=None):
 def crowded():
     """300 sleeping processes of uid 65534, as on a busy desktop or a JupyterHub node, and a
     working directory that user can reach (pytest's tmp_path is under a mode-700 directory)."""
-    import tempfile
-
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="tc_unprivileged_"))
     os.chmod(workdir, 0o777)
     sleepers = subprocess.Popen(

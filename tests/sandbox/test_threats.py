@@ -44,6 +44,7 @@ import signal
 import socket
 import threading
 import time
+import tracemalloc
 import uuid
 
 import pytest
@@ -1653,7 +1654,6 @@ def test_notebook_of_hundreds_of_megabytes_is_refused_without_reading_it(tmp_pat
     correct = tmp_path / "submitted" / "correct" / "mini.ipynb"
     correct.parent.mkdir(parents=True)
     correct.write_text(json.dumps(notebook(mini_course)))
-    import tracemalloc
 
     tracemalloc.start()
     try:

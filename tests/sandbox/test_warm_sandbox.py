@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -248,9 +250,6 @@ os._exit(0)  # no clean-up at exit: as if killed
 def test_the_zygotes_end_with_their_grader(mini_course):
     """A grader process that ends without stopping its zygotes (killed) takes them with it: they
     stop on their closed control socket (and bubblewrap's die-with-parent)."""
-    import subprocess
-    import sys
-
     tiers = [tier for tier in ("bubblewrap", "landlock") if sandbox.warm_unavailable(tier) is None]
     if not tiers:
         pytest.skip("no warm tier here")

@@ -3,6 +3,7 @@ nbgrader exchange (a temporary `c.Exchange.root`), students who fetch, submit an
 with nbgrader (its command line, and its exchange classes in-process for speed), a SQLite
 gradebook, kill -9 in the middle of a grade, and two services at once."""
 
+import datetime
 import json
 import os
 import pathlib
@@ -381,8 +382,6 @@ def test_after_deadline_hold_keeps_late_work_for_the_instructor_until_released(c
     """In-process: with after_deadline = "hold", late submissions wait, held, with a notice to the
     student; `grade-held` releases one (graded with nbgrader's late penalty, which its feedback
     shows), and a policy change to "grade" releases the rest."""
-    import datetime
-
     from nbgrader.api import Gradebook
 
     from autograder.service.service import Service
@@ -464,8 +463,6 @@ def test_who_and_when_come_from_the_exchange_not_from_names(classroom_setup, cap
     containers): the roster decides who is graded, the arrival decides lateness and which
     submission is newest, and names that are globs, markup, control codes or not UTF-8 are
     refused with the reason, shown escaped, without stopping discovery."""
-    import datetime
-
     from nbgrader.api import Gradebook
 
     from autograder.service.service import Service
@@ -542,8 +539,6 @@ def test_who_and_when_come_from_the_exchange_not_from_names(classroom_setup, cap
 def test_a_submission_changed_after_it_was_first_seen_is_dated_by_the_change(classroom_setup, monkeypatch):
     """Queued before the due date and rewritten after it (while it waited, say for the rate
     limit), a submission is dated by its last change when collected, and held under "hold"."""
-    import datetime
-
     from nbgrader.api import Gradebook
 
     from autograder.service import service as service_module

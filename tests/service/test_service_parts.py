@@ -3,6 +3,7 @@ its withholding of messages (the service itself, against a real exchange, is tes
 
 import os
 import threading
+from concurrent.futures.process import BrokenProcessPool
 
 import pytest
 
@@ -431,8 +432,6 @@ def test_the_grading_child_reports_each_chunk_as_committed_and_is_replaced_after
 
 
 def test_a_grading_child_that_dies_mid_claim_raises_there_and_the_next_claim_gets_a_new_child(mini_class):
-    from concurrent.futures.process import BrokenProcessPool
-
     from autograder.nbgrader import batch
     from autograder.service import grading_process
 
