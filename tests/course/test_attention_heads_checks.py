@@ -435,23 +435,3 @@ def test_each_diagnosis_is_triggered_by_one_mistake_and_withheld_from_another(ru
     withheld = [name for name, message in messages if not re.search(pattern, message)]
     assert triggered, f"no mistake in the library triggers {rule!r}"
     assert withheld, f"no mistake that fails {check} shows that {rule!r} is withheld when it does not apply"
-
-
-def _scheme_points(cell):
-    """The points of each item of a free-text cell's mark scheme ("* 0.5: ...")."""
-    scheme = _source(cell).partition("Mark scheme:")[2].partition("### END SOLUTION")[0]
-    return [float(points) for points in re.findall(r"^\* (\d+(?:\.\d+)?):", scheme, re.M)]
-
-
-@pytest.mark.parametrize("notebook", ["questions", "virtual_head"])
-def test_mark_schemes_score_every_element_with_points_that_add_up(notebook):
-    free_text = [
-        cell
-        for cell in _cells(notebook)
-        if cell["cell_type"] == "markdown" and _meta(cell).get("grade") and _meta(cell).get("solution")
-    ]
-    assert free_text
-    for cell in free_text:
-        items = _scheme_points(cell)
-        assert len(items) >= 2, _meta(cell)["grade_id"]
-        assert sum(items) == pytest.approx(_meta(cell)["points"]), _meta(cell)["grade_id"]

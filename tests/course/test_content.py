@@ -1,9 +1,13 @@
 """Every assignment's content, in-process and in seconds, under one contract (tests/builders/content.py):
 points of test cells equal points of checks, the reference earns every point, the blank release
-none, every alternative every point, and every mistake fails exactly what its entry says."""
+none, every alternative every point, every mistake fails exactly what its entry says, and every
+mark scheme's points add up."""
+
+import re
 
 import pytest
 
+from autograder.core import notebook as nbio
 from tests.builders import REPOSITORY
 from tests.builders.content import assert_meets_the_contract, check_marks, run_in_process
 
@@ -89,3 +93,24 @@ def _answer_ids(spec) -> set[str]:
         for cell in release["cells"]
         if cell.get("metadata", {}).get("nbgrader", {}).get("solution")
     }
+
+
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_mark_schemes_score_every_element_with_points_that_add_up(spec):
+    """Each free-text cell's mark scheme ("* 0.5: ...") has at least two items, whose points are the cell's."""
+    cells = nbio.read_course_notebook(REPOSITORY.source / spec.assignment / f"{spec.notebook}.ipynb")["cells"]
+    free_text = [
+        cell
+        for cell in cells
+        if cell["cell_type"] == "markdown"
+        and cell.get("metadata", {}).get("nbgrader", {}).get("grade")
+        and cell["metadata"]["nbgrader"].get("solution")
+    ]
+    assert free_text
+    for cell in free_text:
+        text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        scheme = text.partition("Mark scheme:")[2].partition("### END SOLUTION")[0]
+        items = [float(points) for points in re.findall(r"^\* (\d+(?:\.\d+)?):", scheme, re.M)]
+        grade_id, points = cell["metadata"]["nbgrader"]["grade_id"], cell["metadata"]["nbgrader"]["points"]
+        assert len(items) >= 2, grade_id
+        assert sum(items) == pytest.approx(points), grade_id
