@@ -78,14 +78,14 @@ test: lint
 test-unprivileged: $(VENV)/.dev
 	@if [ "$$(id -u)" != 0 ] || ! command -v setpriv >/dev/null; then \
 	  echo "test-unprivileged: needs root and setpriv (an unprivileged run of make test already is one)"; \
-	elif ! setpriv --reuid=65534 --regid=65534 --clear-groups test -r "$(CURDIR)/tests/test_threats.py" \
+	elif ! setpriv --reuid=65534 --regid=65534 --clear-groups test -r "$(CURDIR)/tests/sandbox/test_threats.py" \
 	    -a -x "$(abspath $(PY))"; then \
 	  echo "test-unprivileged: SKIPPED: uid 65534 cannot read this checkout; put it under a world-readable path"; \
 	else \
 	  home=$$(mktemp -d) && chmod 777 "$$home" && \
 	  setpriv --reuid=65534 --regid=65534 --clear-groups env HOME="$$home" \
 	    PATH="$(abspath $(VENV))/bin:/usr/bin:/bin" PYTHONDONTWRITEBYTECODE=1 \
-	    "$(abspath $(PY))" -m pytest -q -p no:cacheprovider tests/test_threats.py; \
+	    "$(abspath $(PY))" -m pytest -q -p no:cacheprovider tests/sandbox/test_threats.py; \
 	  status=$$?; rm -rf "$$home"; exit $$status; \
 	fi
 

@@ -2,7 +2,7 @@
 formgrader's `Ctrl+.` path, in Chromium, in the same run, on the same class.
 
 It builds a class of N students of `attention_heads` (graded by the batch grader, as
-tests/grading_view_class.py builds the tests' class: every seventh answer blank, every fifth
+tests/builders/grading_view_class.py builds the tests' class: every seventh answer blank, every fifth
 the same sentence, one hostile), or reuses one (--course), starts a Jupyter server with the
 formgrader and the view, and grades the part PART:
 
@@ -29,12 +29,11 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-import grading_view_class as klass  # noqa: E402 - tests/ put on the path above
-from browser import lab, notebook_page  # noqa: E402
+sys.path.insert(0, str(ROOT))  # the tests' builders: tests.builders
 
 from autograder.core.course import Course  # noqa: E402
+from tests.builders import grading_view_class as klass  # noqa: E402 - the checkout put on the path above
+from tests.builders.browser import lab, notebook_page  # noqa: E402
 
 PART = ("attention_heads", "questions", "q1_transformer")
 EXTENSION = {"ServerApp": {"jpserver_extensions": {"autograder.nbgrader.grading_view": True}}}
@@ -99,7 +98,9 @@ def formgrader(page, server, course: Course, count: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=300)
-    parser.add_argument("--course", type=pathlib.Path, help="a class built by tests/grading_view_class.py (copied)")
+    parser.add_argument(
+        "--course", type=pathlib.Path, help="a class built by tests/builders/grading_view_class.py (copied)"
+    )
     parser.add_argument("--formgrader-answers", type=int, default=40)
     args = parser.parse_args()
     import shutil

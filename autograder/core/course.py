@@ -73,11 +73,6 @@ class Course:
             "(give it with --course ROOT)"
         )
 
-    @classmethod
-    def from_nbgrader(cls, coursedir) -> Course:
-        """The course of an nbgrader `CourseDirectory` (its `root`)."""
-        return cls(coursedir.root)
-
     # -- content -------------------------------------------------------------------------------
     def assignments(self) -> list[str]:
         """Assignments that have grading content."""
@@ -175,7 +170,17 @@ class Course:
         """Every notebook's grading spec, from the hidden check modules and the source notebooks."""
         from autograder.core import specs
 
-        return specs.load_specs(self)
+        return tuple(
+            specs.read_spec(
+                assignment,
+                checks_path,
+                self.grading_module(assignment, checks_path.stem),
+                source=self.source / assignment,
+                helpers_dir=self.release / assignment,
+            )
+            for assignment in self.assignments()
+            for checks_path in sorted(self.grading_dir(assignment).glob("test_*.py"))
+        )
 
     def find_spec(self, assignment: str | None, notebook: str):
         for spec in self.specs:

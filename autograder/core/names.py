@@ -54,10 +54,6 @@ def refusal(student: str) -> str | None:
     return "the student id must start with a letter or a digit"
 
 
-def is_acceptable(student: str) -> bool:
-    return refusal(student) is None
-
-
 def shown(text, limit: int = 200) -> str:
     """`text` fit for one terminal line or log line: control characters, bytes that are not
     UTF-8 (a file name's surrogate escapes) and anything non-printable shown as escapes, and

@@ -365,17 +365,6 @@ def assigned_names(source: str) -> set[str]:
     return {match.group(1) or match.group(2) for match in _ASSIGNED.finditer(code)}
 
 
-def _assigns(source: str, name: str) -> bool:
-    return name in assigned_names(source)
-
-
-def assignment_sites(notebook, name: str) -> list[tuple[int, str]]:
-    """(position, cell type) of cells whose text appears to assign `name`."""
-    return [
-        (index, cell["cell_type"]) for index, cell in enumerate(notebook["cells"]) if _assigns(cell["source"], name)
-    ]
-
-
 def defined_names(notebook) -> set[str]:
     """Every name some code cell appears to assign (one linear pass over the notebook)."""
     names = set()

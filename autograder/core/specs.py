@@ -10,12 +10,8 @@ import dataclasses
 import pathlib
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from autograder.core import notebook as nbio
-
-if TYPE_CHECKING:
-    from autograder.core.course import Course
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,21 +48,20 @@ class NotebookSpec:
         return tuple(part for part in self.parts if not part.manual)
 
 
-def source_parts(course: Course, assignment: str, notebook: str) -> tuple[Part, ...]:
+def source_parts(source_notebook: pathlib.Path) -> tuple[Part, ...]:
     """Grade cells of the instructor notebook, in order."""
-    path = course.source / assignment / f"{notebook}.ipynb"
     parts = []
-    for cell in nbio.read_course_notebook(path)["cells"]:
+    for cell in nbio.read_course_notebook(source_notebook)["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade"):
             parts.append(Part(meta["grade_id"], float(meta.get("points", 0)), bool(meta.get("solution"))))
     return tuple(parts)
 
 
-def answer_cells_defining(course: Course, assignment: str, notebook: str, names) -> dict[str, str]:
-    """name -> grade_id of the answer cell whose model answer (in source/) defines it."""
+def answer_cells_defining(source_notebook: pathlib.Path, names) -> dict[str, str]:
+    """name -> grade_id of the answer cell whose model answer (in the instructor notebook) defines it."""
     wanted, found = set(names), {}  # type: set[str], dict[str, str]
-    for cell in nbio.read_course_notebook(course.source / assignment / f"{notebook}.ipynb")["cells"]:
+    for cell in nbio.read_course_notebook(source_notebook)["cells"]:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell["cell_type"] == "code" and meta.get("solution"):
             for name in sorted(nbio.assigned_names(cell["source"]) & wanted):
@@ -74,29 +69,30 @@ def answer_cells_defining(course: Course, assignment: str, notebook: str, names)
     return found
 
 
-def load_specs(course: Course) -> tuple[NotebookSpec, ...]:
-    """One spec per hidden check module of the course (`Course.specs` caches this)."""
-    specs = []
-    for assignment in course.assignments():
-        for checks_path in sorted(course.grading_dir(assignment).glob("test_*.py")):
-            module = course.grading_module(assignment, checks_path.stem)
-            notebook = module.NOTEBOOK
-            specs.append(
-                NotebookSpec(
-                    assignment=assignment,
-                    notebook=notebook,
-                    checks_path=checks_path,
-                    module=module,
-                    helpers_dir=course.release / assignment,
-                    extract=tuple(module.EXTRACT),
-                    probes=dict(getattr(module, "PROBES", {})),
-                    parts=source_parts(course, assignment, notebook),
-                    figures=getattr(module, "figures", None),
-                    variant=getattr(module, "VARIANT", None),
-                    answer_of=answer_cells_defining(course, assignment, notebook, module.EXTRACT),
-                )
-            )
-    return tuple(specs)
+def read_spec(
+    assignment: str,
+    checks_path: pathlib.Path,
+    module: types.ModuleType,
+    source: pathlib.Path,
+    helpers_dir: pathlib.Path,
+) -> NotebookSpec:
+    """The spec of one hidden check module, with its parts read from the instructor notebook of
+    `source` (the assignment's source folder) it names. The course lists them (`Course.specs`):
+    this module knows specs, not where a course keeps its files."""
+    source_notebook = source / f"{module.NOTEBOOK}.ipynb"
+    return NotebookSpec(
+        assignment=assignment,
+        notebook=module.NOTEBOOK,
+        checks_path=checks_path,
+        module=module,
+        helpers_dir=helpers_dir,
+        extract=tuple(module.EXTRACT),
+        probes=dict(getattr(module, "PROBES", {})),
+        parts=source_parts(source_notebook),
+        figures=getattr(module, "figures", None),
+        variant=getattr(module, "VARIANT", None),
+        answer_of=answer_cells_defining(source_notebook, module.EXTRACT),
+    )
 
 
 def answer_cells_by_part(release: dict, spec: NotebookSpec) -> dict[str, list[str]]:

@@ -5,7 +5,7 @@
 # root file system is this host's, read-only (hostfs); nothing it mounts or creates is seen
 # outside it. Usage, as root (the tests run as root of that kernel, with the host's Python):
 #
-#     tests/uml/run.sh [PYTEST ARGUMENTS]      (default: tests/test_cgroup_v2.py)
+#     tests/uml/run.sh [PYTEST ARGUMENTS]      (default: tests/sandbox/test_cgroup_v2.py)
 #
 # Needs apt-get (Debian) to fetch the kernel and a matching C library into TC_UML_CACHE
 # (default /tmp/tc_uml) with lists of its own (the host's apt state is not touched), and
@@ -45,7 +45,7 @@ if [ ! -x "$cache/linux" ]; then
     mv "$cache/linux.new" "$cache/linux"
 fi
 out=$(mktemp -d "$cache/run.XXXXXX")
-[ $# -gt 0 ] || set -- tests/test_cgroup_v2.py
+[ $# -gt 0 ] || set -- tests/sandbox/test_cgroup_v2.py
 {
     printf 'exec %s -m pytest -q -p no:cacheprovider -ra' "$python"
     for argument in "$@"; do printf " '%s'" "$(printf '%s' "$argument" | sed "s/'/'\\\\''/g")"; done

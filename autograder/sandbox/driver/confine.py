@@ -316,7 +316,7 @@ _DENIED = (
     "socket",
 )
 # Per architecture, from the kernel's UAPI headers (x86_64: asm/unistd_64.h; aarch64, which
-# has no fork or vfork: asm-generic/unistd.h); tests/test_seccomp_tables.py checks every
+# has no fork or vfork: asm-generic/unistd.h); tests/sandbox/test_seccomp_tables.py checks every
 # number, and every call the filter means to refuse, against those headers.
 SYSCALLS = {
     "x86_64": {

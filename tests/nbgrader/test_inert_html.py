@@ -1,0 +1,171 @@
+"""The cleaning that makes pages inert, part by part (the pages themselves, in Chromium, are
+tests/nbgrader/test_inert_pages.py): links in every spelling, outputs and raw cells, whole feedback pages,
+the formgrader's policy against the installed nbgrader's page, and the TeX budget."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import nbformat
+import pytest
+
+from autograder.nbgrader import inert, maths
+from tests.builders import REPOSITORY
+
+HOSTILE_HREFS = [
+    "javascript:alert(1)",
+    "JaVaScRiPt:alert(1)",
+    "&#106;avascript:alert(1)",
+    "&#x6A;&#x61;vascript:alert(1)",
+    "java&#9;script:alert(1)",
+    "java\nscript:alert(1)",
+    "  javascript:alert(1)",
+    "\x01javascript:alert(1)",
+    "javascript&colon;alert(1)",
+    "vbscript:msgbox(1)",
+    "VBScript:msgbox(1)",
+    "data:text/html,<script>alert(1)</script>",
+    "DATA:text/html;base64,PHNjcmlwdD4=",
+    "&#100;ata:text/html,x",
+    "//evil.example/x",
+    "/api/shutdown",
+    "../../files/secret",
+    "file:///etc/passwd",
+]
+
+
+@pytest.mark.parametrize("href", HOSTILE_HREFS)
+def test_no_link_but_http_https_and_mailto_survives(href):
+    for source in (f"<a href='{href}'>x</a>", f"<svg><a href='{href}'><text>x</text></a></svg>"):
+        cleaned = inert.clean_fragment(source)
+        assert "href" not in cleaned, cleaned
+    assert "href" not in maths.markdown_to_html(f"[x]({href})")
+
+
+def test_http_links_and_embedded_images_are_kept_remote_images_are_not():
+    cleaned = inert.clean_fragment(
+        "<a href='https://example.org/a'>a</a><a href='mailto:t@example.org'>m</a>"
+        "<img src='data:image/png;base64,iVBORw0KGgo='><img src='https://evil.example/t.png'>"
+        "<img src='data:image/svg+xml;base64,PHN2Zz4='><div style='color:red;background:url(https://evil.example/b)'>s</div>"
+    )
+    assert 'href="https://example.org/a"' in cleaned and 'href="mailto:t@example.org"' in cleaned
+    assert 'src="data:image/png;base64,iVBORw0KGgo="' in cleaned
+    assert "evil" not in cleaned and "svg+xml" not in cleaned and 'style="color:red"' in cleaned
+
+
+def test_an_answer_cannot_pose_as_the_formgraders_controls():
+    cleaned = inert.clean_fragment("<span class='score comment k tc-x' id='q1_transformer'>x</span>")
+    assert cleaned == '<span class="k tc-x">x</span>'
+
+
+def test_outputs_and_raw_cells_are_made_inert():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"text/javascript": "alert(1)"}
+    nb.cells = [
+        nbformat.v4.new_raw_cell("<script>alert(1)</script><img src=x onerror=alert(2)><b>raw</b>"),
+        nbformat.v4.new_code_cell(
+            "x",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={
+                        "text/html": "<b onclick=alert(1)>html</b><script>alert(2)</script>",
+                        "image/svg+xml": "<svg onload=alert(3)><rect width='1'/><image href='https://evil.example/i'/></svg>",
+                        "application/javascript": "alert(4)",
+                        "image/png": 'iVBORw0KGgo=" onerror="alert(5)',
+                        "text/plain": "plain <kept>",
+                    },
+                    metadata={"filenames": {"image/png": "https://evil.example/p.png"}},
+                ),
+                nbformat.v4.new_output("display_data", data={"text/html": "x" * (inert.MAX_OUTPUT_CHARS + 1)}),
+            ],
+        ),
+    ]
+    nb, _ = inert.InertOutputs().preprocess(nb, {})
+    assert "widgets" not in nb.metadata
+    assert nb.cells[0].source == "<b>raw</b>" or nb.cells[0].source == "<img><b>raw</b>"
+    data = nb.cells[1].outputs[0].data
+    assert (
+        data["text/html"] == "<b>html</b>"
+        and "onload" not in data["image/svg+xml"]
+        and "evil" not in data["image/svg+xml"]
+    )
+    assert set(data) == {"text/html", "image/svg+xml", "text/plain"} and not nb.cells[1].outputs[0].metadata
+    assert "not shown" in nb.cells[1].outputs[1].data["text/html"]
+
+
+def test_a_feedback_page_is_cleaned_whole_under_its_policy():
+    page = (
+        "<!DOCTYPE html><html><head><title>t</title><script src='https://cdn.example/x.js'></script>"
+        "<link rel=stylesheet href='https://cdn.example/x.css'><style>p{color:red}</style></head>"
+        "<body><div id='top' class='panel'><a href='#top'>top</a><script>alert(1)</script>"
+        "<a href='javascript:alert(2)'>j</a></div></body></html>"
+        "<script type='text/javascript'>alert(3)</script>"
+    )
+    cleaned = inert.inert_page(page)
+    assert cleaned.startswith("<!DOCTYPE html><html><head>" + inert.policy_meta(inert.FEEDBACK_POLICY))
+    assert "<script" not in cleaned and "<link" not in cleaned and "javascript" not in cleaned
+    assert "<style>p{color:red}</style>" in cleaned and 'id="top"' in cleaned and 'href="#top"' in cleaned
+
+
+def test_the_formgraders_policy_allows_exactly_nbgraders_own_inline_code():
+    """Rendered as the formgrader renders it (the course's configuration, nbgrader's template as
+    installed): the policy comes after nbgrader's scripts, and every inline script or handler after
+    it is one the policy allows by hash (else nbgrader changed its page: update FORMGRADER_INLINE_CODE)."""
+    import nbgrader.server_extensions.formgrader.handlers as handlers
+    from nbconvert.exporters import HTMLExporter
+    from traitlets.config import Config
+
+    from autograder.nbgrader import settings
+
+    config = Config()
+    config.HTMLExporter.template_name = "formgrade"
+    config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
+    config.merge(settings.load(REPOSITORY).config)
+    resources = {
+        "assignment_id": "attention_heads",
+        "notebook_id": "questions",
+        "submission_id": "s",
+        "index": 0,
+        "total": 1,
+        "base_url": "",
+        "student": "s",
+        "last_name": None,
+        "first_name": None,
+        "notebook_path": "/n",
+    }
+    page, _ = HTMLExporter(config=config).from_filename(
+        str(REPOSITORY.release / "attention_heads" / "questions.ipynb"), resources=resources
+    )
+    meta = page.index(f'content="{inert.FORMGRADER_POLICY}"')
+    assert "formgrade.js" in page[:meta], "nbgrader's own scripts must come before the policy"
+    after = page[meta:]
+    inline = re.findall(r"<script[^>]*>(.*?)</script>", after, re.S)
+    inline += [value for value in re.findall(r"\son\w+=\"([^\"]*)\"", after)]
+    assert inline, "nbgrader's page has no inline code any more: drop FORMGRADER_INLINE_CODE"
+    for code in inline:
+        assert inert.csp_hash(code) in inert.FORMGRADER_POLICY, f"inline code the policy blocks: {code!r}"
+
+
+@pytest.mark.parametrize("formulas", [12_000, 40_000])  # about 330 KB and 1.1 MB of TeX in one cell
+def test_much_tex_makes_a_bounded_page_quickly(formulas):
+    tex = " ".join(f"$\\sum_{{k={i}}} W_O^{{{i}}} W_V^{{{i}}}$" for i in range(formulas))
+    started = time.monotonic()
+    page = maths.markdown_to_html(tex)
+    took = time.monotonic() - started
+    print(f"\n{len(tex):,} characters of TeX: {len(page):,} characters of HTML in {took:.2f} s")
+    assert len(page) < 2 * len(tex) and ("shown as typed" in page)
+    drawn = page.count("<math")
+    assert drawn * 20 <= maths.MAX_TEX_PER_ANSWER, drawn  # within the cell's budget, the rest plain text
+    assert drawn > 0 or len(tex) > maths.MAX_MARKDOWN_CHARS
+
+
+def test_the_course_own_maths_is_all_drawn():
+    for path in sorted(REPOSITORY.release.glob("*/*.ipynb")):
+        budget = maths.TexBudget()
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "markdown":
+                maths.markdown_to_html("".join(cell["source"]), budget)
+                assert not budget.skipped, f"{path.name}: the course's own maths is over the budget"
