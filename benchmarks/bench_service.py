@@ -17,8 +17,10 @@ looks up. Phases:
   * fairness (before the burst): a sleeper (a notebook that sleeps SLEEP seconds, within its
     limits) then an honest student a second later; and a flood (one student submitting FLOOD
     times, FLOOD more under invented names that are on no roster) then an honest student. It
-    prints each honest student's delay beyond the idle median: what another student's slow or
-    numerous submissions cost them.
+    prints each honest student's latency split into their wait before their grading began and
+    their own grading (claim to page out, from the queue's row), and judges the rule "another
+    student's slow or numerous submissions delay feedback by no more than its own grading
+    time" (wait <= own grading time): PASS or FAIL for each, and for both.
 
 It prints median and 95th percentile latencies, the burst's drain time, the batch times, their
 ratios, the CPU time each spent per submission in its own processes (the service with its
@@ -120,8 +122,34 @@ def sleeper_work(course: Course, seconds: float) -> dict:
     )
 
 
-def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median: float) -> None:
-    """A sleeper, then a flood, each followed by an honest student: print the honest delays."""
+def judged(root: pathlib.Path, watcher, name: str, idle_median: float) -> tuple[str, bool]:
+    """An honest student's latency split into the wait before their grading began and their own
+    grading (its claim to its page out, from the queue's row), judged by the rule: another
+    student's slow or numerous submissions delay theirs by no more than their own grading time."""
+    from autograder.service import queue as jobqueue
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{root / 'gradebook.db'}")
+    rows = [row for row in jobqueue.Queue(engine, COURSE_ID).rows(states=(jobqueue.DONE,)) if row.student == name]
+    latency = watcher.latencies.get(name, float("nan"))
+    if not rows:
+        return f"{name}: no feedback ({latency:.1f} s)", False
+    own = watcher.appeared_at[name] - rows[-1].started_at  # claimed -> page out
+    waited = latency - own
+    passed = waited <= own
+    return (
+        f"{name}'s feedback after {latency:.2f} s: waited {waited:.2f} s before its grading began, "
+        f"its own grading {own:.2f} s (claim to page; idle median latency {idle_median:.2f} s, "
+        f"{latency - idle_median:+.2f} s beyond it); rule (wait <= own grading time): "
+        f"{'PASS' if passed else 'FAIL'}",
+        passed,
+    )
+
+
+def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median: float) -> bool:
+    """A sleeper, then a flood, each followed by an honest student: print each honest student's
+    wait and own grading time, judged by the rule; True when both pass."""
+    root = course.root
     sleeper, honest = prepare_students(["sleeper", "honest1"], exchange, course)
     sleeper.write_notebook(ASSIGNMENT, NOTEBOOK, sleeper_work(course, args.sleep))
     sleeper.submit(ASSIGNMENT)
@@ -130,10 +158,10 @@ def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median:
     honest.submit(ASSIGNMENT)
     watcher.expect(honest, time.monotonic())
     watcher.wait_all(args.sleep + 300)
+    line, sleeper_passed = judged(root, watcher, "honest1", idle_median)
     print(
         f"sleeper ({args.sleep:g} s asleep): its feedback after {watcher.latencies.get('sleeper', float('nan')):.1f} s; "
-        f"an honest student's 1 s later after {watcher.latencies.get('honest1', float('nan')):.1f} s "
-        f"(idle median {idle_median:.1f} s; delay {watcher.latencies.get('honest1', float('nan')) - idle_median:+.1f} s)"
+        f"an honest student 1 s later: {line}"
     )
     flooder, honest = prepare_students(["flooder", "honest2"], exchange, course)
     invented = prepare_students([f"invented{n:04d}" for n in range(args.flood)], exchange, course)
@@ -146,13 +174,14 @@ def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median:
     honest.submit(ASSIGNMENT)
     watcher.expect(honest, time.monotonic())
     watcher.wait_all(600)
+    line, flood_passed = judged(root, watcher, "honest2", idle_median)
     print(
         f"flood ({args.flood} submissions of one student and {args.flood} under invented names, in "
-        f"{time.monotonic() - start:.0f} s): an honest student's feedback after "
-        f"{watcher.latencies.get('honest2', float('nan')):.1f} s "
-        f"(delay {watcher.latencies.get('honest2', float('nan')) - idle_median:+.1f} s); the flooder's last after "
-        f"{watcher.latencies.get('flooder', float('nan')):.1f} s"
+        f"{time.monotonic() - start:.0f} s; the flooder's last feedback after "
+        f"{watcher.latencies.get('flooder', float('nan')):.1f} s), then an honest student: {line}"
     )
+    print(f"fairness: {'PASS' if sleeper_passed and flood_passed else 'FAIL'} (sleeper and flood)")
+    return sleeper_passed and flood_passed
 
 
 def kinds_of_work(course: Course) -> list[dict]:
@@ -291,6 +320,7 @@ class Watcher:
         self.pending: dict[str, tuple[Student, float, pathlib.Path]] = {}
         self.latencies: dict[str, float] = {}
         self.appeared: dict[str, float] = {}
+        self.appeared_at: dict[str, float] = {}  # epoch seconds, to compare with the queue's times
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -315,13 +345,14 @@ class Watcher:
                     present = set(os.listdir(waiting[0][1][2].parent))
                 except FileNotFoundError:
                     present = set()
-                now = time.monotonic()
+                now, epoch = time.monotonic(), time.time()
                 for name, (_, submitted, page) in waiting:
                     if page.name in present:
                         with self.lock:
                             self.pending.pop(name, None)
                             self.latencies[name] = now - submitted
                             self.appeared[name] = now
+                            self.appeared_at[name] = epoch
             time.sleep(0.05)
 
     def wait_all(self, timeout: float) -> bool:

@@ -41,6 +41,15 @@ def test_workers_sharing_a_postgres_queue_split_it_without_overlap(postgres):
     assert {row.state for row in setup.rows()} == {jobqueue.DONE}
 
 
+def test_a_flood_never_places_another_students_claim_behind_it_on_postgres(postgres):
+    """The fair claim order (a student's next claim due once their last is done) on PostgreSQL."""
+    from test_service_parts import Clock, flood_then_honest
+
+    clock = Clock()
+    queue = jobqueue.Queue(jobqueue.connect(postgres.url(postgres.create_database())), "course", clock=clock)
+    assert flood_then_honest(queue, clock, 1) == ["flooder", "honest", "flooder", "flooder"]
+
+
 def test_the_service_grades_exchange_submissions_into_a_postgres_gradebook(
     postgres,
     mini_course,
