@@ -183,7 +183,9 @@ class Queue:
         this student's graded submissions of the assignment started, when this one may start.
         `hold`: why the policy holds it for the instructor (held, not queued), or None.
         """
-        (state, _), *_ = self.enqueue_many([Submission(assignment, student, origin, submitted_at, not_before_for, hold)])
+        (state, _), *_ = self.enqueue_many(
+            [Submission(assignment, student, origin, submitted_at, not_before_for, hold)]
+        )
         return state
 
     def enqueue_many(self, submissions: list[Submission]) -> list[tuple[str | None, float]]:
@@ -256,7 +258,11 @@ class Queue:
                 attempts=0,
                 enqueued_at=now,
                 finished_at=now if state == SUPERSEDED else None,
-                message="a newer submission exists" if state == SUPERSEDED else submission.hold if state == HELD else None,
+                message="a newer submission exists"
+                if state == SUPERSEDED
+                else submission.hold
+                if state == HELD
+                else None,
             )
         )
         return state, not_before
