@@ -170,7 +170,7 @@ class Service:
             (log.warning if "cannot be verified" in described else log.info)("%s", described)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: (self.stopping.set(), self.wake.set()))
+                signal.signal(signum, self._stop)
         # Claims are renewed until this run has finished with them, through a stop's last grades
         # and feedback too (`finished`, not `stopping`).
         finished = threading.Event()
@@ -218,6 +218,10 @@ class Service:
                 grading.close()
             finished.set()
         self.log_summary()
+
+    def _stop(self, *_) -> None:
+        self.stopping.set()
+        self.wake.set()
 
     def _grade_on_lane(self, job: jobqueue.Job) -> None:
         grading = self.lanes.get()
@@ -385,7 +389,7 @@ class Service:
                     item.student,
                     item.origin,
                     item.submitted_at,
-                    lambda started, p=policy: p.not_before(started, time.time()),
+                    functools.partial(self._not_before, policy),
                     hold,
                 )
             )
@@ -403,6 +407,10 @@ class Service:
             elif state == jobqueue.HELD:
                 self._notice_held(item, policy)
         return len(new)
+
+    @staticmethod
+    def _not_before(policy, graded_start_times: list[float]) -> float:
+        return policy.not_before(graded_start_times, time.time())
 
     def _flag(self, items: list[tuple[str, str, str]], verb: str) -> None:
         """Record flags for the instructor (status shows them) and log the new ones, escaped."""
