@@ -402,6 +402,8 @@ class Service:
                 continue
             self.stats[f"found {state}"] += 1
             log.info("found %s/%s submitted %s: %s", item.student, item.assignment, item.timestamp, state)
+            if newest[(item.student, item.assignment)] is not item:
+                continue  # superseded in the same transaction: no notice for it
             if state == jobqueue.QUEUED:
                 self._notice_if_deferred(item, policy, not_before)
             elif state == jobqueue.HELD:
