@@ -17,8 +17,13 @@ looks up. Phases:
   * fairness (before the burst): a sleeper (a notebook that sleeps SLEEP seconds, within its
     limits) then an honest student a second later; and a flood (one student submitting FLOOD
     times, FLOOD more under invented names that are on no roster) then an honest student. It
-    prints each honest student's delay beyond the idle median: what another student's slow or
-    numerous submissions cost them.
+    prints each honest student's latency split into their wait before their grading began and
+    their own grading (claim to page out, from the queue's row), and judges the rule "another
+    student's slow or numerous submissions delay feedback by no more than its own grading
+    time" (wait <= own grading time): PASS or FAIL for each, and for both.
+  * TeX (after the fairness phase): another student's feedback latency alone, and when
+    submitted a second after an answer holding TEX_KIB KiB of TeX; and the three pages' load
+    times in Chromium (headless /usr/bin/chromium, via Playwright).
 
 It prints median and 95th percentile latencies, the burst's drain time, the batch times, their
 ratios, the CPU time each spent per submission in its own processes (the service with its
@@ -32,7 +37,7 @@ second half (memory over a long run: `--idle 0 --burst 2000 --burst-seconds 300 
 A benchmark, not a test: nothing is asserted.
 
     python benchmarks/bench_service.py [--idle 20] [--burst 200] [--burst-seconds 60] [--jobs 2]
-                                       [--sleep 30] [--flood 100]
+                                       [--sleep 30] [--flood 100] [--tex-kib 1024]
 """
 
 from __future__ import annotations
@@ -121,8 +126,35 @@ def sleeper_work(course: Course, seconds: float) -> dict:
     )
 
 
-def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median: float) -> None:
-    """A sleeper, then a flood, each followed by an honest student: print the honest delays."""
+def judged(root: pathlib.Path, watcher, name: str, idle_median: float) -> tuple[str, bool]:
+    """An honest student's latency split into the wait before their grading began and their own
+    grading (its claim to its page out, from the queue's row), judged by the rule: another
+    student's slow or numerous submissions delay theirs by no more than their own grading time."""
+    from sqlalchemy import create_engine
+
+    from autograder.service import queue as jobqueue
+
+    engine = create_engine(f"sqlite:///{root / 'gradebook.db'}")
+    rows = [row for row in jobqueue.Queue(engine, COURSE_ID).rows(states=(jobqueue.DONE,)) if row.student == name]
+    latency = watcher.latencies.get(name, float("nan"))
+    if not rows:
+        return f"{name}: no feedback ({latency:.1f} s)", False
+    own = watcher.appeared_at[name] - rows[-1].started_at  # claimed -> page out
+    waited = latency - own
+    passed = waited <= own
+    return (
+        f"{name}'s feedback after {latency:.2f} s: waited {waited:.2f} s before its grading began, "
+        f"its own grading {own:.2f} s (claim to page; idle median latency {idle_median:.2f} s, "
+        f"{latency - idle_median:+.2f} s beyond it); rule (wait <= own grading time): "
+        f"{'PASS' if passed else 'FAIL'}",
+        passed,
+    )
+
+
+def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median: float) -> bool:
+    """A sleeper, then a flood, each followed by an honest student: print each honest student's
+    wait and own grading time, judged by the rule; True when both pass."""
+    root = course.root
     sleeper, honest = prepare_students(["sleeper", "honest1"], exchange, course)
     sleeper.write_notebook(ASSIGNMENT, NOTEBOOK, sleeper_work(course, args.sleep))
     sleeper.submit(ASSIGNMENT)
@@ -131,10 +163,10 @@ def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median:
     honest.submit(ASSIGNMENT)
     watcher.expect(honest, time.monotonic())
     watcher.wait_all(args.sleep + 300)
+    line, sleeper_passed = judged(root, watcher, "honest1", idle_median)
     print(
         f"sleeper ({args.sleep:g} s asleep): its feedback after {watcher.latencies.get('sleeper', float('nan')):.1f} s; "
-        f"an honest student's 1 s later after {watcher.latencies.get('honest1', float('nan')):.1f} s "
-        f"(idle median {idle_median:.1f} s; delay {watcher.latencies.get('honest1', float('nan')) - idle_median:+.1f} s)"
+        f"an honest student 1 s later: {line}"
     )
     flooder, honest = prepare_students(["flooder", "honest2"], exchange, course)
     invented = prepare_students([f"invented{n:04d}" for n in range(args.flood)], exchange, course)
@@ -147,12 +179,85 @@ def fairness(args, course: Course, exchange: pathlib.Path, watcher, idle_median:
     honest.submit(ASSIGNMENT)
     watcher.expect(honest, time.monotonic())
     watcher.wait_all(600)
+    line, flood_passed = judged(root, watcher, "honest2", idle_median)
     print(
         f"flood ({args.flood} submissions of one student and {args.flood} under invented names, in "
-        f"{time.monotonic() - start:.0f} s): an honest student's feedback after "
-        f"{watcher.latencies.get('honest2', float('nan')):.1f} s "
-        f"(delay {watcher.latencies.get('honest2', float('nan')) - idle_median:+.1f} s); the flooder's last after "
-        f"{watcher.latencies.get('flooder', float('nan')):.1f} s"
+        f"{time.monotonic() - start:.0f} s), then an honest student: {line}"
+    )
+    print(f"fairness: {'PASS' if sleeper_passed and flood_passed else 'FAIL'} (sleeper and flood)")
+    return sleeper_passed and flood_passed
+
+
+def page_of(student: Student) -> pathlib.Path:
+    """Where the student's virtual-head feedback page is released (what fetch_feedback looks up)."""
+    from nbgrader.utils import notebook_hash
+
+    secret = (student.last_submission(ASSIGNMENT) / "submission_secret.txt").read_text()
+    return student.exchange / COURSE_ID / "feedback" / f"{notebook_hash(secret=secret, notebook_id=NOTEBOOK)}.html"
+
+
+def chromium_load_seconds(pages: list[pathlib.Path]) -> list[float]:
+    """Seconds Chromium (headless, /usr/bin/chromium) takes to open each page until its load
+    event, in one browser, each in a new tab."""
+    from playwright.sync_api import sync_playwright
+
+    seconds = []
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            warm = browser.new_page()  # the browser's own start-up is not the page's
+            warm.goto("about:blank")
+            warm.close()
+            for page_file in pages:
+                tab = browser.new_page()
+                started = time.monotonic()
+                tab.goto(page_file.as_uri(), wait_until="load", timeout=300_000)
+                seconds.append(time.monotonic() - started)
+                tab.close()
+        finally:
+            browser.close()
+    return seconds
+
+
+def tex_phase(args, course: Course, exchange: pathlib.Path, watcher) -> None:
+    """Another student's feedback, without and with a hostile answer of TEX_KIB KiB of TeX
+    submitted a second before it: its latency, and its page's load in Chromium (the hostile
+    page's too), in the same run."""
+    plain, texer, other = prepare_students(["plain", "texer", "other"], exchange, course)
+    for student in (plain, other):
+        student.write_notebook(ASSIGNMENT, NOTEBOOK, classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK))
+    formula, tex = 0, []
+    while sum(map(len, tex)) < args.tex_kib * 1024:
+        tex.append(f"$x_{{{formula}}}^2 + y$")
+        formula += 1
+    texer.write_notebook(
+        ASSIGNMENT,
+        NOTEBOOK,
+        classroom.filled_notebook(course, ASSIGNMENT, NOTEBOOK, {"ex1_explain_nets": " ".join(tex)}),
+    )
+    plain.submit(ASSIGNMENT)
+    watcher.expect(plain, time.monotonic())
+    watcher.wait_all(300)
+    texer.submit(ASSIGNMENT)
+    watcher.expect(texer, time.monotonic())
+    time.sleep(1.0)
+    other.submit(ASSIGNMENT)
+    watcher.expect(other, time.monotonic())
+    watcher.wait_all(600)
+    pages = [page_of(plain), page_of(other), page_of(texer)]
+    sizes = [page.stat().st_size / 1024 for page in pages]
+    try:
+        loads = chromium_load_seconds(pages)
+        shown = f"{loads[0]:.2f} s, {loads[1]:.2f} s and {loads[2]:.2f} s"
+    except Exception as error:  # noqa: BLE001 - no browser here: the latencies still stand
+        shown = f"not measured ({error!r:.80})"
+    print(
+        f"TeX ({args.tex_kib} KiB in one answer): another student's feedback after "
+        f"{watcher.latencies['plain']:.2f} s alone, {watcher.latencies['other']:.2f} s when submitted 1 s after "
+        f"the hostile answer (whose own came after {watcher.latencies['texer']:.2f} s); pages "
+        f"{sizes[0]:.0f}, {sizes[1]:.0f} and {sizes[2]:.0f} KiB (alone, after, hostile), opened in Chromium in {shown}"
     )
 
 
@@ -292,6 +397,7 @@ class Watcher:
         self.pending: dict[str, tuple[Student, float, pathlib.Path]] = {}
         self.latencies: dict[str, float] = {}
         self.appeared: dict[str, float] = {}
+        self.appeared_at: dict[str, float] = {}  # epoch seconds, to compare with the queue's times
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -316,13 +422,14 @@ class Watcher:
                     present = set(os.listdir(waiting[0][1][2].parent))
                 except FileNotFoundError:
                     present = set()
-                now = time.monotonic()
+                now, epoch = time.monotonic(), time.time()
                 for name, (_, submitted, page) in waiting:
                     if page.name in present:
                         with self.lock:
                             self.pending.pop(name, None)
                             self.latencies[name] = now - submitted
                             self.appeared[name] = now
+                            self.appeared_at[name] = epoch
             time.sleep(0.05)
 
     def wait_all(self, timeout: float) -> bool:
@@ -410,6 +517,9 @@ def main() -> int:
     parser.add_argument("--sleep", type=float, default=30.0, help="the sleeper's sleep, seconds (0: no fairness phase)")
     parser.add_argument("--flood", type=int, default=100, help="the flood's submissions")
     parser.add_argument(
+        "--tex-kib", type=int, default=1024, help="TeX in the hostile answer of the TeX phase, KiB (0: no TeX phase)"
+    )
+    parser.add_argument(
         "--no-nbgrader-feedback",
         action="store_true",
         help="skip timing nbgrader generate_feedback after the batch grader (minutes)",
@@ -424,7 +534,11 @@ def main() -> int:
     course = Course(root)
     idle_students = prepare_students([f"idle{n:03d}" for n in range(args.idle)], exchange, course)
     burst_students = prepare_students([f"burst{n:04d}" for n in range(args.burst)], exchange, course)
-    enrol(root, [s.name for s in idle_students + burst_students] + ["sleeper", "honest1", "flooder", "honest2"])
+    enrol(
+        root,
+        [s.name for s in idle_students + burst_students]
+        + ["sleeper", "honest1", "flooder", "honest2", "plain", "texer", "other"],
+    )
     log = open(WORK / "service.log", "w")
     service = subprocess.Popen(
         [sys.executable, "-m", "autograder", "serve", "--course", str(root), "--jobs", str(args.jobs)],
@@ -452,6 +566,8 @@ def main() -> int:
             print(f"idle  ({args.idle} one at a time):   {percentiles(idle)}; memory {rss_mib(service.pid):.0f} MiB")
         if args.sleep > 0:
             fairness(args, course, exchange, watcher, statistics.median(idle) if idle else 0.0)
+        if args.tex_kib > 0:
+            tex_phase(args, course, exchange, watcher)
         if not args.burst:
             return 0
 

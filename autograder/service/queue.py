@@ -26,6 +26,7 @@ import dataclasses
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
@@ -62,6 +63,9 @@ jobs = sa.Table(
     sa.Index(f"{TABLE}_pending", "course_id", "state", "not_before"),
     sa.Index(f"{TABLE}_student", "course_id", "assignment", "student"),
 )
+# A student's rows of any assignment (the claim order asks when their last claim was done); made
+# on an existing table too (connect).
+by_student = sa.Index(f"{TABLE}_by_student", jobs.c.course_id, jobs.c.student, jobs.c.state)
 
 
 # What the instructor should know about a submission the service refused or doubts: a folder
@@ -79,6 +83,22 @@ flags = sa.Table(
     sa.UniqueConstraint("course_id", "origin", "kind", name=f"{TABLE}_flag_once"),
 )
 REFUSED, TIMESTAMP = "refused", "timestamp"
+
+
+ENQUEUE_BATCH = 500  # submissions recorded per transaction
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """A submission found, to be recorded (Queue.enqueue_many); `not_before_for` and `hold` as
+    for Queue.enqueue."""
+
+    assignment: str
+    student: str
+    origin: str
+    submitted_at: float
+    not_before_for: Callable[[list[float]], float] | None = None
+    hold: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +136,10 @@ def connect(db_url: str) -> sa.Engine:
     else:
         engine = sa.create_engine(db_url, pool_pre_ping=True)
     metadata.create_all(engine, checkfirst=True)
+    try:
+        by_student.create(engine, checkfirst=True)
+    except sa.exc.DatabaseError:  # another service made it between the check and the creation
+        pass
     return engine
 
 
@@ -159,71 +183,89 @@ class Queue:
         this student's graded submissions of the assignment started, when this one may start.
         `hold`: why the policy holds it for the instructor (held, not queued), or None.
         """
-        now = self.clock()
-        try:
-            with self.engine.begin() as connection:
-                if (
-                    connection.execute(
-                        sa.select(jobs.c.id).where(jobs.c.course_id == self.course_id, jobs.c.origin == origin)
-                    ).first()
-                    is not None
-                ):
-                    return None
-                same = (
-                    (jobs.c.course_id == self.course_id)
-                    & (jobs.c.assignment == assignment)
-                    & (jobs.c.student == student)
-                )
-                newer_exists = connection.execute(
-                    sa.select(sa.func.count()).where(
-                        same, jobs.c.state.in_((QUEUED, HELD, RUNNING, DONE)), jobs.c.submitted_at >= submitted_at
-                    )
-                ).scalar()
-                state = SUPERSEDED if newer_exists else HELD if hold else QUEUED
-                not_before = 0.0
-                if state != SUPERSEDED:
-                    connection.execute(
-                        jobs.update()
-                        .where(same, jobs.c.state.in_(WAITING))
-                        .values(state=SUPERSEDED, finished_at=now, message=f"superseded by {origin}")
-                    )
-                    if not_before_for is not None and state == QUEUED:
-                        started = [
-                            row.started_at
-                            for row in connection.execute(
-                                sa.select(jobs.c.started_at).where(
-                                    same, jobs.c.state.in_((RUNNING, DONE)), jobs.c.started_at.is_not(None)
-                                )
-                            )
-                        ]
-                        not_before = not_before_for(started)
-                connection.execute(
-                    jobs.insert().values(
-                        course_id=self.course_id,
-                        assignment=assignment,
-                        student=student,
-                        origin=origin,
-                        submitted_at=submitted_at,
-                        state=state,
-                        not_before=not_before,
-                        attempts=0,
-                        enqueued_at=now,
-                        finished_at=now if state == SUPERSEDED else None,
-                        message="a newer submission exists" if state == SUPERSEDED else hold if state == HELD else None,
-                    )
-                )
-        except sa.exc.IntegrityError:
-            return None  # another service inserted it between our check and our insert
+        (state, _), *_ = self.enqueue_many(
+            [Submission(assignment, student, origin, submitted_at, not_before_for, hold)]
+        )
         return state
 
-    def not_before(self, origin: str) -> float:
-        with self.engine.connect() as connection:
-            return (
-                connection.execute(
-                    sa.select(jobs.c.not_before).where(jobs.c.course_id == self.course_id, jobs.c.origin == origin)
-                ).scalar()
-                or 0.0
+    def enqueue_many(self, submissions: list[Submission]) -> list[tuple[str | None, float]]:
+        """Record submissions found, in one transaction per ENQUEUE_BATCH (a flood of a hundred
+        costs one commit, not a hundred, so whoever submitted after it is queued at once); for
+        each, in order, its state as `enqueue` returns it and when it may be graded."""
+        results: list[tuple[str | None, float]] = []
+        for start in range(0, len(submissions), ENQUEUE_BATCH):
+            batch = submissions[start : start + ENQUEUE_BATCH]
+            try:
+                with self.engine.begin() as connection:
+                    results += [self._enqueue(connection, submission) for submission in batch]
+            except sa.exc.IntegrityError:  # another service inserted one meanwhile: one at a time
+                for submission in batch:
+                    try:
+                        with self.engine.begin() as connection:
+                            results.append(self._enqueue(connection, submission))
+                    except sa.exc.IntegrityError:
+                        results.append((None, 0.0))
+        return results
+
+    def _enqueue(self, connection, submission: Submission) -> tuple[str | None, float]:
+        assignment, student, origin, submitted_at = (
+            submission.assignment,
+            submission.student,
+            submission.origin,
+            submission.submitted_at,
+        )
+        now = self.clock()
+        if (
+            connection.execute(
+                sa.select(jobs.c.id).where(jobs.c.course_id == self.course_id, jobs.c.origin == origin)
+            ).first()
+            is not None
+        ):
+            return None, 0.0
+        same = (jobs.c.course_id == self.course_id) & (jobs.c.assignment == assignment) & (jobs.c.student == student)
+        newer_exists = connection.execute(
+            sa.select(sa.func.count()).where(
+                same, jobs.c.state.in_((QUEUED, HELD, RUNNING, DONE)), jobs.c.submitted_at >= submitted_at
             )
+        ).scalar()
+        state = SUPERSEDED if newer_exists else HELD if submission.hold else QUEUED
+        not_before = 0.0
+        if state != SUPERSEDED:
+            connection.execute(
+                jobs.update()
+                .where(same, jobs.c.state.in_(WAITING))
+                .values(state=SUPERSEDED, finished_at=now, message=f"superseded by {origin}")
+            )
+            if submission.not_before_for is not None and state == QUEUED:
+                started = [
+                    row.started_at
+                    for row in connection.execute(
+                        sa.select(jobs.c.started_at).where(
+                            same, jobs.c.state.in_((RUNNING, DONE)), jobs.c.started_at.is_not(None)
+                        )
+                    )
+                ]
+                not_before = submission.not_before_for(started)
+        connection.execute(
+            jobs.insert().values(
+                course_id=self.course_id,
+                assignment=assignment,
+                student=student,
+                origin=origin,
+                submitted_at=submitted_at,
+                state=state,
+                not_before=not_before,
+                attempts=0,
+                enqueued_at=now,
+                finished_at=now if state == SUPERSEDED else None,
+                message="a newer submission exists"
+                if state == SUPERSEDED
+                else submission.hold
+                if state == HELD
+                else None,
+            )
+        )
+        return state, not_before
 
     def release_held(
         self, assignment: str | None = None, students: list[str] | None = None, ids: list[int] | None = None
@@ -247,10 +289,14 @@ class Queue:
 
     # -- claiming ------------------------------------------------------------------------------
     def claim(self, limit: int) -> list[Job]:
-        """Take up to `limit` due submissions for this worker, in the order they became due, at
-        most one per student and none of a student with a submission in flight (of any
-        assignment): one student's submissions never take more than one grading lane. Expired
-        leases of dead workers are put back in the queue first."""
+        """Take up to `limit` due submissions for this worker, at most one per student and none
+        of a student with a submission in flight (of any assignment): one student's submissions
+        never take more than one grading lane. They are taken in the order they became due,
+        where a student's next submission becomes due no earlier than their previous one was
+        done (`_due`): whoever submitted while a flooder's claim was graded goes before the
+        flooder's next, so a student's numerous submissions never place another student's
+        behind more than the one being graded. Expired leases of dead workers are put back in
+        the queue first."""
         now = self.clock()
         with self.engine.begin() as connection:
             self._requeue_expired(connection, now)
@@ -267,7 +313,7 @@ class Queue:
                 .where(
                     jobs.c.course_id == self.course_id, jobs.c.state == QUEUED, jobs.c.not_before <= now, ~busy_student
                 )
-                .order_by(jobs.c.not_before, jobs.c.id)
+                .order_by(self._due(), jobs.c.id)
                 .limit(limit * 4)  # a student's rows of several assignments: the first of each student
             )
             if self.postgres:
@@ -295,6 +341,22 @@ class Queue:
         return [
             Job(row.id, row.assignment, row.student, row.origin, row.submitted_at, row.attempts + 1) for row in rows
         ]
+
+    def _due(self) -> sa.ColumnElement:
+        """When a queued row became due: when it was queued, or its pause ended (a rate limit, a
+        retry), or its student's last claim was done, whichever is latest."""
+        done = jobs.alias("done")
+        last_done = (
+            sa.select(sa.func.max(done.c.finished_at))
+            .where(
+                done.c.course_id == jobs.c.course_id,
+                done.c.student == jobs.c.student,
+                done.c.state.in_((DONE, FAILED)),
+            )
+            .scalar_subquery()
+        )
+        latest = sa.func.greatest if self.postgres else sa.func.max  # SQLite's max() of several values
+        return latest(jobs.c.enqueued_at, jobs.c.not_before, sa.func.coalesce(last_done, 0.0))
 
     def _requeue_expired(self, connection, now: float) -> None:
         expired = (

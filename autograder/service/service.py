@@ -137,6 +137,9 @@ class Service:
         self.awaiting: list[tuple] = []  # (future, job, grading started, note) per feedback in the making
         self.notices: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self.stopping = threading.Event()
+        # Set when there may be work for the main loop (a submission queued, a lane or a page
+        # done), so that it claims at once instead of at its next poll.
+        self.wake = threading.Event()
         self.discovering = threading.Lock()  # the discovery thread, and run(until_idle) itself
         self.refreshing = threading.Lock()  # due dates and policy, read by both threads
         self.stats: collections.Counter[str] = collections.Counter()
@@ -165,7 +168,7 @@ class Service:
             (log.warning if "cannot be verified" in described else log.info)("%s", described)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: self.stopping.set())
+                signal.signal(signum, self._stop)
         # Claims are renewed until this run has finished with them, through a stop's last grades
         # and feedback too (`finished`, not `stopping`).
         finished = threading.Event()
@@ -181,27 +184,26 @@ class Service:
         lanes = concurrent.futures.ThreadPoolExecutor(self.jobs, thread_name_prefix="grading-lane")
         try:
             while not self.stopping.is_set():
+                self.wake.clear()  # whatever happens from here on wakes the wait below
                 if until_idle:
                     self.discover()  # what is in the exchange now is queued before "idle" is judged
                 self.collect_feedback()
                 self._reap_lanes()
                 free = self.jobs - len(self.in_flight)
-                # One student per claim, at most one claim per student in flight (Queue.claim), in
-                # the order they arrived: a student's slow or numerous submissions wait in their
-                # own lane, and everyone else's are graded on the others.
+                # One student per claim, at most one claim per student in flight, a student's
+                # next claim due only once their last is done (Queue.claim): a student's slow or
+                # numerous submissions wait in their own lane, and everyone else's are graded on
+                # the others, in the order they arrived.
                 claimed = self.queue.claim(free) if free > 0 else []
                 for job in claimed:
-                    self.in_flight.add(lanes.submit(self._grade_on_lane, job))
+                    future = lanes.submit(self._grade_on_lane, job)
+                    future.add_done_callback(lambda _: self.wake.set())
+                    self.in_flight.add(future)
                 if claimed:
                     continue
                 if until_idle and not self.in_flight and not self._pending():
                     break
-                if self.in_flight:
-                    concurrent.futures.wait(
-                        self.in_flight, self.settings.poll_seconds, concurrent.futures.FIRST_COMPLETED
-                    )
-                else:
-                    self.stopping.wait(self.settings.poll_seconds)
+                self.wake.wait(self.settings.poll_seconds)
                 if time.monotonic() > summary_at:
                     self.log_summary()
                     summary_at = time.monotonic() + SUMMARY_SECONDS
@@ -214,6 +216,10 @@ class Service:
                 grading.close()
             finished.set()
         self.log_summary()
+
+    def _stop(self, *_) -> None:
+        self.stopping.set()
+        self.wake.set()
 
     def _grade_on_lane(self, job: jobqueue.Job) -> None:
         grading = self.lanes.get()
@@ -307,10 +313,18 @@ class Service:
         moment = due + (extension or datetime.timedelta(0))
         return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
 
-    def _hold_reason(self, policy, assignment: str, student: str, submitted_at: float) -> str | None:
+    def _hold_reason(
+        self, policy, assignment: str, student: str, submitted_at: float, deadlines: dict | None = None
+    ) -> str | None:
+        """Why the policy holds this submission for the instructor, or None; `deadlines` caches
+        the students' deadlines over one pass."""
         if policy.after_deadline != "hold":
             return None
-        deadline = self.deadline(assignment, student)
+        if deadlines is None:
+            deadlines = {}
+        if (assignment, student) not in deadlines:
+            deadlines[(assignment, student)] = self.deadline(assignment, student)
+        deadline = deadlines[(assignment, student)]
         if deadline is None or not policy.holds(submitted_at, deadline):
             return None
         return (
@@ -354,29 +368,49 @@ class Service:
         else:
             found = collect.scan_submitted(self.course.root / "submitted", assignments)
         # Oldest first, so that a burst is graded in the order it arrived (a student's older
-        # submission found together with a newer one is superseded as the newer is enqueued).
+        # submission found together with a newer one is superseded as the newer is enqueued),
+        # all in one transaction: a flood costs one commit, and whoever submitted after it is
+        # queued (and the main loop woken) without waiting for a commit per flood submission.
         new = sorted((item for item in found if item.origin not in self.known), key=lambda item: item.submitted_at)
+        newest = {(item.student, item.assignment): item for item in new}  # the others are superseded
+        deadlines: dict[tuple[str, str], float | None] = {}  # one gradebook look-up per student, not per folder
+        submissions, policies = [], []
         for item in new:
             policy = self.settings.policy(item.assignment)
-            hold = self._hold_reason(policy, item.assignment, item.student, item.submitted_at)
-            state = self.queue.enqueue(
-                item.assignment,
-                item.student,
-                item.origin,
-                item.submitted_at,
-                lambda started, p=policy: p.not_before(started, time.time()),
-                hold=hold,
+            hold = None
+            if newest[(item.student, item.assignment)] is item:
+                hold = self._hold_reason(policy, item.assignment, item.student, item.submitted_at, deadlines)
+            policies.append(policy)
+            submissions.append(
+                jobqueue.Submission(
+                    item.assignment,
+                    item.student,
+                    item.origin,
+                    item.submitted_at,
+                    functools.partial(self._not_before, policy),
+                    hold,
+                )
             )
-            self.known.add(item.origin)
+        results = self.queue.enqueue_many(submissions)
+        self.known.update(item.origin for item in new)
+        if any(state == jobqueue.QUEUED for state, _ in results):
+            self.wake.set()
+        for item, policy, (state, not_before) in zip(new, policies, results):
             if state is None:
                 continue
             self.stats[f"found {state}"] += 1
             log.info("found %s/%s submitted %s: %s", item.student, item.assignment, item.timestamp, state)
+            if newest[(item.student, item.assignment)] is not item:
+                continue  # superseded in the same transaction: no notice for it
             if state == jobqueue.QUEUED:
-                self._notice_if_deferred(item, policy)
+                self._notice_if_deferred(item, policy, not_before)
             elif state == jobqueue.HELD:
                 self._notice_held(item, policy)
         return len(new)
+
+    @staticmethod
+    def _not_before(policy, graded_start_times: list[float]) -> float:
+        return policy.not_before(graded_start_times, time.time())
 
     def _flag(self, items: list[tuple[str, str, str]], verb: str) -> None:
         """Record flags for the instructor (status shows them) and log the new ones, escaped."""
@@ -413,8 +447,7 @@ class Service:
             sent.append(time.time())
             feedback.release_notice(self.outbound_feedback, secret, notebooks, title, text)
 
-    def _notice_if_deferred(self, item: collect.Found, policy) -> None:
-        wait_until = self.queue.not_before(item.origin)
+    def _notice_if_deferred(self, item: collect.Found, policy, wait_until: float) -> None:
         if wait_until <= time.time() or not self.uses_exchange or not policy.instant_feedback:
             return
         when = time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(wait_until))
@@ -510,6 +543,7 @@ class Service:
         release = policy.instant_feedback and self.uses_exchange
         with self.feedback_lock:
             future = self.feedback.make(job.assignment, job.student, withhold, release)
+            future.add_done_callback(lambda _: self.wake.set())  # the claim is done: the student's next is due
             self.awaiting.append((future, job, started, note))
 
     def collect_feedback(self, wait: bool = False) -> None:

@@ -563,3 +563,40 @@ def test_a_submission_changed_after_it_was_first_seen_is_dated_by_the_change(cla
     (row,) = queue_rows(root)
     assert row.state == jobqueue.HELD and row.submitted_at > due.replace(tzinfo=datetime.timezone.utc).timestamp()
     assert "after the due date" in row.message
+
+
+def test_a_flood_is_queued_in_one_pass_and_takes_one_lane(classroom_setup):
+    """A hundred submissions of one student and a hundred under invented names, then an honest
+    student's: one discovery pass queues the flooder's newest (the rest superseded) and the
+    honest one, refuses the invented names without queueing them, and wakes the main loop; two
+    lanes take the flooder and the honest student, never two of the flooder's."""
+    from nbgrader.api import Gradebook
+
+    from autograder.service.service import Service
+
+    root, exchange, _ = classroom_setup
+    with open(root / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write("c.ExchangeTrust.allow_new_students = False\n")
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}", COURSE_ID) as gradebook:
+        for student in ("flooder", "honest"):
+            gradebook.update_or_create_student(student)
+    course = Course(root)
+    stamp = "2026-12-01 10:00:00.000000 UTC"
+    flood = [_forge(exchange, course, f"flooder+mini+{stamp}+{n:03d}".encode(), stamp) for n in range(100)]
+    for n in range(100):
+        _forge(exchange, course, f"invented{n:03d}+mini+{stamp}+x".encode(), stamp)
+    honest = _forge(exchange, course, f"honest+mini+{stamp}+h".encode(), stamp)
+
+    service = Service(course, jobs=2)
+    service.assignments()
+    assert service.discover() == 101
+    assert service.wake.is_set(), "the main loop is woken to claim at once"
+    states = {row.origin: row.state for row in queue_rows(root)}
+    newest = max(flood, key=lambda folder: (folder.stat().st_ctime, folder.name))
+    assert states.pop(honest.name) == jobqueue.QUEUED
+    assert states.pop(newest.name) == jobqueue.QUEUED
+    assert set(states.values()) == {jobqueue.SUPERSEDED} and len(states) == 99, "the invented names are not queued"
+    refused = [flag for flag in service.queue.flags(500) if flag.kind == jobqueue.REFUSED]
+    assert sorted(flag.origin for flag in refused) == [f"invented{n:03d}+mini+{stamp}+x" for n in range(100)]
+    assert service.discover() == 0, "nothing is looked at twice"
+    assert sorted(job.student for job in service.queue.claim(2)) == ["flooder", "honest"]

@@ -108,6 +108,62 @@ def test_claims_take_one_submission_per_student_in_the_order_they_became_due(db_
     assert [(job.student, job.assignment) for job in queue.claim(3)] == [("flooder", "hw2")]
 
 
+def flood_then_honest(queue, clock, lanes: int) -> list[str]:
+    """A flooder submits 100 times to each of three assignments (one transaction per batch, as
+    the service's discovery records them), then an honest student submits once; `lanes` grading
+    lanes drain the queue, each finishing its claim before the next claim is made. Returns the
+    order in which students were claimed."""
+    flood = [
+        jobqueue.Submission(assignment, "flooder", f"flooder+{assignment}+{number}", 100.0 + number)
+        for assignment in ("hw1", "hw2", "hw3")
+        for number in range(100)
+    ]
+    queue.enqueue_many(flood)
+    waiting = [row.origin for row in queue.rows(states=(jobqueue.QUEUED,))]
+    assert waiting == [f"flooder+{assignment}+99" for assignment in ("hw1", "hw2", "hw3")], "the rest superseded"
+    order = []
+    (first,) = queue.claim(lanes)  # the flooder's first claim is being graded when the honest student submits
+    order.append(first.student)
+    clock.now += 1
+    assert queue.enqueue("hw1", "honest", "honest+hw1+t+x", clock.now) == jobqueue.QUEUED
+    in_flight = [first]
+    while in_flight:
+        clock.now += 1
+        queue.finish(in_flight.pop(0))
+        for job in queue.claim(lanes - len(in_flight)):
+            order.append(job.student)
+            in_flight.append(job)
+    return order
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_a_flood_from_one_student_never_places_another_students_claim_behind_it(db_url, lanes):
+    """Whoever submits while a flooder is being graded is claimed before the flooder's next
+    submission: behind the one claim in flight (one lane), or at once (two)."""
+    clock = Clock()
+    queue = make_queue(db_url, "a", clock)
+    order = flood_then_honest(queue, clock, lanes)
+    assert order == ["flooder", "honest", "flooder", "flooder"]
+    rows = {row.student: row for row in queue.rows(states=(jobqueue.DONE,)) if row.student == "honest"}
+    if lanes == 2:  # the honest student was claimed as soon as they were queued, not after a flooder's claim
+        assert rows["honest"].started_at == rows["honest"].enqueued_at + 1
+
+
+def test_a_student_served_long_ago_is_served_in_arrival_order(db_url):
+    """The claim order is arrival order whenever no student has a claim just done: a student's
+    earlier grading long ago does not put them behind students who submitted after them."""
+    clock = Clock()
+    queue = make_queue(db_url, "a", clock)
+    queue.enqueue("hw1", "ada", "ada+hw1+1+x", clock.now)
+    (old,) = queue.claim(1)
+    queue.finish(old)
+    clock.now += 3600
+    queue.enqueue("hw1", "ada", "ada+hw1+2+x", clock.now)
+    clock.now += 1
+    queue.enqueue("hw1", "bob", "bob+hw1+1+x", clock.now)
+    assert [job.student for job in queue.claim(1)] == ["ada"]
+
+
 def test_a_dead_workers_claim_expires_and_is_retried_then_failed(db_url):
     clock = Clock()
     dead = make_queue(db_url, "dead", clock, lease_seconds=10, max_attempts=2)
