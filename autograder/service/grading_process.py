@@ -60,7 +60,7 @@ def _warm() -> int:
 def _grade(task: int, assignment: str, students: list[str], jobs: int, limits: sandbox.Limits, isolation: str) -> dict:
     """Grade these students' submissions of `assignment`, reporting each committed chunk on the
     pipe as [task, [student, ...]]; returns every student recorded, and those left ungraded by a
-    fault of the grader ("student/notebook")."""
+    fault of the grader (SubmissionKey text: "student/assignment/notebook")."""
     from autograder.core.course import Course
     from autograder.nbgrader import batch
 
@@ -83,7 +83,7 @@ def _grade(task: int, assignment: str, students: list[str], jobs: int, limits: s
         shared_lock=True,
     )
     grader.run()
-    return {"recorded": recorded, "flagged": list(grader.flagged), "pid": os.getpid()}
+    return {"recorded": recorded, "flagged": [str(key) for key in grader.flagged], "pid": os.getpid()}
 
 
 class GradingProcess(child.RecycledChild):
