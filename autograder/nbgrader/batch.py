@@ -20,7 +20,6 @@ import os
 import pathlib
 import shutil
 import sys
-from typing import NamedTuple
 
 from autograder.core import engine, processes, safe_files
 from autograder.core import names as student_ids
@@ -29,6 +28,7 @@ from autograder.core.course import Course
 from autograder.core.errors import UsageError
 from autograder.nbgrader import feedback as pages
 from autograder.nbgrader import settings
+from autograder.nbgrader.course_view import CourseView, SubmissionKey
 from autograder.nbgrader.lock import GraderLock
 from autograder.sandbox import supervisor as sandbox
 
@@ -71,13 +71,6 @@ class StudentWork:
     fingerprint: str = ""
 
 
-class NotebookOfStudent(NamedTuple):
-    """One notebook of one student's submission of the assignment being graded."""
-
-    student: str
-    notebook: str
-
-
 @dataclasses.dataclass
 class Prepared:
     """A submitted notebook ready to grade (nbgrader's sanitised copy), or why there is none."""
@@ -97,7 +90,9 @@ def with_policy(fingerprint: str, policy: str) -> str:
     return hashlib.sha256(f"{fingerprint}\n{policy}".encode()).hexdigest()
 
 
-def find_work(course: Course, assignment: str, notebook_ids: list[str], only: list[str] | None) -> list[StudentWork]:
+def find_work(
+    course: Course, assignment: str, notebook_ids: list[str], only: list[str] | None, view: CourseView | None = None
+) -> list[StudentWork]:
     """Every student's submission of `assignment`, with renamed notebooks matched by content.
 
     Nothing of a submission is followed: a submission folder that is a link, or a notebook that
@@ -106,10 +101,9 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
     """
     from autograder.nbgrader.preprocessors import renamed_from
 
+    view = view or CourseView.load(course)
     work = []
-    submitted_root = course.root / "submitted"
-    for student_dir in sorted(submitted_root.glob(f"*/{assignment}")):
-        student = student_dir.parent.name
+    for student, student_dir in view.students_in(view.coursedir.submitted_directory, assignment):
         if only and student not in only:
             continue
         unacceptable = student_ids.refusal(student)  # a glob, markup, control codes, bytes that are not UTF-8
@@ -136,7 +130,7 @@ def find_work(course: Course, assignment: str, notebook_ids: list[str], only: li
             notebooks[notebook_id] = (
                 HandedIn(refused=f"{path.name} is not graded: {refusal}")
                 if refusal
-                else HandedIn(path, renamed_from=renamed_from(course.root, student, assignment, notebook_id))
+                else HandedIn(path, renamed_from=renamed_from(student_dir, course.root, notebook_id))
             )
         missing = [nb for nb, handed in notebooks.items() if handed.path is None and handed.refused is None]
         if missing:
@@ -207,9 +201,9 @@ def marker_path(root: pathlib.Path, student: str, assignment: str) -> pathlib.Pa
     return pathlib.Path(root) / MARKERS_DIR / student / f"{assignment}.json"
 
 
-def _already_graded(root, assignment, work: StudentWork) -> bool:
-    marker = marker_path(root, work.student, assignment)
-    if not (pathlib.Path(root) / "autograded" / work.student / assignment).is_dir():
+def _already_graded(view: CourseView, assignment, work: StudentWork) -> bool:
+    marker = marker_path(view.root, work.student, assignment)
+    if not view.autograded(work.student, assignment).is_dir():
         return False  # autograded/ removed or never written: grade again
     try:
         return json.loads(marker.read_text())["fingerprint"] == work.fingerprint
@@ -241,14 +235,13 @@ class Pipeline:
 
     RECORDING = "record"  # stands in `after` for the recording steps
 
-    def __init__(self, course: Course, db_url: str, course_id: str, assignment: str, config=None):
+    def __init__(self, course: Course, view: CourseView, assignment: str):
         from nbgrader.preprocessors import AssignLatePenalties, Execute, SaveAutoGrades
-        from traitlets.config import Config
 
         from autograder.nbgrader.preprocessors import CoursePreprocessor, SandboxedGrading
 
-        config = config if config is not None else Config()
-        self.course, self.db_url, self.course_id, self.assignment = course, db_url, course_id, assignment
+        config = view.config  # the course's nbgrader configuration
+        self.course, self.view, self.assignment = course, view, assignment
 
         def made(step):
             instance = step(config=config)
@@ -291,8 +284,8 @@ class Pipeline:
                 "student": student,
                 "assignment": self.assignment,
                 "notebook": notebook_id,
-                "db_url": self.db_url,
-                "course_id": self.course_id,
+                "db_url": self.view.db_url,
+                "course_id": self.view.course_id,
             },
             "metadata": {"name": notebook_id},
         }
@@ -351,20 +344,18 @@ class Pipeline:
 
     def prepare(self, chunk, progress):
         """Record the submissions, sanitise their notebooks; returns (prepared, grade requests)."""
-        from nbgrader.api import Gradebook
-
-        with Gradebook(self.db_url, self.course_id) as gradebook:
+        with self.view.gradebook() as gradebook:
             for item in chunk:
                 timestamp = read_timestamp(item.submitted, self.course.root)
                 gradebook.update_or_create_student(item.student)
                 gradebook.update_or_create_submission(
                     self.assignment, item.student, **({"timestamp": timestamp} if timestamp else {})
                 )
-        prepared: dict[NotebookOfStudent, Prepared] = {}
+        prepared: dict[SubmissionKey, Prepared] = {}
         requests = []
         for item in chunk:
             for notebook_id, handed in item.notebooks.items():
-                key = NotebookOfStudent(item.student, notebook_id)
+                key = SubmissionKey(item.student, self.assignment, notebook_id)
                 path = handed.path
                 if path is None or not handed.gradable:  # not on the progress bar, which counts what is graded
                     prepared[key] = Prepared(reason=handed.reason)
@@ -397,18 +388,13 @@ class Pipeline:
                 requests.append(
                     engine.GradeRequest(
                         str(path),
-                        submission_id(self.assignment, key),
+                        str(key),
                         expected=engine.NotebookKey(self.assignment, notebook_id),
                         notebook=json.loads(json.dumps(nb)),
                         student_id=item.student,
                     )
                 )
         return prepared, requests
-
-
-def submission_id(assignment: str, key: NotebookOfStudent) -> str:
-    """How a student's notebook is named in reports and logs: student/assignment/notebook."""
-    return f"{key.student}/{assignment}/{key.notebook}"
 
 
 def not_registered(loaded: settings.CourseSettings, assignment: str) -> UsageError:
@@ -450,17 +436,17 @@ class BatchGrader:
         self.jobs = jobs or os.cpu_count() or 1
         self.limits, self.isolation, self.force, self.students = limits, isolation, force, students
         self.allow_unisolated = allow_unisolated
-        self.flagged: list[str] = []  # student/notebook left ungraded by a fault of the grader
+        self.flagged: list[SubmissionKey] = []  # left ungraded by a fault of the grader
         self.drawn_for_others: list[str] = []  # student/notebook: worked for another student's variant
         processes.prepare_process()
-        self.settings = settings.load(course)
-        self.db_url, self.course_id = self.settings.db_url, self.settings.course_id
+        self.view = CourseView.load(course)
+        self.settings = self.view.settings
 
     def notebook_ids(self) -> list[str]:
         """The assignment's notebooks, as the gradebook lists them (and its due date, announced)."""
-        from nbgrader.api import Gradebook, MissingEntry
+        from nbgrader.api import MissingEntry
 
-        with Gradebook(self.db_url, self.course_id) as gradebook:
+        with self.view.gradebook() as gradebook:
             try:
                 assignment = gradebook.find_assignment(self.assignment)
             except MissingEntry:
@@ -475,8 +461,6 @@ class BatchGrader:
     def late_policies(self) -> dict[str | None, str]:
         """What decides each student's late penalty besides their files: the assignment's due
         date, the student's extension and the late-penalty configuration (key None: no extension)."""
-        from nbgrader.api import Gradebook
-
         config = self.settings.config
         settings_text = json.dumps(
             {
@@ -487,7 +471,7 @@ class BatchGrader:
         )
         from nbgrader.api import MissingEntry
 
-        with Gradebook(self.db_url, self.course_id) as gradebook:
+        with self.view.gradebook() as gradebook:
             due = gradebook.find_assignment(self.assignment).duedate
             base = f"due {due.isoformat() if due else None}; {settings_text}"
             policies: dict[str | None, str] = {None: f"{base}; extension None"}
@@ -507,7 +491,7 @@ class BatchGrader:
         """Grade what is missing or changed (everything with `force`); returns what was graded.
         Raises GraderBusy while another grader works on the same assignment."""
         print(settings.describe(self.settings), file=sys.stderr)
-        with GraderLock(self.db_url, self.course_id, self.assignment, shared=self.shared_lock):
+        with GraderLock(self.view.db_url, self.view.course_id, self.assignment, shared=self.shared_lock):
             return self._run()
 
     def _run(self) -> list[StudentWork]:
@@ -521,11 +505,11 @@ class BatchGrader:
                 renderer.close()
 
     def _grade_and_render(self, renderer) -> list[StudentWork]:
-        work = find_work(self.course, self.assignment, self.notebook_ids(), self.students)
+        work = find_work(self.course, self.assignment, self.notebook_ids(), self.students, self.view)
         policies = self.late_policies()
         for item in work:
             item.fingerprint = with_policy(item.fingerprint, policies.get(item.student, policies[None]))
-        todo = [item for item in work if self.force or not _already_graded(self.course.root, self.assignment, item)]
+        todo = [item for item in work if self.force or not _already_graded(self.view, self.assignment, item)]
         if not self.quiet:
             print(
                 f"{self.assignment}: {len(work)} submissions, {len(todo)} to grade "
@@ -545,17 +529,16 @@ class BatchGrader:
     def _without_current_feedback(self, work: list[StudentWork]) -> list[str]:
         """Students among `work` (graded before) whose feedback pages are missing or older than
         their autograded notebooks, and whose every autograded part has a score."""
-        root = self.course.root
         wanted = []
         for item in work:
-            autograded = sorted((root / "autograded" / item.student / self.assignment).glob("*.ipynb"))
-            folder = pages.feedback_folder(root, item.student, self.assignment)
+            autograded = sorted(self.view.autograded(item.student, self.assignment).glob("*.ipynb"))
+            folder = self.view.feedback(item.student, self.assignment)
             for notebook in autograded:
                 page = folder / f"{notebook.stem}.html"
                 if not page.is_file() or page.stat().st_mtime < notebook.stat().st_mtime:
                     wanted.append(item.student)
                     break
-        ungraded = pages.ungraded_students(self.db_url, self.course_id, self.assignment, wanted) if wanted else {}
+        ungraded = pages.ungraded_students(self.view, self.assignment, wanted) if wanted else {}
         return [student for student in wanted if student not in ungraded]
 
     def _finish_feedback(self, renderer: pages.ParallelFeedback) -> None:
@@ -566,7 +549,7 @@ class BatchGrader:
         for student, error in sorted(self.feedback_errors.items()):
             print(f"feedback error: {student}/{self.assignment}: no feedback pages:\n{error}", file=sys.stderr)
         if count and not self.quiet:
-            where = self.course.root / "feedback"
+            where = self.view.step_root(self.view.coursedir.feedback_directory)
             print(
                 f"{self.assignment}: feedback for {count - len(self.feedback_errors)} students in {where} "
                 "(nbgrader release_feedback publishes it)",
@@ -581,7 +564,7 @@ class BatchGrader:
 
         from tqdm import tqdm
 
-        pipeline = Pipeline(self.course, self.db_url, self.course_id, self.assignment, self.settings.config)
+        pipeline = Pipeline(self.course, self.view, self.assignment)
         isolation = sandbox.choose_isolation(self.isolation, self.allow_unisolated)
         total = sum(1 for item in todo for handed in item.notebooks.values() if handed.gradable)
         missing = sum(len(item.notebooks) for item in todo) - total
@@ -644,7 +627,7 @@ class BatchGrader:
         if self.flagged:
             print(
                 f"grader error: {len(self.flagged)} notebooks were NOT graded (left for the next run): "
-                + ", ".join(self.flagged),
+                + ", ".join(f"{key.student}/{key.notebook}" for key in self.flagged),
                 file=sys.stderr,
             )
 
@@ -653,10 +636,11 @@ class BatchGrader:
         faulty = set()
         for item in chunk:
             for notebook_id in item.notebooks:
-                report = reports.get(submission_id(self.assignment, NotebookOfStudent(item.student, notebook_id)))
+                key = SubmissionKey(item.student, self.assignment, notebook_id)
+                report = reports.get(str(key))
                 if report is not None and report.grader_error:
                     faulty.add(item.student)
-                    self.flagged.append(f"{item.student}/{notebook_id}")
+                    self.flagged.append(key)
                     print(
                         f"grader error: {item.student}/{self.assignment}/{notebook_id} not graded: "
                         f"{report.grader_error}",
@@ -669,9 +653,7 @@ def _record_chunk(pipeline, chunk, prepared, reports):
     """Write each student's autograded notebooks and grades in one transaction (one gradebook
     session a chunk), then the student's marker: an interruption before a student's commit
     leaves that student to be graded again by the rerun."""
-    from nbgrader.api import Gradebook
-
-    with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
+    with pipeline.view.gradebook() as gradebook:
         for item in chunk:
             _record_student(gradebook, pipeline, item, prepared, reports)
             gradebook.db.commit()
@@ -683,8 +665,6 @@ def _record_chunk(pipeline, chunk, prepared, reports):
 def _flag_grader_faults(pipeline, items, reports) -> None:
     """Leave every notebook of these students without a score, marked for manual grading with
     the grader's reason (the next run grades them again: they get no marker)."""
-    from nbgrader.api import Gradebook
-
     if not items:
         return
     for item in items:
@@ -692,11 +672,11 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
         # them), and no feedback pages: those of an earlier grading would contradict the
         # gradebook, which now holds no score.
         marker_path(pipeline.course.root, item.student, pipeline.assignment).unlink(missing_ok=True)
-        pages.remove(pipeline.course.root, item.student, pipeline.assignment)
-    with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
+        pages.remove(pipeline.view, item.student, pipeline.assignment)
+    with pipeline.view.gradebook() as gradebook:
         for item in items:
             for notebook_id in item.notebooks:
-                report = reports.get(submission_id(pipeline.assignment, NotebookOfStudent(item.student, notebook_id)))
+                report = reports.get(str(SubmissionKey(item.student, pipeline.assignment, notebook_id)))
                 reason = (
                     f"NOT GRADED, grader error: {report.grader_error}"
                     if report and report.grader_error
@@ -714,7 +694,7 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
     from autograder.nbgrader.preprocessors import apply_report, renamed_note
 
     assignment, root = pipeline.assignment, pipeline.course.root
-    destination = root / "autograded" / item.student / assignment
+    destination = pipeline.view.autograded(item.student, assignment)
     # The marker goes before anything of the old grading does: interrupted from here to the
     # commit, the student counts as not graded.
     marker_path(root, item.student, assignment).unlink(missing_ok=True)
@@ -730,10 +710,10 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
         )
         for line in left_out:
             print(f"warning: {item.student}/{assignment}/{nbio.quote(line, 300)}", file=sys.stderr)
-    source = pipeline.course.source / assignment
+    source = pipeline.view.source(assignment)
     shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
     for notebook_id in item.notebooks:
-        key = NotebookOfStudent(item.student, notebook_id)
+        key = SubmissionKey(item.student, assignment, notebook_id)
         state = prepared[key]
         if state.notebook is None:
             # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
@@ -748,13 +728,13 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
             spec = pipeline.course.find_spec(assignment, notebook_id)
             report = engine.Report(
                 notebook=notebook_id,
-                submission_id=submission_id(assignment, key),
+                submission_id=str(key),
                 spec=spec,
                 graded_as=spec.key if spec else None,
                 error=state.reason,
             )
         else:
-            report = reports[submission_id(assignment, key)]
+            report = reports[str(key)]
         original = item.notebooks[notebook_id].renamed_from
         apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
         graded = pipeline.finish(gradebook, state.notebook, item.student, notebook_id)
@@ -772,14 +752,14 @@ def grade_with_nbgrader(
     autograde`, then `generate_feedback`), so that it scores exactly as stock nbgrader scores it."""
     import subprocess
 
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import MissingEntry
 
-    loaded = settings.load(course)
-    with Gradebook(loaded.db_url, loaded.course_id) as gradebook:
+    view = CourseView.load(course)
+    with view.gradebook() as gradebook:
         try:
             gradebook.find_assignment(assignment)
         except MissingEntry:
-            raise not_registered(loaded, assignment) from None
+            raise not_registered(view.settings, assignment) from None
 
     def nbgrader(*command: str) -> int:
         arguments = [sys.executable, "-m", "nbgrader", *command, f"--CourseDirectory.root={course.root}"]
@@ -803,11 +783,8 @@ def grade_with_nbgrader(
 def score_table(course: Course, assignment: str, students: list[str] | None = None) -> str:
     """The gradebook's scores of `assignment`: a line per student with each notebook's score, the
     total and flags (`manual`: parts left to grade by hand; `late`: a late penalty; `flagged`)."""
-    from nbgrader.api import Gradebook
-
-    loaded = settings.load(course)
     rows = []
-    with Gradebook(loaded.db_url, loaded.course_id) as gradebook:
+    with CourseView.load(course).gradebook() as gradebook:
         found = gradebook.find_assignment(assignment)
         notebooks = [notebook.name for notebook in found.notebooks]
         for submission in sorted(found.submissions, key=lambda submission: submission.student.id):

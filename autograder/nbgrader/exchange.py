@@ -21,6 +21,7 @@ import pathlib
 from nbgrader.exchange.default.collect import ExchangeCollect
 
 from autograder.core import collector, names
+from autograder.nbgrader.course_view import CourseView
 
 
 class SafeExchangeCollect(ExchangeCollect):
@@ -76,9 +77,9 @@ class SafeExchangeCollect(ExchangeCollect):
             )
 
     def _gradebook(self):
-        from nbgrader.api import Gradebook, MissingEntry
+        from nbgrader.api import MissingEntry
 
-        with Gradebook(self.coursedir.db_url, self.coursedir.course_id) as gradebook:
+        with CourseView(self.coursedir).gradebook() as gradebook:
             roster = {student.id for student in gradebook.students}
             try:
                 duedate = gradebook.find_assignment(self.coursedir.assignment_id).duedate
@@ -97,9 +98,7 @@ class SafeExchangeCollect(ExchangeCollect):
         grader = collector.Collector(collector.Rules(self.coursedir), trust)
         for record in self.src_records:
             student = record["username"]
-            destination = pathlib.Path(
-                self.coursedir.format_path(self.coursedir.submitted_directory, student, self.coursedir.assignment_id)
-            )
+            destination = CourseView(self.coursedir).submitted(student, self.coursedir.assignment_id)
             if destination.is_dir():
                 existing = self.coursedir.get_existing_timestamp(str(destination))
                 newer = existing is None or record["timestamp"] > existing

@@ -287,25 +287,22 @@ def generate(course_config, root: pathlib.Path, assignment: str, student: str, w
     (nothing for a student who handed in no notebook: nbgrader would stop on an empty folder)."""
     from nbgrader.coursedir import CourseDirectory
 
-    if not any((pathlib.Path(root) / "autograded" / student / assignment).glob("*.ipynb")):
-        return
+    from autograder.nbgrader.course_view import CourseView
+
     config = converter_config(course_config, root, assignment, student)
     coursedir = CourseDirectory(config=config)
+    if not any(CourseView(coursedir).autograded(student, assignment).glob("*.ipynb")):
+        return
     converter = _feedback_converter_class()(coursedir=coursedir, config=config)
     converter.force = True
     converter.preprocessors = _preprocessors(list(converter.preprocessors), withhold_messages)
     converter.start()
 
 
-def feedback_folder(root: pathlib.Path, student: str, assignment: str) -> pathlib.Path:
-    """Where nbgrader's generate_feedback writes a student's pages for an assignment."""
-    return pathlib.Path(root) / "feedback" / student / assignment
-
-
-def remove(root: pathlib.Path, student: str, assignment: str) -> bool:
+def remove(view, student: str, assignment: str) -> bool:
     """Remove a student's pages for the assignment (they describe a grading that no longer
-    holds); True if there were any."""
-    folder = feedback_folder(root, student, assignment)
+    holds) from the course (a CourseView); True if there were any."""
+    folder = view.feedback(student, assignment)
     if folder.is_symlink():
         folder.unlink()
         return True
@@ -315,13 +312,14 @@ def remove(root: pathlib.Path, student: str, assignment: str) -> bool:
     return False
 
 
-def ungraded_students(db_url: str, course_id: str, assignment: str, students) -> dict[str, str]:
-    """Students among `students` with an autograded part that has no score in the gradebook
-    (a fault of the grader left it for the next run, or it was never graded), and why."""
-    from nbgrader.api import Gradebook, MissingEntry
+def ungraded_students(view, assignment: str, students) -> dict[str, str]:
+    """Students among `students` with an autograded part that has no score in the course's
+    gradebook (a CourseView; a fault of the grader left it for the next run, or it was never
+    graded), and why."""
+    from nbgrader.api import MissingEntry
 
     found = {}
-    with Gradebook(db_url, course_id) as gradebook:
+    with view.gradebook() as gradebook:
         for student in students:
             try:
                 submission = gradebook.find_submission(assignment, student)
@@ -465,15 +463,19 @@ def main(course, assignment: str, students: list[str] | None = None, jobs: int |
     from tqdm import tqdm
 
     from autograder.nbgrader import settings
+    from autograder.nbgrader.course_view import CourseView
 
-    loaded = settings.load(course)
-    print(settings.describe(loaded), file=sys.stderr)
-    autograded = pathlib.Path(course.root) / "autograded"
-    found = sorted(folder.parent.name for folder in autograded.glob(f"*/{assignment}") if folder.is_dir())
+    view = CourseView.load(course)
+    print(settings.describe(view.settings), file=sys.stderr)
+    found = [
+        student
+        for student, folder in view.students_in(view.coursedir.autograded_directory, assignment)
+        if folder.is_dir()
+    ]
     chosen = [student for student in found if not students or student in students]
-    ungraded = ungraded_students(loaded.db_url, loaded.course_id, assignment, chosen)
+    ungraded = ungraded_students(view, assignment, chosen)
     for student, why in sorted(ungraded.items()):
-        removed = remove(course.root, student, assignment)
+        removed = remove(view, student, assignment)
         print(
             f"{student}/{assignment}: no feedback ({why})" + ("; the earlier pages are removed" if removed else ""),
             file=sys.stderr,
@@ -486,7 +488,7 @@ def main(course, assignment: str, students: list[str] | None = None, jobs: int |
     for student, error in sorted(errors.items()):
         print(f"feedback error: {student}/{assignment}: no feedback pages:\n{error}", file=sys.stderr)
     print(
-        f"{assignment}: feedback for {len(wanted) - len(errors)} students in {pathlib.Path(course.root) / 'feedback'}",
+        f"{assignment}: feedback for {len(wanted) - len(errors)} students in {view.step_root(view.coursedir.feedback_directory)}",
         file=sys.stderr,
     )
     return 3 if errors else 0

@@ -176,10 +176,10 @@ class Course:
     """The course the formgrader serves: nbgrader's course directory and gradebook."""
 
     def __init__(self, coursedir, log):
-        from nbgrader.api import Gradebook
+        from autograder.nbgrader.course_view import CourseView
 
         self.coursedir, self.log = coursedir, log
-        self.gradebook = Gradebook(coursedir.db_url, coursedir.course_id)
+        self.gradebook = CourseView(coursedir).gradebook()
         self.engine = self.gradebook.engine
         metadata.create_all(self.engine)
         self._texts: dict[str, tuple[tuple, dict]] = {}

@@ -79,7 +79,7 @@ def _note_renamed(course_root: pathlib.Path, folder: pathlib.Path, notebook_id: 
 
     from autograder.nbgrader.preprocessors import renamed_record
 
-    record_path = renamed_record(course_root, folder.parent.name, folder.name)
+    record_path = renamed_record(folder)
     try:
         record = json.loads(safe_files.read_regular(record_path, 1 << 16, root=course_root))
     except (OSError, ValueError, safe_files.UnsafeFile):

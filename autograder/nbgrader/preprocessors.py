@@ -26,6 +26,7 @@ from autograder.core.course import Course
 from autograder.core.notebook import quote
 from autograder.core.report import PART_RESULT_KEY
 from autograder.core.restore import restore_course_cells
+from autograder.nbgrader.course_view import CourseView, SubmissionKey
 
 
 def _render_part(grade_id: str, report: engine.Report, note: str | None = None) -> tuple[str, str]:
@@ -96,20 +97,22 @@ def renamed_note(original: str, notebook_id: str) -> str:
     )
 
 
-def renamed_record(root, student: str, assignment: str):
-    """Where the pre-convert hook notes the notebooks it gave back their names (beside the
-    submission, where no student writes): submitted/<student>/.<assignment>.renamed.json."""
+def renamed_record(submitted):
+    """Where the pre-convert hook notes the notebooks it gave back their names, for the submission
+    folder `submitted` (beside it, where no student writes): submitted/<student>/.<assignment>.renamed.json."""
     import pathlib
 
-    return pathlib.Path(root) / "submitted" / student / f".{assignment}.renamed.json"
+    submitted = pathlib.Path(submitted)
+    return submitted.parent / f".{submitted.name}.renamed.json"
 
 
-def renamed_from(root, student: str, assignment: str, notebook_id: str) -> str | None:
-    """The name `notebook_id` was submitted under, if the pre-convert hook renamed it."""
+def renamed_from(submitted, root, notebook_id: str) -> str | None:
+    """The name `notebook_id` was submitted under in the submission folder `submitted`, if the
+    pre-convert hook renamed it."""
     from autograder.core import safe_files
 
     try:
-        record = json.loads(safe_files.read_regular(renamed_record(root, student, assignment), 1 << 16, root=root))
+        record = json.loads(safe_files.read_regular(renamed_record(submitted), 1 << 16, root=root))
         original = record.get(notebook_id) if isinstance(record, dict) else None
     except (OSError, ValueError, safe_files.UnsafeFile):
         return None
@@ -187,6 +190,20 @@ def course_of(preprocessor) -> Course:
     from nbgrader.coursedir import CourseDirectory
 
     return _course_at(CourseDirectory(config=preprocessor.config).root)
+
+
+def view_of(preprocessor: CoursePreprocessor) -> CourseView:
+    """nbgrader's view of the course the preprocessor works on (its folders, its gradebook):
+    its converter's `coursedir`, else that of its configuration at the course's root."""
+    node: object = preprocessor
+    while node is not None:
+        coursedir = getattr(node, "coursedir", None)
+        if coursedir is not None:
+            return CourseView(coursedir)
+        node = getattr(node, "parent", None)
+    from nbgrader.coursedir import CourseDirectory
+
+    return CourseView(CourseDirectory(config=preprocessor.config, root=str(preprocessor.course.root)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -329,7 +346,7 @@ class SandboxedGrading(CoursePreprocessor):
             self.course,
             nb,
             engine.NotebookKey(info["assignment"], info["notebook"]),
-            f"{info['student']}/{info['assignment']}/{info['notebook']}",
+            str(SubmissionKey(info["student"], info["assignment"], info["notebook"])),
             student_id=info["student"],
             **options,
         )
@@ -339,6 +356,7 @@ class SandboxedGrading(CoursePreprocessor):
             raise RuntimeError(f"grader error, {info['student']}/{info['notebook']} not graded: {report.grader_error}")
         if report.error:
             self.log.warning("%s: %s", info["notebook"], report.error)
-        original = renamed_from(self.course.root, info["student"], info["assignment"], info["notebook"])
+        submitted = view_of(self).submitted(info["student"], info["assignment"])
+        original = renamed_from(submitted, self.course.root, info["notebook"])
         apply_report(nb, report, renamed_note(original, info["notebook"]) if original else None)
         return nb, resources

@@ -19,6 +19,7 @@ import stat
 import time
 
 from autograder.core import collector, names
+from autograder.nbgrader.course_view import CourseView
 
 log = logging.getLogger("autograder.service")
 
@@ -92,16 +93,15 @@ class Scanner:
         return found, refused
 
 
-def scan_submitted(submitted: pathlib.Path, assignments: set[str]) -> list[Found]:
-    """For courses without an exchange: every submitted/<student>/<assignment>/ (the instructor
-    put it there), identified by its timestamp.txt (or, without one, by its newest modification
-    time). Student ids that are not acceptable are skipped, with a warning."""
+def scan_submitted(view: CourseView, assignments: set[str]) -> list[Found]:
+    """For courses without an exchange: every submitted/<student>/<assignment>/ of the course
+    (the instructor put it there), identified by its timestamp.txt (or, without one, by its
+    newest modification time). Student ids that are not acceptable are skipped, with a warning."""
     found = []
     for assignment in assignments:
-        for folder in submitted.glob(f"*/{assignment}"):
+        for student, folder in view.students_in(view.coursedir.submitted_directory, assignment):
             if folder.is_symlink() or not folder.is_dir():
                 continue
-            student = folder.parent.name
             reason = names.refusal(student)
             if reason:
                 log.warning("%s is not graded: %s", names.shown(folder), reason)

@@ -47,7 +47,7 @@ def _setup(root: str, log_level: int, log_format: str | None) -> pathlib.Path:
 def _grade(root: pathlib.Path, assignment: str, students: list[str], jobs: int, limits: dict, isolation: str) -> dict:
     """Grade these students' submissions of `assignment`, reporting each committed chunk as
     [student, ...]; returns every student recorded, and those left ungraded by a fault of the
-    grader ("student/notebook"), or {"busy": why} when another grader holds the assignment."""
+    grader (SubmissionKey text: "student/assignment/notebook"), or {"busy": why} when another grader holds the assignment."""
     from autograder.core.course import Course
     from autograder.nbgrader import batch
 
@@ -73,7 +73,7 @@ def _grade(root: pathlib.Path, assignment: str, students: list[str], jobs: int, 
         grader.run()
     except GraderBusy as error:
         return {"busy": str(error)}
-    return {"recorded": recorded, "flagged": list(grader.flagged), "pid": os.getpid()}
+    return {"recorded": recorded, "flagged": [str(key) for key in grader.flagged], "pid": os.getpid()}
 
 
 TASKS = processes.Tasks(_setup, grade=_grade)

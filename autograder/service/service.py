@@ -34,6 +34,7 @@ import time
 from autograder.core import collector, names, processes
 from autograder.core.course import Course
 from autograder.nbgrader import settings as nbgrader_settings
+from autograder.nbgrader.course_view import CourseView, SubmissionKey
 from autograder.nbgrader.lock import GraderBusy
 from autograder.sandbox import supervisor as sandbox
 from autograder.service import collect, engines, feedback, feedback_process, grading_process
@@ -94,18 +95,15 @@ class Service:
         jobs: int | None = None,
         settings: GradingService | None = None,
     ):
-        from nbgrader.coursedir import CourseDirectory
-
         self.course, self.limits, self.isolation = course, limits or sandbox.Limits(), isolation
-        loaded = nbgrader_settings.load(course)  # the whole configuration chain, as nbgrader reads it
-        self.config = loaded.config
+        self.view = CourseView.load(course)  # the whole configuration chain, as nbgrader reads it
+        self.config = self.view.config
         self.config.CourseDirectory.root = str(course.root)
         self.fixed_settings = settings is not None  # else re-read with the due dates, so a policy change applies
         self.settings = settings or GradingService(config=self.config)
         self.jobs = jobs or self.settings.jobs or os.cpu_count() or 1
-        self.db_url, self.course_id = loaded.db_url, loaded.course_id
-        self.coursedir = CourseDirectory(config=self.config)
-        self.inbound = exchange_inbound(self.config, self.course_id)
+        self.coursedir = self.view.coursedir
+        self.inbound = exchange_inbound(self.config, self.view.course_id)
         self.uses_exchange = self.inbound.is_dir()
         self.outbound_feedback = self.inbound.parent / "feedback"
         self.trust = collector.ExchangeTrust(config=self.config)
@@ -114,8 +112,8 @@ class Service:
         self.roster: set[str] = set()  # nbgrader's students table, refreshed with the due dates
         self.notebook_ids: dict[str, set[str]] = {}
         self.queue = jobqueue.Queue(
-            jobqueue.connect(self.db_url),
-            self.course_id,
+            jobqueue.connect(self.view.db_url),
+            self.view.course_id,
             lease_seconds=self.settings.lease_seconds,
             max_attempts=self.settings.max_attempts,
         )
@@ -153,14 +151,14 @@ class Service:
         # nbgrader's converters and exchange log every file they copy at INFO; the service logs
         # one line per submission instead (their warnings and errors still show).
         logging.getLogger("traitlets").setLevel(max(logging.WARNING, log.getEffectiveLevel()))
-        where = self.inbound if self.uses_exchange else self.course.root / "submitted"
+        where = self.inbound if self.uses_exchange else self.view.step_root(self.coursedir.submitted_directory)
         log.info(
             "serving course %s (%s) from %s as %s; gradebook %s",
-            self.course_id,
+            self.view.course_id,
             self.course.root,
             where,
             self.queue.worker,
-            self.db_url,
+            self.view.db_url,
         )
         self.assignments()  # the roster, for what follows
         if self.uses_exchange:
@@ -273,10 +271,8 @@ class Service:
 
     def _assignments(self) -> dict[str, datetime.datetime | None]:
         if time.monotonic() - self._assignments_at > ASSIGNMENTS_REFRESH_SECONDS or not self.duedates:
-            from nbgrader.api import Gradebook
-
             first = self._assignments_at == 0.0  # the policy was just read, by __init__
-            with Gradebook(self.db_url, self.course_id) as gradebook:
+            with self.view.gradebook() as gradebook:
                 self.duedates = {a.name: a.duedate for a in gradebook.assignments if a.notebooks}
                 self.notebook_ids = {a.name: {nb.name for nb in a.notebooks} for a in gradebook.assignments}
                 self.roster = {student.id for student in gradebook.students}
@@ -303,9 +299,9 @@ class Service:
         due = self.duedates.get(assignment)  # as last read by assignments()
         if due is None:
             return None
-        from nbgrader.api import Gradebook, MissingEntry
+        from nbgrader.api import MissingEntry
 
-        with Gradebook(self.db_url, self.course_id) as gradebook:
+        with self.view.gradebook() as gradebook:
             try:
                 extension = gradebook.find_submission(assignment, student).extension
             except MissingEntry:
@@ -366,7 +362,7 @@ class Service:
                 "is graded by its arrival time:",
             )
         else:
-            found = collect.scan_submitted(self.course.root / "submitted", assignments)
+            found = collect.scan_submitted(self.view, assignments)
         # Oldest first, so that a burst is graded in the order it arrived (a student's older
         # submission found together with a newer one is superseded as the newer is enqueued),
         # all in one transaction: a flood costs one commit, and whoever submitted after it is
@@ -530,7 +526,8 @@ class Service:
             for student in set(by_student) - released:
                 self._failed(by_student[student], f"grader fault: {reason}")
             return
-        faulty = {entry.split("/", 1)[0] for entry in graded["flagged"]}  # left ungraded by a fault of the grader
+        # left ungraded by a fault of the grader
+        faulty = {SubmissionKey.parse(entry).student for entry in graded["flagged"]}
         for student in sorted(faulty - released):
             self._failed(by_student[student], "grader fault: the submission was not graded (see the grader's log)")
         for student in set(by_student) - released - faulty:  # recorded before a restart: feedback only

@@ -118,26 +118,24 @@ def _utc(epoch: float) -> str:
 
 
 def _queue(course) -> jobqueue.Queue:
-    from autograder.nbgrader import settings
+    from autograder.nbgrader.course_view import CourseView
 
-    loaded = settings.load(course)
-    return jobqueue.Queue(jobqueue.connect(loaded.db_url), loaded.course_id)
+    view = CourseView.load(course)
+    return jobqueue.Queue(jobqueue.connect(view.db_url), view.course_id)
 
 
 def _identity(course) -> str | None:
     """What the course's exchange can verify of who submitted (None for a course without one)."""
-    from nbgrader.api import Gradebook
-
     from autograder.core import collector
-    from autograder.nbgrader import settings
+    from autograder.nbgrader.course_view import CourseView
     from autograder.service.service import exchange_inbound
 
-    loaded = settings.load(course)
-    if not exchange_inbound(loaded.config, loaded.course_id).is_dir():
+    view = CourseView.load(course)
+    if not exchange_inbound(view.config, view.course_id).is_dir():
         return None
-    with Gradebook(loaded.db_url, loaded.course_id) as gradebook:
+    with view.gradebook() as gradebook:
         roster = {student.id for student in gradebook.students}
-    return collector.ExchangeTrust(config=loaded.config).describe(roster)
+    return collector.ExchangeTrust(config=view.config).describe(roster)
 
 
 def grade_held(course, assignment: str | None = None, students: list[str] | None = None) -> int:

@@ -127,9 +127,10 @@ def notebooks(course: Course) -> list[tuple[str, str]]:
 
 
 def submission_id(course: Course, assignment: str, notebook: str, student: str = STUDENT) -> str:
-    from nbgrader.api import Gradebook
+    """The gradebook's id of the student's submitted notebook (the formgrader's URLs name it)."""
+    from autograder.nbgrader.course_view import CourseView
 
-    with Gradebook(f"sqlite:///{course.root / 'gradebook.db'}", "transformer-circuits") as gradebook:
+    with CourseView.load(course).gradebook() as gradebook:
         return gradebook.find_submission_notebook(notebook, assignment, student).id
 
 

@@ -16,12 +16,14 @@ import textwrap
 
 import numpy as np
 import pytest
+from nbgrader.coursedir import CourseDirectory
 
 from autograder.core import notebook as nbio
 from autograder.core import safe_files
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.nbgrader import release
+from autograder.nbgrader.course_view import CourseView
 from tests.builders import REPOSITORY, classes
 
 
@@ -490,7 +492,9 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
             for index, child in enumerate(value):
                 yield from paths(child, (*prefix, index))
 
-    pipeline = batch.Pipeline(course, f"sqlite:///{root / 'gradebook.db'}", "transformer-circuits", "mini")
+    gradebook = f"sqlite:///{root / 'gradebook.db'}"
+    view = CourseView(CourseDirectory(root=str(root), db_url=gradebook, course_id="transformer-circuits"))
+    pipeline = batch.Pipeline(course, view, "mini")  # nbgrader's default steps: no configuration
 
     class Progress:
         def update(self, count):

@@ -20,6 +20,8 @@ from autograder.core.course import Course
 from autograder.dev import classroom, students
 from autograder.nbgrader import feedback, release
 from autograder.nbgrader import settings as nbgrader_settings
+from autograder.nbgrader.course_view import CourseView
+from autograder.sandbox import tiers
 from tests.builders import REPOSITORY, nbgrader
 from tests.builders.classes import auto_scores, run_batch
 from tests.builders.sandbox import broken_driver
@@ -28,8 +30,12 @@ WORKTREE = REPOSITORY.root
 COURSE_ID = "transformer-circuits"
 
 
+def _feedback_folder(root, student) -> pathlib.Path:
+    return CourseView.load(Course(root)).feedback(student, "mini")
+
+
 def _page(root, student) -> str:
-    return (feedback.feedback_folder(root, student, "mini") / "mini.html").read_text(encoding="utf-8")
+    return (_feedback_folder(root, student) / "mini.html").read_text(encoding="utf-8")
 
 
 def _text(page: str) -> str:
@@ -75,7 +81,6 @@ def test_a_student_the_grader_failed_on_gets_no_pages_and_loses_the_old_ones(tmp
     assert run_batch(mini_class) == 0
     before = _page(mini_class, "ada")
     from autograder.sandbox import supervisor as sandbox
-    from autograder.sandbox import tiers
 
     real_driver = sandbox.DRIVER_DIR
     broken_driver(
@@ -85,11 +90,11 @@ def test_a_student_the_grader_failed_on_gets_no_pages_and_loses_the_old_ones(tmp
     )
     assert run_batch(mini_class, "--force") == 3
     for student in ("ada", "bob", "cy", "eve"):
-        assert not feedback.feedback_folder(mini_class, student, "mini").exists(), student
+        assert not _feedback_folder(mini_class, student).exists(), student
     assert _page(mini_class, "dee")  # her 0 is her file's (not JSON), graded without the sandbox
     # `autograder feedback` agrees: no pages for a student whose parts have no score
     assert subprocess.run(_feedback_command(mini_class), env=_env(), capture_output=True).returncode == 0
-    assert not feedback.feedback_folder(mini_class, "ada", "mini").exists()
+    assert not _feedback_folder(mini_class, "ada").exists()
     monkeypatch.setattr(tiers, "DRIVER_DIR", real_driver)
     assert run_batch(mini_class) == 0  # the rerun grades them, and their pages are back
     assert _text(_page(mini_class, "ada")) == _text(before)
