@@ -27,8 +27,8 @@ from autograder.core import names as student_ids
 from autograder.core import notebook as nbio
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
+from autograder.nbgrader import batch_steps, settings
 from autograder.nbgrader import feedback as pages
-from autograder.nbgrader import settings
 from autograder.nbgrader.lock import GraderLock
 from autograder.sandbox import supervisor as sandbox
 
@@ -251,7 +251,7 @@ class Pipeline:
         self.course, self.db_url, self.course_id, self.assignment = course, db_url, course_id, assignment
 
         def made(step):
-            instance = step(config=config)
+            instance = batch_steps.run_once_equivalent(step)(config=config)
             if isinstance(instance, CoursePreprocessor):
                 instance.course = course
             return instance
@@ -353,7 +353,7 @@ class Pipeline:
         """Record the submissions, sanitise their notebooks; returns (prepared, grade requests)."""
         from nbgrader.api import Gradebook
 
-        with Gradebook(self.db_url, self.course_id) as gradebook:
+        with Gradebook(self.db_url, self.course_id) as gradebook, batch_steps.one_transaction(gradebook):
             for item in chunk:
                 timestamp = read_timestamp(item.submitted, self.course.root)
                 gradebook.update_or_create_student(item.student)
@@ -681,9 +681,10 @@ def _record_chunk(pipeline, chunk, prepared, reports):
     from nbgrader.api import Gradebook
 
     with Gradebook(pipeline.db_url, pipeline.course_id) as gradebook:
-        for item in chunk:
-            _record_student(gradebook, pipeline, item, prepared, reports)
-            gradebook.db.commit()
+        with batch_steps.one_transaction(gradebook):
+            for item in chunk:
+                _record_student(gradebook, pipeline, item, prepared, reports)
+        for item in chunk:  # after the commit: a marker always speaks of grades in the gradebook
             marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
