@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 
 from nbgrader.nbgraderformat import MetadataValidator, SchemaTooNewError, SchemaTooOldError
 from nbgrader.preprocessors import CheckCellMetadata
+
+MAX_REMEMBERED = 10_000  # distinct valid cell metadata kept: a class of hostile metadata stays bounded
 
 
 class _OnceCompiledValidator(MetadataValidator):  # type: ignore[misc, valid-type]
@@ -27,13 +30,22 @@ class _OnceCompiledValidator(MetadataValidator):  # type: ignore[misc, valid-typ
         kind = validator_for(self.schema)
         kind.check_schema(self.schema)  # what jsonschema.validate does on every call
         self.compiled = kind(self.schema)
+        self.valid: set[str] = set()  # cell metadata (as sorted JSON) that validated
 
     def validate_cell(self, cell) -> None:
         """BaseMetadataValidator.validate_cell, with the compiled schema (jsonschema.validate's
-        own steps: the best match among the errors is raised)."""
+        own steps: the best match among the errors is raised). Metadata found valid once is
+        not checked again: after RestoreCourseMetadata every submission's cells carry the
+        release's, so a class repeats the same few dozen."""
         from jsonschema.exceptions import best_match
 
         if "nbgrader" not in cell.metadata:
+            return
+        try:
+            seen = json.dumps(cell.metadata["nbgrader"], sort_keys=True)
+        except (TypeError, ValueError):
+            seen = None
+        if seen is not None and seen in self.valid:
             return
         schema = cell.metadata["nbgrader"].get("schema_version", 0)
         if schema < self.schema_version:
@@ -47,6 +59,8 @@ class _OnceCompiledValidator(MetadataValidator):  # type: ignore[misc, valid-typ
         error = best_match(self.compiled.iter_errors(cell.metadata["nbgrader"]))
         if error is not None:
             raise error
+        if seen is not None and len(self.valid) < MAX_REMEMBERED:
+            self.valid.add(seen)
 
 
 @functools.cache
