@@ -20,7 +20,7 @@ from nbgrader.preprocessors import CheckCellMetadata
 MAX_REMEMBERED = 10_000  # distinct valid cell metadata kept: a class of hostile metadata stays bounded
 
 
-class _OnceCompiledValidator(MetadataValidator):  # type: ignore[misc, valid-type]
+class _OnceCompiledValidator(MetadataValidator):
     """nbgrader's metadata validator, its cell schema checked and compiled once."""
 
     def __init__(self) -> None:
