@@ -294,9 +294,9 @@ def profile(size: int, warm: bool) -> collections.Counter:
 
     with contextlib.ExitStack() as stack:
         stack.callback(setattr, supervisor, "run_submission", run_submission)
-        stack.enter_context(_timing(spent, batch._Pipeline, "prepare", "reading and sanitising"))
+        stack.enter_context(_timing(spent, batch.Pipeline, "prepare", "reading and sanitising"))
         stack.enter_context(_timing(spent, engine, "check", "checking"))
-        stack.enter_context(_timing(spent, batch._Pipeline, "record", "recording in the gradebook"))
+        stack.enter_context(_timing(spent, batch.Pipeline, "record", "recording in the gradebook"))
         stack.enter_context(_timing(spent, batch, "_record_chunk", "writing (with recording)"))
         supervisor.run_submission = sandboxed
         grader = batch.BatchGrader(course, ASSIGNMENT, jobs=1, force=True, quiet=True, feedback=False)

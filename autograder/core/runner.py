@@ -118,6 +118,9 @@ class _CheckPlugin:
         )
 
 
+UNUSED_PLUGINS = ("faulthandler", "junitxml", "doctest", "stepwise", "pastebin", "setuponly", "setupplan")
+
+
 def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str, list[CheckResult]]:
     """Grade every submission with the checks of its notebook's spec; results by submission id."""
     batches = [(spec, subs) for spec, subs in batches if subs]
@@ -132,6 +135,9 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
         "no:warnings",
         "-p",
         "no:unraisableexception",
+        # Nor pytest's own plugins that checks (which take only `sub`) never use: each costs
+        # hooks on every test.
+        *(part for plugin in UNUSED_PLUGINS for part in ("-p", f"no:{plugin}")),
         "-c",
         "/dev/null",
         "--rootdir",

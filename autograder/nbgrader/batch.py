@@ -26,8 +26,8 @@ from autograder.core import names as student_ids
 from autograder.core import notebook as nbio
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
+from autograder.nbgrader import batch_steps, settings
 from autograder.nbgrader import feedback as pages
-from autograder.nbgrader import settings
 from autograder.nbgrader.course_view import CourseView, SubmissionKey
 from autograder.nbgrader.lock import GraderLock
 from autograder.sandbox import supervisor as sandbox
@@ -244,7 +244,7 @@ class Pipeline:
         self.course, self.view, self.assignment = course, view, assignment
 
         def made(step):
-            instance = step(config=config)
+            instance = batch_steps.run_once_equivalent(step)(config=config)
             if isinstance(instance, CoursePreprocessor):
                 instance.course = course
             return instance
@@ -344,7 +344,7 @@ class Pipeline:
 
     def prepare(self, chunk, progress):
         """Record the submissions, sanitise their notebooks; returns (prepared, grade requests)."""
-        with self.view.gradebook() as gradebook:
+        with self.view.gradebook() as gradebook, batch_steps.one_transaction(gradebook):
             for item in chunk:
                 timestamp = read_timestamp(item.submitted, self.course.root)
                 gradebook.update_or_create_student(item.student)
@@ -654,9 +654,10 @@ def _record_chunk(pipeline, chunk, prepared, reports):
     session a chunk), then the student's marker: an interruption before a student's commit
     leaves that student to be graded again by the rerun."""
     with pipeline.view.gradebook() as gradebook:
-        for item in chunk:
-            _record_student(gradebook, pipeline, item, prepared, reports)
-            gradebook.db.commit()
+        with batch_steps.one_transaction(gradebook):
+            for item in chunk:
+                _record_student(gradebook, pipeline, item, prepared, reports)
+        for item in chunk:  # after the commit: a marker always speaks of grades in the gradebook
             marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))

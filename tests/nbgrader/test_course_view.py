@@ -9,11 +9,11 @@ import pathlib
 
 import pytest
 from nbgrader.coursedir import CourseDirectory
-from test_batch import auto_scores, run_batch
 
 from autograder.core.course import Course
 from autograder.nbgrader.course_view import CourseView, SubmissionKey
 from autograder.service import collect
+from tests.builders.classes import auto_scores, run_batch
 
 # A course that names its folders itself (nbgrader_config.py), as nbgrader allows.
 OWN_FOLDERS = {"submitted_directory": "handed_in", "autograded_directory": "marked", "feedback_directory": "returned"}

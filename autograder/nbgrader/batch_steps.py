@@ -1,0 +1,109 @@
+"""What the batch grader does once per run that nbgrader does once per notebook or per row.
+
+nbgrader's CheckCellMetadata builds a metadata validator (reading three schema files) for every
+notebook, and `jsonschema.validate` checks the schema against its meta-schema for every cell:
+most of a notebook's sanitising time. Its gradebook API commits after every row it touches
+(a student, a submission), and each commit of an SQLite gradebook waits for the disk. Here the
+same checks run with a validator built once per run, and a chunk's rows go in one transaction.
+Verdicts, errors and rows are those of nbgrader's own code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+
+from nbgrader.nbgraderformat import MetadataValidator, SchemaTooNewError, SchemaTooOldError
+from nbgrader.preprocessors import CheckCellMetadata
+
+MAX_REMEMBERED = 10_000  # distinct valid cell metadata kept: a class of hostile metadata stays bounded
+
+
+class _OnceCompiledValidator(MetadataValidator):
+    """nbgrader's metadata validator, its cell schema checked and compiled once."""
+
+    def __init__(self) -> None:
+        from jsonschema.validators import validator_for
+
+        super().__init__()
+        kind = validator_for(self.schema)
+        kind.check_schema(self.schema)  # what jsonschema.validate does on every call
+        self.compiled = kind(self.schema)
+        self.valid: set[str] = set()  # cell metadata (as sorted JSON) that validated
+
+    def validate_cell(self, cell) -> None:
+        """BaseMetadataValidator.validate_cell, with the compiled schema (jsonschema.validate's
+        own steps: the best match among the errors is raised). Metadata found valid once is
+        not checked again: after RestoreCourseMetadata every submission's cells carry the
+        release's, so a class repeats the same few dozen."""
+        from jsonschema.exceptions import best_match
+
+        if "nbgrader" not in cell.metadata:
+            return
+        try:
+            seen = json.dumps(cell.metadata["nbgrader"], sort_keys=True)
+        except (TypeError, ValueError):
+            seen = None
+        if seen is not None and seen in self.valid:
+            return
+        schema = cell.metadata["nbgrader"].get("schema_version", 0)
+        if schema < self.schema_version:
+            raise SchemaTooOldError(
+                f"Outdated schema version: {schema} (expected {self.schema_version})", schema, self.schema_version
+            )
+        if schema > self.schema_version:
+            raise SchemaTooNewError(
+                f"Schema version is too new: {schema} (expected {self.schema_version})", schema, self.schema_version
+            )
+        error = best_match(self.compiled.iter_errors(cell.metadata["nbgrader"]))
+        if error is not None:
+            raise error
+        if seen is not None and len(self.valid) < MAX_REMEMBERED:
+            self.valid.add(seen)
+
+
+@functools.cache
+def _validator() -> _OnceCompiledValidator:
+    return _OnceCompiledValidator()
+
+
+class CheckCellMetadataOnce(CheckCellMetadata):
+    """nbgrader's CheckCellMetadata (same verdicts, same log and error) with one validator a run."""
+
+    def preprocess(self, nb, resources):
+        import traceback
+
+        from nbgrader.nbgraderformat import ValidationError
+
+        try:
+            _validator().validate_nb(nb)
+        except ValidationError:
+            self.log.error(traceback.format_exc())
+            msg = "Notebook failed to validate; the nbgrader metadata may be corrupted."
+            self.log.error(msg)
+            raise ValidationError(msg) from None
+        return nb, resources
+
+
+def run_once_equivalent(step: type) -> type:
+    """The step to run in the batch for a configured step: the once-per-run equivalent of
+    nbgrader's CheckCellMetadata (exactly that class, not a course's subclass), else the step."""
+    return CheckCellMetadataOnce if step is CheckCellMetadata else step
+
+
+@contextlib.contextmanager
+def one_transaction(gradebook):
+    """nbgrader's gradebook calls in the block commit once, at its end: each of their commits
+    only flushes (so constraints are still checked where nbgrader checks them). An error leaves
+    the block with the transaction rolled back, as nbgrader's own rollback would."""
+    session = gradebook.db
+    session.commit = session.flush  # an instance attribute: only this session, only in the block
+    try:
+        yield gradebook
+    except BaseException:
+        del session.commit
+        session.rollback()
+        raise
+    del session.commit
+    session.commit()
