@@ -23,7 +23,7 @@ from autograder.core import safe_files
 from autograder.core.course import Course
 from autograder.dev import classroom
 from autograder.nbgrader import release
-from autograder.nbgrader.course_view import CourseView
+from autograder.nbgrader.course_view import CourseView, SubmissionKey
 from tests.builders import REPOSITORY, classes
 
 
@@ -524,9 +524,9 @@ def test_fuzzed_notebooks_each_get_a_reason_and_leave_the_others_alone(hostile_c
         (folder / "mini.ipynb").write_text(json.dumps(mutated))
         work = batch.find_work(course, "mini", ["mini"], ["ada", "fuzzed"])
         prepared, requests = pipeline.prepare(work, Progress())
-        assert set(prepared) == {("ada", "mini"), ("fuzzed", "mini")}
-        assert prepared[("ada", "mini")].notebook is not None
-        state = prepared[("fuzzed", "mini")]
+        assert set(prepared) == {SubmissionKey("ada", "mini", "mini"), SubmissionKey("fuzzed", "mini", "mini")}
+        assert prepared[SubmissionKey("ada", "mini", "mini")].notebook is not None
+        state = prepared[SubmissionKey("fuzzed", "mini", "mini")]
         assert (state.notebook is None and state.reason) or hasattr(state.notebook, "cells")
         for request in requests:
             report, _ = engine.extract(course, request, None, "none", runner=no_sandbox)
