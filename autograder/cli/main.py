@@ -16,6 +16,7 @@ import json
 import pathlib
 import sys
 
+from autograder.core import processes
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
 from autograder.core.report import Report
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from autograder.sandbox.supervisor import SandboxUnavailable
 
+    processes.prepare_process()  # before anything imports nbgrader (and with it jsonschema)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "grade" and args.course and not _all_notebooks(args.targets):
