@@ -4,8 +4,8 @@
 ASSIGNMENT` leaves (the gradebook's scores, review flags, comments and late penalties, and the
 autograded/ tree that generate_feedback, export and the formgrader read; a test compares the
 two), except that student code runs in the sandbox, many notebooks at a time, with no Jupyter
-kernel. Students are committed one at a time, and a marker written last records what was
-graded, so an interrupted batch loses nothing and a rerun grades only what is missing or newer.
+kernel. Each chunk of students is committed in one transaction, and a marker written after it
+records what was graded, so an interrupted batch loses nothing and a rerun grades only what is missing or newer.
 With `feedback`, each committed student's feedback pages are rendered (autograder.nbgrader.feedback,
 in worker processes) while the next students are graded, where `nbgrader generate_feedback`
 would write them.
@@ -224,7 +224,8 @@ def configured_steps(config, name: str) -> list:
 
 class Pipeline:
     """nbgrader's autograde pipeline as the course configures it (`Autograde.sanitize_preprocessors`
-    and `autograde_preprocessors`), run by the batch grader: every configured step runs, in order,
+    and `autograde_preprocessors`), run by the batch grader: the configured steps run, in order (less those an earlier step
+    supersedes, and each with its once-per-run equivalent in `batch_steps` where it has one),
     except that the grading step (SandboxedGrading, or nbgrader's Execute) is the parallel engine,
     run between `prepare` and `finish`, and the recording steps (SaveAutoGrades and
     AssignLatePenalties) are `record`, which does what they do with nbgrader's own functions

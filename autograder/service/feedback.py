@@ -15,11 +15,10 @@ import html
 import logging
 import os
 import pathlib
-import stat
 
 from autograder.nbgrader.feedback import WithholdCheckMessages, converter_config, generate
 
-__all__ = ["WithholdCheckMessages", "generate", "release", "read_secret", "release_notice"]
+__all__ = ["WithholdCheckMessages", "generate", "release", "release_notice"]
 
 log = logging.getLogger("autograder.service")
 
@@ -35,20 +34,6 @@ def release(course_config, root: pathlib.Path, assignment: str, student: str) ->
     config = converter_config(course_config, root, assignment, student)
     coursedir = CourseDirectory(config=config)
     ExchangeReleaseFeedback(coursedir=coursedir, authenticator=Authenticator(config=config), config=config).start()
-
-
-def read_secret(submission: pathlib.Path) -> str | None:
-    """The submission's submission_secret.txt (nbgrader submit writes one), read without
-    following a link and bounded in size; None when there is no usable one."""
-    try:
-        descriptor = os.open(submission / "submission_secret.txt", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-            return None
-        secret = stream.read(SECRET_LIMIT).decode("ascii", errors="replace")
-    return secret or None
 
 
 def release_notice(
