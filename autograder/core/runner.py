@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import pathlib
+import traceback
 from typing import TYPE_CHECKING
 
 import pytest
@@ -58,12 +59,36 @@ class _CheckPlugin:
         if "sub" not in metafunc.fixturenames:
             return
         submissions = next((subs for spec, subs in self.by_path.values() if spec.module is metafunc.module), [])
-        metafunc.parametrize("sub", submissions, ids=[s.id for s in submissions])
+        if list(metafunc.fixturenames) == ["sub"]:
+            # A check that takes only `sub` is one item called for every submission in turn:
+            # pytest's protocol per item (setup, call, teardown, their reports and hooks) cost
+            # more than the checks themselves. A check that asks for other fixtures is an item
+            # per submission, as pytest would make it.
+            metafunc.parametrize("sub", [_EverySubmission(submissions)], ids=["every"])
+        else:
+            metafunc.parametrize("sub", submissions, ids=[s.id for s in submissions])
 
     def pytest_runtest_setup(self, item):
         submission = item.callspec.params.get("sub") if hasattr(item, "callspec") else None
-        if submission is not None:
+        if isinstance(submission, Submission):
             submission.take_notes()  # notes belong to the check about to run
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem):
+        every = pyfuncitem.funcargs.get("sub")
+        if not isinstance(every, _EverySubmission):
+            return None
+        for submission in every.submissions:
+            submission.take_notes()
+            try:
+                pyfuncitem.obj(sub=submission)
+            except (KeyboardInterrupt, pytest.exit.Exception):
+                raise
+            except BaseException as error:  # noqa: BLE001 - pytest.fail and pytest.skip too, as pytest reports them
+                self._verdict(pyfuncitem, submission, error, traceback.format_exc())
+            else:
+                self._verdict(pyfuncitem, submission, None, None)
+        return True
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -81,41 +106,59 @@ class _CheckPlugin:
             self._record(item, call, report)
 
     def _record(self, item, call, report):
-        marker = item.get_closest_marker("part")
         submission = item.callspec.params.get("sub") if hasattr(item, "callspec") else None
-        if marker is None or submission is None:
+        if not isinstance(submission, Submission):
+            return  # no submission, or every submission's verdict already taken in pytest_pyfunc_call
+        if report.passed:
+            self._verdict(item, submission, None, None)
+        else:
+            self._verdict(item, submission, call.excinfo.value if call.excinfo else None, str(report.longrepr))
+
+    def _verdict(self, item, submission, error: BaseException | None, longrepr: str | None):
+        """Record one check's verdict on one submission: passed when `error` and `longrepr` are
+        None; a Mistake is the student's, anything else an internal error of the check."""
+        marker = item.get_closest_marker("part")
+        if marker is None:
             return
+        passed = error is None and longrepr is None
         points = float(marker.kwargs["points"])
         check_id = item.originalname.removeprefix("test_")
         results = self.results.setdefault(submission.id, [])
         if any(r.id == check_id and r.part == marker.kwargs["grade_id"] for r in results):
             return  # a teardown failure after the call was already recorded
         internal, missing = None, None
-        if report.passed:
+        if passed:
             message = "; ".join(submission.take_notes())
-        elif call.excinfo is not None and call.excinfo.errisinstance(Mistake):
+        elif isinstance(error, Mistake):
             # every failed check says why: an empty Mistake is the check's fault, said as such
-            message = str(call.excinfo.value)
-            if call.excinfo.errisinstance(NotDefined):
-                missing = MissingName(call.excinfo.value.name, call.excinfo.value.hint)
+            message = str(error)
+            if isinstance(error, NotDefined):
+                missing = MissingName(error.name, error.hint)
             if not message.strip():
                 message = "this check failed without saying why; that is the grader's fault, and your instructor has been told"
                 internal = "the check raised a Mistake with no message"
         else:
             message = "internal grader error in this check; your instructor has been told"
-            internal = str(report.longrepr)
+            internal = longrepr or repr(error)
         results.append(
             CheckResult(
                 id=check_id,
                 part=marker.kwargs["grade_id"],
-                points=points if report.passed else 0.0,
+                points=points if passed else 0.0,
                 max_points=points,
-                passed=bool(report.passed),
+                passed=passed,
                 message=message,
                 internal_error=internal,
                 missing=missing,
             )
         )
+
+
+class _EverySubmission:
+    """The `sub` of a check run once for every submission of its notebook (pytest_pyfunc_call)."""
+
+    def __init__(self, submissions: list[Submission]):
+        self.submissions = submissions
 
 
 UNUSED_PLUGINS = ("faulthandler", "junitxml", "doctest", "stepwise", "pastebin", "setuponly", "setupplan")
