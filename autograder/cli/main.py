@@ -19,7 +19,6 @@ import sys
 from autograder.core import processes
 from autograder.core.course import Course
 from autograder.core.errors import UsageError
-from autograder.core.report import Report
 
 EXIT_MISUSE = 2
 EXIT_GRADER_FAULT = 3
@@ -362,16 +361,11 @@ def _grade_files(args) -> int:
         if args.json:
             print(json.dumps(report.to_json()), flush=True)
         else:
-            print(render_text(report), flush=True)
+            print(report.as_text(), flush=True)
     faults = [report for report in reports if report.grader_error]
     for report in faults:
         print(f"grader error: {report.notebook} was not graded: {report.grader_error}", file=sys.stderr)
     return EXIT_GRADER_FAULT if faults else 0
-
-
-def render_text(report: Report) -> str:
-    """The terminal report of `grade NOTEBOOK` (autograder.core.report)."""
-    return report.as_text()
 
 
 def run() -> None:

@@ -90,11 +90,6 @@ def find_course(notebook: str, course: str | None = None) -> Course:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def render(course: Course, report: engine.Report, color: bool = False) -> str:
-    """The self-learner's report (autograder.core.report), naming the course's reference solutions."""
-    return report.as_self_check(course.solutions, color)
-
-
 def as_grading_sees_it(course: Course, path: str, graded_as) -> dict | None:
     """The notebook with the course's locked cells restored, exactly as grading restores them
     (None when it cannot be read or recognised: the engine then reports why)."""
@@ -115,7 +110,7 @@ def main(course: Course, notebook: str, graded_as, jobs, limits, isolation, stud
     request = engine.GradeRequest(notebook, "self-check", expected=graded_as, notebook=restored, student_id=student_id)
     # A self-learner grades only their own work: the plain-process tier is acceptable here.
     (report,) = engine.grade(course, [request], jobs=jobs, limits=limits, isolation=isolation, allow_unisolated=True)
-    print(render(course, report, color=sys.stdout.isatty()))
+    print(report.as_self_check(course.solutions, sys.stdout.isatty()))
     if report.grader_error:
         return 3
     if report.error or report.spec is None:

@@ -179,7 +179,8 @@ class Course:
         from autograder.nbgrader.course_view import CourseView
 
         self.coursedir, self.log = coursedir, log
-        self.gradebook = CourseView(coursedir).gradebook()
+        self.course_view = CourseView(coursedir)
+        self.gradebook = self.course_view.gradebook()
         self.engine = self.gradebook.engine
         metadata.create_all(self.engine)
         self._texts: dict[str, tuple[tuple, dict]] = {}
@@ -267,7 +268,7 @@ class Course:
         """The student's cell, from their autograded notebook (as the formgrader shows it)."""
         from autograder.core.notebook import read_notebook, source_text
 
-        folder = self.coursedir.format_path(self.coursedir.autograded_directory, student, part[0])
+        folder = self.course_view.autograded(student, part[0])
         path = os.path.join(folder, f"{part[1]}.ipynb")
         try:
             stat = os.lstat(path)
@@ -293,7 +294,7 @@ class Course:
         """The part's question (the markdown cells before it), model answer and mark scheme, from source/."""
         from autograder.core.notebook import read_notebook
 
-        folder = self.coursedir.format_path(self.coursedir.source_directory, ".", part[0])
+        folder = self.course_view.source(part[0])
         path = os.path.join(folder, f"{part[1]}.ipynb")
         try:
             stat = os.stat(path)

@@ -120,8 +120,10 @@ class MarkSchemePanels(Preprocessor):
     def _source_notebook(self, assignment: str, notebook: str) -> tuple[dict | None, str]:
         from nbgrader.coursedir import CourseDirectory
 
+        from autograder.nbgrader.course_view import CourseView
+
         coursedir = CourseDirectory(config=self.config)
-        folder = coursedir.format_path(coursedir.source_directory, ".", assignment)
+        folder = CourseView(coursedir).source(assignment)
         path = os.path.join(folder, f"{notebook}.ipynb")
         where = os.path.relpath(path, coursedir.root)
         try:

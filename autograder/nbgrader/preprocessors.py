@@ -29,12 +29,6 @@ from autograder.core.restore import restore_course_cells
 from autograder.nbgrader.course_view import CourseView, SubmissionKey
 
 
-def _render_part(grade_id: str, report: engine.Report, note: str | None = None) -> tuple[str, str]:
-    """(html, plain text) of one part's block, as `apply_report` writes it (`note`: said first)."""
-    part = report.part(grade_id, note)
-    return part.as_html(), part.as_text()
-
-
 def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
     """Write the report into the autograded test cells of `nb` (an nbformat NotebookNode): each
     part's block (what feedback shows), its score (what nbgrader records) and its result as data

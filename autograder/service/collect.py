@@ -135,9 +135,7 @@ class Collector:
     def collect(self, found: Found, roster=None) -> collector.Collected:
         """Replace submitted/<student>/<assignment>/ with the submission (collector.Refused when
         it is refused); what was left out is logged and returned."""
-        destination = pathlib.Path(
-            self.coursedir.format_path(self.coursedir.submitted_directory, found.student, found.assignment)
-        )
+        destination = CourseView(self.coursedir).submitted(found.student, found.assignment)
         entry = collector.Entry(found.origin, found.student, found.assignment, found.timestamp)
         collected = self.collector.collect(
             found.path.parent, entry, destination, roster if roster is not None else {found.student}

@@ -103,6 +103,6 @@ def test_what_a_student_reads(assignment, notebook, case, golden, tmp_path, monk
     (report,) = engine.grade(REPOSITORY, [request], jobs=1, allow_unisolated=True)
     assert report.grader_error is None, report.grader_error
     report.notebook, report.isolation = f"{notebook}.ipynb", "(the sandbox)"  # the same on every machine
-    checked = selfcheck.render(REPOSITORY, report)
+    checked = report.as_self_check(REPOSITORY.solutions)
     text = f"== in the notebook: the public checks ==\n{in_notebook}\n\n== autograder check ==\n{checked}\n"
     golden(os.path.join("students", f"{notebook}-{case}.txt"), text)

@@ -181,4 +181,4 @@ def test_a_check_that_fails_without_a_message_still_says_why(mini_course, tmp_pa
     (report,) = engine.grade(course, [engine.GradeRequest(str(path), "ada")], jobs=1, allow_unisolated=True)
     (failed,) = [check for check in report.checks if check.id == "k_is_three"]
     assert not failed.passed and "without saying why" in failed.message and failed.internal_error
-    assert "    ✘ k_is_three: this check failed without saying why" in selfcheck.render(course, report)
+    assert "    ✘ k_is_three: this check failed without saying why" in report.as_self_check(course.solutions)

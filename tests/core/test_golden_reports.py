@@ -9,13 +9,10 @@ import pathlib
 
 import pytest
 
-from autograder.cli import selfcheck
-from autograder.cli.main import render_text
 from autograder.core import engine, specs
 from autograder.core.course import Course
 from autograder.core.report import MissingName
 from autograder.core.runner import CheckResult
-from autograder.nbgrader import preprocessors
 
 
 @pytest.fixture
@@ -86,23 +83,25 @@ def report(tmp_path) -> engine.Report:
 
 
 def test_text_report(report, golden):
-    golden("grade_report.txt", render_text(report) + "\n")
+    golden("grade_report.txt", report.as_text() + "\n")
 
 
 def test_self_check_report(report, golden, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    golden("self_check_report.txt", selfcheck.render(Course(tmp_path), report) + "\n")
+    golden("self_check_report.txt", report.as_self_check(Course(tmp_path).solutions) + "\n")
 
 
 def test_feedback_part_blocks(report, golden):
     blocks = []
     for part in report.spec.auto_parts:
-        html, plain = preprocessors._render_part(part.grade_id, report)
+        block = report.part(part.grade_id)
+        html, plain = block.as_html(), block.as_text()
         blocks.append(f"<!-- {part.grade_id}: html -->\n{html}\n<!-- {part.grade_id}: text/plain -->\n{plain}\n")
     golden("feedback_parts.html", "\n".join(blocks))
 
 
 def test_feedback_for_an_unreadable_notebook(report, golden):
     report.checks, report.error = [], "unreadable notebook: the file is not valid notebook JSON (line 1)"
-    html, plain = preprocessors._render_part("ex1_head1", report)
+    block = report.part("ex1_head1")
+    html, plain = block.as_html(), block.as_text()
     golden("feedback_unreadable.html", f"{html}\n{plain}\n")

@@ -198,8 +198,6 @@ def test_submission_strings_are_capped_and_escaped_in_messages():
 
 
 def test_text_reports_cannot_forge_lines_on_a_terminal():
-    from autograder.cli import selfcheck
-    from autograder.cli.main import render_text
     from autograder.core import engine
     from autograder.core.runner import CheckResult
 
@@ -213,7 +211,7 @@ def test_text_reports_cannot_forge_lines_on_a_terminal():
         spec=spec,
         checks=[CheckResult("check", part.grade_id, 0.0, part.points, False, forged)],
     )
-    for text in (render_text(report), selfcheck.render(REPOSITORY, report, color=False)):
+    for text in (report.as_text(), report.as_self_check(REPOSITORY.solutions, False)):
         assert "\x1b" not in text and "\r" not in text and "\x07" not in text
         lines = text.splitlines()
         assert not any(line.startswith(("  PASS", "autograded total: 13")) for line in lines)
@@ -235,7 +233,6 @@ def test_student_markdown_renders_inert_and_keeps_maths_as_written():
 def test_report_html_is_escaped():
     from autograder.core import engine
     from autograder.core.runner import CheckResult
-    from autograder.nbgrader.preprocessors import _render_part
 
     spec = REPOSITORY.find_spec("attention_heads", "virtual_head")
     part = spec.auto_parts[0]
@@ -245,10 +242,11 @@ def test_report_html_is_escaped():
         spec=spec,
         checks=[CheckResult("c", part.grade_id, 0.0, 1.0, False, "<script>alert(1)</script>")],
     )
-    body, _ = _render_part(part.grade_id, report)
+    body = report.part(part.grade_id).as_html()
     assert "<script>" not in body and "&lt;script&gt;" in body
     report.checks[0].message = "C" * 8_000_000
-    body, plain = _render_part(part.grade_id, report)
+    block = report.part(part.grade_id)
+    body, plain = block.as_html(), block.as_text()
     assert len(body) < 10_000 and len(plain) < 10_000
 
 

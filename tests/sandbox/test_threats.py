@@ -52,7 +52,6 @@ import pytest
 from autograder.core import engine
 from autograder.core.submission import decode_value
 from autograder.dev import classroom
-from autograder.nbgrader import preprocessors as nbgrader_bridge
 from autograder.sandbox import supervisor as sandbox
 from autograder.sandbox import tiers
 from autograder.sandbox.cgroups import Cgroups
@@ -1697,6 +1696,7 @@ def test_reports_reveal_no_hidden_check_code_even_on_internal_errors(tmp_path, m
     for report in reports.values():  # ...but nothing of it reaches the student
         shown = json.dumps(report.to_json())
         for grade_id in ("mini_matrix", "mini_function"):
-            shown += "".join(nbgrader_bridge._render_part(grade_id, report))
+            block = report.part(grade_id)
+            shown += block.as_html() + block.as_text()
         for secret in ("Traceback", "test_mini", "assignments", "np.allclose", "np.eye", "def test_", "raise Mistake"):
             assert secret not in shown, (report.submission_id, secret)
