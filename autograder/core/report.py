@@ -352,7 +352,7 @@ class Report:
             lines.append(
                 f"{good if full else bad}{'✔' if full else '✘'} {part.grade_id:<24} {score:g}/{part.points:g}{reset}"
             )
-            said = len(lines)
+            said_why = False  # a ✘ line of this part: every zero says why
             needed: list[str] = []  # names this part needs that an earlier part already said are missing
             for check in self.checks:
                 if check.part != part.grade_id or (check.passed and not check.message):
@@ -363,12 +363,14 @@ class Report:
                         told.add(missing.name)
                         why = f" {shown(missing.hint.strip(), '    ')}" if missing.hint else ""
                         lines.append(f"    ✘ {missing.name} is not defined yet{self._where(part.grade_id)}{why}")
+                        said_why = True
                     elif missing.name not in needed:
                         needed.append(missing.name)
                     continue
                 mark = "·" if check.passed else "✘"
                 lines.append(f"    {mark} {check.id}: {shown(check.message, '    ')}")
-            if not full and not any(line.startswith("    ✘") for line in lines[said:]):  # every zero says why
+                said_why = said_why or not check.passed
+            if not full and not said_why:
                 reason = f"needs {', '.join(needed)}, not defined yet (see above)" if needed else None
                 lines.append(f"    ✘ {reason or self._no_reason(part.grade_id)}")
         lines.append(

@@ -16,6 +16,7 @@ parsed from text is refused unless its student is an acceptable id (core.names).
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import pathlib
@@ -55,8 +56,14 @@ class CourseView:
     def __init__(self, coursedir, loaded: settings.CourseSettings | None = None):
         self.coursedir = coursedir  # nbgrader's CourseDirectory (root, layout, gradebook URL, course id)
         self.root = pathlib.Path(coursedir.root)  # absolute and normalised (nbgrader's validator)
-        self.settings = loaded or settings.CourseSettings(
-            config=coursedir.config, db_url=coursedir.db_url, course_id=coursedir.course_id
+        self._loaded = loaded
+
+    @functools.cached_property
+    def settings(self) -> settings.CourseSettings:
+        """The course's nbgrader configuration (read when first asked: a view that only names
+        folders never needs it)."""
+        return self._loaded or settings.CourseSettings(
+            config=self.coursedir.config, db_url=self.coursedir.db_url, course_id=self.coursedir.course_id
         )
 
     @classmethod
