@@ -310,21 +310,49 @@ class Pipeline:
         nb = nbformat.from_dict(json.loads(json.dumps(self.course.release_notebook(self.assignment, notebook_id))))
         return self._run([*self.sanitize, *self.before], nb, self.resources(student, notebook_id))
 
-    def finish(self, gradebook, nb, student, notebook_id):
+    def finish(self, gradebook, nb, student, notebook_id, submitted=None):
         """The steps after grading, recording (in the caller's transaction) where nbgrader records."""
         resources = self.resources(student, notebook_id)
         for step in self.after:
             if step == self.RECORDING:
-                self.record(gradebook, nb, student, notebook_id)
+                self.record(gradebook, nb, student, notebook_id, submitted)
             else:
                 nb, resources = step(nb, resources)
         return nb
 
-    def record(self, gradebook, nb, student, notebook_id) -> None:
-        """SaveAutoGrades and AssignLatePenalties for one notebook, in the caller's transaction."""
+    def submitted_notebooks(self, gradebook, students) -> dict:
+        """The gradebook's submitted notebooks of these students, by (student, notebook id), each
+        with its grades, comments and their cells, its submission and the assignment, in four
+        queries: recording then reads them without a query per row. (Looked up one by one, a
+        grade's cell is fetched again for every student: the session holds rows only while
+        something refers to them.)"""
+        from nbgrader.api import Assignment, Comment, Grade, Student, SubmittedAssignment, SubmittedNotebook
+        from sqlalchemy.orm import joinedload, selectinload
+
+        rows = (
+            gradebook.db.query(SubmittedNotebook)
+            .join(SubmittedAssignment, SubmittedNotebook.assignment_id == SubmittedAssignment.id)
+            .join(Assignment, SubmittedAssignment.assignment_id == Assignment.id)
+            .join(Student, SubmittedAssignment.student_id == Student.id)
+            .filter(Assignment.name == self.assignment, Student.id.in_(list(students)))
+            .options(
+                joinedload(SubmittedNotebook.notebook),
+                joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.assignment),
+                joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.student),
+                selectinload(SubmittedNotebook.grades).joinedload(Grade.cell),
+                selectinload(SubmittedNotebook.comments).joinedload(Comment.cell),
+            )
+            .all()
+        )
+        return {(row.assignment.student.id, row.notebook.name): row for row in rows}
+
+    def record(self, gradebook, nb, student, notebook_id, submitted=None) -> None:
+        """SaveAutoGrades and AssignLatePenalties for one notebook, in the caller's transaction
+        (`submitted`: its gradebook row, if the caller has it)."""
         from nbgrader import utils
 
-        submitted = gradebook.find_submission_notebook(notebook_id, self.assignment, student)
+        if submitted is None:
+            submitted = gradebook.find_submission_notebook(notebook_id, self.assignment, student)
         grades = {grade.name: grade for grade in submitted.grades}
         comments = {comment.name: comment for comment in submitted.comments}
         for cell in nb.cells:
@@ -656,8 +684,9 @@ def _record_chunk(pipeline, chunk, prepared, reports):
     leaves that student to be graded again by the rerun."""
     with pipeline.view.gradebook() as gradebook:
         with batch_steps.one_transaction(gradebook):
+            rows = pipeline.submitted_notebooks(gradebook, [item.student for item in chunk])
             for item in chunk:
-                _record_student(gradebook, pipeline, item, prepared, reports)
+                _record_student(gradebook, pipeline, item, prepared, reports, rows)
         for item in chunk:  # after the commit: a marker always speaks of grades in the gradebook
             marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
             marker.parent.mkdir(parents=True, exist_ok=True)
@@ -692,7 +721,7 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
         gradebook.db.commit()
 
 
-def _record_student(gradebook, pipeline, item, prepared, reports):
+def _record_student(gradebook, pipeline, item, prepared, reports, rows):
     from autograder.nbgrader.preprocessors import apply_report, renamed_note
 
     assignment, root = pipeline.assignment, pipeline.course.root
@@ -720,7 +749,9 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
         if state.notebook is None:
             # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
             # files), and the reason is left as the automatic comment of every part.
-            notebook = gradebook.find_submission_notebook(notebook_id, assignment, item.student)
+            notebook = rows.get((item.student, notebook_id)) or gradebook.find_submission_notebook(
+                notebook_id, assignment, item.student
+            )
             for grade in notebook.grades:
                 grade.auto_score, grade.needs_manual_grade = 0, False
             for comment in notebook.comments:
@@ -739,7 +770,7 @@ def _record_student(gradebook, pipeline, item, prepared, reports):
             report = reports[str(key)]
         original = item.notebooks[notebook_id].renamed_from
         apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
-        graded = pipeline.finish(gradebook, state.notebook, item.student, notebook_id)
+        graded = pipeline.finish(gradebook, state.notebook, item.student, notebook_id, rows.get((item.student, notebook_id)))
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.
         with open(destination / f"{notebook_id}.ipynb", "w", encoding="utf-8") as stream:

@@ -69,9 +69,9 @@ class WithholdCheckMessages(Preprocessor):
 
 
 def _withheld(body: str, plain: str):
-    from nbformat.v4 import new_output
+    from autograder.nbgrader.preprocessors import output
 
-    return new_output("display_data", data={"text/html": body, "text/plain": plain})
+    return output("display_data", {"text/html": body, "text/plain": plain})
 
 
 def _graded_before_results_were_kept(cell) -> bool:

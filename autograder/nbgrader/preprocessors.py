@@ -29,19 +29,30 @@ from autograder.core.restore import restore_course_cells
 from autograder.nbgrader.course_view import CourseView, SubmissionKey
 
 
+def output(output_type: str, data: dict, **fields):
+    """A code cell's output, as nbformat's `new_output` makes it, without its JSON-schema
+    validation (a few ms an output, most of the cost of writing a graded notebook): what the
+    grader writes here is always string data under MIME types."""
+    from nbformat import NotebookNode
+
+    made = NotebookNode(output_type=output_type, metadata=NotebookNode(), data=NotebookNode(data))
+    if output_type == "execute_result":
+        made.execution_count = fields.pop("execution_count", None)
+    made.update(fields)
+    return made
+
+
 def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
     """Write the report into the autograded test cells of `nb` (an nbformat NotebookNode): each
     part's block (what feedback shows), its score (what nbgrader records) and its result as data
     in the cell's metadata (what feedback reads back, e.g. to withhold the checks' messages)."""
-    from nbformat.v4 import new_output
-
     auto_ids = {part.grade_id for part in report.spec.auto_parts} if report.spec else set()
     if report.variant.table:
         # The set-up cell shows the variant the notebook was graded against, as the grader drew
         # it: the formgrader and feedback show it beside the messages.
         for cell in nb.cells:
             if cell.cell_type == "code" and variants.SETUP_CALL in cell.source:
-                cell.outputs = [new_output("display_data", data=report.variant.table)]
+                cell.outputs = [output("display_data", report.variant.table)]
     said = "; ".join(text for text in (note, report.variant.note) if text) or None
     for cell in nb.cells:
         cell.get("metadata", {}).pop(PART_RESULT_KEY, None)  # only the grader writes it, never the student
@@ -52,8 +63,8 @@ def apply_report(nb, report: engine.Report, note: str | None = None) -> None:
         part = report.part(grade_id, said)
         cell.metadata[PART_RESULT_KEY] = part.to_json()
         cell.outputs = [
-            new_output("display_data", data={"text/html": part.as_html(), "text/plain": part.as_text()}),
-            new_output("execute_result", data={"text/plain": repr(float(part.score))}, execution_count=1),
+            output("display_data", {"text/html": part.as_html(), "text/plain": part.as_text()}),
+            output("execute_result", {"text/plain": repr(float(part.score))}, execution_count=1),
         ]
         cell.execution_count = 1
 

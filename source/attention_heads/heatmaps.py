@@ -14,6 +14,7 @@ its range is printed next to the colour bar. Grey cells are NaN or infinite.
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 
@@ -191,6 +192,7 @@ def _dims(indices) -> str:
     return f"{word} {', '.join(runs)}"
 
 
+@functools.lru_cache(maxsize=4096)  # a matrix holds few distinct values: each is worked out once
 def _colour(t: float) -> str:
     t = min(max(t, -1.0), 1.0)
     for (t0, c0), (t1, c1) in zip(_STOPS, _STOPS[1:]):
@@ -201,6 +203,7 @@ def _colour(t: float) -> str:
     return "#b2182b"
 
 
+@functools.lru_cache(maxsize=4096)
 def _number(value: float) -> str:
     if not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
@@ -211,6 +214,7 @@ def _number(value: float) -> str:
     return f"{value:.2e}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _short(value: float) -> str:
     """At most 4 characters, to fit in a cell; the exact value is in the cell's tooltip."""
     if not math.isfinite(value):
@@ -342,18 +346,18 @@ def _heatmap(M, title, row_label, col_label, highlight_rows, highlight_cols, row
         )
 
     cells, values = [], []
-    for i in range(rows):
-        for j in range(cols):
-            value = float(array[i, j])
-            x, y = left + j * cell, top + i * cell
-            fill = _colour(value / vmax) if math.isfinite(value) else "#9a9a9a"
+    for i, row in enumerate(array.tolist()):
+        y = top + i * cell
+        for j, value in enumerate(row):
+            x = left + j * cell
+            finite_value = math.isfinite(value)
+            fill = _colour(value / vmax) if finite_value else "#9a9a9a"
             cells.append(
                 f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}">'
                 f"<title>[{i}, {j}] = {_number(value)}</title></rect>"
             )
-            if annotate and (value != 0 or not math.isfinite(value)):
-                strong = math.isfinite(value) and abs(value) / vmax > 0.6
-                paint = ' fill="#fff"' if strong else ""
+            if annotate and (value != 0 or not finite_value):
+                paint = ' fill="#fff"' if finite_value and abs(value) / vmax > 0.6 else ""
                 values.append(
                     f'<text x="{_n(x + cell / 2)}" y="{_n(y + cell / 2 + 3.5)}"{paint}>{html.escape(_short(value))}</text>'
                 )
