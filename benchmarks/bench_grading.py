@@ -296,6 +296,7 @@ def profile(size: int, warm: bool) -> collections.Counter:
         stack.callback(setattr, supervisor, "run_submission", run_submission)
         stack.enter_context(_timing(spent, batch.Pipeline, "prepare", "reading and sanitising"))
         stack.enter_context(_timing(spent, engine, "check", "checking"))
+        stack.enter_context(_timing(spent, batch.Pipeline, "submitted_notebooks", "recording in the gradebook"))
         stack.enter_context(_timing(spent, batch.Pipeline, "record", "recording in the gradebook"))
         stack.enter_context(_timing(spent, batch, "_record_chunk", "writing (with recording)"))
         supervisor.run_submission = sandboxed
@@ -304,7 +305,9 @@ def profile(size: int, warm: bool) -> collections.Counter:
         with contextlib.redirect_stderr(open(os.devnull, "w")):
             grader.run()
         spent["grading (wall)"] = time.perf_counter() - begun
-    spent["writing autograded notebooks"] = spent.pop("writing (with recording)") - spent["recording in the gradebook"]
+    spent["writing autograded notebooks, commit"] = (
+        spent.pop("writing (with recording)") - spent["recording in the gradebook"]
+    )
     config = settings.load(course).config
     begun = time.perf_counter()
     for number in range(size):
@@ -323,7 +326,7 @@ PROFILE_ROWS = [
     "sandbox, all steps",
     "reading and sanitising",
     "checking",
-    "writing autograded notebooks",
+    "writing autograded notebooks, commit",
     "recording in the gradebook",
     "rendering feedback",
     "grading (wall)",

@@ -13,7 +13,9 @@ would write them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -279,6 +281,16 @@ class Pipeline:
         late.init_plugin()
         self.late = late
 
+    @functools.cached_property
+    def gradebook(self):
+        """The run's gradebook session (each chunk one transaction in it): one engine, whose
+        compiled statements serve every chunk, instead of a connection and schema check a chunk."""
+        return self.view.gradebook()
+
+    def close(self) -> None:
+        if "gradebook" in self.__dict__:
+            self.__dict__.pop("gradebook").close()
+
     def resources(self, student, notebook_id):
         return {
             "nbgrader": {
@@ -373,7 +385,7 @@ class Pipeline:
 
     def prepare(self, chunk, progress):
         """Record the submissions, sanitise their notebooks; returns (prepared, grade requests)."""
-        with self.view.gradebook() as gradebook, batch_steps.one_transaction(gradebook):
+        with batch_steps.one_transaction(self.gradebook) as gradebook:
             for item in chunk:
                 timestamp = read_timestamp(item.submitted, self.course.root)
                 gradebook.update_or_create_student(item.student)
@@ -593,7 +605,6 @@ class BatchGrader:
 
         from tqdm import tqdm
 
-        pipeline = Pipeline(self.course, self.view, self.assignment)
         isolation = sandbox.choose_isolation(self.isolation, self.allow_unisolated)
         total = sum(1 for item in todo for handed in item.notebooks.values() if handed.gradable)
         missing = sum(len(item.notebooks) for item in todo) - total
@@ -610,6 +621,7 @@ class BatchGrader:
                 disable=self.quiet,
             ) as progress,
             ThreadPoolExecutor(self.jobs) as pool,
+            contextlib.closing(Pipeline(self.course, self.view, self.assignment)) as pipeline,
         ):
             if missing:
                 progress.set_postfix_str(f"{missing} not submitted or refused, scored 0", refresh=False)
@@ -682,15 +694,14 @@ def _record_chunk(pipeline, chunk, prepared, reports):
     """Write each student's autograded notebooks and grades in one transaction (one gradebook
     session a chunk), then the student's marker: an interruption before a student's commit
     leaves that student to be graded again by the rerun."""
-    with pipeline.view.gradebook() as gradebook:
-        with batch_steps.one_transaction(gradebook):
-            rows = pipeline.submitted_notebooks(gradebook, [item.student for item in chunk])
-            for item in chunk:
-                _record_student(gradebook, pipeline, item, prepared, reports, rows)
-        for item in chunk:  # after the commit: a marker always speaks of grades in the gradebook
-            marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
+    with batch_steps.one_transaction(pipeline.gradebook) as gradebook:
+        rows = pipeline.submitted_notebooks(gradebook, [item.student for item in chunk])
+        for item in chunk:
+            _record_student(gradebook, pipeline, item, prepared, reports, rows)
+    for item in chunk:  # after the commit: a marker always speaks of grades in the gradebook
+        marker = marker_path(pipeline.course.root, item.student, pipeline.assignment)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"fingerprint": item.fingerprint, "engine": ENGINE_VERSION}))
 
 
 def _flag_grader_faults(pipeline, items, reports) -> None:
@@ -704,21 +715,21 @@ def _flag_grader_faults(pipeline, items, reports) -> None:
         # gradebook, which now holds no score.
         marker_path(pipeline.course.root, item.student, pipeline.assignment).unlink(missing_ok=True)
         pages.remove(pipeline.view, item.student, pipeline.assignment)
-    with pipeline.view.gradebook() as gradebook:
-        for item in items:
-            for notebook_id in item.notebooks:
-                report = reports.get(str(SubmissionKey(item.student, pipeline.assignment, notebook_id)))
-                reason = (
-                    f"NOT GRADED, grader error: {report.grader_error}"
-                    if report and report.grader_error
-                    else "NOT GRADED: another notebook of this submission hit a grader error"
-                )
-                notebook = gradebook.find_submission_notebook(notebook_id, pipeline.assignment, item.student)
-                for grade in notebook.grades:
-                    grade.auto_score, grade.needs_manual_grade = None, True
-                for comment in notebook.comments:
-                    comment.auto_comment = reason
-        gradebook.db.commit()
+    gradebook = pipeline.gradebook
+    for item in items:
+        for notebook_id in item.notebooks:
+            report = reports.get(str(SubmissionKey(item.student, pipeline.assignment, notebook_id)))
+            reason = (
+                f"NOT GRADED, grader error: {report.grader_error}"
+                if report and report.grader_error
+                else "NOT GRADED: another notebook of this submission hit a grader error"
+            )
+            notebook = gradebook.find_submission_notebook(notebook_id, pipeline.assignment, item.student)
+            for grade in notebook.grades:
+                grade.auto_score, grade.needs_manual_grade = None, True
+            for comment in notebook.comments:
+                comment.auto_comment = reason
+    gradebook.db.commit()
 
 
 def _record_student(gradebook, pipeline, item, prepared, reports, rows):
@@ -770,12 +781,14 @@ def _record_student(gradebook, pipeline, item, prepared, reports, rows):
             report = reports[str(key)]
         original = item.notebooks[notebook_id].renamed_from
         apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
-        graded = pipeline.finish(gradebook, state.notebook, item.student, notebook_id, rows.get((item.student, notebook_id)))
+        graded = pipeline.finish(
+            gradebook, state.notebook, item.student, notebook_id, rows.get((item.student, notebook_id))
+        )
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.
-        with open(destination / f"{notebook_id}.ipynb", "w", encoding="utf-8") as stream:
-            json.dump(graded, stream, indent=1, sort_keys=True, ensure_ascii=False)
-            stream.write("\n")
+        # One write (json.dump writes each token: thousands of calls a notebook).
+        text = json.dumps(graded, indent=1, sort_keys=True, ensure_ascii=False)
+        (destination / f"{notebook_id}.ipynb").write_text(text + "\n", encoding="utf-8")
 
 
 def grade_with_nbgrader(
