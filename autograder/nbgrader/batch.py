@@ -386,12 +386,10 @@ class Pipeline:
     def prepare(self, chunk, progress):
         """Record the submissions, sanitise their notebooks; returns (prepared, grade requests)."""
         with batch_steps.one_transaction(self.gradebook) as gradebook:
-            for item in chunk:
-                timestamp = read_timestamp(item.submitted, self.course.root)
-                gradebook.update_or_create_student(item.student)
-                gradebook.update_or_create_submission(
-                    self.assignment, item.student, **({"timestamp": timestamp} if timestamp else {})
-                )
+            timestamps = {item.student: read_timestamp(item.submitted, self.course.root) for item in chunk}
+            for student in timestamps:
+                gradebook.update_or_create_student(student)
+            batch_steps.update_or_create_submissions(gradebook, self.assignment, timestamps)
         prepared: dict[SubmissionKey, Prepared] = {}
         requests = []
         for item in chunk:

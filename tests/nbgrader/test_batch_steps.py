@@ -85,3 +85,49 @@ def test_one_transaction_commits_at_the_end_and_rolls_back_on_error(tmp_path):
         assert "commit" not in vars(gradebook.db)
     with Gradebook(url, "course") as gradebook:
         assert sorted(student.id for student in gradebook.students) == ["alice", "bob"]
+
+
+def _submission_rows(gradebook, student):
+    """A student's submission as rows, named instead of by their random ids."""
+    from nbgrader.api import SubmittedAssignment
+
+    submission = gradebook.db.query(SubmittedAssignment).filter(SubmittedAssignment.student_id == student).one()
+    rows = [("submission", submission.assignment.name, submission.timestamp, submission.extension)]
+    for notebook in submission.notebooks:
+        rows.append(("notebook", notebook.name, notebook.flagged, notebook.late_submission_penalty))
+        for grade in notebook.grades:
+            rows.append(
+                ("grade", notebook.name, grade.name, grade.auto_score, grade.manual_score, grade.needs_manual_grade)
+            )
+        for comment in notebook.comments:
+            rows.append(("comment", notebook.name, comment.name, comment.auto_comment, comment.manual_comment))
+    return sorted(rows, key=repr)
+
+
+def test_submissions_made_at_once_are_the_rows_nbgrader_makes_one_by_one(tmp_path):
+    """Grade, solution and task cells, with a timestamp and without; an existing submission is
+    updated as nbgrader updates it."""
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", "course") as gradebook:
+        gradebook.add_assignment("ps1")
+        for notebook in ("one", "two"):
+            gradebook.add_notebook(notebook, "ps1")
+            gradebook.add_grade_cell("points", notebook, "ps1", max_score=2, cell_type="code")
+            gradebook.add_solution_cell("answer", notebook, "ps1")
+            gradebook.add_grade_cell("essay", notebook, "ps1", max_score=3, cell_type="markdown")
+            gradebook.add_solution_cell("essay", notebook, "ps1")
+            gradebook.add_task_cell("task", notebook, "ps1", max_score=1, cell_type="markdown")
+        for student in ("theirs-dated", "ours-dated", "theirs-undated", "ours-undated", "again"):
+            gradebook.add_student(student)
+        when, later = "2026-12-01 10:00:00", "2026-12-02 11:30:00"
+        gradebook.update_or_create_submission("ps1", "theirs-dated", timestamp=when)
+        gradebook.update_or_create_submission("ps1", "theirs-undated")
+        gradebook.update_or_create_submission("ps1", "again", timestamp=when)
+        with batch_steps.one_transaction(gradebook):
+            batch_steps.update_or_create_submissions(
+                gradebook, "ps1", {"ours-dated": when, "ours-undated": None, "again": later}
+            )
+        assert _submission_rows(gradebook, "ours-dated") == _submission_rows(gradebook, "theirs-dated")
+        assert _submission_rows(gradebook, "ours-undated") == _submission_rows(gradebook, "theirs-undated")
+        assert len(_submission_rows(gradebook, "ours-dated")) == 1 + 2 * (1 + 3 + 3)
+        again = gradebook.find_submission("ps1", "again")
+        assert again.timestamp.isoformat(" ") == later and len(gradebook.assignment_submissions("ps1")) == 5
