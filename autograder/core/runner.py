@@ -11,6 +11,7 @@ message); only `Mistake` messages reach students, any other exception is an inte
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import os
@@ -161,7 +162,24 @@ class _EverySubmission:
         self.submissions = submissions
 
 
-UNUSED_PLUGINS = ("faulthandler", "junitxml", "doctest", "stepwise", "pastebin", "setuponly", "setupplan")
+UNUSED_PLUGINS = (
+    *("faulthandler", "junitxml", "doctest", "stepwise", "pastebin", "setuponly", "setupplan"),
+    *("debugging", "threadexception"),
+)
+# What these give checks: tmpdir/tmp_path, monkeypatch, recwarn, caplog, subtests fixtures and
+# unittest.TestCase classes. Left out, as the plugins above, when every check takes `sub` alone.
+FIXTURE_PLUGINS = ("legacypath", "tmpdir", "monkeypatch", "recwarn", "logging", "subtests", "unittest")
+
+
+def takes_only_sub(module) -> bool:
+    """Every check of `module` (a `test*` function or class) is a function of `sub` alone: it
+    asks pytest for nothing else."""
+    for name, value in vars(module).items():
+        if not name.startswith(("test", "Test")) or not callable(value):
+            continue
+        if inspect.isclass(value) or list(inspect.signature(value).parameters) != ["sub"]:
+            return False
+    return True
 
 
 def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str, list[CheckResult]]:
@@ -170,6 +188,9 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
     if not batches:
         return {}
     plugin = _CheckPlugin(batches)
+    unused = UNUSED_PLUGINS
+    if all(takes_only_sub(spec.module) for spec, _ in batches):
+        unused += FIXTURE_PLUGINS
     args = [
         "-q",
         "-p",
@@ -180,7 +201,7 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
         "no:unraisableexception",
         # Nor pytest's own plugins that checks (which take only `sub`) never use: each costs
         # hooks on every test.
-        *(part for plugin in UNUSED_PLUGINS for part in ("-p", f"no:{plugin}")),
+        *(part for plugin in unused for part in ("-p", f"no:{plugin}")),
         "-c",
         "/dev/null",
         "--rootdir",

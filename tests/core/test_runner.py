@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from autograder.core.runner import run_checks
+from autograder.core.runner import run_checks, takes_only_sub
 from autograder.core.testing import make_submission
 
 CHECKS = """
@@ -77,3 +77,19 @@ def test_checks_with_and_without_other_fixtures_give_the_same_verdicts(spec, cap
         assert by_id[internal].internal_error
     assert "ZeroDivisionError" in by_id["k2"].internal_error
     assert "the check's own bug" in caplog.text
+
+
+def test_pytest_plugins_that_give_fixtures_are_kept_when_a_check_asks_for_one():
+    import types
+
+    alone = types.ModuleType("alone")
+    exec("def test_a(sub): pass\ndef helper(x, y): pass\nclass Helper: pass", alone.__dict__)
+    assert takes_only_sub(alone)
+    for check in (
+        "def test_b(sub, monkeypatch): pass",
+        "def test_c(): pass",
+        "class TestD:\n    def test_e(self): pass",
+    ):
+        asking = types.ModuleType("asking")
+        exec(f"def test_a(sub): pass\n{check}", asking.__dict__)
+        assert not takes_only_sub(asking), check
