@@ -333,30 +333,8 @@ class Pipeline:
         return nb
 
     def submitted_notebooks(self, gradebook, students) -> dict:
-        """The gradebook's submitted notebooks of these students, by (student, notebook id), each
-        with its grades, comments and their cells, its submission and the assignment, in four
-        queries: recording then reads them without a query per row. (Looked up one by one, a
-        grade's cell is fetched again for every student: the session holds rows only while
-        something refers to them.)"""
-        from nbgrader.api import Assignment, Comment, Grade, Student, SubmittedAssignment, SubmittedNotebook
-        from sqlalchemy.orm import joinedload, selectinload
-
-        rows = (
-            gradebook.db.query(SubmittedNotebook)
-            .join(SubmittedAssignment, SubmittedNotebook.assignment_id == SubmittedAssignment.id)
-            .join(Assignment, SubmittedAssignment.assignment_id == Assignment.id)
-            .join(Student, SubmittedAssignment.student_id == Student.id)
-            .filter(Assignment.name == self.assignment, Student.id.in_(list(students)))
-            .options(
-                joinedload(SubmittedNotebook.notebook),
-                joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.assignment),
-                joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.student),
-                selectinload(SubmittedNotebook.grades).joinedload(Grade.cell),
-                selectinload(SubmittedNotebook.comments).joinedload(Comment.cell),
-            )
-            .all()
-        )
-        return {(row.assignment.student.id, row.notebook.name): row for row in rows}
+        """The chunk's submitted notebooks, by (student, notebook id), fetched at once."""
+        return batch_steps.submitted_notebooks(gradebook, self.assignment, students)
 
     def record(self, gradebook, nb, student, notebook_id, submitted=None) -> None:
         """SaveAutoGrades and AssignLatePenalties for one notebook, in the caller's transaction

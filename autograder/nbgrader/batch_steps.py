@@ -164,3 +164,31 @@ def update_or_create_submissions(gradebook, assignment: str, timestamps: dict) -
     ):
         if rows:
             gradebook.db.execute(model.__table__.insert(), rows)
+
+
+def submitted_notebooks(gradebook, assignment: str, students, notebook: str | None = None) -> dict:
+    """The gradebook's submitted notebooks of `assignment` (only `notebook`, if given) of these
+    students, by (student, notebook name), each with its grades, comments and their cells, its
+    submission and the assignment, in four queries: reading or recording them then makes no
+    query per row. (Looked up one by one, a grade's cell is fetched again for every student:
+    the session keeps rows only while something refers to them.)"""
+    from nbgrader.api import Assignment, Comment, Grade, Notebook, Student, SubmittedAssignment, SubmittedNotebook
+    from sqlalchemy.orm import joinedload, selectinload
+
+    query = (
+        gradebook.db.query(SubmittedNotebook)
+        .join(SubmittedAssignment, SubmittedNotebook.assignment_id == SubmittedAssignment.id)
+        .join(Assignment, SubmittedAssignment.assignment_id == Assignment.id)
+        .join(Student, SubmittedAssignment.student_id == Student.id)
+        .filter(Assignment.name == assignment, Student.id.in_(list(students)))
+    )
+    if notebook is not None:
+        query = query.join(Notebook, SubmittedNotebook.notebook_id == Notebook.id).filter(Notebook.name == notebook)
+    rows = query.options(
+        joinedload(SubmittedNotebook.notebook),
+        joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.assignment),
+        joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.student),
+        selectinload(SubmittedNotebook.grades).joinedload(Grade.cell),
+        selectinload(SubmittedNotebook.comments).joinedload(Comment.cell),
+    ).all()
+    return {(row.assignment.student.id, row.notebook.name): row for row in rows}

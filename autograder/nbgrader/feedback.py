@@ -120,35 +120,63 @@ class HideScoreOutputs(Preprocessor):
         return cell, resources
 
 
+_GRADEBOOK: dict = {}  # db_url -> the Gradebook this process reads pages' grades from (the last one)
+
+
+def _gradebook(db_url: str):
+    """A gradebook session kept for the pages of a run: its engine's compiled queries serve every
+    page (a feedback process renders one course's pages, one at a time)."""
+    from nbgrader.api import Gradebook
+
+    if db_url not in _GRADEBOOK:
+        for kept in _GRADEBOOK.values():
+            kept.close()
+        _GRADEBOOK.clear()
+        _GRADEBOOK[db_url] = Gradebook(db_url)
+    return _GRADEBOOK[db_url]
+
+
 @functools.cache
 def _get_grades_class():
     from nbgrader import utils
-    from nbgrader.api import Gradebook
+    from nbgrader.api import MissingEntry
     from nbgrader.preprocessors import GetGrades
+
+    from autograder.nbgrader import batch_steps
 
     class GetGradesAtOnce(GetGrades):
         """nbgrader's GetGrades (each graded cell's score and points, each answer's comment, the
-        notebook's score and late penalty), read with one query for the submitted notebook
+        notebook's score and late penalty), read with a few queries for the submitted notebook
         instead of one per cell (most of a page's cost, with a dozen parts)."""
 
         def preprocess(self, nb, resources):
             info = resources["nbgrader"]
-            with Gradebook(info["db_url"]) as gradebook:
-                notebook = gradebook.find_submission_notebook(info["notebook"], info["assignment"], info["student"])
-                grades = {grade.name: grade for grade in notebook.grades}
-                comments = {comment.name: comment for comment in notebook.comments}
-                for cell in nb.cells:
-                    meta = cell.metadata.get("nbgrader", {})
-                    grade_id = meta.get("grade_id")
-                    if utils.is_solution(cell) or utils.is_task(cell):
-                        meta["comment"] = comments[grade_id].comment
-                    if utils.is_grade(cell) or utils.is_task(cell):
-                        meta["score"], meta["points"] = grades[grade_id].score, grades[grade_id].max_score
-                late_penalty = notebook.late_submission_penalty or 0
-                info["score"] = notebook.score - late_penalty
-                info["max_score"] = notebook.max_score
-                info["late_penalty"] = late_penalty
+            gradebook = _gradebook(info["db_url"])
+            try:
+                self._read(gradebook, nb, info)
+            finally:
+                gradebook.db.rollback()  # the read ends: the next page reads what the gradebook holds then
             return nb, resources
+
+        def _read(self, gradebook, nb, info) -> None:
+            student, notebook_id = info["student"], info["notebook"]
+            found = batch_steps.submitted_notebooks(gradebook, info["assignment"], [student], notebook_id)
+            if (student, notebook_id) not in found:
+                raise MissingEntry(f"No such submitted notebook: {notebook_id}/{info['assignment']}/{student}")
+            notebook = found[student, notebook_id]
+            grades = {grade.name: grade for grade in notebook.grades}
+            comments = {comment.name: comment for comment in notebook.comments}
+            for cell in nb.cells:
+                meta = cell.metadata.get("nbgrader", {})
+                grade_id = meta.get("grade_id")
+                if utils.is_solution(cell) or utils.is_task(cell):
+                    meta["comment"] = comments[grade_id].comment
+                if utils.is_grade(cell) or utils.is_task(cell):
+                    meta["score"], meta["points"] = grades[grade_id].score, grades[grade_id].max_score
+            late_penalty = notebook.late_submission_penalty or 0
+            info["score"] = notebook.score - late_penalty
+            info["max_score"] = notebook.max_score
+            info["late_penalty"] = late_penalty
 
     return GetGradesAtOnce
 

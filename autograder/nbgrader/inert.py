@@ -161,8 +161,45 @@ def _cleaner(page: bool) -> nh3.Cleaner:
 
 
 def clean_fragment(fragment: str) -> str:
-    """A piece of a page made from student content (a rendered cell, an output), made inert."""
-    return _cleaner(False).clean(fragment)
+    """A piece of a page made from student content (a rendered cell, an output), made inert.
+    Cleaning is a function of the text alone: a class's pages repeat the same pictures and
+    messages (every correct answer draws the same), so what was cleaned is remembered."""
+    cleaned = _CLEANED.get(fragment)
+    if cleaned is None:
+        cleaned = _cleaner(False).clean(fragment)
+        _CLEANED.put(fragment, cleaned, len(fragment) + len(cleaned))
+    return cleaned
+
+
+class Remembered:
+    """Values by key, kept while their sizes (characters, given with each) add up to no more
+    than `max_chars`, the least recently used forgotten first; one value takes at most a
+    sixteenth. What a class's pages repeat (cleaned pictures, the notebook's rendered text)."""
+
+    def __init__(self, max_chars: int):
+        import collections
+
+        self.max_chars, self.chars = max_chars, 0
+        self.items: collections.OrderedDict = collections.OrderedDict()  # key -> (value, chars)
+
+    def get(self, key):
+        found = self.items.get(key)
+        if found is None:
+            return None
+        self.items.move_to_end(key)
+        return found[0]
+
+    def put(self, key, value, chars: int) -> None:
+        if chars > self.max_chars // 16 or key in self.items:
+            return
+        self.items[key] = (value, chars)
+        self.chars += chars
+        while self.chars > self.max_chars:
+            _, (_, old_chars) = self.items.popitem(last=False)
+            self.chars -= old_chars
+
+
+_CLEANED = Remembered(16 * 1024 * 1024)  # fragments and their cleaned forms
 
 
 def _bounded(text: str, what: str) -> str:

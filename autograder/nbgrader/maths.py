@@ -78,6 +78,8 @@ MAX_TEX_PER_PAGE = 50_000  # drawn as MathML in one page; the course's longest n
 MAX_MARKDOWN_CHARS = 512 * 1024  # a longer cell is shown as typed, not rendered
 PAGE_BUDGET = "tc_tex_budget"  # the key of a page's TexBudget in its rendering resources
 _CACHED_TEX = 512  # formulas up to this long are remembered (the notebook's own, repeated in every page)
+_REMEMBERED_CELL_CHARS = 8 * 1024  # Markdown cells up to this long are remembered rendered (the course's text)
+_REMEMBERED_TOTAL_CHARS = 8 * 1024 * 1024  # of rendered HTML kept, over all remembered cells
 
 
 class TexBudget:
@@ -178,9 +180,47 @@ def markdown_to_html(source: str, budget: TexBudget | None = None, **renderer_op
             f'<p class="tc-note"><i>This cell is {len(source):,} characters long: shown as typed, '
             f"and only its first {MAX_MARKDOWN_CHARS:,}.</i></p>"
         )
+    # Every page of a class repeats the notebook's own text: a cell rendered before is taken as
+    # it was made when the page's TeX budget has room for all its formulas (then counted against
+    # the page as when they were drawn), so a page is as if every cell were rendered anew.
+    key = _remembered_key(source, renderer_options)
+    remembered = _rendered().get(key) if key is not None else None
+    if remembered is not None and remembered[1] <= budget.page_left:
+        budget.page_left -= remembered[1]
+        budget.cell_left -= remembered[1]
+        return remembered[0]
+    page_left = budget.page_left
     renderer = MathMLRenderer(escape=False, budget=budget, **renderer_options)
     rendered = MarkdownWithMath(renderer=renderer).render(source)
-    return inert.clean_fragment(rendered + budget.note())
+    made = inert.clean_fragment(rendered + budget.note())
+    if key is not None and not budget.skipped:  # every formula drawn: the same on any page with room for it
+        _rendered().put(key, (made, page_left - budget.page_left), len(source) + len(made))
+    return made
+
+
+_NOT_KEYS = ("attachments", "embed_images", "path")
+
+
+def _remembered_key(source: str, options: dict):
+    """What a rendered cell is remembered by, or None for one that is not: a long cell, one with
+    attachments or embedded images (read from the page's folder). Without those, the page's
+    folder (`path`, each student's own) changes nothing."""
+    if len(source) > _REMEMBERED_CELL_CHARS or options.get("attachments") or options.get("embed_images"):
+        return None
+    key = (source, tuple(sorted((name, value) for name, value in options.items() if name not in _NOT_KEYS)))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+@functools.cache
+def _rendered():
+    """Rendered cells (inert.Remembered; imported when first rendering: it loads nbconvert's exporters)."""
+    from autograder.nbgrader import inert
+
+    return inert.Remembered(_REMEMBERED_TOTAL_CHARS)
 
 
 # jinja passes a filter the template context when the filter carries this mark (what

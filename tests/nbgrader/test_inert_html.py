@@ -169,3 +169,26 @@ def test_the_course_own_maths_is_all_drawn():
             if cell["cell_type"] == "markdown":
                 maths.markdown_to_html("".join(cell["source"]), budget)
                 assert not budget.skipped, f"{path.name}: the course's own maths is over the budget"
+
+
+def test_a_cell_rendered_before_is_drawn_as_new_where_the_page_has_no_room_left():
+    source = "Two formulas: $a^2 + b^2 = c^2$ and $$\\sum_i W_O^i W_V^i$$"
+    drawn = len("a^2 + b^2 = c^2") + len("\\sum_i W_O^i W_V^i")
+    first = maths.markdown_to_html(source)  # rendered, and remembered
+    again = maths.TexBudget()
+    assert maths.markdown_to_html(source, again) == first
+    assert again.page_left == maths.MAX_TEX_PER_PAGE - drawn, "a remembered cell still counts its TeX"
+    squeezed = maths.markdown_to_html(source, maths.TexBudget(page_left=drawn - 1))
+    assert "shown as typed" in squeezed and squeezed.count("<math") == 1
+    maths._rendered().items.clear()  # what a page with as little room gets when nothing is remembered
+    assert squeezed == maths.markdown_to_html(source, maths.TexBudget(page_left=drawn - 1))
+
+
+def test_remembered_values_stay_within_their_characters():
+    remembered = inert.Remembered(max_chars=160)
+    for number in range(40):
+        remembered.put(number, str(number), 10)
+        remembered.get(0)  # used again and again: kept
+    assert remembered.chars <= 160 and remembered.get(0) == "0" and remembered.get(1) is None
+    remembered.put("large", "x" * 11, 11)  # more than a sixteenth: not kept
+    assert remembered.get("large") is None
