@@ -247,6 +247,12 @@ def _feedback_exporter_class():
 
         remembered = None
 
+        @default("optimistic_validation")
+        def _validate_once(self):
+            # nbconvert's own option: the notebook is validated once, after the last preprocessor
+            # (an invalid one is refused all the same), not after each of the page's six.
+            return True
+
         def from_notebook_node(self, nb, resources=None, **kw):
             language = nb.metadata.get("language_info", {})
             lexer = language.get("pygments_lexer", language.get("name", None))
