@@ -805,11 +805,33 @@ def grade_with_nbgrader(
 def score_table(course: Course, assignment: str, students: list[str] | None = None) -> str:
     """The gradebook's scores of `assignment`: a line per student with each notebook's score, the
     total and flags (`manual`: parts left to grade by hand; `late`: a late penalty; `flagged`)."""
+    from nbgrader.api import Assignment, SubmittedAssignment, SubmittedNotebook
+    from sqlalchemy.orm import joinedload, selectinload, undefer
+
     rows = []
     with CourseView.load(course).gradebook() as gradebook:
         found = gradebook.find_assignment(assignment)
         notebooks = [notebook.name for notebook in found.notebooks]
-        for submission in sorted(found.submissions, key=lambda submission: submission.student.id):
+        # Every score at once (nbgrader's scores are subqueries it runs one attribute at a time).
+        submissions = (
+            gradebook.db.query(SubmittedAssignment)
+            .join(Assignment, SubmittedAssignment.assignment_id == Assignment.id)
+            .filter(Assignment.name == assignment)
+            .options(
+                joinedload(SubmittedAssignment.student),
+                undefer(SubmittedAssignment.score),
+                undefer(SubmittedAssignment.max_score),
+                undefer(SubmittedAssignment.late_submission_penalty),
+                selectinload(SubmittedAssignment.notebooks).options(
+                    joinedload(SubmittedNotebook.notebook),
+                    undefer(SubmittedNotebook.score),
+                    undefer(SubmittedNotebook.max_score),
+                    undefer(SubmittedNotebook.needs_manual_grade),
+                ),
+            )
+            .all()
+        )
+        for submission in sorted(submissions, key=lambda submission: submission.student.id):
             if students and submission.student.id not in students:
                 continue
             by_name = {notebook.name: notebook for notebook in submission.notebooks}
