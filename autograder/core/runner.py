@@ -188,7 +188,7 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
     if not batches:
         return {}
     plugin = _CheckPlugin(batches)
-    unused = UNUSED_PLUGINS
+    unused: tuple[str, ...] = UNUSED_PLUGINS
     if all(takes_only_sub(spec.module) for spec, _ in batches):
         unused += FIXTURE_PLUGINS
     args = [
