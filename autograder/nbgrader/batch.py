@@ -322,12 +322,13 @@ class Pipeline:
         nb = nbformat.from_dict(json.loads(json.dumps(self.course.release_notebook(self.assignment, notebook_id))))
         return self._run([*self.sanitize, *self.before], nb, self.resources(student, notebook_id))
 
-    def finish(self, gradebook, nb, student, notebook_id, submitted=None):
-        """The steps after grading, recording (in the caller's transaction) where nbgrader records."""
+    def finish(self, nb, student, notebook_id, submitted):
+        """The steps after grading, recording (in the caller's transaction) where nbgrader records;
+        `submitted` is the notebook's gradebook row."""
         resources = self.resources(student, notebook_id)
         for step in self.after:
             if step == self.RECORDING:
-                self.record(gradebook, nb, student, notebook_id, submitted)
+                self.record(nb, student, submitted)
             else:
                 nb, resources = step(nb, resources)
         return nb
@@ -336,13 +337,11 @@ class Pipeline:
         """The chunk's submitted notebooks, by (student, notebook id), fetched at once."""
         return batch_steps.submitted_notebooks(gradebook, self.assignment, students)
 
-    def record(self, gradebook, nb, student, notebook_id, submitted=None) -> None:
-        """SaveAutoGrades and AssignLatePenalties for one notebook, in the caller's transaction
-        (`submitted`: its gradebook row, if the caller has it)."""
+    def record(self, nb, student, submitted) -> None:
+        """SaveAutoGrades and AssignLatePenalties for one notebook (`submitted`: its gradebook
+        row), in the caller's transaction."""
         from nbgrader import utils
 
-        if submitted is None:
-            submitted = gradebook.find_submission_notebook(notebook_id, self.assignment, student)
         grades = {grade.name: grade for grade in submitted.grades}
         comments = {comment.name: comment for comment in submitted.comments}
         for cell in nb.cells:
@@ -733,15 +732,15 @@ def _record_student(gradebook, pipeline, item, prepared, reports, rows):
     for notebook_id in item.notebooks:
         key = SubmissionKey(item.student, assignment, notebook_id)
         state = prepared[key]
+        submitted = rows.get((item.student, notebook_id)) or gradebook.find_submission_notebook(
+            notebook_id, assignment, item.student
+        )
         if state.notebook is None:
             # Missing or unreadable: every part scores 0 (nbgrader does the same for missing
             # files), and the reason is left as the automatic comment of every part.
-            notebook = rows.get((item.student, notebook_id)) or gradebook.find_submission_notebook(
-                notebook_id, assignment, item.student
-            )
-            for grade in notebook.grades:
+            for grade in submitted.grades:
                 grade.auto_score, grade.needs_manual_grade = 0, False
-            for comment in notebook.comments:
+            for comment in submitted.comments:
                 comment.auto_comment = state.reason
             continue
         if state.reason is not None:  # unreadable: the release notebook, every part 0 with the reason
@@ -757,9 +756,7 @@ def _record_student(gradebook, pipeline, item, prepared, reports, rows):
             report = reports[str(key)]
         original = item.notebooks[notebook_id].renamed_from
         apply_report(state.notebook, report, renamed_note(original, notebook_id) if original else None)
-        graded = pipeline.finish(
-            gradebook, state.notebook, item.student, notebook_id, rows.get((item.student, notebook_id))
-        )
+        graded = pipeline.finish(state.notebook, item.student, notebook_id, submitted)
         # Written as nbformat writes notebooks, without its JSON-schema validation: every
         # cell nbgrader reads carries the release's metadata, and the outputs are the grader's.
         # One write (json.dump writes each token: thousands of calls a notebook).
@@ -808,7 +805,6 @@ def score_table(course: Course, assignment: str, students: list[str] | None = No
     from nbgrader.api import Assignment, SubmittedAssignment, SubmittedNotebook
     from sqlalchemy.orm import joinedload, selectinload, undefer
 
-    rows = []
     with CourseView.load(course).gradebook() as gradebook:
         found = gradebook.find_assignment(assignment)
         notebooks = [notebook.name for notebook in found.notebooks]
@@ -831,22 +827,29 @@ def score_table(course: Course, assignment: str, students: list[str] | None = No
             )
             .all()
         )
-        for submission in sorted(submissions, key=lambda submission: submission.student.id):
-            if students and submission.student.id not in students:
-                continue
-            by_name = {notebook.name: notebook for notebook in submission.notebooks}
-            flags = []
-            if any(notebook.needs_manual_grade for notebook in submission.notebooks):
-                flags.append("manual")
-            if submission.late_submission_penalty:
-                flags.append(f"late -{submission.late_submission_penalty:g}")
-            if any(notebook.flagged for notebook in submission.notebooks):
-                flags.append("flagged")
-            scores = [
-                f"{by_name[name].score:g}/{by_name[name].max_score:g}" if name in by_name else "-" for name in notebooks
-            ]
-            total = f"{submission.score:g}/{submission.max_score:g}"
-            rows.append([nbio.quote(submission.student.id, 30), *scores, total, " ".join(flags)])
+        return format_score_table(assignment, notebooks, submissions, students)
+
+
+def format_score_table(assignment: str, notebooks: list[str], submissions, students: list[str] | None = None) -> str:
+    """The score table of these gradebook submissions (nbgrader's SubmittedAssignment rows),
+    a column per notebook name in `notebooks`."""
+    rows = []
+    for submission in sorted(submissions, key=lambda submission: submission.student.id):
+        if students and submission.student.id not in students:
+            continue
+        by_name = {notebook.name: notebook for notebook in submission.notebooks}
+        flags = []
+        if any(notebook.needs_manual_grade for notebook in submission.notebooks):
+            flags.append("manual")
+        if submission.late_submission_penalty:
+            flags.append(f"late -{submission.late_submission_penalty:g}")
+        if any(notebook.flagged for notebook in submission.notebooks):
+            flags.append("flagged")
+        scores = [
+            f"{by_name[name].score:g}/{by_name[name].max_score:g}" if name in by_name else "-" for name in notebooks
+        ]
+        total = f"{submission.score:g}/{submission.max_score:g}"
+        rows.append([nbio.quote(submission.student.id, 30), *scores, total, " ".join(flags)])
     header = ["student", *notebooks, "total", "flags"]
     widths = [max(len(str(row[column])) for row in [header, *rows]) for column in range(len(header))]
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
