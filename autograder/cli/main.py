@@ -284,12 +284,13 @@ def _docs(name: str | None) -> int:
 
 
 def _grade_class(args) -> int:
-    from autograder.nbgrader.batch import BatchGrader, grade_with_nbgrader, score_table
-    from autograder.nbgrader.preprocessors import grades_assignment
-
     if len(args.targets) != 1:
         raise UsageError("with --course, give exactly one assignment name")
     course = _course(args)
+    _warm_up(course, args)
+    from autograder.nbgrader.batch import BatchGrader, grade_with_nbgrader, score_table
+    from autograder.nbgrader.preprocessors import grades_assignment
+
     if not grades_assignment(course, args.targets[0]):
         # Not one of this course's assignments: nbgrader grades it, exactly as `nbgrader autograde` does.
         return grade_with_nbgrader(course, args.targets[0], args.force, args.student, args.feedback, args.quiet)
@@ -309,6 +310,24 @@ def _grade_class(args) -> int:
     if not args.quiet:
         print(score_table(course, args.targets[0], args.student))
     return EXIT_GRADER_FAULT if grader.flagged or grader.feedback_errors else 0
+
+
+def _warm_up(course: Course, args) -> None:
+    """The sandboxes' warm interpreters start while this process imports nbgrader and reads the
+    gradebook (a second on one core): the first submissions then run at once. Nothing is
+    decided here: the batch grader chooses the tier again and reports why it cannot run."""
+    import os
+
+    from autograder.sandbox import supervisor
+
+    assignment = args.targets[0]
+    if not course.grading_dir(assignment).is_dir():
+        return  # nbgrader's own assignment, graded by nbgrader
+    try:
+        isolation = supervisor.choose_isolation(args.isolation, args.allow_unisolated)
+    except supervisor.SandboxUnavailable:
+        return
+    supervisor.warm_up(str(course.release / assignment), _limits(args), isolation, args.jobs or os.cpu_count() or 1)
 
 
 def _solution(args) -> int:

@@ -21,7 +21,7 @@ from autograder.core import notebook as nbio
 from autograder.core import specs, variants
 from autograder.core.course import Course
 from autograder.core.report import Report
-from autograder.core.runner import run_checks
+from autograder.core.runner import CheckSession, run_checks
 from autograder.core.submission import CellReport, Submission
 from autograder.sandbox import supervisor as sandbox
 from autograder.sandbox.driver import wire
@@ -335,13 +335,14 @@ def submit_extractions(course: Course, pool, requests, limits, isolation, on_ext
     return [pool.submit(run_one, request) for request in requests]
 
 
-def check(outcomes, with_figures: bool = False) -> list[Report]:
-    """Run the hidden checks (one pytest session) on extracted submissions; complete the reports."""
+def check(outcomes, with_figures: bool = False, checks: CheckSession | None = None) -> list[Report]:
+    """Run the hidden checks on extracted submissions (in `checks`, a session that serves a whole
+    batch run, else a pytest session of their own); complete the reports."""
     by_spec: dict[pathlib.Path, tuple[specs.NotebookSpec, list[Submission]]] = {}
     for report, submission in outcomes:
         if submission is not None:
             by_spec.setdefault(report.spec.checks_path, (report.spec, []))[1].append(submission)
-    verdicts = run_checks(list(by_spec.values()))
+    verdicts = (checks.check if checks is not None else run_checks)(list(by_spec.values()))
     reports = []
     for report, submission in outcomes:
         if submission is not None:

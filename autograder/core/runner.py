@@ -1,7 +1,8 @@
 """Run the hidden pytest checks over extracted submissions, in the grader's own process.
 
 One pytest session grades a whole batch: each check module is collected once and its tests are
-parametrised over the submissions of its notebook. The modules are the course's own, already
+parametrised over the submissions of its notebook; in a batch run, one session (CheckSession)
+serves every chunk in turn. The modules are the course's own, already
 loaded by `Course.grading_module` (pytest collects those module objects rather than importing
 the files again), so checks see exactly the grading package the specs were read from. Verdicts are read from pytest's reports
 as `core.report.CheckResult`s (a name the submission does not define is said as data, besides the
@@ -16,7 +17,10 @@ import io
 import logging
 import os
 import pathlib
+import queue
+import threading
 import traceback
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 import pytest
@@ -43,6 +47,8 @@ class _CheckPlugin:
         self.by_path = {pathlib.Path(spec.checks_path): (spec, subs) for spec, subs in batches}
         self.results: dict[str, list[CheckResult]] = {}
         self.collection_errors: list[str] = []
+        self.every: dict[int, _EverySubmission] = {}  # id(module) -> the `sub` its checks are given
+        self.serve = None  # set by a CheckSession: runs the session's checks on each batch it is handed
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pycollect_makemodule(self, module_path, parent):
@@ -65,7 +71,8 @@ class _CheckPlugin:
             # pytest's protocol per item (setup, call, teardown, their reports and hooks) cost
             # more than the checks themselves. A check that asks for other fixtures is an item
             # per submission, as pytest would make it.
-            metafunc.parametrize("sub", [_EverySubmission(submissions)], ids=["every"])
+            every = self.every.setdefault(id(metafunc.module), _EverySubmission(submissions))
+            metafunc.parametrize("sub", [every], ids=["every"])
         else:
             metafunc.parametrize("sub", submissions, ids=[s.id for s in submissions])
 
@@ -89,6 +96,13 @@ class _CheckPlugin:
                 self._verdict(pyfuncitem, submission, error, traceback.format_exc())
             else:
                 self._verdict(pyfuncitem, submission, None, None)
+        return True
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        if self.serve is None:
+            return None  # pytest's own loop: one batch, collected for it
+        self.serve(session)
         return True
 
     def pytest_collectreport(self, report):
@@ -182,16 +196,11 @@ def takes_only_sub(module) -> bool:
     return True
 
 
-def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str, list[CheckResult]]:
-    """Grade every submission with the checks of its notebook's spec; results by submission id."""
-    batches = [(spec, subs) for spec, subs in batches if subs]
-    if not batches:
-        return {}
-    plugin = _CheckPlugin(batches)
+def _pytest_args(specs, every_check_takes_only_sub: bool) -> list[str]:
     unused: tuple[str, ...] = UNUSED_PLUGINS
-    if all(takes_only_sub(spec.module) for spec, _ in batches):
+    if every_check_takes_only_sub:
         unused += FIXTURE_PLUGINS
-    args = [
+    return [
         "-q",
         "-p",
         "no:cacheprovider",
@@ -209,28 +218,26 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
         "--import-mode=importlib",
         "--tb=native",
         "-s",
-        *(str(spec.checks_path) for spec, _ in batches),
+        *(str(spec.checks_path) for spec in specs),
     ]
-    quiet = io.StringIO()
+
+
+def _pytest_main(args, plugin) -> int:
     # The checks need no third-party plugins; loading every installed one costs seconds.
     previous = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     try:
-        with contextlib.redirect_stdout(quiet):
-            exit_code = pytest.main(args, plugins=[plugin])
+        return pytest.main(args, plugins=[plugin])
     finally:
         if previous is None:
             del os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
         else:
             os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = previous
-    if plugin.collection_errors or exit_code not in (0, 1):
-        raise RuntimeError(
-            f"the hidden checks could not run (pytest exit {exit_code}):\n"
-            + "\n".join(plugin.collection_errors)
-            + quiet.getvalue()[-4000:]
-        )
-    # The instructor's side of "internal grader error": the traceback goes to the grader's log
-    # (stderr), never into a report.
+
+
+def _verdicts(plugin, batches) -> dict[str, list[CheckResult]]:
+    """The verdicts of one batch. The instructor's side of "internal grader error": the traceback
+    goes to the grader's log (stderr), never into a report."""
     for submission_id, results in plugin.results.items():
         for result in results:
             if result.internal_error:
@@ -241,3 +248,128 @@ def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str
     if unchecked:
         raise RuntimeError(f"the hidden checks did not run for {len(unchecked)} submissions, e.g. {unchecked[0]}")
     return plugin.results
+
+
+def _could_not_run(exit_code, plugin, quiet: io.StringIO) -> RuntimeError:
+    return RuntimeError(
+        f"the hidden checks could not run (pytest exit {exit_code}):\n"
+        + "\n".join(plugin.collection_errors)
+        + quiet.getvalue()[-4000:]
+    )
+
+
+def run_checks(batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str, list[CheckResult]]:
+    """Grade every submission with the checks of its notebook's spec, in a pytest session of its
+    own; results by submission id."""
+    batches = [(spec, subs) for spec, subs in batches if subs]
+    if not batches:
+        return {}
+    plugin = _CheckPlugin(batches)
+    args = _pytest_args([spec for spec, _ in batches], all(takes_only_sub(spec.module) for spec, _ in batches))
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet):
+        exit_code = _pytest_main(args, plugin)
+    if plugin.collection_errors or exit_code not in (0, 1):
+        raise _could_not_run(exit_code, plugin, quiet)
+    return _verdicts(plugin, batches)
+
+
+class CheckSession:
+    """The hidden checks of many batches (the batch grader's chunks) in one pytest session:
+    pytest's set-up and the collection of each check module, which cost a session more than the
+    checks of a chunk take, are paid once; each batch is then handed to the collected checks.
+
+    pytest.main runs in a thread of the session's own that runs checks only while `check` waits
+    for them, so the two threads never run at once, and stdout is redirected while they run, as
+    in run_checks. Only checks that take `sub` alone can serve batch after batch (one item per
+    check, whatever the submissions); with any other, or a notebook not among `specs`, a batch
+    gets a session of its own (run_checks)."""
+
+    def __init__(self, specs):
+        self.specs = {pathlib.Path(spec.checks_path): spec for spec in specs}
+        self.lasting = bool(self.specs) and all(takes_only_sub(spec.module) for spec in self.specs.values())
+        self.plugin = _CheckPlugin([(spec, []) for spec in self.specs.values()])
+        self.plugin.serve = self._serve
+        self.quiet = io.StringIO()
+        self.requests: queue.Queue = queue.Queue()
+        self.thread: threading.Thread | None = None
+        self.exit_code: int | str | None = None  # set when pytest.main has returned (or raised)
+        self.ending = threading.Lock()  # a batch is handed over only while the session lasts
+
+    def check(self, batches: list[tuple[NotebookSpec, list[Submission]]]) -> dict[str, list[CheckResult]]:
+        """What run_checks(batches) gives, from the lasting session where it can serve them."""
+        batches = [(spec, subs) for spec, subs in batches if subs]
+        if not batches:
+            return {}
+        if not self.lasting or any(self.specs.get(pathlib.Path(spec.checks_path)) is not spec for spec, _ in batches):
+            return run_checks(batches)
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._main, name="hidden-checks", daemon=True)
+            self.thread.start()
+        answer: Future = Future()
+        with contextlib.redirect_stdout(self.quiet):
+            with self.ending:
+                if self.exit_code is not None:
+                    raise _could_not_run(self.exit_code, self.plugin, self.quiet)
+                self.requests.put((batches, answer))
+            return answer.result()
+
+    def close(self) -> None:
+        """End the session (its summary goes where its output went: nowhere)."""
+        if self.thread is not None:
+            self.requests.put(None)
+            with contextlib.redirect_stdout(self.quiet):
+                self.thread.join()
+
+    def __enter__(self) -> CheckSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _main(self) -> None:
+        args = _pytest_args(list(self.specs.values()), True)
+        try:
+            self.exit_code = _pytest_main(args, self.plugin)
+        except BaseException as error:  # noqa: BLE001 - said to whoever waits, below
+            self.exit_code = f"{type(error).__name__}: {error}"
+        finally:
+            with self.ending:
+                if self.exit_code is None:
+                    self.exit_code = "the session ended"
+                while True:  # anyone still waiting is told why no check runs
+                    try:
+                        request = self.requests.get_nowait()
+                    except queue.Empty:
+                        break
+                    if request is not None:
+                        request[1].set_exception(_could_not_run(self.exit_code, self.plugin, self.quiet))
+
+    def _serve(self, session) -> None:
+        """pytest's run-test loop for this session: each batch handed over runs on the items of
+        its notebooks' checks, until `close`."""
+        by_module: dict[int, list] = {}
+        for item in session.items:
+            by_module.setdefault(id(item.module), []).append(item)
+        while (request := self.requests.get()) is not None:
+            batches, answer = request
+            if self.plugin.collection_errors:
+                answer.set_exception(_could_not_run("collection failed", self.plugin, self.quiet))
+                continue
+            try:
+                self.plugin.results = {}
+                items = []
+                for every in self.plugin.every.values():
+                    every.submissions = []
+                for spec, subs in batches:
+                    if id(spec.module) in self.plugin.every:
+                        self.plugin.every[id(spec.module)].submissions = subs
+                        items += by_module.get(id(spec.module), [])
+                for index, item in enumerate(items):
+                    following = items[index + 1] if index + 1 < len(items) else None
+                    item.config.hook.pytest_runtest_protocol(item=item, nextitem=following)
+                answer.set_result(_verdicts(self.plugin, batches))
+            except BaseException as error:  # the caller's, to raise where it waits
+                answer.set_exception(error)
+                if not isinstance(error, Exception):
+                    raise

@@ -597,6 +597,7 @@ class BatchGrader:
             ) as progress,
             ThreadPoolExecutor(self.jobs) as pool,
             contextlib.closing(Pipeline(self.course, self.view, self.assignment)) as pipeline,
+            engine.CheckSession([spec for spec in self.course.specs if spec.assignment == self.assignment]) as checks,
         ):
             if missing:
                 progress.set_postfix_str(f"{missing} not submitted or refused, scored 0", refresh=False)
@@ -616,7 +617,9 @@ class BatchGrader:
                     started = (chunk, prepared, futures)
                 if running is not None:
                     done_chunk, done_prepared, done_futures = running
-                    reports = engine.check([future.result() for future in done_futures], with_figures=True)
+                    reports = engine.check(
+                        [future.result() for future in done_futures], with_figures=True, checks=checks
+                    )
                     by_id = {report.submission_id: report for report in reports}
                     self.drawn_for_others += [
                         f"{report.submission_id}: {report.variant.note}"

@@ -193,6 +193,15 @@ def warm_unavailable(isolation: str) -> str | None:
     return None
 
 
+def warm_up(helpers_dir: str, limits: Limits, isolation: str, count: int) -> None:
+    """Start `count` warm interpreters for submissions with these helpers, limits and tier in the
+    background, where warm children may run; each run_submission with the same three takes one."""
+    if warm_unavailable(isolation) is None and os.path.isdir(helpers_dir):
+        warm.POOL.prestart(
+            _warm_key(isolation, helpers_dir, limits), lambda: _start_zygote(isolation, helpers_dir, limits), count
+        )
+
+
 def _job(cells, names, limits: Limits, helpers, environment, plan, no_new_processes: bool) -> dict:
     """The job frame the driver reads before it runs any cell, fresh or warm alike."""
     return {

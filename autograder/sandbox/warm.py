@@ -41,6 +41,8 @@ class ZygoteFailed(RuntimeError):
 # bwrap's --die-with-parent ties the sandbox to the *thread* that started it: zygotes outlive
 # the worker threads that ask for them, so one long-lived thread starts them all.
 _SPAWNER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="zygote-spawner")
+# Zygotes started ahead of need (WarmPool.prestart) wait for their "ready" here, a few at once.
+_PRESTARTER = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="zygote-prestart")
 
 
 class Zygote:
@@ -165,17 +167,31 @@ class WarmPool:
     def __init__(self):
         self.lock = threading.Lock()
         self.idle: dict = {}
+        self.starting: dict = {}  # key -> futures of zygotes started ahead of need (prestart)
         self.owner = os.getpid()
         self.failures: dict = {}  # key -> why its zygote could not start (then: fresh sandboxes)
         self.releases = 0
 
     def _mine(self) -> None:
         if self.owner != os.getpid():  # inherited through fork: those zygotes answer our parent
-            self.idle, self.failures, self.owner = {}, {}, os.getpid()
+            self.idle, self.starting, self.failures, self.owner = {}, {}, {}, os.getpid()
+
+    def prestart(self, key, start: Callable[[], Zygote], count: int) -> None:
+        """Start zygotes for `key` in the background until `count` are idle or starting: a grader
+        about to spend a second on its own imports and reads has them ready for its first
+        submissions (each imports numpy on a core the grader leaves idle meanwhile)."""
+        with self.lock:
+            self._mine()
+            if key in self.failures:
+                return
+            pending = self.starting.setdefault(key, [])
+            for _ in range(count - len(pending) - len(self.idle.get(key, []))):
+                pending.append(_PRESTARTER.submit(start))
 
     def acquire(self, key, start: Callable[[], Zygote]) -> Zygote | None:
-        """An idle zygote for `key`, or a new one from `start()`; None when none can start here
-        (the reason is kept in `failures`; the caller uses a fresh sandbox)."""
+        """An idle zygote for `key`, else one started ahead (waiting for it), else a new one from
+        `start()`; None when none can start here (the reason is kept in `failures`; the caller
+        uses a fresh sandbox)."""
         with self.lock:
             self._mine()
             if key in self.failures:
@@ -186,8 +202,10 @@ class WarmPool:
                 if zygote.alive():
                     return zygote
                 zygote.close()
+            pending = self.starting.get(key)
+            ahead = pending.pop() if pending else None
         try:
-            return start()
+            return ahead.result() if ahead is not None else start()
         except ZygoteFailed as error:
             with self.lock:
                 self.failures[key] = str(error)
@@ -210,12 +228,18 @@ class WarmPool:
             old.close()
 
     def close(self) -> None:
-        """Stop every idle zygote (at exit, and between tests)."""
+        """Stop every idle zygote and every one started ahead (at exit, and between tests)."""
         with self.lock:
             if self.owner != os.getpid():
-                self.idle = {}
+                self.idle, self.starting = {}, {}
             zygotes = [zygote for idle in self.idle.values() for zygote in idle]
-            self.idle, self.failures = {}, {}
+            ahead = [future for pending in self.starting.values() for future in pending]
+            self.idle, self.starting, self.failures = {}, {}, {}
+        for future in ahead:
+            try:
+                zygotes.append(future.result())
+            except ZygoteFailed:
+                pass
         for zygote in zygotes:
             zygote.close()
 

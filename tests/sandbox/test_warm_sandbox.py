@@ -119,6 +119,34 @@ def test_nothing_of_one_submission_is_visible_to_the_next(mini_course, isolation
         assert not os.path.exists(cwd)  # its scratch folder is removed
 
 
+DRAW = """
+import sys
+preloaded = "numpy.random" in sys.modules  # before anything here imports it
+from draws import draw
+result = [preloaded, *draw()]
+"""
+
+
+@pytest.mark.parametrize("isolation", STRONG)
+def test_generators_loaded_by_the_zygote_are_seeded_afresh_in_every_child(tmp_path_factory, isolation):
+    """The zygote loads numpy.random when the helpers use it (each child would, at 10 ms), and
+    Python's random module with it: each child draws from fresh seeds, as a fresh interpreter
+    would, never from the generator state in the zygote's memory image that every child shares."""
+    helpers = tmp_path_factory.mktemp("helpers")
+    (helpers / "draws.py").write_text(
+        "import random\n\nimport numpy as np\n\n\n"
+        "def draw():\n    return [random.random(), float(np.random.random())]\n"
+    )
+    draws = []
+    for _ in range(2):
+        result = sandbox.run_submission([(0, DRAW)], ["result"], str(helpers), lambda values: {}, LIMITS, isolation)
+        assert result.fatal is None and result.grader_error is None, (result.fatal, result.grader_error, result.stderr)
+        draws.append(decode_value(result.values["result"]))
+    assert [preloaded for preloaded, *_ in draws] == [True, True]
+    (_, python_first, numpy_first), (_, python_second, numpy_second) = draws
+    assert python_first != python_second and numpy_first != numpy_second, draws
+
+
 ATTACK_PARENTS = """
 import os, signal
 refused = []
@@ -214,6 +242,27 @@ def test_a_zygote_that_dies_mid_run_costs_a_restart_never_a_result(mini_course, 
         assert result.details["interpreter_not_warm"] == "its zygote died during the run"
     after, values = run(mini_course, "result = 6 * 7", isolation)
     assert values["result"] == 42 and child_number(after) == 1  # a new zygote
+
+
+@pytest.mark.parametrize("isolation", STRONG)
+def test_zygotes_started_ahead_serve_the_first_submissions_and_end_with_the_pool(
+    mini_course, isolation, warm_pool, monkeypatch
+):
+    """The batch grader starts its zygotes before its own imports (sandbox.warm_up): the first
+    submission takes one of them, no zygote is started on demand, and those never taken are
+    stopped with the pool."""
+    helpers = str(mini_course.release / "mini")
+    sandbox.warm_up(helpers, LIMITS, isolation, 2)
+    ahead = list(warm_pool.starting[sandbox._warm_key(isolation, helpers, LIMITS)])
+    assert len(ahead) == 2
+    on_demand = []
+    monkeypatch.setattr(sandbox, "_start_zygote", lambda *args: on_demand.append(args))
+    result, values = run(mini_course, "result = 6 * 7", isolation)
+    assert values["result"] == 42 and child_number(result) == 1 and on_demand == []
+    zygotes = [future.result() for future in ahead]
+    assert all(zygote.alive() for zygote in zygotes)
+    warm_pool.close()
+    assert not any(zygote.alive() for zygote in zygotes)
 
 
 def test_a_zygote_keeps_no_fd_or_process_of_the_submissions_it_served(mini_course, warm_pool):

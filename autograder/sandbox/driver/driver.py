@@ -418,8 +418,10 @@ def _become_child(control, fds, request):
     os.chdir(scratch)
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in (request.get("env") or {}).items()})
+    # The zygote's generator state would otherwise be every submission's: seeded afresh, as a
+    # fresh interpreter seeds it on import (Python's random module reseeds itself after a fork).
     if "numpy.random" in sys.modules:
-        numpy.random.seed()  # the zygote's generator state would be every submission's
+        numpy.random.seed()
     now = time.monotonic()
     _channels["result"], _channels["request"] = 3, 4
     send({"type": "ready", "started": now, "imported": now})
@@ -428,10 +430,12 @@ def _become_child(control, fds, request):
 
 def _preload_helpers(helpers):
     """Compile the course's public helpers once, and import the standard-library modules they
-    import: every child imports them (the first cell does), and in the sandbox their folder is
-    read-only, so each would compile them anew. A child still imports the helpers itself, from
-    their folder first on its path as in a fresh sandbox; only compiling is skipped, while the
-    file is unchanged. Nothing of the helpers runs in the zygote."""
+    import and the numpy submodules they reach as attributes (`np.random`, which numpy loads on
+    first use: 10 ms in every child that simulates a head): every child imports them (the first
+    cell does), and in the sandbox their folder is read-only, so each would compile them anew. A
+    child still imports the helpers itself, from their folder first on its path as in a fresh
+    sandbox; only compiling is skipped, while the file is unchanged. Nothing of the helpers runs
+    in the zygote, and a child reseeds the generators these modules hold (_become_child)."""
     import ast
     import importlib
     import importlib.machinery as machinery
@@ -440,6 +444,7 @@ def _preload_helpers(helpers):
 
     compiled = {}
     imported = set()
+    numpy_submodules = set()
     try:
         names = sorted(os.listdir(helpers))
     except OSError:
@@ -456,11 +461,17 @@ def _preload_helpers(helpers):
             tree = ast.parse(source)
         except (OSError, SyntaxError, ValueError):
             continue  # it fails in the cell that imports it, as always
+        numpy_names = {"numpy"}  # what the helper calls numpy (`import numpy as np`)
+        attributes = []
         for node in ast.walk(tree):  # in functions too: they run in every child all the same
             if isinstance(node, ast.Import):
                 imported.update(alias.name for alias in node.names)
+                numpy_names.update(alias.asname for alias in node.names if alias.name == "numpy" and alias.asname)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module)
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                attributes.append((node.value.id, node.attr))
+        numpy_submodules.update(attr for name, attr in attributes if name in numpy_names)
     stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"]) + os.sep
     for module in sorted(imported):
         if module == "__future__" or module in sys.modules:
@@ -472,6 +483,14 @@ def _preload_helpers(helpers):
         origin = getattr(spec, "origin", None) or ""
         if spec is not None and os.path.realpath(origin).startswith(stdlib):
             importlib.import_module(module)
+    for attribute in sorted(numpy_submodules):
+        if attribute.startswith("_") or f"numpy.{attribute}" in sys.modules:
+            continue
+        try:
+            if importlib.util.find_spec(f"numpy.{attribute}") is not None:  # a submodule, not a function
+                importlib.import_module(f"numpy.{attribute}")
+        except Exception:  # noqa: BLE001 - then the child imports it, as a fresh sandbox does
+            continue
 
     class CompiledOnce(machinery.SourceFileLoader):
         def get_code(self, fullname):
