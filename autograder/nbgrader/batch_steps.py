@@ -166,14 +166,18 @@ def update_or_create_submissions(gradebook, assignment: str, timestamps: dict) -
             gradebook.db.execute(model.__table__.insert(), rows)
 
 
-def submitted_notebooks(gradebook, assignment: str, students, notebook: str | None = None) -> dict:
+def submitted_notebooks(
+    gradebook, assignment: str, students, notebook: str | None = None, scores: bool = False
+) -> dict:
     """The gradebook's submitted notebooks of `assignment` (only `notebook`, if given) of these
     students, by (student, notebook name), each with its grades, comments and their cells, its
     submission and the assignment, in four queries: reading or recording them then makes no
     query per row. (Looked up one by one, a grade's cell is fetched again for every student:
-    the session keeps rows only while something refers to them.)"""
+    the session keeps rows only while something refers to them.) With `scores`, the scores
+    nbgrader computes in SQL and loads only when read (each notebook's score and maximum, each
+    grade's maximum) come with them, instead of a query each."""
     from nbgrader.api import Assignment, Comment, Grade, Notebook, Student, SubmittedAssignment, SubmittedNotebook
-    from sqlalchemy.orm import joinedload, selectinload
+    from sqlalchemy.orm import joinedload, selectinload, undefer
 
     query = (
         gradebook.db.query(SubmittedNotebook)
@@ -184,11 +188,18 @@ def submitted_notebooks(gradebook, assignment: str, students, notebook: str | No
     )
     if notebook is not None:
         query = query.join(Notebook, SubmittedNotebook.notebook_id == Notebook.id).filter(Notebook.name == notebook)
+    grades = selectinload(SubmittedNotebook.grades)
+    computed = (
+        [undefer(SubmittedNotebook.score), undefer(SubmittedNotebook.max_score), grades.undefer(Grade.max_score)]
+        if scores
+        else []
+    )
     rows = query.options(
         joinedload(SubmittedNotebook.notebook),
         joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.assignment),
         joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.student),
-        selectinload(SubmittedNotebook.grades).joinedload(Grade.cell),
+        grades.joinedload(Grade.cell),
         selectinload(SubmittedNotebook.comments).joinedload(Comment.cell),
+        *computed,
     ).all()
     return {(row.assignment.student.id, row.notebook.name): row for row in rows}

@@ -160,7 +160,7 @@ def _get_grades_class():
 
         def _read(self, gradebook, nb, info) -> None:
             student, notebook_id = info["student"], info["notebook"]
-            found = batch_steps.submitted_notebooks(gradebook, info["assignment"], [student], notebook_id)
+            found = batch_steps.submitted_notebooks(gradebook, info["assignment"], [student], notebook_id, scores=True)
             if (student, notebook_id) not in found:
                 raise MissingEntry(f"No such submitted notebook: {notebook_id}/{info['assignment']}/{student}")
             notebook = found[student, notebook_id]
