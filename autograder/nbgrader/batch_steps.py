@@ -13,6 +13,7 @@ add_submission's in a test).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 
@@ -166,18 +167,14 @@ def update_or_create_submissions(gradebook, assignment: str, timestamps: dict) -
             gradebook.db.execute(model.__table__.insert(), rows)
 
 
-def submitted_notebooks(
-    gradebook, assignment: str, students, notebook: str | None = None, scores: bool = False
-) -> dict:
+def submitted_notebooks(gradebook, assignment: str, students, notebook: str | None = None) -> dict:
     """The gradebook's submitted notebooks of `assignment` (only `notebook`, if given) of these
     students, by (student, notebook name), each with its grades, comments and their cells, its
     submission and the assignment, in four queries: reading or recording them then makes no
     query per row. (Looked up one by one, a grade's cell is fetched again for every student:
-    the session keeps rows only while something refers to them.) With `scores`, the scores
-    nbgrader computes in SQL and loads only when read (each notebook's score and maximum, each
-    grade's maximum) come with them, instead of a query each."""
+    the session keeps rows only while something refers to them.)"""
     from nbgrader.api import Assignment, Comment, Grade, Notebook, Student, SubmittedAssignment, SubmittedNotebook
-    from sqlalchemy.orm import joinedload, selectinload, undefer
+    from sqlalchemy.orm import joinedload, selectinload
 
     query = (
         gradebook.db.query(SubmittedNotebook)
@@ -188,18 +185,58 @@ def submitted_notebooks(
     )
     if notebook is not None:
         query = query.join(Notebook, SubmittedNotebook.notebook_id == Notebook.id).filter(Notebook.name == notebook)
-    grades = selectinload(SubmittedNotebook.grades)
-    computed = (
-        [undefer(SubmittedNotebook.score), undefer(SubmittedNotebook.max_score), grades.undefer(Grade.max_score)]
-        if scores
-        else []
-    )
     rows = query.options(
         joinedload(SubmittedNotebook.notebook),
         joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.assignment),
         joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.student),
-        grades.joinedload(Grade.cell),
+        selectinload(SubmittedNotebook.grades).joinedload(Grade.cell),
         selectinload(SubmittedNotebook.comments).joinedload(Comment.cell),
-        *computed,
     ).all()
     return {(row.assignment.student.id, row.notebook.name): row for row in rows}
+
+
+@dataclasses.dataclass
+class NotebookScores:
+    """What a feedback page shows of one submitted notebook (what nbgrader's GetGrades reads)."""
+
+    score: float  # before the late penalty
+    max_score: float
+    late_penalty: float | None
+    grades: dict[str, tuple[float | None, float]]  # grade id -> (score, points)
+    comments: dict[str, str | None]  # grade id -> comment
+
+
+def notebook_scores(gradebook, assignment: str, student: str, notebook: str) -> NotebookScores | None:
+    """One submitted notebook's scores and comments as plain rows, or None if it was not submitted:
+    nbgrader's own SQL expressions (SubmittedNotebook.score, Grade.max_score, Comment.comment, ...)
+    selected in four small queries, with no row loaded as an object (a page needs no objects,
+    and loading them cost more than the rest of its gradebook reads)."""
+    from nbgrader.api import Assignment, BaseCell, Comment, Grade, Notebook, SubmittedAssignment, SubmittedNotebook
+    from sqlalchemy import select
+
+    db = gradebook.db
+    found = db.execute(
+        select(
+            SubmittedNotebook.id,
+            SubmittedNotebook.notebook_id,
+            SubmittedNotebook.score,
+            SubmittedNotebook.max_score,
+            SubmittedNotebook.late_submission_penalty,
+        )
+        .join(SubmittedAssignment, SubmittedNotebook.assignment_id == SubmittedAssignment.id)
+        .join(Assignment, SubmittedAssignment.assignment_id == Assignment.id)
+        .join(Notebook, SubmittedNotebook.notebook_id == Notebook.id)
+        .where(Assignment.name == assignment, SubmittedAssignment.student_id == student, Notebook.name == notebook)
+    ).one_or_none()
+    if found is None:
+        return None
+    names = dict(db.execute(select(BaseCell.id, BaseCell.name).where(BaseCell.notebook_id == found.notebook_id)).all())
+    grades = db.execute(select(Grade.cell_id, Grade.score, Grade.max_score).where(Grade.notebook_id == found.id))
+    comments = db.execute(select(Comment.cell_id, Comment.comment).where(Comment.notebook_id == found.id))
+    return NotebookScores(
+        score=found.score,
+        max_score=found.max_score,
+        late_penalty=found.late_submission_penalty,
+        grades={names[cell]: (score, points) for cell, score, points in grades},
+        comments={names[cell]: comment for cell, comment in comments},
+    )

@@ -146,8 +146,9 @@ def _get_grades_class():
 
     class GetGradesAtOnce(GetGrades):
         """nbgrader's GetGrades (each graded cell's score and points, each answer's comment, the
-        notebook's score and late penalty), read with a few queries for the submitted notebook
-        instead of one per cell (most of a page's cost, with a dozen parts)."""
+        notebook's score and late penalty), read as plain rows in four queries for the submitted
+        notebook (batch_steps.notebook_scores) instead of a query per cell (most of a page's cost,
+        with a dozen parts)."""
 
         def preprocess(self, nb, resources):
             info = resources["nbgrader"]
@@ -160,22 +161,19 @@ def _get_grades_class():
 
         def _read(self, gradebook, nb, info) -> None:
             student, notebook_id = info["student"], info["notebook"]
-            found = batch_steps.submitted_notebooks(gradebook, info["assignment"], [student], notebook_id, scores=True)
-            if (student, notebook_id) not in found:
+            found = batch_steps.notebook_scores(gradebook, info["assignment"], student, notebook_id)
+            if found is None:
                 raise MissingEntry(f"No such submitted notebook: {notebook_id}/{info['assignment']}/{student}")
-            notebook = found[student, notebook_id]
-            grades = {grade.name: grade for grade in notebook.grades}
-            comments = {comment.name: comment for comment in notebook.comments}
             for cell in nb.cells:
                 meta = cell.metadata.get("nbgrader", {})
                 grade_id = meta.get("grade_id")
                 if utils.is_solution(cell) or utils.is_task(cell):
-                    meta["comment"] = comments[grade_id].comment
+                    meta["comment"] = found.comments[grade_id]
                 if utils.is_grade(cell) or utils.is_task(cell):
-                    meta["score"], meta["points"] = grades[grade_id].score, grades[grade_id].max_score
-            late_penalty = notebook.late_submission_penalty or 0
-            info["score"] = notebook.score - late_penalty
-            info["max_score"] = notebook.max_score
+                    meta["score"], meta["points"] = found.grades[grade_id]
+            late_penalty = found.late_penalty or 0
+            info["score"] = found.score - late_penalty
+            info["max_score"] = found.max_score
             info["late_penalty"] = late_penalty
 
     return GetGradesAtOnce

@@ -23,6 +23,7 @@ A sandbox that cannot start or be confined as its tier promises is a grader erro
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import site
@@ -197,9 +198,8 @@ def warm_up(helpers_dir: str, limits: Limits, isolation: str, count: int) -> Non
     """Start `count` warm interpreters for submissions with these helpers, limits and tier in the
     background, where warm children may run; each run_submission with the same three takes one."""
     if warm_unavailable(isolation) is None and os.path.isdir(helpers_dir):
-        warm.POOL.prestart(
-            _warm_key(isolation, helpers_dir, limits), lambda: _start_zygote(isolation, helpers_dir, limits), count
-        )
+        start = functools.partial(_start_zygote, isolation, helpers_dir, limits)
+        warm.POOL.prestart(_warm_key(isolation, helpers_dir, limits), start, count)
 
 
 def _job(cells, names, limits: Limits, helpers, environment, plan, no_new_processes: bool) -> dict:

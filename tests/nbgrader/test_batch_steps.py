@@ -131,3 +131,46 @@ def test_submissions_made_at_once_are_the_rows_nbgrader_makes_one_by_one(tmp_pat
         assert len(_submission_rows(gradebook, "ours-dated")) == 1 + 2 * (1 + 3 + 3)
         again = gradebook.find_submission("ps1", "again")
         assert again.timestamp.isoformat(" ") == later and len(gradebook.assignment_submissions("ps1")) == 5
+
+
+def test_a_pages_scores_read_as_rows_are_what_nbgraders_rows_say(tmp_path):
+    """Automatic, manual and extra-credit scores, a task cell, comments (automatic and manual) and
+    a late penalty: notebook_scores reads each as nbgrader's own objects have it."""
+    with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", "course") as gradebook:
+        gradebook.add_assignment("ps1")
+        for notebook in ("one", "two"):
+            gradebook.add_notebook(notebook, "ps1")
+            gradebook.add_grade_cell("points", notebook, "ps1", max_score=2, cell_type="code")
+            gradebook.add_solution_cell("answer", notebook, "ps1")
+            gradebook.add_grade_cell("essay", notebook, "ps1", max_score=3, cell_type="markdown")
+            gradebook.add_solution_cell("essay", notebook, "ps1")
+            gradebook.add_task_cell("task", notebook, "ps1", max_score=1.5, cell_type="markdown")
+        for student in ("ada", "bob"):
+            gradebook.add_student(student)
+            gradebook.update_or_create_submission("ps1", student)
+        one = gradebook.find_submission_notebook("one", "ps1", "ada")
+        grades = {grade.name: grade for grade in one.grades}
+        grades["points"].auto_score = 1.5
+        grades["essay"].manual_score, grades["essay"].extra_credit = 2, 0.5
+        grades["task"].manual_score = 1
+        for comment in one.comments:
+            comment.auto_comment = f"automatic on {comment.name}"
+        one.comments[0].manual_comment = "said by hand"
+        one.late_submission_penalty = 0.75
+        gradebook.db.commit()
+        for student, notebook in (("ada", "one"), ("ada", "two"), ("bob", "one")):
+            read = batch_steps.notebook_scores(gradebook, "ps1", student, notebook)
+            row = gradebook.find_submission_notebook(notebook, "ps1", student)
+            assert read.grades == {grade.name: (grade.score, grade.max_score) for grade in row.grades}
+            assert read.comments == {comment.name: comment.comment for comment in row.comments}
+            assert (read.score, read.max_score, read.late_penalty) == (
+                row.score,
+                row.max_score,
+                row.late_submission_penalty,
+            )
+        ada = batch_steps.notebook_scores(gradebook, "ps1", "ada", "one")
+        assert ada.grades == {"points": (1.5, 2), "essay": (2.5, 3), "task": (1, 1.5)}
+        assert (ada.score, ada.max_score, ada.late_penalty) == (5, 6.5, 0.75)
+        assert "said by hand" in ada.comments.values()
+        assert batch_steps.notebook_scores(gradebook, "ps1", "carol", "one") is None
+        assert batch_steps.notebook_scores(gradebook, "ps2", "ada", "one") is None

@@ -255,11 +255,12 @@ def test_zygotes_started_ahead_serve_the_first_submissions_and_end_with_the_pool
     sandbox.warm_up(helpers, LIMITS, isolation, 2)
     ahead = list(warm_pool.starting[sandbox._warm_key(isolation, helpers, LIMITS)])
     assert len(ahead) == 2
+    zygotes = [future.result() for future in ahead]  # up (each imported numpy), none serving yet
     on_demand = []
     monkeypatch.setattr(sandbox, "_start_zygote", lambda *args: on_demand.append(args))
     result, values = run(mini_course, "result = 6 * 7", isolation)
     assert values["result"] == 42 and child_number(result) == 1 and on_demand == []
-    zygotes = [future.result() for future in ahead]
+    assert sum(zygote.served for zygote in zygotes) == 1
     assert all(zygote.alive() for zygote in zygotes)
     warm_pool.close()
     assert not any(zygote.alive() for zygote in zygotes)
