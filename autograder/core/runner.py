@@ -303,11 +303,13 @@ class CheckSession:
             return {}
         if not self.lasting or any(self.specs.get(pathlib.Path(spec.checks_path)) is not spec for spec, _ in batches):
             return run_checks(batches)
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._main, name="hidden-checks", daemon=True)
-            self.thread.start()
         answer: Future = Future()
         with contextlib.redirect_stdout(self.quiet):
+            if self.thread is None:
+                # Started while stdout is redirected: pytest's terminal writer takes sys.stdout
+                # as it is when the session is configured, and writes there until the end.
+                self.thread = threading.Thread(target=self._main, name="hidden-checks", daemon=True)
+                self.thread.start()
             with self.ending:
                 if self.exit_code is not None:
                     raise _could_not_run(self.exit_code, self.plugin, self.quiet)
