@@ -283,15 +283,20 @@ def test_wrong_answer_shows_the_public_check_message(lab_server, student):
         assert frame not in shown.text, f"the student sees our code ({frame}):\n{shown.describe()}"
     assert PASSED not in shown.text
     with_errors = [cell.index for cell in cells if cell.errors]
-    assert with_errors == [failing], "only the head 1 check should fail:\n" + "\n".join(
+    assert with_errors[:1] == [failing], "only the head 1 check should fail:\n" + "\n".join(
         cells[i].describe() for i in with_errors
     )
-    # Everything before the failing check ran cleanly, the head 1 heatmap included; Run All
-    # stops at the first error, so later cells do not run.
+    # Everything before the failing check ran cleanly, the head 1 heatmap included. Run All
+    # stops at the first error: ipykernel aborts the cells queued when the check raised. On a
+    # loaded machine a later cell's request can reach the kernel after that; it then runs
+    # without the names the aborted cells define (a NameError), never to another check's verdict.
     before = [cell for cell in cells[:failing] if cell.kind == "code"]
     assert all(cell.executed for cell in before), "\n".join(cell.describe() for cell in before)
     assert any(output.svg for cell in before for output in cell.outputs), "head 1's heatmap is missing"
-    assert not any(cell.executed for cell in cells[failing + 1 :]), "Run All went on after the error"
+    ran_after = [cell for cell in cells[failing + 1 :] if cell.executed]
+    assert all("NameError" in cell.text and "Check failed" not in cell.text for cell in ran_after), (
+        "Run All went on after the error:\n" + "\n".join(cell.describe() for cell in ran_after)
+    )
 
 
 # -- the instructor's pages, offline ---------------------------------------------------------------
