@@ -104,18 +104,24 @@ def _submission_rows(gradebook, student):
     return sorted(rows, key=repr)
 
 
+def _assignment_of_two_notebooks(gradebook) -> None:
+    """Assignment ps1: notebooks one and two, each with a graded code cell (2 points), an answer,
+    a graded written answer (3 points) and a task (1.5 points)."""
+    gradebook.add_assignment("ps1")
+    for notebook in ("one", "two"):
+        gradebook.add_notebook(notebook, "ps1")
+        gradebook.add_grade_cell("points", notebook, "ps1", max_score=2, cell_type="code")
+        gradebook.add_solution_cell("answer", notebook, "ps1")
+        gradebook.add_grade_cell("essay", notebook, "ps1", max_score=3, cell_type="markdown")
+        gradebook.add_solution_cell("essay", notebook, "ps1")
+        gradebook.add_task_cell("task", notebook, "ps1", max_score=1.5, cell_type="markdown")
+
+
 def test_submissions_made_at_once_are_the_rows_nbgrader_makes_one_by_one(tmp_path):
     """Grade, solution and task cells, with a timestamp and without; an existing submission is
     updated as nbgrader updates it."""
     with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", "course") as gradebook:
-        gradebook.add_assignment("ps1")
-        for notebook in ("one", "two"):
-            gradebook.add_notebook(notebook, "ps1")
-            gradebook.add_grade_cell("points", notebook, "ps1", max_score=2, cell_type="code")
-            gradebook.add_solution_cell("answer", notebook, "ps1")
-            gradebook.add_grade_cell("essay", notebook, "ps1", max_score=3, cell_type="markdown")
-            gradebook.add_solution_cell("essay", notebook, "ps1")
-            gradebook.add_task_cell("task", notebook, "ps1", max_score=1, cell_type="markdown")
+        _assignment_of_two_notebooks(gradebook)
         for student in ("theirs-dated", "ours-dated", "theirs-undated", "ours-undated", "again"):
             gradebook.add_student(student)
         when, later = "2026-12-01 10:00:00", "2026-12-02 11:30:00"
@@ -137,14 +143,7 @@ def test_a_pages_scores_read_as_rows_are_what_nbgraders_rows_say(tmp_path):
     """Automatic, manual and extra-credit scores, a task cell, comments (automatic and manual) and
     a late penalty: notebook_scores reads each as nbgrader's own objects have it."""
     with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}", "course") as gradebook:
-        gradebook.add_assignment("ps1")
-        for notebook in ("one", "two"):
-            gradebook.add_notebook(notebook, "ps1")
-            gradebook.add_grade_cell("points", notebook, "ps1", max_score=2, cell_type="code")
-            gradebook.add_solution_cell("answer", notebook, "ps1")
-            gradebook.add_grade_cell("essay", notebook, "ps1", max_score=3, cell_type="markdown")
-            gradebook.add_solution_cell("essay", notebook, "ps1")
-            gradebook.add_task_cell("task", notebook, "ps1", max_score=1.5, cell_type="markdown")
+        _assignment_of_two_notebooks(gradebook)
         for student in ("ada", "bob"):
             gradebook.add_student(student)
             gradebook.update_or_create_submission("ps1", student)
