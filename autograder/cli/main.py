@@ -287,13 +287,14 @@ def _grade_class(args) -> int:
     if len(args.targets) != 1:
         raise UsageError("with --course, give exactly one assignment name")
     course = _course(args)
-    _warm_up(course, args)
-    from autograder.nbgrader.batch import BatchGrader, grade_with_nbgrader, score_table
-    from autograder.nbgrader.preprocessors import grades_assignment
+    if not course.grades(args.targets[0]):
+        from autograder.nbgrader.batch import grade_with_nbgrader
 
-    if not grades_assignment(course, args.targets[0]):
         # Not one of this course's assignments: nbgrader grades it, exactly as `nbgrader autograde` does.
         return grade_with_nbgrader(course, args.targets[0], args.force, args.student, args.feedback, args.quiet)
+    _warm_up(course, args)
+    from autograder.nbgrader.batch import BatchGrader, score_table
+
     grader = BatchGrader(
         course,
         args.targets[0],
@@ -320,14 +321,12 @@ def _warm_up(course: Course, args) -> None:
 
     from autograder.sandbox import supervisor
 
-    assignment = args.targets[0]
-    if not course.grading_dir(assignment).is_dir():
-        return  # nbgrader's own assignment, graded by nbgrader
     try:
         isolation = supervisor.choose_isolation(args.isolation, args.allow_unisolated)
     except supervisor.SandboxUnavailable:
         return
-    supervisor.warm_up(str(course.release / assignment), _limits(args), isolation, args.jobs or os.cpu_count() or 1)
+    helpers = str(course.release / args.targets[0])
+    supervisor.warm_up(helpers, _limits(args), isolation, args.jobs or os.cpu_count() or 1)
 
 
 def _solution(args) -> int:

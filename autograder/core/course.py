@@ -85,6 +85,11 @@ class Course:
     def grading_dir(self, assignment: str) -> pathlib.Path:
         return self.grading / assignment
 
+    def grades(self, assignment: str | None) -> bool:
+        """Whether `assignment` is one of this course's (it has grading content in the course).
+        Every other assignment of an nbgrader course is nbgrader's own, graded by nbgrader."""
+        return bool(assignment) and self.grading_dir(str(assignment)).is_dir()
+
     def library(self, kind: str, assignment: str) -> dict[str, dict]:
         """An assignment's "mistakes" or "alternatives" library (empty when it has none)."""
         if kind not in ("mistakes", "alternatives"):

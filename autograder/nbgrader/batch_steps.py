@@ -167,13 +167,13 @@ def update_or_create_submissions(gradebook, assignment: str, timestamps: dict) -
             gradebook.db.execute(model.__table__.insert(), rows)
 
 
-def submitted_notebooks(gradebook, assignment: str, students, notebook: str | None = None) -> dict:
-    """The gradebook's submitted notebooks of `assignment` (only `notebook`, if given) of these
-    students, by (student, notebook name), each with its grades, comments and their cells, its
-    submission and the assignment, in four queries: reading or recording them then makes no
-    query per row. (Looked up one by one, a grade's cell is fetched again for every student:
-    the session keeps rows only while something refers to them.)"""
-    from nbgrader.api import Assignment, Comment, Grade, Notebook, Student, SubmittedAssignment, SubmittedNotebook
+def submitted_notebooks(gradebook, assignment: str, students) -> dict:
+    """The gradebook's submitted notebooks of `assignment` of these students, by (student,
+    notebook name), each with its grades, comments and their cells, its submission and the
+    assignment, in four queries: recording then makes no query per row. (Looked up one by one, a
+    grade's cell is fetched again for every student: the session keeps rows only while something
+    refers to them.)"""
+    from nbgrader.api import Assignment, Comment, Grade, Student, SubmittedAssignment, SubmittedNotebook
     from sqlalchemy.orm import joinedload, selectinload
 
     query = (
@@ -183,8 +183,6 @@ def submitted_notebooks(gradebook, assignment: str, students, notebook: str | No
         .join(Student, SubmittedAssignment.student_id == Student.id)
         .filter(Assignment.name == assignment, Student.id.in_(list(students)))
     )
-    if notebook is not None:
-        query = query.join(Notebook, SubmittedNotebook.notebook_id == Notebook.id).filter(Notebook.name == notebook)
     rows = query.options(
         joinedload(SubmittedNotebook.notebook),
         joinedload(SubmittedNotebook.assignment).joinedload(SubmittedAssignment.assignment),

@@ -217,9 +217,9 @@ def _course_at(root: str) -> Course:
 
 
 def grades_assignment(course: Course, assignment: str | None) -> bool:
-    """Whether `assignment` is one of this course's (it has grading content in the course). Every
-    other assignment of the course is nbgrader's own: each step here leaves it to nbgrader."""
-    return bool(assignment) and course.grading_dir(str(assignment)).is_dir()
+    """Whether `assignment` is one of this course's (Course.grades): each step here leaves every
+    other assignment to nbgrader."""
+    return course.grades(assignment)
 
 
 class CoursePreprocessor(NbGraderPreprocessor):
