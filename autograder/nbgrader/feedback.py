@@ -241,9 +241,11 @@ def _feedback_exporter_class():
         checks' SVG pictures) to give <img> tags without alt text one, and JupyterLab-template
         cells a tabindex; a feedback page (nbgrader's classic-based template) with no <img> has
         neither, and then the page is returned as rendered. Either way the page is made inert
-        (autograder.nbgrader.inert.inert_page: cleaned, and a policy that runs and loads nothing)."""
+        (autograder.nbgrader.inert.inert_page: cleaned, and a policy that runs and loads nothing),
+        its outputs, where the pass has not run, set in after the clean (inert.Slots)."""
 
         remembered = None
+        PASS_HAS_WORK = ("<img", "jp-Cell-inputWrapper", "jp-OutputArea-output")
 
         @default("optimistic_validation")
         def _validate_once(self):
@@ -260,15 +262,19 @@ def _feedback_exporter_class():
                 self.remembered = self.remembered or RememberedHighlight()
                 self.register_filter("highlight_code", self.remembered.using(self, lexer))
             resources = self._init_resources(resources)
+            resources[inert.SLOTS] = inert.Slots()  # outputs set in after the page's clean
             self.register_filter(
                 "filter_data_type",
                 WidgetsDataTypeFilter(notebook_metadata=self._nb_metadata, parent=self, resources=resources),
             )
             page, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
-            if "<img" in page or "jp-Cell-inputWrapper" in page or "jp-OutputArea-output" in page:
+            slots = resources[inert.SLOTS]  # the preprocessors' copy of the resources, as they left it
+            if any(marker in text for text in (page, *slots.held.values()) for marker in self.PASS_HAS_WORK):
                 resources.pop(maths.PAGE_BUDGET, None)  # the page is rendered again, with its whole budget
+                resources[inert.SLOTS] = slots = None  # and the pass sees every output
                 page, resources = super().from_notebook_node(nb, resources, **kw)  # the pass has work: run it all
-            return inert.inert_page(page), resources
+            resources.pop(inert.SLOTS, None)
+            return inert.inert_page(page, slots), resources
 
     return FeedbackHTMLExporter
 

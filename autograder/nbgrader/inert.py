@@ -14,7 +14,9 @@ places student content becomes HTML:
   bounded in size;
 * `inert_page` on a whole feedback page, which is ours from head to foot: the body cleaned
   again with the page's allowlist, and a Content-Security-Policy that forbids every script
-  and every load from elsewhere (`FEEDBACK_POLICY`). The formgrader's grading page is
+  and every load from elsewhere (`FEEDBACK_POLICY`). Outputs already cleaned that the page's
+  clean would leave exactly as they are (most of a page: the checks' pictures) wait in `Slots`
+  while the rest is cleaned, and are set in after (see `Slots` for why that is the same page). The formgrader's grading page is
   nbgrader's, with nbgrader's scripts: it gets `FORMGRADER_POLICY` (its own scripts and
   server only) from the course's templates/formgrade/mathjax.html.j2, placed after nbgrader's
   scripts and before any student content.
@@ -31,6 +33,7 @@ import functools
 import hashlib
 import html
 import re
+import secrets
 
 import nh3
 from nbconvert.exporters import HTMLExporter
@@ -200,6 +203,78 @@ class Remembered:
 
 
 _CLEANED = Remembered(16 * 1024 * 1024)  # fragments and their cleaned forms
+_KEPT_BY_PAGE = Remembered(16 * 1024 * 1024)  # cleaned fragments -> whether a page's clean leaves them as they are
+
+
+def _kept_by_page(cleaned: str) -> bool:
+    """Whether the page's cleaner, parsing `cleaned` where a fragment is parsed (in a <div>),
+    writes it back unchanged: the page's allowlist keeps all of it, and it reads back as written."""
+    kept = _KEPT_BY_PAGE.get(cleaned)
+    if kept is None:
+        kept = _cleaner(True).clean(cleaned) == cleaned
+        _KEPT_BY_PAGE.put(cleaned, kept, len(cleaned))
+    return kept
+
+
+SLOTS = "tc_inert_slots"  # the resources key of a page's Slots (set by the feedback exporter)
+_SLOT_OPENING = re.compile(r'<div(?: class="[\w -]*")?>')  # the template's <div> around an HTML output, cleaned
+
+
+class Slots:
+    """Outputs a feedback page sets in after its own clean, instead of parsing them twice.
+
+    InertOutputs cleans an output once (as a fragment); `inert_page` then cleans the whole body.
+    An output that the page's cleaner leaves exactly as it is (`_kept_by_page`, decided once per
+    distinct output) is held here, and the page is rendered with a slot in its place: a token
+    that carries a nonce drawn for this page, which nothing in a notebook can know. The body is
+    cleaned with the tokens, and each output goes back into its slot. This gives the page a whole
+    clean gives when each slot is, after the clean, the whole text of a <div> as the template put
+    it: the output is then parsed in the context it was checked in. A slot found anywhere else, or
+    not once, and the whole body, outputs included, is cleaned as before (`inert_page`).
+
+    Either way the page holds only what an allowlist kept: every text in it is escaped (no element
+    whose text is written raw is allowed), attributes are quoted, comments are gone, so a browser
+    reads the same tags in whatever context an output lands."""
+
+    def __init__(self):
+        self.prefix = f"tc-slot-{secrets.token_hex(16)}-"
+        self.token = re.compile(re.escape(self.prefix) + r"\d+")
+        self.held: dict[str, str] = {}
+
+    def hold(self, cleaned: str) -> str:
+        """What the page shows for an output cleaned as a fragment: a slot, or the output itself."""
+        if not _kept_by_page(cleaned):
+            return cleaned
+        slot = f"{self.prefix}{len(self.held)}"
+        self.held[slot] = cleaned
+        return slot
+
+    def set_in(self, body: str, cleaned_body: str) -> str | None:
+        """`cleaned_body` (the clean of `body`, as rendered with slots) with each held output in its
+        slot; None if a slot is not once in each, as the whole text of a <div>."""
+        rendered = self.token.findall(body)
+        if len(set(rendered)) != len(rendered):
+            return None
+        pieces, at, found = [], 0, []
+        for match in self.token.finditer(cleaned_body):
+            slot, start, end = match.group(), match.start(), match.end()
+            opening = cleaned_body.rfind("<", 0, start)
+            if (
+                slot not in self.held
+                or not _SLOT_OPENING.fullmatch(cleaned_body, opening, start)
+                or not cleaned_body.startswith("</div>", end)
+            ):
+                return None
+            pieces += [cleaned_body[at:start], self.held[slot]]
+            at = end
+            found.append(slot)
+        if sorted(found) != sorted(rendered):
+            return None
+        return "".join(pieces) + cleaned_body[at:]
+
+    def restore(self, body: str) -> str:
+        """`body` with each held output back in its slot, to be cleaned whole."""
+        return self.token.sub(lambda match: self.held.get(match.group(), ""), body)
 
 
 def _bounded(text: str, what: str) -> str:
@@ -238,6 +313,8 @@ class InertOutputs(Preprocessor):
             kept = {key: value for key, value in data.items() if key in _KEPT_DATA}
             if isinstance(data.get("text/html"), str | list):
                 kept["text/html"] = clean_fragment(_bounded(_text(data["text/html"]), "output"))
+                if resources.get(SLOTS) is not None:
+                    kept["text/html"] = resources[SLOTS].hold(kept["text/html"])
             if isinstance(data.get("image/svg+xml"), str | list):
                 kept["image/svg+xml"] = clean_fragment(_bounded(_text(data["image/svg+xml"]), "picture"))
             for image in ("image/png", "image/jpeg"):
@@ -267,18 +344,28 @@ def policy_meta(policy: str) -> str:
     return f'<meta http-equiv="Content-Security-Policy" content="{html.escape(policy)}">'
 
 
-def inert_page(page: str) -> str:
+def inert_page(page: str, slots: Slots | None = None) -> str:
     """A whole feedback page made inert: its policy first in the head, nbconvert's scripts and
     stylesheet links out of the template's parts (a page carries its styles inline), the body
-    cleaned with the page's allowlist (the template's ids, classes and anchors kept)."""
+    cleaned with the page's allowlist (the template's ids, classes and anchors kept). `slots`:
+    the outputs the page was rendered without (see Slots)."""
     body = _BODY.search(page)
     if body is None:
-        return policy_meta(FEEDBACK_POLICY) + _cleaner(True).clean(page)
+        return policy_meta(FEEDBACK_POLICY) + _clean_body(page, slots)
     before, after = _ACTIVE.sub("", page[: body.start()]), _ACTIVE.sub("", page[body.end() :])
     head = _HEAD.search(before)
     at = head.end() if head else 0
     before = before[:at] + policy_meta(FEEDBACK_POLICY) + before[at:]
-    return f"{before}{body.group(1)}{_cleaner(True).clean(body.group(2))}{body.group(3)}{after}"
+    return f"{before}{body.group(1)}{_clean_body(body.group(2), slots)}{body.group(3)}{after}"
+
+
+def _clean_body(body: str, slots: Slots | None) -> str:
+    if slots is not None and slots.held:
+        placed = slots.set_in(body, _cleaner(True).clean(body))
+        if placed is not None:
+            return placed
+        body = slots.restore(body)
+    return _cleaner(True).clean(body)
 
 
 class InertHTMLExporter(HTMLExporter):

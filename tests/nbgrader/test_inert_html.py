@@ -192,3 +192,110 @@ def test_remembered_values_stay_within_their_characters():
     assert remembered.chars <= 160 and remembered.get(0) == "0" and remembered.get(1) is None
     remembered.put("large", "x" * 11, 11)  # more than a sixteenth: not kept
     assert remembered.get("large") is None
+
+
+# -- outputs set in after a feedback page's clean (inert.Slots) --------------------------------
+
+KEPT_OUTPUT = '<div class="tc-grading"><p><b>passed</b></p><svg width="20" height="10"><rect x="1" y="1" width="5" height="5" fill="#fff"><title>0.5</title></rect></svg></div>'
+
+
+def _page(body: str) -> str:
+    return f"<!DOCTYPE html><html><head><title>t</title></head><body>{body}</body></html>"
+
+
+@pytest.mark.parametrize(
+    "placed, set_in",
+    [
+        ('<div class="output_html rendered_html output_subarea ">{}</div>', True),  # as nbconvert's template puts it
+        ("<div>{}</div><div>{}</div>", False),  # twice
+        ('<div><p title="{}">x</p></div>', False),  # in an attribute
+        ("<div><b>x</b>{}</div>", False),  # not the whole text of its <div>
+        ("<p>{}</p>", False),  # not in a <div>
+        ("<table><tr><td>x</td></tr>{}</table>", False),  # moved out of the table by the parse
+        ("<div><script>{}</script></div>", False),  # cleaned away with the script
+        ("<div>{}", True),  # the clean closes the <div>
+    ],
+)
+def test_outputs_set_in_after_the_clean_give_the_page_a_whole_clean_gives(monkeypatch, placed, set_in):
+    """A held output goes back into its slot only where the clean left the slot as the whole text
+    of a <div>; anywhere else the page is cleaned whole. Either way the page is the one cleaning
+    it whole with the output in place makes."""
+    slots = inert.Slots()
+    slot = slots.hold(inert.clean_fragment(KEPT_OUTPUT))
+    assert slot != KEPT_OUTPUT and slots.held == {slot: KEPT_OUTPUT}
+    cleaned_texts: list[str] = []
+    cleaner = inert._cleaner
+    monkeypatch.setattr(inert, "_cleaner", lambda page: _Recorded(cleaner(page), cleaned_texts))
+    page = inert.inert_page(_page(placed.replace("{}", slot)), slots)
+    # set in: one clean, which never parsed the output; else a second, of the page with it in place
+    assert [KEPT_OUTPUT in text for text in cleaned_texts] == ([False] if set_in else [False, True])
+    assert page == inert.inert_page(_page(placed.replace("{}", KEPT_OUTPUT)))
+    assert slot not in page
+
+
+class _Recorded:
+    """A cleaner that records each text it cleans."""
+
+    def __init__(self, cleaner, texts: list):
+        self.cleaner, self.texts = cleaner, texts
+
+    def clean(self, text: str) -> str:
+        self.texts.append(text)
+        return self.cleaner.clean(text)
+
+
+def test_an_output_the_pages_clean_would_change_is_not_held_and_slots_cannot_be_guessed():
+    slots = inert.Slots()
+    pygments_only = inert.clean_fragment('<span class="hl-c++">x</span>')  # a class fragments keep, pages do not
+    assert pygments_only == '<span class="hl-c++">x</span>' and slots.hold(pygments_only) == pygments_only
+    held = slots.hold(inert.clean_fragment(KEPT_OUTPUT))
+    # an answer that shows another page's slot (or this one's, were it known) is text like any other
+    other = inert.Slots().hold(inert.clean_fragment(KEPT_OUTPUT))
+    page = inert.inert_page(_page(f"<div>{held}</div><div>{other}</div>"), slots)
+    assert KEPT_OUTPUT in page and other in page and held not in page
+    assert inert.Slots().prefix != slots.prefix
+
+
+def test_a_feedback_page_with_its_outputs_set_in_is_the_page_cleaned_whole(monkeypatch):
+    """The feedback exporter, on a notebook whose outputs are the course's pictures, hostile HTML
+    and HTML the page's allowlist changes: the same page as with every output cleaned in place."""
+    import numpy as np
+    from traitlets.config import Config
+
+    from autograder.core.course import Course
+    from autograder.nbgrader import feedback, settings
+
+    course = Course(REPOSITORY.root)
+    heatmaps = course.public_module("attention_heads", "heatmaps")
+    outputs = [
+        heatmaps.show_head(np.eye(4, 16), np.eye(16, 4, k=-8), "your head 1").svg,
+        heatmaps.side_by_side(heatmaps.show_matrix(np.eye(3), "a"), heatmaps.show_matrix(np.ones((2, 2)), "b")).svg,
+        "<a href='javascript:alert(1)' onclick='alert(2)'>x</a><script>alert(3)</script><img src=x onerror=alert(4)>",
+        "<noscript><p title=\"</noscript><img src=x onerror=alert('mxss')>\"></p></noscript>",
+        "<table><div>fostered</div><tr><td>cell</td></tr></table><p><div>split</div></p>",
+        "<svg><p>breaks out</p><title>t</title></svg><math><mi>x</mi><style>s</style></math>",
+        '<span class="hl-c++ tc-x">changed by the page</span>',
+        "<b>unclosed <i>tags",
+    ]
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                f"x{n}", outputs=[nbformat.v4.new_output("display_data", data={"text/html": html, "text/plain": "x"})]
+            )
+            for n, html in enumerate(outputs)
+        ]
+    )
+    config = Config(settings.load(course).config)
+    config.HTMLExporter.template_name = feedback.TEMPLATE_NAME
+    config.HTMLExporter.extra_template_basedirs = maths.template_basedirs()
+    info = {"notebook": "n", "score": 1.0, "max_score": 2.0, "late_penalty": 0}
+    exporter = feedback._feedback_exporter_class()(config=config)
+    held = []
+    hold = inert.Slots.hold
+    monkeypatch.setattr(inert.Slots, "hold", lambda self, cleaned: held.append(cleaned) or hold(self, cleaned))
+    set_in, _ = exporter.from_notebook_node(nb, {"nbgrader": dict(info)})
+    monkeypatch.setattr(inert.Slots, "hold", lambda self, cleaned: cleaned)
+    whole, _ = exporter.from_notebook_node(nb, {"nbgrader": dict(info)})
+    assert set_in == whole
+    assert len(held) == len(outputs) and "tc-slot" not in set_in
+    assert "alert" not in whole and "onerror" not in whole and "fostered" in whole

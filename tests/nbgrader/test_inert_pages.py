@@ -75,6 +75,9 @@ ACTIVE = [
 ]
 ODD_UNICODE = "\u202eevil\u202c zero\u200bwidth \ufeff 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 e\u0301 \U0001f600 \u2028line \ud7ff"
 HOSTILE_ANSWER = "\n\n".join(["Hostile answer.", " ".join(LINKS), "\n".join(ACTIVE), ODD_UNICODE])
+# HTML output of a student's own cell, as an autograded notebook executed in a kernel keeps it (the
+# course's grading clears a submission's outputs): held apart while the page is cleaned (inert.Slots)
+HOSTILE_OUTPUT = "\n".join(ACTIVE + [link.replace("click-", "click-output-") for link in LINKS[5:]])
 MATHS_ANSWER = "We need $s > t$ and $n<1$; in code `n_ctx >= 1`, and in prose a & b < c > d."
 HUGE_TEX = " ".join(f"$x_{{{i}}}^2 + y$" for i in range(20_000))  # about 300 KB of TeX
 
@@ -105,6 +108,26 @@ def _build(folder: pathlib.Path) -> pathlib.Path:
     shutil.copy(root / "feedback" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.html", pages / "batch.html")
     nbgrader(root, "generate_feedback", ASSIGNMENT, "--force")
     shutil.copy(root / "feedback" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.html", pages / "nbgrader.html")
+    autograded = root / "autograded" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    graded = json.loads(autograded.read_text())
+    graded["cells"].append(
+        {
+            "cell_type": "code",
+            "id": "hostile-output",
+            "metadata": {},
+            "execution_count": 1,
+            "source": "display(HTML(answer))",
+            "outputs": [{"output_type": "display_data", "metadata": {}, "data": {"text/html": HOSTILE_OUTPUT}}],
+        }
+    )
+    autograded.write_text(json.dumps(graded))
+    subprocess.run(
+        [sys.executable, "-m", "autograder", "feedback", "--course", str(root), ASSIGNMENT],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    shutil.copy(root / "feedback" / STUDENT / ASSIGNMENT / f"{NOTEBOOK}.html", pages / "outputs.html")
     return root
 
 
@@ -231,11 +254,13 @@ def test_answers_are_kept_as_written_in_the_autograded_notebook(hostile_class):
 
 
 def test_feedback_pages_are_inert_bounded_and_keep_maths(hostile_class, server, browser):
-    for name in ("batch.html", "nbgrader.html"):
+    for name in ("batch.html", "nbgrader.html", "outputs.html"):
         page_text = (hostile_class / "pages" / name).read_text(encoding="utf-8")
         assert inert.policy_meta(inert.FEEDBACK_POLICY) in page_text, name
         assert len(page_text.encode()) < 3 * len(HUGE_TEX), f"{name}: {len(page_text.encode()):,} bytes"
         assert "shown as typed" in page_text, f"{name}: no note on the TeX left as typed"
+        if name == "outputs.html":
+            assert "click-output-html-js" in page_text, "the output of the student's own cell is not shown"
         watched = Watched(browser, server)
         url = f"{server.base_url}/files/pages/{name}"
         started = time.monotonic()
