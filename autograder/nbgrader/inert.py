@@ -16,10 +16,11 @@ places student content becomes HTML:
   again with the page's allowlist, and a Content-Security-Policy that forbids every script
   and every load from elsewhere (`FEEDBACK_POLICY`). Outputs already cleaned that the page's
   clean would leave exactly as they are (most of a page: the checks' pictures) wait in `Slots`
-  while the rest is cleaned, and are set in after (see `Slots` for why that is the same page). The formgrader's grading page is
-  nbgrader's, with nbgrader's scripts: it gets `FORMGRADER_POLICY` (its own scripts and
-  server only) from the course's templates/formgrade/mathjax.html.j2, placed after nbgrader's
-  scripts and before any student content.
+  while the rest is cleaned, and are set in after: the same page, with no output parsed twice.
+  The formgrader's grading page is nbgrader's, with nbgrader's scripts: it gets
+  `FORMGRADER_POLICY` (its own scripts and server only) from the course's
+  templates/formgrade/mathjax.html.j2, placed after nbgrader's scripts and before any student
+  content.
 
 Links keep only http, https and mailto (and in-page `#` anchors); images only `data:image/...`;
 styles only properties that cannot load anything. The cleaner is ammonia (nh3), which parses
@@ -113,6 +114,9 @@ _IMAGE_DATA = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/=
 _URL_ATTRIBUTES = frozenset({"href", "src", "cite", "action", "formaction", "xlink:href", "background", "poster"})
 _IGNORED_IN_URL = re.compile(r"[\x00-\x20\x7f]+")
 _HTML_TAGS = frozenset(nh3.ALLOWED_TAGS) - {"area", "map"}
+_TAGS = _HTML_TAGS | _MATHML | _SVG
+# Elements whose text an HTML serialiser writes unescaped: none may be in a page (see Slots).
+RAW_TEXT = frozenset("style script xmp iframe noembed noframes plaintext noscript".split())
 
 
 def _attributes(page: bool) -> dict[str, set[str]]:
@@ -152,7 +156,7 @@ def _attribute_filter(page: bool):
 @functools.cache
 def _cleaner(page: bool) -> nh3.Cleaner:
     return nh3.Cleaner(
-        tags=set(_HTML_TAGS | _MATHML | _SVG),
+        tags=set(_TAGS),
         clean_content_tags={"script", "style"},
         attributes=_attributes(page),
         attribute_filter=_attribute_filter(page),
@@ -227,14 +231,15 @@ class Slots:
     An output that the page's cleaner leaves exactly as it is (`_kept_by_page`, decided once per
     distinct output) is held here, and the page is rendered with a slot in its place: a token
     that carries a nonce drawn for this page, which nothing in a notebook can know. The body is
-    cleaned with the tokens, and each output goes back into its slot. This gives the page a whole
-    clean gives when each slot is, after the clean, the whole text of a <div> as the template put
-    it: the output is then parsed in the context it was checked in. A slot found anywhere else, or
-    not once, and the whole body, outputs included, is cleaned as before (`inert_page`).
+    cleaned with the tokens, and each output goes back into its slot. The template makes each
+    slot the whole text of a <div>; where the clean leaves it so, the output is parsed in the page
+    as it was checked, in a <div>, and the page is the one a whole clean makes (tests compare
+    them). A slot found anywhere else, or not once, and the whole body, outputs included, is
+    cleaned as before.
 
     Either way the page holds only what an allowlist kept: every text in it is escaped (no element
-    whose text is written raw is allowed), attributes are quoted, comments are gone, so a browser
-    reads the same tags in whatever context an output lands."""
+    whose text is written raw is allowed: `RAW_TEXT`), attributes are quoted, comments are gone,
+    so a browser reads the same tags wherever an output lands."""
 
     def __init__(self):
         self.prefix = f"tc-slot-{secrets.token_hex(16)}-"

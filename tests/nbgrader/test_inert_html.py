@@ -244,6 +244,15 @@ class _Recorded:
         return self.cleaner.clean(text)
 
 
+def test_no_element_whose_text_is_written_raw_is_allowed():
+    """What makes a page safe wherever an output lands: every text a cleaner writes is escaped."""
+    assert inert._TAGS.isdisjoint(inert.RAW_TEXT)
+    for raw in sorted(inert.RAW_TEXT):
+        for page in (False, True):
+            cleaned = inert._cleaner(page).clean(f"<{raw}>&lt;b&gt;x</{raw}>")
+            assert "<b>" not in cleaned and f"<{raw}" not in cleaned, (raw, cleaned)
+
+
 def test_an_output_the_pages_clean_would_change_is_not_held_and_slots_cannot_be_guessed():
     slots = inert.Slots()
     pygments_only = inert.clean_fragment('<span class="hl-c++">x</span>')  # a class fragments keep, pages do not
