@@ -20,7 +20,8 @@ Profile (--profile-size, default 100): the same class graded in this process wit
 confinement, the student's cells, the probe calls and teardown (from the supervisor's frame
 times), reading and sanitising, checking, writing the autograded notebooks (with the copies,
 markers and commit), recording in the gradebook, and then rendering each student's feedback
-page. One worker, so each step's seconds are its core-seconds (the sandbox's on the other core).
+page: once as a run renders them (a picture drawn for an earlier student is not cleaned again),
+and once with nothing remembered (as if no two students' pictures were alike). One worker, so each step's seconds are its core-seconds (the sandbox's on the other core).
 
     python benchmarks/bench_grading.py [--sizes 50 100 200] [--baseline-sizes 50 100 200] [--feedback-sizes 50]
 """
@@ -275,7 +276,7 @@ SANDBOX_STEPS = ("start", "import", "confine", "cells", "probes", "teardown")
 def profile(size: int, warm: bool) -> collections.Counter:
     """Seconds per step of grading `size` notebooks with one worker, then rendering feedback."""
     from autograder.core import engine
-    from autograder.nbgrader import batch, settings
+    from autograder.nbgrader import batch, inert, settings
     from autograder.nbgrader import feedback as pages
     from autograder.sandbox import supervisor
 
@@ -313,6 +314,12 @@ def profile(size: int, warm: bool) -> collections.Counter:
     for number in range(size):
         pages.generate(config, root, ASSIGNMENT, f"student{number:04d}", False)
     spent["rendering feedback"] = time.perf_counter() - begun
+    # the same pages again, as if no two students' outputs (the checks' pictures) were alike
+    for number in range(size):
+        inert.forget_cleaned()
+        begun = time.perf_counter()
+        pages.generate(config, root, ASSIGNMENT, f"student{number:04d}", False)
+        spent["rendering feedback, outputs all new"] += time.perf_counter() - begun
     if previous is None:
         del os.environ[supervisor.WARM_SETTING]
     else:
@@ -329,6 +336,7 @@ PROFILE_ROWS = [
     "writing autograded notebooks, commit",
     "recording in the gradebook",
     "rendering feedback",
+    "rendering feedback, outputs all new",
     "grading (wall)",
 ]
 

@@ -196,6 +196,10 @@ class Remembered:
         self.items.move_to_end(key)
         return found[0]
 
+    def clear(self) -> None:
+        self.items.clear()
+        self.chars = 0
+
     def put(self, key, value, chars: int) -> None:
         if chars > self.max_chars // 16 or key in self.items:
             return
@@ -208,6 +212,12 @@ class Remembered:
 
 _CLEANED = Remembered(16 * 1024 * 1024)  # fragments and their cleaned forms
 _KEPT_BY_PAGE = Remembered(16 * 1024 * 1024)  # cleaned fragments -> whether a page's clean leaves them as they are
+
+
+def forget_cleaned() -> None:
+    """Forget every fragment cleaned so far (what a page costs when none of its outputs was seen)."""
+    _CLEANED.clear()
+    _KEPT_BY_PAGE.clear()
 
 
 def _kept_by_page(cleaned: str) -> bool:

@@ -192,6 +192,10 @@ def test_remembered_values_stay_within_their_characters():
     assert remembered.chars <= 160 and remembered.get(0) == "0" and remembered.get(1) is None
     remembered.put("large", "x" * 11, 11)  # more than a sixteenth: not kept
     assert remembered.get("large") is None
+    remembered.clear()
+    assert remembered.get(0) is None and remembered.chars == 0
+    remembered.put(0, "0", 10)
+    assert remembered.get(0) == "0" and remembered.chars == 10
 
 
 # -- outputs set in after a feedback page's clean (inert.Slots) --------------------------------
