@@ -103,10 +103,10 @@ class HideScoreOutputs(Preprocessor):
         return True
 
     def preprocess(self, nb, resources):
-        from autograder.nbgrader.preprocessors import course_of, grades_assignment
+        from autograder.nbgrader.preprocessors import course_of
 
         assignment = resources.get("nbgrader", {}).get("assignment")
-        if assignment is not None and not grades_assignment(course_of(self), assignment):
+        if assignment is not None and not course_of(self).grades(assignment):
             return nb, resources  # nbgrader's own assignment: its outputs are the kernel's, shown as stock
         return super().preprocess(nb, resources)
 

@@ -143,7 +143,7 @@ class TolerantNotebookExporter(NotebookExporter):
         from autograder.core import notebook as nbio
 
         resources = resources if resources is not None else {}
-        if not grades_assignment(course_of(self), resources.get("nbgrader", {}).get("assignment")):
+        if not course_of(self).grades(resources.get("nbgrader", {}).get("assignment")):
             return super().from_file(file_stream, resources, **kw)  # nbgrader's own assignment: as stock
         try:
             text = file_stream.read(nbio.MAX_NOTEBOOK_BYTES + 1)
@@ -216,12 +216,6 @@ def _course_at(root: str) -> Course:
     return Course(root)
 
 
-def grades_assignment(course: Course, assignment: str | None) -> bool:
-    """Whether `assignment` is one of this course's (Course.grades): each step here leaves every
-    other assignment to nbgrader."""
-    return course.grades(assignment)
-
-
 class CoursePreprocessor(NbGraderPreprocessor):
     """A step that works on the course nbgrader is converting (see `course_of`)."""
 
@@ -251,7 +245,7 @@ class RestoreCourseMetadata(CoursePreprocessor):
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
-        if not grades_assignment(self.course, info.get("assignment")):
+        if not self.course.grades(info.get("assignment")):
             return nb, resources  # nbgrader's own assignment: its OverwriteCells and the rest, as stock
         nb.metadata.pop(REFUSED_KEY, None)  # only this step may say so, never the student
         reason = refused_submission(resources, self.course.root) or info.pop("unreadable", None)
@@ -328,7 +322,7 @@ class SandboxedGrading(CoursePreprocessor):
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
-        if not grades_assignment(self.course, info.get("assignment")):
+        if not self.course.grades(info.get("assignment")):
             return self.execute_as_nbgrader(nb, resources)
         refused = info.get("refused") or nb.metadata.pop(REFUSED_KEY, None)
         if refused:
